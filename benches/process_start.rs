@@ -1,0 +1,74 @@
+//! `process_start`: start and join a process whose function does nothing.
+//!
+//! Measures our spawn and fork start methods and, when `python3` is on the PATH, CPython's
+//! `fork`, `forkserver` and `spawn` in the same run (through `benches/python/process_start.py`),
+//! so that the ratio is taken on the same machine at the same moment.
+//!
+//! Run with `cargo bench --bench process_start`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use multiproc::{ErrorKind, Process, StartMethod};
+
+fn noop(_: ()) {}
+
+fn start_join(method: StartMethod) -> multiproc::Result<()> {
+    let mut p = Process::new(noop, ()).with_start_method(method);
+    p.start()?;
+    p.join()
+}
+
+/// Runs CPython's loop of `iters` start+join cycles and returns the time it reported.
+fn python(method: &str, iters: u64) -> Option<Duration> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/process_start.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(method)
+        .arg(iters.to_string())
+        .output()
+        .ok()?;
+    let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some(Duration::from_secs_f64(secs))
+}
+
+fn bench(c: &mut Criterion) {
+    multiproc::init();
+    let mut g = c.benchmark_group("process_start");
+    g.sample_size(50).measurement_time(Duration::from_secs(5));
+
+    g.bench_function("spawn", |b| {
+        b.iter(|| start_join(StartMethod::Spawn).unwrap())
+    });
+
+    match start_join(StartMethod::Fork) {
+        Ok(()) => {
+            g.bench_function("fork", |b| {
+                b.iter(|| start_join(StartMethod::Fork).unwrap())
+            });
+        }
+        Err(e) if e.kind() == ErrorKind::ThreadedFork => {
+            eprintln!("process_start/fork skipped: {e}");
+        }
+        Err(e) => panic!("fork start failed: {e}"),
+    }
+
+    if python("fork", 1).is_none() {
+        eprintln!("process_start/python_*: skipped (python3 not found or failed)");
+        return;
+    }
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500));
+    for method in ["fork", "forkserver", "spawn"] {
+        g.bench_function(format!("python_{method}"), |b| {
+            b.iter_custom(|iters| python(method, iters).expect("python run failed"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,66 @@
+//! # multiproc: Python's `multiprocessing`, for Rust
+//!
+//! Real child processes and the means for them to talk, with every value that crosses a process
+//! boundary serialized explicitly (serde + postcard). This release has the foundation:
+//! [`Process`] (spawn and fork start methods), the long-lived [`Worker`] that pools are built
+//! on, and the [`codec`] that frames every message.
+//!
+//! ## The first line of `main`
+//!
+//! The default start method runs your program's executable again for each child, so every
+//! program that starts processes begins with [`init()`] — the counterpart of Python's
+//! `if __name__ == "__main__":`:
+//!
+//! ```no_run
+//! use multiproc::Process;
+//!
+//! fn work(n: u64) -> u64 {
+//!     (1..=n).product()
+//! }
+//!
+//! fn main() -> Result<(), multiproc::Error> {
+//!     multiproc::init(); // in a child, this is where the child's work runs instead
+//!     let mut p = Process::new(work, 10).with_name("factorial");
+//!     p.start()?;
+//!     assert_eq!(p.join()?, 3_628_800);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Functions cross the process boundary as `fn(A) -> R` (closures that capture nothing coerce
+//! to it); `A` and `R` are serde types. In a test under the default `#[test]` harness, call
+//! [`init()`] at the top of the test.
+//!
+//! ## From Python
+//!
+//! | Python | multiproc |
+//! |---|---|
+//! | `if __name__ == "__main__":` | [`multiproc::init()`](init) as the first line of `main` |
+//! | `Process(target=f, args=(x,))` | [`Process::new(f, x)`](Process::new) |
+//! | `p.name = "w"`, `p.daemon = True` | [`with_name`](Process::with_name), [`with_daemon`](Process::with_daemon) |
+//! | `p.start()`, `p.join()` | [`start`](Process::start), [`join`](Process::join) (returns `f`'s value) |
+//! | `p.join(timeout)` | [`join_timeout`](Process::join_timeout) (`Ok(None)` while running) |
+//! | `p.is_alive()`, `p.exitcode`, `p.pid` | [`is_alive`](Process::is_alive), [`exitcode`](Process::exitcode), [`pid`](Process::pid) |
+//! | `p.terminate()`, `p.kill()` | [`terminate`](Process::terminate), [`kill`](Process::kill) |
+//! | `get_context("fork")` | [`with_start_method(StartMethod::Fork)`](Process::with_start_method) |
+//! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
+//! | exception in the child | [`ErrorKind::Panicked`] with message and location |
+//!
+//! See `docs/python-to-rust.md` in the repository for the whole mapping and the places where
+//! the behaviour differs on purpose.
+//!
+//! ## Platform
+//! Linux (x86-64 and aarch64). The crate uses pidfds (Linux 5.3+).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![cfg(target_os = "linux")]
+
+pub mod codec;
+mod error;
+mod process;
+mod sys;
+
+pub use error::{Error, ErrorKind, Result};
+pub use process::{
+    Process, ProcessInfo, StartMethod, Worker, current_process, init, parent_process,
+};

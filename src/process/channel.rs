@@ -1,0 +1,228 @@
+//! The control channel between a parent and one child: frames over a Unix stream socket.
+//!
+//! The parent side never blocks in a read: it polls the socket together with the child's pidfd
+//! and drains whatever has arrived into a [`FrameDecoder`], so that a child writing a large result
+//! can always make progress while its parent waits for it to exit. The child side reads with
+//! plain blocking calls: its parent is its only peer.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{self, FrameDecoder, HEADER_LEN};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// Frames up to this size are sent together with their header in one system call.
+const COALESCE: usize = 64 * 1024;
+
+/// How much one read asks for at least.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One end of a framed stream socket.
+pub(crate) struct Channel {
+    fd: OwnedFd,
+    decoder: FrameDecoder,
+    eof: bool,
+}
+
+/// What ended a wait on a channel.
+pub(crate) enum Ready {
+    /// A complete frame is buffered.
+    Frame,
+    /// The peer closed its end (or died) and no complete frame is buffered.
+    Closed,
+    /// The other descriptor passed to `wait` became readable.
+    Other,
+    /// The deadline passed.
+    Timeout,
+}
+
+impl Channel {
+    pub(crate) fn new(fd: OwnedFd) -> Channel {
+        Channel {
+            fd,
+            decoder: FrameDecoder::new(codec::MAX_FRAME_LIMIT),
+            eof: false,
+        }
+    }
+
+    /// Sends one frame holding `payload`.
+    pub(crate) fn send_bytes(&self, payload: &[u8]) -> Result<()> {
+        let header = codec::encode_frame_header(payload.len(), codec::MAX_FRAME_LIMIT)
+            .map_err(|e| Error::codec("message too large for one frame", e))?;
+        let sent = if payload.len() <= COALESCE {
+            let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(payload);
+            sys::send_all(self.fd.as_fd(), &buf)
+        } else {
+            sys::send_all(self.fd.as_fd(), &header)
+                .and_then(|()| sys::send_all(self.fd.as_fd(), payload))
+        };
+        sent.map_err(|e| disconnected_or_io(e, "sending to the other process failed"))
+    }
+
+    /// Sends one frame holding `value`, encoded.
+    pub(crate) fn send<T: Serialize>(&self, value: &T) -> Result<()> {
+        let mut buf = vec![0; HEADER_LEN];
+        codec::encode_into(value, &mut buf)
+            .map_err(|e| Error::codec("a control message could not be serialized", e))?;
+        let header = codec::encode_frame_header(buf.len() - HEADER_LEN, codec::MAX_FRAME_LIMIT)?;
+        buf[..HEADER_LEN].copy_from_slice(&header);
+        sys::send_all(self.fd.as_fd(), &buf)
+            .map_err(|e| disconnected_or_io(e, "sending to the other process failed"))
+    }
+
+    /// Takes the next buffered frame, if one is complete.
+    pub(crate) fn take_frame(&mut self) -> Result<Option<Vec<u8>>> {
+        self.decoder
+            .next_frame()
+            .map_err(|e| Error::codec("the other process sent a malformed frame", e))
+    }
+
+    /// Decodes the next buffered frame as a `T`, if one is complete.
+    pub(crate) fn take<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        match self.decoder.next_frame_ref() {
+            Ok(Some(bytes)) => codec::decode(bytes)
+                .map(Some)
+                .map_err(|e| Error::codec("the other process sent a malformed message", e)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(Error::codec("the other process sent a malformed frame", e)),
+        }
+    }
+
+    /// Reads once without blocking; returns false when nothing was available.
+    pub(crate) fn read_available(&mut self) -> Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        let spare = self.decoder.spare(READ_CHUNK);
+        match sys::recv_nonblocking(self.fd.as_fd(), spare) {
+            Ok(0) => {
+                self.decoder.commit(0);
+                self.eof = true;
+                Ok(false)
+            }
+            Ok(n) => {
+                self.decoder.commit(n);
+                Ok(true)
+            }
+            Err(e) => {
+                self.decoder.commit(0);
+                match e.kind() {
+                    std::io::ErrorKind::WouldBlock => Ok(false),
+                    // The peer died with data unread: the stream is over.
+                    std::io::ErrorKind::ConnectionReset => {
+                        self.eof = true;
+                        Ok(false)
+                    }
+                    _ => Err(Error::io("reading from the other process failed", e)),
+                }
+            }
+        }
+    }
+
+    /// Reads everything that has already arrived, without blocking.
+    pub(crate) fn drain(&mut self) -> Result<()> {
+        while self.read_available()? {}
+        Ok(())
+    }
+
+    /// Waits, reading whatever arrives meanwhile, until `other` becomes readable or the deadline
+    /// passes — and, with `stop_on_frame`, until a frame is complete or the peer has closed.
+    pub(crate) fn wait(
+        &mut self,
+        other: Option<std::os::fd::BorrowedFd<'_>>,
+        deadline: Option<Instant>,
+        stop_on_frame: bool,
+    ) -> Result<Ready> {
+        loop {
+            if stop_on_frame {
+                if self.has_frame()? {
+                    return Ok(Ready::Frame);
+                }
+                if self.eof {
+                    return Ok(Ready::Closed);
+                }
+            }
+            let mut fds = Vec::with_capacity(2);
+            if !self.eof {
+                fds.push(sys::pollfd(self.fd.as_fd(), sys::POLLIN));
+            }
+            if let Some(o) = other {
+                fds.push(sys::pollfd(o, sys::POLLIN));
+            }
+            if fds.is_empty() {
+                return Ok(Ready::Closed);
+            }
+            if sys::poll(&mut fds, deadline)
+                .map_err(|e| Error::io("waiting for the other process failed", e))?
+                == 0
+            {
+                return Ok(Ready::Timeout);
+            }
+            let other_ready = other.is_some() && fds.last().is_some_and(|p| p.revents != 0);
+            if !self.eof && fds[0].revents != 0 {
+                self.read_available()?;
+            }
+            if other_ready && !(stop_on_frame && self.has_frame()?) {
+                return Ok(Ready::Other);
+            }
+        }
+    }
+
+    /// Blocks until one frame is complete (child side). `Ok(None)` when the peer closed.
+    pub(crate) fn recv_frame_blocking(&mut self) -> Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(frame) = self.take_frame()? {
+                return Ok(Some(frame));
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            let spare = self.decoder.spare(READ_CHUNK);
+            match sys::read(self.fd.as_fd(), spare) {
+                Ok(0) => {
+                    self.decoder.commit(0);
+                    self.eof = true;
+                }
+                Ok(n) => self.decoder.commit(n),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    self.decoder.commit(0);
+                    self.eof = true;
+                }
+                Err(e) => {
+                    self.decoder.commit(0);
+                    return Err(Error::io("reading from the parent process failed", e));
+                }
+            }
+        }
+    }
+
+    fn has_frame(&mut self) -> Result<bool> {
+        // Peek: a frame is complete when the decoder would hand one out.
+        let buffered = self.decoder.buffered();
+        if buffered < HEADER_LEN {
+            return Ok(false);
+        }
+        match self.decoder.peek_len() {
+            Ok(Some(len)) => Ok(buffered >= HEADER_LEN + len),
+            Ok(None) => Ok(false),
+            Err(e) => Err(Error::codec("the other process sent a malformed frame", e)),
+        }
+    }
+}
+
+/// Maps the errors of a write to a vanished peer onto [`ErrorKind::Disconnected`].
+fn disconnected_or_io(e: std::io::Error, context: &str) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Error::new(
+            ErrorKind::Disconnected,
+            format!("{context}: the other process is gone"),
+        ),
+        _ => Error::io(context, e),
+    }
+}

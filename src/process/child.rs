@@ -1,0 +1,149 @@
+//! The parent's handle on one running child: its pid, a pidfd, and the control channel.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+use super::channel::{Channel, Ready};
+use super::service;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys::{self, Exit};
+
+pub(crate) struct Child {
+    pid: i32,
+    pidfd: OwnedFd,
+    pub(crate) chan: Channel,
+    exit: Option<Exit>,
+}
+
+/// What `wait_frame` found.
+pub(crate) enum FrameWait {
+    Frame(Vec<u8>),
+    /// The child ended (or closed its channel and then ended) without sending one.
+    Ended(Exit),
+    Timeout,
+}
+
+impl Child {
+    pub(crate) fn new(pid: i32, pidfd: OwnedFd, chan: Channel) -> Child {
+        Child {
+            pid,
+            pidfd,
+            chan,
+            exit: None,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// How the child ended, if it has (reaps it if it just did).
+    pub(crate) fn poll_exit(&mut self) -> Result<Option<Exit>> {
+        if self.exit.is_none() {
+            self.exit = sys::waitpid(self.pid, false)
+                .map_err(|e| Error::io("waiting for a child process failed", e))?;
+        }
+        Ok(self.exit)
+    }
+
+    /// Waits for the child to end, reading its messages meanwhile so that it can never block
+    /// on a full socket. `Ok(None)` when the deadline passed first.
+    pub(crate) fn wait_exit(&mut self, deadline: Option<Instant>) -> Result<Option<Exit>> {
+        loop {
+            if let Some(exit) = self.poll_exit()? {
+                self.chan.drain()?;
+                return Ok(Some(exit));
+            }
+            match self.chan.wait(Some(self.pidfd.as_fd()), deadline, false)? {
+                Ready::Timeout => return Ok(None),
+                Ready::Other | Ready::Closed | Ready::Frame => {}
+            }
+        }
+    }
+
+    /// Waits for the next frame from the child.
+    pub(crate) fn wait_frame(&mut self, deadline: Option<Instant>) -> Result<FrameWait> {
+        loop {
+            if let Some(frame) = self.chan.take_frame()? {
+                return Ok(FrameWait::Frame(frame));
+            }
+            match self.chan.wait(Some(self.pidfd.as_fd()), deadline, true)? {
+                Ready::Frame => continue,
+                Ready::Timeout => return Ok(FrameWait::Timeout),
+                Ready::Other | Ready::Closed => {
+                    // The child ended or closed its end, which it does only when ending.
+                    match self.wait_exit(deadline)? {
+                        Some(exit) => {
+                            if let Some(frame) = self.chan.take_frame()? {
+                                return Ok(FrameWait::Frame(frame));
+                            }
+                            return Ok(FrameWait::Ended(exit));
+                        }
+                        None => return Ok(FrameWait::Timeout),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to the child unless it has already been reaped.
+    pub(crate) fn signal(&mut self, signal: i32) -> Result<()> {
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        sys::pidfd_send_signal(self.pidfd.as_fd(), signal)
+            .map_err(|e| Error::io("signalling a child process failed", e))
+    }
+
+    /// Kills the child and reaps it. Never fails: used on drop and on errors.
+    pub(crate) fn kill_and_reap(&mut self) {
+        if self.exit.is_none() {
+            let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), sys::SIGKILL);
+            if let Ok(Some(exit)) = sys::waitpid(self.pid, true) {
+                self.exit = Some(exit);
+            }
+        }
+    }
+
+    /// Gives up the handle: a child still running is reaped by the service thread when it ends.
+    pub(crate) fn detach(mut self) {
+        if let Ok(None) = self.poll_exit() {
+            service::reap_later(self.pid, self.pidfd);
+        }
+    }
+}
+
+/// The error for a child that ended without delivering what was expected of it.
+pub(crate) fn ended_error(kind: ErrorKind, what: &str, pid: u32, exit: Exit) -> Error {
+    let how = match exit {
+        Exit::Code(c) => format!("exited with status {c}"),
+        Exit::Signal(s) => format!("was killed by {}", signal_name(s)),
+    };
+    let kind = match (kind, exit) {
+        (ErrorKind::Exited, Exit::Signal(_)) => ErrorKind::Signaled,
+        (k, _) => k,
+    };
+    Error::new(kind, format!("{what} {how}"))
+        .with_pid(pid)
+        .with_exit(exit)
+}
+
+/// A readable name for the common signals.
+pub(crate) fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return format!("signal {signal}"),
+    };
+    format!("{name} (signal {signal})")
+}

@@ -1,0 +1,751 @@
+//! Child processes: [`Process`], start methods, and who-am-I functions.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+mod bootstrap;
+mod channel;
+mod child;
+mod function;
+mod launch;
+mod protocol;
+mod service;
+mod worker;
+
+pub use bootstrap::init;
+pub use worker::Worker;
+
+use child::{Child, ended_error};
+use function::Call;
+use launch::{ForkJob, SpawnJob};
+use protocol::{Identity, Outcome};
+
+use crate::codec::{self, CodecError};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys::{self, Exit};
+
+/// How a child process is created.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::StartMethod;
+/// assert_eq!(StartMethod::default(), StartMethod::Spawn);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Run this program's executable again and send it the function and arguments: safe in a
+    /// multi-threaded program, about one `posix_spawn` plus an exec. The default.
+    #[default]
+    Spawn,
+    /// Copy this process with `fork()`: cheaper, and the child sees the parent's memory as it
+    /// was, but refused (with [`ErrorKind::ThreadedFork`]) unless this process has one thread,
+    /// because a lock held by another thread at the moment of the fork stays locked forever in
+    /// the child. [`Process::new_fork_unchecked`] lifts that check for callers who accept it.
+    Fork,
+}
+
+/// Counts the children this process has made, for default names (Python's `_identity`).
+static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A forked child starts its own count, as its name's path shows.
+pub(crate) fn reset_child_counter() {
+    CHILD_COUNTER.store(0, Ordering::Relaxed);
+}
+
+/// This process's identity path: empty in the main process.
+fn own_path() -> Vec<u32> {
+    bootstrap::child_identity()
+        .map(|c| c.me.path.clone())
+        .unwrap_or_default()
+}
+
+/// A fresh identity for a new child, named `<prefix>-<path>` (e.g. `Process-2:1`).
+fn next_identity(prefix: &str) -> Identity {
+    let mut path = own_path();
+    path.push(CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1);
+    let joined: Vec<String> = path.iter().map(u32::to_string).collect();
+    Identity {
+        name: format!("{prefix}-{}", joined.join(":")),
+        path,
+    }
+}
+
+/// The name and pid of a process, as [`current_process`] and [`parent_process`] report them.
+///
+/// # Examples
+///
+/// ```
+/// let me = multiproc::current_process();
+/// assert_eq!(me.pid(), std::process::id());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    name: String,
+    pid: u32,
+}
+
+impl ProcessInfo {
+    /// The process's name: `MainProcess` for the program itself, else the name it was given.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::current_process().name(), "MainProcess");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(multiproc::current_process().pid() > 0);
+    /// ```
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// The process this code runs in: its name (`MainProcess` unless it is a child) and pid.
+///
+/// # Examples
+///
+/// ```
+/// let me = multiproc::current_process();
+/// assert_eq!(me.name(), "MainProcess");
+/// ```
+pub fn current_process() -> ProcessInfo {
+    ProcessInfo {
+        name: bootstrap::child_identity()
+            .map(|c| c.me.name.clone())
+            .unwrap_or_else(|| "MainProcess".to_string()),
+        pid: sys::getpid() as u32,
+    }
+}
+
+/// The process that started this one, or `None` in the main process.
+///
+/// # Examples
+///
+/// ```
+/// assert!(multiproc::parent_process().is_none());
+/// ```
+pub fn parent_process() -> Option<ProcessInfo> {
+    bootstrap::child_identity().map(|c| ProcessInfo {
+        name: c.parent_name.clone(),
+        pid: c.parent_pid,
+    })
+}
+
+/// What a not-yet-started process will run.
+enum Job {
+    Call(Result<Call>),
+    Closure(Box<dyn FnOnce() -> std::result::Result<Vec<u8>, CodecError> + Send>),
+}
+
+/// Where a process is in its life.
+enum State {
+    Created(Job),
+    /// Between taking the job and having a child (only if `start` failed).
+    Failed,
+    Running(Child),
+    Finished(Finished),
+}
+
+/// What a child left behind.
+struct Finished {
+    pid: u32,
+    exit: Exit,
+    outcome: Option<Outcome>,
+    /// The encoded result, until `join` takes it.
+    result: Option<Vec<u8>>,
+    taken: bool,
+}
+
+/// A function running in a child process, like Python's `multiprocessing.Process` — and, like
+/// `std::thread::JoinHandle`, it hands back the function's return value.
+///
+/// Make one with [`Process::new`] from a function `fn(A) -> R` (a plain function or a closure
+/// that captures nothing) and its argument `A`; both `A` and `R` cross the process boundary with
+/// serde. Then [`start`](Self::start) it and [`join`](Self::join) it.
+///
+/// # Dropping a `Process`
+/// - A child that has ended is reaped; nothing is left behind.
+/// - A running **daemon** child (see [`with_daemon`](Self::with_daemon)) is killed (SIGKILL) and
+///   reaped.
+/// - A running **non-daemon** child is detached: it runs to completion, and an internal thread
+///   reaps it when it ends, so it never lingers as a zombie. Its result is discarded.
+///
+/// Whatever the flag, every child is killed when its parent process ends, even by SIGKILL
+/// (the kernel's parent-death signal; unlike Python, a parent never waits at exit for children it
+/// did not join, and never leaves orphans). Join the children you want to finish.
+///
+/// # Errors and outcomes
+/// [`join`](Self::join) returns the value, or an [`Error`] whose kind says what happened:
+/// [`Panicked`](ErrorKind::Panicked) (with the message and location; exit code 1),
+/// [`Exited`](ErrorKind::Exited) (the child called `std::process::exit` in the function),
+/// [`Signaled`](ErrorKind::Signaled) (killed: [`exitcode`](Self::exitcode) is minus the signal,
+/// as in Python).
+///
+/// # Examples
+///
+/// ```no_run
+/// use multiproc::Process;
+///
+/// fn add_up(range: (u64, u64)) -> u64 {
+///     (range.0..range.1).sum()
+/// }
+///
+/// fn main() -> Result<(), multiproc::Error> {
+///     multiproc::init();
+///     let mut p = Process::new(add_up, (0, 1_000)).with_name("adder");
+///     p.start()?;
+///     assert_eq!(p.join()?, 499_500);
+///     assert_eq!(p.exitcode(), Some(0));
+///     Ok(())
+/// }
+/// ```
+pub struct Process<R> {
+    name: String,
+    identity: Identity,
+    daemon: bool,
+    method: StartMethod,
+    state: State,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Created(_) => "created",
+            State::Failed => "failed to start",
+            State::Running(_) => "started",
+            State::Finished(_) => "finished",
+        };
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .field("daemon", &self.daemon)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<R> Process<R> {
+    /// A process that will run `f(arg)`, named `Process-N`, non-daemon, with the spawn method.
+    ///
+    /// The argument is serialized here (what the child gets is `arg` as it is now); a
+    /// serialization error is reported by [`start`](Self::start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn greet(who: String) -> String {
+    ///     format!("hello {who}")
+    /// }
+    /// let p = multiproc::Process::new(greet, "world".to_string());
+    /// assert!(p.name().starts_with("Process-"));
+    /// assert_eq!(p.pid(), None);
+    /// ```
+    pub fn new<A>(f: fn(A) -> R, arg: A) -> Process<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        Process::with_job(Job::Call(Call::new(f, &arg)))
+    }
+
+    /// A process that will run the closure `f` in a forked copy of this process, even if this
+    /// process has several threads.
+    ///
+    /// The closure is not serialized: the child is a copy of this process and finds it in
+    /// memory. Its result is serialized back.
+    ///
+    /// # Safety
+    /// If another thread holds a lock at the moment of the fork (the allocator's, stdout's, a
+    /// `Mutex` in your code or a library's), the child inherits it locked, forever: the child
+    /// can deadlock, or worse, observe half-updated state. Call this only when you know that no
+    /// other thread can be inside such a section when [`start`](Self::start) runs, or that the
+    /// closure touches nothing another thread could have held.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let data = vec![1u64, 2, 3];
+    /// // SAFETY: this program has no other threads while the process starts.
+    /// let mut p = unsafe { multiproc::Process::new_fork_unchecked(move || data.iter().sum::<u64>()) };
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), 6);
+    /// ```
+    pub unsafe fn new_fork_unchecked<F>(f: F) -> Process<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Serialize,
+    {
+        let job = Job::Closure(Box::new(move || codec::encode(&f())));
+        let mut p = Process::with_job(job);
+        p.method = StartMethod::Fork;
+        p
+    }
+
+    fn with_job(job: Job) -> Process<R> {
+        let identity = next_identity("Process");
+        Process {
+            name: identity.name.clone(),
+            identity,
+            daemon: false,
+            method: StartMethod::Spawn,
+            state: State::Created(job),
+            _result: PhantomData,
+        }
+    }
+
+    /// Sets the name (Python's `name`); it has no effect on the OS.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// let p = multiproc::Process::new(id, 1).with_name("pro-0");
+    /// assert_eq!(p.name(), "pro-0");
+    /// ```
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self.identity.name = self.name.clone();
+        self
+    }
+
+    /// Sets the daemon flag: a daemon child is killed when its `Process` is dropped; a
+    /// non-daemon child is detached (see the type's docs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// let p = multiproc::Process::new(id, 1).with_daemon(true);
+    /// assert!(p.is_daemon());
+    /// ```
+    pub fn with_daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Chooses how the child is created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Process, StartMethod};
+    /// fn id(x: u8) -> u8 { x }
+    /// let p = Process::new(id, 1).with_start_method(StartMethod::Fork);
+    /// assert_eq!(p.start_method(), StartMethod::Fork);
+    /// ```
+    pub fn with_start_method(mut self, method: StartMethod) -> Self {
+        if !matches!(self.state, State::Created(Job::Closure(_))) {
+            self.method = method;
+        }
+        self
+    }
+
+    /// The process's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// assert!(multiproc::Process::new(id, 1).name().starts_with("Process-"));
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is a daemon process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// assert!(!multiproc::Process::new(id, 1).is_daemon());
+    /// ```
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// The start method that [`start`](Self::start) will use (or used).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// assert_eq!(multiproc::Process::new(id, 1).start_method(), multiproc::StartMethod::Spawn);
+    /// ```
+    pub fn start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    /// The child's pid once started (`None` before).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// assert_eq!(multiproc::Process::new(id, 1).pid(), None);
+    /// ```
+    pub fn pid(&self) -> Option<u32> {
+        match &self.state {
+            State::Running(c) => Some(c.pid()),
+            State::Finished(f) => Some(f.pid),
+            _ => None,
+        }
+    }
+
+    /// Starts the child. It returns once the child is running (for spawn: once it has checked
+    /// that it runs the same build and is about to call the function).
+    ///
+    /// # Errors
+    /// - [`ErrorKind::AlreadyStarted`] on a second call;
+    /// - [`ErrorKind::NotInitialized`] if [`init`] was not called in this process (spawn);
+    /// - [`ErrorKind::Codec`] if the argument could not be serialized;
+    /// - [`ErrorKind::ThreadedFork`] for the fork method in a multi-threaded process;
+    /// - [`ErrorKind::BuildMismatch`] if the child does not run the same build, or the function
+    ///   is not in the main executable;
+    /// - [`ErrorKind::Bootstrap`] if the child ended or hung before it was running;
+    /// - [`ErrorKind::Io`] if the OS refused to create it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn id(x: u8) -> u8 { x }
+    /// multiproc::init();
+    /// let mut p = multiproc::Process::new(id, 7);
+    /// p.start().unwrap();
+    /// assert_eq!(p.start().unwrap_err().kind(), multiproc::ErrorKind::AlreadyStarted);
+    /// # p.join().unwrap();
+    /// ```
+    pub fn start(&mut self) -> Result<()> {
+        let job = match std::mem::replace(&mut self.state, State::Failed) {
+            State::Created(job) => job,
+            other => {
+                self.state = other;
+                return Err(Error::new(
+                    ErrorKind::AlreadyStarted,
+                    format!("cannot start process {:?} twice", self.name),
+                ));
+            }
+        };
+        let parent_name = current_process().name;
+        let started = match (job, self.method) {
+            (Job::Call(call), StartMethod::Spawn) => call.and_then(|call| {
+                launch::spawn(self.identity.clone(), parent_name, SpawnJob::Call(call))
+            }),
+            (Job::Call(call), StartMethod::Fork) => call.and_then(|call| {
+                launch::fork(
+                    self.identity.clone(),
+                    parent_name,
+                    ForkJob::Call(call),
+                    true,
+                )
+            }),
+            (Job::Closure(f), _) => launch::fork(
+                self.identity.clone(),
+                parent_name,
+                ForkJob::Closure(f),
+                false,
+            ),
+        };
+        self.state = State::Running(started?);
+        Ok(())
+    }
+
+    /// Waits for the child to end and returns what its function returned.
+    ///
+    /// Reads the child's output while it waits, so a child sending a large result never
+    /// blocks on its parent (the deadlock of Python's "joining processes that use queues").
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotStarted`]; [`ErrorKind::ResultTaken`] if an earlier join already returned
+    /// the value; otherwise how the child failed: see the type's docs.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn double(x: i32) -> i32 { 2 * x }
+    /// multiproc::init();
+    /// let mut p = multiproc::Process::new(double, 21);
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), 42);
+    /// ```
+    pub fn join(&mut self) -> Result<R>
+    where
+        R: DeserializeOwned,
+    {
+        match self.join_deadline(None)? {
+            Some(r) => Ok(r),
+            // Without a deadline the wait only ends when the child has ended.
+            None => Err(Error::new(
+                ErrorKind::Io,
+                "join returned before the child ended",
+            )),
+        }
+    }
+
+    /// Waits at most `timeout` for the child to end: `Ok(Some(value))` if it ended and
+    /// returned, `Ok(None)` if it is still running. A timeout too large for an `Instant` means
+    /// forever.
+    ///
+    /// # Errors
+    /// As [`join`](Self::join).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) { std::thread::sleep(Duration::from_millis(ms)) }
+    /// multiproc::init();
+    /// let mut p = multiproc::Process::new(nap, 10_000);
+    /// p.start().unwrap();
+    /// assert!(p.join_timeout(Duration::from_millis(50)).unwrap().is_none());
+    /// assert!(p.is_alive());
+    /// p.kill().unwrap();
+    /// ```
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>>
+    where
+        R: DeserializeOwned,
+    {
+        self.join_deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`join_timeout`](Self::join_timeout) but never waits.
+    ///
+    /// # Errors
+    /// As [`join`](Self::join).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn id(x: u8) -> u8 { x }
+    /// multiproc::init();
+    /// let mut p = multiproc::Process::new(id, 1);
+    /// p.start().unwrap();
+    /// while p.try_join().unwrap().is_none() {
+    ///     std::thread::yield_now();
+    /// }
+    /// ```
+    pub fn try_join(&mut self) -> Result<Option<R>>
+    where
+        R: DeserializeOwned,
+    {
+        self.join_deadline(Some(Instant::now()))
+    }
+
+    fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<Option<R>>
+    where
+        R: DeserializeOwned,
+    {
+        if let State::Running(child) = &mut self.state {
+            match child.wait_exit(deadline)? {
+                None => return Ok(None),
+                Some(exit) => self.finish(exit)?,
+            }
+        }
+        match &mut self.state {
+            State::Created(_) | State::Failed => Err(Error::new(
+                ErrorKind::NotStarted,
+                format!("process {:?} was never started", self.name),
+            )),
+            State::Running(_) => Ok(None),
+            State::Finished(f) => f.result::<R>().map(Some),
+        }
+    }
+
+    /// Moves a child that has exited to `Finished`, decoding its report.
+    fn finish(&mut self, exit: Exit) -> Result<()> {
+        let State::Running(child) = &mut self.state else {
+            return Ok(());
+        };
+        let pid = child.pid();
+        let outcome: Option<Outcome> = child.chan.take().unwrap_or(None);
+        let result = match outcome {
+            Some(Outcome::Returned) => child.chan.take_frame().unwrap_or(None),
+            _ => None,
+        };
+        self.state = State::Finished(Finished {
+            pid,
+            exit,
+            outcome,
+            result,
+            taken: false,
+        });
+        Ok(())
+    }
+
+    /// True while the child runs (reaps it as soon as it has ended).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn id(x: u8) -> u8 { x }
+    /// multiproc::init();
+    /// let mut p = multiproc::Process::new(id, 1);
+    /// assert!(!p.is_alive());
+    /// p.start().unwrap();
+    /// p.join().unwrap();
+    /// assert!(!p.is_alive());
+    /// ```
+    pub fn is_alive(&mut self) -> bool {
+        if let State::Running(child) = &mut self.state {
+            // Read what has arrived so a chatty child is never blocked by our not reading.
+            let _ = child.chan.drain();
+            if let Ok(Some(exit)) = child.poll_exit() {
+                let _ = child.chan.drain();
+                let _ = self.finish(exit);
+            }
+        }
+        matches!(self.state, State::Running(_))
+    }
+
+    /// Python's `exitcode`: `None` while running or before start, else the exit status, or
+    /// minus the signal number if the child was killed (`-15` after `terminate`, `-9` after
+    /// `kill`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn id(x: u8) -> u8 { x }
+    /// multiproc::init();
+    /// let mut p = multiproc::Process::new(id, 1);
+    /// assert_eq!(p.exitcode(), None);
+    /// p.start().unwrap();
+    /// p.join().unwrap();
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// ```
+    pub fn exitcode(&mut self) -> Option<i32> {
+        self.is_alive();
+        match &self.state {
+            State::Finished(f) => Some(f.exit.exitcode()),
+            _ => None,
+        }
+    }
+
+    /// Sends SIGTERM (Python's `terminate()`). The child's destructors do not run.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotStarted`], or [`ErrorKind::Io`] if the signal could not be sent. A child
+    /// that has already ended is not an error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn spin(_: ()) { loop { std::hint::spin_loop() } }
+    /// multiproc::init();
+    /// let mut p = multiproc::Process::new(spin, ());
+    /// p.start().unwrap();
+    /// p.terminate().unwrap();
+    /// let _ = p.join();
+    /// assert_eq!(p.exitcode(), Some(-15));
+    /// ```
+    pub fn terminate(&mut self) -> Result<()> {
+        self.signal(sys::SIGTERM)
+    }
+
+    /// Sends SIGKILL (Python's `kill()`).
+    ///
+    /// # Errors
+    /// As [`terminate`](Self::terminate).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn spin(_: ()) { loop { std::hint::spin_loop() } }
+    /// multiproc::init();
+    /// let mut p = multiproc::Process::new(spin, ());
+    /// p.start().unwrap();
+    /// p.kill().unwrap();
+    /// assert_eq!(p.join().unwrap_err().signal(), Some(9));
+    /// ```
+    pub fn kill(&mut self) -> Result<()> {
+        self.signal(sys::SIGKILL)
+    }
+
+    fn signal(&mut self, signal: i32) -> Result<()> {
+        match &mut self.state {
+            State::Running(child) => child.signal(signal),
+            State::Finished(_) => Ok(()),
+            State::Created(_) | State::Failed => Err(Error::new(
+                ErrorKind::NotStarted,
+                format!("process {:?} was never started", self.name),
+            )),
+        }
+    }
+}
+
+impl Finished {
+    /// The value, or the error that describes how the child failed.
+    fn result<R: DeserializeOwned>(&mut self) -> Result<R> {
+        let failure = |kind, msg: String| {
+            Error::new(kind, msg)
+                .with_pid(self.pid)
+                .with_exit(self.exit)
+        };
+        match &self.outcome {
+            Some(Outcome::Returned) => {
+                if self.taken {
+                    return Err(Error::new(
+                        ErrorKind::ResultTaken,
+                        "the process's result was already returned by an earlier join",
+                    ));
+                }
+                let bytes = self.result.take().unwrap_or_default();
+                self.taken = true;
+                codec::decode(&bytes).map_err(|e| {
+                    Error::codec("the child's result could not be deserialized", e)
+                        .with_pid(self.pid)
+                })
+            }
+            Some(Outcome::Panicked { message, location }) => Err(failure(
+                ErrorKind::Panicked,
+                "the child process panicked".into(),
+            )
+            .with_panic(message.clone(), location.clone())),
+            Some(Outcome::BadArguments(why)) => Err(Error::codec(
+                "the child could not deserialize its arguments",
+                CodecError::Invalid(why.clone()),
+            )
+            .with_pid(self.pid)
+            .with_exit(self.exit)),
+            Some(Outcome::BadResult(why)) => Err(Error::codec(
+                "the child could not serialize its result",
+                CodecError::Encode(why.clone()),
+            )
+            .with_pid(self.pid)
+            .with_exit(self.exit)),
+            None => Err(ended_error(
+                ErrorKind::Exited,
+                "the child process ended without a result: it",
+                self.pid,
+                self.exit,
+            )),
+        }
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        if let State::Running(child) = std::mem::replace(&mut self.state, State::Failed) {
+            let mut child = child;
+            if self.daemon {
+                child.kill_and_reap();
+            } else {
+                child.detach();
+            }
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! A long-lived child that runs many calls, one at a time: what pools are built from.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::child::{Child, FrameWait, ended_error};
+use super::function::Target;
+use super::launch::{self, SpawnJob};
+use super::protocol::{Outcome, Request};
+use super::{current_process, next_identity};
+use crate::codec::{self, CodecError};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A child process that stays up and runs function calls sent to it, one after another.
+///
+/// Each [`call`](Self::call) sends a function and its argument, and waits for the result. A call
+/// that panics fails with [`ErrorKind::Panicked`] and the worker carries on with the next one. If
+/// the worker dies during a call (killed, crashed, `exit()` called), that call fails with
+/// [`ErrorKind::Signaled`] or [`ErrorKind::Exited`] carrying the pid and the signal or status, and
+/// every later call fails with [`ErrorKind::Disconnected`]: start a new worker.
+///
+/// Dropping a `Worker` kills its child and reaps it; [`shutdown`](Self::shutdown) lets it exit
+/// cleanly instead.
+///
+/// # Examples
+///
+/// ```no_run
+/// use multiproc::Worker;
+///
+/// fn square(x: u64) -> u64 { x * x }
+/// fn shout(s: String) -> String { s.to_uppercase() }
+///
+/// fn main() -> Result<(), multiproc::Error> {
+///     multiproc::init();
+///     let mut w = Worker::start()?;
+///     assert_eq!(w.call(square, 9)?, 81);
+///     assert_eq!(w.call(shout, "hi".to_string())?, "HI");
+///     w.shutdown()
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Worker {
+    name: String,
+    child: Option<Child>,
+    /// Why the worker can no longer be used, once it cannot.
+    broken: Option<String>,
+}
+
+impl std::fmt::Debug for Child {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Child").field("pid", &self.pid()).finish()
+    }
+}
+
+impl Worker {
+    /// Starts a worker process (spawn method), named `Worker-N`.
+    ///
+    /// # Errors
+    /// As [`Process::start`](crate::Process::start).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let w = multiproc::Worker::start().unwrap();
+    /// assert!(w.pid() > 0);
+    /// ```
+    pub fn start() -> Result<Worker> {
+        let identity = next_identity("Worker");
+        let name = identity.name.clone();
+        let child = launch::spawn(identity, current_process().name, SpawnJob::Worker)?;
+        Ok(Worker {
+            name,
+            child: Some(child),
+            broken: None,
+        })
+    }
+
+    /// The worker's name.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let w = multiproc::Worker::start().unwrap();
+    /// assert!(w.name().starts_with("Worker-"));
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The worker's pid.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let w = multiproc::Worker::start().unwrap();
+    /// assert_ne!(w.pid(), std::process::id());
+    /// ```
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::pid)
+    }
+
+    /// Runs `f(arg)` in the worker and returns its result.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] if the argument does not serialize (nothing is sent, the worker stays
+    /// usable) or the result does not cross back; [`ErrorKind::Panicked`] if `f` panicked (the
+    /// worker stays usable); [`ErrorKind::Signaled`] / [`ErrorKind::Exited`] if the worker died;
+    /// [`ErrorKind::Disconnected`] if it had died before.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let mut w = multiproc::Worker::start().unwrap();
+    /// assert_eq!(w.call(inc, 1).unwrap(), 2);
+    /// ```
+    pub fn call<A, R>(&mut self, f: fn(A) -> R, arg: A) -> Result<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.call_deadline(f, arg, None)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Io,
+                "the call returned before the worker answered",
+            )
+        })
+    }
+
+    /// Like [`call`](Self::call), giving up after `timeout`: on a timeout the worker is killed
+    /// (it is in the middle of the call and cannot be reused), and `Ok(None)` is returned.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// multiproc::init();
+    /// let mut w = multiproc::Worker::start().unwrap();
+    /// assert_eq!(w.call_timeout(nap, 1, Duration::from_secs(10)).unwrap(), Some(1));
+    /// assert_eq!(w.call_timeout(nap, 10_000, Duration::from_millis(10)).unwrap(), None);
+    /// assert!(!w.is_alive());
+    /// ```
+    pub fn call_timeout<A, R>(
+        &mut self,
+        f: fn(A) -> R,
+        arg: A,
+        timeout: Duration,
+    ) -> Result<Option<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.call_deadline(f, arg, Instant::now().checked_add(timeout))
+    }
+
+    fn call_deadline<A, R>(
+        &mut self,
+        f: fn(A) -> R,
+        arg: A,
+        deadline: Option<Instant>,
+    ) -> Result<Option<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let target = Target::of(f)?;
+        let args = codec::encode(&arg)
+            .map_err(|e| Error::codec("the call's argument could not be serialized", e))?;
+        let child = self.usable()?;
+        let pid = child.pid();
+        let sent = child
+            .chan
+            .send(&Request::Call(target))
+            .and_then(|()| child.chan.send_bytes(&args));
+        if let Err(e) = sent {
+            return Err(self.died(e));
+        }
+        let outcome: Outcome = match self.next_frame(deadline)? {
+            Some(frame) => codec::decode(&frame)
+                .map_err(|e| self.broke(Error::codec("the worker sent a malformed reply", e)))?,
+            None => return Ok(None),
+        };
+        match outcome {
+            Outcome::Returned => {
+                let Some(bytes) = self.next_frame(deadline)? else {
+                    return Ok(None);
+                };
+                codec::decode(&bytes).map(Some).map_err(|e| {
+                    Error::codec("the worker's result could not be deserialized", e).with_pid(pid)
+                })
+            }
+            Outcome::Panicked { message, location } => Err(Error::new(
+                ErrorKind::Panicked,
+                "the call panicked in the worker",
+            )
+            .with_pid(pid)
+            .with_panic(message, location)),
+            Outcome::BadArguments(why) => Err(Error::codec(
+                "the worker could not deserialize the call's argument",
+                CodecError::Invalid(why),
+            )
+            .with_pid(pid)),
+            Outcome::BadResult(why) => Err(Error::codec(
+                "the worker could not serialize the call's result",
+                CodecError::Encode(why),
+            )
+            .with_pid(pid)),
+        }
+    }
+
+    /// The next frame from the worker; `Ok(None)` on timeout (the worker is then killed).
+    fn next_frame(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>> {
+        let child = self.usable()?;
+        let pid = child.pid();
+        match child.wait_frame(deadline) {
+            Ok(FrameWait::Frame(frame)) => Ok(Some(frame)),
+            Ok(FrameWait::Ended(exit)) => {
+                let err = ended_error(
+                    ErrorKind::Exited,
+                    "the worker process died during the call: it",
+                    pid,
+                    exit,
+                );
+                Err(self.broke(err))
+            }
+            Ok(FrameWait::Timeout) => {
+                if let Some(child) = &mut self.child {
+                    child.kill_and_reap();
+                }
+                self.broken = Some("it was killed after a call timed out".into());
+                Ok(None)
+            }
+            Err(e) => Err(self.broke(e)),
+        }
+    }
+
+    fn usable(&mut self) -> Result<&mut Child> {
+        if let Some(why) = &self.broken {
+            return Err(Error::new(
+                ErrorKind::Disconnected,
+                format!("the worker {:?} can no longer be used: {why}", self.name),
+            ));
+        }
+        self.child
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Disconnected, "the worker was shut down"))
+    }
+
+    /// Marks the worker unusable after `err`, making sure its process is gone and reaped.
+    fn broke(&mut self, err: Error) -> Error {
+        if let Some(child) = &mut self.child {
+            child.kill_and_reap();
+        }
+        self.broken = Some(err.to_string());
+        err
+    }
+
+    /// A send failed: the worker is gone. Report how it ended, if it did.
+    fn died(&mut self, err: Error) -> Error {
+        let Some(child) = &mut self.child else {
+            return err;
+        };
+        let pid = child.pid();
+        let err = match child.wait_exit(Some(Instant::now() + Duration::from_secs(5))) {
+            Ok(Some(exit)) => {
+                ended_error(ErrorKind::Exited, "the worker process died: it", pid, exit)
+            }
+            _ => err,
+        };
+        self.broke(err)
+    }
+
+    /// True while the worker process runs.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let mut w = multiproc::Worker::start().unwrap();
+    /// assert!(w.is_alive());
+    /// ```
+    pub fn is_alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.poll_exit(), Ok(None)))
+    }
+
+    /// Kills the worker process (SIGKILL) and reaps it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let mut w = multiproc::Worker::start().unwrap();
+    /// w.kill();
+    /// assert!(!w.is_alive());
+    /// ```
+    pub fn kill(&mut self) {
+        if let Some(child) = &mut self.child {
+            child.kill_and_reap();
+        }
+        self.broken.get_or_insert_with(|| "it was killed".into());
+    }
+
+    /// Asks the worker to exit and waits for it (up to 10 s, then kills it).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Exited`] / [`ErrorKind::Signaled`] if it did not exit cleanly.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// multiproc::Worker::start().unwrap().shutdown().unwrap();
+    /// ```
+    pub fn shutdown(mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = child.chan.send(&Request::Exit);
+        let pid = child.pid();
+        match child.wait_exit(Some(Instant::now() + Duration::from_secs(10)))? {
+            Some(crate::sys::Exit::Code(0)) => Ok(()),
+            Some(exit) => Err(ended_error(
+                ErrorKind::Exited,
+                "the worker process",
+                pid,
+                exit,
+            )),
+            None => {
+                child.kill_and_reap();
+                Err(Error::new(
+                    ErrorKind::Exited,
+                    "the worker did not exit within 10 s and was killed",
+                )
+                .with_pid(pid))
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            child.kill_and_reap();
+        }
+    }
+}

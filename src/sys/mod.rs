@@ -1,0 +1,426 @@
+//! The only module that calls the operating system directly.
+//!
+//! Everything here is a thin wrapper over one system call, or a small group of them, that returns
+//! `std::io::Result` and retries `EINTR` where the call is restartable. The rest of the crate goes
+//! through these functions and never names `libc` itself.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+/// Turns a `-1`-means-error return value into an `io::Result`.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Same as [`cvt`] for calls that return `ssize_t`.
+fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// The id of the calling process. See getpid(2).
+pub(crate) fn getpid() -> i32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// The id of the parent process. See getppid(2).
+pub(crate) fn getppid() -> i32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// The kernel thread id of the calling thread. See gettid(2).
+pub(crate) fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// True when the caller is the process's initial thread, whose exit ends the process.
+pub(crate) fn is_main_thread() -> bool {
+    gettid() == getpid()
+}
+
+/// Number of threads in the calling process, read from `/proc/self/stat` (field 20).
+pub(crate) fn thread_count() -> io::Result<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
+    let rest = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat"))?;
+    // After the name come field 3 (state) onwards; num_threads is field 20.
+    rest.split_ascii_whitespace()
+        .nth(20 - 3)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat"))
+}
+
+/// How a child process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// It called `exit` with this status.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+impl Exit {
+    /// Python's `exitcode`: the status, or minus the signal number.
+    pub(crate) fn exitcode(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => -s,
+        }
+    }
+
+    fn from_wait_status(status: libc::c_int) -> Option<Exit> {
+        if libc::WIFEXITED(status) {
+            Some(Exit::Code(libc::WEXITSTATUS(status)))
+        } else if libc::WIFSIGNALED(status) {
+            Some(Exit::Signal(libc::WTERMSIG(status)))
+        } else {
+            None
+        }
+    }
+}
+
+/// Reaps `pid` if it has ended; `Ok(None)` while it runs (or, with `block`, waits for it).
+/// See waitpid(2).
+pub(crate) fn waitpid(pid: i32, block: bool) -> io::Result<Option<Exit>> {
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid, writable int; waitpid has no other preconditions.
+        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
+        match ret {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            -1 => return Err(io::Error::last_os_error()),
+            0 => return Ok(None),
+            _ => match Exit::from_wait_status(status) {
+                Some(exit) => return Ok(Some(exit)),
+                // Stopped or continued: not an end; keep waiting if asked to.
+                None if block => continue,
+                None => return Ok(None),
+            },
+        }
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` ends. See pidfd_open(2).
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `signal` to the process behind `pidfd`. Unlike kill(2) this cannot hit a recycled pid.
+/// See pidfd_send_signal(2).
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: the descriptor is valid for the duration of the call; a null siginfo is allowed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        // ESRCH: it already ended (it may be a zombie we have not reaped): nothing to do.
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Sends `signal` to process `pid`. See kill(2).
+pub(crate) fn kill(pid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers.
+    cvt(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+/// Asks the kernel to send `signal` to the calling process when the thread that created it ends.
+/// See PR_SET_PDEATHSIG in prctl(2).
+pub(crate) fn set_parent_death_signal(signal: i32) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes the signal number as its only argument.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) }).map(drop)
+}
+
+/// Sets `SIGPIPE` to be ignored, so that writing to a closed pipe returns `EPIPE` instead of
+/// killing the process (the Rust runtime does this before `main`; children that start before
+/// `main` must do it themselves). See signal(7).
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN for SIGPIPE has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// A connected pair of Unix stream sockets, both close-on-exec. See socketpair(2).
+pub(crate) fn stream_socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Writes all of `buf` to a socket, without raising `SIGPIPE` if the peer is gone.
+/// See send(2) (`MSG_NOSIGNAL`).
+pub(crate) fn send_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a valid readable slice for its whole length.
+        let ret = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        match cvt_size(ret) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_fd(fd, libc::POLLOUT, None)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads at most `buf.len()` bytes; `Ok(0)` means end of stream. Retries `EINTR`. See read(2).
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a valid writable slice for its whole length.
+        let ret = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Reads without blocking even on a blocking socket (`MSG_DONTWAIT`); `WouldBlock` when empty.
+pub(crate) fn recv_nonblocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a valid writable slice for its whole length.
+        let ret = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Time left until `deadline`, as a poll(2) timeout in milliseconds (rounded up; -1 = forever).
+fn poll_timeout(deadline: Option<Instant>) -> libc::c_int {
+    match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            // Round up so that we never wake a hair before the deadline and spin.
+            let ms = left.as_nanos().div_ceil(1_000_000);
+            ms.min(libc::c_int::MAX as u128) as libc::c_int
+        }
+    }
+}
+
+/// Waits until at least one descriptor is ready or `deadline` passes (`Ok(0)`).
+/// Retries `EINTR` with the time that is left. See poll(2).
+pub(crate) fn poll(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
+    loop {
+        let timeout = poll_timeout(deadline);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures.
+        let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        match cvt(ret) {
+            Ok(n) => {
+                if n == 0 && deadline.is_some_and(|d| Instant::now() < d) {
+                    // poll rounds to milliseconds; a few microseconds may remain.
+                    continue;
+                }
+                return Ok(n as usize);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits for `events` on one descriptor; `Ok(false)` when `deadline` passed first.
+pub(crate) fn wait_fd(
+    fd: BorrowedFd<'_>,
+    events: i16,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    let mut pfd = [pollfd(fd, events)];
+    Ok(poll(&mut pfd, deadline)? > 0)
+}
+
+/// A `pollfd` for `fd`, asking for `events`.
+pub(crate) fn pollfd(fd: BorrowedFd<'_>, events: i16) -> libc::pollfd {
+    libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    }
+}
+
+/// Signal numbers used by the crate.
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+
+/// Re-exported poll flags so that callers need not name libc.
+pub(crate) const POLLIN: i16 = libc::POLLIN;
+
+/// Closes a descriptor known only by number (in a forked child, the copy of one that its
+/// parent owns). See close(2).
+pub(crate) fn close_raw(fd: RawFd) {
+    // SAFETY: the caller passes a descriptor that nothing else in this process will use.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// Duplicates `fd` onto the lowest free descriptor ≥ 3, close-on-exec. See fcntl(2).
+pub(crate) fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes a minimum descriptor number.
+    let new = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: fcntl just created this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Points descriptor `target` at `/dev/null` (read and write). See dup2(2).
+pub(crate) fn redirect_to_devnull(target: RawFd) -> io::Result<()> {
+    let null = open(c"/dev/null", libc::O_RDWR)?;
+    // SAFETY: both descriptors are valid; dup2 atomically replaces `target`.
+    cvt(unsafe { libc::dup2(null.as_raw_fd(), target) }).map(drop)
+}
+
+/// Opens `path` close-on-exec. See open(2).
+pub(crate) fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    loop {
+        // SAFETY: `path` is a valid NUL-terminated string.
+        let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+        match cvt(fd) {
+            // SAFETY: open just returned this descriptor.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Opens the running executable file (whatever has happened to its path since).
+/// See proc(5), `/proc/self/exe`.
+pub(crate) fn open_self_exe() -> io::Result<OwnedFd> {
+    open(c"/proc/self/exe", libc::O_RDONLY)
+}
+
+/// True when `fd` is a socket. See fstat(2).
+pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid writable memory for one `stat`.
+    let ok = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0;
+    ok && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+}
+
+/// The (device, inode) pair of an open file, which names the file whatever its path.
+pub(crate) fn file_identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid writable memory for one `stat`.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// The load address of the executable or shared object that contains `addr`, if any.
+/// See dladdr(3).
+pub(crate) fn object_base(addr: usize) -> Option<usize> {
+    // SAFETY: an all-zero Dl_info is a valid value to be overwritten.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the address value; `info` is writable.
+    let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
+    (found != 0).then_some(info.dli_fbase as usize)
+}
+
+/// Creates a child process that is a copy of the calling thread. See fork(2).
+///
+/// # Safety
+/// In the child only async-signal-safe work is sound if other threads existed at the time of the
+/// fork (their locks stay locked forever in the child). The caller must uphold that or know that
+/// the process had one thread.
+pub(crate) unsafe fn fork() -> io::Result<i32> {
+    // SAFETY: the caller takes responsibility for the child's environment (see above).
+    cvt(unsafe { libc::fork() })
+}
+
+/// Ends the calling process at once, without running exit handlers. See _exit(2).
+pub(crate) fn exit_immediately(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// An eventfd used to wake a thread blocked in poll(2). See eventfd(2).
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes an initial value and flags.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: eventfd just returned this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter, waking its poller.
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one = 1u64.to_ne_bytes();
+    loop {
+        // SAFETY: writing 8 readable bytes from a local array.
+        let ret = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        match cvt_size(ret) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // The counter is saturated: the poller is certainly going to wake.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Resets an eventfd's counter to zero (it is non-blocking: an empty counter is fine).
+pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 8];
+    let _ = read(fd, &mut buf);
+}
