@@ -1,6 +1,8 @@
 //! `process_start`: start and join a process whose function does nothing.
 //!
-//! Measures our spawn and fork start methods and, when `python3` is on the PATH, CPython's
+//! Measures our spawn and fork start methods; the raw floor for each in the same run (`raw_exec`:
+//! run this very executable and have it exit before `main`; `raw_fork`: `fork` + `_exit` +
+//! `waitpid`); and, when `python3` is on the PATH, CPython's
 //! `fork`, `forkserver` and `spawn` in the same run (through `benches/python/process_start.py`),
 //! so that the ratio is taken on the same machine at the same moment.
 //!
@@ -19,6 +21,21 @@ fn start_join(method: StartMethod) -> multiproc::Result<()> {
     let mut p = Process::new(noop, ()).with_start_method(method);
     p.start()?;
     p.join()
+}
+
+/// The floor for the fork method: fork, exit at once, reap.
+fn raw_fork() {
+    // SAFETY: the process is single-threaded (checked by the fork start above) and the child
+    // only calls the async-signal-safe _exit.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
 }
 
 /// Runs CPython's loop of `iters` start+join cycles and returns the time it reported.
@@ -42,12 +59,24 @@ fn bench(c: &mut Criterion) {
     g.bench_function("spawn", |b| {
         b.iter(|| start_join(StartMethod::Spawn).unwrap())
     });
+    let exe = std::env::current_exe().expect("current_exe");
+    g.bench_function("raw_exec", |b| {
+        b.iter(|| {
+            // A child-marker value that our pre-main hook rejects at once: exec + loader + exit.
+            let st = Command::new(&exe)
+                .env("MULTIPROC_CHILD", "0:0")
+                .status()
+                .unwrap();
+            assert_eq!(st.code(), Some(3));
+        })
+    });
 
     match start_join(StartMethod::Fork) {
         Ok(()) => {
             g.bench_function("fork", |b| {
                 b.iter(|| start_join(StartMethod::Fork).unwrap())
             });
+            g.bench_function("raw_fork", |b| b.iter(raw_fork));
         }
         Err(e) if e.kind() == ErrorKind::ThreadedFork => {
             eprintln!("process_start/fork skipped: {e}");

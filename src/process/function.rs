@@ -192,3 +192,56 @@ pub(crate) fn exe() -> io::Result<std::os::fd::BorrowedFd<'static>> {
         Err(code) => Err(io::Error::from_raw_os_error(*code)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn a_call_made_here_runs_here() {
+        let call = Call::new(double, &21).unwrap();
+        let out = match call.target.invoke(&call.args) {
+            Ok(bytes) => bytes,
+            Err(_) => panic!("invoke failed"),
+        };
+        assert_eq!(codec::decode::<u32>(&out).unwrap(), 42);
+    }
+
+    #[test]
+    fn wrong_arguments_are_a_codec_error_not_ub() {
+        let target = Target::of(double).unwrap();
+        assert!(matches!(
+            target.invoke(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            Err(CallError::Arguments(_))
+        ));
+        assert!(matches!(
+            target.invoke(&[1, 2]),
+            Err(CallError::Arguments(CodecError::TrailingBytes { .. }))
+        ));
+    }
+
+    #[test]
+    fn the_current_build_verifies() {
+        BuildId::current().unwrap().verify().unwrap();
+    }
+
+    #[test]
+    fn another_executable_is_refused() {
+        let mut other = BuildId::current().unwrap();
+        other.ino ^= 1;
+        let why = other.verify().unwrap_err();
+        assert!(why.contains("different executable"), "{why}");
+    }
+
+    #[test]
+    fn another_code_layout_is_refused() {
+        let mut other = BuildId::current().unwrap();
+        other.probe = other.probe.wrapping_add(16);
+        let why = other.verify().unwrap_err();
+        assert!(why.contains("code layout"), "{why}");
+    }
+}

@@ -50,19 +50,14 @@ pub(crate) fn is_main_thread() -> bool {
     gettid() == getpid()
 }
 
-/// Number of threads in the calling process, read from `/proc/self/stat` (field 20).
+/// Number of threads in the calling process: the link count of `/proc/self/task` is the number
+/// of its entries (one per thread) plus two (`.` and `..`). One stat(2), no parsing. See proc(5).
 pub(crate) fn thread_count() -> io::Result<usize> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
-    let rest = stat
-        .rfind(')')
-        .map(|i| &stat[i + 1..])
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat"))?;
-    // After the name come field 3 (state) onwards; num_threads is field 20.
-    rest.split_ascii_whitespace()
-        .nth(20 - 3)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat"))
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is NUL-terminated and `st` is writable memory for one `stat`.
+    cvt(unsafe { libc::stat(c"/proc/self/task".as_ptr(), &mut st) })?;
+    Ok((st.st_nlink as usize).saturating_sub(2).max(1))
 }
 
 /// How a child process ended.
