@@ -57,10 +57,15 @@
 
 pub mod codec;
 mod error;
+mod pipe;
 mod process;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};
+pub use pipe::{
+    Connection, DEFAULT_PIPE_FRAME_LIMIT, Nothing, RecvIntoError, Sentinel, Waitable, pipe,
+    pipe_typed, simplex, wait,
+};
 pub use process::{
     Process, ProcessInfo, StartMethod, Worker, current_process, init, parent_process,
 };

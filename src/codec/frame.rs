@@ -91,6 +91,11 @@ impl FrameDecoder {
         self.limit
     }
 
+    /// Changes the frame size limit (for frames not yet returned).
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(super::MAX_FRAME_LIMIT);
+    }
+
     /// Bytes received but not yet returned as frames.
     ///
     /// # Examples

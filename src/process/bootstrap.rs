@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -169,7 +169,8 @@ fn run_spawned_child() -> ! {
                 Ok(Some(a)) => a,
                 _ => sys::exit_immediately(EXIT_REFUSED),
             };
-            let code = run_once(&chan, target, &args);
+            let fds = chan.take_fds();
+            let code = run_once(&chan, target, &args, fds);
             finish(code)
         }
         Job::Worker => {
@@ -200,8 +201,8 @@ pub(crate) fn finish(code: i32) -> ! {
 }
 
 /// Runs one call and reports how it went; returns the exit status to use.
-pub(crate) fn run_once(chan: &Channel, target: Target, args: &[u8]) -> i32 {
-    let (outcome, result) = execute(target, args);
+pub(crate) fn run_once(chan: &Channel, target: Target, args: &[u8], fds: Vec<OwnedFd>) -> i32 {
+    let (outcome, result) = execute(target, args, fds);
     report(chan, &outcome, result.as_deref()).unwrap_or(EXIT_FAILED)
 }
 
@@ -248,7 +249,8 @@ pub(crate) fn serve(chan: &mut Channel) {
                 let Ok(Some(args)) = chan.recv_frame_blocking() else {
                     return;
                 };
-                let (outcome, result) = execute(target, &args);
+                let fds = chan.take_fds();
+                let (outcome, result) = execute(target, &args, fds);
                 if report(chan, &outcome, result.as_deref()).is_err() {
                     return;
                 }
@@ -257,10 +259,12 @@ pub(crate) fn serve(chan: &mut Channel) {
     }
 }
 
-/// Calls `target` with `args`, catching a panic.
-fn execute(target: Target, args: &[u8]) -> (Outcome, Option<Vec<u8>>) {
+/// Calls `target` with `args` (whose handles take their descriptors from `fds`), catching a
+/// panic.
+fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<Vec<u8>>) {
     install_panic_capture();
-    match panic::catch_unwind(AssertUnwindSafe(|| target.invoke(args))) {
+    let call = || super::handles::with_incoming(fds, || target.invoke(args));
+    match panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(bytes)) => (Outcome::Returned, Some(bytes)),
         Ok(Err(CallError::Arguments(e))) => (Outcome::BadArguments(e.to_string()), None),
         Ok(Err(CallError::Result(e))) => (Outcome::BadResult(e.to_string()), None),

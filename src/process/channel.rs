@@ -26,6 +26,8 @@ pub(crate) struct Channel {
     fd: OwnedFd,
     decoder: FrameDecoder,
     eof: bool,
+    /// Descriptors that arrived as SCM_RIGHTS, until taken.
+    fds: Vec<OwnedFd>,
 }
 
 /// What ended a wait on a channel.
@@ -46,7 +48,29 @@ impl Channel {
             fd,
             decoder: FrameDecoder::new(codec::MAX_FRAME_LIMIT),
             eof: false,
+            fds: Vec::new(),
         }
+    }
+
+    /// Sends one frame holding `payload`, with `fds` attached (SCM_RIGHTS).
+    pub(crate) fn send_bytes_with_fds(&self, payload: &[u8], fds: &[OwnedFd]) -> Result<()> {
+        if fds.is_empty() {
+            return self.send_bytes(payload);
+        }
+        let header = codec::encode_frame_header(payload.len(), codec::MAX_FRAME_LIMIT)
+            .map_err(|e| Error::codec("message too large for one frame", e))?;
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        let sent = sys::sendmsg(self.fd.as_fd(), &[&header, payload], &borrowed, false)
+            .map_err(|e| disconnected_or_io(e, "sending to the other process failed"))?;
+        // The descriptors went with the first byte; the rest of the frame follows plainly.
+        let rest: Vec<u8> = header.iter().chain(payload).skip(sent).copied().collect();
+        sys::send_all(self.fd.as_fd(), &rest)
+            .map_err(|e| disconnected_or_io(e, "sending to the other process failed"))
+    }
+
+    /// Takes the descriptors received so far.
+    pub(crate) fn take_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.fds)
     }
 
     /// Sends one frame holding `payload`.
@@ -100,7 +124,7 @@ impl Channel {
             return Ok(false);
         }
         let spare = self.decoder.spare(READ_CHUNK);
-        match sys::recv_nonblocking(self.fd.as_fd(), spare) {
+        match sys::recvmsg(self.fd.as_fd(), spare, &mut self.fds, true) {
             Ok(0) => {
                 self.decoder.commit(0);
                 self.eof = true;
@@ -184,7 +208,7 @@ impl Channel {
                 return Ok(None);
             }
             let spare = self.decoder.spare(READ_CHUNK);
-            match sys::read(self.fd.as_fd(), spare) {
+            match sys::recvmsg(self.fd.as_fd(), spare, &mut self.fds, false) {
                 Ok(0) => {
                     self.decoder.commit(0);
                     self.eof = true;

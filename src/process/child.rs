@@ -33,6 +33,11 @@ impl Child {
         }
     }
 
+    /// The pidfd while the child has not been reaped (it stays readable once the child ended).
+    pub(crate) fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.pidfd.as_fd())
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.pid as u32
     }

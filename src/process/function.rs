@@ -77,6 +77,8 @@ fn addr_of(offset: u64) -> usize {
 pub(crate) struct Call {
     pub(crate) target: Target,
     pub(crate) args: Vec<u8>,
+    /// Descriptors of handles inside the arguments (see `handles`).
+    pub(crate) fds: Vec<std::os::fd::OwnedFd>,
 }
 
 /// The two offsets that name a function and its trampoline.
@@ -94,9 +96,9 @@ impl Call {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let args = codec::encode(arg)
+        let (args, fds) = super::handles::encode_with_fds(arg)
             .map_err(|e| Error::codec("the process arguments could not be serialized", e))?;
-        Ok(Call { target, args })
+        Ok(Call { target, args, fds })
     }
 }
 

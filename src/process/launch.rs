@@ -95,9 +95,9 @@ fn handshake(
     parent_name: String,
     job: SpawnJob,
 ) -> Result<()> {
-    let (job, args) = match job {
-        SpawnJob::Call(call) => (Job::Call(call.target), Some(call.args)),
-        SpawnJob::Worker => (Job::Worker, None),
+    let (job, args, fds) = match job {
+        SpawnJob::Call(call) => (Job::Call(call.target), Some(call.args), call.fds),
+        SpawnJob::Worker => (Job::Worker, None, Vec::new()),
     };
     let boot = Bootstrap {
         build,
@@ -120,7 +120,7 @@ fn handshake(
     child.chan.send(&boot).map_err(gone)?;
     let eager = args.as_ref().is_some_and(|a| a.len() <= EAGER_ARGS);
     if let Some(a) = args.as_ref().filter(|_| eager) {
-        child.chan.send_bytes(a).map_err(gone)?;
+        child.chan.send_bytes_with_fds(a, &fds).map_err(gone)?;
     }
     let deadline = Instant::now() + START_TIMEOUT;
     match child.wait_frame(Some(deadline))? {
@@ -152,7 +152,7 @@ fn handshake(
         }
     }
     if let Some(a) = args.as_ref().filter(|_| !eager) {
-        child.chan.send_bytes(a).map_err(gone)?;
+        child.chan.send_bytes_with_fds(a, &fds).map_err(gone)?;
     }
     Ok(())
 }
@@ -242,7 +242,8 @@ fn run_forked(
     bootstrap::set_child_identity(me, parent as u32, parent_name);
     let chan = Channel::new(theirs);
     let code = match job {
-        ForkJob::Call(call) => bootstrap::run_once(&chan, call.target, &call.args),
+        // The handles' descriptors were duplicated before the fork: this copy owns them.
+        ForkJob::Call(call) => bootstrap::run_once(&chan, call.target, &call.args, call.fds),
         ForkJob::Closure(f) => bootstrap::run_closure(&chan, f),
     };
     {

@@ -11,6 +11,7 @@ mod bootstrap;
 mod channel;
 mod child;
 mod function;
+pub(crate) mod handles;
 mod launch;
 mod protocol;
 mod service;
@@ -403,6 +404,28 @@ impl<R> Process<R> {
         match &self.state {
             State::Running(c) => Some(c.pid()),
             State::Finished(f) => Some(f.pid),
+            _ => None,
+        }
+    }
+
+    /// A handle for [`wait`](crate::wait) that becomes ready when the child ends (Python's
+    /// `sentinel`); `None` before `start`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn id(x: u8) -> u8 { x }
+    /// multiproc::init();
+    /// let mut p = multiproc::Process::new(id, 1);
+    /// assert!(p.sentinel().is_none());
+    /// p.start().unwrap();
+    /// multiproc::wait(&[&p.sentinel().unwrap()], None).unwrap();
+    /// assert_eq!(p.join().unwrap(), 1);
+    /// ```
+    pub fn sentinel(&self) -> Option<crate::Sentinel<'_>> {
+        match &self.state {
+            State::Running(c) => Some(crate::Sentinel { pidfd: c.pidfd() }),
+            State::Finished(_) => Some(crate::Sentinel { pidfd: None }),
             _ => None,
         }
     }

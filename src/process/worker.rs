@@ -174,14 +174,14 @@ impl Worker {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let args = codec::encode(&arg)
+        let (args, fds) = super::handles::encode_with_fds(&arg)
             .map_err(|e| Error::codec("the call's argument could not be serialized", e))?;
         let child = self.usable()?;
         let pid = child.pid();
         let sent = child
             .chan
             .send(&Request::Call(target))
-            .and_then(|()| child.chan.send_bytes(&args));
+            .and_then(|()| child.chan.send_bytes_with_fds(&args, &fds));
         if let Err(e) = sent {
             return Err(self.died(e));
         }

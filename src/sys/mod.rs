@@ -419,3 +419,138 @@ pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
     let mut buf = [0u8; 8];
     let _ = read(fd, &mut buf);
 }
+
+/// Largest number of descriptors passed in one message (the kernel's SCM_MAX_FD is 253).
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
+
+/// Sends `parts` (gathered) on a socket without raising SIGPIPE, with `fds` attached to the first
+/// byte as SCM_RIGHTS. Returns how many bytes went out (possibly fewer than asked).
+/// `nonblocking` adds MSG_DONTWAIT. See sendmsg(2), unix(7).
+pub(crate) fn sendmsg(
+    fd: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    fds: &[BorrowedFd<'_>],
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let mut iov: Vec<libc::iovec> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    let fd_bytes = std::mem::size_of_val(fds);
+    let space = if fds.is_empty() {
+        0
+    } else {
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        (unsafe { libc::CMSG_SPACE(fd_bytes as u32) }) as usize
+    };
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: `control` has room for one cmsghdr with `fd_bytes` of data (CMSG_SPACE), and
+        // is 8-byte aligned; CMSG_FIRSTHDR/CMSG_DATA point inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as usize;
+            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            for (i, f) in fds.iter().enumerate() {
+                data.add(i).write_unaligned(f.as_raw_fd());
+            }
+        }
+    }
+    let flags = libc::MSG_NOSIGNAL | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    loop {
+        // SAFETY: `msg` points at valid iovecs and control data for the whole call.
+        let ret = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Receives into `buf`, collecting descriptors passed with SCM_RIGHTS into `fds` (close-on-exec).
+/// `Ok(0)` means end of stream. See recvmsg(2), unix(7).
+pub(crate) fn recvmsg(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space =
+        (unsafe { libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * size_of::<RawFd>()) as u32) }) as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    loop {
+        // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: `msg` describes writable memory that lives for the whole call.
+        let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+        let n = match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
+        // SAFETY: the kernel filled `msg.msg_control` with well-formed cmsghdrs up to
+        // msg_controllen; the CMSG_* macros walk them without leaving `control`.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                    let len = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
+                    for i in 0..len / size_of::<RawFd>() {
+                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        return Ok(n);
+    }
+}
+
+/// Shuts down one direction of a socket (`write` true: no more sending). See shutdown(2).
+pub(crate) fn shutdown(fd: BorrowedFd<'_>, write: bool) -> io::Result<()> {
+    let how = if write { libc::SHUT_WR } else { libc::SHUT_RD };
+    // SAFETY: shutdown takes a valid descriptor and a constant.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) }).map(drop)
+}
+
+/// Sets a socket's send and receive buffer sizes (best effort). See socket(7).
+pub(crate) fn set_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) {
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: `v` is a valid c_int option value of the stated size.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+/// Readiness flags so that callers need not name libc.
+pub(crate) const POLLOUT: i16 = libc::POLLOUT;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod pipe;
 mod process;
 mod worker;
 
@@ -30,6 +31,7 @@ fn main() {
 
     let mut trials = Vec::new();
     trials.extend(process::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(pipe::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(worker::tests().into_iter().map(|(n, f)| trial(n, f)));
 
     let listing = args.list;

@@ -1,0 +1,738 @@
+//! [`pipe`] and [`Connection`]: typed, framed, two-way channels between processes, like Python's
+//! `multiprocessing.Pipe` — plus [`wait`] for several connections and processes at once.
+//!
+//! A connection is one end of a Unix stream socket pair. Each message is a frame (a 4-byte
+//! length and a postcard payload, see [`codec`](crate::codec)). A `Connection<S, R>` sends `S`
+//! and receives `R`: sending the wrong type does not compile. The bytes API
+//! ([`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes),
+//! [`recv_bytes_into`](Connection::recv_bytes_into)) uses the same frames.
+//!
+//! # Threads
+//! A `Connection` is `Send` and `Sync`. Sends are serialized by a lock, so two threads never
+//! interleave the bytes of their frames, and so are receives; a thread blocked in `recv` never
+//! stops another from sending on the same end.
+//!
+//! # Large messages in both directions
+//! A sender whose socket buffer is full reads what the peer is sending meanwhile into its own
+//! receive buffer (unless another thread is receiving). Two processes that send each other
+//! 64 MiB at the same moment therefore both finish, instead of waiting on each other forever.
+//!
+//! # Failures
+//! - The peer closed its end (or died) and nothing is left: [`ErrorKind::Disconnected`] — Python's
+//!   `EOFError` — never a hang.
+//! - The peer wrote a length above the limit, garbage, or stopped in the middle of a frame: a
+//!   [`ErrorKind::Codec`] error, and the connection is *broken* (every later receive returns the
+//!   same error: a byte stream cannot be resynchronised). Nothing is allocated beyond the limit.
+//! - A value that does not serialize fails in `send`, and nothing reaches the wire.
+//!
+//! # Examples
+//!
+//! ```
+//! let (left, right) = multiproc::pipe::<String>().unwrap();
+//! left.send(&"ping".to_string()).unwrap();
+//! assert_eq!(right.recv().unwrap(), "ping");
+//! drop(left);
+//! assert_eq!(right.recv().unwrap_err().kind(), multiproc::ErrorKind::Disconnected);
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec::{self, CodecError, FrameDecoder, HEADER_LEN};
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::handles;
+use crate::sys;
+
+mod wait;
+
+pub use wait::{Sentinel, Waitable, wait};
+
+/// The frame limit of a new connection: 1 GiB. See [`Connection::set_max_frame`].
+pub const DEFAULT_PIPE_FRAME_LIMIT: usize = codec::DEFAULT_MAX_FRAME;
+
+/// Socket buffer size asked for (the kernel caps it): larger buffers move large messages with
+/// fewer wake-ups.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// How much one read asks for at least.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// The message type of a direction that carries nothing: a value of it cannot exist, so the
+/// read end of a [`simplex`] pipe has no usable `send`, and its write end no usable `recv`.
+///
+/// # Examples
+///
+/// ```
+/// let (reader, writer) = multiproc::simplex::<u32>().unwrap();
+/// writer.send(&7).unwrap();
+/// assert_eq!(reader.recv().unwrap(), 7);
+/// // reader.send(&...) cannot be written: there is no value of type `Nothing`.
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Nothing {}
+
+/// One end of a [`pipe`]: sends `S`, receives `R`.
+///
+/// See the [module docs](self) for threading, large messages and failures.
+///
+/// # Examples
+///
+/// ```
+/// let (a, b) = multiproc::pipe_typed::<u32, String>().unwrap();
+/// a.send(&42).unwrap();
+/// assert_eq!(b.recv().unwrap(), 42);
+/// b.send(&"forty-two".to_string()).unwrap();
+/// assert_eq!(a.recv().unwrap(), "forty-two");
+/// ```
+pub struct Connection<S, R = S> {
+    fd: OwnedFd,
+    readable: bool,
+    writable: bool,
+    /// Held for the whole of a send; the buffer is reused for encoding.
+    send: Mutex<Vec<u8>>,
+    recv: Mutex<RecvState>,
+    _types: PhantomData<fn(S) -> R>,
+}
+
+struct RecvState {
+    decoder: FrameDecoder,
+    eof: bool,
+    /// Why the stream is unusable, once it is.
+    broken: Option<CodecError>,
+}
+
+impl<S, R> fmt::Debug for Connection<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.fd)
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+/// Two connected ends that send and receive `T` both ways — Python's `Pipe()`.
+///
+/// # Errors
+/// [`ErrorKind::Io`] if the sockets cannot be created.
+///
+/// # Examples
+///
+/// ```
+/// let (a, b) = multiproc::pipe::<(u8, String)>().unwrap();
+/// a.send(&(1, "one".into())).unwrap();
+/// assert_eq!(b.recv().unwrap(), (1, "one".to_string()));
+/// ```
+#[doc(alias = "Pipe")]
+pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
+    pipe_typed::<T, T>()
+}
+
+/// Two connected ends with a different type each way: the first sends `A` and receives `B`.
+///
+/// # Errors
+/// [`ErrorKind::Io`] if the sockets cannot be created.
+///
+/// # Examples
+///
+/// ```
+/// let (client, server) = multiproc::pipe_typed::<String, usize>().unwrap();
+/// client.send(&"hello".to_string()).unwrap();
+/// let req = server.recv().unwrap();
+/// server.send(&req.len()).unwrap();
+/// assert_eq!(client.recv().unwrap(), 5);
+/// ```
+pub fn pipe_typed<A, B>() -> Result<(Connection<A, B>, Connection<B, A>)> {
+    let (x, y) = sys::stream_socketpair().map_err(|e| Error::io("cannot create a pipe", e))?;
+    Ok((
+        Connection::new(x, true, true),
+        Connection::new(y, true, true),
+    ))
+}
+
+/// A one-way pipe — Python's `Pipe(duplex=False)`: the first end only receives, the second only
+/// sends.
+///
+/// # Errors
+/// [`ErrorKind::Io`] if the sockets cannot be created.
+///
+/// # Examples
+///
+/// ```
+/// let (reader, writer) = multiproc::simplex::<Vec<u8>>().unwrap();
+/// writer.send(&vec![1, 2, 3]).unwrap();
+/// assert_eq!(reader.recv().unwrap(), [1, 2, 3]);
+/// assert!(reader.readable() && !reader.writable());
+/// ```
+pub fn simplex<T>() -> Result<(Connection<Nothing, T>, Connection<T, Nothing>)> {
+    let (r, w) = sys::stream_socketpair().map_err(|e| Error::io("cannot create a pipe", e))?;
+    // Each end refuses the direction it does not have, at the socket level too.
+    let _ = sys::shutdown(r.as_fd(), true);
+    let _ = sys::shutdown(w.as_fd(), false);
+    Ok((
+        Connection::new(r, true, false),
+        Connection::new(w, false, true),
+    ))
+}
+
+/// What [`Connection::recv_bytes_into`] returns when the buffer is too small: Python's
+/// `BufferTooShort`, which hands back the whole message so that nothing is lost.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::RecvIntoError;
+/// let (a, b) = multiproc::pipe::<()>().unwrap();
+/// a.send_bytes(b"hello world").unwrap();
+/// let mut small = [0u8; 4];
+/// match b.recv_bytes_into(&mut small) {
+///     Err(RecvIntoError::BufferTooShort(msg)) => assert_eq!(msg, b"hello world"),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+#[derive(Debug)]
+pub enum RecvIntoError {
+    /// The message did not fit; here it is, whole.
+    BufferTooShort(Vec<u8>),
+    /// Receiving failed (disconnected, broken stream, I/O).
+    Failed(Error),
+}
+
+impl fmt::Display for RecvIntoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvIntoError::BufferTooShort(m) => {
+                write!(f, "buffer too short for a message of {} bytes", m.len())
+            }
+            RecvIntoError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RecvIntoError {}
+
+impl<S, R> Connection<S, R> {
+    fn new(fd: OwnedFd, readable: bool, writable: bool) -> Connection<S, R> {
+        sys::set_socket_buffers(fd.as_fd(), SOCKET_BUFFER);
+        Connection {
+            fd,
+            readable,
+            writable,
+            send: Mutex::new(Vec::new()),
+            recv: Mutex::new(RecvState {
+                decoder: FrameDecoder::new(DEFAULT_PIPE_FRAME_LIMIT),
+                eof: false,
+                broken: None,
+            }),
+            _types: PhantomData,
+        }
+    }
+
+    /// True if this end can receive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _b) = multiproc::pipe::<u8>().unwrap();
+    /// assert!(a.readable());
+    /// ```
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// True if this end can send.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (r, w) = multiproc::simplex::<u8>().unwrap();
+    /// assert!(!r.writable() && w.writable());
+    /// ```
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Sets the largest frame this end accepts when receiving (and the largest it sends).
+    /// A longer incoming frame breaks the connection with [`CodecError::Oversized`] before
+    /// anything is allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe::<()>().unwrap();
+    /// b.set_max_frame(4);
+    /// a.send_bytes(b"too long").unwrap();
+    /// assert_eq!(b.recv_bytes().unwrap_err().kind(), multiproc::ErrorKind::Codec);
+    /// ```
+    pub fn set_max_frame(&self, limit: usize) {
+        lock(&self.recv).decoder.set_limit(limit);
+    }
+
+    /// The largest frame this end accepts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _b) = multiproc::pipe::<()>().unwrap();
+    /// assert_eq!(a.max_frame(), multiproc::DEFAULT_PIPE_FRAME_LIMIT);
+    /// ```
+    pub fn max_frame(&self) -> usize {
+        lock(&self.recv).decoder.limit()
+    }
+
+    /// Sends `bytes` as one message (Python's `send_bytes`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`] if the peer is gone; [`ErrorKind::Codec`] if the message is
+    /// longer than the frame limit (nothing is sent); [`ErrorKind::Io`] otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe::<()>().unwrap();
+    /// a.send_bytes(&[1, 2, 3]).unwrap();
+    /// assert_eq!(b.recv_bytes().unwrap(), [1, 2, 3]);
+    /// ```
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        let header = codec::encode_frame_header(bytes.len(), self.max_frame())
+            .map_err(|e| Error::codec("message too large", e))?;
+        let _guard = lock(&self.send);
+        self.write_parts(&[&header, bytes])
+    }
+
+    /// Receives one message as bytes (Python's `recv_bytes`), blocking until one arrives.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`] when the peer has closed and nothing is left;
+    /// [`ErrorKind::Codec`] for a broken stream; [`ErrorKind::Io`] otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe::<()>().unwrap();
+    /// a.send_bytes(b"").unwrap();
+    /// assert_eq!(b.recv_bytes().unwrap(), b"");
+    /// ```
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        self.recv_with(None, |frame| Ok(frame.to_vec()))?
+            .ok_or_else(unreachable_timeout)
+    }
+
+    /// Receives one message into `buf` and returns its length (Python's `recv_bytes_into`).
+    ///
+    /// # Errors
+    /// [`RecvIntoError::BufferTooShort`] with the whole message if it does not fit (nothing is
+    /// lost); [`RecvIntoError::Failed`] as [`recv_bytes`](Self::recv_bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe::<()>().unwrap();
+    /// a.send_bytes(b"abc").unwrap();
+    /// let mut buf = [0u8; 8];
+    /// let n = b.recv_bytes_into(&mut buf).unwrap();
+    /// assert_eq!(&buf[..n], b"abc");
+    /// ```
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> std::result::Result<usize, RecvIntoError> {
+        let got = self.recv_with(None, |frame| {
+            if frame.len() <= buf.len() {
+                buf[..frame.len()].copy_from_slice(frame);
+                Ok(Ok(frame.len()))
+            } else {
+                Ok(Err(frame.to_vec()))
+            }
+        });
+        match got {
+            Ok(Some(Ok(n))) => Ok(n),
+            Ok(Some(Err(msg))) => Err(RecvIntoError::BufferTooShort(msg)),
+            Ok(None) => Err(RecvIntoError::Failed(unreachable_timeout())),
+            Err(e) => Err(RecvIntoError::Failed(e)),
+        }
+    }
+
+    /// True if a message (or the end of the stream) is ready to be received within `timeout`
+    /// (`None`: wait as long as it takes; `Some(Duration::ZERO)`: just look). Python's `poll`,
+    /// whose default is not to wait.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] if waiting fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = multiproc::pipe::<u8>().unwrap();
+    /// assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+    /// a.send(&1).unwrap();
+    /// assert!(b.poll(Some(Duration::from_secs(5))).unwrap());
+    /// ```
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut st = lock(&self.recv);
+        loop {
+            if st.broken.is_some() || st.eof || st.has_frame() {
+                return Ok(true);
+            }
+            if !self.fill(&mut st, deadline)? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Closes this end (dropping it does the same). The peer's receives then drain what was
+    /// sent and fail with [`ErrorKind::Disconnected`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe::<u8>().unwrap();
+    /// a.send(&5).unwrap();
+    /// a.close();
+    /// assert_eq!(b.recv().unwrap(), 5);
+    /// assert!(b.recv().is_err());
+    /// ```
+    pub fn close(self) {}
+
+    fn check_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Io,
+                "this end of a one-way pipe cannot send",
+            ))
+        }
+    }
+
+    /// Writes the parts with non-blocking sends; while the socket is full, reads what the peer
+    /// sends so that two large sends in opposite directions cannot wait on each other forever.
+    fn write_parts(&self, parts: &[&[u8]]) -> Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut done = 0;
+        while done < total {
+            let remaining = skip_parts(parts, done);
+            match sys::sendmsg(self.fd.as_fd(), &remaining, &[], true) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait_writable()?,
+                Err(e) => {
+                    return Err(match e.kind() {
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                            Error::new(
+                                ErrorKind::Disconnected,
+                                "the other end of the pipe is closed",
+                            )
+                        }
+                        _ => Error::io("sending on a pipe failed", e),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_writable(&self) -> Result<()> {
+        // Only read meanwhile if no other thread is receiving (it would be reading anyway).
+        let mut st = if self.readable {
+            self.recv.try_lock().ok()
+        } else {
+            None
+        };
+        let watch_in = st.as_ref().is_some_and(|s| !s.eof && s.broken.is_none());
+        let mut fds = vec![sys::pollfd(self.fd.as_fd(), sys::POLLOUT)];
+        if watch_in {
+            fds[0].events |= sys::POLLIN;
+        }
+        sys::poll(&mut fds, None).map_err(|e| Error::io("waiting on a pipe failed", e))?;
+        if let Some(st) = st
+            .as_mut()
+            .filter(|_| watch_in && fds[0].revents & sys::POLLIN != 0)
+        {
+            self.read_once(st, true)?;
+        }
+        Ok(())
+    }
+
+    /// Reads once; returns false if nothing was available (non-blocking) or at end of stream.
+    fn read_once(&self, st: &mut RecvState, nonblocking: bool) -> Result<bool> {
+        let spare = st.decoder.spare(READ_CHUNK);
+        let got = if nonblocking {
+            sys::recv_nonblocking(self.fd.as_fd(), spare)
+        } else {
+            sys::read(self.fd.as_fd(), spare)
+        };
+        match got {
+            Ok(0) => {
+                st.decoder.commit(0);
+                st.eof = true;
+                Ok(false)
+            }
+            Ok(n) => {
+                st.decoder.commit(n);
+                Ok(true)
+            }
+            Err(e) => {
+                st.decoder.commit(0);
+                match e.kind() {
+                    std::io::ErrorKind::WouldBlock => Ok(false),
+                    std::io::ErrorKind::ConnectionReset => {
+                        st.eof = true;
+                        Ok(false)
+                    }
+                    _ => Err(Error::io("receiving on a pipe failed", e)),
+                }
+            }
+        }
+    }
+
+    /// Waits for more bytes until `deadline`; false if it passed (or the stream ended).
+    fn fill(&self, st: &mut RecvState, deadline: Option<Instant>) -> Result<bool> {
+        if let Some(d) = deadline {
+            if self.read_once(st, true)? {
+                return Ok(true);
+            }
+            if st.eof {
+                return Ok(false);
+            }
+            if !sys::wait_fd(self.fd.as_fd(), sys::POLLIN, Some(d))
+                .map_err(|e| Error::io("waiting on a pipe failed", e))?
+            {
+                return Ok(false);
+            }
+        }
+        self.read_once(st, deadline.is_some())
+    }
+
+    /// Receives one frame and hands it to `f`; `Ok(None)` if the deadline passed.
+    fn recv_with<T>(
+        &self,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
+        if !self.readable {
+            return Err(Error::new(
+                ErrorKind::Io,
+                "this end of a one-way pipe cannot receive",
+            ));
+        }
+        let mut st = lock(&self.recv);
+        loop {
+            if let Some(e) = &st.broken {
+                return Err(broken(e.clone()));
+            }
+            match st.decoder.next_frame_ref() {
+                Ok(Some(frame)) => return f(frame).map(Some),
+                Ok(None) => {}
+                Err(e) => {
+                    st.broken = Some(e.clone());
+                    return Err(broken(e));
+                }
+            }
+            if st.eof {
+                if st.decoder.buffered() > 0 {
+                    st.broken = Some(CodecError::Truncated);
+                    return Err(broken(CodecError::Truncated));
+                }
+                return Err(Error::new(
+                    ErrorKind::Disconnected,
+                    "the other end of the pipe is closed and nothing is left to receive",
+                ));
+            }
+            if !self.fill(&mut st, deadline)?
+                && !st.eof
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+impl<S: Serialize, R> Connection<S, R> {
+    /// Sends a value. It is serialized here, in the caller: a value that does not serialize
+    /// fails now and nothing reaches the wire.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] if it does not serialize or is longer than the frame limit;
+    /// [`ErrorKind::Disconnected`] if the peer is gone; [`ErrorKind::Io`] otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe::<Vec<u32>>().unwrap();
+    /// a.send(&vec![1, 2]).unwrap();
+    /// assert_eq!(b.recv().unwrap(), [1, 2]);
+    /// ```
+    pub fn send(&self, value: &S) -> Result<()> {
+        self.check_writable()?;
+        let limit = self.max_frame();
+        let mut buf = lock(&self.send);
+        buf.clear();
+        buf.extend_from_slice(&[0; HEADER_LEN]);
+        codec::encode_into(value, &mut buf)
+            .map_err(|e| Error::codec("the value could not be serialized", e))?;
+        let header = codec::encode_frame_header(buf.len() - HEADER_LEN, limit)
+            .map_err(|e| Error::codec("message too large", e))?;
+        buf[..HEADER_LEN].copy_from_slice(&header);
+        let out = self.write_parts(&[&buf]);
+        // Do not keep a huge buffer around after a rare huge message.
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::new();
+        }
+        out
+    }
+}
+
+impl<S, R: DeserializeOwned> Connection<S, R> {
+    /// Receives a value, blocking until one arrives.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`] when the peer has closed (or died) and nothing is left —
+    /// Python's `EOFError`; [`ErrorKind::Codec`] if the bytes are not an `R` (that message is
+    /// consumed) or the stream is broken; [`ErrorKind::Io`] otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe::<char>().unwrap();
+    /// a.send(&'x').unwrap();
+    /// assert_eq!(b.recv().unwrap(), 'x');
+    /// ```
+    pub fn recv(&self) -> Result<R> {
+        self.recv_deadline(None)?.ok_or_else(unreachable_timeout)
+    }
+
+    /// Receives a value if one is ready now; `Ok(None)` if not.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe::<u8>().unwrap();
+    /// assert_eq!(b.try_recv().unwrap(), None);
+    /// a.send(&3).unwrap();
+    /// assert_eq!(b.try_recv().unwrap(), Some(3));
+    /// ```
+    pub fn try_recv(&self) -> Result<Option<R>> {
+        self.recv_deadline(Some(Instant::now()))
+    }
+
+    /// Receives a value, waiting at most `timeout`; `Ok(None)` if none came.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_a, b) = multiproc::pipe::<u8>().unwrap();
+    /// assert_eq!(b.recv_timeout(Duration::from_millis(10)).unwrap(), None);
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<R>> {
+        self.recv_deadline(Instant::now().checked_add(timeout))
+    }
+
+    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Option<R>> {
+        self.recv_with(deadline, |frame| {
+            codec::decode(frame)
+                .map_err(|e| Error::codec("the message is not of the expected type", e))
+        })
+    }
+}
+
+impl<S, R> AsFd for Connection<S, R> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl RecvState {
+    fn has_frame(&mut self) -> bool {
+        match self.decoder.peek_len() {
+            Ok(Some(len)) => self.decoder.buffered() >= HEADER_LEN + len,
+            Ok(None) => false,
+            // A bad header is "ready": the next receive reports it.
+            Err(_) => true,
+        }
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the state it guards stays consistent across a panic in
+/// user code because no user code runs while it is held.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn broken(e: CodecError) -> Error {
+    Error::codec("the pipe's byte stream is broken", e)
+}
+
+fn unreachable_timeout() -> Error {
+    Error::new(
+        ErrorKind::Io,
+        "a blocking receive returned without a message",
+    )
+}
+
+/// The parts left after the first `skip` bytes.
+fn skip_parts<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<&'a [u8]> {
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        if skip >= p.len() {
+            skip -= p.len();
+        } else {
+            out.push(&p[skip..]);
+            skip = 0;
+        }
+    }
+    out
+}
+
+/// How a connection travels inside a process's arguments.
+#[derive(Serialize, Deserialize)]
+struct WireConnection {
+    handle: u32,
+    readable: bool,
+    writable: bool,
+    limit: u64,
+}
+
+/// A connection can be passed to a child process as (part of) its arguments, and only so; the
+/// child gets a working connection (the parent's own copy is closed when the argument is
+/// consumed).
+impl<S, R> Serialize for Connection<S, R> {
+    fn serialize<Z: Serializer>(&self, serializer: Z) -> std::result::Result<Z::Ok, Z::Error> {
+        let handle = handles::export_fd(self.fd.as_fd()).map_err(serde::ser::Error::custom)?;
+        WireConnection {
+            handle,
+            readable: self.readable,
+            writable: self.writable,
+            limit: self.max_frame() as u64,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de, S, R> Deserialize<'de> for Connection<S, R> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let w = WireConnection::deserialize(deserializer)?;
+        let fd = handles::import_fd(w.handle).map_err(serde::de::Error::custom)?;
+        let c = Connection::new(fd, w.readable, w.writable);
+        c.set_max_frame(w.limit as usize);
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests;
