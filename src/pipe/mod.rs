@@ -81,7 +81,11 @@ pub enum Nothing {}
 
 /// One end of a [`pipe`]: sends `S`, receives `R`.
 ///
-/// See the [module docs](self) for threading, large messages and failures.
+/// Sends are serialized by one lock and receives by another, so threads sharing an end never
+/// interleave frames. A sender blocked on a full socket reads what the peer sends meanwhile, so
+/// large messages sent both ways at once cannot deadlock. A peer that closed or died gives
+/// [`ErrorKind::Disconnected`] once everything it sent has been received; a garbage, oversized
+/// or truncated frame gives [`ErrorKind::Codec`] and breaks the connection for good.
 ///
 /// # Examples
 ///

@@ -16,8 +16,10 @@ use crate::sys;
 /// ```
 /// use multiproc::Waitable;
 /// let (a, b) = multiproc::pipe::<u8>().unwrap();
+/// assert!(!b.ready_now()); // nothing buffered yet
 /// a.send(&1).unwrap();
-/// assert!(b.ready_now());
+/// assert!(b.wait_fd().is_some()); // wait() polls this descriptor
+/// assert_eq!(multiproc::wait(&[&b], None).unwrap(), [0]);
 /// ```
 pub trait Waitable {
     /// Ready without waiting (for example, a message already buffered in user space).

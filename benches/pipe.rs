@@ -1,0 +1,203 @@
+//! `pipe_*`: Connection round trip and throughput against a raw socketpair, in the same run.
+//!
+//! Round trips are measured with both processes unpinned, pinned to the same CPU, and pinned to
+//! different CPUs (when there are two), because on these machines a wake-up across CPUs costs
+//! ~33 µs one way whatever the primitive. The raw floor is a `UnixStream` pair with blocking
+//! `write_all` / `read_exact` and the same 4 MiB socket buffers our connections ask for.
+//!
+//! Run with `cargo bench --bench pipe`.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use multiproc::{Connection, Process};
+
+const SMALL: usize = 16;
+
+/// Pins the calling process to `cpu` (None: leave it free to run anywhere).
+fn pin(cpu: Option<usize>) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; the calls only read/write that local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        match cpu {
+            Some(c) => libc::CPU_SET(c, &mut set),
+            None => {
+                for c in 0..num_cpus() {
+                    libc::CPU_SET(c, &mut set);
+                }
+            }
+        }
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn set_buffers(s: &UnixStream) {
+    let v: libc::c_int = 4 << 20;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: a valid socket and a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                4,
+            );
+        }
+    }
+}
+
+/// Echoes messages until the other end closes.
+fn echo(arg: (Connection<()>, Option<usize>)) {
+    pin(arg.1);
+    while let Ok(m) = arg.0.recv_bytes() {
+        if arg.0.send_bytes(&m).is_err() {
+            break;
+        }
+    }
+}
+
+/// Receives messages until the other end closes; answers each `ack_every`-th with one byte.
+fn sink(arg: (Connection<()>, u64)) {
+    let mut n = 0u64;
+    while arg.0.recv_bytes().is_ok() {
+        n += 1;
+        if n.is_multiple_of(arg.1) && arg.0.send_bytes(&[1]).is_err() {
+            break;
+        }
+    }
+}
+
+fn placements() -> Vec<(&'static str, Option<usize>, Option<usize>)> {
+    let mut v = vec![("unpinned", None, None), ("same-cpu", Some(0), Some(0))];
+    if num_cpus() >= 2 {
+        v.push(("cross-cpu", Some(0), Some(1)));
+    }
+    v
+}
+
+fn round_trip(c: &mut Criterion) {
+    multiproc::init();
+    let mut g = c.benchmark_group("pipe_round_trip_16B");
+    g.measurement_time(Duration::from_secs(3));
+    for (name, parent_cpu, child_cpu) in placements() {
+        // Ours: a forked child echoing through a Connection.
+        let (ours, theirs) = multiproc::pipe::<()>().unwrap();
+        // Spawned, not forked: a forked child would inherit `ours` too and never see the end.
+        let mut p = Process::new(echo, (theirs, child_cpu));
+        p.start().unwrap();
+        pin(parent_cpu);
+        let msg = [7u8; SMALL];
+        g.bench_with_input(BenchmarkId::new("multiproc", name), &(), |b, _| {
+            b.iter(|| {
+                ours.send_bytes(&msg).unwrap();
+                ours.recv_bytes().unwrap()
+            })
+        });
+        drop(ours);
+        p.join().unwrap();
+
+        // Raw: the same exchange on a bare socketpair.
+        let (mut a, b_end) = UnixStream::pair().unwrap();
+        set_buffers(&a);
+        set_buffers(&b_end);
+        let a_fd = a.as_raw_fd();
+        // SAFETY: this benchmark process is single-threaded; the child only echoes.
+        let mut raw = unsafe {
+            Process::new_fork_unchecked(move || {
+                // The fork copied our end too: close it, or the loop never sees end-of-stream.
+                libc::close(a_fd);
+                pin(child_cpu);
+                let mut s = b_end;
+                let mut buf = [0u8; SMALL];
+                while s.read_exact(&mut buf).is_ok() {
+                    if s.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        raw.start().unwrap();
+        pin(parent_cpu);
+        let mut buf = [0u8; SMALL];
+        g.bench_with_input(BenchmarkId::new("raw_socketpair", name), &(), |b, _| {
+            b.iter(|| {
+                a.write_all(&msg).unwrap();
+                a.read_exact(&mut buf).unwrap();
+            })
+        });
+        drop(a);
+        raw.join().unwrap();
+        pin(None);
+    }
+    g.finish();
+}
+
+fn throughput(c: &mut Criterion) {
+    multiproc::init();
+    for (size, label, batch) in [(1usize << 20, "1MiB", 64u64), (64 << 20, "64MiB", 2)] {
+        let mut g = c.benchmark_group(format!("pipe_throughput_{label}"));
+        g.throughput(Throughput::Bytes(size as u64 * batch))
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(5));
+        let payload = vec![5u8; size];
+
+        let (ours, theirs) = multiproc::pipe::<()>().unwrap();
+        let mut p = Process::new(sink, (theirs, batch));
+        p.start().unwrap();
+        g.bench_function("multiproc", |b| {
+            b.iter(|| {
+                for _ in 0..batch {
+                    ours.send_bytes(&payload).unwrap();
+                }
+                ours.recv_bytes().unwrap()
+            })
+        });
+        drop(ours);
+        p.join().unwrap();
+
+        let (mut a, b_end) = UnixStream::pair().unwrap();
+        set_buffers(&a);
+        set_buffers(&b_end);
+        let n = size;
+        let a_fd = a.as_raw_fd();
+        // SAFETY: this benchmark process is single-threaded; the child only reads and acks.
+        let mut raw = unsafe {
+            Process::new_fork_unchecked(move || {
+                libc::close(a_fd);
+                let mut s = b_end;
+                let mut buf = vec![0u8; n];
+                let mut count = 0u64;
+                while s.read_exact(&mut buf).is_ok() {
+                    count += 1;
+                    if count.is_multiple_of(batch) && s.write_all(&[1]).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        raw.start().unwrap();
+        let mut ack = [0u8; 1];
+        g.bench_function("raw_socketpair", |b| {
+            b.iter(|| {
+                for _ in 0..batch {
+                    a.write_all(&payload).unwrap();
+                }
+                a.read_exact(&mut ack).unwrap();
+            })
+        });
+        drop(a);
+        raw.join().unwrap();
+        g.finish();
+    }
+}
+
+criterion_group!(benches, round_trip, throughput);
+criterion_main!(benches);
