@@ -9,6 +9,16 @@ pub const HEADER_LEN: usize = 4;
 /// frame and then sends nothing makes us hold at most this much.
 const RESERVE_STEP: usize = 1 << 20;
 
+/// Frames from this size on are assembled in a vector of their own, which is handed out whole
+/// (no copy) when the frame is complete.
+const LARGE_FRAME: usize = 64 * 1024;
+
+/// A large frame's vector is kept for the next large frame up to this capacity.
+const RECYCLE_LIMIT: usize = 64 << 20;
+
+/// How much one read into the shared buffer asks for.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// The header of a frame of `len` bytes.
 ///
 /// # Errors
@@ -37,6 +47,11 @@ pub fn encode_frame_header(len: usize, limit: usize) -> Result<[u8; HEADER_LEN],
 /// soon as its four bytes are in, and the decoder refuses all further input: the stream cannot
 /// be resynchronised.
 ///
+/// Memory: small frames share one buffer that is reused from frame to frame. A large frame
+/// (64 KiB or more) is assembled in a vector of its own, which grows with what has arrived (at
+/// most twice the bytes received, plus 1 MiB, and never beyond the frame's length) and is handed
+/// out by [`next_frame`](Self::next_frame) without a copy.
+///
 /// # Examples
 ///
 /// ```
@@ -52,13 +67,46 @@ pub fn encode_frame_header(len: usize, limit: usize) -> Result<[u8; HEADER_LEN],
 /// ```
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Received bytes not yet consumed are `buf[pos..]`; `buf.len()` is the end of what arrived
+    /// (except between `spare` and `commit`).
     buf: Vec<u8>,
-    /// Start of the unconsumed bytes in `buf`.
     pos: usize,
+    /// The frame at the front, when it is large: assembled apart from `buf`.
+    large: Option<Large>,
+    /// A large frame's vector, kept for the next one.
+    recycle: Vec<u8>,
     limit: usize,
     poisoned: Option<CodecError>,
     /// Where the slice handed out by `spare` begins, until `commit`.
-    spare_start: Option<usize>,
+    spare_at: Option<(Target, usize)>,
+}
+
+#[derive(Debug)]
+struct Large {
+    /// The payload's length, from the header.
+    len: usize,
+    /// The payload so far.
+    data: Vec<u8>,
+    /// Lent out by `next_frame_ref`; dropped (or recycled) by the next call.
+    lent: bool,
+}
+
+/// Which vector the next bytes go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Shared,
+    Large,
+}
+
+/// What one read from a descriptor gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// This many bytes arrived.
+    Bytes(usize),
+    /// Nothing was available (non-blocking read).
+    Empty,
+    /// The peer closed its end (or reset the connection).
+    Closed,
 }
 
 impl FrameDecoder {
@@ -74,9 +122,11 @@ impl FrameDecoder {
         FrameDecoder {
             buf: Vec::new(),
             pos: 0,
+            large: None,
+            recycle: Vec::new(),
             limit: limit.min(super::MAX_FRAME_LIMIT),
             poisoned: None,
-            spare_start: None,
+            spare_at: None,
         }
     }
 
@@ -106,7 +156,11 @@ impl FrameDecoder {
     /// assert_eq!(dec.buffered(), 2);
     /// ```
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        let large = match &self.large {
+            Some(l) if !l.lent => HEADER_LEN + l.data.len(),
+            _ => 0,
+        };
+        self.buf.len() - self.pos + large
     }
 
     /// Appends received bytes.
@@ -118,13 +172,17 @@ impl FrameDecoder {
     /// dec.push(&[0, 0, 0, 0]);
     /// assert_eq!(dec.next_frame().unwrap(), Some(vec![]));
     /// ```
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.compact();
-        self.buf.extend_from_slice(bytes);
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (target, room) = self.prepare(bytes.len(), false);
+            let take = room.min(bytes.len());
+            self.vec(target).extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
     }
 
     /// Free space to read into directly (at least `min` bytes, and no more than the frame being
-    /// assembled needs plus one step). Follow with [`commit`](Self::commit).
+    /// assembled needs plus one step), zero-filled. Follow with [`commit`](Self::commit).
     ///
     /// # Examples
     ///
@@ -136,16 +194,12 @@ impl FrameDecoder {
     /// assert_eq!(dec.next_frame().unwrap(), Some(vec![9]));
     /// ```
     pub fn spare(&mut self, min: usize) -> &mut [u8] {
-        self.compact();
-        let want = self.wanted().max(min).max(HEADER_LEN);
-        let len = self.buf.len();
-        // Never reserve more than one step ahead of what has arrived.
-        let grow = want
-            .saturating_sub(len - self.pos)
-            .clamp(min, RESERVE_STEP.max(min));
-        self.buf.resize(len + grow, 0);
-        self.spare_start = Some(len);
-        &mut self.buf[len..]
+        let (target, room) = self.prepare(min, false);
+        let vec = self.vec(target);
+        let start = vec.len();
+        vec.resize(start + room, 0);
+        self.spare_at = Some((target, start));
+        &mut self.vec(target)[start..]
     }
 
     /// Marks `n` bytes of the last [`spare`](Self::spare) slice as received; the rest is dropped.
@@ -157,24 +211,103 @@ impl FrameDecoder {
     ///
     /// See [`spare`](Self::spare).
     pub fn commit(&mut self, n: usize) {
-        // `spare` left the buffer at len + grow; keep only what was filled.
-        let filled_end = self.buf.len();
-        let spare_start = self.spare_start.take().unwrap_or(filled_end);
-        assert!(spare_start + n <= filled_end, "commit past the spare slice");
-        self.buf.truncate(spare_start + n);
+        let Some((target, start)) = self.spare_at.take() else {
+            assert_eq!(n, 0, "commit without spare");
+            return;
+        };
+        let vec = self.vec(target);
+        assert!(start + n <= vec.len(), "commit past the spare slice");
+        vec.truncate(start + n);
     }
 
-    /// How many bytes the frame being assembled still needs in total (header included).
-    fn wanted(&self) -> usize {
-        let avail = &self.buf[self.pos..];
-        if avail.len() < HEADER_LEN {
-            return HEADER_LEN;
+    /// Reads once from `fd` straight into the decoder (no zero-filling), collecting passed
+    /// descriptors into `fds` if given.
+    pub(crate) fn read_from(
+        &mut self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        nonblocking: bool,
+        fds: Option<&mut Vec<std::os::fd::OwnedFd>>,
+    ) -> std::io::Result<Filled> {
+        let (target, room) = self.prepare(1, true);
+        match crate::sys::recv_append(fd, self.vec(target), room, fds, nonblocking) {
+            Ok(0) => Ok(Filled::Closed),
+            Ok(n) => Ok(Filled::Bytes(n)),
+            Err(e) => match e.kind() {
+                std::io::ErrorKind::WouldBlock => Ok(Filled::Empty),
+                // The peer died with data of ours unread: its stream is over.
+                std::io::ErrorKind::ConnectionReset => Ok(Filled::Closed),
+                _ => Err(e),
+            },
         }
-        let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
-        HEADER_LEN + len.min(self.limit)
     }
 
-    /// Drops consumed bytes from the front once they dominate the buffer.
+    fn vec(&mut self, target: Target) -> &mut Vec<u8> {
+        match (target, self.large.as_mut()) {
+            (Target::Large, Some(l)) => &mut l.data,
+            _ => &mut self.buf,
+        }
+    }
+
+    /// Picks where the next bytes go and makes room there: returns the target and how many
+    /// bytes it can take (at least `min` in the shared buffer, or a whole read chunk with
+    /// `read_ahead`; in a large frame, up to its end).
+    fn prepare(&mut self, min: usize, read_ahead: bool) -> (Target, usize) {
+        self.release_lent();
+        if self.large.is_none() {
+            self.compact();
+            self.start_large_frame();
+        }
+        if let Some(l) = &mut self.large {
+            let missing = l.len - l.data.len();
+            if missing > 0 {
+                let room = missing.min(min.max(RESERVE_STEP));
+                let have = l.data.len();
+                if l.data.capacity() < have + room {
+                    // Double as data arrives, never beyond the frame's length.
+                    let target = (2 * l.data.capacity()).max(have + room).min(l.len);
+                    l.data.reserve_exact(target - have);
+                }
+                return (Target::Large, room);
+            }
+        }
+        let room = if read_ahead { min.max(READ_CHUNK) } else { min };
+        self.buf.reserve(room);
+        (Target::Shared, room)
+    }
+
+    /// If the frame at the front is large and not yet complete, moves it into a vector of its own.
+    fn start_large_frame(&mut self) {
+        let Ok(Some(len)) = self.next_frame_header() else {
+            return;
+        };
+        let avail = self.buf.len() - self.pos - HEADER_LEN;
+        if len < LARGE_FRAME || avail >= len {
+            return;
+        }
+        let mut data = std::mem::take(&mut self.recycle);
+        data.clear();
+        data.reserve_exact(avail.max(RESERVE_STEP).min(len));
+        let start = self.pos + HEADER_LEN;
+        data.extend_from_slice(&self.buf[start..start + avail]);
+        self.pos = self.buf.len();
+        self.large = Some(Large {
+            len,
+            data,
+            lent: false,
+        });
+    }
+
+    /// Drops the large frame that `next_frame_ref` lent out, keeping its vector for reuse.
+    fn release_lent(&mut self) {
+        if self.large.as_ref().is_some_and(|l| l.lent)
+            && let Some(l) = self.large.take()
+            && l.data.capacity() <= RECYCLE_LIMIT
+        {
+            self.recycle = l.data;
+        }
+    }
+
+    /// Drops consumed bytes from the front of the shared buffer once they dominate it.
     fn compact(&mut self) {
         if self.pos > 0 && (self.pos == self.buf.len() || self.pos >= self.buf.len() / 2) {
             self.buf.drain(..self.pos);
@@ -197,11 +330,15 @@ impl FrameDecoder {
     /// assert!(matches!(dec.next_frame(), Err(CodecError::Oversized { .. })));
     /// ```
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, CodecError> {
-        Ok(self.next_frame_range()?.map(|range| {
-            let frame = self.buf[range.clone()].to_vec();
-            self.pos = range.end;
-            frame
-        }))
+        match self.locate()? {
+            Some(Loc::Large) => Ok(self.large.take().map(|l| l.data)),
+            Some(Loc::Shared(range)) => {
+                let frame = self.buf[range.clone()].to_vec();
+                self.pos = range.end;
+                Ok(Some(frame))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Like [`next_frame`](Self::next_frame), but lends the payload instead of copying it.
@@ -217,8 +354,12 @@ impl FrameDecoder {
     /// assert_eq!(dec.next_frame_ref().unwrap(), Some(&[7u8, 8][..]));
     /// ```
     pub fn next_frame_ref(&mut self) -> Result<Option<&[u8]>, CodecError> {
-        match self.next_frame_range()? {
-            Some(range) => {
+        match self.locate()? {
+            Some(Loc::Large) => Ok(self.large.as_mut().map(|l| {
+                l.lent = true;
+                &l.data[..]
+            })),
+            Some(Loc::Shared(range)) => {
                 self.pos = range.end;
                 Ok(Some(&self.buf[range]))
             }
@@ -226,17 +367,43 @@ impl FrameDecoder {
         }
     }
 
+    /// If the frame at the front is a large one still arriving and `out` can hold it, moves what
+    /// has arrived into `out` and gives the rest of that frame up to the caller, who reads it
+    /// straight into `out`: returns the frame's length and how many bytes are already in `out`.
+    pub(crate) fn divert_large_into(&mut self, out: &mut [u8]) -> Option<(usize, usize)> {
+        self.release_lent();
+        if self.large.is_none() {
+            self.compact();
+            self.start_large_frame();
+        }
+        let l = self.large.as_ref()?;
+        if l.len > out.len() || l.data.len() == l.len {
+            return None;
+        }
+        let l = self.large.take()?;
+        let have = l.data.len();
+        out[..have].copy_from_slice(&l.data);
+        if l.data.capacity() <= RECYCLE_LIMIT {
+            self.recycle = l.data;
+        }
+        Some((l.len, have))
+    }
+
+    /// True when a complete frame is ready.
+    ///
+    /// # Errors
+    /// As [`next_frame`](Self::next_frame).
+    pub(crate) fn has_frame(&mut self) -> Result<bool, CodecError> {
+        Ok(self.locate()?.is_some())
+    }
+
     /// Bytes of memory held, for tests of the allocation bound.
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.buf.capacity()
+        self.buf.capacity() + self.large.as_ref().map_or(0, |l| l.data.capacity())
     }
 
-    /// The length of the frame being assembled, once its header is in.
-    pub(crate) fn peek_len(&mut self) -> Result<Option<usize>, CodecError> {
-        self.next_frame_header()
-    }
-
+    /// The length of the frame at the front of the shared buffer, once its header is in.
     fn next_frame_header(&mut self) -> Result<Option<usize>, CodecError> {
         if let Some(err) = &self.poisoned {
             return Err(err.clone());
@@ -257,14 +424,25 @@ impl FrameDecoder {
         Ok(Some(len))
     }
 
-    fn next_frame_range(&mut self) -> Result<Option<std::ops::Range<usize>>, CodecError> {
+    /// Where the next complete frame is, if there is one.
+    fn locate(&mut self) -> Result<Option<Loc>, CodecError> {
+        self.release_lent();
+        if let Some(l) = &self.large {
+            return Ok((l.data.len() == l.len).then_some(Loc::Large));
+        }
         let Some(len) = self.next_frame_header()? else {
             return Ok(None);
         };
-        if self.buffered() < HEADER_LEN + len {
+        if self.buf.len() - self.pos < HEADER_LEN + len {
             return Ok(None);
         }
         let start = self.pos + HEADER_LEN;
-        Ok(Some(start..start + len))
+        Ok(Some(Loc::Shared(start..start + len)))
     }
+}
+
+/// Where a complete frame lies.
+enum Loc {
+    Shared(std::ops::Range<usize>),
+    Large,
 }

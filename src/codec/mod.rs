@@ -35,7 +35,7 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-mod frame;
+pub(crate) mod frame;
 
 pub use frame::{FrameDecoder, HEADER_LEN, encode_frame_header};
 

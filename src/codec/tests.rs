@@ -208,3 +208,74 @@ fn frame_header_respects_limit() {
         })
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Large frames (assembled apart, handed out without a copy) mixed with small ones, fed in
+    /// arbitrary pieces, taken alternately by value and by reference.
+    #[test]
+    fn large_and_small_frames_survive_any_split(
+        sizes in prop::collection::vec(prop_oneof![0usize..100, 60_000usize..300_000], 1..6),
+        cuts in prop::collection::vec(1usize..200_000, 1..12),
+        by_ref in any::<bool>(),
+    ) {
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (j as u8).wrapping_add(i as u8 * 7)).collect())
+            .collect();
+        let bytes = stream(&payloads);
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut at = 0;
+        let mut cut = cuts.iter().cycle();
+        let mut take_ref = by_ref;
+        while at < bytes.len() {
+            let n = (*cut.next().unwrap()).min(bytes.len() - at);
+            if at % 3 == 0 {
+                dec.push(&bytes[at..at + n]);
+            } else {
+                let spare = dec.spare(n);
+                let k = n.min(spare.len());
+                spare[..k].copy_from_slice(&bytes[at..at + k]);
+                dec.commit(k);
+                at += k;
+                continue;
+            }
+            at += n;
+            // Memory stays within twice what arrived plus one step.
+            prop_assert!(dec.capacity() <= 2 * bytes.len() + (2 << 20));
+            loop {
+                take_ref = !take_ref;
+                let next = if take_ref {
+                    dec.next_frame_ref().unwrap().map(<[u8]>::to_vec)
+                } else {
+                    dec.next_frame().unwrap()
+                };
+                match next {
+                    Some(f) => got.push(f),
+                    None => break,
+                }
+            }
+        }
+        while let Some(f) = dec.next_frame().unwrap() {
+            got.push(f);
+        }
+        prop_assert_eq!(got.len(), payloads.len());
+        for (g, p) in got.iter().zip(&payloads) {
+            prop_assert!(g == p, "a frame of {} bytes came back different", p.len());
+        }
+        prop_assert_eq!(dec.buffered(), 0);
+    }
+}
+
+#[test]
+fn a_large_frame_reserves_with_what_arrives() {
+    let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    dec.push(&(512u32 << 20).to_le_bytes());
+    dec.push(&[1; 100_000]); // a large frame starts: 100 kB of 512 MiB
+    let spare = dec.spare(1).len();
+    assert!(spare <= 1 << 20, "offered {spare} bytes");
+    assert!(dec.capacity() <= 4 << 20, "holds {} bytes", dec.capacity());
+}

@@ -40,12 +40,14 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::codec::frame::Filled;
 use crate::codec::{self, CodecError, FrameDecoder, HEADER_LEN};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
@@ -61,9 +63,6 @@ pub const DEFAULT_PIPE_FRAME_LIMIT: usize = codec::DEFAULT_MAX_FRAME;
 /// Socket buffer size asked for (the kernel caps it): larger buffers move large messages with
 /// fewer wake-ups.
 const SOCKET_BUFFER: usize = 4 << 20;
-
-/// How much one read asks for at least.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// The message type of a direction that carries nothing: a value of it cannot exist, so the
 /// read end of a [`simplex`] pipe has no usable `send`, and its write end no usable `recv`.
@@ -100,10 +99,18 @@ pub struct Connection<S, R = S> {
     fd: OwnedFd,
     readable: bool,
     writable: bool,
+    /// The frame limit, readable by senders without taking the receive lock.
+    limit: AtomicUsize,
     /// Held for the whole of a send; the buffer is reused for encoding.
     send: Mutex<Vec<u8>>,
     recv: Mutex<RecvState>,
     _types: PhantomData<fn(S) -> R>,
+}
+
+/// What a receive step offers: a complete frame, or the state while one is still arriving.
+enum Step<'a> {
+    Ready(&'a mut FrameDecoder),
+    Pending(&'a mut RecvState),
 }
 
 struct RecvState {
@@ -230,6 +237,7 @@ impl<S, R> Connection<S, R> {
             fd,
             readable,
             writable,
+            limit: AtomicUsize::new(DEFAULT_PIPE_FRAME_LIMIT),
             send: Mutex::new(Vec::new()),
             recv: Mutex::new(RecvState {
                 decoder: FrameDecoder::new(DEFAULT_PIPE_FRAME_LIMIT),
@@ -277,6 +285,8 @@ impl<S, R> Connection<S, R> {
     /// assert_eq!(b.recv_bytes().unwrap_err().kind(), multiproc::ErrorKind::Codec);
     /// ```
     pub fn set_max_frame(&self, limit: usize) {
+        let limit = limit.min(codec::MAX_FRAME_LIMIT);
+        self.limit.store(limit, Ordering::Relaxed);
         lock(&self.recv).decoder.set_limit(limit);
     }
 
@@ -289,7 +299,8 @@ impl<S, R> Connection<S, R> {
     /// assert_eq!(a.max_frame(), multiproc::DEFAULT_PIPE_FRAME_LIMIT);
     /// ```
     pub fn max_frame(&self) -> usize {
-        lock(&self.recv).decoder.limit()
+        // Not through the receive lock: a sender must never wait for a blocked receiver.
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// Sends `bytes` as one message (Python's `send_bytes`).
@@ -327,8 +338,12 @@ impl<S, R> Connection<S, R> {
     /// assert_eq!(b.recv_bytes().unwrap(), b"");
     /// ```
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        self.recv_with(None, |frame| Ok(frame.to_vec()))?
-            .ok_or_else(unreachable_timeout)
+        // A large frame was assembled in a vector of its own: it is handed over, not copied.
+        self.recv_with(None, |step| match step {
+            Step::Ready(dec) => Ok(Some(dec.next_frame().map_err(broken)?.unwrap_or_default())),
+            Step::Pending(_) => Ok(None),
+        })?
+        .ok_or_else(unreachable_timeout)
     }
 
     /// Receives one message into `buf` and returns its length (Python's `recv_bytes_into`).
@@ -347,13 +362,23 @@ impl<S, R> Connection<S, R> {
     /// assert_eq!(&buf[..n], b"abc");
     /// ```
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> std::result::Result<usize, RecvIntoError> {
-        let got = self.recv_with(None, |frame| {
-            if frame.len() <= buf.len() {
-                buf[..frame.len()].copy_from_slice(frame);
-                Ok(Ok(frame.len()))
-            } else {
-                Ok(Err(frame.to_vec()))
+        let got = self.recv_with(None, |step| match step {
+            Step::Ready(dec) => {
+                let frame = dec.next_frame_ref().map_err(broken)?.unwrap_or_default();
+                if frame.len() <= buf.len() {
+                    buf[..frame.len()].copy_from_slice(frame);
+                    Ok(Some(Ok(frame.len())))
+                } else {
+                    Ok(Some(Err(frame.to_vec())))
+                }
             }
+            // A large frame that fits is read straight into `buf`: no second copy.
+            Step::Pending(st) => match st.decoder.divert_large_into(buf) {
+                Some((len, have)) => self
+                    .read_rest_into(st, &mut buf[..len], have)
+                    .map(|n| Some(Ok(n))),
+                None => Ok(None),
+            },
         });
         match got {
             Ok(Some(Ok(n))) => Ok(n),
@@ -361,6 +386,31 @@ impl<S, R> Connection<S, R> {
             Ok(None) => Err(RecvIntoError::Failed(unreachable_timeout())),
             Err(e) => Err(RecvIntoError::Failed(e)),
         }
+    }
+
+    /// Reads the rest of a diverted frame from the socket into `out[have..]`.
+    fn read_rest_into(&self, st: &mut RecvState, out: &mut [u8], mut have: usize) -> Result<usize> {
+        while have < out.len() {
+            match sys::read(self.fd.as_fd(), &mut out[have..]) {
+                Ok(0) => {
+                    st.eof = true;
+                    st.broken = Some(CodecError::Truncated);
+                    return Err(broken(CodecError::Truncated));
+                }
+                Ok(n) => have += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    st.eof = true;
+                    st.broken = Some(CodecError::Truncated);
+                    return Err(broken(CodecError::Truncated));
+                }
+                Err(e) => {
+                    // The frame's remaining bytes can no longer be accounted for.
+                    st.broken = Some(CodecError::Truncated);
+                    return Err(Error::io("receiving on a pipe failed", e));
+                }
+            }
+        }
+        Ok(have)
     }
 
     /// True if a message (or the end of the stream) is ready to be received within `timeout`
@@ -423,8 +473,8 @@ impl<S, R> Connection<S, R> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
-            let remaining = skip_parts(parts, done);
-            match sys::sendmsg(self.fd.as_fd(), &remaining, &[], true) {
+            let (rest, n) = sys::skip_parts(parts, done);
+            match sys::sendmsg(self.fd.as_fd(), &rest[..n], &[], true) {
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait_writable()?,
                 Err(e) => {
@@ -451,7 +501,7 @@ impl<S, R> Connection<S, R> {
             None
         };
         let watch_in = st.as_ref().is_some_and(|s| !s.eof && s.broken.is_none());
-        let mut fds = vec![sys::pollfd(self.fd.as_fd(), sys::POLLOUT)];
+        let mut fds = [sys::pollfd(self.fd.as_fd(), sys::POLLOUT)];
         if watch_in {
             fds[0].events |= sys::POLLIN;
         }
@@ -467,33 +517,14 @@ impl<S, R> Connection<S, R> {
 
     /// Reads once; returns false if nothing was available (non-blocking) or at end of stream.
     fn read_once(&self, st: &mut RecvState, nonblocking: bool) -> Result<bool> {
-        let spare = st.decoder.spare(READ_CHUNK);
-        let got = if nonblocking {
-            sys::recv_nonblocking(self.fd.as_fd(), spare)
-        } else {
-            sys::read(self.fd.as_fd(), spare)
-        };
-        match got {
-            Ok(0) => {
-                st.decoder.commit(0);
+        match st.decoder.read_from(self.fd.as_fd(), nonblocking, None) {
+            Ok(Filled::Bytes(_)) => Ok(true),
+            Ok(Filled::Empty) => Ok(false),
+            Ok(Filled::Closed) => {
                 st.eof = true;
                 Ok(false)
             }
-            Ok(n) => {
-                st.decoder.commit(n);
-                Ok(true)
-            }
-            Err(e) => {
-                st.decoder.commit(0);
-                match e.kind() {
-                    std::io::ErrorKind::WouldBlock => Ok(false),
-                    std::io::ErrorKind::ConnectionReset => {
-                        st.eof = true;
-                        Ok(false)
-                    }
-                    _ => Err(Error::io("receiving on a pipe failed", e)),
-                }
-            }
+            Err(e) => Err(Error::io("receiving on a pipe failed", e)),
         }
     }
 
@@ -515,11 +546,13 @@ impl<S, R> Connection<S, R> {
         self.read_once(st, deadline.is_some())
     }
 
-    /// Receives one frame and hands it to `f`; `Ok(None)` if the deadline passed.
+    /// Waits for a frame and lets `f` take it: with [`Step::Ready`] `f` must take the complete
+    /// frame and return `Some`; with [`Step::Pending`] (before each wait for more bytes) it may
+    /// take the incoming frame another way, or return `None`. `Ok(None)` if the deadline passed.
     fn recv_with<T>(
         &self,
         deadline: Option<Instant>,
-        f: impl FnOnce(&[u8]) -> Result<T>,
+        mut f: impl FnMut(Step<'_>) -> Result<Option<T>>,
     ) -> Result<Option<T>> {
         if !self.readable {
             return Err(Error::new(
@@ -532,9 +565,13 @@ impl<S, R> Connection<S, R> {
             if let Some(e) = &st.broken {
                 return Err(broken(e.clone()));
             }
-            match st.decoder.next_frame_ref() {
-                Ok(Some(frame)) => return f(frame).map(Some),
-                Ok(None) => {}
+            match st.decoder.has_frame() {
+                Ok(true) => {
+                    if let Some(v) = f(Step::Ready(&mut st.decoder))? {
+                        return Ok(Some(v));
+                    }
+                }
+                Ok(false) => {}
                 Err(e) => {
                     st.broken = Some(e.clone());
                     return Err(broken(e));
@@ -549,6 +586,9 @@ impl<S, R> Connection<S, R> {
                     ErrorKind::Disconnected,
                     "the other end of the pipe is closed and nothing is left to receive",
                 ));
+            }
+            if let Some(v) = f(Step::Pending(&mut st))? {
+                return Ok(Some(v));
             }
             if !self.fill(&mut st, deadline)?
                 && !st.eof
@@ -648,9 +688,14 @@ impl<S, R: DeserializeOwned> Connection<S, R> {
     }
 
     fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Option<R>> {
-        self.recv_with(deadline, |frame| {
-            codec::decode(frame)
-                .map_err(|e| Error::codec("the message is not of the expected type", e))
+        self.recv_with(deadline, |step| match step {
+            Step::Ready(dec) => {
+                let frame = dec.next_frame_ref().map_err(broken)?.unwrap_or_default();
+                codec::decode(frame)
+                    .map(Some)
+                    .map_err(|e| Error::codec("the message is not of the expected type", e))
+            }
+            Step::Pending(_) => Ok(None),
         })
     }
 }
@@ -663,12 +708,8 @@ impl<S, R> AsFd for Connection<S, R> {
 
 impl RecvState {
     fn has_frame(&mut self) -> bool {
-        match self.decoder.peek_len() {
-            Ok(Some(len)) => self.decoder.buffered() >= HEADER_LEN + len,
-            Ok(None) => false,
-            // A bad header is "ready": the next receive reports it.
-            Err(_) => true,
-        }
+        // A bad header counts as ready: the next receive reports it.
+        self.decoder.has_frame().unwrap_or(true)
     }
 }
 
@@ -687,20 +728,6 @@ fn unreachable_timeout() -> Error {
         ErrorKind::Io,
         "a blocking receive returned without a message",
     )
-}
-
-/// The parts left after the first `skip` bytes.
-fn skip_parts<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<&'a [u8]> {
-    let mut out = Vec::with_capacity(parts.len());
-    for p in parts {
-        if skip >= p.len() {
-            skip -= p.len();
-        } else {
-            out.push(&p[skip..]);
-            skip = 0;
-        }
-    }
-    out
 }
 
 /// How a connection travels inside a process's arguments.

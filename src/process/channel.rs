@@ -11,15 +11,10 @@ use std::time::Instant;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::codec::frame::Filled;
 use crate::codec::{self, FrameDecoder, HEADER_LEN};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
-
-/// Frames up to this size are sent together with their header in one system call.
-const COALESCE: usize = 64 * 1024;
-
-/// How much one read asks for at least.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// One end of a framed stream socket.
 pub(crate) struct Channel {
@@ -54,17 +49,10 @@ impl Channel {
 
     /// Sends one frame holding `payload`, with `fds` attached (SCM_RIGHTS).
     pub(crate) fn send_bytes_with_fds(&self, payload: &[u8], fds: &[OwnedFd]) -> Result<()> {
-        if fds.is_empty() {
-            return self.send_bytes(payload);
-        }
         let header = codec::encode_frame_header(payload.len(), codec::MAX_FRAME_LIMIT)
             .map_err(|e| Error::codec("message too large for one frame", e))?;
-        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-        let sent = sys::sendmsg(self.fd.as_fd(), &[&header, payload], &borrowed, false)
-            .map_err(|e| disconnected_or_io(e, "sending to the other process failed"))?;
-        // The descriptors went with the first byte; the rest of the frame follows plainly.
-        let rest: Vec<u8> = header.iter().chain(payload).skip(sent).copied().collect();
-        sys::send_all(self.fd.as_fd(), &rest)
+        let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        sys::send_all_parts(self.fd.as_fd(), &[&header, payload], &fds)
             .map_err(|e| disconnected_or_io(e, "sending to the other process failed"))
     }
 
@@ -75,18 +63,7 @@ impl Channel {
 
     /// Sends one frame holding `payload`.
     pub(crate) fn send_bytes(&self, payload: &[u8]) -> Result<()> {
-        let header = codec::encode_frame_header(payload.len(), codec::MAX_FRAME_LIMIT)
-            .map_err(|e| Error::codec("message too large for one frame", e))?;
-        let sent = if payload.len() <= COALESCE {
-            let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
-            buf.extend_from_slice(&header);
-            buf.extend_from_slice(payload);
-            sys::send_all(self.fd.as_fd(), &buf)
-        } else {
-            sys::send_all(self.fd.as_fd(), &header)
-                .and_then(|()| sys::send_all(self.fd.as_fd(), payload))
-        };
-        sent.map_err(|e| disconnected_or_io(e, "sending to the other process failed"))
+        self.send_bytes_with_fds(payload, &[])
     }
 
     /// Sends one frame holding `value`, encoded.
@@ -120,32 +97,25 @@ impl Channel {
 
     /// Reads once without blocking; returns false when nothing was available.
     pub(crate) fn read_available(&mut self) -> Result<bool> {
+        self.read_once(true)
+    }
+
+    /// Reads once; returns false at end of stream or, non-blocking, when nothing was there.
+    fn read_once(&mut self, nonblocking: bool) -> Result<bool> {
         if self.eof {
             return Ok(false);
         }
-        let spare = self.decoder.spare(READ_CHUNK);
-        match sys::recvmsg(self.fd.as_fd(), spare, &mut self.fds, true) {
-            Ok(0) => {
-                self.decoder.commit(0);
+        match self
+            .decoder
+            .read_from(self.fd.as_fd(), nonblocking, Some(&mut self.fds))
+        {
+            Ok(Filled::Bytes(_)) => Ok(true),
+            Ok(Filled::Empty) => Ok(false),
+            Ok(Filled::Closed) => {
                 self.eof = true;
                 Ok(false)
             }
-            Ok(n) => {
-                self.decoder.commit(n);
-                Ok(true)
-            }
-            Err(e) => {
-                self.decoder.commit(0);
-                match e.kind() {
-                    std::io::ErrorKind::WouldBlock => Ok(false),
-                    // The peer died with data unread: the stream is over.
-                    std::io::ErrorKind::ConnectionReset => {
-                        self.eof = true;
-                        Ok(false)
-                    }
-                    _ => Err(Error::io("reading from the other process failed", e)),
-                }
-            }
+            Err(e) => Err(Error::io("reading from the other process failed", e)),
         }
     }
 
@@ -207,36 +177,14 @@ impl Channel {
             if self.eof {
                 return Ok(None);
             }
-            let spare = self.decoder.spare(READ_CHUNK);
-            match sys::recvmsg(self.fd.as_fd(), spare, &mut self.fds, false) {
-                Ok(0) => {
-                    self.decoder.commit(0);
-                    self.eof = true;
-                }
-                Ok(n) => self.decoder.commit(n),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    self.decoder.commit(0);
-                    self.eof = true;
-                }
-                Err(e) => {
-                    self.decoder.commit(0);
-                    return Err(Error::io("reading from the parent process failed", e));
-                }
-            }
+            self.read_once(false)?;
         }
     }
 
     fn has_frame(&mut self) -> Result<bool> {
-        // Peek: a frame is complete when the decoder would hand one out.
-        let buffered = self.decoder.buffered();
-        if buffered < HEADER_LEN {
-            return Ok(false);
-        }
-        match self.decoder.peek_len() {
-            Ok(Some(len)) => Ok(buffered >= HEADER_LEN + len),
-            Ok(None) => Ok(false),
-            Err(e) => Err(Error::codec("the other process sent a malformed frame", e)),
-        }
+        self.decoder
+            .has_frame()
+            .map_err(|e| Error::codec("the other process sent a malformed frame", e))
     }
 }
 

@@ -33,9 +33,9 @@ impl Child {
         }
     }
 
-    /// The pidfd while the child has not been reaped (it stays readable once the child ended).
-    pub(crate) fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        Some(self.pidfd.as_fd())
+    /// The pidfd: it becomes readable when the child ends, and stays so.
+    pub(crate) fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.as_fd()
     }
 
     pub(crate) fn pid(&self) -> u32 {

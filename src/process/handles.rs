@@ -4,7 +4,7 @@
 //! `Serialize` impl calls [`export_fd`]: the descriptor is duplicated into a per-thread list and
 //! the handle is written as its index in that list. The list travels beside the encoded bytes:
 //! as SCM_RIGHTS ancillary data on the control socket (spawn), or in memory (fork). On the other
-//! side, [`decode_with_fds`] installs the received descriptors, and the handle's `Deserialize`
+//! side, [`with_incoming`] installs the received descriptors while the arguments are decoded, and the handle's `Deserialize`
 //! impl takes its own back with [`import_fd`]. Outside those two moments, exporting or importing
 //! a handle is an error: descriptors never travel by a guessed number.
 

@@ -424,7 +424,9 @@ impl<R> Process<R> {
     /// ```
     pub fn sentinel(&self) -> Option<crate::Sentinel<'_>> {
         match &self.state {
-            State::Running(c) => Some(crate::Sentinel { pidfd: c.pidfd() }),
+            State::Running(c) => Some(crate::Sentinel {
+                pidfd: Some(c.pidfd()),
+            }),
             State::Finished(_) => Some(crate::Sentinel { pidfd: None }),
             _ => None,
         }

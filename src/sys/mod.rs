@@ -222,25 +222,6 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Reads without blocking even on a blocking socket (`MSG_DONTWAIT`); `WouldBlock` when empty.
-pub(crate) fn recv_nonblocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is a valid writable slice for its whole length.
-        let ret = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
-}
-
 /// Time left until `deadline`, as a poll(2) timeout in milliseconds (rounded up; -1 = forever).
 fn poll_timeout(deadline: Option<Instant>) -> libc::c_int {
     match deadline {
@@ -432,14 +413,24 @@ pub(crate) fn sendmsg(
     fds: &[BorrowedFd<'_>],
     nonblocking: bool,
 ) -> io::Result<usize> {
-    let mut iov: Vec<libc::iovec> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| libc::iovec {
+    const MAX_PARTS: usize = 4;
+    assert!(
+        parts.len() <= MAX_PARTS,
+        "sendmsg: at most {MAX_PARTS} parts"
+    );
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [empty; MAX_PARTS];
+    let mut count = 0;
+    for p in parts.iter().filter(|p| !p.is_empty()) {
+        iov[count] = libc::iovec {
             iov_base: p.as_ptr() as *mut libc::c_void,
             iov_len: p.len(),
-        })
-        .collect();
+        };
+        count += 1;
+    }
     let fd_bytes = std::mem::size_of_val(fds);
     let space = if fds.is_empty() {
         0
@@ -451,7 +442,7 @@ pub(crate) fn sendmsg(
     // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = iov.len();
+    msg.msg_iovlen = count;
     if !fds.is_empty() {
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = space;
@@ -479,53 +470,46 @@ pub(crate) fn sendmsg(
     }
 }
 
-/// Receives into `buf`, collecting descriptors passed with SCM_RIGHTS into `fds` (close-on-exec).
-/// `Ok(0)` means end of stream. See recvmsg(2), unix(7).
-pub(crate) fn recvmsg(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-    nonblocking: bool,
-) -> io::Result<usize> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space =
-        (unsafe { libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * size_of::<RawFd>()) as u32) }) as usize;
-    let mut control = vec![0u64; space.div_ceil(8)];
-    let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
-    loop {
-        // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        // SAFETY: `msg` describes writable memory that lives for the whole call.
-        let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
-        let n = match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => other?,
-        };
-        // SAFETY: the kernel filled `msg.msg_control` with well-formed cmsghdrs up to
-        // msg_controllen; the CMSG_* macros walk them without leaving `control`.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                    let len = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
-                    for i in 0..len / size_of::<RawFd>() {
-                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
+/// The parts of `parts` left after the first `skip` bytes (at most 4 parts, no allocation).
+pub(crate) fn skip_parts<'a>(parts: &[&'a [u8]], mut skip: usize) -> ([&'a [u8]; 4], usize) {
+    let mut out: [&[u8]; 4] = [&[]; 4];
+    let mut n = 0;
+    for p in parts {
+        if skip >= p.len() {
+            skip -= p.len();
+        } else {
+            out[n] = &p[skip..];
+            n += 1;
+            skip = 0;
         }
-        return Ok(n);
     }
+    (out, n)
+}
+
+/// Sends all of `parts` on a blocking socket, with `fds` attached to the first byte, without
+/// raising SIGPIPE. See sendmsg(2).
+pub(crate) fn send_all_parts(
+    fd: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut done = 0;
+    let mut first = true;
+    while done < total || first {
+        let (rest, n) = skip_parts(parts, done);
+        let attach = if first { fds } else { &[] };
+        match sendmsg(fd, &rest[..n], attach, false) {
+            Ok(sent) => done += sent,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_fd(fd, POLLOUT, None)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        first = false;
+    }
+    Ok(())
 }
 
 /// Shuts down one direction of a socket (`write` true: no more sending). See shutdown(2).
@@ -554,3 +538,77 @@ pub(crate) fn set_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) {
 
 /// Readiness flags so that callers need not name libc.
 pub(crate) const POLLOUT: i16 = libc::POLLOUT;
+
+/// Receives at most `max` bytes straight into the spare capacity of `vec` (which the caller has
+/// reserved), appending them; descriptors passed with SCM_RIGHTS go to `fds` when it is given.
+/// `Ok(0)` means end of stream. Nothing is zero-filled first. See recvmsg(2).
+pub(crate) fn recv_append(
+    fd: BorrowedFd<'_>,
+    vec: &mut Vec<u8>,
+    max: usize,
+    fds: Option<&mut Vec<OwnedFd>>,
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let len = vec.len();
+    let spare = vec.spare_capacity_mut();
+    let max = max.min(spare.len());
+    let mut iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: max,
+    };
+    // Room for the most descriptors one message can carry (SCM_MAX_FD), 8-byte aligned.
+    let mut control = [0u64; 160];
+    let mut flags = libc::MSG_CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= libc::MSG_DONTWAIT;
+    }
+    let n = loop {
+        // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if fds.is_some() {
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control);
+        }
+        // SAFETY: `iov` describes `max` bytes of the vector's spare capacity, which are ours to
+        // write; the control buffer lives for the whole call.
+        let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+            Ok(n) => {
+                if let Some(fds) = fds {
+                    // SAFETY: the kernel filled msg_control with well-formed cmsghdrs up to
+                    // msg_controllen; the CMSG_* macros walk them without leaving `control`.
+                    unsafe { take_rights(&msg, fds) };
+                }
+                break n;
+            }
+        }
+    };
+    // SAFETY: the kernel initialised the first `n` (≤ max ≤ spare capacity) bytes after `len`.
+    unsafe { vec.set_len(len + n) };
+    Ok(n)
+}
+
+/// Collects the SCM_RIGHTS descriptors of a received message.
+///
+/// # Safety
+/// `msg` must have been filled by a successful recvmsg(2) whose control buffer is still alive.
+unsafe fn take_rights(msg: &libc::msghdr, fds: &mut Vec<OwnedFd>) {
+    // SAFETY: guaranteed by the caller (see above).
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                let len = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+}

@@ -31,6 +31,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ),
         ("pipe::passes_to_forked_child", passes_to_forked_child),
         ("pipe::threads_share_one_end", threads_share_one_end),
+        (
+            "pipe::blocked_receiver_does_not_block_sender",
+            blocked_receiver_does_not_block_sender,
+        ),
         ("pipe::simplex_and_bytes_api", simplex_and_bytes_api),
         (
             "pipe::unserializable_send_sends_nothing",
@@ -394,5 +398,28 @@ fn unserializable_send_sends_nothing() -> Result<(), String> {
         c.send(&x).err().map(|e| e.kind()) == Some(ErrorKind::Codec),
         "connection over a pipe"
     );
+    Ok(())
+}
+
+fn blocked_receiver_does_not_block_sender() -> Result<(), String> {
+    let (ours, theirs) = multiproc::pipe::<u64>().ctx("pipe")?;
+    let mut p = Process::new(add_one, theirs);
+    p.start().ctx("start")?;
+    let ours = std::sync::Arc::new(ours);
+    let receiver = {
+        let c = ours.clone();
+        std::thread::spawn(move || c.recv())
+    };
+    // Let the receiver block first, then send on the same end from this thread: the reply it
+    // waits for only comes if this send is not held up by its receive.
+    std::thread::sleep(Duration::from_millis(100));
+    ours.send(&41).ctx("send while another thread receives")?;
+    let got = receiver
+        .join()
+        .map_err(|_| "receiver panicked")?
+        .ctx("recv")?;
+    ensure!(got == 42, "got {got}");
+    ours.send(&0).ctx("stop")?;
+    p.join().ctx("join")?;
     Ok(())
 }
