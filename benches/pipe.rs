@@ -5,6 +5,9 @@
 //! ~33 µs one way whatever the primitive. The raw floor is a `UnixStream` pair with blocking
 //! `write_all` / `read_exact` and the same 4 MiB socket buffers our connections ask for.
 //!
+//! CPython's `multiprocessing.Pipe` runs in the same shapes when `python3` is on the PATH
+//! (`benches/python/pipe.py`; skipped with a note otherwise).
+//!
 //! Throughput is measured twice for us: `multiproc` receives into one reused buffer
 //! (`recv_bytes_into`, like the raw loop's `read_exact`), `multiproc_new_vec` returns a new
 //! vector per message (`recv_bytes`), which pays the first touch of fresh pages (~1.55 µs per
@@ -81,6 +84,28 @@ where
     (a, raw)
 }
 
+/// Runs CPython's side (`benches/python/pipe.py`) for `iters` repetitions and returns the time
+/// it reported; `None` when python3 is missing or failed.
+fn python(args: &[String], iters: u64) -> Option<Duration> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/pipe.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .arg(iters.to_string())
+        .output()
+        .ok()?;
+    let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some(Duration::from_secs_f64(secs))
+}
+
+fn python_present() -> bool {
+    let found = python(&["rt".into(), "16".into(), "unpinned".into()], 1).is_some();
+    if !found {
+        eprintln!("pipe python_*: skipped (python3 not found or failed)");
+    }
+    found
+}
+
 /// Echoes messages until the other end closes.
 fn echo(arg: (Connection<()>, Option<usize>)) {
     pin(arg.1);
@@ -123,6 +148,7 @@ fn placements() -> Vec<(&'static str, Option<usize>, Option<usize>)> {
 
 fn round_trip(c: &mut Criterion) {
     multiproc::init();
+    let with_python = python_present();
     let mut g = c.benchmark_group("pipe_round_trip_16B");
     g.measurement_time(Duration::from_secs(3));
     for (name, parent_cpu, child_cpu) in placements() {
@@ -163,12 +189,20 @@ fn round_trip(c: &mut Criterion) {
         drop(a);
         raw.join().unwrap();
         pin(None);
+
+        if with_python {
+            let args = ["rt".to_string(), SMALL.to_string(), name.to_string()];
+            g.bench_with_input(BenchmarkId::new("python", name), &(), |b, _| {
+                b.iter_custom(|iters| python(&args, iters).expect("python run failed"))
+            });
+        }
     }
     g.finish();
 }
 
 fn throughput(c: &mut Criterion) {
     multiproc::init();
+    let with_python = python_present();
     for (size, label, batch) in [(1usize << 20, "1MiB", 64u64), (64 << 20, "64MiB", 2)] {
         let mut g = c.benchmark_group(format!("pipe_throughput_{label}"));
         g.throughput(Throughput::Bytes(size as u64 * batch))
@@ -214,6 +248,13 @@ fn throughput(c: &mut Criterion) {
         });
         drop(a);
         raw.join().unwrap();
+
+        if with_python {
+            let args = ["tp".to_string(), size.to_string(), batch.to_string()];
+            g.bench_function("python", |b| {
+                b.iter_custom(|iters| python(&args, iters).expect("python run failed"))
+            });
+        }
         g.finish();
     }
 }

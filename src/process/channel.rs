@@ -61,19 +61,35 @@ impl Channel {
         std::mem::take(&mut self.fds)
     }
 
-    /// Sends one frame holding `payload`.
-    pub(crate) fn send_bytes(&self, payload: &[u8]) -> Result<()> {
-        self.send_bytes_with_fds(payload, &[])
-    }
-
     /// Sends one frame holding `value`, encoded.
     pub(crate) fn send<T: Serialize>(&self, value: &T) -> Result<()> {
+        self.send_message(value, None, &[])
+    }
+
+    /// Sends `value` in one frame and, if given, `payload` in the next, with `fds` attached, in
+    /// a single system call: the peer wakes once for both.
+    pub(crate) fn send_message<T: Serialize>(
+        &self,
+        value: &T,
+        payload: Option<&[u8]>,
+        fds: &[OwnedFd],
+    ) -> Result<()> {
         let mut buf = vec![0; HEADER_LEN];
         codec::encode_into(value, &mut buf)
             .map_err(|e| Error::codec("a control message could not be serialized", e))?;
         let header = codec::encode_frame_header(buf.len() - HEADER_LEN, codec::MAX_FRAME_LIMIT)?;
         buf[..HEADER_LEN].copy_from_slice(&header);
-        sys::send_all(self.fd.as_fd(), &buf)
+        let payload_header = match payload {
+            Some(p) => codec::encode_frame_header(p.len(), codec::MAX_FRAME_LIMIT)
+                .map_err(|e| Error::codec("message too large for one frame", e))?,
+            None => [0; HEADER_LEN],
+        };
+        let parts: [&[u8]; 3] = match payload {
+            Some(p) => [&buf, &payload_header, p],
+            None => [&buf, &[], &[]],
+        };
+        let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        sys::send_all_parts(self.fd.as_fd(), &parts, &fds)
             .map_err(|e| disconnected_or_io(e, "sending to the other process failed"))
     }
 

@@ -117,11 +117,14 @@ fn handshake(
             e
         }
     };
-    child.chan.send(&boot).map_err(gone)?;
+    // Small arguments go with the bootstrap message, in the same system call; large ones only
+    // once the child has said it is the right build and is reading.
     let eager = args.as_ref().is_some_and(|a| a.len() <= EAGER_ARGS);
-    if let Some(a) = args.as_ref().filter(|_| eager) {
-        child.chan.send_bytes_with_fds(a, &fds).map_err(gone)?;
+    match args.as_deref().filter(|_| eager) {
+        Some(a) => child.chan.send_message(&boot, Some(a), &fds),
+        None => child.chan.send(&boot),
     }
+    .map_err(gone)?;
     let deadline = Instant::now() + START_TIMEOUT;
     match child.wait_frame(Some(deadline))? {
         FrameWait::Frame(frame) => match crate::codec::decode::<Hello>(&frame) {

@@ -180,8 +180,7 @@ impl Worker {
         let pid = child.pid();
         let sent = child
             .chan
-            .send(&Request::Call(target))
-            .and_then(|()| child.chan.send_bytes_with_fds(&args, &fds));
+            .send_message(&Request::Call(target), Some(&args), &fds);
         if let Err(e) = sent {
             return Err(self.died(e));
         }
