@@ -45,6 +45,10 @@
 //! | `get_context("fork")` | [`with_start_method(StartMethod::Fork)`](Process::with_start_method) |
 //! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
 //! | exception in the child | [`ErrorKind::Panicked`] with message and location |
+//! | `a, b = Pipe()` | [`let (a, b) = pipe::<T>()?`](pipe) |
+//! | `Pipe(duplex=False)` | [`simplex`] |
+//! | `conn.send(x)`, `conn.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) (`Disconnected` for `EOFError`) |
+//! | `connection.wait(objs, timeout)` | [`wait`] with connections and [`Process::sentinel`]s |
 //!
 //! See `docs/python-to-rust.md` in the repository for the whole mapping and the places where
 //! the behaviour differs on purpose.
