@@ -84,18 +84,12 @@ where
     (a, raw)
 }
 
-/// Runs CPython's side (`benches/python/pipe.py`) for `iters` repetitions and returns the time
-/// it reported; `None` when python3 is missing or failed.
+#[path = "common/python.rs"]
+mod python_script;
+
+/// CPython's side of a shape (`benches/python/pipe.py`), `iters` times.
 fn python(args: &[String], iters: u64) -> Option<Duration> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/pipe.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .args(args)
-        .arg(iters.to_string())
-        .output()
-        .ok()?;
-    let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-    Some(Duration::from_secs_f64(secs))
+    python_script::run("pipe.py", args, iters)
 }
 
 fn python_present() -> bool {

@@ -8,7 +8,6 @@
 //!
 //! Run with `cargo bench --bench process_start`.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -38,17 +37,12 @@ fn raw_fork() {
     }
 }
 
+#[path = "common/python.rs"]
+mod python_script;
+
 /// Runs CPython's loop of `iters` start+join cycles and returns the time it reported.
 fn python(method: &str, iters: u64) -> Option<Duration> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/process_start.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(method)
-        .arg(iters.to_string())
-        .output()
-        .ok()?;
-    let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-    Some(Duration::from_secs_f64(secs))
+    python_script::run("process_start.py", &[method.to_string()], iters)
 }
 
 fn bench(c: &mut Criterion) {
