@@ -46,6 +46,19 @@ pub enum ErrorKind {
     Bootstrap,
     /// The peer process has gone away, or the channel to it is closed.
     Disconnected,
+    /// A named object (a shared memory segment) does not exist.
+    NotFound,
+    /// A named object (a shared memory segment) already exists.
+    AlreadyExists,
+    /// The OS refused access (for example a segment that belongs to another user).
+    PermissionDenied,
+    /// An argument was out of range or malformed (a segment name, a size, a count).
+    InvalidArgument,
+    /// A shared memory segment is not one of ours, is of another version or type, or is
+    /// truncated.
+    BadHeader,
+    /// The operation is reserved to the creator of the object (unlinking a named segment).
+    NotOwner,
 }
 
 /// How a child process failed, when the error is about one.
@@ -115,6 +128,21 @@ impl Error {
     /// An I/O error with a sentence of context in front of it.
     pub(crate) fn io(context: impl Into<String>, err: io::Error) -> Error {
         let mut e = Error::new(ErrorKind::Io, context);
+        e.inner.source = Some(Source::Io(err));
+        e
+    }
+
+    /// An I/O error with context, classified: a missing name, an existing name and a refused
+    /// access get their own kinds ([`ErrorKind::NotFound`], [`ErrorKind::AlreadyExists`],
+    /// [`ErrorKind::PermissionDenied`]); [`Error::io_error`] still has the OS error.
+    pub(crate) fn os(context: impl Into<String>, err: io::Error) -> Error {
+        let kind = match err.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+            io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            _ => ErrorKind::Io,
+        };
+        let mut e = Error::new(kind, context);
         e.inner.source = Some(Source::Io(err));
         e
     }

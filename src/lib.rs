@@ -63,9 +63,17 @@ pub mod codec;
 mod error;
 mod pipe;
 mod process;
+mod shm;
+mod sync;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};
+pub use shm::SharedMemory;
+pub use sync::{
+    Array, ArrayGuard, AtomicPod, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock,
+    LockGuard, LockResult, OverRelease, OwnerDied, Pod, RLock, RLockGuard, Recover, Semaphore,
+    TryLockError, TryLockResult, Value, ValueGuard, WaitTimeoutResult,
+};
 pub use pipe::{
     Connection, DEFAULT_PIPE_FRAME_LIMIT, Nothing, RecvIntoError, Sentinel, Waitable, pipe,
     pipe_typed, simplex, wait,

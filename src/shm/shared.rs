@@ -1,0 +1,136 @@
+//! `Shared<T>`: a per-process handle on a `T` that lives at the start of a segment's data.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Kind, Region};
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::handles;
+
+/// A handle on shared state of type `T` placed at the start of a segment's data, followed by
+/// `extra` bytes the owner uses as it likes. Cloning shares the mapping.
+///
+/// `T` must be made only of atomics, process-shared mutexes and data accessed under them: the
+/// handle hands out `&T` to every process at once.
+pub(crate) struct Shared<T> {
+    region: Arc<Region>,
+    ptr: NonNull<T>,
+}
+
+// SAFETY: `T` is shared state designed for concurrent use from many processes (see above), so
+// it is also fine to use from many threads; the region is Send + Sync.
+unsafe impl<T: Sync> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for Shared<T> {}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared {
+            region: self.region.clone(),
+            ptr: self.ptr,
+        }
+    }
+}
+
+const fn fits<T>() {
+    assert!(std::mem::align_of::<T>() <= super::region::HEADER_LEN);
+}
+
+impl<T> Shared<T> {
+    /// A new anonymous segment of `kind` holding a `T` (initialized in place by `init`) and
+    /// `extra` more bytes.
+    pub(crate) fn create(
+        kind: Kind,
+        type_tag: u64,
+        extra: usize,
+        init: impl FnOnce(*mut T) -> std::io::Result<()>,
+    ) -> Result<Shared<T>> {
+        const { fits::<T>() };
+        let len = std::mem::size_of::<T>().checked_add(extra).ok_or_else(|| {
+            Error::new(ErrorKind::InvalidArgument, "shared object too large")
+        })?;
+        let region = Region::anonymous(kind, len, type_tag)?;
+        let ptr = region.data().cast::<T>();
+        init(ptr.as_ptr()).map_err(|e| Error::os("cannot initialize a shared object", e))?;
+        Ok(Shared {
+            region: Arc::new(region),
+            ptr,
+        })
+    }
+
+    /// Maps the segment behind `fd`, checking its kind (one of `kinds`), type tag and size.
+    pub(crate) fn open(fd: OwnedFd, kinds: &[Kind], type_tag: u64, extra: usize) -> Result<Shared<T>> {
+        let region = Region::open_any(fd, kinds, type_tag)?;
+        if region.data_len() < std::mem::size_of::<T>().saturating_add(extra) {
+            return Err(Error::new(
+                ErrorKind::BadHeader,
+                "the shared object's segment is smaller than its type needs",
+            ));
+        }
+        let ptr = region.data().cast::<T>();
+        Ok(Shared {
+            region: Arc::new(region),
+            ptr,
+        })
+    }
+
+    /// Another view of the same segment's state as a `U` at the start of the data (`U` must be
+    /// a prefix of `T`, as a `LockCell` is of a `Value`'s state).
+    pub(crate) fn prefix<U>(&self) -> Shared<U> {
+        const { fits::<U>() };
+        debug_assert!(std::mem::size_of::<U>() <= std::mem::size_of::<T>());
+        Shared {
+            region: self.region.clone(),
+            ptr: self.ptr.cast(),
+        }
+    }
+
+    /// The `extra` bytes after the `T`, aligned for `U` at `offset` from the data start.
+    pub(crate) fn at<U>(&self, offset: usize) -> NonNull<U> {
+        debug_assert!(offset % std::mem::align_of::<U>() == 0);
+        // SAFETY: callers pass offsets inside the data they sized at creation (checked again at
+        // open through the size check).
+        unsafe { self.region.data().add(offset).cast() }
+    }
+
+    pub(crate) fn data_len(&self) -> usize {
+        self.region.data_len()
+    }
+
+    /// Writes the handle for a child: the descriptor plus nothing else (everything else is in
+    /// the header).
+    pub(crate) fn serialize_handle<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let handle = handles::export_fd(self.region.fd().as_fd()).map_err(serde::ser::Error::custom)?;
+        handle.serialize(serializer)
+    }
+
+    /// Reads a handle written by [`serialize_handle`](Self::serialize_handle).
+    pub(crate) fn deserialize_handle<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        kinds: &[Kind],
+        type_tag: u64,
+        extra: usize,
+    ) -> std::result::Result<Shared<T>, D::Error> {
+        let handle = u32::deserialize(deserializer)?;
+        let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
+        Shared::open(fd, kinds, type_tag, extra).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the pointer is into the region's data, initialized (by `create`, or by the
+        // creator before the descriptor was shared), aligned, and mapped while `region` lives.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.region.fmt(f)
+    }
+}

@@ -1,0 +1,402 @@
+//! `Barrier`: parties wait until all have arrived.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::error::BrokenBarrier;
+use super::lock::{Acquired, LockCell, deadline_after};
+use super::shim::{self, AtomicU32, AtomicU64, FutexWait, Ordering};
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::{Kind, Shared};
+
+/// The shared state of a barrier. Everything but `seq` is read and written with the internal
+/// lock held; `seq` (the futex word) advances on every change a waiter must notice: the barrier
+/// passing, breaking, or being reset.
+///
+/// Each passage of the barrier is a generation. A waiter remembers its generation; when the
+/// generation has moved on, bit `generation % 64` of `history` tells whether that generation passed (0)
+/// or was broken by a reset (1).
+#[repr(C)]
+pub(crate) struct BarrierState {
+    lock: LockCell,
+    seq: AtomicU32,
+    parties: u32,
+    count: AtomicU32,
+    generation: AtomicU32,
+    broken: AtomicU32,
+    history: AtomicU64,
+}
+
+/// Holds the internal lock; a death of its previous holder breaks the barrier.
+struct Held<'a>(&'a BarrierState);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `Held` exists only while this thread holds the lock.
+        unsafe { self.0.lock.release() };
+    }
+}
+
+impl BarrierState {
+    /// # Safety
+    /// `this` is fresh, aligned, writable memory for a `BarrierState`.
+    pub(crate) unsafe fn init(this: *mut BarrierState, parties: u32) -> std::io::Result<()> {
+        // SAFETY: forwarded from the caller, field by field.
+        unsafe {
+            LockCell::init(&raw mut (*this).lock, false)?;
+            (&raw mut (*this).seq).write(AtomicU32::new(0));
+            (&raw mut (*this).parties).write(parties);
+            (&raw mut (*this).count).write(AtomicU32::new(0));
+            (&raw mut (*this).generation).write(AtomicU32::new(0));
+            (&raw mut (*this).broken).write(AtomicU32::new(0));
+            (&raw mut (*this).history).write(AtomicU64::new(0));
+        }
+        Ok(())
+    }
+
+    fn hold(&self) -> Held<'_> {
+        let a = self.lock.acquire(None).expect("an untimed lock cannot time out");
+        let held = Held(self);
+        if a == Acquired::OwnerDied {
+            // A party died inside the barrier's critical section: the counts cannot be trusted.
+            self.break_locked(&held);
+            self.lock.mark_consistent();
+        }
+        held
+    }
+
+    fn bump(&self, _held: &Held<'_>) {
+        self.seq.fetch_add(1, Ordering::Release);
+        shim::wake(&self.seq, u32::MAX);
+    }
+
+    fn break_locked(&self, held: &Held<'_>) {
+        self.broken.store(1, Ordering::Relaxed);
+        self.bump(held);
+    }
+
+    fn outcome(&self, generation: u32) -> Result<(), BrokenBarrier> {
+        if self.history.load(Ordering::Relaxed) & (1 << (generation % 64)) != 0 {
+            Err(BrokenBarrier)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn end_generation(&self, broken: bool, held: &Held<'_>) {
+        let generation = self.generation.load(Ordering::Relaxed);
+        let bit = 1u64 << (generation % 64);
+        let h = self.history.load(Ordering::Relaxed);
+        self.history
+            .store(if broken { h | bit } else { h & !bit }, Ordering::Relaxed);
+        self.generation.store(generation.wrapping_add(1), Ordering::Relaxed);
+        self.count.store(0, Ordering::Relaxed);
+        self.bump(held);
+    }
+
+    /// Arrives and waits; the arrival index (0 for the first) or `BrokenBarrier`.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<u32, BrokenBarrier> {
+        let held = self.hold();
+        if self.broken.load(Ordering::Relaxed) != 0 {
+            return Err(BrokenBarrier);
+        }
+        let index = self.count.fetch_add(1, Ordering::Relaxed);
+        if index + 1 == self.parties {
+            self.end_generation(false, &held);
+            return Ok(index);
+        }
+        let generation = self.generation.load(Ordering::Relaxed);
+        let mut seen = self.seq.load(Ordering::Relaxed);
+        drop(held);
+        loop {
+            let r = shim::wait(&self.seq, seen, deadline);
+            let held = self.hold();
+            if self.generation.load(Ordering::Relaxed) != generation {
+                return self.outcome(generation).map(|()| index);
+            }
+            if self.broken.load(Ordering::Relaxed) != 0 {
+                return Err(BrokenBarrier);
+            }
+            if r == FutexWait::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
+                self.break_locked(&held);
+                return Err(BrokenBarrier);
+            }
+            seen = self.seq.load(Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn abort(&self) {
+        let held = self.hold();
+        self.break_locked(&held);
+    }
+
+    pub(crate) fn reset(&self) {
+        let held = self.hold();
+        let waiting = self.count.load(Ordering::Relaxed) > 0;
+        if waiting {
+            self.end_generation(true, &held);
+        }
+        self.broken.store(0, Ordering::Relaxed);
+        self.count.store(0, Ordering::Relaxed);
+        if !waiting {
+            self.bump(&held);
+        }
+    }
+
+    pub(crate) fn n_waiting(&self) -> u32 {
+        let _held = self.hold();
+        if self.broken.load(Ordering::Relaxed) != 0 {
+            0
+        } else {
+            self.count.load(Ordering::Relaxed)
+        }
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        let _held = self.hold();
+        self.broken.load(Ordering::Relaxed) != 0
+    }
+}
+
+/// A barrier for a fixed number of parties across processes (Python's
+/// `multiprocessing.Barrier`).
+///
+/// Each party calls [`wait`](Self::wait); all return once `parties` have arrived, each with a
+/// distinct arrival index (`0..parties`). The barrier then resets itself for the next round.
+///
+/// It can break: [`abort`](Self::abort), a party's timed wait running out, or a party dying
+/// while holding the barrier's internal lock puts it in the broken state, and every waiting and
+/// future `wait` fails with [`BrokenBarrier`] until [`reset`](Self::reset). A party that dies
+/// before arriving cannot be told from a slow one: give waits a timeout (here, or
+/// [`with_timeout`](Self::with_timeout) for every wait) so the others fail instead of waiting
+/// forever.
+///
+/// # Differences from Python
+/// - No `action` callable: the party with index `parties - 1` (the last to arrive) can run it.
+///
+/// # Examples
+///
+/// ```
+/// let barrier = multiproc::Barrier::new(2)?;
+/// let b2 = barrier.clone();
+/// let t = std::thread::spawn(move || b2.wait().unwrap());
+/// let mine = barrier.wait().unwrap();
+/// let theirs = t.join().unwrap();
+/// assert_eq!(mine + theirs, 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    state: Shared<BarrierState>,
+    default_timeout: Option<Duration>,
+}
+
+impl Barrier {
+    /// Creates a barrier for `parties` parties.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for 0 parties; [`ErrorKind::Io`] if the shared segment
+    /// cannot be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(3)?;
+    /// assert_eq!(b.parties(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(parties: u32) -> Result<Barrier> {
+        if parties == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a barrier needs at least one party",
+            ));
+        }
+        let state = Shared::create(Kind::Barrier, 0, 0, |p| {
+            // SAFETY: `create` passes fresh, aligned memory sized for the state.
+            unsafe { BarrierState::init(p, parties) }
+        })?;
+        Ok(Barrier {
+            state,
+            default_timeout: None,
+        })
+    }
+
+    /// Sets the timeout [`wait`](Self::wait) uses (Python's `Barrier(..., timeout=)`); this
+    /// handle only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiproc::Barrier::new(2)?.with_timeout(Duration::from_millis(1));
+    /// assert!(b.wait().is_err());
+    /// assert!(b.is_broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_timeout(mut self, timeout: Duration) -> Barrier {
+        self.default_timeout = Some(timeout);
+        self
+    }
+
+    /// Arrives and waits for the other parties (up to the default timeout, if set).
+    ///
+    /// # Errors
+    /// [`BrokenBarrier`] if the barrier is or becomes broken, or the default timeout passes
+    /// (which breaks it for everyone).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(1)?;
+    /// assert_eq!(b.wait(), Ok(0));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self) -> Result<u32, BrokenBarrier> {
+        self.state.wait(self.default_timeout.and_then(deadline_after))
+    }
+
+    /// Arrives and waits at most `timeout`; running out breaks the barrier for everyone.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiproc::Barrier::new(2)?;
+    /// assert_eq!(b.wait_timeout(Duration::from_millis(1)), Err(multiproc::BrokenBarrier));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BrokenBarrier> {
+        self.state.wait(deadline_after(timeout))
+    }
+
+    /// Arrives and waits until `deadline` at the latest.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(1)?;
+    /// assert_eq!(b.wait_deadline(std::time::Instant::now()), Ok(0));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_deadline(&self, deadline: Instant) -> Result<u32, BrokenBarrier> {
+        self.state.wait(Some(deadline))
+    }
+
+    /// Breaks the barrier: current and future waits fail until [`reset`](Self::reset).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(2)?;
+    /// b.abort();
+    /// assert!(b.is_broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn abort(&self) {
+        self.state.abort();
+    }
+
+    /// Returns the barrier to its initial state; parties waiting now fail with
+    /// [`BrokenBarrier`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(1)?;
+    /// b.abort();
+    /// b.reset();
+    /// assert_eq!(b.wait(), Ok(0));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+
+    /// The number of parties.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Barrier::new(4)?.parties(), 4);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn parties(&self) -> u32 {
+        self.state.parties
+    }
+
+    /// How many parties are waiting now (0 when broken).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Barrier::new(4)?.n_waiting(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn n_waiting(&self) -> u32 {
+        self.state.n_waiting()
+    }
+
+    /// Whether the barrier is broken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!multiproc::Barrier::new(4)?.is_broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[doc(alias = "broken")]
+    pub fn is_broken(&self) -> bool {
+        self.state.is_broken()
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties())
+            .field("n_waiting", &self.n_waiting())
+            .field("broken", &self.is_broken())
+            .finish()
+    }
+}
+
+impl Serialize for Barrier {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        struct H<'a>(&'a Shared<BarrierState>);
+        impl Serialize for H<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                self.0.serialize_handle(s)
+            }
+        }
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&H(&self.state))?;
+        t.serialize_element(&self.default_timeout)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct H(Shared<BarrierState>);
+        impl<'de> Deserialize<'de> for H {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                Shared::deserialize_handle(d, &[Kind::Barrier], 0, 0).map(H)
+            }
+        }
+        let (H(state), default_timeout) = <(H, Option<Duration>)>::deserialize(d)?;
+        Ok(Barrier {
+            state,
+            default_timeout,
+        })
+    }
+}

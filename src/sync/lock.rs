@@ -1,0 +1,594 @@
+//! `Lock` and `RLock`: robust mutexes in shared memory.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::error::{LockResult, OwnerDied, Recover, TryLockError, TryLockResult, sealed};
+use super::shim::{AtomicU32, LockFailed, Locked, Mutex, Ordering};
+use crate::error::Result;
+use crate::shm::{Kind, Shared};
+
+/// A robust mutex plus the "owner died and nobody declared the state consistent yet" flag.
+/// Placed at the start of every segment that has a lock (a `Lock`, `RLock`, `Value`, `Array`,
+/// and the internals of other primitives).
+#[repr(C)]
+pub(crate) struct LockCell {
+    mutex: Mutex,
+    owner_died: AtomicU32,
+}
+
+/// How an acquisition went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    Clean,
+    /// Acquired; an owner died holding it and the state was not declared consistent since.
+    OwnerDied,
+}
+
+impl LockCell {
+    /// Initializes a cell in place.
+    ///
+    /// # Safety
+    /// `this` is writable, aligned memory for a `LockCell` that nobody uses yet.
+    pub(crate) unsafe fn init(this: *mut LockCell, recursive: bool) -> std::io::Result<()> {
+        // SAFETY: the caller's contract covers both fields.
+        unsafe {
+            Mutex::init(&raw mut (*this).mutex, recursive)?;
+            (&raw mut (*this).owner_died).write(AtomicU32::new(0));
+        }
+        Ok(())
+    }
+
+    fn settle(&self, r: Result<Locked, LockFailed>, trying: bool) -> Option<Acquired> {
+        match r {
+            Ok(Locked::Clean) if self.owner_died.load(Ordering::Relaxed) == 0 => {
+                Some(Acquired::Clean)
+            }
+            Ok(_) => {
+                self.owner_died.store(1, Ordering::Relaxed);
+                Some(Acquired::OwnerDied)
+            }
+            Err(LockFailed::Busy) => None,
+            // A try on a lock this thread holds: it is simply not available.
+            Err(LockFailed::Deadlock) if trying => None,
+            Err(LockFailed::Deadlock) => {
+                panic!("deadlock: this thread already holds the lock it is trying to acquire")
+            }
+            Err(LockFailed::Os(e)) => panic!("acquiring a shared lock failed: {e}"),
+        }
+    }
+
+    /// Acquires, waiting until `deadline`; `None` if it passed.
+    #[inline]
+    pub(crate) fn acquire(&self, deadline: Option<Instant>) -> Option<Acquired> {
+        self.settle(self.mutex.lock(deadline), false)
+    }
+
+    /// Acquires if free.
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Option<Acquired> {
+        self.settle(self.mutex.try_lock(), true)
+    }
+
+    /// Releases.
+    ///
+    /// # Safety
+    /// The calling thread holds the cell's mutex.
+    #[inline]
+    pub(crate) unsafe fn release(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.mutex.unlock() }
+    }
+
+    /// Declares the protected state consistent. Called with the mutex held.
+    pub(crate) fn mark_consistent(&self) {
+        self.owner_died.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether an owner died and the state was not declared consistent since (a snapshot).
+    pub(crate) fn owner_died(&self) -> bool {
+        self.owner_died.load(Ordering::Relaxed) != 0
+    }
+}
+
+/// Turns an acquisition into a guard, wrapped in `OwnerDied` if it applies.
+pub(crate) fn wrap<G>(acquired: Acquired, guard: G) -> LockResult<G> {
+    match acquired {
+        Acquired::Clean => Ok(guard),
+        Acquired::OwnerDied => Err(OwnerDied::new(guard)),
+    }
+}
+
+fn wrap_try<G>(acquired: Option<Acquired>, guard: impl FnOnce() -> G) -> TryLockResult<G> {
+    match acquired {
+        None => Err(TryLockError::WouldBlock),
+        Some(a) => wrap(a, guard()).map_err(TryLockError::OwnerDied),
+    }
+}
+
+/// `Instant::now() + timeout`, or `None` (forever) when that overflows.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// A mutual-exclusion lock shared between processes, that survives its holder's death.
+///
+/// Python's `multiprocessing.Lock`, as a Rust guard API: [`lock`](Self::lock) blocks,
+/// [`try_lock`](Self::try_lock) never does, [`lock_timeout`](Self::lock_timeout) and
+/// [`lock_deadline`](Self::lock_deadline) give up at a time. The guard unlocks on drop.
+///
+/// If a process (or thread) dies holding the lock, the next acquirer gets it with an
+/// [`OwnerDied`] error that carries the guard, as with `std::sync::PoisonError`; it can repair
+/// the protected state and call [`OwnerDied::make_consistent`]. Until someone does, every
+/// acquirer is told. Python's lock, an owner-less semaphore, stays locked forever instead.
+///
+/// The lock is a robust, process-shared, error-checking pthread mutex in a small anonymous
+/// shared memory segment. Clones are handles to the same lock; pass one to a child as (part of)
+/// its [`Process`](crate::Process) arguments.
+///
+/// # Differences from Python
+/// - The lock has an owner: it is released by dropping the guard, in the thread that took it.
+///   Python's `Lock` may be released by any process.
+/// - Acquiring it again in the thread that holds it panics (Python's blocks forever).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Lock;
+///
+/// let lock = Lock::new()?;
+/// {
+///     let _guard = lock.lock().expect("no previous owner died");
+///     assert!(lock.is_locked());
+/// }
+/// assert!(!lock.is_locked());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Lock {
+    cell: Shared<LockCell>,
+}
+
+/// The lock is held while this lives. See [`Lock`].
+///
+/// # Examples
+///
+/// ```
+/// let lock = multiproc::Lock::new()?;
+/// let guard: multiproc::LockGuard<'_> = lock.lock().unwrap();
+/// drop(guard); // unlocks
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    cell: &'a LockCell,
+    /// Guards release in the thread that acquired (a pthread mutex requires it).
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: sharing `&LockGuard` between threads only allows `mark_consistent`, an atomic store.
+unsafe impl Sync for LockGuard<'_> {}
+
+impl Lock {
+    /// Creates an unlocked lock in a new anonymous shared memory segment.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the segment cannot be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<Lock> {
+        let cell = Shared::create(Kind::Lock, 0, 0, |p| {
+            // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
+            unsafe { LockCell::init(p, false) }
+        })?;
+        Ok(Lock { cell })
+    }
+
+    pub(crate) fn from_cell(cell: Shared<LockCell>) -> Lock {
+        Lock { cell }
+    }
+
+    pub(crate) fn cell(&self) -> &LockCell {
+        &self.cell
+    }
+
+    fn guard(&self) -> LockGuard<'_> {
+        LockGuard {
+            cell: &self.cell,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// A guard for the lock, which the calling thread must already hold (after a condition
+    /// variable re-acquired it).
+    pub(crate) fn lock_held_guard(&self) -> LockGuard<'_> {
+        self.guard()
+    }
+
+    /// Acquires the lock, blocking as long as it takes.
+    ///
+    /// # Errors
+    /// [`OwnerDied`] (holding the guard: the lock *is* acquired) if a previous owner died
+    /// holding it and nobody declared the state consistent since.
+    ///
+    /// # Panics
+    /// If this thread already holds the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let guard = lock.lock().unwrap_or_else(|died| died.make_consistent());
+    /// # drop(guard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[doc(alias = "acquire")]
+    pub fn lock(&self) -> LockResult<LockGuard<'_>> {
+        let a = self.cell.acquire(None).expect("an untimed lock cannot time out");
+        wrap(a, self.guard())
+    }
+
+    /// Acquires the lock if it is free, without blocking.
+    ///
+    /// # Errors
+    /// [`TryLockError::WouldBlock`] if it is held; [`TryLockError::OwnerDied`] as for
+    /// [`lock`](Self::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// assert!(lock.try_lock().is_ok());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[doc(alias = "acquire")]
+    pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
+        wrap_try(self.cell.try_acquire(), || self.guard())
+    }
+
+    /// Acquires the lock, waiting at most `timeout` (Python's `acquire(timeout=...)`).
+    ///
+    /// # Errors
+    /// [`TryLockError::WouldBlock`] if the lock stayed held; [`TryLockError::OwnerDied`] as for
+    /// [`lock`](Self::lock).
+    ///
+    /// # Panics
+    /// If this thread already holds the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let lock = multiproc::Lock::new()?;
+    /// let _g = lock.lock_timeout(Duration::from_millis(10)).unwrap();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<LockGuard<'_>> {
+        self.lock_until(deadline_after(timeout))
+    }
+
+    /// Acquires the lock, waiting until `deadline` at the latest.
+    ///
+    /// # Errors
+    /// As [`lock_timeout`](Self::lock_timeout).
+    ///
+    /// # Panics
+    /// If this thread already holds the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let lock = multiproc::Lock::new()?;
+    /// let _g = lock.lock_deadline(Instant::now() + Duration::from_secs(1)).unwrap();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<LockGuard<'_>> {
+        self.lock_until(Some(deadline))
+    }
+
+    fn lock_until(&self, deadline: Option<Instant>) -> TryLockResult<LockGuard<'_>> {
+        wrap_try(self.cell.acquire(deadline), || self.guard())
+    }
+
+    /// Whether the lock is held right now (by anyone, this thread included). A snapshot, for
+    /// diagnostics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_locked(&self) -> bool {
+        match self.cell.try_acquire() {
+            None => true,
+            Some(_) => {
+                // SAFETY: acquired just above by this thread.
+                unsafe { self.cell.release() };
+                false
+            }
+        }
+    }
+
+    /// Whether a previous owner died holding the lock and nobody declared the state consistent
+    /// since (a snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// assert!(!lock.is_owner_died());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_owner_died(&self) -> bool {
+        self.cell.owner_died()
+    }
+
+    /// Declares the state consistent without taking a guard: acquires, clears the owner-died
+    /// indication, releases.
+    ///
+    /// # Panics
+    /// If this thread holds the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// lock.clear_owner_died();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn clear_owner_died(&self) {
+        let guard = self.lock().unwrap_or_else(OwnerDied::into_inner);
+        guard.mark_consistent();
+    }
+}
+
+impl sealed::Sealed for LockGuard<'_> {}
+impl Recover for LockGuard<'_> {
+    fn mark_consistent(&self) {
+        self.cell.mark_consistent();
+    }
+}
+
+impl<'a> LockGuard<'a> {
+    pub(crate) fn cell(&self) -> &'a LockCell {
+        self.cell
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a guard exists only while its thread holds the mutex.
+        unsafe { self.cell.release() };
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("owner_died", &self.is_owner_died())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard").finish_non_exhaustive()
+    }
+}
+
+/// Segments whose data starts with a non-recursive `LockCell`.
+pub(crate) const LOCK_KINDS: &[Kind] = &[Kind::Lock, Kind::Value, Kind::Array];
+
+impl Serialize for Lock {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.cell.serialize_handle(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        Shared::deserialize_handle(deserializer, LOCK_KINDS, 0, 0).map(Lock::from_cell)
+    }
+}
+
+/// A recursive lock shared between processes, that survives its holder's death.
+///
+/// Python's `multiprocessing.RLock`: the thread that holds it may lock it again; it is free
+/// again when every guard is dropped. Owner death is handled as for [`Lock`].
+///
+/// # Examples
+///
+/// ```
+/// let rlock = multiproc::RLock::new()?;
+/// let outer = rlock.lock().unwrap();
+/// let inner = rlock.lock().unwrap();
+/// drop(inner);
+/// drop(outer);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct RLock {
+    cell: Shared<LockCell>,
+}
+
+/// One level of an [`RLock`] held by this thread.
+///
+/// # Examples
+///
+/// ```
+/// let rlock = multiproc::RLock::new()?;
+/// let _g: multiproc::RLockGuard<'_> = rlock.lock().unwrap();
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RLockGuard<'a> {
+    cell: &'a LockCell,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: as for LockGuard.
+unsafe impl Sync for RLockGuard<'_> {}
+
+impl RLock {
+    /// Creates an unlocked recursive lock in a new anonymous shared memory segment.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the segment cannot be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<RLock> {
+        let cell = Shared::create(Kind::RLock, 0, 0, |p| {
+            // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
+            unsafe { LockCell::init(p, true) }
+        })?;
+        Ok(RLock { cell })
+    }
+
+    fn guard(&self) -> RLockGuard<'_> {
+        RLockGuard {
+            cell: &self.cell,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Acquires one level, blocking as long as it takes.
+    ///
+    /// # Errors
+    /// [`OwnerDied`] as for [`Lock::lock`].
+    ///
+    /// # Panics
+    /// If the recursion count overflows the C library's counter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// let _g = rlock.lock().unwrap();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[doc(alias = "acquire")]
+    pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
+        let a = self.cell.acquire(None).expect("an untimed lock cannot time out");
+        wrap(a, self.guard())
+    }
+
+    /// Acquires one level if the lock is free or already held by this thread.
+    ///
+    /// # Errors
+    /// As [`Lock::try_lock`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// let _a = rlock.try_lock().unwrap();
+    /// let _b = rlock.try_lock().unwrap();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<RLockGuard<'_>> {
+        wrap_try(self.cell.try_acquire(), || self.guard())
+    }
+
+    /// Acquires one level, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Lock::lock_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let rlock = multiproc::RLock::new()?;
+    /// let _g = rlock.lock_timeout(Duration::from_millis(5)).unwrap();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<RLockGuard<'_>> {
+        wrap_try(self.cell.acquire(deadline_after(timeout)), || self.guard())
+    }
+
+    /// Acquires one level, waiting until `deadline` at the latest.
+    ///
+    /// # Errors
+    /// As [`Lock::lock_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let rlock = multiproc::RLock::new()?;
+    /// let _g = rlock.lock_deadline(Instant::now() + Duration::from_millis(5)).unwrap();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<RLockGuard<'_>> {
+        wrap_try(self.cell.acquire(Some(deadline)), || self.guard())
+    }
+
+    /// Whether a previous owner died holding the lock and nobody declared the state consistent
+    /// since (a snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!multiproc::RLock::new()?.is_owner_died());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_owner_died(&self) -> bool {
+        self.cell.owner_died()
+    }
+}
+
+impl sealed::Sealed for RLockGuard<'_> {}
+impl Recover for RLockGuard<'_> {
+    fn mark_consistent(&self) {
+        self.cell.mark_consistent();
+    }
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a guard exists only while its thread holds (one level of) the mutex.
+        unsafe { self.cell.release() };
+    }
+}
+
+impl fmt::Debug for RLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLock")
+            .field("owner_died", &self.is_owner_died())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RLockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLockGuard").finish_non_exhaustive()
+    }
+}
+
+impl Serialize for RLock {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.cell.serialize_handle(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RLock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        Shared::deserialize_handle(deserializer, &[Kind::RLock], 0, 0).map(|cell| RLock { cell })
+    }
+}

@@ -1,0 +1,33 @@
+//! Locks and friends in shared memory: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
+//! `Event`, `Condition`, `Barrier`, `Value<T>` and `Array<T>`.
+//!
+//! Each object lives in its own small anonymous shared memory segment; its handle can be cloned
+//! and passed to child processes as an argument. The locks are robust process-shared pthread
+//! mutexes (the kernel releases them when their holder dies); everything that sleeps does so on
+//! a futex with an absolute `CLOCK_MONOTONIC` deadline. The sleep/wake protocols are model
+//! checked with loom (`src/sync/model_tests.rs`).
+
+mod barrier;
+mod condition;
+mod error;
+mod event;
+mod lock;
+mod semaphore;
+pub(crate) mod shim;
+mod value;
+
+pub use barrier::Barrier;
+pub use condition::{Condition, WaitTimeoutResult};
+pub use error::{
+    BrokenBarrier, LockResult, OverRelease, OwnerDied, Recover, TryLockError, TryLockResult,
+};
+pub use event::Event;
+pub use lock::{Lock, LockGuard, RLock, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore};
+pub use value::{Array, ArrayGuard, AtomicPod, Pod, Value, ValueGuard};
+
+#[allow(unused_imports)]
+pub(crate) use lock::{Acquired, LockCell};
+
+#[cfg(all(test, loom))]
+mod model_tests;

@@ -1,0 +1,340 @@
+//! `Semaphore` and `BoundedSemaphore`: a counter and a futex.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::error::OverRelease;
+use super::lock::deadline_after;
+use super::shim::{self, AtomicU32, FutexWait, Ordering};
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::{Kind, Shared, type_tag};
+
+/// The shared state of a semaphore.
+///
+/// Protocol: an acquirer that finds the count at 0 registers in `sleepers`, then re-reads the
+/// count with a read-modify-write and sleeps on it only if it is still 0 (the futex re-checks
+/// atomically). A releaser raises the count with a read-modify-write, then reads `sleepers` the
+/// same way and wakes if anyone registered. The two read-modify-write pairs make it impossible
+/// for both sides to miss each other. Releases wake *all* sleepers: a sleeper that was woken and
+/// then killed before taking its permit cannot strand the others.
+#[repr(C)]
+pub(crate) struct SemState {
+    count: AtomicU32,
+    sleepers: AtomicU32,
+    /// `u32::MAX` for a plain semaphore.
+    max: u32,
+}
+
+impl SemState {
+    pub(crate) fn new(value: u32, max: u32) -> SemState {
+        SemState {
+            count: AtomicU32::new(value),
+            sleepers: AtomicU32::new(0),
+            max,
+        }
+    }
+
+    pub(crate) fn try_acquire(&self) -> bool {
+        let mut c = self.count.load(Ordering::Relaxed);
+        loop {
+            if c == 0 {
+                return false;
+            }
+            match self
+                .count
+                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => c = now,
+            }
+        }
+    }
+
+    pub(crate) fn acquire(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            if self.try_acquire() {
+                return true;
+            }
+            self.sleepers.fetch_add(1, Ordering::AcqRel);
+            let r = if self.count.fetch_add(0, Ordering::AcqRel) == 0 {
+                shim::wait(&self.count, 0, deadline)
+            } else {
+                FutexWait::Returned
+            };
+            self.sleepers.fetch_sub(1, Ordering::AcqRel);
+            if r == FutexWait::TimedOut {
+                return self.try_acquire();
+            }
+        }
+    }
+
+    pub(crate) fn release(&self, n: u32) -> Result<(), OverRelease> {
+        let mut c = self.count.load(Ordering::Relaxed);
+        loop {
+            let new = c.checked_add(n).filter(|&v| v <= self.max).ok_or(OverRelease)?;
+            match self
+                .count
+                .compare_exchange_weak(c, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => c = now,
+            }
+        }
+        if self.sleepers.fetch_add(0, Ordering::AcqRel) > 0 {
+            shim::wake(&self.count, u32::MAX);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn value(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// A counting semaphore shared between processes (Python's `multiprocessing.Semaphore`).
+///
+/// [`acquire`](Self::acquire) takes a permit, waiting while there is none;
+/// [`release`](Self::release) gives one back, from any thread or process. Like Python's, it has
+/// no owner: a process that dies holding permits does not give them back (use a [`Lock`](crate::Lock) when
+/// that matters). A process that dies *waiting* harms no one.
+///
+/// # Examples
+///
+/// ```
+/// let sem = multiproc::Semaphore::new(2)?;
+/// assert!(sem.try_acquire());
+/// assert!(sem.try_acquire());
+/// assert!(!sem.try_acquire());
+/// sem.release();
+/// assert_eq!(sem.value(), 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Semaphore {
+    state: Shared<SemState>,
+}
+
+/// Like [`Semaphore`], but releasing beyond the initial value is an error (Python's
+/// `multiprocessing.BoundedSemaphore`).
+///
+/// # Examples
+///
+/// ```
+/// let sem = multiproc::BoundedSemaphore::new(1)?;
+/// sem.acquire();
+/// sem.release()?;
+/// assert_eq!(sem.release(), Err(multiproc::OverRelease));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct BoundedSemaphore {
+    state: Shared<SemState>,
+}
+
+fn create(value: u32, max: u32, tag: u64) -> Result<Shared<SemState>> {
+    if value == u32::MAX {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "a semaphore's value must be below u32::MAX",
+        ));
+    }
+    Shared::create(Kind::Semaphore, tag, 0, |p: *mut SemState| {
+        // SAFETY: `create` passes fresh, aligned memory sized for the state.
+        unsafe { p.write(SemState::new(value, max)) };
+        Ok(())
+    })
+}
+
+macro_rules! common_methods {
+    ($ty:ident) => {
+        /// Takes a permit, waiting as long as it takes.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
+        /// sem.acquire();
+        /// # Ok::<(), multiproc::Error>(())
+        /// ```
+        pub fn acquire(&self) {
+            self.state.acquire(None);
+        }
+
+        /// Takes a permit if one is available, without waiting (Python's
+        /// `acquire(block=False)`).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
+        /// assert!(!sem.try_acquire());
+        /// # Ok::<(), multiproc::Error>(())
+        /// ```
+        pub fn try_acquire(&self) -> bool {
+            self.state.try_acquire()
+        }
+
+        /// Takes a permit, waiting at most `timeout`; false if none came.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::time::Duration;
+        #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
+        /// assert!(!sem.acquire_timeout(Duration::from_millis(1)));
+        /// # Ok::<(), multiproc::Error>(())
+        /// ```
+        pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+            self.state.acquire(deadline_after(timeout))
+        }
+
+        /// Takes a permit, waiting until `deadline` at the latest; false if none came.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::time::Instant;
+        #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
+        /// assert!(sem.acquire_deadline(Instant::now()));
+        /// # Ok::<(), multiproc::Error>(())
+        /// ```
+        pub fn acquire_deadline(&self, deadline: Instant) -> bool {
+            self.state.acquire(Some(deadline))
+        }
+
+        /// The number of permits available now (a snapshot; Python's `get_value()`).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(3)?;")]
+        /// assert_eq!(sem.value(), 3);
+        /// # Ok::<(), multiproc::Error>(())
+        /// ```
+        #[doc(alias = "get_value")]
+        pub fn value(&self) -> u32 {
+            self.state.value()
+        }
+    };
+}
+
+impl Semaphore {
+    /// Creates a semaphore with `value` permits.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for `u32::MAX`; [`ErrorKind::Io`] if the shared segment
+    /// cannot be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let sem = multiproc::Semaphore::new(4)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(value: u32) -> Result<Semaphore> {
+        Ok(Semaphore {
+            state: create(value, u32::MAX - 1, type_tag::<Semaphore>())?,
+        })
+    }
+
+    common_methods!(Semaphore);
+
+    /// Gives a permit back.
+    ///
+    /// # Panics
+    /// If the count would exceed `u32::MAX - 1`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let sem = multiproc::Semaphore::new(0)?;
+    /// sem.release();
+    /// assert!(sem.try_acquire());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) {
+        self.state
+            .release(1)
+            .expect("semaphore count overflow");
+    }
+}
+
+impl BoundedSemaphore {
+    /// Creates a bounded semaphore with `value` permits, which is also its maximum.
+    ///
+    /// # Errors
+    /// As [`Semaphore::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let sem = multiproc::BoundedSemaphore::new(2)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(value: u32) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore {
+            state: create(value, value, type_tag::<BoundedSemaphore>())?,
+        })
+    }
+
+    common_methods!(BoundedSemaphore);
+
+    /// Gives a permit back.
+    ///
+    /// # Errors
+    /// [`OverRelease`] if every permit is already available (the count is unchanged).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let sem = multiproc::BoundedSemaphore::new(1)?;
+    /// assert!(sem.release().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<(), OverRelease> {
+        self.state.release(1)
+    }
+}
+
+impl fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Semaphore").field("value", &self.value()).finish()
+    }
+}
+
+impl fmt::Debug for BoundedSemaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundedSemaphore")
+            .field("value", &self.value())
+            .field("max", &self.state.max)
+            .finish()
+    }
+}
+
+impl Serialize for Semaphore {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.state.serialize_handle(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Semaphore {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Shared::deserialize_handle(d, &[Kind::Semaphore], type_tag::<Semaphore>(), 0)
+            .map(|state| Semaphore { state })
+    }
+}
+
+impl Serialize for BoundedSemaphore {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.state.serialize_handle(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for BoundedSemaphore {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Shared::deserialize_handle(d, &[Kind::Semaphore], type_tag::<BoundedSemaphore>(), 0)
+            .map(|state| BoundedSemaphore { state })
+    }
+}

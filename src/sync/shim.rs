@@ -1,0 +1,109 @@
+//! The atomics, futex and mutex that shared state is built from, in one place so that the loom
+//! model tests can replace them (`--cfg loom`).
+//!
+//! In normal builds these are `std` atomics, real futexes and glibc's robust pthread mutex. Under
+//! loom, the futex is modelled faithfully for what our protocols rely on: a waiter sleeps only if
+//! the word still holds the expected value, and then only a wake ends the sleep (no timeouts in
+//! the model). The mutex is a plain futex lock over the model futex.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use std::time::Instant;
+
+pub(crate) use crate::sys::{FutexWait, LockFailed, Locked};
+
+/// Sleeps while `word == expected`, until woken or `deadline` (see [`crate::sys::futex_wait`]).
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> FutexWait {
+    crate::sys::futex_wait(word, expected, deadline)
+}
+
+/// Wakes up to `count` sleepers on `word`.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn wake(word: &AtomicU32, count: u32) {
+    crate::sys::futex_wake(word, count);
+}
+
+#[cfg(not(loom))]
+pub(crate) use crate::sys::RobustMutex as Mutex;
+
+#[cfg(loom)]
+mod model {
+    use super::*;
+    use loom::sync::{Condvar, Mutex as LoomMutex};
+
+    pub(crate) struct Futex {
+        epoch: LoomMutex<u64>,
+        cv: Condvar,
+    }
+
+    loom::lazy_static! {
+        pub(crate) static ref FUTEX: Futex = Futex { epoch: LoomMutex::new(0), cv: Condvar::new() };
+    }
+
+    pub(crate) fn wait(word: &AtomicU32, expected: u32, _deadline: Option<Instant>) -> FutexWait {
+        let mut epoch = FUTEX.epoch.lock().unwrap();
+        if word.load(Ordering::SeqCst) != expected {
+            return FutexWait::Returned;
+        }
+        let seen = *epoch;
+        while *epoch == seen {
+            epoch = FUTEX.cv.wait(epoch).unwrap();
+        }
+        FutexWait::Returned
+    }
+
+    pub(crate) fn wake(_word: &AtomicU32, _count: u32) {
+        *FUTEX.epoch.lock().unwrap() += 1;
+        FUTEX.cv.notify_all();
+    }
+
+    /// A plain (not robust) futex mutex over the model futex.
+    pub(crate) struct Mutex {
+        state: AtomicU32,
+    }
+
+    impl Mutex {
+        pub(crate) unsafe fn init(this: *mut Mutex, _recursive: bool) -> std::io::Result<()> {
+            // SAFETY: the caller provides writable memory for a Mutex.
+            unsafe {
+                this.write(Mutex {
+                    state: AtomicU32::new(0),
+                })
+            };
+            Ok(())
+        }
+
+        pub(crate) fn lock(&self, _deadline: Option<Instant>) -> Result<Locked, LockFailed> {
+            while self
+                .state
+                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                wait(&self.state, 1, None);
+            }
+            Ok(Locked::Clean)
+        }
+
+        pub(crate) fn try_lock(&self) -> Result<Locked, LockFailed> {
+            self.state
+                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .map(|_| Locked::Clean)
+                .map_err(|_| LockFailed::Busy)
+        }
+
+        pub(crate) unsafe fn unlock(&self) {
+            self.state.store(0, Ordering::Release);
+            wake(&self.state, 1);
+        }
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use model::{Mutex, wait, wake};

@@ -1,0 +1,753 @@
+//! `Value<T>` and `Array<T>`: plain data in shared memory with a lock.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::error::{LockResult, OwnerDied, Recover, TryLockError, TryLockResult, sealed};
+use super::lock::{Lock, LockCell, LockGuard};
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::{Kind, Shared, type_tag};
+
+/// Plain-old-data: a type that can live in shared memory and be copied in and out as bytes.
+///
+/// # Safety
+/// Implementors must be `Copy`, contain no pointers, references or handles (they mean nothing in
+/// another process), have no padding bytes, and be valid for every bit pattern. Primitive
+/// integers, floats and arrays of `Pod` qualify; a `#[repr(C)]` struct of `Pod` fields without
+/// padding does too.
+///
+/// # Examples
+///
+/// ```
+/// #[derive(Clone, Copy)]
+/// #[repr(C)]
+/// struct Point {
+///     x: f64,
+///     y: f64,
+/// }
+/// // SAFETY: two f64s, no padding, every bit pattern is valid.
+/// unsafe impl multiproc::Pod for Point {}
+///
+/// let p = multiproc::Value::new(Point { x: 1.0, y: 2.0 })?;
+/// assert_eq!(p.get().y, 2.0);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub unsafe trait Pod: Copy + Send + Sync + 'static {}
+
+macro_rules! pod {
+    ($($t:ty),*) => { $(
+        // SAFETY: a primitive number: no padding, no pointers, every bit pattern valid.
+        unsafe impl Pod for $t {}
+    )* };
+}
+pod!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64);
+// SAFETY: an array of Pod has no padding between elements and inherits the rest.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+/// A [`Pod`] integer with a matching atomic type, for lock-free access to a [`Value`] or
+/// [`Array`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::Ordering;
+/// let hits = multiproc::Value::new(0u64)?;
+/// hits.atomic().fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(hits.get(), 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub trait AtomicPod: Pod + sealed::Sealed {
+    /// The `std::sync::atomic` type of the same size and layout.
+    type Atomic: Send + Sync;
+}
+
+macro_rules! atomic_pod {
+    ($($t:ty => $a:ty),*) => { $(
+        impl sealed::Sealed for $t {}
+        impl AtomicPod for $t {
+            type Atomic = $a;
+        }
+        const _: () = assert!(
+            std::mem::size_of::<$t>() == std::mem::size_of::<$a>()
+                && std::mem::align_of::<$t>() == std::mem::align_of::<$a>()
+        );
+    )* };
+}
+atomic_pod!(
+    u8 => std::sync::atomic::AtomicU8, u16 => std::sync::atomic::AtomicU16,
+    u32 => std::sync::atomic::AtomicU32, u64 => std::sync::atomic::AtomicU64,
+    usize => std::sync::atomic::AtomicUsize, i8 => std::sync::atomic::AtomicI8,
+    i16 => std::sync::atomic::AtomicI16, i32 => std::sync::atomic::AtomicI32,
+    i64 => std::sync::atomic::AtomicI64, isize => std::sync::atomic::AtomicIsize
+);
+
+/// A lock followed, at a 64-byte boundary, by the data.
+#[repr(C)]
+pub(crate) struct Head {
+    lock: LockCell,
+    len: u64,
+}
+
+/// Offset of the first element after the head, for `T`.
+const fn data_offset<T>() -> usize {
+    let head = std::mem::size_of::<Head>();
+    let align = if std::mem::align_of::<T>() > 64 {
+        std::mem::align_of::<T>()
+    } else {
+        64
+    };
+    head.div_ceil(align) * align
+}
+
+fn create<T: Pod>(kind: Kind, len: usize, fill: impl Fn(*mut T)) -> Result<Shared<Head>> {
+    let bytes = std::mem::size_of::<T>()
+        .checked_mul(len)
+        .and_then(|b| b.checked_add(data_offset::<T>() - std::mem::size_of::<Head>()))
+        .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "array too large"))?;
+    let shared = Shared::create(kind, type_tag::<T>(), bytes, |p: *mut Head| {
+        // SAFETY: `create` passes fresh, aligned memory sized for the head and the elements.
+        unsafe {
+            LockCell::init(&raw mut (*p).lock, false)?;
+            (&raw mut (*p).len).write(len as u64);
+        }
+        Ok(())
+    })?;
+    fill(shared.at::<T>(data_offset::<T>()).as_ptr());
+    Ok(shared)
+}
+
+fn open<'de, T: Pod, D: Deserializer<'de>>(
+    d: D,
+    kind: Kind,
+) -> std::result::Result<Shared<Head>, D::Error> {
+    let shared: Shared<Head> = Shared::deserialize_handle(d, &[kind], type_tag::<T>(), 0)?;
+    let need = (shared.len as usize)
+        .checked_mul(std::mem::size_of::<T>())
+        .and_then(|b| b.checked_add(data_offset::<T>()));
+    if need.is_none_or(|n| n > shared.data_len()) {
+        return Err(serde::de::Error::custom(Error::new(
+            ErrorKind::BadHeader,
+            "the shared array's segment is smaller than its length says",
+        )));
+    }
+    Ok(shared)
+}
+
+/// A `T` in shared memory with a lock: Python's `multiprocessing.Value`.
+///
+/// [`lock`](Self::lock) gives a guard that dereferences to the value (Python's
+/// `with v.get_lock(): v.value += 1`); [`get`](Self::get) and [`set`](Self::set) each take the
+/// lock once, as Python's `.value` does, so `v.set(v.get() + 1)` is a race, exactly as there.
+/// For integers, [`atomic`](Self::atomic) gives lock-free access.
+///
+/// If a process dies holding the lock, the next [`lock`](Self::lock) returns [`OwnerDied`] with
+/// the guard (see [`Lock`]). `get`/`set` do not report it; they see whatever was last written.
+///
+/// Clones are handles to the same value; pass one to a child as (part of) its
+/// [`Process`](crate::Process) arguments.
+///
+/// # Examples
+///
+/// ```
+/// let counter = multiproc::Value::new(0i64)?;
+/// {
+///     let mut n = counter.lock().unwrap();
+///     *n += 1;
+/// }
+/// assert_eq!(counter.get(), 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Value<T: Pod> {
+    shared: Shared<Head>,
+    lock: Lock,
+    ptr: NonNull<UnsafeCell<T>>,
+}
+
+// SAFETY: the value is only accessed under the process-shared lock, by copy, or through atomics.
+unsafe impl<T: Pod> Send for Value<T> {}
+// SAFETY: as above.
+unsafe impl<T: Pod> Sync for Value<T> {}
+
+impl<T: Pod> Clone for Value<T> {
+    fn clone(&self) -> Self {
+        Value::from_shared(self.shared.clone())
+    }
+}
+
+/// Exclusive access to a [`Value`]'s data while the lock is held.
+///
+/// # Examples
+///
+/// ```
+/// let v = multiproc::Value::new([0u8; 4])?;
+/// let mut g: multiproc::ValueGuard<'_, [u8; 4]> = v.lock().unwrap();
+/// g[2] = 9;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ValueGuard<'a, T: Pod> {
+    _lock: LockGuard<'a>,
+    ptr: NonNull<T>,
+    _marker: PhantomData<&'a mut T>,
+}
+
+impl<T: Pod> Value<T> {
+    /// Puts `value` in a new anonymous shared segment with its own lock.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] if the segment cannot be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(2.5f64)?;
+    /// assert_eq!(v.get(), 2.5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(value: T) -> Result<Value<T>> {
+        let shared = create::<T>(Kind::Value, 1, |p| {
+            // SAFETY: `create` sized the data for one T at this aligned address.
+            unsafe { p.write(value) }
+        })?;
+        Ok(Value::from_shared(shared))
+    }
+
+    fn from_shared(shared: Shared<Head>) -> Value<T> {
+        let lock = Lock::from_cell(shared.prefix());
+        let ptr = shared.at(data_offset::<T>());
+        Value { shared, lock, ptr }
+    }
+
+    fn guard<'a>(&'a self, lock: LockGuard<'a>) -> ValueGuard<'a, T> {
+        ValueGuard {
+            _lock: lock,
+            ptr: self.ptr.cast(),
+            _marker: PhantomData,
+        }
+    }
+
+    /// The value's lock (Python's `get_lock()`), for example to build a
+    /// [`Condition`](crate::Condition) over it. Locking it does not give access to the value:
+    /// use [`lock`](Self::lock) for that.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(0u8)?;
+    /// assert!(!v.get_lock().is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    /// Takes the lock and gives access to the value.
+    ///
+    /// # Errors
+    /// [`OwnerDied`] (holding the guard) if a previous owner died holding the lock.
+    ///
+    /// # Panics
+    /// If this thread already holds the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(1u32)?;
+    /// *v.lock().unwrap() *= 10;
+    /// assert_eq!(v.get(), 10);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
+        match self.lock.lock() {
+            Ok(g) => Ok(self.guard(g)),
+            Err(died) => Err(OwnerDied::new(self.guard(died.into_inner()))),
+        }
+    }
+
+    /// Takes the lock if free.
+    ///
+    /// # Errors
+    /// As [`Lock::try_lock`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(1u32)?;
+    /// assert_eq!(*v.try_lock().unwrap(), 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<ValueGuard<'_, T>> {
+        self.map_try(self.lock.try_lock())
+    }
+
+    /// Takes the lock, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Lock::lock_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let v = multiproc::Value::new(1u32)?;
+    /// assert_eq!(*v.lock_timeout(Duration::from_millis(1)).unwrap(), 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<ValueGuard<'_, T>> {
+        self.map_try(self.lock.lock_timeout(timeout))
+    }
+
+    /// Takes the lock, waiting until `deadline` at the latest.
+    ///
+    /// # Errors
+    /// As [`Lock::lock_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(1u32)?;
+    /// assert!(v.lock_deadline(std::time::Instant::now()).is_ok());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<ValueGuard<'_, T>> {
+        self.map_try(self.lock.lock_deadline(deadline))
+    }
+
+    fn map_try<'a>(&'a self, r: TryLockResult<LockGuard<'a>>) -> TryLockResult<ValueGuard<'a, T>> {
+        match r {
+            Ok(g) => Ok(self.guard(g)),
+            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
+            Err(TryLockError::OwnerDied(d)) => Err(TryLockError::OwnerDied(OwnerDied::new(
+                self.guard(d.into_inner()),
+            ))),
+        }
+    }
+
+    /// Reads the value under the lock (Python's `v.value`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Value::new(7u16)?.get(), 7);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self) -> T {
+        *self.lock().unwrap_or_else(OwnerDied::into_inner)
+    }
+
+    /// Writes the value under the lock (Python's `v.value = x`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(0u16)?;
+    /// v.set(3);
+    /// assert_eq!(v.get(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn set(&self, value: T) {
+        *self.lock().unwrap_or_else(OwnerDied::into_inner) = value;
+    }
+}
+
+impl<T: AtomicPod> Value<T> {
+    /// The value as an atomic, bypassing the lock (mixing the two gives no mutual exclusion
+    /// between them).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let v = multiproc::Value::new(5i32)?;
+    /// assert_eq!(v.atomic().swap(6, Ordering::AcqRel), 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn atomic(&self) -> &T::Atomic {
+        // SAFETY: T and T::Atomic have the same size and alignment (checked at compile time),
+        // and the memory is shared: atomics are the one safe way to access it unlocked.
+        unsafe { self.ptr.cast::<T::Atomic>().as_ref() }
+    }
+}
+
+impl<T: Pod> sealed::Sealed for ValueGuard<'_, T> {}
+impl<T: Pod> Recover for ValueGuard<'_, T> {
+    fn mark_consistent(&self) {
+        self._lock.mark_consistent();
+    }
+}
+
+impl<T: Pod> Deref for ValueGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held, so no process writes the value through this API meanwhile.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: Pod> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the lock is held, and the guard is borrowed mutably.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value").field("value", &self.get()).finish()
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: Pod> Serialize for Value<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.shared.serialize_handle(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Value<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let shared = open::<T, D>(d, Kind::Value)?;
+        Ok(Value::from_shared(shared))
+    }
+}
+
+/// A fixed-length array of `T` in shared memory with one lock: Python's
+/// `multiprocessing.Array`.
+///
+/// [`lock`](Self::lock) gives a guard that dereferences to `[T]`; [`get`](Self::get),
+/// [`set`](Self::set), [`to_vec`](Self::to_vec) and [`copy_from_slice`](Self::copy_from_slice)
+/// each take the lock once. For integers, [`atomics`](Self::atomics) gives lock-free access.
+/// Owner death is reported by [`lock`](Self::lock) as for [`Value`].
+///
+/// # Examples
+///
+/// ```
+/// let a = multiproc::Array::new(4, 0u32)?;
+/// a.set(1, 5);
+/// a.lock().unwrap()[2] = 6;
+/// assert_eq!(a.to_vec(), [0, 5, 6, 0]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Array<T: Pod> {
+    shared: Shared<Head>,
+    lock: Lock,
+    ptr: NonNull<T>,
+    len: usize,
+}
+
+// SAFETY: as for Value.
+unsafe impl<T: Pod> Send for Array<T> {}
+// SAFETY: as for Value.
+unsafe impl<T: Pod> Sync for Array<T> {}
+
+impl<T: Pod> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Array::from_shared(self.shared.clone())
+    }
+}
+
+/// Exclusive access to an [`Array`]'s elements while the lock is held.
+///
+/// # Examples
+///
+/// ```
+/// let a = multiproc::Array::new(3, 1u8)?;
+/// let g: multiproc::ArrayGuard<'_, u8> = a.lock().unwrap();
+/// assert_eq!(g.iter().sum::<u8>(), 3);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ArrayGuard<'a, T: Pod> {
+    _lock: LockGuard<'a>,
+    ptr: NonNull<T>,
+    len: usize,
+    _marker: PhantomData<&'a mut [T]>,
+}
+
+impl<T: Pod> Array<T> {
+    /// An array of `len` copies of `fill`, with its own lock.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if the size overflows; [`ErrorKind::Io`] if the segment
+    /// cannot be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = multiproc::Array::new(1000, 0.0f32)?;
+    /// assert_eq!(a.len(), 1000);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(len: usize, fill: T) -> Result<Array<T>> {
+        let shared = create::<T>(Kind::Array, len, |p| {
+            for i in 0..len {
+                // SAFETY: `create` sized the data for `len` elements from this aligned address.
+                unsafe { p.add(i).write(fill) }
+            }
+        })?;
+        Ok(Array::from_shared(shared))
+    }
+
+    /// An array holding a copy of `items`.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = multiproc::Array::from_slice(&[1u64, 2, 3])?;
+    /// assert_eq!(a.get(2), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn from_slice(items: &[T]) -> Result<Array<T>> {
+        let shared = create::<T>(Kind::Array, items.len(), |p| {
+            // SAFETY: `create` sized the data for `items.len()` elements; private source.
+            unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), p, items.len()) }
+        })?;
+        Ok(Array::from_shared(shared))
+    }
+
+    fn from_shared(shared: Shared<Head>) -> Array<T> {
+        let lock = Lock::from_cell(shared.prefix());
+        let ptr = shared.at(data_offset::<T>());
+        let len = shared.len as usize;
+        Array {
+            shared,
+            lock,
+            ptr,
+            len,
+        }
+    }
+
+    /// The number of elements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Array::new(3, 0u8)?.len(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty array.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(multiproc::Array::<u8>::new(0, 0)?.is_empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The array's lock (Python's `get_lock()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = multiproc::Array::new(1, 0u8)?;
+    /// let _held = a.get_lock().lock().unwrap();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    fn guard<'a>(&'a self, lock: LockGuard<'a>) -> ArrayGuard<'a, T> {
+        ArrayGuard {
+            _lock: lock,
+            ptr: self.ptr,
+            len: self.len,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Takes the lock and gives access to the elements.
+    ///
+    /// # Errors
+    /// [`OwnerDied`] (holding the guard) if a previous owner died holding the lock.
+    ///
+    /// # Panics
+    /// If this thread already holds the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = multiproc::Array::new(2, 0i8)?;
+    /// a.lock().unwrap().copy_from_slice(&[-1, 1]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
+        match self.lock.lock() {
+            Ok(g) => Ok(self.guard(g)),
+            Err(died) => Err(OwnerDied::new(self.guard(died.into_inner()))),
+        }
+    }
+
+    /// Takes the lock, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Lock::lock_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let a = multiproc::Array::new(2, 0i8)?;
+    /// assert!(a.lock_timeout(Duration::from_millis(1)).is_ok());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<ArrayGuard<'_, T>> {
+        match self.lock.lock_timeout(timeout) {
+            Ok(g) => Ok(self.guard(g)),
+            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
+            Err(TryLockError::OwnerDied(d)) => Err(TryLockError::OwnerDied(OwnerDied::new(
+                self.guard(d.into_inner()),
+            ))),
+        }
+    }
+
+    fn locked(&self) -> ArrayGuard<'_, T> {
+        self.lock().unwrap_or_else(OwnerDied::into_inner)
+    }
+
+    /// Element `index`, read under the lock.
+    ///
+    /// # Panics
+    /// If `index >= len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Array::new(2, 4u8)?.get(1), 4);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self, index: usize) -> T {
+        self.locked()[index]
+    }
+
+    /// Writes element `index` under the lock.
+    ///
+    /// # Panics
+    /// If `index >= len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = multiproc::Array::new(2, 0u8)?;
+    /// a.set(0, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn set(&self, index: usize, value: T) {
+        self.locked()[index] = value;
+    }
+
+    /// A copy of all elements, taken under the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Array::new(2, 1u8)?.to_vec(), [1, 1]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn to_vec(&self) -> Vec<T> {
+        self.locked().to_vec()
+    }
+
+    /// Overwrites all elements under the lock.
+    ///
+    /// # Panics
+    /// If `items.len() != len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = multiproc::Array::new(2, 0u8)?;
+    /// a.copy_from_slice(&[3, 4]);
+    /// assert_eq!(a.to_vec(), [3, 4]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn copy_from_slice(&self, items: &[T]) {
+        self.locked().copy_from_slice(items);
+    }
+}
+
+impl<T: AtomicPod> Array<T> {
+    /// The elements as atomics, bypassing the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let a = multiproc::Array::new(4, 0u32)?;
+    /// a.atomics()[3].fetch_add(2, Ordering::Relaxed);
+    /// assert_eq!(a.get(3), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn atomics(&self) -> &[T::Atomic] {
+        // SAFETY: as in `Value::atomic`, for `len` consecutive elements.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<T::Atomic>().as_ptr(), self.len) }
+    }
+}
+
+impl<T: Pod> sealed::Sealed for ArrayGuard<'_, T> {}
+impl<T: Pod> Recover for ArrayGuard<'_, T> {
+    fn mark_consistent(&self) {
+        self._lock.mark_consistent();
+    }
+}
+
+impl<T: Pod> Deref for ArrayGuard<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: the lock is held; `len` elements start at `ptr`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: the lock is held and the guard borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Array").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: Pod> Serialize for Array<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.shared.serialize_handle(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Array<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let shared = open::<T, D>(d, Kind::Array)?;
+        Ok(Array::from_shared(shared))
+    }
+}

@@ -1,0 +1,140 @@
+//! Shared memory: memfd, POSIX shm objects, mappings.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use super::cvt;
+
+/// An anonymous memory file, freed by the kernel with its last descriptor and mapping.
+/// Close-on-exec. See memfd_create(2).
+pub(crate) fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated; the flags are valid for memfd_create.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Creates the POSIX shared memory object `name` (which starts with `/`), failing if it exists.
+/// Mode 0600, close-on-exec. See shm_open(3).
+pub(crate) fn shm_create_exclusive(name: &CStr) -> io::Result<OwnedFd> {
+    shm_open(name, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR)
+}
+
+/// Opens the existing POSIX shared memory object `name` for reading and writing. See shm_open(3).
+pub(crate) fn shm_open_existing(name: &CStr, write: bool) -> io::Result<OwnedFd> {
+    shm_open(name, if write { libc::O_RDWR } else { libc::O_RDONLY })
+}
+
+fn shm_open(name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated; shm_open adds O_CLOEXEC itself on Linux, and the mode
+    // argument is read only with O_CREAT.
+    let fd = cvt(unsafe {
+        libc::shm_open(
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o600,
+        )
+    })?;
+    // SAFETY: shm_open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Removes the name of a POSIX shared memory object. See shm_unlink(3).
+pub(crate) fn shm_unlink(name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated.
+    cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
+}
+
+/// Gives the file `fd` refers to the name `/dev/shm/<to>`, failing with `EEXIST` if taken: an
+/// atomic publication of a fully initialized object. See link(2).
+pub(crate) fn shm_link(from: &str, to: &str) -> io::Result<()> {
+    let from = CString::new(format!("/dev/shm/{from}"))?;
+    let to = CString::new(format!("/dev/shm/{to}"))?;
+    // SAFETY: both paths are NUL-terminated.
+    cvt(unsafe { libc::link(from.as_ptr(), to.as_ptr()) }).map(drop)
+}
+
+/// Sets the size of a file. See ftruncate(2).
+pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: ftruncate on a descriptor we borrow; no memory is passed.
+        match cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r.map(drop),
+        }
+    }
+}
+
+/// What fstat(2) says about a file that matters for shared memory.
+pub(crate) struct FileInfo {
+    /// Size in bytes.
+    pub len: usize,
+    /// Owner's user id.
+    pub uid: u32,
+}
+
+/// The size and owner of a file. See fstat(2).
+pub(crate) fn file_info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is writable memory for one `stat`.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(FileInfo {
+        len: usize::try_from(st.st_size).unwrap_or(0),
+        uid: st.st_uid,
+    })
+}
+
+/// The effective user id of the caller. See geteuid(2).
+pub(crate) fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Maps `len` bytes of `fd` from offset 0, shared, readable and (if `write`) writable.
+/// See mmap(2).
+pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize, write: bool) -> io::Result<NonNull<u8>> {
+    let prot = if write {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    // SAFETY: a new mapping chosen by the kernel; it aliases no Rust object.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))
+}
+
+/// Removes a mapping made by [`map_shared`].
+///
+/// # Safety
+/// `ptr` and `len` describe exactly one live mapping from [`map_shared`], and nothing refers to
+/// its memory any more. See munmap(2).
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), which
+/// with the pid identifies one process even after the pid is reused. `None` when the process no
+/// longer exists. See proc_pid_stat(5).
+pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain anything: parse after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
