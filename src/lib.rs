@@ -68,16 +68,16 @@ mod sync;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};
-pub use shm::SharedMemory;
-pub use sync::{
-    Array, ArrayGuard, AtomicPod, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock,
-    LockGuard, LockResult, OverRelease, OwnerDied, Pod, RLock, RLockGuard, Recover, Semaphore,
-    TryLockError, TryLockResult, Value, ValueGuard, WaitTimeoutResult,
-};
 pub use pipe::{
     Connection, DEFAULT_PIPE_FRAME_LIMIT, Nothing, RecvIntoError, Sentinel, Waitable, pipe,
     pipe_typed, simplex, wait,
 };
 pub use process::{
     Process, ProcessInfo, StartMethod, Worker, current_process, init, parent_process,
+};
+pub use shm::SharedMemory;
+pub use sync::{
+    Array, ArrayGuard, AtomicPod, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock,
+    LockGuard, LockResult, OverRelease, OwnerDied, Pod, RLock, RLockGuard, Recover, Semaphore,
+    TryLockError, TryLockResult, Value, ValueGuard, WaitTimeoutResult,
 };

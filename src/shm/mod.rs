@@ -130,7 +130,10 @@ impl SharedMemory {
         let published = built.and_then(|region| {
             sys::shm_link(&temp, name)
                 .map_err(|e| {
-                    Error::os(format!("cannot create the shared memory segment {name:?}"), e)
+                    Error::os(
+                        format!("cannot create the shared memory segment {name:?}"),
+                        e,
+                    )
                 })
                 .map(|()| region)
         });
@@ -197,9 +200,8 @@ impl SharedMemory {
     /// ```
     pub fn open(name: &str) -> Result<SharedMemory> {
         let name = validate_name(name)?;
-        let fd = sys::shm_open_existing(&posix_name(name), true).map_err(|e| {
-            Error::os(format!("cannot open the shared memory segment {name:?}"), e)
-        })?;
+        let fd = sys::shm_open_existing(&posix_name(name), true)
+            .map_err(|e| Error::os(format!("cannot open the shared memory segment {name:?}"), e))?;
         let region = Region::open(fd, Kind::Bytes, 0)?;
         Ok(SharedMemory::from_parts(
             region,
@@ -313,7 +315,10 @@ impl SharedMemory {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => {
                 self.inner.unlinked.store(false, Ordering::Release);
-                Err(Error::os(format!("cannot remove the shared memory segment {name:?}"), e))
+                Err(Error::os(
+                    format!("cannot remove the shared memory segment {name:?}"),
+                    e,
+                ))
             }
         }
     }
@@ -384,8 +389,8 @@ impl SharedMemory {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn remove_stale() -> Result<Vec<String>> {
-        let dir = std::fs::read_dir("/dev/shm")
-            .map_err(|e| Error::os("cannot list /dev/shm", e))?;
+        let dir =
+            std::fs::read_dir("/dev/shm").map_err(|e| Error::os("cannot list /dev/shm", e))?;
         let me = sys::geteuid();
         let mut removed = Vec::new();
         for entry in dir.flatten() {

@@ -51,7 +51,6 @@ pub(crate) struct Header {
 }
 
 impl Header {
-
     /// Creator pid, creator start time, and whether the segment was made persistent.
     pub(crate) fn creator_info(&self) -> (i32, u64, bool) {
         (
@@ -105,7 +104,10 @@ impl Region {
     pub(crate) fn init(fd: OwnedFd, kind: Kind, data_len: usize, type_tag: u64) -> Result<Region> {
         let map_len = total_len(data_len)?;
         sys::set_len(fd.as_fd(), map_len).map_err(|e| {
-            Error::os(format!("cannot size a shared memory segment to {map_len} bytes"), e)
+            Error::os(
+                format!("cannot size a shared memory segment to {map_len} bytes"),
+                e,
+            )
         })?;
         let ptr = sys::map_shared(fd.as_fd(), map_len, true)
             .map_err(|e| Error::os("cannot map a shared memory segment", e))?;
@@ -178,9 +180,15 @@ impl Region {
                 h.version
             ))
         } else if h.header_len as usize != HEADER_LEN {
-            Some(format!("its header is {} bytes, expected {HEADER_LEN}", h.header_len))
+            Some(format!(
+                "its header is {} bytes, expected {HEADER_LEN}",
+                h.header_len
+            ))
         } else if !kinds.iter().any(|&k| k as u32 == h.kind) {
-            Some(format!("it holds object type #{}, not a {:?}", h.kind, kinds[0]))
+            Some(format!(
+                "it holds object type #{}, not a {:?}",
+                h.kind, kinds[0]
+            ))
         } else if type_tag != 0 && h.type_tag != type_tag {
             Some("it holds values of another Rust type".to_string())
         } else if h.data_len > (info.len - HEADER_LEN) as u64 {

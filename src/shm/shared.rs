@@ -49,9 +49,9 @@ impl<T> Shared<T> {
         init: impl FnOnce(*mut T) -> std::io::Result<()>,
     ) -> Result<Shared<T>> {
         const { fits::<T>() };
-        let len = std::mem::size_of::<T>().checked_add(extra).ok_or_else(|| {
-            Error::new(ErrorKind::InvalidArgument, "shared object too large")
-        })?;
+        let len = std::mem::size_of::<T>()
+            .checked_add(extra)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "shared object too large"))?;
         let region = Region::anonymous(kind, len, type_tag)?;
         let ptr = region.data().cast::<T>();
         init(ptr.as_ptr()).map_err(|e| Error::os("cannot initialize a shared object", e))?;
@@ -62,7 +62,12 @@ impl<T> Shared<T> {
     }
 
     /// Maps the segment behind `fd`, checking its kind (one of `kinds`), type tag and size.
-    pub(crate) fn open(fd: OwnedFd, kinds: &[Kind], type_tag: u64, extra: usize) -> Result<Shared<T>> {
+    pub(crate) fn open(
+        fd: OwnedFd,
+        kinds: &[Kind],
+        type_tag: u64,
+        extra: usize,
+    ) -> Result<Shared<T>> {
         let region = Region::open_any(fd, kinds, type_tag)?;
         if region.data_len() < std::mem::size_of::<T>().saturating_add(extra) {
             return Err(Error::new(
@@ -90,7 +95,7 @@ impl<T> Shared<T> {
 
     /// The `extra` bytes after the `T`, aligned for `U` at `offset` from the data start.
     pub(crate) fn at<U>(&self, offset: usize) -> NonNull<U> {
-        debug_assert!(offset % std::mem::align_of::<U>() == 0);
+        debug_assert!(offset.is_multiple_of(std::mem::align_of::<U>()));
         // SAFETY: callers pass offsets inside the data they sized at creation (checked again at
         // open through the size check).
         unsafe { self.region.data().add(offset).cast() }
@@ -102,8 +107,12 @@ impl<T> Shared<T> {
 
     /// Writes the handle for a child: the descriptor plus nothing else (everything else is in
     /// the header).
-    pub(crate) fn serialize_handle<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let handle = handles::export_fd(self.region.fd().as_fd()).map_err(serde::ser::Error::custom)?;
+    pub(crate) fn serialize_handle<S: Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let handle =
+            handles::export_fd(self.region.fd().as_fd()).map_err(serde::ser::Error::custom)?;
         handle.serialize(serializer)
     }
 

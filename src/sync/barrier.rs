@@ -57,7 +57,10 @@ impl BarrierState {
     }
 
     fn hold(&self) -> Held<'_> {
-        let a = self.lock.acquire(None).expect("an untimed lock cannot time out");
+        let a = self
+            .lock
+            .acquire(None)
+            .expect("an untimed lock cannot time out");
         let held = Held(self);
         if a == Acquired::OwnerDied {
             // A party died inside the barrier's critical section: the counts cannot be trusted.
@@ -91,7 +94,8 @@ impl BarrierState {
         let h = self.history.load(Ordering::Relaxed);
         self.history
             .store(if broken { h | bit } else { h & !bit }, Ordering::Relaxed);
-        self.generation.store(generation.wrapping_add(1), Ordering::Relaxed);
+        self.generation
+            .store(generation.wrapping_add(1), Ordering::Relaxed);
         self.count.store(0, Ordering::Relaxed);
         self.bump(held);
     }
@@ -255,7 +259,8 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait(&self) -> Result<u32, BrokenBarrier> {
-        self.state.wait(self.default_timeout.and_then(deadline_after))
+        self.state
+            .wait(self.default_timeout.and_then(deadline_after))
     }
 
     /// Arrives and waits at most `timeout`; running out breaks the barrier for everyone.

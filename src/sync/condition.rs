@@ -47,9 +47,7 @@ impl CondState {
         unsafe { cell.release() };
         let r = shim::wait(&self.seq, seen, deadline);
         self.sleepers.fetch_sub(1, Ordering::AcqRel);
-        let acquired = cell
-            .acquire(None)
-            .expect("an untimed lock cannot time out");
+        let acquired = cell.acquire(None).expect("an untimed lock cannot time out");
         (acquired, r == FutexWait::TimedOut)
     }
 

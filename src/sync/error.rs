@@ -186,7 +186,7 @@ pub type TryLockResult<G> = Result<G, TryLockError<G>>;
 /// assert!(sem.release().is_err());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OverRelease;
 
 impl fmt::Display for OverRelease {
@@ -208,7 +208,7 @@ impl std::error::Error for OverRelease {}
 /// assert_eq!(b.wait(), Err(multiproc::BrokenBarrier));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BrokenBarrier;
 
 impl fmt::Display for BrokenBarrier {

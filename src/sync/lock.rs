@@ -232,7 +232,10 @@ impl Lock {
     /// ```
     #[doc(alias = "acquire")]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
-        let a = self.cell.acquire(None).expect("an untimed lock cannot time out");
+        let a = self
+            .cell
+            .acquire(None)
+            .expect("an untimed lock cannot time out");
         wrap(a, self.guard())
     }
 
@@ -484,7 +487,10 @@ impl RLock {
     /// ```
     #[doc(alias = "acquire")]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
-        let a = self.cell.acquire(None).expect("an untimed lock cannot time out");
+        let a = self
+            .cell
+            .acquire(None)
+            .expect("an untimed lock cannot time out");
         wrap(a, self.guard())
     }
 

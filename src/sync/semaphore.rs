@@ -73,7 +73,10 @@ impl SemState {
     pub(crate) fn release(&self, n: u32) -> Result<(), OverRelease> {
         let mut c = self.count.load(Ordering::Relaxed);
         loop {
-            let new = c.checked_add(n).filter(|&v| v <= self.max).ok_or(OverRelease)?;
+            let new = c
+                .checked_add(n)
+                .filter(|&v| v <= self.max)
+                .ok_or(OverRelease)?;
             match self
                 .count
                 .compare_exchange_weak(c, new, Ordering::AcqRel, Ordering::Relaxed)
@@ -255,9 +258,7 @@ impl Semaphore {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn release(&self) {
-        self.state
-            .release(1)
-            .expect("semaphore count overflow");
+        self.state.release(1).expect("semaphore count overflow");
     }
 }
 
@@ -300,7 +301,9 @@ impl BoundedSemaphore {
 
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Semaphore").field("value", &self.value()).finish()
+        f.debug_struct("Semaphore")
+            .field("value", &self.value())
+            .finish()
     }
 }
 

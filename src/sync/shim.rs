@@ -38,29 +38,39 @@ mod model {
     use super::*;
     use loom::sync::{Condvar, Mutex as LoomMutex};
 
+    /// One wake counter per futex address: a sleeper returns only when its own address was
+    /// woken (every sleeper on it: `wake(n)` is modelled as waking all, which real futexes
+    /// may also appear to do through spurious returns).
     pub(crate) struct Futex {
-        epoch: LoomMutex<u64>,
+        epochs: LoomMutex<std::collections::HashMap<usize, u64>>,
         cv: Condvar,
     }
 
     loom::lazy_static! {
-        pub(crate) static ref FUTEX: Futex = Futex { epoch: LoomMutex::new(0), cv: Condvar::new() };
+        pub(crate) static ref FUTEX: Futex = Futex {
+            epochs: LoomMutex::new(std::collections::HashMap::new()),
+            cv: Condvar::new(),
+        };
+    }
+
+    fn key(word: &AtomicU32) -> usize {
+        word as *const AtomicU32 as usize
     }
 
     pub(crate) fn wait(word: &AtomicU32, expected: u32, _deadline: Option<Instant>) -> FutexWait {
-        let mut epoch = FUTEX.epoch.lock().unwrap();
+        let mut epochs = FUTEX.epochs.lock().unwrap();
         if word.load(Ordering::SeqCst) != expected {
             return FutexWait::Returned;
         }
-        let seen = *epoch;
-        while *epoch == seen {
-            epoch = FUTEX.cv.wait(epoch).unwrap();
+        let seen = epochs.get(&key(word)).copied().unwrap_or(0);
+        while epochs.get(&key(word)).copied().unwrap_or(0) == seen {
+            epochs = FUTEX.cv.wait(epochs).unwrap();
         }
         FutexWait::Returned
     }
 
-    pub(crate) fn wake(_word: &AtomicU32, _count: u32) {
-        *FUTEX.epoch.lock().unwrap() += 1;
+    pub(crate) fn wake(word: &AtomicU32, _count: u32) {
+        *FUTEX.epochs.lock().unwrap().entry(key(word)).or_insert(0) += 1;
         FUTEX.cv.notify_all();
     }
 

@@ -46,7 +46,9 @@ macro_rules! pod {
         unsafe impl Pod for $t {}
     )* };
 }
-pod!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64);
+pod!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64
+);
 // SAFETY: an array of Pod has no padding between elements and inherits the rest.
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 
@@ -729,7 +731,9 @@ impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
 
 impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Array").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("Array")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,5 +1,8 @@
 //! Futexes and robust process-shared pthread mutexes, with deadlines on `CLOCK_MONOTONIC`.
 
+// Under loom the sync module uses its models instead.
+#![cfg_attr(loom, allow(dead_code))]
+
 use std::cell::UnsafeCell;
 use std::io;
 use std::sync::atomic::AtomicU32;
@@ -8,6 +11,8 @@ use std::time::Instant;
 /// The absolute `CLOCK_MONOTONIC` time of `deadline`, normalized (`0 <= tv_nsec < 1e9`).
 /// Rust's `Instant` is `CLOCK_MONOTONIC` on Linux, but opaque: the remaining time is added to the
 /// clock read now. A deadline too far away to represent saturates. See clock_gettime(2).
+// `time_t` and `c_long` are i64 here but narrower on 32-bit targets: the casts are for those.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn monotonic_timespec(deadline: Instant) -> libc::timespec {
     let mut now = libc::timespec {
         tv_sec: 0,
@@ -155,9 +160,19 @@ impl RobustMutex {
                 attr_ptr,
                 libc::PTHREAD_PROCESS_SHARED,
             ))
-            .and_then(|()| check(libc::pthread_mutexattr_setrobust(attr_ptr, libc::PTHREAD_MUTEX_ROBUST)))
+            .and_then(|()| {
+                check(libc::pthread_mutexattr_setrobust(
+                    attr_ptr,
+                    libc::PTHREAD_MUTEX_ROBUST,
+                ))
+            })
             .and_then(|()| check(libc::pthread_mutexattr_settype(attr_ptr, kind)))
-            .and_then(|()| check(libc::pthread_mutex_init(UnsafeCell::raw_get(&raw const (*this).inner), attr_ptr)))
+            .and_then(|()| {
+                check(libc::pthread_mutex_init(
+                    UnsafeCell::raw_get(&raw const (*this).inner),
+                    attr_ptr,
+                ))
+            })
         };
         // SAFETY: `attr_ptr` is an initialized attribute object, destroyed once.
         unsafe { libc::pthread_mutexattr_destroy(attr_ptr) };
@@ -182,9 +197,9 @@ impl RobustMutex {
     /// calls (they restart internally).
     #[inline]
     pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Locked, LockFailed> {
-        // SAFETY: the mutex was initialized by `init` (the caller's type guarantees it) and lives
-        // in memory mapped for as long as `self` is borrowed.
         let r = match deadline {
+            // SAFETY: the mutex was initialized by `init` (the caller's type guarantees it) and
+            // lives in memory mapped for as long as `self` is borrowed.
             None => unsafe { libc::pthread_mutex_lock(self.inner.get()) },
             Some(d) => {
                 let ts = monotonic_timespec(d);

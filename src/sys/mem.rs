@@ -58,7 +58,8 @@ pub(crate) fn shm_link(from: &str, to: &str) -> io::Result<()> {
 
 /// Sets the size of a file. See ftruncate(2).
 pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
         // SAFETY: ftruncate on a descriptor we borrow; no memory is passed.
         match cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }) {

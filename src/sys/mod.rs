@@ -12,6 +12,7 @@ use std::time::Instant;
 mod futex;
 mod mem;
 
+#[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use futex::{FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake};
 pub(crate) use mem::*;
 

@@ -10,6 +10,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 mod pipe;
 mod process;
+mod shm;
+mod sync;
 mod worker;
 
 /// How long one test may take before the watchdog fails it.
@@ -33,6 +35,8 @@ fn main() {
     trials.extend(process::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(pipe::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(worker::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(shm::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(sync::tests().into_iter().map(|(n, f)| trial(n, f)));
 
     let listing = args.list;
     let conclusion = libtest_mimic::run(&args, trials);

@@ -1,0 +1,466 @@
+//! Locks and friends between real processes, including holders and waiters killed with SIGKILL.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use multiproc::{
+    Array, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, OwnerDied, Process,
+    RLock, Semaphore, TryLockError, Value,
+};
+
+use crate::{Context, TestFn, ensure};
+
+pub fn tests() -> Vec<(&'static str, TestFn)> {
+    vec![
+        ("sync::holder_sigkilled_100_rounds", holder_killed_rounds),
+        (
+            "sync::lock_timeout_while_child_holds",
+            lock_timeout_while_held,
+        ),
+        (
+            "sync::value_locked_increments_two_processes",
+            value_increments,
+        ),
+        ("sync::array_shared_with_child", array_shared),
+        ("sync::semaphores_across_processes", semaphores),
+        ("sync::event_wakes_every_child", event_wakes_children),
+        ("sync::condition_across_processes", condition_across),
+        ("sync::barrier_across_processes", barrier_across),
+        (
+            "sync::barrier_dead_party_breaks_within_timeout",
+            barrier_dead_party,
+        ),
+        ("sync::killed_waiters_harm_no_one", killed_waiters),
+    ]
+}
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The lock-holding objects a child can die holding.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Held {
+    Lock(Lock),
+    RLock(RLock),
+    Value(Value<u64>),
+    Condition(Condition),
+}
+
+/// Takes the lock, half-updates the value if there is one, reports, and waits to be killed.
+fn hold_forever(args: (Held, Event)) {
+    let (held, ready) = args;
+    match &held {
+        Held::Lock(l) => {
+            let g = l.lock().unwrap_or_else(OwnerDied::make_consistent);
+            ready.set();
+            std::thread::sleep(Duration::from_secs(120));
+            drop(g);
+        }
+        Held::RLock(l) => {
+            let g1 = l.lock().unwrap_or_else(OwnerDied::make_consistent);
+            let g2 = l.lock().unwrap_or_else(OwnerDied::make_consistent);
+            ready.set();
+            std::thread::sleep(Duration::from_secs(120));
+            drop((g2, g1));
+        }
+        Held::Value(v) => {
+            let mut g = v.lock().unwrap_or_else(OwnerDied::make_consistent);
+            *g = u64::MAX; // "half-updated"
+            ready.set();
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        Held::Condition(c) => {
+            let g = c.lock().unwrap_or_else(OwnerDied::make_consistent);
+            ready.set();
+            std::thread::sleep(Duration::from_secs(120));
+            drop(g);
+        }
+    }
+}
+
+/// Acquires `held` with a deadline; `Ok(true)` if the owner-died indication came with it, after
+/// which the state is declared consistent.
+fn acquire_after_death(held: &Held) -> Result<bool, String> {
+    fn settle<G: multiproc::Recover>(r: Result<G, TryLockError<G>>) -> Result<bool, String> {
+        match r {
+            Ok(_) => Ok(false),
+            Err(TryLockError::OwnerDied(d)) => {
+                drop(d.make_consistent());
+                Ok(true)
+            }
+            Err(TryLockError::WouldBlock) => Err("still locked after the holder died".into()),
+        }
+    }
+    match held {
+        Held::Lock(l) => settle(l.lock_timeout(PATIENCE)),
+        Held::RLock(l) => settle(l.lock_timeout(PATIENCE)),
+        Held::Value(v) => match v.lock_timeout(PATIENCE) {
+            Err(TryLockError::OwnerDied(mut d)) => {
+                if **d.get_ref() != u64::MAX {
+                    return Err("the dead holder's write is not visible".into());
+                }
+                **d.get_mut() = 0; // repair
+                drop(d.make_consistent());
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(TryLockError::WouldBlock) => Err("still locked after the holder died".into()),
+        },
+        Held::Condition(c) => settle(c.get_lock().lock_timeout(PATIENCE)),
+    }
+}
+
+fn holder_killed_rounds() -> Result<(), String> {
+    let lock = Lock::new().ctx("lock")?;
+    let rlock = RLock::new().ctx("rlock")?;
+    let value = Value::new(0u64).ctx("value")?;
+    let cond = Condition::new().ctx("condition")?;
+    let started = Instant::now();
+    for round in 0..100 {
+        let held = match round % 4 {
+            0 => Held::Lock(lock.clone()),
+            1 => Held::RLock(rlock.clone()),
+            2 => Held::Value(value.clone()),
+            _ => Held::Condition(cond.clone()),
+        };
+        let ready = Event::new().ctx("event")?;
+        let mut p = Process::new(hold_forever, (held, ready.clone()));
+        p.start().ctx("start")?;
+        ensure!(
+            ready.wait_timeout(PATIENCE),
+            "round {round}: child never locked"
+        );
+        let held = match round % 4 {
+            0 => Held::Lock(lock.clone()),
+            1 => Held::RLock(rlock.clone()),
+            2 => Held::Value(value.clone()),
+            _ => Held::Condition(cond.clone()),
+        };
+        // On odd rounds the next acquirer is already blocked when the holder dies; on even
+        // rounds it arrives afterwards.
+        let died = if round % 2 == 1 {
+            let waiter = std::thread::spawn(move || acquire_after_death(&held));
+            std::thread::sleep(Duration::from_millis(2));
+            p.kill().ctx("kill")?;
+            waiter.join().map_err(|_| "waiter panicked")??
+        } else {
+            p.kill().ctx("kill")?;
+            acquire_after_death(&held)?
+        };
+        let _ = p.join();
+        ensure!(died, "round {round}: no owner-died indication");
+        // Declared consistent: the next acquisition is clean.
+        let clean = acquire_after_death(&match round % 4 {
+            0 => Held::Lock(lock.clone()),
+            1 => Held::RLock(rlock.clone()),
+            2 => Held::Value(value.clone()),
+            _ => Held::Condition(cond.clone()),
+        })?;
+        ensure!(
+            !clean,
+            "round {round}: indication persisted after make_consistent"
+        );
+    }
+    eprintln!(
+        "sync::holder_sigkilled_100_rounds: 100 recoveries in {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn hold_until_event(args: (Lock, Event, Event)) {
+    let (lock, locked, release) = args;
+    let _g = lock.lock().unwrap_or_else(OwnerDied::make_consistent);
+    locked.set();
+    release.wait_timeout(PATIENCE);
+}
+
+fn lock_timeout_while_held() -> Result<(), String> {
+    let lock = Lock::new().ctx("lock")?;
+    let (locked, release) = (Event::new().ctx("ev")?, Event::new().ctx("ev")?);
+    let mut p = Process::new(
+        hold_until_event,
+        (lock.clone(), locked.clone(), release.clone()),
+    );
+    p.start().ctx("start")?;
+    ensure!(locked.wait_timeout(PATIENCE), "child never locked");
+    ensure!(lock.is_locked(), "is_locked while a child holds it");
+    ensure!(
+        matches!(lock.try_lock(), Err(TryLockError::WouldBlock)),
+        "try_lock must fail"
+    );
+    let t = Instant::now();
+    ensure!(
+        matches!(
+            lock.lock_timeout(Duration::from_millis(50)),
+            Err(TryLockError::WouldBlock)
+        ),
+        "lock_timeout must time out"
+    );
+    ensure!(t.elapsed() >= Duration::from_millis(50), "returned early");
+    release.set();
+    p.join().ctx("join")?;
+    ensure!(
+        lock.lock_timeout(PATIENCE).is_ok(),
+        "free after a clean release"
+    );
+    Ok(())
+}
+
+fn increment(args: (Value<u64>, u32, bool)) {
+    let (v, n, atomic) = args;
+    for _ in 0..n {
+        if atomic {
+            v.atomic().fetch_add(1, Ordering::Relaxed);
+        } else {
+            *v.lock().unwrap_or_else(OwnerDied::make_consistent) += 1;
+        }
+    }
+}
+
+fn value_increments() -> Result<(), String> {
+    for atomic in [false, true] {
+        let v = Value::new(0u64).ctx("value")?;
+        let mut ps: Vec<_> = (0..2)
+            .map(|_| Process::new(increment, (v.clone(), 100_000, atomic)))
+            .collect();
+        for p in &mut ps {
+            p.start().ctx("start")?;
+        }
+        for p in &mut ps {
+            p.join().ctx("join")?;
+        }
+        ensure!(
+            v.get() == 200_000,
+            "atomic={atomic}: {} increments",
+            v.get()
+        );
+    }
+    Ok(())
+}
+
+fn fill_squares(a: Array<u32>) -> u64 {
+    let mut g = a.lock().unwrap_or_else(OwnerDied::make_consistent);
+    for (i, x) in g.iter_mut().enumerate() {
+        *x = (i * i) as u32;
+    }
+    g.len() as u64
+}
+
+fn array_shared() -> Result<(), String> {
+    let a = Array::new(10_000, 0u32).ctx("array")?;
+    let mut p = Process::new(fill_squares, a.clone());
+    p.start().ctx("start")?;
+    ensure!(p.join().ctx("join")? == 10_000, "child saw another length");
+    let v = a.to_vec();
+    ensure!(
+        v.iter().enumerate().all(|(i, &x)| x == (i * i) as u32),
+        "wrong contents"
+    );
+    Ok(())
+}
+
+/// Acquires twice (waiting for the parent's releases), then over-releases the bounded one.
+fn semaphore_child(args: (Semaphore, BoundedSemaphore)) -> (bool, bool) {
+    let (sem, bounded) = args;
+    let got = sem.acquire_timeout(PATIENCE) && sem.acquire_timeout(PATIENCE);
+    bounded.acquire();
+    let back = bounded.release().is_ok();
+    let over = bounded.release().is_err();
+    (got, back && over)
+}
+
+fn semaphores() -> Result<(), String> {
+    let sem = Semaphore::new(0).ctx("sem")?;
+    let bounded = BoundedSemaphore::new(1).ctx("bounded")?;
+    let mut p = Process::new(semaphore_child, (sem.clone(), bounded.clone()));
+    p.start().ctx("start")?;
+    std::thread::sleep(Duration::from_millis(20));
+    sem.release();
+    sem.release();
+    let (got, bounded_ok) = p.join().ctx("join")?;
+    ensure!(got, "child did not get both permits");
+    ensure!(bounded_ok, "bounded semaphore semantics in the child");
+    ensure!(sem.value() == 0 && bounded.value() == 1, "final values");
+    Ok(())
+}
+
+fn wait_event(ev: Event) -> bool {
+    ev.wait_timeout(PATIENCE)
+}
+
+fn event_wakes_children() -> Result<(), String> {
+    let ev = Event::new().ctx("event")?;
+    let mut ps: Vec<_> = (0..3)
+        .map(|_| Process::new(wait_event, ev.clone()))
+        .collect();
+    for p in &mut ps {
+        p.start().ctx("start")?;
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    ev.set();
+    for p in &mut ps {
+        ensure!(p.join().ctx("join")?, "a child timed out");
+    }
+    Ok(())
+}
+
+/// Waits for the value to become positive, then doubles it and notifies back.
+fn consume(args: (Condition, Value<u64>)) -> u64 {
+    let (cond, v) = args;
+    let g = cond.lock().unwrap_or_else(OwnerDied::make_consistent);
+    let (g, res) = cond
+        .wait_for_timeout(g, PATIENCE, || v.atomic().load(Ordering::Acquire) > 0)
+        .unwrap_or_else(OwnerDied::make_consistent);
+    if res.timed_out() {
+        return 0;
+    }
+    let seen = v.atomic().load(Ordering::Acquire);
+    v.atomic().store(seen * 2, Ordering::Release);
+    cond.notify_all();
+    drop(g);
+    seen
+}
+
+fn condition_across() -> Result<(), String> {
+    let cond = Condition::new().ctx("condition")?;
+    let v = Value::new(0u64).ctx("value")?;
+    let mut p = Process::new(consume, (cond.clone(), v.clone()));
+    p.start().ctx("start")?;
+    std::thread::sleep(Duration::from_millis(20));
+    {
+        let _g = cond.lock().map_err(|_| "owner died")?;
+        v.atomic().store(21, Ordering::Release);
+        cond.notify(1);
+    }
+    let g = cond.lock().map_err(|_| "owner died")?;
+    let (_g, res) = cond
+        .wait_for_timeout(g, PATIENCE, || v.atomic().load(Ordering::Acquire) == 42)
+        .map_err(|_| "owner died")?;
+    ensure!(!res.timed_out(), "the child's notification never came");
+    ensure!(p.join().ctx("join")? == 21, "child saw another value");
+    Ok(())
+}
+
+fn barrier_party(b: Barrier) -> Result<Vec<u32>, BrokenBarrier> {
+    (0..3).map(|_| b.wait_timeout(PATIENCE)).collect()
+}
+
+fn barrier_across() -> Result<(), String> {
+    let b = Barrier::new(3).ctx("barrier")?;
+    let mut ps: Vec<_> = (0..2)
+        .map(|_| Process::new(barrier_party, b.clone()))
+        .collect();
+    for p in &mut ps {
+        p.start().ctx("start")?;
+    }
+    let mine = barrier_party(b.clone()).map_err(|e| e.to_string())?;
+    let mut all = vec![mine];
+    for p in &mut ps {
+        all.push(p.join().ctx("join")?.map_err(|e| e.to_string())?);
+    }
+    for round in 0..3 {
+        let mut idx: Vec<u32> = all.iter().map(|v| v[round]).collect();
+        idx.sort_unstable();
+        ensure!(idx == [0, 1, 2], "round {round}: indexes {idx:?}");
+    }
+    Ok(())
+}
+
+fn wait_once(args: (Barrier, Duration)) -> Result<u32, BrokenBarrier> {
+    args.0.wait_timeout(args.1)
+}
+
+/// A party that would arrive much later; it is killed first.
+fn arrive_late(b: Barrier) {
+    std::thread::sleep(Duration::from_secs(3600));
+    let _ = b.wait();
+}
+
+fn barrier_dead_party() -> Result<(), String> {
+    let b = Barrier::new(3).ctx("barrier")?;
+    // One party waits in a child; another party is a child killed before it arrives.
+    let mut waiter = Process::new(wait_once, (b.clone(), PATIENCE));
+    waiter.start().ctx("start waiter")?;
+    let mut doomed = Process::new(arrive_late, b.clone());
+    doomed.start().ctx("start doomed")?;
+    doomed.kill().ctx("kill doomed")?;
+    let _ = doomed.join();
+    ensure!(
+        ipc_tests::eventually(PATIENCE, || b.n_waiting() == 1),
+        "the waiter never arrived"
+    );
+    let t = Instant::now();
+    let r = b.wait_timeout(Duration::from_millis(300));
+    ensure!(r == Err(BrokenBarrier), "parent: {r:?}");
+    ensure!(
+        t.elapsed() < PATIENCE,
+        "the parent's wait overran its timeout"
+    );
+    let w = waiter.join().ctx("join waiter")?;
+    ensure!(w == Err(BrokenBarrier), "the waiting child got {w:?}");
+    ensure!(b.is_broken(), "broken after a timeout");
+    b.reset();
+    ensure!(!b.is_broken() && b.n_waiting() == 0, "reset");
+
+    // A party killed while it waits counted as arrived: the others still pass.
+    let b = Barrier::new(2).ctx("barrier")?;
+    let mut sleeper = Process::new(wait_once, (b.clone(), Duration::from_secs(3600)));
+    sleeper.start().ctx("start")?;
+    ensure!(
+        ipc_tests::eventually(PATIENCE, || b.n_waiting() == 1),
+        "the sleeper never arrived"
+    );
+    sleeper.kill().ctx("kill")?;
+    let _ = sleeper.join();
+    ensure!(b.wait_timeout(PATIENCE).is_ok(), "the barrier did not pass");
+    Ok(())
+}
+
+/// Blocks on everything in turn, each with a long timeout; it is killed during the first.
+fn block_on(args: (Lock, Semaphore, Event, Condition)) {
+    let (lock, sem, ev, cond) = args;
+    let _ = lock.lock_timeout(PATIENCE);
+    sem.acquire_timeout(PATIENCE);
+    ev.wait_timeout(PATIENCE);
+    let g = cond.lock().unwrap_or_else(OwnerDied::make_consistent);
+    let _ = cond.wait_timeout(g, PATIENCE);
+}
+
+fn killed_waiters() -> Result<(), String> {
+    let lock = Lock::new().ctx("lock")?;
+    let sem = Semaphore::new(0).ctx("sem")?;
+    let ev = Event::new().ctx("event")?;
+    let cond = Condition::new().ctx("cond")?;
+    let args = (lock.clone(), sem.clone(), ev.clone(), cond.clone());
+    // Killed while blocked on the lock (held here).
+    let guard = lock.lock().map_err(|_| "owner died")?;
+    let mut ps: Vec<_> = (0..3)
+        .map(|_| Process::new(block_on, args.clone()))
+        .collect();
+    for p in &mut ps {
+        p.start().ctx("start")?;
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    for p in &mut ps {
+        p.kill().ctx("kill")?;
+        let _ = p.join();
+    }
+    drop(guard);
+    // Nothing is wedged: a fresh child gets through every primitive.
+    let mut p = Process::new(block_on, args);
+    p.start().ctx("start")?;
+    std::thread::sleep(Duration::from_millis(20));
+    sem.release();
+    ev.set();
+    let t = Instant::now();
+    while p
+        .join_timeout(Duration::from_millis(10))
+        .ctx("join")?
+        .is_none()
+    {
+        cond.notify_all();
+        ensure!(t.elapsed() < PATIENCE, "the fresh child is stuck");
+    }
+    ensure!(lock.try_lock().is_ok(), "lock free at the end");
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Loom models of the sleep/wake protocols: every interleaving (up to the preemption bound)
+//! of the real state code, with a futex model in which only a wake ends a sleep. A lost wakeup
+//! shows up as loom's deadlock error ("all threads blocked").
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test --lib --release sync::model_tests`.
+
+use loom::sync::Arc;
+use loom::thread;
+
+use super::barrier::BarrierState;
+use super::condition::CondState;
+use super::error::BrokenBarrier;
+use super::event::EventState;
+use super::lock::LockCell;
+use super::semaphore::SemState;
+use super::shim::{AtomicU32, Ordering};
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(f);
+}
+
+/// Builds a value in place, as the real code does in shared memory.
+fn in_place<T>(init: impl FnOnce(*mut T)) -> Arc<T> {
+    let mut b = Box::<T>::new_uninit();
+    init(b.as_mut_ptr());
+    // SAFETY: `init` wrote every field.
+    Arc::new(*unsafe { b.assume_init() })
+}
+
+#[test]
+fn semaphore_two_waiters_two_releases() {
+    model(|| {
+        let sem = Arc::new(SemState::new(0, u32::MAX - 1));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = sem.clone();
+                thread::spawn(move || assert!(s.acquire(None)))
+            })
+            .collect();
+        sem.release(1).unwrap();
+        sem.release(1).unwrap();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(sem.value(), 0);
+    });
+}
+
+#[test]
+fn bounded_semaphore_never_exceeds_its_bound() {
+    model(|| {
+        let sem = Arc::new(SemState::new(1, 1));
+        let s = sem.clone();
+        let t = thread::spawn(move || {
+            assert!(s.acquire(None));
+            s.release(1).unwrap();
+        });
+        let over = sem.release(1);
+        t.join().unwrap();
+        // Either the release came while the permit was out (fine) or it was an over-release.
+        assert!(sem.value() <= 1);
+        if over.is_ok() {
+            assert!(sem.try_acquire());
+        }
+    });
+}
+
+#[test]
+fn event_waiter_survives_set_clear_set() {
+    // Whenever the waiter starts, a set that it can observe follows, even with a clear
+    // in between (a waiter that slept through set+clear must wake on the generation change).
+    model(|| {
+        let ev = Arc::new(EventState::new());
+        let e = ev.clone();
+        let waiter = thread::spawn(move || assert!(e.wait(None)));
+        ev.set();
+        ev.clear();
+        ev.set();
+        waiter.join().unwrap();
+    });
+}
+
+#[test]
+fn event_two_waiters() {
+    model(|| {
+        let ev = Arc::new(EventState::new());
+        let ws: Vec<_> = (0..2)
+            .map(|_| {
+                let e = ev.clone();
+                thread::spawn(move || assert!(e.wait(None)))
+            })
+            .collect();
+        ev.set();
+        for w in ws {
+            w.join().unwrap();
+        }
+    });
+}
+
+struct CondModel {
+    lock: LockCell,
+    cond: CondState,
+    ready: AtomicU32,
+}
+
+fn cond_model() -> Arc<CondModel> {
+    in_place(|p: *mut CondModel| {
+        // SAFETY: fresh memory for a CondModel.
+        unsafe {
+            LockCell::init(&raw mut (*p).lock, false).unwrap();
+            (&raw mut (*p).cond).write(CondState::new());
+            (&raw mut (*p).ready).write(AtomicU32::new(0));
+        }
+    })
+}
+
+#[test]
+fn condition_notify_one_after_state_change_is_not_lost() {
+    model(|| {
+        let m = cond_model();
+        let m2 = m.clone();
+        let waiter = thread::spawn(move || {
+            m2.lock.acquire(None).unwrap();
+            while m2.ready.load(Ordering::Relaxed) == 0 {
+                // SAFETY: held just above (and re-acquired by each wait).
+                unsafe { m2.cond.wait(&m2.lock, None) };
+            }
+            // SAFETY: held.
+            unsafe { m2.lock.release() };
+        });
+        m.lock.acquire(None).unwrap();
+        m.ready.store(1, Ordering::Relaxed);
+        // SAFETY: held.
+        unsafe { m.lock.release() };
+        m.cond.notify(1);
+        waiter.join().unwrap();
+    });
+}
+
+#[test]
+fn condition_two_waiters_notify_all() {
+    model(|| {
+        let m = cond_model();
+        let ws: Vec<_> = (0..2)
+            .map(|_| {
+                let m2 = m.clone();
+                thread::spawn(move || {
+                    m2.lock.acquire(None).unwrap();
+                    while m2.ready.load(Ordering::Relaxed) == 0 {
+                        // SAFETY: held.
+                        unsafe { m2.cond.wait(&m2.lock, None) };
+                    }
+                    // SAFETY: held.
+                    unsafe { m2.lock.release() };
+                })
+            })
+            .collect();
+        m.lock.acquire(None).unwrap();
+        m.ready.store(1, Ordering::Relaxed);
+        m.cond.notify(u32::MAX);
+        // SAFETY: held.
+        unsafe { m.lock.release() };
+        for w in ws {
+            w.join().unwrap();
+        }
+    });
+}
+
+fn barrier(parties: u32) -> Arc<BarrierState> {
+    in_place(|p| {
+        // SAFETY: fresh memory for a BarrierState.
+        unsafe { BarrierState::init(p, parties).unwrap() }
+    })
+}
+
+#[test]
+fn barrier_two_parties_pass_with_distinct_indexes() {
+    model(|| {
+        let b = barrier(2);
+        let b2 = b.clone();
+        let t = thread::spawn(move || b2.wait(None).unwrap());
+        let mine = b.wait(None).unwrap();
+        let theirs = t.join().unwrap();
+        assert_eq!(mine + theirs, 1);
+    });
+}
+
+#[test]
+fn barrier_abort_releases_a_waiter() {
+    model(|| {
+        let b = barrier(2);
+        let b2 = b.clone();
+        let t = thread::spawn(move || b2.wait(None));
+        b.abort();
+        assert_eq!(t.join().unwrap(), Err(BrokenBarrier));
+    });
+}
+
+#[test]
+fn barrier_reset_then_abort_releases_a_waiter_and_reopens() {
+    model(|| {
+        let b = barrier(2);
+        let b2 = b.clone();
+        let t = thread::spawn(move || b2.wait(None));
+        // A waiter that arrived before the reset is released by it; one that arrives after
+        // is released by the abort.
+        b.reset();
+        b.abort();
+        assert_eq!(t.join().unwrap(), Err(BrokenBarrier));
+        b.reset();
+        assert!(!b.is_broken());
+        assert_eq!(b.n_waiting(), 0);
+    });
+}
