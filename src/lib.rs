@@ -1,9 +1,11 @@
 //! # multiproc: Python's `multiprocessing`, for Rust
 //!
 //! Real child processes and the means for them to talk, with every value that crosses a process
-//! boundary serialized explicitly (serde + postcard). This release has the foundation:
-//! [`Process`] (spawn and fork start methods), the long-lived [`Worker`] that pools are built
-//! on, and the [`codec`] that frames every message.
+//! boundary serialized explicitly (serde + postcard). This release has [`Process`] (spawn and
+//! fork start methods), the long-lived [`Worker`] that pools are built on, pipes
+//! ([`Connection`]), shared memory ([`SharedMemory`], [`Value`], [`Array`]) and locks that
+//! survive the death of their holder ([`Lock`], [`RLock`], [`Semaphore`], [`Event`],
+//! [`Condition`], [`Barrier`]), and the [`codec`] that frames every message.
 //!
 //! ## The first line of `main`
 //!
@@ -49,6 +51,12 @@
 //! | `Pipe(duplex=False)` | [`simplex`] |
 //! | `conn.send(x)`, `conn.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) (`Disconnected` for `EOFError`) |
 //! | `connection.wait(objs, timeout)` | [`wait`] with connections and [`Process::sentinel`]s |
+//! | `SharedMemory(name, create=True, size=n)` | [`SharedMemory::create`], or anonymous [`SharedMemory::new`] |
+//! | `Lock()`, `with lock:` | [`Lock::new`], `let _g = lock.lock()?` (a guard) |
+//! | holder killed: lock stuck forever | the next `lock()` gets [`OwnerDied`] with the guard |
+//! | `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
+//! | `Value('q', 0)`, `with v.get_lock(): v.value += 1` | [`Value::new(0i64)`](Value::new), `*v.lock()? += 1` |
+//! | `Array('d', n)` | [`Array::new(n, 0.0)`](Array::new) |
 //!
 //! See `docs/python-to-rust.md` in the repository for the whole mapping and the places where
 //! the behaviour differs on purpose.
