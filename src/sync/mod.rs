@@ -31,3 +31,5 @@ pub(crate) use lock::{Acquired, LockCell};
 
 #[cfg(all(test, loom))]
 mod model_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;
