@@ -59,6 +59,8 @@ pub enum ErrorKind {
     BadHeader,
     /// The operation is reserved to the creator of the object (unlinking a named segment).
     NotOwner,
+    /// The handle was closed (a queue handle after `close()`).
+    Closed,
 }
 
 /// How a child process failed, when the error is about one.

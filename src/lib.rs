@@ -71,6 +71,7 @@ pub mod codec;
 mod error;
 mod pipe;
 mod process;
+mod queue;
 mod shm;
 mod sync;
 mod sys;
@@ -82,6 +83,10 @@ pub use pipe::{
 };
 pub use process::{
     Process, ProcessInfo, StartMethod, Worker, current_process, init, parent_process,
+};
+pub use queue::{
+    DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, GetError, GetTimeoutError, JoinableQueue, PutError,
+    PutTimeoutError, Queue, QueueBuilder, SimpleQueue, TaskDoneError, TryGetError, TryPutError,
 };
 pub use shm::SharedMemory;
 pub use sync::{

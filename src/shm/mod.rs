@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
 use crate::sys;
 
-pub(crate) use region::{Kind, Region, type_tag};
+pub(crate) use region::{HEADER_LEN, Kind, Region, type_tag};
 pub(crate) use shared::Shared;
 
 /// Prefix of the temporary names under which named segments are built before they are published.

@@ -29,6 +29,7 @@ pub(crate) enum Kind {
     Barrier = 7,
     Value = 8,
     Array = 9,
+    Queue = 10,
 }
 
 /// The first `HEADER_LEN` bytes of every segment. Fields are written once by the creator before

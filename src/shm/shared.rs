@@ -101,6 +101,10 @@ impl<T> Shared<T> {
         unsafe { self.region.data().add(offset).cast() }
     }
 
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        self.region.fd()
+    }
+
     pub(crate) fn data_len(&self) -> usize {
         self.region.data_len()
     }

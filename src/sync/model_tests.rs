@@ -214,3 +214,20 @@ fn barrier_reset_then_abort_releases_a_waiter_and_reopens() {
         assert_eq!(b.n_waiting(), 0);
     });
 }
+
+#[test]
+fn futex_model_sanity() {
+    use super::shim;
+    model(|| {
+        let w = Arc::new(AtomicU32::new(0));
+        let w2 = w.clone();
+        let t = thread::spawn(move || {
+            while w2.load(Ordering::Acquire) == 0 {
+                shim::wait(&w2, 0, None);
+            }
+        });
+        w.store(1, Ordering::Release);
+        shim::wake(&w, 1);
+        t.join().unwrap();
+    });
+}

@@ -59,6 +59,8 @@ mod model {
 
     pub(crate) fn wait(word: &AtomicU32, expected: u32, _deadline: Option<Instant>) -> FutexWait {
         let mut epochs = FUTEX.epochs.lock().unwrap();
+        // The kernel compares against the word's current value: a read-modify-write reads the
+        // latest value in its modification order, where a plain load may see an older one.
         if word.load(Ordering::SeqCst) != expected {
             return FutexWait::Returned;
         }

@@ -139,3 +139,59 @@ pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
+
+/// Maps `len` bytes of `fd` from `offset` twice, back to back, so that a ring buffer of `len`
+/// bytes can be read and written across its end as one contiguous range. `len` and `offset`
+/// are multiples of the page size. Returns the start of the `2 * len` range. See mmap(2).
+pub(crate) fn map_mirrored(
+    fd: BorrowedFd<'_>,
+    offset: usize,
+    len: usize,
+) -> io::Result<NonNull<u8>> {
+    let total = len
+        .checked_mul(2)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: reserves fresh address space that no Rust object uses.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    for half in [0, len] {
+        // SAFETY: MAP_FIXED over our own reservation, which nothing else uses.
+        let p = unsafe {
+            libc::mmap(
+                base.cast::<u8>().add(half).cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                off,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: the reservation made above, not yet handed out.
+            unsafe { libc::munmap(base, total) };
+            return Err(e);
+        }
+    }
+    NonNull::new(base.cast()).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))
+}
+
+/// The page size. See sysconf(3).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).unwrap_or(4096).max(4096)
+}
