@@ -25,26 +25,9 @@ use multiproc::{Connection, Process};
 
 const SMALL: usize = 16;
 
-/// Pins the calling process to `cpu` (None: leave it free to run anywhere).
-fn pin(cpu: Option<usize>) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; the calls only read/write that local set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        match cpu {
-            Some(c) => libc::CPU_SET(c, &mut set),
-            None => {
-                for c in 0..num_cpus() {
-                    libc::CPU_SET(c, &mut set);
-                }
-            }
-        }
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
+#[path = "common/affinity.rs"]
+mod affinity;
+use affinity::{pin, placements};
 
 fn set_buffers(s: &UnixStream) {
     let v: libc::c_int = 4 << 20;
@@ -130,14 +113,6 @@ fn sink(arg: (Connection<()>, u64, usize, bool)) {
             break;
         }
     }
-}
-
-fn placements() -> Vec<(&'static str, Option<usize>, Option<usize>)> {
-    let mut v = vec![("unpinned", None, None), ("same-cpu", Some(0), Some(0))];
-    if num_cpus() >= 2 {
-        v.push(("cross-cpu", Some(0), Some(1)));
-    }
-    v
 }
 
 fn round_trip(c: &mut Criterion) {
