@@ -120,6 +120,8 @@ struct Consumer {
     busy_gets: AtomicU64,
     busy_seq: AtomicU64,
     skip_seq: AtomicU64,
+    /// The process-table slot of the consumer taking `busy_seq` (`u32::MAX`: none).
+    busy_slot: AtomicU32,
     lock: LockCell,
 }
 
@@ -142,6 +144,9 @@ struct Slot {
     pid: AtomicI32,
     handles: AtomicU32,
     start: AtomicU64,
+    /// `seq + 1` of a message this process has taken from the ring and whose `get` has not
+    /// returned yet; 0 when none. If the process dies with it set, the message is lost with it.
+    in_hand: AtomicU64,
 }
 
 /// Everything shared, at the start of the segment's data; the ring follows at `ring_offset`.
@@ -666,6 +671,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 match postcard::to_slice(value, room) {
                     Ok(used) => {
                         let len = used.len();
+                        let limit = self.st().max_message as usize;
+                        if len > limit {
+                            // Written into free space only: nothing is published.
+                            return Err(PutFail::Error(Error::codec(
+                                "the value is larger than the queue's message limit",
+                                CodecError::Oversized { len, limit },
+                            )));
+                        }
                         return self.finish_single(tail, seq, len);
                     }
                     Err(postcard::Error::SerializeBufferFull) => {}
@@ -823,6 +836,23 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_inner(&self, d: Deadline) -> std::result::Result<T, GetFail> {
+        let mut taken = 0;
+        let r = self.get_locked(d, &mut taken);
+        // The get lock is released: the message is ours alone now. Until this line, a death of
+        // this process counts it as lost (see `Slot::in_hand`). Another thread of this process
+        // may have marked its own message since: clear only ours.
+        if let (Some(slot), true) = (self.slot, taken != 0) {
+            let _ = self.st().slots[slot].in_hand.compare_exchange(
+                taken,
+                0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+        r
+    }
+
+    fn get_locked(&self, d: Deadline, taken: &mut u64) -> std::result::Result<T, GetFail> {
         let st = self.st();
         let c = &st.cons;
         let acquired = lock_side(&c.lock, d).ok_or(GetFail::Nothing)?;
@@ -885,12 +915,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 c.busy_gets
                     .store(c.gets.load(Ordering::Relaxed), Ordering::Relaxed);
                 c.busy_seq.store(seq, Ordering::Relaxed);
+                c.busy_slot
+                    .store(self.slot.map_or(u32::MAX, |i| i as u32), Ordering::Relaxed);
                 c.busy.store(1, Ordering::Relaxed);
                 if flags & LAST != 0 {
                     // SAFETY: the payload is published and ours until the head moves past it.
                     let payload = unsafe { self.ring(head + HDR as u64, len) };
                     let value = codec::decode::<T>(payload);
-                    return self.complete(next, value);
+                    return self.complete(next, value, taken);
                 }
                 let buf = scratch
                     .get_or_insert_with(|| self.scratch.lock().unwrap_or_else(|e| e.into_inner()));
@@ -915,7 +947,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                         // Do not keep a huge buffer around after a huge message.
                         **buf = Vec::new();
                     }
-                    return self.complete(head, value);
+                    return self.complete(head, value, taken);
                 }
                 advance(&c.head, head, &st.space);
                 continue;
@@ -932,9 +964,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         &self,
         new_head: u64,
         value: std::result::Result<T, CodecError>,
+        taken: &mut u64,
     ) -> std::result::Result<T, GetFail> {
         let st = self.st();
         let c = &st.cons;
+        if let Some(slot) = self.slot {
+            *taken = c.busy_seq.load(Ordering::Relaxed) + 1;
+            st.slots[slot].in_hand.store(*taken, Ordering::Release);
+        }
         c.gets
             .store(c.busy_gets.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         advance(&c.head, new_head, &st.space);
@@ -996,22 +1033,30 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let c = &st.cons;
         if c.busy.load(Ordering::Relaxed) == 1 {
             let busy_gets = c.busy_gets.load(Ordering::Relaxed);
+            let seq = c.busy_seq.load(Ordering::Relaxed);
+            let slot = st.slots.get(c.busy_slot.load(Ordering::Relaxed) as usize);
             if c.head.load(Ordering::Relaxed) == c.busy_head.load(Ordering::Relaxed) {
                 // Nothing was consumed: the message is still there for us.
                 c.gets.store(busy_gets, Ordering::Relaxed);
+                if let Some(s) = slot {
+                    let _ =
+                        s.in_hand
+                            .compare_exchange(seq + 1, 0, Ordering::AcqRel, Ordering::Relaxed);
+                }
             } else {
                 let counted = c.gets.load(Ordering::Relaxed) != busy_gets;
-                if counted {
-                    // Taken whole by the dead process: lost with it.
+                if counted && slot.is_none() {
+                    // Taken whole by a process without a slot: count it here (with a slot,
+                    // its `in_hand` mark is counted when the process is found dead).
                     st.misc.lost.fetch_add(1, Ordering::AcqRel);
                 }
-                c.skip_seq
-                    .store(c.busy_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+                c.skip_seq.store(seq, Ordering::Relaxed);
                 c.skip.store(if counted { 2 } else { 1 }, Ordering::Relaxed);
             }
             c.busy.store(0, Ordering::Relaxed);
         }
         c.lock.mark_consistent();
+        self.reap_dead_producers();
     }
 
     // ----- producers bookkeeping -----
@@ -1033,22 +1078,30 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    /// Clears the slots of processes that died holding handles.
+    /// Clears the slots of processes that died holding handles, and counts the messages they
+    /// died holding (see `Slot::in_hand`).
     fn reap_dead_producers(&self) {
         let (my_pid, _) = me();
-        for s in &self.st().slots {
+        let st = self.st();
+        for s in &st.slots {
             let pid = s.pid.load(Ordering::Acquire);
-            if pid <= 0 || pid == my_pid || s.handles.load(Ordering::Acquire) == 0 {
+            if pid <= 0 || pid == my_pid {
+                continue;
+            }
+            if s.handles.load(Ordering::Acquire) == 0 && s.in_hand.load(Ordering::Acquire) == 0 {
                 continue;
             }
             let start = s.start.load(Ordering::Acquire);
             let alive = sys::process_start_time(pid).is_some_and(|t| start == 0 || t == start);
             if !alive {
+                if s.in_hand.swap(0, Ordering::AcqRel) != 0 {
+                    st.misc.lost.fetch_add(1, Ordering::AcqRel);
+                }
                 s.handles.store(0, Ordering::Release);
                 let _ = s
                     .pid
                     .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
-                self.st().data.notify_all();
+                st.data.notify_all();
             }
         }
     }
@@ -1312,6 +1365,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lost_messages(&self) -> u64 {
+        self.reap_dead_producers();
         self.st().misc.lost.load(Ordering::Acquire)
     }
 
@@ -1360,6 +1414,7 @@ fn register(state: &State) -> Option<usize> {
         let free = current == 0
             || (current > 0
                 && s.handles.load(Ordering::Acquire) == 0
+                && s.in_hand.load(Ordering::Acquire) == 0
                 && sys::process_start_time(current)
                     .is_none_or(|t| t != s.start.load(Ordering::Acquire)));
         if free
@@ -1367,6 +1422,10 @@ fn register(state: &State) -> Option<usize> {
                 .compare_exchange(current, -1, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {
+            if s.in_hand.swap(0, Ordering::AcqRel) != 0 {
+                // The slot's previous process died holding a message.
+                state.misc.lost.fetch_add(1, Ordering::AcqRel);
+            }
             s.start.store(start, Ordering::Release);
             s.handles.store(1, Ordering::Release);
             s.pid.store(pid, Ordering::Release);

@@ -10,6 +10,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 mod pipe;
 mod process;
+mod queue;
 mod shm;
 mod sync;
 mod worker;
@@ -37,6 +38,7 @@ fn main() {
     trials.extend(worker::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(shm::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(sync::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(queue::tests().into_iter().map(|(n, f)| trial(n, f)));
 
     let listing = args.list;
     let conclusion = libtest_mimic::run(&args, trials);
