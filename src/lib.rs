@@ -2,8 +2,9 @@
 //!
 //! Real child processes and the means for them to talk, with every value that crosses a process
 //! boundary serialized explicitly (serde + postcard). This release has [`Process`] (spawn and
-//! fork start methods), the long-lived [`Worker`] that pools are built on, pipes
-//! ([`Connection`]), shared memory ([`SharedMemory`], [`Value`], [`Array`]) and locks that
+//! fork start methods), the long-lived [`Worker`] that pools are built on, queues ([`Queue`],
+//! [`SimpleQueue`], [`JoinableQueue`]) over a ring in shared memory, pipes ([`Connection`]),
+//! shared memory ([`SharedMemory`], [`Value`], [`Array`]) and locks that
 //! survive the death of their holder ([`Lock`], [`RLock`], [`Semaphore`], [`Event`],
 //! [`Condition`], [`Barrier`]), and the [`codec`] that frames every message.
 //!
@@ -51,6 +52,8 @@
 //! | `Pipe(duplex=False)` | [`simplex`] |
 //! | `conn.send(x)`, `conn.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) (`Disconnected` for `EOFError`) |
 //! | `connection.wait(objs, timeout)` | [`wait`] with connections and [`Process::sentinel`]s |
+//! | `q = Queue(maxsize=n)`, `q.put(x)`, `q.get()` | [`Queue::builder().max_items(n).build()`](Queue::builder), [`put`](Queue::put), [`get`](Queue::get) (`Disconnected` once every producer is gone) |
+//! | `SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
 //! | `SharedMemory(name, create=True, size=n)` | [`SharedMemory::create`], or anonymous [`SharedMemory::new`] |
 //! | `Lock()`, `with lock:` | [`Lock::new`], `let _g = lock.lock()?` (a guard) |
 //! | holder killed: lock stuck forever | the next `lock()` gets [`OwnerDied`] with the guard |

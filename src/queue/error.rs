@@ -288,3 +288,24 @@ impl fmt::Display for TaskDoneError {
 }
 
 impl std::error::Error for TaskDoneError {}
+
+impl<T> From<PutError<T>> for Error {
+    /// Drops the value and keeps the error, so that `?` works in functions returning
+    /// [`crate::Result`].
+    fn from(e: PutError<T>) -> Error {
+        e.error
+    }
+}
+
+impl From<GetError> for Error {
+    /// `Disconnected` becomes an [`ErrorKind::Disconnected`] error.
+    fn from(e: GetError) -> Error {
+        match e {
+            GetError::Disconnected => Error::new(
+                ErrorKind::Disconnected,
+                "the queue is empty and no handle that could put is left",
+            ),
+            GetError::Failed(e) => e,
+        }
+    }
+}
