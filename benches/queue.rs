@@ -64,7 +64,7 @@ fn small_producer(args: (Queue<Small>, Queue<u64>)) {
             break;
         }
         for i in 0..n {
-            q.put(small(i)).unwrap();
+            q.put_ref(&small(i)).unwrap();
         }
     }
 }
@@ -188,7 +188,7 @@ fn bytes_producer(args: (Queue<ByteBuf>, Queue<u64>, usize)) {
             break;
         }
         for _ in 0..n {
-            q.put(body.clone()).unwrap();
+            q.put_ref(&body).unwrap();
         }
     }
 }

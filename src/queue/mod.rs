@@ -736,7 +736,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .store(p.busy_puts.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         p.busy.store(2, Ordering::Relaxed);
         advance(&p.tail, new_tail, &st.data);
-        p.stream_open.store(0, Ordering::Relaxed);
+        if p.stream_open.load(Ordering::Relaxed) != 0 {
+            p.stream_open.store(0, Ordering::Relaxed);
+        }
         p.busy.store(0, Ordering::Relaxed);
     }
 
@@ -1125,6 +1127,31 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         match self.put_inner(&value, Deadline::At(None)) {
             Ok(()) => Ok(()),
             Err(PutFail::Error(error)) => Err(PutError { value, error }),
+            Err(PutFail::NoRoom) => unreachable!("an untimed put waits for room"),
+        }
+    }
+
+    /// Puts a copy of `*value`, waiting as long as it takes for room: the value is serialized
+    /// into the ring and stays yours (Python's `put()` does not consume its argument either).
+    ///
+    /// # Errors
+    /// As [`put`](Self::put), without the value: [`ErrorKind::Codec`] or [`ErrorKind::Closed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<Vec<u8>>::new()?;
+    /// let block = vec![1u8; 4096];
+    /// for _ in 0..3 {
+    ///     q.put_ref(&block)?; // no clone
+    /// }
+    /// assert_eq!(q.qsize(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_ref(&self, value: &T) -> Result<()> {
+        match self.put_inner(value, Deadline::At(None)) {
+            Ok(()) => Ok(()),
+            Err(PutFail::Error(e)) => Err(e),
             Err(PutFail::NoRoom) => unreachable!("an untimed put waits for room"),
         }
     }
