@@ -64,7 +64,7 @@ impl Wake {
         mut ready: impl FnMut(bool) -> bool,
         mut stop: impl FnMut() -> bool,
     ) -> Waited {
-        if spin_until(&mut ready) {
+        if shim::spin_until(|| ready(false)) {
             return Waited::Ready;
         }
         self.sleepers.fetch_add(1, Ordering::AcqRel);
@@ -93,36 +93,6 @@ impl Wake {
         self.sleepers.fetch_sub(1, Ordering::AcqRel);
         outcome
     }
-}
-
-/// Polls `ready` a little before a sleep: a few dozen checks, then a few `sched_yield`s. Across
-/// CPUs this catches a peer that is about to publish without a futex round trip (a wake-up there
-/// costs ~33 µs on these machines); on one CPU, a yield hands the CPU to the peer right away.
-/// Bounded to a few microseconds either way.
-#[cfg(not(loom))]
-fn spin_until(ready: &mut impl FnMut(bool) -> bool) -> bool {
-    for i in 0..SPIN_CHECKS + SPIN_YIELDS {
-        if ready(false) {
-            return true;
-        }
-        if i < SPIN_CHECKS {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-    }
-    ready(false)
-}
-
-#[cfg(not(loom))]
-const SPIN_CHECKS: u32 = 64;
-#[cfg(not(loom))]
-const SPIN_YIELDS: u32 = 4;
-
-/// Under loom, spinning only multiplies the interleavings: check once.
-#[cfg(loom)]
-fn spin_until(ready: &mut impl FnMut(bool) -> bool) -> bool {
-    ready(false)
 }
 
 /// How [`Wake::wait_until`] ended.

@@ -63,7 +63,7 @@ impl EventState {
     /// True when the flag is set or a `set` happened while waiting; false at the deadline.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
         let seen = self.word.load(Ordering::Acquire);
-        if seen & 1 == 1 {
+        if seen & 1 == 1 || shim::spin_until(|| self.word.load(Ordering::Acquire) != seen) {
             return true;
         }
         self.sleepers.fetch_add(1, Ordering::AcqRel);

@@ -53,6 +53,9 @@ impl SemState {
     }
 
     pub(crate) fn acquire(&self, deadline: Option<Instant>) -> bool {
+        if shim::spin_until(|| self.try_acquire()) {
+            return true;
+        }
         loop {
             if self.try_acquire() {
                 return true;
