@@ -1,0 +1,472 @@
+//! ipc-bench: for a message size, which transport to use, how fast it is on this machine, and
+//! how it compares with the OS floor and with Python's multiprocessing, in one run.
+//!
+//! Measures multiproc's Queue, Pipe and SharedMemory (a region handed over with two semaphores,
+//! copied in and out, and a zero-copy variant that checks the bytes in place) at several sizes:
+//! one-way throughput and round-trip latency (p50, p99), with both processes on one CPU and on
+//! two. The raw floor runs in the same process, in Rust: `memcpy`, a bare socketpair
+//! (`write_all`/`read_exact`), a bare futex ping-pong. CPython's Queue, Pipe and shared_memory
+//! run the same shapes through `benches/python/ipc_bench.py` when `python3` is on the PATH.
+//!
+//! `cargo run --release -p ipc-bench -- --help` lists the options.
+
+mod report;
+mod transports;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use transports::{Mode, Rep, Setup};
+
+/// The transports, named as they appear in the JSON output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Transport {
+    Queue,
+    Pipe,
+    Shm,
+    ShmZeroCopy,
+    RawMemcpy,
+    RawSocketpair,
+    RawFutex,
+    PythonQueue,
+    PythonPipe,
+    PythonShm,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 10] = [
+        Transport::Queue,
+        Transport::Pipe,
+        Transport::Shm,
+        Transport::ShmZeroCopy,
+        Transport::RawMemcpy,
+        Transport::RawSocketpair,
+        Transport::RawFutex,
+        Transport::PythonQueue,
+        Transport::PythonPipe,
+        Transport::PythonShm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Queue => "queue",
+            Transport::Pipe => "pipe",
+            Transport::Shm => "shm",
+            Transport::ShmZeroCopy => "shm-zerocopy",
+            Transport::RawMemcpy => "raw-memcpy",
+            Transport::RawSocketpair => "raw-socketpair",
+            Transport::RawFutex => "raw-futex",
+            Transport::PythonQueue => "python-queue",
+            Transport::PythonPipe => "python-pipe",
+            Transport::PythonShm => "python-shm",
+        }
+    }
+
+    fn python(self) -> Option<&'static str> {
+        match self {
+            Transport::PythonQueue => Some("queue"),
+            Transport::PythonPipe => Some("pipe"),
+            Transport::PythonShm => Some("shm"),
+            _ => None,
+        }
+    }
+
+    /// CPython's counterpart of one of ours.
+    pub fn python_twin(self) -> Option<Transport> {
+        match self {
+            Transport::Queue => Some(Transport::PythonQueue),
+            Transport::Pipe => Some(Transport::PythonPipe),
+            Transport::Shm | Transport::ShmZeroCopy => Some(Transport::PythonShm),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Placement {
+    SameCpu,
+    CrossCpu,
+    Unpinned,
+}
+
+impl Placement {
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::SameCpu => "same-cpu",
+            Placement::CrossCpu => "cross-cpu",
+            Placement::Unpinned => "unpinned",
+        }
+    }
+
+    /// (parent's CPU, child's CPU).
+    fn cpus(self) -> (Option<usize>, Option<usize>) {
+        match self {
+            Placement::SameCpu => (Some(0), Some(0)),
+            Placement::CrossCpu => (Some(0), Some(1)),
+            Placement::Unpinned => (None, None),
+        }
+    }
+}
+
+/// One number: what the JSON output holds, one object each.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    pub transport: Transport,
+    pub size: usize,
+    pub placement: Placement,
+    pub metric: &'static str,
+    pub value: f64,
+}
+
+struct Options {
+    quick: bool,
+    sizes: Vec<usize>,
+    transports: Vec<Transport>,
+    placements: Vec<Placement>,
+    python: bool,
+    json: Option<PathBuf>,
+    out: Option<PathBuf>,
+    reps: usize,
+    target: Duration,
+}
+
+const HELP: &str = "\
+ipc-bench: queue vs pipe vs shared memory, against the OS floor and CPython
+
+USAGE: ipc-bench [OPTIONS]
+
+  --quick               fewer, shorter repetitions (under 45 s)
+  --sizes LIST          message sizes, e.g. 16,1KiB,64KiB,1MiB,16MiB (the default)
+  --transports LIST     any of queue,pipe,shm,shm-zerocopy,raw-memcpy,raw-socketpair,raw-futex,
+                        python-queue,python-pipe,python-shm (default: all)
+  --placement LIST      same-cpu,cross-cpu,unpinned (default: same-cpu,cross-cpu; cross-cpu
+                        needs two CPUs)
+  --no-python           skip CPython
+  --json FILE           write every measurement as JSON
+  --out DIR             write DIR/report.md and DIR/throughput.svg
+  --help                this text
+";
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("MiB") {
+        (n, 1 << 20)
+    } else if let Some(n) = s.strip_suffix("KiB") {
+        (n, 1 << 10)
+    } else if let Some(n) = s.strip_suffix('B') {
+        (n, 1)
+    } else {
+        (s, 1)
+    };
+    num.trim()
+        .parse::<usize>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("bad size {s:?}"))
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        quick: false,
+        sizes: vec![16, 1 << 10, 64 << 10, 1 << 20, 16 << 20],
+        transports: Transport::ALL.to_vec(),
+        placements: vec![Placement::SameCpu, Placement::CrossCpu],
+        python: true,
+        json: None,
+        out: None,
+        reps: 5,
+        target: Duration::from_millis(40),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--no-python" => o.python = false,
+            "--sizes" => {
+                o.sizes = value()?
+                    .split(',')
+                    .map(parse_size)
+                    .collect::<Result<_, _>>()?
+            }
+            "--transports" => {
+                o.transports = value()?
+                    .split(',')
+                    .map(|t| {
+                        Transport::ALL
+                            .into_iter()
+                            .find(|x| x.name() == t.trim())
+                            .ok_or_else(|| format!("unknown transport {t:?}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--placement" => {
+                o.placements = value()?
+                    .split(',')
+                    .map(|p| match p.trim() {
+                        "same-cpu" => Ok(Placement::SameCpu),
+                        "cross-cpu" => Ok(Placement::CrossCpu),
+                        "unpinned" => Ok(Placement::Unpinned),
+                        other => Err(format!("unknown placement {other:?}")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--json" => o.json = Some(value()?.into()),
+            "--out" => o.out = Some(value()?.into()),
+            "--help" | "-h" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option {other:?} (see --help)")),
+        }
+    }
+    if o.quick {
+        o.reps = 3;
+        o.target = Duration::from_millis(10);
+    }
+    Ok(o)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[u64], p: usize) -> f64 {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)] as f64
+}
+
+/// Runs `rep(n)` once to warm up and estimate the time per message, then `reps` times with
+/// `n` chosen so that each takes about `target`. Returns the timed repetitions.
+fn measure(o: &Options, start_n: u64, mut rep: impl FnMut(u64) -> Rep) -> (Vec<Rep>, u64) {
+    let warm = rep(start_n);
+    let per = warm.elapsed.as_secs_f64() / start_n as f64;
+    let n = ((o.target.as_secs_f64() / per.max(1e-9)) as u64).clamp(2, 5_000_000);
+    ((0..o.reps).map(|_| rep(n)).collect(), n)
+}
+
+fn push(
+    out: &mut Vec<Measurement>,
+    transport: Transport,
+    size: usize,
+    placement: Placement,
+    metric: &'static str,
+    value: f64,
+) {
+    out.push(Measurement {
+        transport,
+        size,
+        placement,
+        metric,
+        value,
+    });
+}
+
+fn run_ours(
+    o: &Options,
+    t: Transport,
+    size: usize,
+    pl: Placement,
+    out: &mut Vec<Measurement>,
+) {
+    let cpus = pl.cpus();
+    let start_n = ((4usize << 20) / size.max(1)).clamp(2, 1000) as u64;
+    let setup = match t {
+        Transport::Queue => Setup::queue(),
+        Transport::Pipe => Setup::pipe(size),
+        Transport::Shm | Transport::ShmZeroCopy => Setup::shm(size),
+        Transport::RawSocketpair => Setup::socketpair(size),
+        _ => unreachable!(),
+    };
+    let one = |mode: Mode, n: u64| -> Rep {
+        match t {
+            Transport::Queue => transports::queue(&setup, size, n, cpus, mode),
+            Transport::Pipe => transports::pipe(&setup, size, n, cpus, mode),
+            Transport::Shm => transports::shm(&setup, size, n, cpus, mode, false),
+            Transport::ShmZeroCopy => transports::shm(&setup, size, n, cpus, mode, true),
+            Transport::RawSocketpair => transports::socketpair(&setup, size, n, cpus, mode),
+            _ => unreachable!(),
+        }
+    };
+    let (reps, n) = measure(o, start_n, |n| one(Mode::Throughput, n));
+    let rate = median(
+        reps.iter()
+            .map(|r| n as f64 / r.elapsed.as_secs_f64())
+            .collect(),
+    );
+    push(out, t, size, pl, "msgs_per_s", rate);
+    push(out, t, size, pl, "bytes_per_s", rate * size as f64);
+    let (reps, _) = measure(o, start_n.min(50), |n| one(Mode::RoundTrip, n));
+    let mut samples: Vec<u64> = reps.into_iter().flat_map(|r| r.samples).collect();
+    samples.sort_unstable();
+    push(out, t, size, pl, "rtt_p50_ns", percentile(&samples, 50));
+    push(out, t, size, pl, "rtt_p99_ns", percentile(&samples, 99));
+}
+
+fn python_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../python/ipc_bench.py")
+}
+
+/// Runs CPython's side; `Err` with the reason if it could not.
+fn run_python(
+    o: &Options,
+    t: Transport,
+    size: usize,
+    pl: Placement,
+    out: &mut Vec<Measurement>,
+) -> Result<(), String> {
+    let res = Command::new("python3")
+        .arg(python_script())
+        .args([
+            t.python().expect("a python transport"),
+            &size.to_string(),
+            pl.name(),
+            &o.reps.to_string(),
+            &o.target.as_secs_f64().to_string(),
+        ])
+        .output()
+        .map_err(|e| format!("python3 could not run: {e}"))?;
+    if !res.status.success() {
+        return Err(format!(
+            "python3 failed: {}",
+            String::from_utf8_lossy(&res.stderr).lines().last().unwrap_or("")
+        ));
+    }
+    let text = String::from_utf8_lossy(&res.stdout);
+    let field = |key: &str| -> Result<f64, String> {
+        let at = text
+            .find(&format!("\"{key}\": "))
+            .ok_or_else(|| format!("python3 printed no {key}"))?;
+        let rest = &text[at + key.len() + 4..];
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        rest[..end]
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad {key} from python3"))
+    };
+    let rate = field("msgs_per_s")?;
+    push(out, t, size, pl, "msgs_per_s", rate);
+    push(out, t, size, pl, "bytes_per_s", rate * size as f64);
+    push(out, t, size, pl, "rtt_p50_ns", field("rtt_p50_ns")?);
+    push(out, t, size, pl, "rtt_p99_ns", field("rtt_p99_ns")?);
+    Ok(())
+}
+
+fn main() {
+    multiproc::init();
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ipc-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let started = Instant::now();
+    let mut notes: Vec<String> = Vec::new();
+    let mut placements = o.placements.clone();
+    if transports::num_cpus() < 2 && placements.contains(&Placement::CrossCpu) {
+        placements.retain(|&p| p != Placement::CrossCpu);
+        notes.push("cross-cpu skipped: this machine has one CPU".into());
+    }
+    let mut python = o.python && o.transports.iter().any(|t| t.python().is_some());
+    if python
+        && Command::new("python3")
+            .arg("--version")
+            .output()
+            .map_or(true, |r| !r.status.success())
+    {
+        python = false;
+        notes.push("CPython skipped: python3 is not on the PATH".into());
+    } else if !o.python {
+        notes.push("CPython skipped (--no-python)".into());
+    }
+
+    // The plan, so that progress can say "k of n".
+    let mut plan: Vec<(Transport, usize, Placement)> = Vec::new();
+    for &pl in &placements {
+        for &size in &o.sizes {
+            for &t in &o.transports {
+                let wanted = match t {
+                    Transport::RawMemcpy => pl == placements[0],
+                    Transport::RawFutex => size == o.sizes[0],
+                    t if t.python().is_some() => python,
+                    _ => true,
+                };
+                if wanted {
+                    plan.push((t, size, pl));
+                }
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for (k, &(t, size, pl)) in plan.iter().enumerate() {
+        eprintln!(
+            "[{:>3}/{}] {:<15} {:>9} {:<9} ({:.0?} so far)",
+            k + 1,
+            plan.len(),
+            t.name(),
+            report::size_label(size),
+            pl.name(),
+            started.elapsed()
+        );
+        match t {
+            Transport::RawMemcpy => {
+                let (reps, n) = measure(&o, 16, |n| transports::memcpy(size, n));
+                let rate = median(
+                    reps.iter()
+                        .map(|r| n as f64 / r.elapsed.as_secs_f64())
+                        .collect(),
+                );
+                // A local copy has no placement; it is reported once, as unpinned.
+                push(&mut results, t, size, Placement::Unpinned, "msgs_per_s", rate);
+                push(&mut results, t, size, Placement::Unpinned, "bytes_per_s", rate * size as f64);
+            }
+            Transport::RawFutex => {
+                let setup = Setup::futex();
+                let (reps, _) =
+                    measure(&o, 50, |n| transports::futex_round_trip(&setup, n, pl.cpus()));
+                let mut samples: Vec<u64> = reps.into_iter().flat_map(|r| r.samples).collect();
+                samples.sort_unstable();
+                push(&mut results, t, 0, pl, "rtt_p50_ns", percentile(&samples, 50));
+                push(&mut results, t, 0, pl, "rtt_p99_ns", percentile(&samples, 99));
+            }
+            t if t.python().is_some() => {
+                if let Err(e) = run_python(&o, t, size, pl, &mut results) {
+                    notes.push(format!("{} {} {}: {e}", t.name(), report::size_label(size), pl.name()));
+                }
+            }
+            _ => run_ours(&o, t, size, pl, &mut results),
+        }
+    }
+    let elapsed = started.elapsed();
+    eprintln!("done in {elapsed:.1?}");
+
+    let table = report::table(&results, &o.sizes, &placements);
+    print!("{table}");
+    for n in &notes {
+        println!("note: {n}");
+    }
+    if let Some(path) = &o.json {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = std::fs::write(path, report::json(&results)) {
+            eprintln!("ipc-bench: cannot write {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
+    if let Some(dir) = &o.out {
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| {
+                std::fs::write(
+                    dir.join("report.md"),
+                    report::markdown(&results, &o.sizes, &placements, &notes, elapsed, o.quick),
+                )
+            })
+            .and_then(|()| std::fs::write(dir.join("throughput.svg"), report::svg(&results, &placements)));
+        if let Err(e) = written {
+            eprintln!("ipc-bench: cannot write to {}: {e}", dir.display());
+            std::process::exit(1);
+        }
+    }
+}

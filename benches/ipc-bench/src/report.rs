@@ -1,0 +1,381 @@
+//! The outputs: the text table, JSON, report.md and the SVG chart.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::{Measurement, Placement, Transport};
+
+pub fn size_label(size: usize) -> String {
+    if size >= 1 << 20 && size % (1 << 20) == 0 {
+        format!("{} MiB", size >> 20)
+    } else if size >= 1 << 10 && size % (1 << 10) == 0 {
+        format!("{} KiB", size >> 10)
+    } else {
+        format!("{size} B")
+    }
+}
+
+fn get(r: &[Measurement], t: Transport, size: usize, pl: Placement, metric: &str) -> Option<f64> {
+    r.iter()
+        .find(|m| m.transport == t && m.size == size && m.placement == pl && m.metric == metric)
+        .map(|m| m.value)
+}
+
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn gbps(v: f64) -> String {
+    format!("{:.2}", v / 1e9)
+}
+
+fn micros(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.1} ms", ns / 1e6)
+    } else {
+        format!("{:.1} µs", ns / 1e3)
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// The rows of one placement: cells as strings, the first row the header.
+fn rows(r: &[Measurement], sizes: &[usize], pl: Placement) -> Vec<Vec<String>> {
+    let mut out = vec![
+        [
+            "transport",
+            "size",
+            "msgs/s",
+            "GB/s",
+            "RTT p50",
+            "RTT p99",
+            "tp vs raw",
+            "RTT vs raw",
+            "tp vs CPython",
+            "RTT vs CPython",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let futex = get(r, Transport::RawFutex, 0, pl, "rtt_p50_ns");
+    for &size in sizes {
+        for t in Transport::ALL {
+            if matches!(t, Transport::RawMemcpy | Transport::RawFutex) {
+                continue;
+            }
+            let tp = get(r, t, size, pl, "bytes_per_s");
+            let msgs = get(r, t, size, pl, "msgs_per_s");
+            let p50 = get(r, t, size, pl, "rtt_p50_ns");
+            let p99 = get(r, t, size, pl, "rtt_p99_ns");
+            if tp.is_none() && p50.is_none() {
+                continue;
+            }
+            let ours = t.python().is_none();
+            let raw_tp = get(r, Transport::RawSocketpair, size, pl, "bytes_per_s");
+            let twin = t.python_twin();
+            let py = |metric| twin.and_then(|tw| get(r, tw, size, pl, metric));
+            let raw_row = t == Transport::RawSocketpair;
+            out.push(vec![
+                t.name().to_string(),
+                size_label(size),
+                msgs.map_or("-".into(), rate),
+                tp.map_or("-".into(), gbps),
+                p50.map_or("-".into(), micros),
+                p99.map_or("-".into(), micros),
+                if raw_row { "-".into() } else { ratio(tp, raw_tp) },
+                ratio(p50, futex),
+                if ours { ratio(tp, py("bytes_per_s")) } else { "-".into() },
+                if ours { ratio(p50, py("rtt_p50_ns")) } else { "-".into() },
+            ]);
+        }
+    }
+    out
+}
+
+fn memcpy_line(r: &[Measurement], sizes: &[usize]) -> Option<String> {
+    let cells: Vec<String> = sizes
+        .iter()
+        .filter_map(|&s| {
+            get(r, Transport::RawMemcpy, s, Placement::Unpinned, "bytes_per_s")
+                .map(|v| format!("{} {} GB/s", size_label(s), gbps(v)))
+        })
+        .collect();
+    (!cells.is_empty()).then(|| format!("raw-memcpy: {}", cells.join(", ")))
+}
+
+fn futex_line(r: &[Measurement], pl: Placement) -> Option<String> {
+    let p50 = get(r, Transport::RawFutex, 0, pl, "rtt_p50_ns")?;
+    let p99 = get(r, Transport::RawFutex, 0, pl, "rtt_p99_ns")?;
+    Some(format!(
+        "raw-futex round trip: p50 {}, p99 {}",
+        micros(p50),
+        micros(p99)
+    ))
+}
+
+const LEGEND: &str = "tp = one-way throughput; \"vs raw\": throughput against a bare socketpair \
+(higher is better), RTT p50 against a bare futex ping-pong (lower is better); \"vs CPython\": \
+against CPython's counterpart (Queue, Pipe, shared_memory), same sense.";
+
+/// The text table printed on stdout.
+pub fn table(r: &[Measurement], sizes: &[usize], placements: &[Placement]) -> String {
+    let mut s = String::new();
+    for &pl in placements {
+        let rows = rows(r, sizes, pl);
+        let widths: Vec<usize> = (0..rows[0].len())
+            .map(|c| rows.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        let _ = writeln!(s, "\n== {} ==", pl.name());
+        if let Some(f) = futex_line(r, pl) {
+            let _ = writeln!(s, "{f}");
+        }
+        for (i, row) in rows.iter().enumerate() {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(c, (cell, &w))| {
+                    let pad = w - cell.chars().count();
+                    if c < 2 {
+                        format!("{cell}{}", " ".repeat(pad))
+                    } else {
+                        format!("{}{cell}", " ".repeat(pad))
+                    }
+                })
+                .collect();
+            let _ = writeln!(s, "{}", line.join("  "));
+            if i == 0 {
+                let _ = writeln!(s, "{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+            }
+        }
+    }
+    if let Some(m) = memcpy_line(r, sizes) {
+        let _ = writeln!(s, "\n{m}");
+    }
+    let _ = writeln!(s, "{LEGEND}");
+    s
+}
+
+/// Every measurement as a JSON array of objects.
+pub fn json(r: &[Measurement]) -> String {
+    let mut s = String::from("[\n");
+    for (i, m) in r.iter().enumerate() {
+        let _ = write!(
+            s,
+            "  {{\"transport\": \"{}\", \"size_bytes\": {}, \"placement\": \"{}\", \"metric\": \"{}\", \"value\": {}}}",
+            m.transport.name(),
+            m.size,
+            m.placement.name(),
+            m.metric,
+            if m.value.is_finite() { m.value } else { 0.0 }
+        );
+        s.push_str(if i + 1 < r.len() { ",\n" } else { "\n" });
+    }
+    s.push_str("]\n");
+    s
+}
+
+fn machine() -> String {
+    let cpus = crate::transports::num_cpus();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
+}
+
+/// report.md: the tables in Markdown, the notes, and the chart.
+pub fn markdown(
+    r: &[Measurement],
+    sizes: &[usize],
+    placements: &[Placement],
+    notes: &[String],
+    elapsed: Duration,
+    quick: bool,
+) -> String {
+    let mut s = String::from("# ipc-bench report\n\n");
+    let _ = writeln!(
+        s,
+        "{}; {} run in {:.0?}. Medians of several repetitions after a warm-up.\n",
+        machine(),
+        if quick { "a --quick" } else { "a full" },
+        elapsed
+    );
+    for &pl in placements {
+        let _ = writeln!(s, "## {}\n", pl.name());
+        if let Some(f) = futex_line(r, pl) {
+            let _ = writeln!(s, "{f}.\n");
+        }
+        let rows = rows(r, sizes, pl);
+        for (i, row) in rows.iter().enumerate() {
+            let _ = writeln!(s, "| {} |", row.join(" | "));
+            if i == 0 {
+                let _ = writeln!(s, "|{}", "---|".repeat(row.len()));
+            }
+        }
+        s.push('\n');
+    }
+    if let Some(m) = memcpy_line(r, sizes) {
+        let _ = writeln!(s, "{m}.\n");
+    }
+    let _ = writeln!(s, "{LEGEND}\n");
+    for n in notes {
+        let _ = writeln!(s, "- note: {n}");
+    }
+    let _ = writeln!(s, "\n![throughput by message size](throughput.svg)");
+    s
+}
+
+const COLORS: [&str; 10] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#17becf", "#7f7f7f", "#8c564b", "#bcbd22", "#d62728",
+    "#9467bd", "#e377c2",
+];
+
+/// Throughput (bytes/s) by message size, log-log, one line per transport, one panel per
+/// placement.
+pub fn svg(r: &[Measurement], placements: &[Placement]) -> String {
+    let (pw, ph, ml, mt, mb) = (460.0, 300.0, 70.0, 40.0, 50.0);
+    let width = placements.len().max(1) as f64 * (pw + ml) + 200.0;
+    let height = ph + mt + mb;
+    let points = |t: Transport, pl: Placement| -> Vec<(f64, f64)> {
+        let pl = if t == Transport::RawMemcpy { Placement::Unpinned } else { pl };
+        let mut v: Vec<(f64, f64)> = r
+            .iter()
+            .filter(|m| {
+                m.transport == t && m.placement == pl && m.metric == "bytes_per_s" && m.value > 0.0
+            })
+            .map(|m| ((m.size.max(1) as f64).log2(), m.value.log10()))
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v
+    };
+    let all: Vec<(f64, f64)> = Transport::ALL
+        .iter()
+        .flat_map(|&t| placements.iter().flat_map(move |&pl| points(t, pl)))
+        .collect();
+    let (x0, x1) = all
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = all
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (x0, x1) = if all.is_empty() { (0.0, 1.0) } else { (x0, x1.max(x0 + 1.0)) };
+    let (y0, y1) = if all.is_empty() {
+        (6.0, 9.0)
+    } else {
+        (y0.floor(), y1.ceil().max(y0.floor() + 1.0))
+    };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    for (k, &pl) in placements.iter().enumerate() {
+        let ox = ml + k as f64 * (pw + ml);
+        let sx = |x: f64| ox + (x - x0) / (x1 - x0) * pw;
+        let sy = |y: f64| mt + ph - (y - y0) / (y1 - y0) * ph;
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"20\" font-size=\"13\" text-anchor=\"middle\">throughput, {}</text>",
+            ox + pw / 2.0,
+            pl.name()
+        );
+        let _ = writeln!(
+            s,
+            "<rect x=\"{ox}\" y=\"{mt}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#999\"/>"
+        );
+        let mut y = y0;
+        while y <= y1 + 1e-9 {
+            let (right, yy, lx, ly) = (ox + pw, sy(y), ox - 4.0, sy(y) + 4.0);
+            let label = human_bytes_per_s(10f64.powf(y));
+            let _ = writeln!(
+                s,
+                "<line x1=\"{ox}\" x2=\"{right}\" y1=\"{yy}\" y2=\"{yy}\" stroke=\"#eee\"/>\
+                 <text x=\"{lx}\" y=\"{ly}\" text-anchor=\"end\">{label}</text>"
+            );
+            y += 1.0;
+        }
+        let mut x = x0.ceil();
+        while x <= x1 + 1e-9 {
+            if (x as i64) % 2 == 0 || x1 - x0 < 8.0 {
+                let _ = writeln!(
+                    s,
+                    "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                    sx(x),
+                    mt + ph + 16.0,
+                    size_label(2f64.powf(x) as usize)
+                );
+            }
+            x += 1.0;
+        }
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">message size (log scale)</text>",
+            ox + pw / 2.0,
+            mt + ph + 36.0
+        );
+        for (i, &t) in Transport::ALL.iter().enumerate() {
+            let pts = points(t, pl);
+            if pts.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = pts
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+                .collect();
+            let dash = if t.python().is_some() { " stroke-dasharray=\"5,3\"" } else { "" };
+            let _ = writeln!(
+                s,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{dash}/>",
+                path.join(" "),
+                COLORS[i]
+            );
+        }
+    }
+    let lx = placements.len().max(1) as f64 * (pw + ml) + 10.0;
+    for (i, t) in Transport::ALL.iter().enumerate() {
+        if *t == Transport::RawFutex {
+            continue;
+        }
+        let y = mt + 14.0 * i as f64;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"{}\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            lx + 20.0,
+            COLORS[i],
+            lx + 26.0,
+            y + 4.0,
+            t.name()
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn human_bytes_per_s(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.0} GB/s", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.0} MB/s", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.0} kB/s", v / 1e3)
+    } else {
+        format!("{v:.0} B/s")
+    }
+}
