@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use transports::{Mode, Rep, Setup};
+use transports::{Mode, Rep};
 
 /// The transports, named as they appear in the JSON output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -236,13 +236,44 @@ fn percentile(sorted: &[u64], p: usize) -> f64 {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)] as f64
 }
 
-/// Runs `rep(n)` once to warm up and estimate the time per message, then `reps` times with
-/// `n` chosen so that each takes about `target`. Returns the timed repetitions.
-fn measure(o: &Options, start_n: u64, mut rep: impl FnMut(u64) -> Rep) -> (Vec<Rep>, u64) {
-    let warm = rep(start_n);
-    let per = warm.elapsed.as_secs_f64() / start_n as f64;
-    let n = ((o.target.as_secs_f64() / per.max(1e-9)) as u64).clamp(2, 5_000_000);
-    ((0..o.reps).map(|_| rep(n)).collect(), n)
+/// The repetition policy: a warm-up of `start_n` messages (discarded; it also estimates the
+/// time per message), then `reps` repetitions of about `target` each.
+fn policy(o: &Options, start_n: u64) -> impl FnMut(Option<&Rep>) -> Option<u64> {
+    let (reps, target) = (o.reps, o.target.as_secs_f64());
+    let mut done = 0usize;
+    let mut n = 0u64;
+    move |prev: Option<&Rep>| {
+        match prev {
+            None => return Some(start_n),
+            Some(r) if done == 0 => {
+                let per = r.elapsed.as_secs_f64() / r.n as f64;
+                n = ((target / per.max(1e-9)) as u64).clamp(2, 5_000_000);
+            }
+            Some(_) => {}
+        }
+        done += 1;
+        (done <= reps).then_some(n)
+    }
+}
+
+/// Drops the warm-up repetition.
+fn timed_reps(mut reps: Vec<Rep>) -> Vec<Rep> {
+    reps.remove(0);
+    reps
+}
+
+fn throughput(reps: &[Rep]) -> f64 {
+    median(
+        reps.iter()
+            .map(|r| r.n as f64 / r.elapsed.as_secs_f64())
+            .collect(),
+    )
+}
+
+fn latencies(reps: Vec<Rep>) -> (f64, f64) {
+    let mut samples: Vec<u64> = reps.into_iter().flat_map(|r| r.samples).collect();
+    samples.sort_unstable();
+    (percentile(&samples, 50), percentile(&samples, 99))
 }
 
 fn push(
@@ -262,45 +293,27 @@ fn push(
     });
 }
 
-fn run_ours(
-    o: &Options,
-    t: Transport,
-    size: usize,
-    pl: Placement,
-    out: &mut Vec<Measurement>,
-) {
+fn run_ours(o: &Options, t: Transport, size: usize, pl: Placement, out: &mut Vec<Measurement>) {
     let cpus = pl.cpus();
     let start_n = ((4usize << 20) / size.max(1)).clamp(2, 1000) as u64;
-    let setup = match t {
-        Transport::Queue => Setup::queue(),
-        Transport::Pipe => Setup::pipe(size),
-        Transport::Shm | Transport::ShmZeroCopy => Setup::shm(size),
-        Transport::RawSocketpair => Setup::socketpair(size),
-        _ => unreachable!(),
-    };
-    let one = |mode: Mode, n: u64| -> Rep {
+    let run = |mode: Mode, next: transports::Next<'_>| -> Vec<Rep> {
         match t {
-            Transport::Queue => transports::queue(&setup, size, n, cpus, mode),
-            Transport::Pipe => transports::pipe(&setup, size, n, cpus, mode),
-            Transport::Shm => transports::shm(&setup, size, n, cpus, mode, false),
-            Transport::ShmZeroCopy => transports::shm(&setup, size, n, cpus, mode, true),
-            Transport::RawSocketpair => transports::socketpair(&setup, size, n, cpus, mode),
+            Transport::Queue => transports::queue(size, cpus, mode, next),
+            Transport::Pipe => transports::pipe(size, cpus, mode, next),
+            Transport::Shm => transports::shm(size, cpus, mode, false, next),
+            Transport::ShmZeroCopy => transports::shm(size, cpus, mode, true, next),
+            Transport::RawSocketpair => transports::socketpair(size, cpus, mode, next),
             _ => unreachable!(),
         }
     };
-    let (reps, n) = measure(o, start_n, |n| one(Mode::Throughput, n));
-    let rate = median(
-        reps.iter()
-            .map(|r| n as f64 / r.elapsed.as_secs_f64())
-            .collect(),
-    );
+    let reps = timed_reps(run(Mode::Throughput, &mut policy(o, start_n)));
+    let rate = throughput(&reps);
     push(out, t, size, pl, "msgs_per_s", rate);
     push(out, t, size, pl, "bytes_per_s", rate * size as f64);
-    let (reps, _) = measure(o, start_n.min(50), |n| one(Mode::RoundTrip, n));
-    let mut samples: Vec<u64> = reps.into_iter().flat_map(|r| r.samples).collect();
-    samples.sort_unstable();
-    push(out, t, size, pl, "rtt_p50_ns", percentile(&samples, 50));
-    push(out, t, size, pl, "rtt_p99_ns", percentile(&samples, 99));
+    let reps = timed_reps(run(Mode::RoundTrip, &mut policy(o, start_n.min(50))));
+    let (p50, p99) = latencies(reps);
+    push(out, t, size, pl, "rtt_p50_ns", p50);
+    push(out, t, size, pl, "rtt_p99_ns", p99);
 }
 
 fn python_script() -> PathBuf {
@@ -329,7 +342,10 @@ fn run_python(
     if !res.status.success() {
         return Err(format!(
             "python3 failed: {}",
-            String::from_utf8_lossy(&res.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&res.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
     let text = String::from_utf8_lossy(&res.stdout);
@@ -411,28 +427,26 @@ fn main() {
         );
         match t {
             Transport::RawMemcpy => {
-                let (reps, n) = measure(&o, 16, |n| transports::memcpy(size, n));
-                let rate = median(
-                    reps.iter()
-                        .map(|r| n as f64 / r.elapsed.as_secs_f64())
-                        .collect(),
-                );
+                let rate = throughput(&timed_reps(transports::memcpy(size, &mut policy(&o, 16))));
                 // A local copy has no placement; it is reported once, as unpinned.
-                push(&mut results, t, size, Placement::Unpinned, "msgs_per_s", rate);
-                push(&mut results, t, size, Placement::Unpinned, "bytes_per_s", rate * size as f64);
+                let pl = Placement::Unpinned;
+                push(&mut results, t, size, pl, "msgs_per_s", rate);
+                push(&mut results, t, size, pl, "bytes_per_s", rate * size as f64);
             }
             Transport::RawFutex => {
-                let setup = Setup::futex();
-                let (reps, _) =
-                    measure(&o, 50, |n| transports::futex_round_trip(&setup, n, pl.cpus()));
-                let mut samples: Vec<u64> = reps.into_iter().flat_map(|r| r.samples).collect();
-                samples.sort_unstable();
-                push(&mut results, t, 0, pl, "rtt_p50_ns", percentile(&samples, 50));
-                push(&mut results, t, 0, pl, "rtt_p99_ns", percentile(&samples, 99));
+                let reps = transports::futex_round_trip(pl.cpus(), &mut policy(&o, 50));
+                let (p50, p99) = latencies(timed_reps(reps));
+                push(&mut results, t, 0, pl, "rtt_p50_ns", p50);
+                push(&mut results, t, 0, pl, "rtt_p99_ns", p99);
             }
             t if t.python().is_some() => {
                 if let Err(e) = run_python(&o, t, size, pl, &mut results) {
-                    notes.push(format!("{} {} {}: {e}", t.name(), report::size_label(size), pl.name()));
+                    notes.push(format!(
+                        "{} {} {}: {e}",
+                        t.name(),
+                        report::size_label(size),
+                        pl.name()
+                    ));
                 }
             }
             _ => run_ours(&o, t, size, pl, &mut results),
@@ -463,7 +477,12 @@ fn main() {
                     report::markdown(&results, &o.sizes, &placements, &notes, elapsed, o.quick),
                 )
             })
-            .and_then(|()| std::fs::write(dir.join("throughput.svg"), report::svg(&results, &placements)));
+            .and_then(|()| {
+                std::fs::write(
+                    dir.join("throughput.svg"),
+                    report::svg(&results, &placements),
+                )
+            });
         if let Err(e) = written {
             eprintln!("ipc-bench: cannot write to {}: {e}", dir.display());
             std::process::exit(1);

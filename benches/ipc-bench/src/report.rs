@@ -68,7 +68,6 @@ fn rows(r: &[Measurement], sizes: &[usize], pl: Placement) -> Vec<Vec<String>> {
         .map(String::from)
         .to_vec(),
     ];
-    let futex = get(r, Transport::RawFutex, 0, pl, "rtt_p50_ns");
     for &size in sizes {
         for t in Transport::ALL {
             if matches!(t, Transport::RawMemcpy | Transport::RawFutex) {
@@ -83,6 +82,7 @@ fn rows(r: &[Measurement], sizes: &[usize], pl: Placement) -> Vec<Vec<String>> {
             }
             let ours = t.python().is_none();
             let raw_tp = get(r, Transport::RawSocketpair, size, pl, "bytes_per_s");
+            let raw_rtt = get(r, Transport::RawSocketpair, size, pl, "rtt_p50_ns");
             let twin = t.python_twin();
             let py = |metric| twin.and_then(|tw| get(r, tw, size, pl, metric));
             let raw_row = t == Transport::RawSocketpair;
@@ -93,10 +93,26 @@ fn rows(r: &[Measurement], sizes: &[usize], pl: Placement) -> Vec<Vec<String>> {
                 tp.map_or("-".into(), gbps),
                 p50.map_or("-".into(), micros),
                 p99.map_or("-".into(), micros),
-                if raw_row { "-".into() } else { ratio(tp, raw_tp) },
-                ratio(p50, futex),
-                if ours { ratio(tp, py("bytes_per_s")) } else { "-".into() },
-                if ours { ratio(p50, py("rtt_p50_ns")) } else { "-".into() },
+                if raw_row {
+                    "-".into()
+                } else {
+                    ratio(tp, raw_tp)
+                },
+                if raw_row {
+                    "-".into()
+                } else {
+                    ratio(p50, raw_rtt)
+                },
+                if ours {
+                    ratio(tp, py("bytes_per_s"))
+                } else {
+                    "-".into()
+                },
+                if ours {
+                    ratio(p50, py("rtt_p50_ns"))
+                } else {
+                    "-".into()
+                },
             ]);
         }
     }
@@ -107,8 +123,14 @@ fn memcpy_line(r: &[Measurement], sizes: &[usize]) -> Option<String> {
     let cells: Vec<String> = sizes
         .iter()
         .filter_map(|&s| {
-            get(r, Transport::RawMemcpy, s, Placement::Unpinned, "bytes_per_s")
-                .map(|v| format!("{} {} GB/s", size_label(s), gbps(v)))
+            get(
+                r,
+                Transport::RawMemcpy,
+                s,
+                Placement::Unpinned,
+                "bytes_per_s",
+            )
+            .map(|v| format!("{} {} GB/s", size_label(s), gbps(v)))
         })
         .collect();
     (!cells.is_empty()).then(|| format!("raw-memcpy: {}", cells.join(", ")))
@@ -124,9 +146,10 @@ fn futex_line(r: &[Measurement], pl: Placement) -> Option<String> {
     ))
 }
 
-const LEGEND: &str = "tp = one-way throughput; \"vs raw\": throughput against a bare socketpair \
-(higher is better), RTT p50 against a bare futex ping-pong (lower is better); \"vs CPython\": \
-against CPython's counterpart (Queue, Pipe, shared_memory), same sense.";
+const LEGEND: &str = "tp = one-way throughput. \"vs raw\": against a bare socketpair moving the \
+same bytes (write_all/read_exact) in the same placement; \"vs CPython\": against CPython's \
+counterpart (Queue, Pipe, shared_memory + semaphores). Throughput ratios: higher is better; \
+RTT ratios (p50): lower is better. The raw-futex line is the floor of any blocking round trip.";
 
 /// The text table printed on stdout.
 pub fn table(r: &[Measurement], sizes: &[usize], placements: &[Placement]) -> String {
@@ -134,7 +157,12 @@ pub fn table(r: &[Measurement], sizes: &[usize], placements: &[Placement]) -> St
     for &pl in placements {
         let rows = rows(r, sizes, pl);
         let widths: Vec<usize> = (0..rows[0].len())
-            .map(|c| rows.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
+            .map(|c| {
+                rows.iter()
+                    .map(|row| row[c].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let _ = writeln!(s, "\n== {} ==", pl.name());
         if let Some(f) = futex_line(r, pl) {
@@ -156,7 +184,11 @@ pub fn table(r: &[Measurement], sizes: &[usize], placements: &[Placement]) -> St
                 .collect();
             let _ = writeln!(s, "{}", line.join("  "));
             if i == 0 {
-                let _ = writeln!(s, "{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+                );
             }
         }
     }
@@ -255,7 +287,11 @@ pub fn svg(r: &[Measurement], placements: &[Placement]) -> String {
     let width = placements.len().max(1) as f64 * (pw + ml) + 200.0;
     let height = ph + mt + mb;
     let points = |t: Transport, pl: Placement| -> Vec<(f64, f64)> {
-        let pl = if t == Transport::RawMemcpy { Placement::Unpinned } else { pl };
+        let pl = if t == Transport::RawMemcpy {
+            Placement::Unpinned
+        } else {
+            pl
+        };
         let mut v: Vec<(f64, f64)> = r
             .iter()
             .filter(|m| {
@@ -276,7 +312,11 @@ pub fn svg(r: &[Measurement], placements: &[Placement]) -> String {
     let (y0, y1) = all
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let (x0, x1) = if all.is_empty() { (0.0, 1.0) } else { (x0, x1.max(x0 + 1.0)) };
+    let (x0, x1) = if all.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (x0, x1.max(x0 + 1.0))
+    };
     let (y0, y1) = if all.is_empty() {
         (6.0, 9.0)
     } else {
@@ -339,7 +379,11 @@ pub fn svg(r: &[Measurement], placements: &[Placement]) -> String {
                 .iter()
                 .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
                 .collect();
-            let dash = if t.python().is_some() { " stroke-dasharray=\"5,3\"" } else { "" };
+            let dash = if t.python().is_some() {
+                " stroke-dasharray=\"5,3\""
+            } else {
+                ""
+            };
             let _ = writeln!(
                 s,
                 "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{dash}/>",

@@ -1,16 +1,19 @@
-//! What each transport does in a child process and in the parent, for one repetition.
+//! What each transport does in the child process and in the parent.
 //!
-//! Every repetition starts a fresh child (not timed): it pins itself, prepares, raises `ready`,
-//! and waits for `go`; the parent pins itself, starts the clock, raises `go`, and receives. The
-//! payload is the same bytes for every transport ([`payload`]); the receiver checks the length
-//! and 18 sampled bytes of every message ([`check`]).
+//! One child serves every repetition of a measurement, the warm-up included, so that both
+//! sides are warm (rings and buffers faulted in, allocator settled) when the timed repetitions
+//! run. For each repetition the child raises `ready`; the parent writes the message count,
+//! starts the clock and raises `go`; the child runs, the parent receives and stops the clock.
+//! The payload is the same bytes for every transport ([`payload`]); the receiver checks the
+//! length and 18 sampled bytes of every message ([`check`]).
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use multiproc::{Connection, Event, Process, Queue, Semaphore, SharedMemory};
+use multiproc::{Connection, Event, Process, Queue, Semaphore, SharedMemory, Value};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -34,7 +37,11 @@ pub fn check(buf: &[u8], size: usize) {
     if size > 0 {
         for k in 0..18 {
             let i = (size - 1) * k / 17;
-            assert_eq!(buf[i], byte_at(i), "byte {i} of a {size}-byte message differs");
+            assert_eq!(
+                buf[i],
+                byte_at(i),
+                "byte {i} of a {size}-byte message differs"
+            );
         }
     }
 }
@@ -60,7 +67,7 @@ pub fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// What a repetition measures.
+/// What a measurement times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mode {
     /// The child sends `n` messages; the parent receives them.
@@ -73,61 +80,107 @@ pub enum Mode {
 #[derive(Serialize, Deserialize)]
 pub struct Common {
     pub size: usize,
-    pub n: u64,
     pub cpu: Option<usize>,
     pub mode: Mode,
+    pub n: Value<u64>,
     pub ready: Event,
     pub go: Event,
 }
 
 impl Common {
-    fn start(&self) {
+    fn new(size: usize, cpu: Option<usize>, mode: Mode) -> Common {
+        Common {
+            size,
+            cpu,
+            mode,
+            n: Value::new(0).expect("value"),
+            ready: Event::new().expect("event"),
+            go: Event::new().expect("event"),
+        }
+    }
+
+    /// Handles are clones: the child and the parent share the value and the events.
+    fn share(&self) -> Common {
+        Common {
+            size: self.size,
+            cpu: self.cpu,
+            mode: self.mode,
+            n: self.n.clone(),
+            ready: self.ready.clone(),
+            go: self.go.clone(),
+        }
+    }
+
+    /// The child's loop: `body(n)` for each repetition, until `n` is 0.
+    fn serve(&self, mut body: impl FnMut(u64)) {
         pin(self.cpu);
-        self.ready.set();
-        self.go.wait();
+        loop {
+            self.ready.set();
+            self.go.wait();
+            self.go.clear();
+            let n = self.n.get();
+            if n == 0 {
+                return;
+            }
+            body(n);
+        }
     }
 }
 
-/// The result of one repetition: the time the parent measured, and for round trips each one.
+/// One repetition: its message count, the time the parent measured, and for round trips
+/// each one (ns).
 pub struct Rep {
+    pub n: u64,
     pub elapsed: Duration,
     pub samples: Vec<u64>,
 }
 
-/// Runs one repetition: starts `child` with `arg`, waits until it is ready, and times `body`.
-fn run<A: Serialize + for<'de> Deserialize<'de>>(
+/// Asked before each repetition with the previous one; answers the next count, or `None`.
+pub type Next<'a> = &'a mut dyn FnMut(Option<&Rep>) -> Option<u64>;
+
+type Cpus = (Option<usize>, Option<usize>);
+
+/// Starts `child` with `arg` and runs repetitions while `next` asks for more, timing the
+/// parent's `body(n)`.
+fn session<A: Serialize + for<'de> Deserialize<'de>>(
     child: fn(A),
     arg: A,
     common: &Common,
     parent_cpu: Option<usize>,
-    body: impl FnOnce(&mut Vec<u64>),
-) -> Rep {
+    next: Next<'_>,
+    mut body: impl FnMut(u64, &mut Vec<u64>),
+) -> Vec<Rep> {
     let mut p = Process::new(child, arg);
     p.start().expect("start a child");
-    assert!(
-        common.ready.wait_timeout(Duration::from_secs(60)),
-        "a child did not start"
-    );
-    pin(parent_cpu);
-    let mut samples = Vec::new();
-    let t = Instant::now();
-    common.go.set();
-    body(&mut samples);
-    let elapsed = t.elapsed();
-    pin(None);
-    p.join().expect("a child failed");
-    Rep { elapsed, samples }
-}
-
-fn common(size: usize, n: u64, cpu: Option<usize>, mode: Mode) -> Common {
-    Common {
-        size,
-        n,
-        cpu,
-        mode,
-        ready: Event::new().expect("event"),
-        go: Event::new().expect("event"),
+    let mut reps: Vec<Rep> = Vec::new();
+    let ready = |c: &Common| {
+        assert!(
+            c.ready.wait_timeout(Duration::from_secs(120)),
+            "a benchmark child stopped answering"
+        );
+        c.ready.clear();
+    };
+    while let Some(n) = next(reps.last()) {
+        ready(common);
+        common.n.set(n);
+        pin(parent_cpu);
+        let mut samples = Vec::new();
+        let t = Instant::now();
+        common.go.set();
+        body(n, &mut samples);
+        let elapsed = t.elapsed();
+        pin(None);
+        reps.push(Rep {
+            n,
+            elapsed,
+            samples,
+        });
     }
+    ready(common);
+    common.n.set(0);
+    common.go.set();
+    p.join().expect("a benchmark child failed");
+    reps
 }
 
 fn timed(samples: &mut Vec<u64>, f: impl FnOnce()) {
@@ -141,97 +194,49 @@ fn timed(samples: &mut Vec<u64>, f: impl FnOnce()) {
 fn queue_child(arg: (Queue<ByteBuf>, Queue<ByteBuf>, Common)) {
     let (data, back, c) = arg;
     let body = ByteBuf::from(payload(c.size));
-    c.start();
-    match c.mode {
+    c.serve(|n| match c.mode {
         Mode::Throughput => {
-            for _ in 0..c.n {
+            for _ in 0..n {
                 data.put_ref(&body).expect("queue put");
             }
         }
         Mode::RoundTrip => {
-            for _ in 0..c.n {
+            for _ in 0..n {
                 let m = data.get().expect("queue get");
                 back.put(m).expect("queue put");
             }
         }
-    }
+    });
 }
 
-/// The objects a measurement reuses across its repetitions (so that rings, regions and socket
-/// buffers are warm after the warm-up); each repetition starts a new child with clones.
-pub enum Setup {
-    Queue(Queue<ByteBuf>, Queue<ByteBuf>),
-    /// A socket pair is cheap and holds no pages of ours: a new one per repetition; the
-    /// parent's receive buffer is what is reused.
-    Pipe(std::cell::RefCell<Vec<u8>>),
-    Shm(SharedMemory, [Semaphore; 4], std::cell::RefCell<Vec<u8>>),
-    Socketpair(std::cell::RefCell<Vec<u8>>),
-    Futex(SharedMemory),
-}
-
-impl Setup {
-    pub fn queue() -> Setup {
-        let data = Queue::<ByteBuf>::new().expect("queue");
-        let back = Queue::<ByteBuf>::new().expect("queue");
-        Setup::Queue(data, back)
-    }
-
-    pub fn pipe(size: usize) -> Setup {
-        Setup::Pipe(std::cell::RefCell::new(touched(size)))
-    }
-
-    pub fn socketpair(size: usize) -> Setup {
-        Setup::Socketpair(std::cell::RefCell::new(touched(size)))
-    }
-
-    pub fn shm(size: usize) -> Setup {
-        let sem = |v| Semaphore::new(v).expect("semaphore");
-        Setup::Shm(
-            SharedMemory::new(size.max(1)).expect("shared memory"),
-            [sem(1), sem(0), sem(0), sem(0)],
-            std::cell::RefCell::new(touched(size)),
-        )
-    }
-
-    pub fn futex() -> Setup {
-        Setup::Futex(SharedMemory::new(64).expect("shared memory"))
-    }
-}
-
-pub fn queue(setup: &Setup, size: usize, n: u64, cpus: (Option<usize>, Option<usize>), mode: Mode) -> Rep {
-    let Setup::Queue(data, back) = setup else {
-        unreachable!()
-    };
-    let c = common(size, n, cpus.1, mode);
+pub fn queue(size: usize, cpus: Cpus, mode: Mode, next: Next<'_>) -> Vec<Rep> {
+    let data = Queue::<ByteBuf>::new().expect("queue");
+    let back = Queue::<ByteBuf>::new().expect("queue");
+    let c = Common::new(size, cpus.1, mode);
     let body = ByteBuf::from(payload(size));
-    let arg = (data.clone(), back.clone(), clone_common(&c));
-    run(queue_child, arg, &c, cpus.0, |samples| match mode {
-        Mode::Throughput => {
-            for _ in 0..n {
-                check(&data.get().expect("queue get"), size);
+    let arg = (data.clone(), back.clone(), c.share());
+    session(
+        queue_child,
+        arg,
+        &c,
+        cpus.0,
+        next,
+        |n, samples| match mode {
+            Mode::Throughput => {
+                for _ in 0..n {
+                    check(&data.get().expect("queue get"), size);
+                }
             }
-        }
-        Mode::RoundTrip => {
-            for _ in 0..n {
-                timed(samples, || {
-                    data.put_ref(&body).expect("queue put");
-                    check(&back.get().expect("queue get"), size);
-                });
+            Mode::RoundTrip => {
+                for _ in 0..n {
+                    timed(samples, || {
+                        data.put_ref(&body).expect("queue put");
+                        check(&back.get().expect("queue get"), size);
+                    });
+                }
             }
-        }
-    })
-}
-
-/// Handles are clones: the child and the parent share the events.
-fn clone_common(c: &Common) -> Common {
-    Common {
-        size: c.size,
-        n: c.n,
-        cpu: c.cpu,
-        mode: c.mode,
-        ready: c.ready.clone(),
-        go: c.go.clone(),
-    }
+        },
+    )
 }
 
 // ----- pipe -----
@@ -240,119 +245,107 @@ fn pipe_child(arg: (Connection<()>, Common)) {
     let (conn, c) = arg;
     let body = payload(c.size);
     let mut buf = touched(c.size);
-    c.start();
-    for _ in 0..c.n {
-        if c.mode == Mode::RoundTrip {
-            let k = conn.recv_bytes_into(&mut buf).expect("pipe recv");
-            conn.send_bytes(&buf[..k]).expect("pipe send");
-        } else {
-            conn.send_bytes(&body).expect("pipe send");
-        }
-    }
-}
-
-pub fn pipe(setup: &Setup, size: usize, n: u64, cpus: (Option<usize>, Option<usize>), mode: Mode) -> Rep {
-    let Setup::Pipe(buf) = setup else {
-        unreachable!()
-    };
-    let mut buf = buf.borrow_mut();
-    let (ours, theirs) = multiproc::pipe::<()>().expect("pipe");
-    let c = common(size, n, cpus.1, mode);
-    let body = payload(size);
-    run(pipe_child, (theirs, clone_common(&c)), &c, cpus.0, |samples| {
+    c.serve(|n| {
         for _ in 0..n {
-            if mode == Mode::RoundTrip {
-                timed(samples, || {
-                    ours.send_bytes(&body).expect("pipe send");
-                    let k = ours.recv_bytes_into(&mut buf).expect("pipe recv");
-                    check(&buf[..k], size);
-                });
+            if c.mode == Mode::RoundTrip {
+                let k = conn.recv_bytes_into(&mut buf).expect("pipe recv");
+                conn.send_bytes(&buf[..k]).expect("pipe send");
             } else {
-                let k = ours.recv_bytes_into(&mut buf).expect("pipe recv");
-                check(&buf[..k], size);
+                conn.send_bytes(&body).expect("pipe send");
             }
         }
-    })
+    });
+}
+
+pub fn pipe(size: usize, cpus: Cpus, mode: Mode, next: Next<'_>) -> Vec<Rep> {
+    let (ours, theirs) = multiproc::pipe::<()>().expect("pipe");
+    let c = Common::new(size, cpus.1, mode);
+    let body = payload(size);
+    let mut buf = touched(size);
+    session(
+        pipe_child,
+        (theirs, c.share()),
+        &c,
+        cpus.0,
+        next,
+        |n, samples| {
+            for _ in 0..n {
+                if mode == Mode::RoundTrip {
+                    timed(samples, || {
+                        ours.send_bytes(&body).expect("pipe send");
+                        let k = ours.recv_bytes_into(&mut buf).expect("pipe recv");
+                        check(&buf[..k], size);
+                    });
+                } else {
+                    let k = ours.recv_bytes_into(&mut buf).expect("pipe recv");
+                    check(&buf[..k], size);
+                }
+            }
+        },
+    )
 }
 
 // ----- shared memory with a semaphore handoff -----
 
 /// `a` and `b` are the handoff semaphores: for throughput "empty" (1) and "full" (0); for round
-/// trips "request" (0) and "reply" (0).
+/// trips "request" (0) and "reply" (0). One message is in flight at a time.
 fn shm_child(arg: (SharedMemory, Semaphore, Semaphore, bool, Common)) {
     let (shm, a, b, zero_copy, c) = arg;
     let body = payload(c.size);
     let mut buf = touched(c.size);
-    c.start();
-    for _ in 0..c.n {
-        match c.mode {
-            Mode::Throughput => {
-                a.acquire();
-                shm.write_at(0, &body);
-                b.release();
-            }
-            Mode::RoundTrip => {
-                a.acquire();
-                if zero_copy {
+    c.serve(|n| {
+        for _ in 0..n {
+            a.acquire();
+            match c.mode {
+                Mode::Throughput => shm.write_at(0, &body),
+                Mode::RoundTrip if zero_copy => {
                     // SAFETY: the parent does not touch the region between its release of the
                     // request and its acquire of the reply.
                     check(&unsafe { shm.as_slice() }[..c.size], c.size);
-                } else {
+                }
+                Mode::RoundTrip => {
                     shm.read_at(0, &mut buf);
                     check(&buf, c.size);
                     shm.write_at(0, &buf);
                 }
-                b.release();
             }
+            b.release();
         }
-    }
+    });
 }
 
-pub fn shm(
-    setup: &Setup,
-    size: usize,
-    n: u64,
-    cpus: (Option<usize>, Option<usize>),
-    mode: Mode,
-    zero_copy: bool,
-) -> Rep {
-    let Setup::Shm(region, [empty, full, req, rep], buf) = setup else {
-        unreachable!()
-    };
-    let mut buf = buf.borrow_mut();
-    // Each repetition leaves them as it found them: empty 1, full 0; request 0, reply 0.
-    let (a, b) = match mode {
-        Mode::Throughput => (empty, full),
-        Mode::RoundTrip => (req, rep),
-    };
-    let c = common(size, n, cpus.1, mode);
+pub fn shm(size: usize, cpus: Cpus, mode: Mode, zero_copy: bool, next: Next<'_>) -> Vec<Rep> {
+    let region = SharedMemory::new(size.max(1)).expect("shared memory");
+    let first = if mode == Mode::Throughput { 1 } else { 0 };
+    let a = Semaphore::new(first).expect("semaphore");
+    let b = Semaphore::new(0).expect("semaphore");
+    let c = Common::new(size, cpus.1, mode);
     let body = payload(size);
-    let arg = (region.clone(), a.clone(), b.clone(), zero_copy, clone_common(&c));
-    run(shm_child, arg, &c, cpus.0, |samples| {
+    let buf = RefCell::new(touched(size));
+    let arg = (region.clone(), a.clone(), b.clone(), zero_copy, c.share());
+    let read = |region: &SharedMemory| {
+        if zero_copy {
+            // SAFETY: the child does not write the region until we release `a`.
+            check(&unsafe { region.as_slice() }[..size], size);
+        } else {
+            let mut buf = buf.borrow_mut();
+            region.read_at(0, &mut buf);
+            check(&buf, size);
+        }
+    };
+    session(shm_child, arg, &c, cpus.0, next, |n, samples| {
         for _ in 0..n {
             match mode {
                 Mode::Throughput => {
                     b.acquire();
-                    if zero_copy {
-                        // SAFETY: the child writes only after we release `a`.
-                        check(&unsafe { region.as_slice() }[..size], size);
-                    } else {
-                        region.read_at(0, &mut buf);
-                        check(&buf, size);
-                    }
+                    read(&region);
                     a.release();
                 }
                 Mode::RoundTrip => timed(samples, || {
                     region.write_at(0, &body);
                     a.release();
                     b.acquire();
-                    if zero_copy {
-                        // SAFETY: the child is done with the region until the next request.
-                        check(&unsafe { region.as_slice() }[..size], size);
-                    } else {
-                        region.read_at(0, &mut buf);
-                        check(&buf, size);
-                    }
+                    read(&region);
                 }),
             }
         }
@@ -361,7 +354,7 @@ pub fn shm(
 
 // ----- raw floors -----
 
-/// The connection's socket as a plain file: no framing, no locks, `write_all`/`read_exact`.
+/// A socket of a pair as a plain file: no framing, no locks, `write_all`/`read_exact`.
 fn raw_socket(conn: &Connection<()>) -> std::fs::File {
     std::fs::File::from(conn.as_fd().try_clone_to_owned().expect("dup"))
 }
@@ -371,43 +364,49 @@ fn socketpair_child(arg: (Connection<()>, Common)) {
     let mut s = raw_socket(&conn);
     let body = payload(c.size);
     let mut buf = touched(c.size);
-    c.start();
-    for _ in 0..c.n {
-        if c.mode == Mode::RoundTrip {
-            s.read_exact(&mut buf).expect("read");
-            s.write_all(&buf).expect("write");
-        } else {
-            s.write_all(&body).expect("write");
-        }
-    }
-}
-
-pub fn socketpair(setup: &Setup, size: usize, n: u64, cpus: (Option<usize>, Option<usize>), mode: Mode) -> Rep {
-    let Setup::Socketpair(buf) = setup else {
-        unreachable!()
-    };
-    let mut buf = buf.borrow_mut();
-    let (ours, theirs) = multiproc::pipe::<()>().expect("socketpair");
-    let mut s = raw_socket(&ours);
-    let c = common(size, n, cpus.1, mode);
-    let body = payload(size);
-    run(socketpair_child, (theirs, clone_common(&c)), &c, cpus.0, |samples| {
+    c.serve(|n| {
         for _ in 0..n {
-            if mode == Mode::RoundTrip {
-                timed(samples, || {
-                    s.write_all(&body).expect("write");
-                    s.read_exact(&mut buf).expect("read");
-                    check(&buf, size);
-                });
-            } else {
+            if c.mode == Mode::RoundTrip {
                 s.read_exact(&mut buf).expect("read");
-                check(&buf, size);
+                s.write_all(&buf).expect("write");
+            } else {
+                s.write_all(&body).expect("write");
             }
         }
-    })
+    });
 }
 
-fn futex(word: &std::sync::atomic::AtomicU32, op: libc::c_int, val: u32) {
+/// A bare stream socketpair (the one under our pipes, with the same 4 MiB buffers).
+pub fn socketpair(size: usize, cpus: Cpus, mode: Mode, next: Next<'_>) -> Vec<Rep> {
+    let (ours, theirs) = multiproc::pipe::<()>().expect("socketpair");
+    let mut s = raw_socket(&ours);
+    let c = Common::new(size, cpus.1, mode);
+    let body = payload(size);
+    let mut buf = touched(size);
+    session(
+        socketpair_child,
+        (theirs, c.share()),
+        &c,
+        cpus.0,
+        next,
+        |n, samples| {
+            for _ in 0..n {
+                if mode == Mode::RoundTrip {
+                    timed(samples, || {
+                        s.write_all(&body).expect("write");
+                        s.read_exact(&mut buf).expect("read");
+                        check(&buf, size);
+                    });
+                } else {
+                    s.read_exact(&mut buf).expect("read");
+                    check(&buf, size);
+                }
+            }
+        },
+    )
+}
+
+fn futex(word: &AtomicU32, op: libc::c_int, val: u32) {
     // SAFETY: a futex call on a live, aligned, shared 32-bit word.
     unsafe {
         libc::syscall(
@@ -420,8 +419,8 @@ fn futex(word: &std::sync::atomic::AtomicU32, op: libc::c_int, val: u32) {
     };
 }
 
-/// Waits (asleep) until `word == want`.
-fn futex_wait_for(word: &std::sync::atomic::AtomicU32, want: u32) {
+/// Waits, asleep, until `word == want`.
+fn futex_wait_for(word: &AtomicU32, want: u32) {
     loop {
         let v = word.load(Ordering::Acquire);
         if v == want {
@@ -431,7 +430,7 @@ fn futex_wait_for(word: &std::sync::atomic::AtomicU32, want: u32) {
     }
 }
 
-fn futex_set(word: &std::sync::atomic::AtomicU32, v: u32) {
+fn futex_set(word: &AtomicU32, v: u32) {
     word.store(v, Ordering::Release);
     futex(word, libc::FUTEX_WAKE, 1);
 }
@@ -439,44 +438,54 @@ fn futex_set(word: &std::sync::atomic::AtomicU32, v: u32) {
 fn futex_child(arg: (SharedMemory, Common)) {
     let (shm, c) = arg;
     let word = &shm.atomic_u32s()[0];
-    c.start();
-    for _ in 0..c.n {
-        futex_wait_for(word, 1);
-        futex_set(word, 2);
-    }
-}
-
-/// The bare futex ping-pong: no payload, the floor of any blocking round trip.
-pub fn futex_round_trip(setup: &Setup, n: u64, cpus: (Option<usize>, Option<usize>)) -> Rep {
-    let Setup::Futex(shm) = setup else {
-        unreachable!()
-    };
-    let c = common(0, n, cpus.1, Mode::RoundTrip);
-    let word = &shm.atomic_u32s()[0];
-    run(futex_child, (shm.clone(), clone_common(&c)), &c, cpus.0, |samples| {
+    c.serve(|n| {
         for _ in 0..n {
-            timed(samples, || {
-                futex_set(word, 1);
-                futex_wait_for(word, 2);
-            });
+            futex_wait_for(word, 1);
+            futex_set(word, 2);
         }
-    })
+    });
 }
 
-/// `memcpy` of `size` bytes between two warm private buffers, `n` times.
-pub fn memcpy(size: usize, n: u64) -> Rep {
+/// The bare futex ping-pong, no payload: the floor of any blocking round trip.
+pub fn futex_round_trip(cpus: Cpus, next: Next<'_>) -> Vec<Rep> {
+    let shm = SharedMemory::new(64).expect("shared memory");
+    let c = Common::new(0, cpus.1, Mode::RoundTrip);
+    let word = &shm.atomic_u32s()[0];
+    session(
+        futex_child,
+        (shm.clone(), c.share()),
+        &c,
+        cpus.0,
+        next,
+        |n, samples| {
+            for _ in 0..n {
+                timed(samples, || {
+                    futex_set(word, 1);
+                    futex_wait_for(word, 2);
+                });
+            }
+        },
+    )
+}
+
+/// `memcpy` of `size` bytes between two warm private buffers.
+pub fn memcpy(size: usize, next: Next<'_>) -> Vec<Rep> {
     let src = payload(size);
-    let mut dst = vec![0u8; size];
-    dst.copy_from_slice(&src);
-    let t = Instant::now();
-    for _ in 0..n {
-        dst.copy_from_slice(std::hint::black_box(&src));
-        std::hint::black_box(&mut dst);
+    let mut dst = touched(size);
+    let mut reps: Vec<Rep> = Vec::new();
+    while let Some(n) = next(reps.last()) {
+        let t = Instant::now();
+        for _ in 0..n {
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&mut dst);
+        }
+        let elapsed = t.elapsed();
+        check(&dst, size);
+        reps.push(Rep {
+            n,
+            elapsed,
+            samples: Vec::new(),
+        });
     }
-    let elapsed = t.elapsed();
-    check(&dst, size);
-    Rep {
-        elapsed,
-        samples: Vec::new(),
-    }
+    reps
 }
