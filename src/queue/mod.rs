@@ -945,7 +945,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 head = next;
                 if flags & LAST != 0 {
                     let value = codec::decode::<T>(&buf[..]);
-                    if buf.capacity() > 4 * DEFAULT_CAPACITY.max(self.cap() as usize) {
+                    if buf.capacity() > (64usize << 20).max(4 * self.cap() as usize) {
                         // Do not keep a huge buffer around after a huge message.
                         **buf = Vec::new();
                     }

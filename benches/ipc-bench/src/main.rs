@@ -174,8 +174,8 @@ fn parse_args() -> Result<Options, String> {
         python: true,
         json: None,
         out: None,
-        reps: 5,
-        target: Duration::from_millis(40),
+        reps: 7,
+        target: Duration::from_millis(100),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
