@@ -63,8 +63,12 @@ pub fn pin(cpu: Option<usize>) {
     }
 }
 
+/// CPUs online (not `available_parallelism`, which shrinks to the current affinity mask and
+/// would make "unpin" pin to the last CPU set).
 pub fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 /// What a measurement times.
