@@ -1736,25 +1736,32 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Clone for SimpleQueue<T> {
-    fn clone(&self) -> Self {
-        SimpleQueue {
-            queue: self.queue.clone(),
+/// Clone, Debug and Serialize for a wrapper around a `queue: Queue<T>` field.
+macro_rules! queue_wrapper {
+    ($name:ident) => {
+        impl<T: Serialize + DeserializeOwned> Clone for $name<T> {
+            fn clone(&self) -> Self {
+                $name {
+                    queue: self.queue.clone(),
+                }
+            }
         }
-    }
-}
 
-impl<T> fmt::Debug for SimpleQueue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SimpleQueue").field(&self.queue).finish()
-    }
-}
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($name)).field(&self.queue).finish()
+            }
+        }
 
-impl<T: Serialize + DeserializeOwned> Serialize for SimpleQueue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.queue.serialize(s)
-    }
+        impl<T: Serialize + DeserializeOwned> Serialize for $name<T> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                self.queue.serialize(s)
+            }
+        }
+    };
 }
+queue_wrapper!(SimpleQueue);
+queue_wrapper!(JoinableQueue);
 
 impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for SimpleQueue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -1884,26 +1891,6 @@ impl<T> Deref for JoinableQueue<T> {
     type Target = Queue<T>;
     fn deref(&self) -> &Queue<T> {
         &self.queue
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> Clone for JoinableQueue<T> {
-    fn clone(&self) -> Self {
-        JoinableQueue {
-            queue: self.queue.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for JoinableQueue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("JoinableQueue").field(&self.queue).finish()
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> Serialize for JoinableQueue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.queue.serialize(s)
     }
 }
 

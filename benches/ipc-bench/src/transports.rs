@@ -46,30 +46,10 @@ pub fn check(buf: &[u8], size: usize) {
     }
 }
 
-/// Pins the calling process to `cpu` (None: anywhere).
-pub fn pin(cpu: Option<usize>) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; the calls only read/write that local set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        match cpu {
-            Some(c) => libc::CPU_SET(c, &mut set),
-            None => {
-                for c in 0..num_cpus() {
-                    libc::CPU_SET(c, &mut set);
-                }
-            }
-        }
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// CPUs online (not `available_parallelism`, which shrinks to the current affinity mask and
-/// would make "unpin" pin to the last CPU set).
-pub fn num_cpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).unwrap_or(1).max(1)
-}
+#[path = "../../common/affinity.rs"]
+#[allow(dead_code)]
+mod affinity;
+pub use affinity::{num_cpus, pin};
 
 /// What a measurement times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
