@@ -3,7 +3,7 @@
 //! happen), and a consumer told to stop by a producer leaving. A lost wakeup shows as loom's
 //! deadlock report; a data race on a slot as loom's causality error.
 //!
-//! Run with `RUSTFLAGS="--cfg loom" cargo test --lib --release queue::model_tests`.
+//! Run with `RUSTFLAGS="--cfg loom" cargo test --lib --release model_tests` (CI does).
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;

@@ -2,7 +2,7 @@
 //! of the real state code, with a futex model in which only a wake ends a sleep. A lost wakeup
 //! shows up as loom's deadlock error ("all threads blocked").
 //!
-//! Run with `RUSTFLAGS="--cfg loom" cargo test --lib --release sync::model_tests`.
+//! Run with `RUSTFLAGS="--cfg loom" cargo test --lib --release model_tests` (CI does).
 
 use loom::sync::Arc;
 use loom::thread;
