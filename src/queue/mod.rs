@@ -234,6 +234,13 @@ enum GetFail {
     Error(Error),
 }
 
+fn oversized(len: usize, limit: usize) -> PutFail {
+    PutFail::Error(Error::codec(
+        "the value is larger than the queue's message limit",
+        CodecError::Oversized { len, limit },
+    ))
+}
+
 fn lock_side(cell: &LockCell, d: Deadline) -> Option<Acquired> {
     match d {
         Deadline::Now => cell.try_acquire(),
@@ -674,10 +681,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                         let limit = self.st().max_message as usize;
                         if len > limit {
                             // Written into free space only: nothing is published.
-                            return Err(PutFail::Error(Error::codec(
-                                "the value is larger than the queue's message limit",
-                                CodecError::Oversized { len, limit },
-                            )));
+                            return Err(oversized(len, limit));
                         }
                         return self.finish_single(tail, seq, len);
                     }
@@ -690,10 +694,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let size = postcard::experimental::serialized_size(value).map_err(encode_err)?;
         let limit = self.st().max_message as usize;
         if size > limit {
-            return Err(PutFail::Error(Error::codec(
-                "the value is larger than the queue's message limit",
-                CodecError::Oversized { len: size, limit },
-            )));
+            return Err(oversized(size, limit));
         }
         let need = padded(size) as u64;
         if need <= self.cap() {
@@ -1596,13 +1597,7 @@ impl<T: Serialize + DeserializeOwned> Streamer<'_, T> {
         self.total += data.len();
         let limit = self.q.st().max_message as usize;
         if self.total > limit {
-            self.fail = Some(PutFail::Error(Error::codec(
-                "the value is larger than the queue's message limit",
-                CodecError::Oversized {
-                    len: self.total,
-                    limit,
-                },
-            )));
+            self.fail = Some(oversized(self.total, limit));
             return Err(postcard::Error::SerializeBufferFull);
         }
         while !data.is_empty() {
