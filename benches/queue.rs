@@ -31,9 +31,12 @@ mod python_script;
 
 use affinity::{pin, placements};
 
+/// A small message: a number and 16 bytes (as Python's `(i, bytes)`; `serde_bytes` makes the
+/// bytes one slice rather than 16 separate elements, as a Python `bytes` object is one).
 #[derive(Serialize, Deserialize, Clone, Copy)]
 struct Small {
     seq: u64,
+    #[serde(with = "serde_bytes")]
     payload: [u8; 16],
 }
 

@@ -57,9 +57,27 @@ use crate::sys;
 
 /// The ring size of [`Queue::new`]: 4 MiB. Messages up to this size (minus a 16-byte header)
 /// travel in one piece and are decoded in place; larger ones are streamed.
+///
+/// # Examples
+///
+/// ```
+/// let q = multiproc::Queue::<u8>::new()?;
+/// assert_eq!(q.capacity(), multiproc::DEFAULT_CAPACITY);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub const DEFAULT_CAPACITY: usize = 4 << 20;
 
 /// The default limit on one message: 1 GiB, as for pipes.
+///
+/// # Examples
+///
+/// ```
+/// // Raise it (up to u32::MAX) or lower it per queue:
+/// let q = multiproc::Queue::<Vec<u8>>::builder()
+///     .max_message(multiproc::DEFAULT_MAX_MESSAGE / 4)
+///     .build()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub const DEFAULT_MAX_MESSAGE: usize = codec::DEFAULT_MAX_FRAME;
 
 const HDR: usize = 16;

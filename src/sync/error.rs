@@ -28,7 +28,24 @@ pub struct OwnerDied<G> {
     guard: G,
 }
 
-/// Guards whose lock can be declared consistent after an owner died.
+/// Guards whose lock can be declared consistent after an owner died (the guards of [`Lock`],
+/// [`RLock`](crate::RLock), [`Value`](crate::Value) and [`Array`](crate::Array)); it is what
+/// makes [`OwnerDied::make_consistent`] available.
+///
+/// [`Lock`]: crate::Lock
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{OwnerDied, Recover};
+///
+/// fn repaired<G: Recover>(r: Result<G, OwnerDied<G>>) -> G {
+///     r.unwrap_or_else(OwnerDied::make_consistent)
+/// }
+/// let lock = multiproc::RLock::new()?;
+/// let _g = repaired(lock.lock());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub trait Recover: sealed::Sealed {
     #[doc(hidden)]
     fn mark_consistent(&self);
@@ -171,9 +188,27 @@ impl<G> fmt::Display for TryLockError<G> {
 impl<G> std::error::Error for TryLockError<G> {}
 
 /// The result of a blocking lock: the guard, or the guard wrapped in [`OwnerDied`].
+///
+/// # Examples
+///
+/// ```
+/// let lock = multiproc::Lock::new()?;
+/// let r: multiproc::LockResult<multiproc::LockGuard<'_>> = lock.lock();
+/// assert!(r.is_ok());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub type LockResult<G> = Result<G, OwnerDied<G>>;
 
 /// The result of `try_lock` and `lock_timeout`.
+///
+/// # Examples
+///
+/// ```
+/// let lock = multiproc::Lock::new()?;
+/// let r: multiproc::TryLockResult<multiproc::LockGuard<'_>> = lock.try_lock();
+/// assert!(r.is_ok());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub type TryLockResult<G> = Result<G, TryLockError<G>>;
 
 /// A semaphore or bounded semaphore was released more times than allowed, like Python's
