@@ -683,13 +683,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 CodecError::Encode(e.to_string()),
             ))
         };
-        // Attempt 1: into whatever is free now (the common case: small values, room to spare).
+        // Attempt 1: into whatever is free by the cached head; if that was too small and the
+        // consumer has moved on since, once more with the fresh head.
+        let mut tried = 0;
         for refresh in [false, true] {
             let free = if refresh {
                 self.free(tail, u64::MAX)
             } else {
                 self.free(tail, (HDR + 64) as u64)
             };
+            if free <= tried {
+                continue;
+            }
+            tried = free;
             if free as usize > HDR {
                 // SAFETY: `free` bytes after the tail are ours (we hold the put lock).
                 let room = unsafe { self.ring(tail + HDR as u64, free as usize - HDR) };
