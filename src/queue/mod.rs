@@ -252,6 +252,13 @@ enum GetFail {
     Error(Error),
 }
 
+fn encode_failed(e: postcard::Error) -> PutFail {
+    PutFail::Error(Error::codec(
+        "the value could not be serialized",
+        CodecError::Encode(e.to_string()),
+    ))
+}
+
 fn oversized(len: usize, limit: usize) -> PutFail {
     PutFail::Error(Error::codec(
         "the value is larger than the queue's message limit",
@@ -677,12 +684,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         seq: u64,
         d: Deadline,
     ) -> std::result::Result<(), PutFail> {
-        let encode_err = |e: postcard::Error| {
-            PutFail::Error(Error::codec(
-                "the value could not be serialized",
-                CodecError::Encode(e.to_string()),
-            ))
-        };
         // Attempt 1: into whatever is free by the cached head; if that was too small and the
         // consumer has moved on since, once more with the fresh head.
         let mut tried = 0;
@@ -710,12 +711,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                         return self.finish_single(tail, seq, len);
                     }
                     Err(postcard::Error::SerializeBufferFull) => {}
-                    Err(e) => return Err(encode_err(e)),
+                    Err(e) => return Err(encode_failed(e)),
                 }
             }
         }
         // Attempt 2: it did not fit. How big is it?
-        let size = postcard::experimental::serialized_size(value).map_err(encode_err)?;
+        let size = postcard::experimental::serialized_size(value).map_err(encode_failed)?;
         let limit = self.st().max_message as usize;
         if size > limit {
             return Err(oversized(size, limit));
@@ -727,7 +728,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             }
             // SAFETY: `need` bytes after the tail are free and ours.
             let room = unsafe { self.ring(tail + HDR as u64, size) };
-            let used = postcard::to_slice(value, room).map_err(encode_err)?;
+            let used = postcard::to_slice(value, room).map_err(encode_failed)?;
             return self.finish_single(tail, seq, used.len());
         }
         self.stream(value, tail, seq, d)
@@ -805,13 +806,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     advance(&p.tail, w.chunk_start + HDR as u64, &self.st().data);
                     p.stream_open.store(0, Ordering::Relaxed);
                 }
-                Err(match w.fail.take() {
-                    Some(f) => f,
-                    None => PutFail::Error(Error::codec(
-                        "the value could not be serialized",
-                        CodecError::Encode(e.to_string()),
-                    )),
-                })
+                Err(w.fail.take().unwrap_or_else(|| encode_failed(e)))
             }
         }
     }

@@ -299,10 +299,10 @@ fn run_ours(o: &Options, t: Transport, size: usize, pl: Placement, out: &mut Vec
     let run = |mode: Mode, next: transports::Next<'_>| -> Vec<Rep> {
         match t {
             Transport::Queue => transports::queue(size, cpus, mode, next),
-            Transport::Pipe => transports::pipe(size, cpus, mode, next),
+            Transport::Pipe => transports::stream(size, cpus, mode, false, next),
             Transport::Shm => transports::shm(size, cpus, mode, false, next),
             Transport::ShmZeroCopy => transports::shm(size, cpus, mode, true, next),
-            Transport::RawSocketpair => transports::socketpair(size, cpus, mode, next),
+            Transport::RawSocketpair => transports::stream(size, cpus, mode, true, next),
             _ => unreachable!(),
         }
     };

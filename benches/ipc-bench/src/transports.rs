@@ -223,50 +223,85 @@ pub fn queue(size: usize, cpus: Cpus, mode: Mode, next: Next<'_>) -> Vec<Rep> {
     )
 }
 
-// ----- pipe -----
+// ----- pipe, and the bare socketpair under it -----
 
-fn pipe_child(arg: (Connection<()>, Common)) {
-    let (conn, c) = arg;
+/// One end of a socket pair, used through our `Connection` (framed messages) or as a bare
+/// stream (`write_all`/`read_exact` on the same socket: the floor).
+enum End {
+    Framed(Box<Connection<()>>),
+    Raw(std::fs::File),
+}
+
+impl End {
+    fn new(conn: Connection<()>, raw: bool) -> End {
+        if raw {
+            End::Raw(std::fs::File::from(
+                conn.as_fd().try_clone_to_owned().expect("dup"),
+            ))
+        } else {
+            End::Framed(Box::new(conn))
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        match self {
+            End::Framed(c) => c.send_bytes(bytes).expect("pipe send"),
+            End::Raw(f) => f.write_all(bytes).expect("write"),
+        }
+    }
+
+    /// Receives one message into `buf`; its length.
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        match self {
+            End::Framed(c) => c.recv_bytes_into(buf).expect("pipe recv"),
+            End::Raw(f) => {
+                f.read_exact(buf).expect("read");
+                buf.len()
+            }
+        }
+    }
+}
+
+fn stream_child(arg: (Connection<()>, bool, Common)) {
+    let (conn, raw, c) = arg;
+    let mut end = End::new(conn, raw);
     let body = payload(c.size);
     let mut buf = touched(c.size);
     c.serve(|n| {
         for _ in 0..n {
             if c.mode == Mode::RoundTrip {
-                let k = conn.recv_bytes_into(&mut buf).expect("pipe recv");
-                conn.send_bytes(&buf[..k]).expect("pipe send");
+                let k = end.recv(&mut buf);
+                end.send(&buf[..k]);
             } else {
-                conn.send_bytes(&body).expect("pipe send");
+                end.send(&body);
             }
         }
     });
 }
 
-pub fn pipe(size: usize, cpus: Cpus, mode: Mode, next: Next<'_>) -> Vec<Rep> {
+/// `Pipe` (`raw == false`), or the bare stream socketpair under it with the same 4 MiB
+/// buffers (`raw == true`).
+pub fn stream(size: usize, cpus: Cpus, mode: Mode, raw: bool, next: Next<'_>) -> Vec<Rep> {
     let (ours, theirs) = multiproc::pipe::<()>().expect("pipe");
+    let mut end = End::new(ours, raw);
     let c = Common::new(size, cpus.1, mode);
     let body = payload(size);
     let mut buf = touched(size);
-    session(
-        pipe_child,
-        (theirs, c.share()),
-        &c,
-        cpus.0,
-        next,
-        |n, samples| {
-            for _ in 0..n {
-                if mode == Mode::RoundTrip {
-                    timed(samples, || {
-                        ours.send_bytes(&body).expect("pipe send");
-                        let k = ours.recv_bytes_into(&mut buf).expect("pipe recv");
-                        check(&buf[..k], size);
-                    });
-                } else {
-                    let k = ours.recv_bytes_into(&mut buf).expect("pipe recv");
+    let arg = (theirs, raw, c.share());
+    session(stream_child, arg, &c, cpus.0, next, |n, samples| {
+        for _ in 0..n {
+            if mode == Mode::RoundTrip {
+                timed(samples, || {
+                    end.send(&body);
+                    let k = end.recv(&mut buf);
                     check(&buf[..k], size);
-                }
+                });
+            } else {
+                let k = end.recv(&mut buf);
+                check(&buf[..k], size);
             }
-        },
-    )
+        }
+    })
 }
 
 // ----- shared memory with a semaphore handoff -----
@@ -337,58 +372,6 @@ pub fn shm(size: usize, cpus: Cpus, mode: Mode, zero_copy: bool, next: Next<'_>)
 }
 
 // ----- raw floors -----
-
-/// A socket of a pair as a plain file: no framing, no locks, `write_all`/`read_exact`.
-fn raw_socket(conn: &Connection<()>) -> std::fs::File {
-    std::fs::File::from(conn.as_fd().try_clone_to_owned().expect("dup"))
-}
-
-fn socketpair_child(arg: (Connection<()>, Common)) {
-    let (conn, c) = arg;
-    let mut s = raw_socket(&conn);
-    let body = payload(c.size);
-    let mut buf = touched(c.size);
-    c.serve(|n| {
-        for _ in 0..n {
-            if c.mode == Mode::RoundTrip {
-                s.read_exact(&mut buf).expect("read");
-                s.write_all(&buf).expect("write");
-            } else {
-                s.write_all(&body).expect("write");
-            }
-        }
-    });
-}
-
-/// A bare stream socketpair (the one under our pipes, with the same 4 MiB buffers).
-pub fn socketpair(size: usize, cpus: Cpus, mode: Mode, next: Next<'_>) -> Vec<Rep> {
-    let (ours, theirs) = multiproc::pipe::<()>().expect("socketpair");
-    let mut s = raw_socket(&ours);
-    let c = Common::new(size, cpus.1, mode);
-    let body = payload(size);
-    let mut buf = touched(size);
-    session(
-        socketpair_child,
-        (theirs, c.share()),
-        &c,
-        cpus.0,
-        next,
-        |n, samples| {
-            for _ in 0..n {
-                if mode == Mode::RoundTrip {
-                    timed(samples, || {
-                        s.write_all(&body).expect("write");
-                        s.read_exact(&mut buf).expect("read");
-                        check(&buf, size);
-                    });
-                } else {
-                    s.read_exact(&mut buf).expect("read");
-                    check(&buf, size);
-                }
-            }
-        },
-    )
-}
 
 fn futex(word: &AtomicU32, op: libc::c_int, val: u32) {
     // SAFETY: a futex call on a live, aligned, shared 32-bit word.
