@@ -59,8 +59,24 @@ pub enum ErrorKind {
     BadHeader,
     /// The operation is reserved to the creator of the object (unlinking a named segment).
     NotOwner,
-    /// The handle was closed (a queue handle after `close()`).
+    /// The handle was closed (a queue handle after `close()`, a pool after `close()` or
+    /// `terminate()`).
     Closed,
+    /// A pool worker died while it held the task: [`Error::pid`] and [`Error::signal`] (or
+    /// [`Error::exit_code`]) say which worker and how.
+    WorkerDied,
+    /// A wait gave up at its deadline; nothing was lost and the wait can be repeated (Python's
+    /// `multiprocessing.TimeoutError` from `AsyncResult.get(timeout)`).
+    Timeout,
+    /// A task ran past its time limit: its worker was killed and replaced.
+    TaskTimeout,
+    /// The task was cancelled before it finished (the pool was terminated).
+    Cancelled,
+    /// A pool's initializer failed (panicked) in its worker; see [`Error::panic_message`].
+    Initializer,
+    /// The call is not allowed in the object's current state (joining a pool that is still
+    /// running).
+    InvalidState,
 }
 
 /// How a child process failed, when the error is about one.

@@ -73,6 +73,7 @@
 pub mod codec;
 mod error;
 mod pipe;
+mod pool;
 mod process;
 mod queue;
 mod shm;
@@ -84,6 +85,7 @@ pub use pipe::{
     Connection, DEFAULT_PIPE_FRAME_LIMIT, Nothing, RecvIntoError, Sentinel, Waitable, pipe,
     pipe_typed, simplex, wait,
 };
+pub use pool::{AsyncResult, Callbacks, Imap, Pool, PoolBuilder, Progress};
 pub use process::{
     Process, ProcessInfo, StartMethod, Worker, current_process, init, parent_process,
 };

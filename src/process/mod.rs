@@ -20,10 +20,15 @@ mod worker;
 pub use bootstrap::init;
 pub use worker::Worker;
 
+// For the pool engine (`pool/`): how a worker process runs one task and reports it.
+pub(crate) use bootstrap::execute;
+pub(crate) use function::Target;
+pub(crate) use protocol::Outcome;
+
 use child::{Child, ended_error};
 use function::Call;
 use launch::{ForkJob, SpawnJob};
-use protocol::{Identity, Outcome};
+use protocol::Identity;
 
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind, Result};

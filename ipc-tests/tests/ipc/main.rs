@@ -9,6 +9,7 @@ use std::time::Duration;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 mod pipe;
+mod pool;
 mod process;
 mod queue;
 mod shm;
@@ -39,6 +40,7 @@ fn main() {
     trials.extend(shm::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(sync::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(queue::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(pool::tests().into_iter().map(|(n, f)| trial(n, f)));
 
     let listing = args.list;
     let conclusion = libtest_mimic::run(&args, trials);

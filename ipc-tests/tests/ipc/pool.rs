@@ -1,0 +1,630 @@
+//! Pool: the API, and every way a task, a callback or a worker can fail, with real processes
+//! and real signals.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use multiproc::{Callbacks, ErrorKind, Pool, Queue};
+use serde::{Deserialize, Serialize};
+
+use crate::{Context, TestFn, ensure};
+
+pub fn tests() -> Vec<(&'static str, TestFn)> {
+    vec![
+        ("pool::apply_map_imap", apply_map_imap),
+        ("pool::zero_processes_is_an_error", zero_processes),
+        ("pool::closed_pool_rules", closed_pool_rules),
+        ("pool::callbacks_once_and_panics_caught", callbacks),
+        ("pool::panicking_task_fails_alone", panicking_task),
+        ("pool::serialization_failures", serialization_failures),
+        (
+            "pool::sigkilled_worker_fails_only_its_task",
+            sigkilled_worker,
+        ),
+        ("pool::failing_initializer_is_bounded", failing_initializer),
+        ("pool::initializer_receives_handles", initializer_handles),
+        ("pool::task_timeout_kills_and_replaces", task_timeout),
+        ("pool::max_tasks_per_child_gh115634", max_tasks_per_child),
+        ("pool::imap_backpressure", imap_backpressure),
+        ("pool::large_tasks_and_results", large_values),
+        ("pool::terminate_while_running", terminate_while_running),
+        ("pool::drop_finishes_outstanding_work", drop_finishes_work),
+        ("pool::chaos_1000_tasks_50_kills", chaos),
+    ]
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(p: (u64, u64)) -> u64 {
+    p.0 + p.1
+}
+
+fn my_pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Sleeps `ms` and says which worker ran it.
+fn nap_pid(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+fn kill(pid: u32) {
+    // SAFETY: signalling a worker of our own pool.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+fn apply_map_imap() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    ensure!(pool.processes() == 2, "processes");
+    ensure!(pool.pids().len() == 2, "pids {:?}", pool.pids());
+    ensure!(pool.apply(square, 7).ctx("apply")? == 49, "apply");
+    let rs: Vec<_> = (0..100)
+        .map(|i| pool.apply_async(square, i))
+        .collect::<Result<_, _>>()
+        .ctx("apply_async")?;
+    for (i, r) in rs.iter().enumerate() {
+        ensure!(r.get().ctx("get")? == (i * i) as u64, "apply_async {i}");
+        ensure!(r.successful().ctx("successful")?, "successful");
+        let again = r.get().err().ctx("second get")?;
+        ensure!(again.kind() == ErrorKind::ResultTaken, "{again}");
+    }
+    let m = pool.map(square, 0..1000u64).ctx("map")?;
+    ensure!(m == (0..1000u64).map(|x| x * x).collect::<Vec<_>>(), "map");
+    let m = pool.map_chunked(square, 0..100u64, 7).ctx("map_chunked")?;
+    ensure!(m.len() == 100 && m[99] == 9801, "map_chunked");
+    ensure!(
+        pool.map(square, Vec::new()).ctx("empty map")?.is_empty(),
+        "empty"
+    );
+    let s = pool.starmap(add, [(1, 2), (3, 4)]).ctx("starmap")?;
+    ensure!(s == [3, 7], "starmap {s:?}");
+    let ordered: Vec<u64> = pool
+        .imap(square, 0..50u64)
+        .ctx("imap")?
+        .collect::<Result<_, _>>()
+        .ctx("imap items")?;
+    ensure!(
+        ordered == (0..50u64).map(|x| x * x).collect::<Vec<_>>(),
+        "imap order"
+    );
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered_chunked(square, 0..50u64, 4)
+        .ctx("imap_unordered")?
+        .collect::<Result<_, _>>()
+        .ctx("imap_unordered items")?;
+    unordered.sort();
+    ensure!(unordered == ordered, "imap_unordered set");
+    let mut it = pool.imap(nap, [300u64]).ctx("imap nap")?;
+    let early = it.next_timeout(Duration::from_millis(1)).ctx("early")?;
+    ensure!(
+        early
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Timeout),
+        "next_timeout before the result: {early:?}"
+    );
+    ensure!(it.next().ctx("late")?.ctx("late value")? == 300, "late");
+    ensure!(it.next().is_none(), "end");
+    let r = pool.apply_async(nap, 300).ctx("nap")?;
+    let e = r
+        .get_timeout(Duration::from_millis(1))
+        .err()
+        .ctx("timeout")?;
+    ensure!(e.kind() == ErrorKind::Timeout, "{e}");
+    ensure!(
+        !r.wait_timeout(Duration::from_millis(1)) || r.ready(),
+        "wait"
+    );
+    ensure!(
+        r.successful().is_err() || r.ready(),
+        "successful before ready must be an error"
+    );
+    ensure!(r.get().ctx("after timeout")? == 300, "value after timeout");
+    let p = pool.progress();
+    ensure!(
+        p.failed == 0 && p.completed == p.submitted,
+        "progress {p:?}"
+    );
+    pool.close();
+    pool.join().ctx("join")?;
+    Ok(())
+}
+
+fn zero_processes() -> Result<(), String> {
+    let e = Pool::new(0).err().ctx("0 must fail")?;
+    ensure!(e.kind() == ErrorKind::InvalidArgument, "{e}");
+    let e = Pool::builder()
+        .max_tasks_per_child(0)
+        .build()
+        .err()
+        .ctx("max_tasks 0")?;
+    ensure!(e.kind() == ErrorKind::InvalidArgument, "{e}");
+    Ok(())
+}
+
+fn closed_pool_rules() -> Result<(), String> {
+    let pool = Pool::new(1).ctx("pool")?;
+    let e = pool.join().err().ctx("join while running")?;
+    ensure!(e.kind() == ErrorKind::InvalidState, "{e}");
+    let pending = pool.apply_async(nap, 200).ctx("nap")?;
+    pool.close();
+    for e in [
+        pool.apply(square, 1).err(),
+        pool.map(square, [1]).err(),
+        pool.imap(square, [1]).err(),
+    ] {
+        let e = e.ctx("call on a closed pool")?;
+        ensure!(e.kind() == ErrorKind::Closed, "{e}");
+    }
+    pool.join().ctx("join")?;
+    ensure!(
+        pending.get().ctx("close lets work finish")? == 200,
+        "pending"
+    );
+    ensure!(pool.pids().is_empty(), "workers left: {:?}", pool.pids());
+    Ok(())
+}
+
+fn boom_on_13(x: u64) -> u64 {
+    if x == 13 {
+        panic!("unlucky {x}");
+    }
+    x
+}
+
+fn callbacks() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    let ok = Arc::new(AtomicUsize::new(0));
+    let err = Arc::new(AtomicUsize::new(0));
+    let mut results = Vec::new();
+    for i in 0..40u64 {
+        let (o, e) = (ok.clone(), err.clone());
+        let cbs = Callbacks::new()
+            .on_success(move |v: &u64| {
+                o.fetch_add(1, Ordering::SeqCst);
+                if v.is_multiple_of(10) {
+                    panic!("callback panics on {v}");
+                }
+            })
+            .on_error(move |_| {
+                e.fetch_add(1, Ordering::SeqCst);
+                panic!("error callback panics too");
+            });
+        results.push(pool.apply_async_with(boom_on_13, i, cbs).ctx("submit")?);
+    }
+    for (i, r) in results.iter().enumerate() {
+        r.wait();
+        if i == 13 {
+            ensure!(r.get().is_err(), "13 must fail");
+            ensure!(
+                r.callback_panic().is_some(),
+                "error callback panic reported"
+            );
+        } else {
+            ensure!(r.get().ctx("value")? == i as u64, "value {i}");
+            ensure!(
+                r.callback_panic().is_some() == (i % 10 == 0),
+                "callback panic {i}: {:?}",
+                r.callback_panic()
+            );
+        }
+    }
+    ensure!(ok.load(Ordering::SeqCst) == 39, "on_success ran {:?}", ok);
+    ensure!(err.load(Ordering::SeqCst) == 1, "on_error ran {:?}", err);
+    // The pool is unharmed: an unrelated task goes through.
+    ensure!(pool.apply(square, 3).ctx("after")? == 9, "after callbacks");
+    Ok(())
+}
+
+fn panicking_task() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    let pids = pool.pids();
+    let e = pool.apply(boom_on_13, 13).err().ctx("13 must fail")?;
+    ensure!(e.kind() == ErrorKind::Panicked, "{e}");
+    ensure!(
+        e.panic_message() == Some("unlucky 13"),
+        "{:?}",
+        e.panic_message()
+    );
+    ensure!(e.panic_location().is_some(), "location");
+    let e = pool.map(boom_on_13, 0..100).err().ctx("map with 13")?;
+    ensure!(e.kind() == ErrorKind::Panicked, "{e}");
+    let items: Vec<_> = pool.imap(boom_on_13, 10..16).ctx("imap")?.collect();
+    ensure!(items.len() == 6, "imap len");
+    for (k, r) in items.iter().enumerate() {
+        ensure!(r.is_err() == (k == 3), "imap item {k}: {r:?}");
+    }
+    ensure!(pool.pids() == pids, "a panic must not replace the worker");
+    Ok(())
+}
+
+struct Refuses(bool);
+
+impl Serialize for Refuses {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 {
+            Err(serde::ser::Error::custom("refuses to serialize"))
+        } else {
+            s.serialize_bool(false)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Refuses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        bool::deserialize(d).map(Refuses)
+    }
+}
+
+fn takes_refuses(_: Refuses) -> u8 {
+    1
+}
+
+fn returns_refuses(bad: bool) -> Refuses {
+    Refuses(bad)
+}
+
+fn serialization_failures() -> Result<(), String> {
+    let pool = Pool::new(1).ctx("pool")?;
+    let e = pool
+        .apply_async(takes_refuses, Refuses(true))
+        .err()
+        .ctx("argument must fail at submission")?;
+    ensure!(e.kind() == ErrorKind::Codec, "{e}");
+    let e = pool
+        .apply(returns_refuses, true)
+        .err()
+        .ctx("result must fail")?;
+    ensure!(e.kind() == ErrorKind::Codec, "{e}");
+    ensure!(!pool.apply(returns_refuses, false).ctx("good")?.0, "good");
+    let items: Vec<_> = pool
+        .imap(
+            takes_refuses,
+            [Refuses(false), Refuses(true), Refuses(false)],
+        )
+        .ctx("imap")?
+        .collect();
+    ensure!(
+        items.len() == 3 && items[0].is_ok() && items[1].is_err() && items[2].is_ok(),
+        "imap items {items:?}"
+    );
+    ensure!(pool.progress().workers_replaced == 0, "no worker replaced");
+    Ok(())
+}
+
+fn sigkilled_worker() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    let before = pool.pids();
+    // One long task, and quick ones alongside it on the other worker.
+    let victim = pool.apply_async(nap_pid, 60_000).ctx("victim")?;
+    std::thread::sleep(Duration::from_millis(100));
+    let quick: Vec<_> = (0..20)
+        .map(|i| pool.apply_async(square, i))
+        .collect::<Result<_, _>>()
+        .ctx("quick")?;
+    for (i, r) in quick.iter().enumerate() {
+        ensure!(r.get().ctx("quick get")? == (i * i) as u64, "quick {i}");
+    }
+    // The victim's worker is the one that did not answer the quick tasks.
+    let busy: Vec<u32> = before.clone();
+    let answered: HashSet<u32> = (0..4)
+        .map(|_| pool.apply(my_pid, ()))
+        .collect::<Result<_, _>>()
+        .ctx("who answers")?;
+    let holder = *busy
+        .iter()
+        .find(|p| !answered.contains(p))
+        .ctx("the busy worker")?;
+    kill(holder);
+    let e = victim.get().err().ctx("victim must fail")?;
+    ensure!(e.kind() == ErrorKind::WorkerDied, "{e}");
+    ensure!(e.signal() == Some(9), "signal {:?}", e.signal());
+    ensure!(e.pid() == Some(holder), "pid {:?} vs {holder}", e.pid());
+    // Replaced, and usable.
+    ensure!(pool.apply(square, 12).ctx("after")? == 144, "after");
+    ensure!(
+        ipc_tests::eventually(Duration::from_secs(20), || pool.pids().len() == 2
+            && !pool.pids().contains(&holder)),
+        "replacement: {:?}",
+        pool.pids()
+    );
+    ensure!(
+        pool.progress().workers_replaced == 1,
+        "{:?}",
+        pool.progress()
+    );
+    Ok(())
+}
+
+fn failing_init(_: ()) {
+    panic!("initializer refuses");
+}
+
+fn failing_initializer() -> Result<(), String> {
+    let started = Instant::now();
+    let e = Pool::builder()
+        .processes(2)
+        .initializer(failing_init, ())
+        .build()
+        .err()
+        .ctx("the pool must not start")?;
+    ensure!(e.kind() == ErrorKind::Initializer, "{e}");
+    ensure!(e.to_string().contains("initializer refuses"), "{e}");
+    // Bounded: a few attempts, not a respawn loop (the watchdog would catch a loop; this
+    // only reports how long it took).
+    eprintln!("failing initializer reported after {:?}", started.elapsed());
+    Ok(())
+}
+
+static SINK: OnceLock<Queue<u32>> = OnceLock::new();
+
+fn keep_queue(q: Queue<u32>) {
+    let _ = SINK.set(q);
+}
+
+fn report_pid(_: ()) -> bool {
+    SINK.get()
+        .is_some_and(|q| q.put(std::process::id()).is_ok())
+}
+
+fn initializer_handles() -> Result<(), String> {
+    let q = Queue::<u32>::new().ctx("queue")?;
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(keep_queue, q.clone())
+        .build()
+        .ctx("pool")?;
+    for _ in 0..10 {
+        ensure!(
+            pool.apply(report_pid, ()).ctx("report")?,
+            "put in the worker"
+        );
+    }
+    let pids = pool.pids();
+    for _ in 0..10 {
+        let pid = q.get_timeout(Duration::from_secs(10)).ctx("get")?;
+        ensure!(pids.contains(&pid), "pid {pid} not a worker");
+    }
+    Ok(())
+}
+
+fn task_timeout() -> Result<(), String> {
+    let pool = Pool::builder()
+        .processes(2)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .ctx("pool")?;
+    let before = pool.pids();
+    let slow = pool.apply_async(nap, 60_000).ctx("slow")?;
+    let fast = pool.apply_async(nap, 10).ctx("fast")?;
+    let e = slow.get().err().ctx("slow must time out")?;
+    ensure!(e.kind() == ErrorKind::TaskTimeout, "{e}");
+    ensure!(
+        e.pid().is_some_and(|p| before.contains(&p)),
+        "pid {:?}",
+        e.pid()
+    );
+    ensure!(fast.get().ctx("fast")? == 10, "fast");
+    ensure!(pool.apply(square, 5).ctx("after")? == 25, "after");
+    ensure!(
+        ipc_tests::eventually(Duration::from_secs(20), || pool.pids().len() == 2),
+        "replaced: {:?}",
+        pool.pids()
+    );
+    Ok(())
+}
+
+fn max_tasks_per_child() -> Result<(), String> {
+    // CPython's gh-115634 shape: 1 < max_tasks_per_child < tasks / workers.
+    let pool = Pool::builder()
+        .processes(2)
+        .max_tasks_per_child(2)
+        .build()
+        .ctx("pool")?;
+    let rs: Vec<_> = (0..20)
+        .map(|_| pool.apply_async(nap_pid, 5))
+        .collect::<Result<_, _>>()
+        .ctx("submit")?;
+    let mut per_pid = std::collections::HashMap::<u32, usize>::new();
+    for r in &rs {
+        *per_pid.entry(r.get().ctx("get")?).or_default() += 1;
+    }
+    ensure!(
+        per_pid.len() == 10,
+        "10 workers should have run 2 tasks each: {per_pid:?}"
+    );
+    ensure!(per_pid.values().all(|&n| n == 2), "{per_pid:?}");
+    // A map counts chunks as tasks.
+    let m = pool.map_chunked(square, 0..100u64, 10).ctx("map")?;
+    ensure!(m.len() == 100, "map");
+    pool.close();
+    pool.join().ctx("join")?;
+    Ok(())
+}
+
+fn imap_backpressure() -> Result<(), String> {
+    let pool = Pool::builder().processes(2).window(8).build().ctx("pool")?;
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let p = pulled.clone();
+    let endless = (0u64..).inspect(move |_| {
+        p.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut it = pool.imap(square, endless).ctx("imap")?;
+    for i in 0..100u64 {
+        ensure!(it.next().ctx("next")?.ctx("value")? == i * i, "item {i}");
+    }
+    let n = pulled.load(Ordering::SeqCst);
+    ensure!(
+        n <= 100 + 8,
+        "pulled {n} items for 100 results with a window of 8"
+    );
+    drop(it);
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct Blob(#[serde(with = "serde_bytes")] Vec<u8>);
+
+fn checksum(b: Blob) -> (usize, u64) {
+    (b.0.len(), b.0.iter().map(|&x| x as u64).sum())
+}
+
+fn make_blob(len: usize) -> Blob {
+    Blob((0..len).map(|i| i as u8).collect())
+}
+
+fn large_values() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    for len in [0usize, 1 << 16, 3 << 20, 9 << 20] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        let expected = (len, data.iter().map(|&x| x as u64).sum());
+        let rs: Vec<_> = (0..3)
+            .map(|_| pool.apply_async(checksum, Blob(data.clone())))
+            .collect::<Result<_, _>>()
+            .ctx("submit")?;
+        for r in rs {
+            ensure!(r.get().ctx("checksum")? == expected, "checksum {len}");
+        }
+        let Blob(back) = pool.apply(make_blob, len).ctx("make_blob")?;
+        ensure!(
+            back.len() == len && back.iter().enumerate().all(|(i, &b)| b == i as u8),
+            "blob {len}"
+        );
+    }
+    Ok(())
+}
+
+fn terminate_while_running() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    let rs: Vec<_> = (0..50)
+        .map(|_| pool.apply_async(nap, 60_000))
+        .collect::<Result<_, _>>()
+        .ctx("submit")?;
+    let imap = pool.imap(nap, [60_000u64; 4]).ctx("imap")?;
+    std::thread::sleep(Duration::from_millis(100));
+    let pids = pool.pids();
+    let t = Instant::now();
+    pool.terminate();
+    pool.join().ctx("join")?;
+    let took = t.elapsed();
+    ensure!(
+        took < Duration::from_secs(1),
+        "terminate+join took {took:?}"
+    );
+    for r in &rs {
+        ensure!(r.ready(), "a result is unresolved after terminate");
+        let e = r.get().err().ctx("must be cancelled")?;
+        ensure!(e.kind() == ErrorKind::Cancelled, "{e}");
+    }
+    let items: Vec<_> = imap.collect();
+    ensure!(
+        items.len() == 4 && items.iter().all(|r| r.is_err()),
+        "{items:?}"
+    );
+    for pid in pids {
+        ensure!(ipc_tests::is_gone(pid as i32), "worker {pid} still there");
+    }
+    Ok(())
+}
+
+fn drop_finishes_work() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    let rs: Vec<_> = (0..10)
+        .map(|i| pool.apply_async(nap, 20 + i))
+        .collect::<Result<_, _>>()
+        .ctx("submit")?;
+    drop(pool);
+    for (i, r) in rs.iter().enumerate() {
+        ensure!(r.ready(), "dropping the pool must finish the work first");
+        ensure!(r.get().ctx("value")? == 20 + i as u64, "value {i}");
+    }
+    Ok(())
+}
+
+/// Works a little, then answers with its input.
+fn work(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_micros(500 + (x % 7) * 300));
+    x
+}
+
+fn chaos() -> Result<(), String> {
+    let pool = Arc::new(Pool::new(2).ctx("pool")?);
+    let calls = Arc::new(Mutex::new(vec![0u32; 1000]));
+    let mut rs = Vec::new();
+    for i in 0..1000u64 {
+        let c = calls.clone();
+        let cbs = Callbacks::new()
+            .on_success(move |v: &u64| lock(&c)[*v as usize] += 1)
+            .on_error({
+                let c = calls.clone();
+                move |_| lock(&c)[i as usize] += 1
+            });
+        rs.push(pool.apply_async_with(work, i, cbs).ctx("submit")?);
+    }
+    let killer = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let mut kills = 0;
+            let mut seed = 0x9e37_79b9_u64;
+            let t = Instant::now();
+            while kills < 50 && t.elapsed() < Duration::from_secs(60) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                std::thread::sleep(Duration::from_millis(2 + seed % 15));
+                let pids = pool.pids();
+                if pids.is_empty() {
+                    continue;
+                }
+                kill(pids[(seed as usize / 7) % pids.len()]);
+                kills += 1;
+            }
+            kills
+        })
+    };
+    let mut ok = 0;
+    let mut died = 0;
+    for (i, r) in rs.iter().enumerate() {
+        match r.get() {
+            Ok(v) => {
+                ensure!(v == i as u64, "value {v} for {i}");
+                ok += 1;
+            }
+            Err(e) if e.kind() == ErrorKind::WorkerDied => {
+                ensure!(e.signal() == Some(9), "{e}");
+                died += 1;
+            }
+            Err(e) => return Err(format!("task {i}: unexpected {e}")),
+        }
+    }
+    let kills = killer.join().map_err(|_| "killer panicked")?;
+    eprintln!("chaos: {ok} ok, {died} WorkerDied, {kills} kills");
+    ensure!(ok + died == 1000, "{ok} + {died}");
+    ensure!(died <= kills, "more failures ({died}) than kills ({kills})");
+    let calls = lock(&calls).clone();
+    ensure!(calls.iter().all(|&n| n == 1), "callbacks not exactly once");
+    // Usable afterwards.
+    ensure!(
+        pool.map(square, 0..100).ctx("map after")?.len() == 100,
+        "after"
+    );
+    ensure!(
+        ipc_tests::eventually(Duration::from_secs(20), || pool.pids().len() == 2),
+        "workers: {:?}",
+        pool.pids()
+    );
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,959 @@
+//! [`Pool`]: Python's `multiprocessing.Pool`, on the pool engine.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::engine::{Config, Engine, NewTask, Status};
+use super::imap::Imap;
+use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink};
+use super::wire::{Bytes, InitArg};
+use crate::StartMethod;
+use crate::codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::Target;
+
+/// Settings for a new [`Pool`]: Python's `Pool(processes, initializer, initargs,
+/// maxtasksperchild, context)`, and what CPython lacks (task timeouts, memory recycling,
+/// windows).
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// fn setup(level: u8) { /* open files, load tables... */ let _ = level; }
+///
+/// multiproc::init();
+/// let pool = multiproc::Pool::builder()
+///     .processes(2)
+///     .initializer(setup, 3)
+///     .max_tasks_per_child(100)
+///     .task_timeout(Duration::from_secs(30))
+///     .name_prefix("crunch")
+///     .build()?;
+/// # drop(pool);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    init: Option<Result<(Target, InitArg)>>,
+    max_tasks_per_child: Option<u64>,
+    max_memory_per_child: Option<u64>,
+    task_timeout: Option<Duration>,
+    method: StartMethod,
+    name_prefix: String,
+    prefetch: usize,
+    window: Option<usize>,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            processes: None,
+            init: None,
+            max_tasks_per_child: None,
+            max_memory_per_child: None,
+            task_timeout: None,
+            method: StartMethod::Spawn,
+            name_prefix: "PoolWorker".into(),
+            prefetch: 2,
+            window: None,
+        }
+    }
+}
+
+/// The number of CPUs this process may run on (Python's `os.process_cpu_count()`).
+pub(crate) fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl PoolBuilder {
+    /// The number of worker processes (default: the CPUs this process may use). `0` makes
+    /// [`build`](Self::build) fail with [`ErrorKind::InvalidArgument`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = multiproc::Pool::builder().processes(0).build().unwrap_err();
+    /// assert_eq!(err.kind(), multiproc::ErrorKind::InvalidArgument);
+    /// ```
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// Runs `f(arg)` in each worker when it starts (Python's `initializer` and `initargs`).
+    /// Handles (queues, locks, shared memory, connections) may be part of `arg`. If it
+    /// panics, the worker is not used; after a few failures in a row the pool does not start
+    /// ([`ErrorKind::Initializer`]), or, later, stops replacing workers.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn hello(who: String) { eprintln!("worker for {who} ready"); }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::builder().initializer(hello, "me".to_string()).build()?;
+    /// # drop(pool);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[doc(alias = "initargs")]
+    pub fn initializer<A>(mut self, f: fn(A), arg: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let init = Target::of(f).and_then(|target| {
+            // Serialize once now, so that an argument that cannot be serialized fails here.
+            crate::process::handles::encode_with_fds(&arg).map_err(|e| {
+                Error::codec("the initializer's argument could not be serialized", e)
+            })?;
+            let encode = move || codec::encode(&arg);
+            Ok((target, InitArg::Value(Arc::new(encode))))
+        });
+        self.init = Some(init);
+        self
+    }
+
+    /// Replaces each worker after it has run `n` tasks (Python's `maxtasksperchild`; a chunk
+    /// of a `map` counts as one task). The parent never hands a worker more than its
+    /// allowance, so no task is stranded on a retiring worker (the shape of CPython's
+    /// gh-115634). `0` makes [`build`](Self::build) fail.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Pool::builder().max_tasks_per_child(10);
+    /// # drop(b);
+    /// ```
+    #[doc(alias = "maxtasksperchild")]
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks_per_child = Some(n);
+        self
+    }
+
+    /// Replaces a worker, after the task it is running, once its resident memory exceeds
+    /// `bytes` (loky's memory leak protection).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Pool::builder().max_memory_per_child(512 << 20);
+    /// # drop(b);
+    /// ```
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.max_memory_per_child = Some(bytes);
+        self
+    }
+
+    /// Gives every task at most `limit` to run: past it, its worker is killed and replaced,
+    /// and the task fails with [`ErrorKind::TaskTimeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Pool::builder().task_timeout(std::time::Duration::from_secs(5));
+    /// # drop(b);
+    /// ```
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.task_timeout = Some(limit);
+        self
+    }
+
+    /// How workers are started (Python's `context`). Only [`StartMethod::Spawn`] can replace
+    /// workers safely, since the pool runs threads of its own (a checked fork is refused in a
+    /// multi-threaded process; the pool's start then fails with
+    /// [`ErrorKind::ThreadedFork`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Pool::builder().start_method(multiproc::StartMethod::Spawn);
+    /// # drop(b);
+    /// ```
+    #[doc(alias = "context")]
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Names the workers `<prefix>-1`, `<prefix>-2`, ... (default `PoolWorker`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Pool::builder().name_prefix("resize");
+    /// # drop(b);
+    /// ```
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
+    }
+
+    /// How many tasks a worker holds at once: the one it runs and those queued behind it
+    /// (default 2, at least 1). More hides the hand-over between tasks; fewer keeps tasks in
+    /// the parent, where any worker can take them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Pool::builder().prefetch(1);
+    /// # drop(b);
+    /// ```
+    pub fn prefetch(mut self, tasks: usize) -> Self {
+        self.prefetch = tasks.max(1);
+        self
+    }
+
+    /// How many tasks an `imap` keeps in flight or waiting to be taken (default: 4 per
+    /// worker per prefetched task, at least 16). The input is pulled no faster than that.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::Pool::builder().window(8);
+    /// # drop(b);
+    /// ```
+    #[doc(alias = "buffersize")]
+    pub fn window(mut self, tasks: usize) -> Self {
+        self.window = Some(tasks.max(1));
+        self
+    }
+
+    /// Starts the workers; returns once every one of them has run its initializer.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for 0 processes or `max_tasks_per_child(0)`;
+    /// [`ErrorKind::Codec`] if the initializer's argument does not serialize;
+    /// [`ErrorKind::Initializer`] if the initializer keeps failing; what
+    /// [`Process::start`](crate::Process::start) returns if workers cannot start (for
+    /// example [`ErrorKind::NotInitialized`] without [`init`](crate::init)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::builder().processes(2).build()?;
+    /// assert_eq!(pool.processes(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn build(self) -> Result<Pool> {
+        let processes = self.processes.unwrap_or_else(available_cpus);
+        if processes == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a pool needs at least 1 process",
+            ));
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "max_tasks_per_child must be at least 1",
+            ));
+        }
+        let init = self.init.transpose()?;
+        let window = self
+            .window
+            .unwrap_or_else(|| (4 * processes * self.prefetch).max(16));
+        let engine = Engine::start(Config {
+            processes,
+            prefetch: self.prefetch,
+            max_tasks_per_child: self.max_tasks_per_child,
+            max_rss: self.max_memory_per_child,
+            task_timeout: self.task_timeout,
+            init,
+            method: self.method,
+            name_prefix: self.name_prefix,
+        })?;
+        Ok(Pool { engine, window })
+    }
+}
+
+/// Counts of a pool's work so far, in items (a `map` chunk counts its items).
+///
+/// # Examples
+///
+/// ```no_run
+/// fn id(x: u32) -> u32 { x }
+/// multiproc::init();
+/// let pool = multiproc::Pool::new(2)?;
+/// pool.map(id, 0..100)?;
+/// let p = pool.progress();
+/// assert_eq!((p.submitted, p.completed, p.failed), (100, 100, 0));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Items submitted.
+    pub submitted: u64,
+    /// Items finished, successfully or not.
+    pub completed: u64,
+    /// Items that failed (included in `completed`), or were cancelled.
+    pub failed: u64,
+    /// Workers that died unexpectedly and were replaced.
+    pub workers_replaced: u64,
+}
+
+/// A pool of worker processes: Python's `multiprocessing.Pool`.
+///
+/// Tasks are `fn(A) -> R` with serde `A` and `R`, as for [`Process`](crate::Process). Each
+/// worker is a long-lived child with a task queue of its own in shared memory; the parent
+/// hands out at most [`prefetch`](PoolBuilder::prefetch) tasks per worker and knows at every
+/// moment which worker holds which task.
+///
+/// # What can go wrong, and what happens then
+/// - A task that panics fails alone ([`ErrorKind::Panicked`], message and location).
+/// - A worker that dies (killed, crashed, `exit()`) fails only the tasks it had taken, with
+///   [`ErrorKind::WorkerDied`] ([`Error::pid`], [`Error::signal`]); tasks it had not yet
+///   taken are handed to another worker; it is replaced, and the pool goes on.
+/// - An argument that does not serialize fails the call that submits it; a result that does
+///   not serialize fails its own task ([`ErrorKind::Codec`]).
+/// - A callback that panics is caught ([`AsyncResult::callback_panic`]); nothing else is
+///   affected.
+/// - With a [`task_timeout`](PoolBuilder::task_timeout), a task that runs too long has its
+///   worker killed and replaced ([`ErrorKind::TaskTimeout`]).
+///
+/// # Ending a pool
+/// [`close`](Self::close) stops new tasks (the workers exit once everything submitted is
+/// done); [`terminate`](Self::terminate) kills the workers now and fails every unfinished task
+/// with [`ErrorKind::Cancelled`]; [`join`](Self::join) waits for the end of either (and is an
+/// [`ErrorKind::InvalidState`] error before them, as in Python).
+///
+/// **Dropping a `Pool` closes and joins it**: everything submitted runs to completion first
+/// (unlike CPython's `with Pool()`, which terminates and silently drops outstanding work).
+/// Call [`terminate`](Self::terminate) first for the other behaviour. Either way, no
+/// [`AsyncResult`] or [`Imap`] can wait forever once the pool is gone.
+///
+/// # Examples
+///
+/// ```no_run
+/// use multiproc::Pool;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn main() -> Result<(), multiproc::Error> {
+///     multiproc::init();
+///     let pool = Pool::new(2)?;
+///     assert_eq!(pool.apply(square, 4)?, 16);
+///     assert_eq!(pool.map(square, 1..=3)?, [1, 4, 9]);
+///     pool.close();
+///     pool.join()?;
+///     Ok(())
+/// }
+/// ```
+pub struct Pool {
+    engine: Arc<Engine>,
+    window: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes())
+            .field("status", &self.engine.status())
+            .finish()
+    }
+}
+
+/// Encodes items into one buffer, back to back, recording where each ends.
+fn encode_items<'a, A: Serialize + 'a>(
+    items: impl IntoIterator<Item = &'a A>,
+) -> Result<(Bytes, Vec<u32>)> {
+    let mut data = Vec::new();
+    let mut ends = Vec::new();
+    for item in items {
+        codec::encode_into(item, &mut data)
+            .map_err(|e| Error::codec("the task's argument could not be serialized", e))?;
+        let end = u32::try_from(data.len()).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                "a task's arguments exceed 4 GiB: use a smaller chunksize",
+            )
+        })?;
+        ends.push(end);
+    }
+    Ok((Bytes(data.into()), ends))
+}
+
+impl Pool {
+    /// A pool of `processes` workers with the default settings.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`]; `0` is [`ErrorKind::InvalidArgument`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(4)?;
+    /// assert_eq!(pool.processes(), 4);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(processes: usize) -> Result<Pool> {
+        PoolBuilder::default().processes(processes).build()
+    }
+
+    /// Settings for a pool.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::builder().build()?; // one worker per CPU
+    /// # drop(pool);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of worker processes the pool keeps running.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// assert_eq!(multiproc::Pool::new(3)?.processes(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn processes(&self) -> usize {
+        self.engine.config().processes
+    }
+
+    /// The pids of the workers now running (for monitoring, or for tests that kill them).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// assert_eq!(pool.pids().len(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn pids(&self) -> Vec<u32> {
+        self.engine.pids()
+    }
+
+    /// How much work the pool has done so far: a progress report without polling results.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// assert_eq!(pool.progress().completed, 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn progress(&self) -> Progress {
+        let c = &self.engine.counters;
+        Progress {
+            submitted: c.submitted.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            workers_replaced: c.replaced.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `f(arg)` in a worker and waits for its result (Python's `apply`).
+    ///
+    /// # Errors
+    /// As [`apply_async`](Self::apply_async), then as [`AsyncResult::get`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn add(p: (i32, i32)) -> i32 { p.0 + p.1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// assert_eq!(pool.apply(add, (2, 3))?, 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async(f, arg)?.get()
+    }
+
+    /// Submits `f(arg)` and returns at once (Python's `apply_async`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] if `arg` does not serialize (nothing is submitted);
+    /// [`ErrorKind::Closed`] after [`close`](Self::close) or [`terminate`](Self::terminate);
+    /// [`ErrorKind::BuildMismatch`] if `f` cannot cross to another process.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 { x * x }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let pending: Vec<_> = (0..10).map(|i| pool.apply_async(square, i)).collect::<Result<_, _>>()?;
+    /// let total: u64 = pending.iter().map(|r| r.get()).sum::<Result<u64, _>>()?;
+    /// assert_eq!(total, 285);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async_with(f, arg, Callbacks::new())
+    }
+
+    /// [`apply_async`](Self::apply_async) with a callback and an error callback, run in the
+    /// parent when the result is known (Python's `callback=` and `error_callback=`).
+    ///
+    /// # Errors
+    /// As [`apply_async`](Self::apply_async).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let sum = Arc::new(AtomicU64::new(0));
+    /// let s = sum.clone();
+    /// let cbs = multiproc::Callbacks::new().on_success(move |v: &u64| {
+    ///     s.fetch_add(*v, Ordering::Relaxed);
+    /// });
+    /// pool.apply_async_with(square, 5, cbs)?.wait();
+    /// assert_eq!(sum.load(Ordering::Relaxed), 25);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn apply_async_with<A, R>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        callbacks: Callbacks<R>,
+    ) -> Result<AsyncResult<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let target = Target::of(f)?;
+        let (data, ends) = encode_items(std::iter::once(&arg))?;
+        let cell = Arc::new(Cell::new(callbacks));
+        let sink = Arc::new(Decode::<R, Cell<R>>::new(cell.clone()));
+        self.engine.submit(vec![NewTask {
+            target,
+            data,
+            ends,
+            sink,
+            first: 0,
+        }])?;
+        Ok(AsyncResult::new(cell))
+    }
+
+    /// Applies `f` to every item, in parallel, and returns the results in order (Python's
+    /// `map`). The input is collected first and cut into chunks of CPython's default size,
+    /// `ceil(len / (4 × processes))`. The first failure fails the whole call.
+    ///
+    /// # Errors
+    /// As [`map_async`](Self::map_async), then as [`AsyncResult::get`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn double(x: i64) -> i64 { 2 * x }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// assert_eq!(pool.map(double, vec![1, 2, 3])?, [2, 4, 6]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn map<A, R, I>(&self, f: fn(A) -> R, iterable: I) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_with(f, iterable, None, Callbacks::new())?
+            .get()
+    }
+
+    /// [`map`](Self::map) with an explicit chunk size (items per task).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for a chunk size of 0; otherwise as [`map`](Self::map).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn double(x: i64) -> i64 { 2 * x }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// assert_eq!(pool.map_chunked(double, 0..1000, 100)?.len(), 1000);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn map_chunked<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        iterable: I,
+        chunksize: usize,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_with(f, iterable, Some(chunksize), Callbacks::new())?
+            .get()
+    }
+
+    /// Submits a [`map`](Self::map) and returns at once; the result is the whole list.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] if an item does not serialize (nothing is submitted);
+    /// [`ErrorKind::Closed`] on a closed pool.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn double(x: i64) -> i64 { 2 * x }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let r = pool.map_async(double, [5, 6])?;
+    /// assert_eq!(r.get()?, [10, 12]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn map_async<A, R, I>(&self, f: fn(A) -> R, iterable: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_with(f, iterable, None, Callbacks::new())
+    }
+
+    /// [`map_async`](Self::map_async) with a chunk size (`None`: CPython's default) and
+    /// callbacks for the whole list.
+    ///
+    /// # Errors
+    /// As [`map_async`](Self::map_async) and [`map_chunked`](Self::map_chunked).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn double(x: i64) -> i64 { 2 * x }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let cbs = multiproc::Callbacks::new().on_success(|v: &Vec<i64>| println!("{} results", v.len()));
+    /// pool.map_async_with(double, 0..10, Some(3), cbs)?.wait();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn map_async_with<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        iterable: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        if chunksize == Some(0) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "chunksize must be at least 1",
+            ));
+        }
+        if self.engine.status() != Status::Running {
+            return Err(super::closed_error());
+        }
+        let target = Target::of(f)?;
+        let items: Vec<A> = iterable.into_iter().collect();
+        let size =
+            chunksize.unwrap_or_else(|| super::default_chunksize(items.len(), self.processes()));
+        let out = Arc::new(Cell::new(callbacks));
+        let sink = Arc::new(Decode::<R, MapSink<R>>::new(Arc::new(MapSink::new(
+            items.len(),
+            out.clone(),
+        ))));
+        let mut tasks = Vec::with_capacity(items.len().div_ceil(size));
+        for (k, chunk) in items.chunks(size).enumerate() {
+            let (data, ends) = encode_items(chunk)?;
+            tasks.push(NewTask {
+                target,
+                data,
+                ends,
+                sink: sink.clone(),
+                first: k * size,
+            });
+        }
+        if !tasks.is_empty() {
+            self.engine.submit(tasks)?;
+        }
+        Ok(AsyncResult::new(out))
+    }
+
+    /// Python's `starmap`: in Rust the function takes its arguments as one tuple, so this is
+    /// [`map`](Self::map) over tuples.
+    ///
+    /// # Errors
+    /// As [`map`](Self::map).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn add(p: (u32, u32)) -> u32 { p.0 + p.1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn starmap<A, R, I>(&self, f: fn(A) -> R, iterable: I) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map(f, iterable)
+    }
+
+    /// Python's `starmap_async`: [`map_async`](Self::map_async) over tuples.
+    ///
+    /// # Errors
+    /// As [`map_async`](Self::map_async).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn add(p: (u32, u32)) -> u32 { p.0 + p.1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// assert_eq!(pool.starmap_async(add, [(1, 2)])?.get()?, [3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn starmap_async<A, R, I>(&self, f: fn(A) -> R, iterable: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async(f, iterable)
+    }
+
+    /// Applies `f` to every item, yielding results in input order as they come (Python's
+    /// `imap`, chunk size 1). The input is pulled lazily, a bounded window ahead
+    /// ([`PoolBuilder::window`]), so it may be endless.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] on a closed pool; items fail one by one inside the iterator.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 { x * x }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let first: Vec<u64> = pool.imap(square, 0..)?.take(3).collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [0, 1, 4]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn imap<'a, A, R, I>(&self, f: fn(A) -> R, iterable: I) -> Result<Imap<'a, R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        self.imap_chunked(f, iterable, 1)
+    }
+
+    /// [`imap`](Self::imap) with `chunksize` items per task.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for a chunk size of 0; as [`imap`](Self::imap).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 { x * x }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let n = pool.imap_chunked(square, 0..1000, 50)?.count();
+    /// assert_eq!(n, 1000);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn imap_chunked<'a, A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        iterable: I,
+        chunksize: usize,
+    ) -> Result<Imap<'a, R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        Imap::new(
+            self.engine.clone(),
+            f,
+            iterable,
+            chunksize,
+            self.window,
+            true,
+        )
+    }
+
+    /// Like [`imap`](Self::imap), yielding results in the order they finish (Python's
+    /// `imap_unordered`).
+    ///
+    /// # Errors
+    /// As [`imap`](Self::imap).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 { x * x }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let mut all: Vec<u64> = pool.imap_unordered(square, 0..4)?.collect::<Result<_, _>>()?;
+    /// all.sort();
+    /// assert_eq!(all, [0, 1, 4, 9]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn imap_unordered<'a, A, R, I>(&self, f: fn(A) -> R, iterable: I) -> Result<Imap<'a, R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        Imap::new(self.engine.clone(), f, iterable, 1, self.window, false)
+    }
+
+    /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per task.
+    ///
+    /// # Errors
+    /// As [`imap_chunked`](Self::imap_chunked).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 { x * x }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(2)?;
+    /// assert_eq!(pool.imap_unordered_chunked(square, 0..100, 10)?.count(), 100);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn imap_unordered_chunked<'a, A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        iterable: I,
+        chunksize: usize,
+    ) -> Result<Imap<'a, R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        Imap::new(
+            self.engine.clone(),
+            f,
+            iterable,
+            chunksize,
+            self.window,
+            false,
+        )
+    }
+
+    /// Accepts no more tasks; the workers exit once everything submitted is done (Python's
+    /// `close`). Idempotent.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn id(x: u8) -> u8 { x }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// pool.close();
+    /// assert_eq!(pool.apply(id, 1).unwrap_err().kind(), multiproc::ErrorKind::Closed);
+    /// pool.join()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.engine.close();
+    }
+
+    /// Kills the workers now (SIGKILL) and fails every unfinished task with
+    /// [`ErrorKind::Cancelled`] (Python's `terminate`). Returns once the workers are reaped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, 60_000)?;
+    /// pool.terminate();
+    /// assert_eq!(r.get().unwrap_err().kind(), multiproc::ErrorKind::Cancelled);
+    /// pool.join()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn terminate(&self) {
+        self.engine.terminate();
+    }
+
+    /// Waits until the pool has ended after [`close`](Self::close) or
+    /// [`terminate`](Self::terminate): every worker has exited and been reaped.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidState`] if the pool is still running (Python's
+    /// `ValueError('Pool is still running')`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// assert_eq!(pool.join().unwrap_err().kind(), multiproc::ErrorKind::InvalidState);
+    /// pool.close();
+    /// pool.join()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join(&self) -> Result<()> {
+        self.engine.join(None).map(drop)
+    }
+
+    /// Like [`join`](Self::join), waiting at most `timeout`: `Ok(true)` once the pool has
+    /// ended, `Ok(false)` if it is still winding down.
+    ///
+    /// # Errors
+    /// As [`join`](Self::join).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// pool.close();
+    /// while !pool.join_timeout(Duration::from_millis(100))? {}
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.engine.join(Instant::now().checked_add(timeout))
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.engine.close();
+        let _ = self.engine.join(None);
+    }
+}

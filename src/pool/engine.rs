@@ -1,0 +1,987 @@
+//! The pool engine: worker processes, who holds which task, and what a death does.
+//!
+//! Every worker has a task queue of its own (a shared-memory [`Queue`] that only the parent
+//! puts into and only that worker gets from); all workers put their results on one shared
+//! queue. The parent's state, behind one mutex, records which tasks each worker holds, in the
+//! order it will run them. At most `prefetch` tasks are handed to a worker at a time; the rest
+//! wait in the parent. Two threads run in the parent:
+//!
+//! - the **collector** gets results, resolves them (callbacks included, caught), hands the
+//!   next tasks out, enforces task timeouts and starts replacement workers;
+//! - the **watcher** sleeps in `poll` on the workers' pidfds and, when one ends, posts
+//!   `Died` on the results queue — after anything that worker managed to put there.
+//!
+//! When a worker dies, the tasks still in its own queue (it never took them: the queue's exact
+//! `qsize` says how many) go back to the front of the line; the ones it had taken fail with
+//! [`ErrorKind::WorkerDied`] (or [`ErrorKind::TaskTimeout`] if the parent killed it for that).
+//! Nothing a worker holds is shared with another worker, so no death can wedge the others.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::child::{WorkerArgs, worker_main};
+use super::result::{Sink, lock};
+use super::wire::{Bytes, InitArg, Msg, TaskMsg};
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::{Outcome, Target};
+use crate::sys::{self, Exit};
+use crate::{GetTimeoutError, Process, Queue, StartMethod, TryPutError};
+
+/// Ring size of each worker's task queue. Larger tasks are streamed through it.
+const TASK_RING: usize = 1 << 20;
+/// Ring size of the shared results queue.
+const RESULT_RING: usize = 4 << 20;
+/// How many initializer failures in a row stop the pool from starting workers.
+pub(crate) const MAX_INIT_ATTEMPTS: u32 = 3;
+/// A worker gets a task queued behind the one it runs only if that one started less than
+/// this long ago.
+const PREFETCH_HORIZON: Duration = Duration::from_millis(5);
+/// The collector looks at its state at least this often.
+const TICK: Duration = Duration::from_millis(200);
+
+/// The settings the engine runs with.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) prefetch: usize,
+    pub(crate) max_tasks_per_child: Option<u64>,
+    pub(crate) max_rss: Option<u64>,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) init: Option<(Target, InitArg)>,
+    pub(crate) method: StartMethod,
+    pub(crate) name_prefix: String,
+}
+
+/// A task the caller has encoded, ready to submit.
+pub(crate) struct NewTask {
+    pub(crate) target: Target,
+    pub(crate) data: Bytes,
+    pub(crate) ends: Vec<u32>,
+    pub(crate) sink: Arc<dyn Sink>,
+    /// Index of the task's first item in its job.
+    pub(crate) first: usize,
+}
+
+/// Why a task failed without a result of its own.
+#[derive(Clone)]
+pub(crate) enum Why {
+    Died { pid: u32, exit: Option<Exit> },
+    TimedOut { pid: u32, after: Duration },
+    Cancelled(&'static str),
+    Broken(ErrorKind, String),
+}
+
+impl Why {
+    pub(crate) fn error(&self) -> Error {
+        match self {
+            Why::Died { pid, exit } => {
+                let how = match exit {
+                    Some(Exit::Signal(s)) => format!("was killed by signal {s}"),
+                    Some(Exit::Code(c)) => format!("exited with status {c}"),
+                    None => "ended".to_string(),
+                };
+                let e = Error::new(
+                    ErrorKind::WorkerDied,
+                    format!("the pool worker running the task {how}"),
+                )
+                .with_pid(*pid);
+                match exit {
+                    Some(x) => e.with_exit(*x),
+                    None => e,
+                }
+            }
+            Why::TimedOut { pid, after } => Error::new(
+                ErrorKind::TaskTimeout,
+                format!("the task ran longer than {after:?}; its worker was killed and replaced"),
+            )
+            .with_pid(*pid),
+            Why::Cancelled(why) => Error::new(ErrorKind::Cancelled, *why),
+            Why::Broken(kind, why) => Error::new(*kind, why.clone()),
+        }
+    }
+}
+
+/// A task the pool still owes a result for. Dropped unresolved, it resolves as cancelled:
+/// whatever path loses a task, its results never hang.
+struct Task {
+    msg: TaskMsg,
+    /// The size of the task's arguments, in bytes.
+    size: usize,
+    count: usize,
+    first: usize,
+    sink: Arc<dyn Sink>,
+    resolved: bool,
+}
+
+impl Task {
+    fn fail(mut self, why: &Why) {
+        self.resolved = true;
+        for i in 0..self.count {
+            self.sink.deliver(self.first + i, Err(why.error()));
+        }
+    }
+
+    /// Hands each item's outcome to the sink.
+    fn finish(mut self, pid: u32, outcomes: Vec<Outcome>, data: &[u8], lens: &[u32]) {
+        self.resolved = true;
+        let mut offset = 0usize;
+        let mut lens = lens.iter();
+        let mut given = 0;
+        for (i, outcome) in outcomes.into_iter().enumerate().take(self.count) {
+            given += 1;
+            let result = match outcome {
+                Outcome::Returned => {
+                    let len = lens.next().copied().unwrap_or(0) as usize;
+                    let bytes = data.get(offset..offset + len);
+                    offset += len;
+                    bytes.ok_or_else(|| {
+                        Error::new(ErrorKind::Codec, "the worker sent a malformed result")
+                            .with_pid(pid)
+                    })
+                }
+                Outcome::Panicked { message, location } => Err(Error::new(
+                    ErrorKind::Panicked,
+                    "the task panicked in its worker",
+                )
+                .with_pid(pid)
+                .with_panic(message, location)),
+                Outcome::BadArguments(why) => Err(Error::codec(
+                    "the worker could not deserialize the task's argument",
+                    crate::codec::CodecError::Invalid(why),
+                )
+                .with_pid(pid)),
+                Outcome::BadResult(why) => Err(Error::codec(
+                    "the worker could not serialize the task's result",
+                    crate::codec::CodecError::Encode(why),
+                )
+                .with_pid(pid)),
+            };
+            self.sink.deliver(self.first + i, result);
+        }
+        for i in given..self.count {
+            self.sink.deliver(
+                self.first + i,
+                Err(Error::new(ErrorKind::Codec, "the worker sent too few results").with_pid(pid)),
+            );
+        }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if !self.resolved {
+            let why = Why::Cancelled("the pool dropped the task before it ran");
+            for i in 0..self.count {
+                self.sink.deliver(self.first + i, Err(why.error()));
+            }
+        }
+    }
+}
+
+/// Why the parent killed a worker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    TimedOut(u64),
+}
+
+/// One worker process and what it holds.
+struct Slot {
+    id: u64,
+    process: Process<()>,
+    pid: u32,
+    tasks: Queue<TaskMsg>,
+    /// Tasks handed to this worker, in the order it runs them.
+    in_flight: VecDeque<u64>,
+    ready: bool,
+    /// False once the worker is being retired: it gets no new tasks.
+    accepting: bool,
+    exit_sent: bool,
+    dispatched: u64,
+    /// When the task at the front of `in_flight` started (at the latest).
+    busy_since: Instant,
+    killed: Option<Kill>,
+    /// Set while a large task is being streamed into its queue by a helper thread.
+    streaming: Option<Arc<AtomicBool>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Status {
+    Running,
+    Closed,
+    Terminated,
+}
+
+struct State {
+    status: Status,
+    tasks: HashMap<u64, Task>,
+    pending: VecDeque<u64>,
+    workers: Vec<Slot>,
+    starting: usize,
+    next_task: u64,
+    next_worker: u64,
+    next_name: u64,
+    init_failures: u32,
+    last_init_error: Option<(ErrorKind, String)>,
+    broken: Option<Why>,
+    /// Every first worker has become ready (or the pool is broken).
+    started: bool,
+    /// The collector has ended and every worker is gone.
+    finished: bool,
+    /// Tasks to fail once the lock is released (resolving runs user callbacks).
+    doomed: Vec<(Task, Why)>,
+}
+
+/// Completion counters (items), for progress reports.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) replaced: AtomicU64,
+}
+
+/// The watcher's list of pidfds to wait on.
+struct Watch {
+    wake: OwnedFd,
+    list: Mutex<Vec<(u64, Arc<OwnedFd>)>>,
+    stop: AtomicBool,
+}
+
+impl Watch {
+    fn add(&self, worker: u64, pidfd: OwnedFd) {
+        lock(&self.list).push((worker, Arc::new(pidfd)));
+        let _ = sys::eventfd_signal(self.wake.as_fd());
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = sys::eventfd_signal(self.wake.as_fd());
+    }
+}
+
+pub(crate) struct Engine {
+    cfg: Config,
+    st: Mutex<State>,
+    changed: Condvar,
+    results: Queue<Msg>,
+    watch: Arc<Watch>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) counters: Counters,
+}
+
+impl Engine {
+    /// Starts the engine's threads and its first workers; returns once every worker is ready.
+    pub(crate) fn start(cfg: Config) -> Result<Arc<Engine>> {
+        let results = Queue::<Msg>::with_capacity(RESULT_RING)?;
+        let wake = sys::eventfd().map_err(|e| Error::io("cannot create an eventfd", e))?;
+        let engine = Arc::new(Engine {
+            cfg,
+            st: Mutex::new(State {
+                status: Status::Running,
+                tasks: HashMap::new(),
+                pending: VecDeque::new(),
+                workers: Vec::new(),
+                starting: 0,
+                next_task: 0,
+                next_worker: 0,
+                next_name: 0,
+                init_failures: 0,
+                last_init_error: None,
+                broken: None,
+                started: false,
+                finished: false,
+                doomed: Vec::new(),
+            }),
+            changed: Condvar::new(),
+            results,
+            watch: Arc::new(Watch {
+                wake,
+                list: Mutex::new(Vec::new()),
+                stop: AtomicBool::new(false),
+            }),
+            threads: Mutex::new(Vec::new()),
+            counters: Counters::default(),
+        });
+        let rx = engine.results.clone();
+        let tx = engine.results.clone();
+        let watch = engine.watch.clone();
+        let watcher = std::thread::Builder::new()
+            .name("multiproc-pool-watcher".into())
+            .spawn(move || watch_loop(&watch, &tx))
+            .map_err(|e| Error::io("cannot start the pool's watcher thread", e))?;
+        lock(&engine.threads).push(watcher);
+        let me = engine.clone();
+        let collector = std::thread::Builder::new()
+            .name("multiproc-pool-collector".into())
+            .spawn(move || me.collect(rx));
+        match collector {
+            Ok(h) => lock(&engine.threads).push(h),
+            Err(e) => {
+                engine.watch.stop();
+                return Err(Error::io("cannot start the pool's collector thread", e));
+            }
+        }
+        let mut st = engine.state();
+        while !st.started {
+            st = engine.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(why) = st.broken.clone() {
+            drop(st);
+            engine.terminate();
+            let _ = engine.join(None);
+            return Err(why.error());
+        }
+        drop(st);
+        Ok(engine)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.st)
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Queues tasks (all or none) and hands out what the workers can take.
+    pub(crate) fn submit(&self, tasks: Vec<NewTask>) -> Result<()> {
+        let mut st = self.state();
+        if st.status != Status::Running {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "the pool is closed: no new tasks are accepted after close() or terminate()",
+            ));
+        }
+        if let Some(why) = &st.broken {
+            return Err(why.error());
+        }
+        let mut items = 0;
+        for t in tasks {
+            let id = st.next_task;
+            st.next_task += 1;
+            let count = t.ends.len();
+            items += count as u64;
+            let task = Task {
+                size: t.data.len() + 8 * count,
+                msg: TaskMsg::Run {
+                    id,
+                    target: t.target,
+                    data: t.data,
+                    ends: t.ends,
+                },
+                count,
+                first: t.first,
+                sink: t.sink,
+                resolved: false,
+            };
+            st.tasks.insert(id, task);
+            st.pending.push_back(id);
+        }
+        self.counters.submitted.fetch_add(items, Ordering::Relaxed);
+        self.dispatch(&mut st);
+        self.release(st);
+        Ok(())
+    }
+
+    /// Unlocks, then fails the tasks that were doomed under the lock.
+    fn release(&self, mut st: MutexGuard<'_, State>) {
+        if st.doomed.is_empty() {
+            return;
+        }
+        let doomed = std::mem::take(&mut st.doomed);
+        drop(st);
+        for (task, why) in doomed {
+            self.counters
+                .completed
+                .fetch_add(task.count as u64, Ordering::Relaxed);
+            self.counters
+                .failed
+                .fetch_add(task.count as u64, Ordering::Relaxed);
+            task.fail(&why);
+        }
+    }
+
+    /// Hands pending tasks to workers with room, least loaded first. Never blocks: a task too
+    /// large for a worker's ring is streamed by a helper thread.
+    fn dispatch(&self, st: &mut State) {
+        let prefetch = self.cfg.prefetch;
+        let now = Instant::now();
+        while let Some(&id) = st.pending.front() {
+            // A task is queued behind another only while that one is young: behind a long
+            // task it would wait while another worker may soon be free.
+            let pick = st
+                .workers
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| {
+                    w.ready
+                        && w.accepting
+                        && w.streaming.is_none()
+                        && w.in_flight.len() < prefetch
+                        && (w.in_flight.is_empty() || now < w.busy_since + PREFETCH_HORIZON)
+                })
+                .min_by_key(|(_, w)| w.in_flight.len())
+                .map(|(i, _)| i);
+            let Some(wi) = pick else { break };
+            let Some(task) = st.tasks.get(&id) else {
+                st.pending.pop_front();
+                continue;
+            };
+            let msg = task.msg.clone();
+            let large = task.size + 256 > TASK_RING;
+            let slot = &mut st.workers[wi];
+            // A message larger than the ring is never offered to `try_put` (which would start
+            // streaming it and give up halfway): it goes to a helper thread at once.
+            let offered = if large {
+                Err(TryPutError::Full(msg))
+            } else {
+                slot.tasks.try_put(msg)
+            };
+            match offered {
+                Ok(()) => {}
+                Err(TryPutError::Full(msg)) => {
+                    if !slot.in_flight.is_empty() {
+                        // Room will come when the worker takes its next task.
+                        break;
+                    }
+                    // Larger than the ring: stream it in, off this thread.
+                    let flag = Arc::new(AtomicBool::new(false));
+                    slot.streaming = Some(flag.clone());
+                    if !self.stream(slot.tasks.clone(), slot.id, msg, flag) {
+                        // No helper thread: the task would never reach the worker. Killing
+                        // the worker resolves it (as a worker death) instead of a hang.
+                        let _ = slot.process.kill();
+                    }
+                }
+                Err(TryPutError::Failed(e)) => {
+                    st.pending.pop_front();
+                    let why = Why::Broken(
+                        e.error().kind(),
+                        format!("the task could not be sent to a worker: {}", e.error()),
+                    );
+                    if let Some(task) = st.tasks.remove(&id) {
+                        st.doomed.push((task, why));
+                    }
+                    continue;
+                }
+            }
+            st.pending.pop_front();
+            let slot = &mut st.workers[wi];
+            if slot.in_flight.is_empty() {
+                slot.busy_since = Instant::now();
+            }
+            slot.in_flight.push_back(id);
+            slot.dispatched += 1;
+            if self
+                .cfg
+                .max_tasks_per_child
+                .is_some_and(|max| slot.dispatched >= max)
+            {
+                // Its last task: retire it once done, and start its successor now.
+                slot.accepting = false;
+                let _ = self.results.try_put(Msg::Wake);
+            }
+        }
+    }
+
+    /// Streams a large task into a worker's queue on a helper thread.
+    fn stream(&self, q: Queue<TaskMsg>, worker: u64, msg: TaskMsg, flag: Arc<AtomicBool>) -> bool {
+        let wake = self.results.clone();
+        let spawned = std::thread::Builder::new()
+            .name("multiproc-pool-stream".into())
+            .spawn(move || {
+                let mut msg = msg;
+                loop {
+                    match q.put_timeout(msg, Duration::from_millis(100)) {
+                        Ok(()) => break,
+                        Err(crate::PutTimeoutError::Timeout(m)) => {
+                            if flag.load(Ordering::Acquire) {
+                                return; // the worker died meanwhile
+                            }
+                            msg = m;
+                        }
+                        Err(crate::PutTimeoutError::Failed(_)) => return,
+                    }
+                }
+                let _ = wake.put(Msg::Streamed { worker });
+            });
+        spawned.is_ok()
+    }
+
+    /// Starts one worker process. Slow (a process start): never called under the lock.
+    fn spawn_worker(&self, id: u64, name: u64) -> Result<Slot> {
+        let tasks = Queue::<TaskMsg>::with_capacity(TASK_RING)?;
+        let args = WorkerArgs {
+            worker: id,
+            tasks: tasks.clone(),
+            results: self.results.clone(),
+            init: self.cfg.init.clone(),
+            report_rss: self.cfg.max_rss.is_some(),
+        };
+        let mut process = Process::new(worker_main, args)
+            .with_name(format!("{}-{}", self.cfg.name_prefix, name))
+            .with_daemon(true)
+            .with_start_method(self.cfg.method);
+        process.start()?;
+        let pid = process.pid().unwrap_or(0);
+        let pidfd = sys::pidfd_open(pid as i32)
+            .map_err(|e| Error::io("cannot open a pidfd for a pool worker", e))?;
+        self.watch.add(id, pidfd);
+        Ok(Slot {
+            id,
+            process,
+            pid,
+            tasks,
+            in_flight: VecDeque::new(),
+            ready: false,
+            accepting: true,
+            exit_sent: false,
+            dispatched: 0,
+            busy_since: Instant::now(),
+            killed: None,
+            streaming: None,
+        })
+    }
+
+    /// Whether another worker should be started now.
+    fn wants_worker(&self, st: &State) -> bool {
+        let active = st.workers.iter().filter(|w| w.accepting).count() + st.starting;
+        let work_left =
+            st.status == Status::Running || (st.status == Status::Closed && !st.tasks.is_empty());
+        work_left
+            && st.broken.is_none()
+            && active < self.cfg.processes
+            && st.init_failures < MAX_INIT_ATTEMPTS
+    }
+
+    /// Starts the workers the pool is missing, one at a time.
+    fn spawn_missing(&self) {
+        loop {
+            let (id, name) = {
+                let mut st = self.state();
+                if !self.wants_worker(&st) {
+                    self.check_broken(&mut st);
+                    self.release(st);
+                    return;
+                }
+                st.starting += 1;
+                st.next_worker += 1;
+                st.next_name += 1;
+                (st.next_worker, st.next_name)
+            };
+            let started = self.spawn_worker(id, name);
+            let mut st = self.state();
+            st.starting -= 1;
+            match started {
+                Ok(slot) => {
+                    if st.status == Status::Terminated {
+                        drop(st);
+                        drop(slot); // a daemon: killed and reaped
+                        return;
+                    }
+                    st.workers.push(slot);
+                }
+                Err(e) => {
+                    st.init_failures += 1;
+                    st.last_init_error =
+                        Some((e.kind(), format!("a pool worker could not start: {e}")));
+                }
+            }
+        }
+    }
+
+    /// No worker can be started any more: at startup, or later with no worker left, the
+    /// pool is broken, and every task it holds fails with the reason.
+    fn check_broken(&self, st: &mut State) {
+        if st.broken.is_some() || st.init_failures < MAX_INIT_ATTEMPTS {
+            return;
+        }
+        if st.started && (st.workers.iter().any(|w| w.ready) || st.starting > 0) {
+            return;
+        }
+        let (kind, last) = st
+            .last_init_error
+            .clone()
+            .unwrap_or((ErrorKind::Initializer, "unknown".into()));
+        let why = Why::Broken(
+            kind,
+            format!(
+                "the pool's workers failed to start {} times in a row; the last time: {last}",
+                st.init_failures
+            ),
+        );
+        st.broken = Some(why.clone());
+        st.started = true;
+        st.pending.clear();
+        let tasks: Vec<Task> = st.tasks.drain().map(|(_, t)| t).collect();
+        st.doomed
+            .extend(tasks.into_iter().map(|t| (t, why.clone())));
+        self.changed.notify_all();
+    }
+
+    /// The collector thread's loop.
+    fn collect(self: Arc<Self>, rx: Queue<Msg>) {
+        loop {
+            self.spawn_missing();
+            let deadline = {
+                let mut st = self.state();
+                if self.maybe_finish(&mut st) {
+                    break;
+                }
+                self.next_deadline(&st)
+            };
+            match rx.get_deadline(deadline) {
+                Ok(msg) => self.handle(msg),
+                Err(GetTimeoutError::Timeout) => {}
+                Err(GetTimeoutError::Disconnected) => break,
+                Err(GetTimeoutError::Failed(_)) => {
+                    // A message a dying worker tore is repaired by the queue; anything else
+                    // undecodable is dropped. Its task, if any, resolves when its worker ends.
+                }
+            }
+            self.enforce_timeouts();
+        }
+        self.watch.stop();
+        let mut st = self.state();
+        st.finished = true;
+        st.started = true;
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// When the collector must next look at the clock.
+    fn next_deadline(&self, st: &State) -> Instant {
+        let mut at = Instant::now() + TICK;
+        if let Some(limit) = self.cfg.task_timeout {
+            for w in &st.workers {
+                if !w.in_flight.is_empty() && w.killed.is_none() {
+                    at = at.min(w.busy_since + limit);
+                }
+            }
+        }
+        at
+    }
+
+    fn enforce_timeouts(&self) {
+        let Some(limit) = self.cfg.task_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        let mut st = self.state();
+        for w in st.workers.iter_mut() {
+            if let Some(&front) = w.in_flight.front()
+                && w.killed.is_none()
+                && now >= w.busy_since + limit
+            {
+                w.killed = Some(Kill::TimedOut(front));
+                w.accepting = false;
+                let _ = w.process.kill();
+            }
+        }
+    }
+
+    /// Ends the collector when there is nothing left to do. Sends `Exit` to idle workers of a
+    /// closed pool.
+    fn maybe_finish(&self, st: &mut State) -> bool {
+        match st.status {
+            Status::Running => false,
+            Status::Terminated => st.starting == 0,
+            Status::Closed => {
+                if !st.tasks.is_empty() && st.broken.is_none() {
+                    return false;
+                }
+                for w in st.workers.iter_mut() {
+                    if !w.exit_sent && w.in_flight.is_empty() && w.streaming.is_none() {
+                        w.exit_sent = w.tasks.try_put(TaskMsg::Exit).is_ok();
+                        w.accepting = false;
+                    }
+                }
+                st.workers.is_empty() && st.starting == 0
+            }
+        }
+    }
+
+    fn handle(&self, msg: Msg) {
+        match msg {
+            Msg::Done {
+                worker,
+                id,
+                outcomes,
+                data,
+                lens,
+                rss,
+            } => {
+                let mut st = self.state();
+                let mut pid = 0;
+                if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
+                    pid = w.pid;
+                    if let Some(pos) = w.in_flight.iter().position(|&t| t == id) {
+                        w.in_flight.remove(pos);
+                    }
+                    w.busy_since = Instant::now();
+                    if let (Some(limit), Some(rss)) = (self.cfg.max_rss, rss)
+                        && rss > limit
+                    {
+                        w.accepting = false;
+                    }
+                    self.retire_if_done(w);
+                }
+                let task = st.tasks.remove(&id);
+                self.dispatch(&mut st);
+                self.release(st);
+                if let Some(task) = task {
+                    let failed = outcomes
+                        .iter()
+                        .filter(|o| !matches!(o, Outcome::Returned))
+                        .count() as u64;
+                    self.counters
+                        .completed
+                        .fetch_add(task.count as u64, Ordering::Relaxed);
+                    self.counters.failed.fetch_add(failed, Ordering::Relaxed);
+                    task.finish(pid, outcomes, &data, &lens);
+                }
+            }
+            Msg::Ready { worker } => {
+                let mut st = self.state();
+                if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
+                    w.ready = true;
+                    w.busy_since = Instant::now();
+                }
+                st.init_failures = 0;
+                if !st.started
+                    && st.workers.iter().filter(|w| w.ready).count() >= self.cfg.processes
+                {
+                    st.started = true;
+                    self.changed.notify_all();
+                }
+                self.dispatch(&mut st);
+                self.release(st);
+            }
+            Msg::InitFailed { worker, outcome } => {
+                let mut st = self.state();
+                st.init_failures += 1;
+                let why = match outcome {
+                    Outcome::Panicked { message, location } => match location {
+                        Some(l) => format!("the initializer panicked: {message} at {l}"),
+                        None => format!("the initializer panicked: {message}"),
+                    },
+                    Outcome::BadArguments(w) => {
+                        format!("the initializer's argument did not deserialize: {w}")
+                    }
+                    Outcome::BadResult(w) => format!("the initializer failed: {w}"),
+                    Outcome::Returned => "the initializer failed".to_string(),
+                };
+                st.last_init_error = Some((ErrorKind::Initializer, why));
+                if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
+                    w.accepting = false;
+                }
+            }
+            Msg::Died { worker } => self.on_died(worker),
+            Msg::Streamed { worker } => {
+                let mut st = self.state();
+                if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
+                    w.streaming = None;
+                }
+                self.dispatch(&mut st);
+                self.release(st);
+            }
+            Msg::Wake => {}
+        }
+    }
+
+    /// A retiring worker that holds nothing more is told to exit.
+    fn retire_if_done(&self, w: &mut Slot) {
+        if !w.accepting && !w.exit_sent && w.in_flight.is_empty() && w.killed.is_none() {
+            w.exit_sent = w.tasks.try_put(TaskMsg::Exit).is_ok();
+        }
+    }
+
+    fn on_died(&self, worker: u64) {
+        let mut st = self.state();
+        let Some(pos) = st.workers.iter().position(|w| w.id == worker) else {
+            return;
+        };
+        let mut slot = st.workers.remove(pos);
+        if let Some(flag) = &slot.streaming {
+            flag.store(true, Ordering::Release);
+        }
+        let code = slot.process.exitcode();
+        let exit = code.map(|c| {
+            if c < 0 {
+                Exit::Signal(-c)
+            } else {
+                Exit::Code(c)
+            }
+        });
+        // Tasks still in its queue were never taken: they go back to the front of the line.
+        let untaken = slot.tasks.qsize().min(slot.in_flight.len());
+        let taken = slot.in_flight.len() - untaken;
+        let back: Vec<u64> = slot.in_flight.split_off(taken).into_iter().collect();
+        for id in back.into_iter().rev() {
+            if st.tasks.contains_key(&id) {
+                st.pending.push_front(id);
+            }
+        }
+        let mut failed = Vec::new();
+        for id in slot.in_flight.drain(..) {
+            if let Some(task) = st.tasks.remove(&id) {
+                let why = match slot.killed {
+                    Some(Kill::TimedOut(t)) if t == id => Why::TimedOut {
+                        pid: slot.pid,
+                        after: self.cfg.task_timeout.unwrap_or_default(),
+                    },
+                    _ => Why::Died {
+                        pid: slot.pid,
+                        exit,
+                    },
+                };
+                failed.push((task, why));
+            }
+        }
+        if !slot.ready && slot.accepting {
+            // Died before it was ready, without a word from its initializer: a failed start.
+            st.init_failures += 1;
+            let how = Why::Died {
+                pid: slot.pid,
+                exit,
+            }
+            .error();
+            st.last_init_error = Some((
+                ErrorKind::Initializer,
+                format!("a pool worker died while starting: {how}"),
+            ));
+        }
+        if slot.ready && !slot.exit_sent {
+            self.counters.replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        st.doomed.extend(failed);
+        self.check_broken(&mut st);
+        self.dispatch(&mut st);
+        self.release(st);
+        drop(slot);
+    }
+
+    /// Stops accepting tasks; the workers exit once every queued task is done.
+    pub(crate) fn close(&self) {
+        let mut st = self.state();
+        if st.status == Status::Running {
+            st.status = Status::Closed;
+        }
+        drop(st);
+        let _ = self.results.try_put(Msg::Wake);
+    }
+
+    /// Stops now: kills every worker, fails every task it still holds as cancelled.
+    pub(crate) fn terminate(&self) {
+        let (slots, tasks) = {
+            let mut st = self.state();
+            st.status = Status::Terminated;
+            st.pending.clear();
+            let tasks: Vec<Task> = st.tasks.drain().map(|(_, t)| t).collect();
+            let mut slots: Vec<Slot> = st.workers.drain(..).collect();
+            for s in slots.iter_mut() {
+                let _ = s.process.kill();
+                if let Some(flag) = &s.streaming {
+                    flag.store(true, Ordering::Release);
+                }
+            }
+            (slots, tasks)
+        };
+        drop(slots); // daemons: killed and reaped
+        let why = Why::Cancelled("the pool was terminated before the task finished");
+        for t in tasks {
+            self.counters
+                .failed
+                .fetch_add(t.count as u64, Ordering::Relaxed);
+            t.fail(&why);
+        }
+        let _ = self.results.try_put(Msg::Wake);
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        self.state().status
+    }
+
+    /// Waits for the collector to end and every worker to be gone; false on timeout.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<bool> {
+        let mut st = self.state();
+        if st.status == Status::Running {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "the pool is still running: call close() or terminate() before join()",
+            ));
+        }
+        while !st.finished {
+            match deadline {
+                None => st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        return Ok(false);
+                    }
+                    st = self
+                        .changed
+                        .wait_timeout(st, at - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        drop(st);
+        let handles: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
+        for h in handles {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+        Ok(true)
+    }
+
+    /// The pids of the live workers.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.state().workers.iter().map(|w| w.pid).collect()
+    }
+}
+
+/// The watcher thread: waits on the workers' pidfds and reports each death on the results
+/// queue.
+fn watch_loop(watch: &Watch, results: &Queue<Msg>) {
+    loop {
+        if watch.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let list: Vec<(u64, Arc<OwnedFd>)> = lock(&watch.list).clone();
+        let mut fds = Vec::with_capacity(list.len() + 1);
+        fds.push(sys::pollfd(watch.wake.as_fd(), sys::POLLIN));
+        fds.extend(
+            list.iter()
+                .map(|(_, fd)| sys::pollfd(fd.as_fd(), sys::POLLIN)),
+        );
+        if sys::poll(&mut fds, None).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        if fds[0].revents != 0 {
+            sys::eventfd_drain(watch.wake.as_fd());
+        }
+        let ended: Vec<u64> = list
+            .iter()
+            .zip(&fds[1..])
+            .filter(|(_, p)| p.revents != 0)
+            .map(|((id, _), _)| *id)
+            .collect();
+        if ended.is_empty() {
+            continue;
+        }
+        lock(&watch.list).retain(|(id, _)| !ended.contains(id));
+        for worker in ended {
+            if results.put(Msg::Died { worker }).is_err() {
+                return;
+            }
+        }
+    }
+}

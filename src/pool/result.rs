@@ -1,0 +1,578 @@
+//! Where results land: [`AsyncResult`], and the cells behind it, `map` and `imap`.
+//!
+//! The engine hands each finished item to a type-erased [`Sink`] as encoded bytes (or an
+//! error); the sink decodes it and completes a typed cell. Thread pools complete the same
+//! cells with values directly ([`Complete`]). A cell resolves exactly once; callbacks run in
+//! the thread that resolves it, before waiters are released, inside `catch_unwind`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Receives the encoded outcome of item `index` of a job.
+pub(crate) trait Sink: Send + Sync {
+    fn deliver(&self, index: usize, outcome: Result<&[u8]>);
+}
+
+/// Receives the decoded outcome of item `index` of a job.
+pub(crate) trait Complete<R>: Send + Sync {
+    fn complete(&self, index: usize, outcome: Result<R>);
+}
+
+/// A [`Sink`] that decodes into `R` and completes a typed cell.
+pub(crate) struct Decode<R, C: ?Sized> {
+    cell: Arc<C>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R, C: ?Sized> Decode<R, C> {
+    pub(crate) fn new(cell: Arc<C>) -> Decode<R, C> {
+        Decode {
+            cell,
+            _r: PhantomData,
+        }
+    }
+}
+
+impl<R: DeserializeOwned, C: Complete<R> + ?Sized> Sink for Decode<R, C> {
+    fn deliver(&self, index: usize, outcome: Result<&[u8]>) {
+        let value = outcome.and_then(|bytes| {
+            codec::decode(bytes)
+                .map_err(|e| Error::codec("the task's result could not be deserialized", e))
+        });
+        self.cell.complete(index, value);
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a user callback; a panic is caught and returned as its message.
+pub(crate) fn guarded(f: impl FnOnce()) -> Option<String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => None,
+        Err(payload) => Some(panic_message(&payload)),
+    }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic payload that is not a string".to_string()
+    }
+}
+
+type OnSuccess<R> = Box<dyn FnOnce(&R) + Send>;
+type OnError = Box<dyn FnOnce(&Error) + Send>;
+
+/// The callbacks of an asynchronous call (Python's `callback` and `error_callback`). They run
+/// in the parent, in the pool's collector thread, once the result is known and before
+/// [`AsyncResult::get`] returns it. A panicking callback is caught: the result stays
+/// available, [`AsyncResult::callback_panic`] reports the panic, and the pool goes on.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Callbacks;
+/// let cbs = Callbacks::<u64>::new()
+///     .on_success(|v| println!("got {v}"))
+///     .on_error(|e| eprintln!("failed: {e}"));
+/// # drop(cbs);
+/// ```
+pub struct Callbacks<R> {
+    ok: Option<OnSuccess<R>>,
+    err: Option<OnError>,
+}
+
+impl<R> Default for Callbacks<R> {
+    fn default() -> Self {
+        Callbacks {
+            ok: None,
+            err: None,
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Callbacks<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("on_success", &self.ok.is_some())
+            .field("on_error", &self.err.is_some())
+            .finish()
+    }
+}
+
+impl<R> Callbacks<R> {
+    /// No callbacks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let _none = multiproc::Callbacks::<u8>::new();
+    /// ```
+    pub fn new() -> Callbacks<R> {
+        Callbacks::default()
+    }
+
+    /// Runs `f` with the value when the call succeeds (Python's `callback`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let _c = multiproc::Callbacks::<u8>::new().on_success(|v| assert!(*v < 10));
+    /// ```
+    pub fn on_success(mut self, f: impl FnOnce(&R) + Send + 'static) -> Self {
+        self.ok = Some(Box::new(f));
+        self
+    }
+
+    /// Runs `f` with the error when the call fails (Python's `error_callback`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let _c = multiproc::Callbacks::<u8>::new().on_error(|e| eprintln!("{e}"));
+    /// ```
+    pub fn on_error(mut self, f: impl FnOnce(&Error) + Send + 'static) -> Self {
+        self.err = Some(Box::new(f));
+        self
+    }
+}
+
+struct CellState<R> {
+    value: Option<Result<R>>,
+    /// Completion has begun (callbacks may be running).
+    claimed: bool,
+    done: bool,
+    ok: bool,
+    taken: bool,
+    callbacks: Option<Callbacks<R>>,
+    callback_panic: Option<String>,
+}
+
+/// One value to come: the state behind an [`AsyncResult`].
+pub(crate) struct Cell<R> {
+    st: Mutex<CellState<R>>,
+    cv: Condvar,
+}
+
+impl<R> Cell<R> {
+    pub(crate) fn new(callbacks: Callbacks<R>) -> Cell<R> {
+        Cell {
+            st: Mutex::new(CellState {
+                value: None,
+                claimed: false,
+                done: false,
+                ok: false,
+                taken: false,
+                callbacks: Some(callbacks),
+                callback_panic: None,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Resolves the cell (the first call only), running the callbacks first.
+    pub(crate) fn resolve(&self, outcome: Result<R>) {
+        let callbacks = {
+            let mut st = lock(&self.st);
+            if st.claimed {
+                return;
+            }
+            st.claimed = true;
+            st.callbacks.take()
+        };
+        let mut panic = None;
+        if let Some(cbs) = callbacks {
+            panic = match &outcome {
+                Ok(v) => cbs.ok.and_then(|f| guarded(|| f(v))),
+                Err(e) => cbs.err.and_then(|f| guarded(|| f(e))),
+            };
+        }
+        let mut st = lock(&self.st);
+        st.ok = outcome.is_ok();
+        st.value = Some(outcome);
+        st.callback_panic = panic;
+        st.done = true;
+        drop(st);
+        self.cv.notify_all();
+    }
+
+    /// Waits until resolved or the deadline; true if resolved.
+    fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+        let mut st = lock(&self.st);
+        while !st.done {
+            match deadline {
+                None => st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        return false;
+                    }
+                    st = self
+                        .cv
+                        .wait_timeout(st, at - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+
+    fn take(&self, deadline: Option<Instant>) -> Result<R> {
+        if !self.wait_deadline(deadline) {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                "the result was not ready before the timeout",
+            ));
+        }
+        let mut st = lock(&self.st);
+        if st.taken {
+            return Err(Error::new(
+                ErrorKind::ResultTaken,
+                "the result was already returned by an earlier get",
+            ));
+        }
+        st.taken = true;
+        st.value.take().unwrap_or_else(|| {
+            Err(Error::new(
+                ErrorKind::ResultTaken,
+                "the result was already returned by an earlier get",
+            ))
+        })
+    }
+}
+
+impl<R: Send> Complete<R> for Cell<R> {
+    fn complete(&self, _index: usize, outcome: Result<R>) {
+        self.resolve(outcome);
+    }
+}
+
+/// A result to come from a pool: Python's `AsyncResult` (`ApplyResult`, `MapResult`).
+///
+/// It resolves exactly once, with the task's value or with an [`Error`] that says what went
+/// wrong: the task panicked ([`ErrorKind::Panicked`], with message and location), its worker
+/// died ([`ErrorKind::WorkerDied`], with pid and signal), it ran past the pool's task timeout
+/// ([`ErrorKind::TaskTimeout`]), its result could not cross back ([`ErrorKind::Codec`]) or the
+/// pool was terminated first ([`ErrorKind::Cancelled`]). It never waits forever for a pool
+/// that is gone: every way a pool ends resolves what it still held.
+///
+/// # Examples
+///
+/// ```no_run
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// multiproc::init();
+/// let pool = multiproc::Pool::new(2)?;
+/// let r = pool.apply_async(square, 7)?;
+/// r.wait();
+/// assert!(r.ready());
+/// assert!(r.successful()?);
+/// assert_eq!(r.get()?, 49);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct AsyncResult<R> {
+    cell: Arc<Cell<R>>,
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+impl<R> AsyncResult<R> {
+    pub(crate) fn new(cell: Arc<Cell<R>>) -> AsyncResult<R> {
+        AsyncResult { cell }
+    }
+
+    /// Waits for the result and returns it (the value moves out: a second `get` is an
+    /// [`ErrorKind::ResultTaken`] error).
+    ///
+    /// # Errors
+    /// How the task failed (see the type's docs), or [`ErrorKind::ResultTaken`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// assert_eq!(pool.apply_async(inc, 1)?.get()?, 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<R> {
+        self.cell.take(None)
+    }
+
+    /// Like [`get`](Self::get), giving up after `timeout` with [`ErrorKind::Timeout`] (the
+    /// result stays to come: call again). A timeout too large for an `Instant` means forever.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`], or as [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, 500)?;
+    /// let e = r.get_timeout(Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(e.kind(), multiproc::ErrorKind::Timeout);
+    /// assert_eq!(r.get()?, 500);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        self.cell.take(Instant::now().checked_add(timeout))
+    }
+
+    /// Waits until the result is ready.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(inc, 1)?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self) {
+        self.cell.wait_deadline(None);
+    }
+
+    /// Waits at most `timeout`; true if the result is ready.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(inc, 1)?;
+    /// while !r.wait_timeout(Duration::from_millis(10)) {}
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.cell.wait_deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// Whether the result is ready (never waits).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(inc, 1)?;
+    /// let _maybe = r.ready();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn ready(&self) -> bool {
+        lock(&self.cell.st).done
+    }
+
+    /// Whether the task succeeded.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidState`] if the result is not ready yet (Python's `ValueError`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(inc, 1)?;
+    /// r.wait();
+    /// assert!(r.successful()?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn successful(&self) -> Result<bool> {
+        let st = lock(&self.cell.st);
+        if !st.done {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "the result is not ready yet",
+            ));
+        }
+        Ok(st.ok)
+    }
+
+    /// The message of a panic in this result's callback, if it panicked.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let cbs = multiproc::Callbacks::new().on_success(|_: &i32| panic!("oops"));
+    /// let r = pool.apply_async_with(inc, 1, cbs)?;
+    /// assert_eq!(r.get()?, 2);
+    /// assert_eq!(r.callback_panic().as_deref(), Some("oops"));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn callback_panic(&self) -> Option<String> {
+        lock(&self.cell.st).callback_panic.clone()
+    }
+}
+
+struct MapState<R> {
+    items: Vec<Option<R>>,
+    left: usize,
+    failed: bool,
+}
+
+/// The items of a `map`, gathered in order into one [`Cell`]. The first failure resolves it.
+pub(crate) struct MapSink<R> {
+    st: Mutex<MapState<R>>,
+    out: Arc<Cell<Vec<R>>>,
+}
+
+impl<R> MapSink<R> {
+    pub(crate) fn new(len: usize, out: Arc<Cell<Vec<R>>>) -> MapSink<R> {
+        if len == 0 {
+            out.resolve(Ok(Vec::new()));
+        }
+        MapSink {
+            st: Mutex::new(MapState {
+                items: (0..len).map(|_| None).collect(),
+                left: len,
+                failed: false,
+            }),
+            out,
+        }
+    }
+}
+
+impl<R: Send> Complete<R> for MapSink<R> {
+    fn complete(&self, index: usize, outcome: Result<R>) {
+        let mut st = lock(&self.st);
+        if st.failed {
+            return;
+        }
+        match outcome {
+            Ok(v) => {
+                let Some(slot) = st.items.get_mut(index) else {
+                    return;
+                };
+                if slot.replace(v).is_none() {
+                    st.left -= 1;
+                }
+                if st.left == 0 {
+                    let all: Vec<R> = std::mem::take(&mut st.items)
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    drop(st);
+                    self.out.resolve(Ok(all));
+                }
+            }
+            Err(e) => {
+                st.failed = true;
+                st.items.clear();
+                drop(st);
+                self.out.resolve(Err(e));
+            }
+        }
+    }
+}
+
+struct ImapState<R> {
+    ordered: BTreeMap<usize, Result<R>>,
+    unordered: VecDeque<Result<R>>,
+    arrived: usize,
+}
+
+/// The results of an `imap` or `imap_unordered` as they arrive.
+pub(crate) struct ImapSink<R> {
+    in_order: bool,
+    st: Mutex<ImapState<R>>,
+    cv: Condvar,
+}
+
+impl<R> ImapSink<R> {
+    pub(crate) fn new(in_order: bool) -> ImapSink<R> {
+        ImapSink {
+            in_order,
+            st: Mutex::new(ImapState {
+                ordered: BTreeMap::new(),
+                unordered: VecDeque::new(),
+                arrived: 0,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// The next result to hand out (item `next` if in order), waiting until `deadline`.
+    /// `None` on timeout.
+    pub(crate) fn next(&self, next: usize, deadline: Option<Instant>) -> Option<Result<R>> {
+        let mut st = lock(&self.st);
+        loop {
+            let found = if self.in_order {
+                st.ordered.remove(&next)
+            } else {
+                st.unordered.pop_front()
+            };
+            if found.is_some() {
+                return found;
+            }
+            match deadline {
+                None => st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        return None;
+                    }
+                    st = self
+                        .cv
+                        .wait_timeout(st, at - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// How many results have arrived so far.
+    pub(crate) fn arrived(&self) -> usize {
+        lock(&self.st).arrived
+    }
+}
+
+impl<R: Send> Complete<R> for ImapSink<R> {
+    fn complete(&self, index: usize, outcome: Result<R>) {
+        let mut st = lock(&self.st);
+        st.arrived += 1;
+        if self.in_order {
+            st.ordered.insert(index, outcome);
+        } else {
+            st.unordered.push_back(outcome);
+        }
+        drop(st);
+        self.cv.notify_all();
+    }
+}

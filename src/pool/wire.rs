@@ -1,0 +1,140 @@
+//! What the parent and its pool workers say to each other, through shared-memory queues.
+//!
+//! ```text
+//! parent                           worker (one task queue each)       all workers and the parent
+//!   TaskMsg::Run{id, items} ──────▶  runs each item in turn ──────▶  Msg::Done{id, outcomes}
+//!   TaskMsg::Exit ────────────────▶  returns (exit status 0)          Msg::Ready / InitFailed
+//!                                    watcher thread (parent) ─────▶  Msg::Died{worker}
+//! ```
+//! The results queue is shared: every worker, the parent's watcher thread (which sees worker
+//! deaths on their pidfds) and the parent itself (to wake its collector) put into it, and only
+//! the collector thread gets from it. A worker's result always precedes the `Died` that the
+//! watcher posts after that worker's death, so results that made it out are never lost.
+
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use crate::process::{Outcome, Target};
+
+/// A byte string that serializes as one postcard byte string (a length and a `memcpy`), not as
+/// a sequence of numbers. Shared so that a task kept for re-dispatch is not copied.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Bytes(pub(crate) Arc<[u8]>);
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(Arc::from(v)))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(Arc::from(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    v.push(b);
+                }
+                Ok(Bytes(Arc::from(v)))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// Encodes a value on demand (the initializer's argument).
+pub(crate) type Encoder = Arc<dyn Fn() -> Result<Vec<u8>, crate::codec::CodecError> + Send + Sync>;
+
+/// The initializer's argument. The parent holds the value and encodes it while the worker's
+/// start arguments are being serialized, so that handles inside it travel with them; the
+/// worker receives the bytes and decodes them while those descriptors are still at hand.
+#[derive(Clone)]
+pub(crate) enum InitArg {
+    Value(Encoder),
+    Bytes(Bytes),
+}
+
+impl std::fmt::Debug for InitArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InitArg")
+    }
+}
+
+impl Serialize for InitArg {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            InitArg::Value(encode) => {
+                let bytes = encode().map_err(serde::ser::Error::custom)?;
+                s.serialize_bytes(&bytes)
+            }
+            InitArg::Bytes(b) => b.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InitArg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<InitArg, D::Error> {
+        Bytes::deserialize(d).map(InitArg::Bytes)
+    }
+}
+
+/// One task for one worker: a function and the encoded arguments of one or more items (a map
+/// chunk), back to back; `ends[i]` is where item `i` ends in `data`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum TaskMsg {
+    Run {
+        id: u64,
+        target: Target,
+        data: Bytes,
+        ends: Vec<u32>,
+    },
+    /// Finish: the worker returns and its process exits with status 0.
+    Exit,
+}
+
+/// Everything the collector thread receives.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Msg {
+    /// The worker ran its initializer (if any) and waits for tasks.
+    Ready { worker: u64 },
+    /// The initializer failed; the worker exits.
+    InitFailed { worker: u64, outcome: Outcome },
+    /// A task finished: one outcome per item; the results of the items that returned lie back
+    /// to back in `data`, `lens` giving their sizes in order.
+    Done {
+        worker: u64,
+        id: u64,
+        outcomes: Vec<Outcome>,
+        data: Bytes,
+        lens: Vec<u32>,
+        /// The worker's resident set size after the task, when the pool recycles by memory.
+        rss: Option<u64>,
+    },
+    /// The worker's process has ended (posted by the parent's watcher thread).
+    Died { worker: u64 },
+    /// A large task has been streamed into this worker's queue (posted by the parent).
+    Streamed { worker: u64 },
+    /// Nothing: the parent wakes its collector to look at its state.
+    Wake,
+}
