@@ -68,6 +68,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
                 data: Bytes::default(),
                 lens: Vec::new(),
                 rss: None,
+                busy_ns: 0,
             };
             if results.put(failed).is_err() {
                 return;
@@ -100,6 +101,7 @@ fn run_initializer(target: Target, arg: &InitArg) -> Result<(), Outcome> {
 
 /// Runs every item of one task and gathers the outcomes.
 fn run_task(worker: u64, id: u64, target: Target, data: &[u8], ends: &[u32], rss: bool) -> Msg {
+    let started = std::time::Instant::now();
     let mut outcomes = Vec::with_capacity(ends.len());
     let mut out = Vec::new();
     let mut lens = Vec::with_capacity(ends.len());
@@ -139,6 +141,7 @@ fn run_task(worker: u64, id: u64, target: Target, data: &[u8], ends: &[u32], rss
         data: Bytes(out.into()),
         lens,
         rss: if rss { resident_bytes() } else { None },
+        busy_ns: started.elapsed().as_nanos().min(u64::MAX as u128) as u64,
     }
 }
 

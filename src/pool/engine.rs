@@ -40,6 +40,11 @@ pub(crate) const MAX_INIT_ATTEMPTS: u32 = 3;
 /// A worker gets a task queued behind the one it runs only if that one started less than
 /// this long ago.
 const PREFETCH_HORIZON: Duration = Duration::from_millis(5);
+/// The adaptive depth queues about this much work behind a worker's current task.
+const PREFETCH_BUDGET_NS: f64 = 2_000_000.0;
+/// Bounds of the adaptive depth.
+const MIN_DEPTH: usize = 2;
+const MAX_DEPTH: usize = 64;
 /// The collector looks at its state at least this often.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -47,7 +52,8 @@ const TICK: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) processes: usize,
-    pub(crate) prefetch: usize,
+    /// A fixed number of tasks per worker, or `None` for the adaptive depth.
+    pub(crate) prefetch: Option<usize>,
     pub(crate) max_tasks_per_child: Option<u64>,
     pub(crate) max_rss: Option<u64>,
     pub(crate) task_timeout: Option<Duration>,
@@ -233,6 +239,8 @@ struct State {
     finished: bool,
     /// Tasks to fail once the lock is released (resolving runs user callbacks).
     doomed: Vec<(Task, Why)>,
+    /// A moving average of how long tasks run in the workers (ns); 0 before the first.
+    avg_task_ns: f64,
 }
 
 /// Completion counters (items), for progress reports.
@@ -295,6 +303,7 @@ impl Engine {
                 started: false,
                 finished: false,
                 doomed: Vec::new(),
+                avg_task_ns: 0.0,
             }),
             changed: Condvar::new(),
             results,
@@ -408,7 +417,7 @@ impl Engine {
     /// Hands pending tasks to workers with room, least loaded first. Never blocks: a task too
     /// large for a worker's ring is streamed by a helper thread.
     fn dispatch(&self, st: &mut State) {
-        let prefetch = self.cfg.prefetch;
+        let prefetch = self.depth(st);
         let now = Instant::now();
         while let Some(&id) = st.pending.front() {
             // A task is queued behind another only while that one is young: behind a long
@@ -486,6 +495,19 @@ impl Engine {
                 let _ = self.results.try_put(Msg::Wake);
             }
         }
+    }
+
+    /// How many tasks a worker may hold: fixed, or enough to cover a couple of milliseconds
+    /// of the tasks seen so far (deep for tiny tasks, shallow for long ones).
+    fn depth(&self, st: &State) -> usize {
+        if let Some(fixed) = self.cfg.prefetch {
+            return fixed;
+        }
+        if st.avg_task_ns <= 0.0 {
+            return MIN_DEPTH;
+        }
+        let covered = 1.0 + PREFETCH_BUDGET_NS / st.avg_task_ns;
+        (covered as usize).clamp(MIN_DEPTH, MAX_DEPTH)
     }
 
     /// Streams a large task into a worker's queue on a helper thread.
@@ -714,8 +736,14 @@ impl Engine {
                 data,
                 lens,
                 rss,
+                busy_ns,
             } => {
                 let mut st = self.state();
+                st.avg_task_ns = if st.avg_task_ns <= 0.0 {
+                    busy_ns as f64
+                } else {
+                    0.8 * st.avg_task_ns + 0.2 * busy_ns as f64
+                };
                 let mut pid = 0;
                 if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
                     pid = w.pid;

@@ -130,6 +130,8 @@ pub(crate) enum Msg {
         lens: Vec<u32>,
         /// The worker's resident set size after the task, when the pool recycles by memory.
         rss: Option<u64>,
+        /// How long the task ran in the worker, in nanoseconds.
+        busy_ns: u64,
     },
     /// The worker's process has ended (posted by the parent's watcher thread).
     Died { worker: u64 },

@@ -27,6 +27,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("pool::initializer_receives_handles", initializer_handles),
         ("pool::task_timeout_kills_and_replaces", task_timeout),
         ("pool::max_tasks_per_child_gh115634", max_tasks_per_child),
+        ("pool::max_memory_per_child_recycles", max_memory),
         ("pool::imap_backpressure", imap_backpressure),
         ("pool::large_tasks_and_results", large_values),
         ("pool::terminate_while_running", terminate_while_running),
@@ -448,6 +449,32 @@ fn max_tasks_per_child() -> Result<(), String> {
     ensure!(m.len() == 100, "map");
     pool.close();
     pool.join().ctx("join")?;
+    Ok(())
+}
+
+fn max_memory() -> Result<(), String> {
+    // Every worker is over a 1-byte limit after its first task: each retires after the
+    // tasks it holds, and a fresh one takes over. No task fails for it.
+    let pool = Pool::builder()
+        .processes(2)
+        .prefetch(1)
+        .max_memory_per_child(1)
+        .build()
+        .ctx("pool")?;
+    let pids: Vec<u32> = (0..6)
+        .map(|_| pool.apply(nap_pid, 1))
+        .collect::<Result<_, _>>()
+        .ctx("tasks")?;
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    ensure!(
+        distinct.len() == 6,
+        "every task on a fresh worker: {pids:?}"
+    );
+    ensure!(
+        pool.progress().workers_replaced == 0,
+        "{:?}",
+        pool.progress()
+    );
     Ok(())
 }
 
