@@ -85,7 +85,10 @@ pub use pipe::{
     Connection, DEFAULT_PIPE_FRAME_LIMIT, Nothing, RecvIntoError, Sentinel, Waitable, pipe,
     pipe_typed, simplex, wait,
 };
-pub use pool::{AsyncResult, Callbacks, Imap, Pool, PoolBuilder, Progress};
+pub use pool::{
+    AsyncResult, Callbacks, Imap, Pool, PoolBuilder, Progress, ThreadImap, ThreadPool,
+    ThreadPoolBuilder,
+};
 pub use process::{
     Process, ProcessInfo, StartMethod, Worker, current_process, init, parent_process,
 };

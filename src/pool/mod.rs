@@ -13,12 +13,13 @@ mod child;
 mod engine;
 mod imap;
 mod result;
-
+mod thread;
 mod wire;
 
 pub use api::{Pool, PoolBuilder, Progress};
 pub use imap::Imap;
 pub use result::{AsyncResult, Callbacks};
+pub use thread::{ThreadImap, ThreadPool, ThreadPoolBuilder};
 
 use crate::error::{Error, ErrorKind};
 
