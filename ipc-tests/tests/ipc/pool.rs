@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use multiproc::{Callbacks, ErrorKind, Pool, Queue};
+use multiproc::{Callbacks, ErrorKind, Pool, Process, Queue};
 use serde::{Deserialize, Serialize};
 
 use crate::{Context, TestFn, ensure};
@@ -33,6 +33,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("pool::terminate_while_running", terminate_while_running),
         ("pool::drop_finishes_outstanding_work", drop_finishes_work),
         ("pool::chaos_1000_tasks_50_kills", chaos),
+        ("pool::ctrl_c_during_map_ends_everything", ctrl_c),
     ]
 }
 
@@ -654,4 +655,60 @@ fn chaos() -> Result<(), String> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A program that runs a long map on a pool, after telling its workers' pids.
+fn program_with_pool(pids: Queue<u32>) {
+    let pool = Pool::new(2).expect("pool");
+    for pid in pool.pids() {
+        pids.put(pid).expect("put");
+    }
+    let _ = pool.map_chunked(nap, vec![60_000u64; 8], 1);
+}
+
+/// Waits until `pid` (an orphan that became our child, as the suite is a subreaper) has ended
+/// and reaps it. Returns its wait status, or `None` if someone else reaped it.
+fn reap_orphan(pid: u32, limit: Duration) -> Result<Option<i32>, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting on a specific pid, with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if r == pid as i32 {
+            return Ok(Some(status));
+        }
+        if r == -1 && ipc_tests::is_gone(pid as i32) {
+            return Ok(None);
+        }
+        ensure!(Instant::now() < deadline, "worker {pid} still alive");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn ctrl_c() -> Result<(), String> {
+    let q = Queue::<u32>::new().ctx("queue")?;
+    let mut program = Process::new(program_with_pool, q.clone());
+    program.start().ctx("start")?;
+    let workers = [
+        q.get_timeout(Duration::from_secs(60)).ctx("pid 1")?,
+        q.get_timeout(Duration::from_secs(60)).ctx("pid 2")?,
+    ];
+    std::thread::sleep(Duration::from_millis(100));
+    // SIGINT to the program alone, as `kill -INT` does. (A terminal's Ctrl-C reaches the
+    // workers too: they then die of the SIGINT themselves, silently, which changes nothing.)
+    let pid = program.pid().ctx("pid")?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let e = program
+        .join()
+        .err()
+        .ctx("the program must end by the signal")?;
+    ensure!(e.signal() == Some(libc::SIGINT), "{e}");
+    // Nothing is left running: the workers die with their parent.
+    for w in workers {
+        if let Some(status) = reap_orphan(w, Duration::from_secs(30))? {
+            ensure!(libc::WIFSIGNALED(status), "worker {w} status {status:#x}");
+        }
+    }
+    Ok(())
 }
