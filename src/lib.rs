@@ -2,7 +2,8 @@
 //!
 //! Real child processes and the means for them to talk, with every value that crosses a process
 //! boundary serialized explicitly (serde + postcard). This release has [`Process`] (spawn and
-//! fork start methods), the long-lived [`Worker`] that pools are built on, queues ([`Queue`],
+//! fork start methods), pools of workers ([`Pool`], [`ThreadPool`]) in which a dead worker
+//! fails only its own task, the long-lived [`Worker`], queues ([`Queue`],
 //! [`SimpleQueue`], [`JoinableQueue`]) over a ring in shared memory, pipes ([`Connection`]),
 //! shared memory ([`SharedMemory`], [`Value`], [`Array`]) and locks that
 //! survive the death of their holder ([`Lock`], [`RLock`], [`Semaphore`], [`Event`],
@@ -60,6 +61,11 @@
 //! | `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
 //! | `Value('q', 0)`, `with v.get_lock(): v.value += 1` | [`Value::new(0i64)`](Value::new), `*v.lock()? += 1` |
 //! | `Array('d', n)` | [`Array::new(n, 0.0)`](Array::new) |
+//! | `Pool(4)`, `pool.apply(f, (x,))` | [`Pool::new(4)`](Pool::new), [`pool.apply(f, x)`](Pool::apply) |
+//! | `pool.apply_async(f, (x,), callback=c)` | [`apply_async_with(f, x, Callbacks::new().on_success(c))`](Pool::apply_async_with) → [`AsyncResult`] |
+//! | `pool.map(f, it)`, `imap`, `imap_unordered` | [`map`](Pool::map), [`imap`](Pool::imap) (lazy, bounded), [`imap_unordered`](Pool::imap_unordered) |
+//! | a pool worker killed: the task hangs forever | that task fails with [`ErrorKind::WorkerDied`]; the worker is replaced |
+//! | `multiprocessing.pool.ThreadPool` | [`ThreadPool`] (closures) |
 //!
 //! See `docs/python-to-rust.md` in the repository for the whole mapping and the places where
 //! the behaviour differs on purpose.
