@@ -45,6 +45,8 @@ const PREFETCH_BUDGET_NS: f64 = 2_000_000.0;
 /// Bounds of the adaptive depth.
 const MIN_DEPTH: usize = 2;
 const MAX_DEPTH: usize = 64;
+/// How many messages the collector handles in a row before it looks at timeouts and workers.
+const BATCH: usize = 256;
 /// The collector looks at its state at least this often.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -657,7 +659,16 @@ impl Engine {
                 self.next_deadline(&st)
             };
             match rx.get_deadline(deadline) {
-                Ok(msg) => self.handle(msg),
+                Ok(msg) => {
+                    self.handle(msg);
+                    // Whatever else has arrived, before looking at the clock again.
+                    for _ in 0..BATCH {
+                        match rx.try_get() {
+                            Ok(msg) => self.handle(msg),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Err(GetTimeoutError::Timeout) => {}
                 Err(GetTimeoutError::Disconnected) => break,
                 Err(GetTimeoutError::Failed(_)) => {

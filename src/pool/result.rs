@@ -55,6 +55,27 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Waits on `cv` until notified or `deadline`; true if the deadline has passed.
+pub(crate) fn wait_until<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+) -> (MutexGuard<'a, T>, bool) {
+    match deadline {
+        None => (cv.wait(guard).unwrap_or_else(|p| p.into_inner()), false),
+        Some(at) => {
+            let now = Instant::now();
+            if now >= at {
+                return (guard, true);
+            }
+            let (g, r) = cv
+                .wait_timeout(guard, at - now)
+                .unwrap_or_else(|p| p.into_inner());
+            (g, r.timed_out() && Instant::now() >= at)
+        }
+    }
+}
+
 /// Runs a user callback; a panic is caught and returned as its message.
 pub(crate) fn guarded(f: impl FnOnce()) -> Option<String> {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -160,6 +181,9 @@ struct CellState<R> {
     taken: bool,
     callbacks: Option<Callbacks<R>>,
     callback_panic: Option<String>,
+    /// Threads blocked on the condition variable (a notify costs a system call: skip it when
+    /// nobody waits).
+    waiters: usize,
 }
 
 /// One value to come: the state behind an [`AsyncResult`].
@@ -179,6 +203,7 @@ impl<R> Cell<R> {
                 taken: false,
                 callbacks: Some(callbacks),
                 callback_panic: None,
+                waiters: 0,
             }),
             cv: Condvar::new(),
         }
@@ -206,27 +231,23 @@ impl<R> Cell<R> {
         st.value = Some(outcome);
         st.callback_panic = panic;
         st.done = true;
+        let waiters = st.waiters;
         drop(st);
-        self.cv.notify_all();
+        if waiters > 0 {
+            self.cv.notify_all();
+        }
     }
 
     /// Waits until resolved or the deadline; true if resolved.
     fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
         let mut st = lock(&self.st);
         while !st.done {
-            match deadline {
-                None => st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(at) => {
-                    let now = Instant::now();
-                    if now >= at {
-                        return false;
-                    }
-                    st = self
-                        .cv
-                        .wait_timeout(st, at - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
+            st.waiters += 1;
+            let timed_out;
+            (st, timed_out) = wait_until(&self.cv, st, deadline);
+            st.waiters -= 1;
+            if timed_out && !st.done {
+                return false;
             }
         }
         true
@@ -505,6 +526,7 @@ struct ImapState<R> {
     ordered: BTreeMap<usize, Result<R>>,
     unordered: VecDeque<Result<R>>,
     arrived: usize,
+    waiters: usize,
 }
 
 /// The results of an `imap` or `imap_unordered` as they arrive.
@@ -522,6 +544,7 @@ impl<R> ImapSink<R> {
                 ordered: BTreeMap::new(),
                 unordered: VecDeque::new(),
                 arrived: 0,
+                waiters: 0,
             }),
             cv: Condvar::new(),
         }
@@ -540,19 +563,12 @@ impl<R> ImapSink<R> {
             if found.is_some() {
                 return found;
             }
-            match deadline {
-                None => st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(at) => {
-                    let now = Instant::now();
-                    if now >= at {
-                        return None;
-                    }
-                    st = self
-                        .cv
-                        .wait_timeout(st, at - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
+            st.waiters += 1;
+            let timed_out;
+            (st, timed_out) = wait_until(&self.cv, st, deadline);
+            st.waiters -= 1;
+            if timed_out {
+                return None;
             }
         }
     }
@@ -572,7 +588,10 @@ impl<R: Send> Complete<R> for ImapSink<R> {
         } else {
             st.unordered.push_back(outcome);
         }
+        let waiters = st.waiters;
         drop(st);
-        self.cv.notify_all();
+        if waiters > 0 {
+            self.cv.notify_all();
+        }
     }
 }
