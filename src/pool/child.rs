@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::wire::{Bytes, InitArg, Msg, TaskMsg};
 use crate::Queue;
-use crate::process::{Outcome, Target, execute};
+use crate::process::{CallError, Outcome, Target};
 
 /// What a pool worker process is started with.
 #[derive(Serialize, Deserialize)]
@@ -62,8 +62,8 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             let failed = Msg::Done {
                 worker,
                 id,
-                outcomes: (0..count)
-                    .map(|_| Outcome::BadResult(why.clone()))
+                failed: (0..count as u32)
+                    .map(|i| (i, Outcome::BadResult(why.clone())))
                     .collect(),
                 data: Bytes::default(),
                 lens: Vec::new(),
@@ -99,45 +99,80 @@ fn run_initializer(target: Target, arg: &InitArg) -> Result<(), Outcome> {
     }
 }
 
-/// Runs every item of one task and gathers the outcomes.
+thread_local! {
+    /// Where the last panic on this thread happened, recorded by the hook below.
+    static PANICKED_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Wraps the panic hook once so that a task's panic records its location here; the previous
+/// hook still prints the usual message on the worker's stderr.
+fn capture_panic_locations() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+            PANICKED_AT.with(|slot| *slot.borrow_mut() = at);
+            previous(info);
+        }));
+    });
+}
+
+/// Runs one item: the function's trampoline decodes the argument, calls, encodes the result.
+fn run_item(target: Target, item: &[u8]) -> Result<Vec<u8>, Outcome> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target.invoke(item))) {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(CallError::Arguments(e))) => Err(Outcome::BadArguments(e.to_string())),
+        Ok(Err(CallError::Result(e))) => Err(Outcome::BadResult(e.to_string())),
+        Err(payload) => Err(Outcome::Panicked {
+            message: super::result::panic_message(&payload),
+            location: PANICKED_AT.with(|slot| slot.borrow_mut().take()),
+        }),
+    }
+}
+
+/// Runs every item of one task and gathers the results.
 fn run_task(worker: u64, id: u64, target: Target, data: &[u8], ends: &[u32], rss: bool) -> Msg {
+    capture_panic_locations();
     let started = std::time::Instant::now();
-    let mut outcomes = Vec::with_capacity(ends.len());
+    let mut failed = Vec::new();
     let mut out = Vec::new();
     let mut lens = Vec::with_capacity(ends.len());
     let mut start = 0usize;
-    for &end in ends {
+    for (i, &end) in ends.iter().enumerate() {
+        let i = i as u32;
         let end = end as usize;
         let Some(item) = data.get(start..end) else {
-            outcomes.push(Outcome::BadArguments(
-                "the task's item boundaries are out of range".into(),
+            failed.push((
+                i,
+                Outcome::BadArguments("the task's item boundaries are out of range".into()),
             ));
             continue;
         };
         start = end;
-        let (outcome, result) = execute(target, item, Vec::new());
-        match (outcome, result) {
-            (Outcome::Returned, Some(bytes)) => match u32::try_from(bytes.len()) {
+        match run_item(target, item) {
+            Ok(bytes) => match u32::try_from(bytes.len()) {
                 Ok(len) => {
                     lens.push(len);
                     out.extend_from_slice(&bytes);
-                    outcomes.push(Outcome::Returned);
                 }
-                Err(_) => outcomes.push(Outcome::BadResult(format!(
-                    "a result of {} bytes is too large for a pool task",
-                    bytes.len()
-                ))),
+                Err(_) => failed.push((
+                    i,
+                    Outcome::BadResult(format!(
+                        "a result of {} bytes is too large for a pool task",
+                        bytes.len()
+                    )),
+                )),
             },
-            (Outcome::Returned, None) => {
-                outcomes.push(Outcome::BadResult("no result was produced".into()))
-            }
-            (other, _) => outcomes.push(other),
+            Err(outcome) => failed.push((i, outcome)),
         }
     }
     Msg::Done {
         worker,
         id,
-        outcomes,
+        failed,
         data: Bytes(out.into()),
         lens,
         rss: if rss { resident_bytes() } else { None },

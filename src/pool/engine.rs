@@ -133,19 +133,25 @@ impl Task {
         }
     }
 
-    /// Hands each item's outcome to the sink.
-    fn finish(mut self, pid: u32, outcomes: Vec<Outcome>, data: &[u8], lens: &[u32]) {
+    /// Hands each item's outcome to the sink, all at once.
+    fn finish(mut self, pid: u32, failed: Vec<(u32, Outcome)>, data: &[u8], lens: &[u32]) {
         self.resolved = true;
-        let mut offset = 0usize;
+        let mut results: Vec<Result<&[u8]>> = Vec::with_capacity(self.count);
+        let mut failed = failed.into_iter().peekable();
         let mut lens = lens.iter();
-        let mut given = 0;
-        for (i, outcome) in outcomes.into_iter().enumerate().take(self.count) {
-            given += 1;
-            let result = match outcome {
+        let mut offset = 0usize;
+        for i in 0..self.count as u32 {
+            let outcome = match failed.next_if(|(at, _)| *at == i) {
+                Some((_, outcome)) => outcome,
+                None => Outcome::Returned,
+            };
+            results.push(match outcome {
                 Outcome::Returned => {
-                    let len = lens.next().copied().unwrap_or(0) as usize;
-                    let bytes = data.get(offset..offset + len);
-                    offset += len;
+                    let bytes = lens.next().and_then(|&len| {
+                        let b = data.get(offset..offset + len as usize);
+                        offset += len as usize;
+                        b
+                    });
                     bytes.ok_or_else(|| {
                         Error::new(ErrorKind::Codec, "the worker sent a malformed result")
                             .with_pid(pid)
@@ -167,15 +173,9 @@ impl Task {
                     crate::codec::CodecError::Encode(why),
                 )
                 .with_pid(pid)),
-            };
-            self.sink.deliver(self.first + i, result);
+            });
         }
-        for i in given..self.count {
-            self.sink.deliver(
-                self.first + i,
-                Err(Error::new(ErrorKind::Codec, "the worker sent too few results").with_pid(pid)),
-            );
-        }
+        self.sink.deliver_many(self.first, results);
     }
 }
 
@@ -743,7 +743,7 @@ impl Engine {
             Msg::Done {
                 worker,
                 id,
-                outcomes,
+                failed,
                 data,
                 lens,
                 rss,
@@ -773,15 +773,13 @@ impl Engine {
                 self.dispatch(&mut st);
                 self.release(st);
                 if let Some(task) = task {
-                    let failed = outcomes
-                        .iter()
-                        .filter(|o| !matches!(o, Outcome::Returned))
-                        .count() as u64;
                     self.counters
                         .completed
                         .fetch_add(task.count as u64, Ordering::Relaxed);
-                    self.counters.failed.fetch_add(failed, Ordering::Relaxed);
-                    task.finish(pid, outcomes, &data, &lens);
+                    self.counters
+                        .failed
+                        .fetch_add(failed.len() as u64, Ordering::Relaxed);
+                    task.finish(pid, failed, &data, &lens);
                 }
             }
             Msg::Ready { worker } => {

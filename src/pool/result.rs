@@ -19,11 +19,25 @@ use crate::error::{Error, ErrorKind, Result};
 /// Receives the encoded outcome of item `index` of a job.
 pub(crate) trait Sink: Send + Sync {
     fn deliver(&self, index: usize, outcome: Result<&[u8]>);
+
+    /// Items `first`, `first + 1`, ... at once.
+    fn deliver_many(&self, first: usize, outcomes: Vec<Result<&[u8]>>) {
+        for (i, o) in outcomes.into_iter().enumerate() {
+            self.deliver(first + i, o);
+        }
+    }
 }
 
 /// Receives the decoded outcome of item `index` of a job.
 pub(crate) trait Complete<R>: Send + Sync {
     fn complete(&self, index: usize, outcome: Result<R>);
+
+    /// Items `first`, `first + 1`, ... at once.
+    fn complete_many(&self, first: usize, outcomes: Vec<Result<R>>) {
+        for (i, o) in outcomes.into_iter().enumerate() {
+            self.complete(first + i, o);
+        }
+    }
 }
 
 /// A [`Sink`] that decodes into `R` and completes a typed cell.
@@ -41,13 +55,27 @@ impl<R, C: ?Sized> Decode<R, C> {
     }
 }
 
+fn decoded<R: DeserializeOwned>(outcome: Result<&[u8]>) -> Result<R> {
+    outcome.and_then(|bytes| {
+        codec::decode(bytes)
+            .map_err(|e| Error::codec("the task's result could not be deserialized", e))
+    })
+}
+
 impl<R: DeserializeOwned, C: Complete<R> + ?Sized> Sink for Decode<R, C> {
     fn deliver(&self, index: usize, outcome: Result<&[u8]>) {
-        let value = outcome.and_then(|bytes| {
-            codec::decode(bytes)
-                .map_err(|e| Error::codec("the task's result could not be deserialized", e))
-        });
-        self.cell.complete(index, value);
+        self.cell.complete(index, decoded(outcome));
+    }
+
+    fn deliver_many(&self, first: usize, outcomes: Vec<Result<&[u8]>>) {
+        if outcomes.len() == 1 {
+            if let Some(o) = outcomes.into_iter().next() {
+                self.cell.complete(first, decoded(o));
+            }
+            return;
+        }
+        let values = outcomes.into_iter().map(decoded).collect();
+        self.cell.complete_many(first, values);
     }
 }
 
@@ -490,6 +518,42 @@ impl<R> MapSink<R> {
 }
 
 impl<R: Send> Complete<R> for MapSink<R> {
+    fn complete_many(&self, first: usize, outcomes: Vec<Result<R>>) {
+        let mut st = lock(&self.st);
+        if st.failed {
+            return;
+        }
+        let mut failure = None;
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(v) => {
+                    if let Some(slot) = st.items.get_mut(first + i)
+                        && slot.replace(v).is_none()
+                    {
+                        st.left -= 1;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            st.failed = true;
+            st.items.clear();
+            drop(st);
+            self.out.resolve(Err(e));
+        } else if st.left == 0 {
+            let all: Vec<R> = std::mem::take(&mut st.items)
+                .into_iter()
+                .flatten()
+                .collect();
+            drop(st);
+            self.out.resolve(Ok(all));
+        }
+    }
+
     fn complete(&self, index: usize, outcome: Result<R>) {
         let mut st = lock(&self.st);
         if st.failed {
@@ -580,6 +644,23 @@ impl<R> ImapSink<R> {
 }
 
 impl<R: Send> Complete<R> for ImapSink<R> {
+    fn complete_many(&self, first: usize, outcomes: Vec<Result<R>>) {
+        let mut st = lock(&self.st);
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            st.arrived += 1;
+            if self.in_order {
+                st.ordered.insert(first + i, outcome);
+            } else {
+                st.unordered.push_back(outcome);
+            }
+        }
+        let waiters = st.waiters;
+        drop(st);
+        if waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+
     fn complete(&self, index: usize, outcome: Result<R>) {
         let mut st = lock(&self.st);
         st.arrived += 1;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! parent                           worker (one task queue each)       all workers and the parent
-//!   TaskMsg::Run{id, items} ──────▶  runs each item in turn ──────▶  Msg::Done{id, outcomes}
+//!   TaskMsg::Run{id, items} ──────▶  runs each item in turn ──────▶  Msg::Done{id, results}
 //!   TaskMsg::Exit ────────────────▶  returns (exit status 0)          Msg::Ready / InitFailed
 //!                                    watcher thread (parent) ─────▶  Msg::Died{worker}
 //! ```
@@ -120,12 +120,13 @@ pub(crate) enum Msg {
     Ready { worker: u64 },
     /// The initializer failed; the worker exits.
     InitFailed { worker: u64, outcome: Outcome },
-    /// A task finished: one outcome per item; the results of the items that returned lie back
-    /// to back in `data`, `lens` giving their sizes in order.
+    /// A task finished. The items listed in `failed` (by index, in order) did not return; the
+    /// results of all the others lie back to back in `data`, `lens` giving their sizes in
+    /// order.
     Done {
         worker: u64,
         id: u64,
-        outcomes: Vec<Outcome>,
+        failed: Vec<(u32, Outcome)>,
         data: Bytes,
         lens: Vec<u32>,
         /// The worker's resident set size after the task, when the pool recycles by memory.

@@ -259,11 +259,7 @@ pub(crate) fn serve(chan: &mut Channel) {
 
 /// Calls `target` with `args` (whose handles take their descriptors from `fds`), catching a
 /// panic.
-pub(crate) fn execute(
-    target: Target,
-    args: &[u8],
-    fds: Vec<OwnedFd>,
-) -> (Outcome, Option<Vec<u8>>) {
+fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<Vec<u8>>) {
     install_panic_capture();
     let call = || super::handles::with_incoming(fds, || target.invoke(args));
     match panic::catch_unwind(AssertUnwindSafe(call)) {

@@ -21,8 +21,7 @@ pub use bootstrap::init;
 pub use worker::Worker;
 
 // For the pool engine (`pool/`): how a worker process runs one task and reports it.
-pub(crate) use bootstrap::execute;
-pub(crate) use function::Target;
+pub(crate) use function::{CallError, Target};
 pub(crate) use protocol::Outcome;
 
 use child::{Child, ended_error};
