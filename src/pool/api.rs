@@ -383,6 +383,12 @@ fn encode_items<'a, A: Serialize + 'a>(
 }
 
 impl Pool {
+    /// What cancels tasks `ids` from an `AsyncResult` (which does not keep the pool alive).
+    fn canceller(&self, ids: std::ops::Range<u64>) -> super::result::Canceller {
+        let engine = Arc::downgrade(&self.engine);
+        Box::new(move || engine.upgrade().is_some_and(|e| e.cancel(ids.clone())))
+    }
+
     /// A pool of `processes` workers with the default settings.
     ///
     /// # Errors
@@ -546,14 +552,14 @@ impl Pool {
         let (data, ends) = encode_items(std::iter::once(&arg))?;
         let cell = Arc::new(Cell::new(callbacks));
         let sink = Arc::new(Decode::<R, Cell<R>>::new(cell.clone()));
-        self.engine.submit(vec![NewTask {
+        let ids = self.engine.submit(vec![NewTask {
             target,
             data,
             ends,
             sink,
             first: 0,
         }])?;
-        Ok(AsyncResult::new(cell))
+        Ok(AsyncResult::new(cell).with_cancel(self.canceller(ids)))
     }
 
     /// Applies `f` to every item, in parallel, and returns the results in order (Python's
@@ -693,10 +699,12 @@ impl Pool {
                 first: k * size,
             });
         }
+        let mut result = AsyncResult::new(out);
         if !tasks.is_empty() {
-            self.engine.submit(tasks)?;
+            let ids = self.engine.submit(tasks)?;
+            result = result.with_cancel(self.canceller(ids));
         }
-        Ok(AsyncResult::new(out))
+        Ok(result)
     }
 
     /// Python's `starmap`: in Rust the function takes its arguments as one tuple, so this is

@@ -194,6 +194,7 @@ impl Drop for Task {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kill {
     TimedOut(u64),
+    Cancelled(u64),
 }
 
 /// One worker process and what it holds.
@@ -359,7 +360,7 @@ impl Engine {
     }
 
     /// Queues tasks (all or none) and hands out what the workers can take.
-    pub(crate) fn submit(&self, tasks: Vec<NewTask>) -> Result<()> {
+    pub(crate) fn submit(&self, tasks: Vec<NewTask>) -> Result<std::ops::Range<u64>> {
         let mut st = self.state();
         if st.status != Status::Running {
             return Err(Error::new(
@@ -371,6 +372,7 @@ impl Engine {
             return Err(why.error());
         }
         let mut items = 0;
+        let first_id = st.next_task;
         for t in tasks {
             let id = st.next_task;
             st.next_task += 1;
@@ -393,9 +395,41 @@ impl Engine {
             st.pending.push_back(id);
         }
         self.counters.submitted.fetch_add(items, Ordering::Relaxed);
+        let ids = first_id..st.next_task;
         self.dispatch(&mut st);
         self.release(st);
-        Ok(())
+        Ok(ids)
+    }
+
+    /// Cancels the tasks `ids` that are not finished: a waiting one is dropped, a queued one
+    /// is resolved now (its worker's run of it will be ignored), a running one has its
+    /// worker killed and replaced. True if any task was cancelled.
+    pub(crate) fn cancel(&self, ids: std::ops::Range<u64>) -> bool {
+        let why = Why::Cancelled("the task was cancelled");
+        let mut st = self.state();
+        let mut any = false;
+        for id in ids {
+            let Some(task) = st.tasks.remove(&id) else {
+                continue;
+            };
+            any = true;
+            if let Some(pos) = st.pending.iter().position(|&p| p == id) {
+                st.pending.remove(pos);
+            } else if let Some(w) = st
+                .workers
+                .iter_mut()
+                .find(|w| w.in_flight.front() == Some(&id))
+                && w.killed.is_none()
+            {
+                // Running (or about to): only killing its worker ends it.
+                w.killed = Some(Kill::Cancelled(id));
+                w.accepting = false;
+                let _ = w.process.kill();
+            }
+            st.doomed.push((task, why.clone()));
+        }
+        self.release(st);
+        any
     }
 
     /// Unlocks, then fails the tasks that were doomed under the lock.

@@ -336,7 +336,11 @@ impl<R: Send> Complete<R> for Cell<R> {
 /// ```
 pub struct AsyncResult<R> {
     cell: Arc<Cell<R>>,
+    cancel: Option<Canceller>,
 }
+
+/// Cancels the tasks behind a result; true if one was cancelled.
+pub(crate) type Canceller = Box<dyn Fn() -> bool + Send + Sync>;
 
 impl<R> std::fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -348,7 +352,36 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 
 impl<R> AsyncResult<R> {
     pub(crate) fn new(cell: Arc<Cell<R>>) -> AsyncResult<R> {
-        AsyncResult { cell }
+        AsyncResult { cell, cancel: None }
+    }
+
+    pub(crate) fn with_cancel(mut self, cancel: Canceller) -> AsyncResult<R> {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// Cancels the call if it has not finished: a task still waiting is dropped; a task that
+    /// is running has its worker killed and replaced (CPython cannot stop a running task).
+    /// The result then resolves as [`ErrorKind::Cancelled`]. False if it had already
+    /// finished (or, for a [`ThreadPool`](crate::ThreadPool), always: threads cannot be
+    /// stopped).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, 60_000)?;
+    /// assert!(r.cancel());
+    /// assert_eq!(r.get().unwrap_err().kind(), multiproc::ErrorKind::Cancelled);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn cancel(&self) -> bool {
+        if self.ready() {
+            return false;
+        }
+        self.cancel.as_ref().is_some_and(|c| c())
     }
 
     /// Waits for the result and returns it (the value moves out: a second `get` is an

@@ -26,6 +26,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("pool::failing_initializer_is_bounded", failing_initializer),
         ("pool::initializer_receives_handles", initializer_handles),
         ("pool::task_timeout_kills_and_replaces", task_timeout),
+        ("pool::cancel_waiting_and_running_tasks", cancel),
         ("pool::max_tasks_per_child_gh115634", max_tasks_per_child),
         ("pool::max_memory_per_child_recycles", max_memory),
         ("pool::imap_backpressure", imap_backpressure),
@@ -422,6 +423,44 @@ fn task_timeout() -> Result<(), String> {
         "replaced: {:?}",
         pool.pids()
     );
+    Ok(())
+}
+
+fn cancel() -> Result<(), String> {
+    let pool = Pool::builder()
+        .processes(1)
+        .prefetch(1)
+        .build()
+        .ctx("pool")?;
+    let before = pool.pids();
+    let running = pool.apply_async(nap_pid, 60_000).ctx("running")?;
+    let waiting = pool.apply_async(nap_pid, 60_000).ctx("waiting")?;
+    std::thread::sleep(Duration::from_millis(50));
+    ensure!(waiting.cancel(), "cancel a waiting task");
+    let e = waiting.get().err().ctx("waiting must be cancelled")?;
+    ensure!(e.kind() == ErrorKind::Cancelled, "{e}");
+    ensure!(
+        pool.pids() == before,
+        "cancelling a waiting task kills nothing"
+    );
+    ensure!(running.cancel(), "cancel a running task");
+    let e = running.get().err().ctx("running must be cancelled")?;
+    ensure!(e.kind() == ErrorKind::Cancelled, "{e}");
+    ensure!(!running.cancel(), "a second cancel finds it finished");
+    // Its worker was killed and replaced; the pool goes on.
+    ensure!(pool.apply(square, 6).ctx("after")? == 36, "after");
+    ensure!(
+        ipc_tests::eventually(Duration::from_secs(20), || {
+            let now = pool.pids();
+            now.len() == 1 && now != before
+        }),
+        "replacement: {:?} (before {before:?})",
+        pool.pids()
+    );
+    let done = pool.apply_async(square, 2).ctx("done")?;
+    done.wait();
+    ensure!(!done.cancel(), "a finished task cannot be cancelled");
+    ensure!(done.get().ctx("done")? == 4, "done value");
     Ok(())
 }
 
