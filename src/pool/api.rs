@@ -362,15 +362,25 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Encodes items into one buffer, back to back, recording where each ends.
-fn encode_items<'a, A: Serialize + 'a>(
-    items: impl IntoIterator<Item = &'a A>,
-) -> Result<(Bytes, Vec<u32>)> {
+/// Items encoded back to back, where each ends, and the descriptors of their handles.
+struct Encoded {
+    data: Bytes,
+    ends: Vec<u32>,
+    fds: Vec<std::os::fd::OwnedFd>,
+    fd_counts: Vec<u32>,
+}
+
+/// Encodes items into one buffer, back to back, recording where each ends; handles inside
+/// them (queues, locks, shared memory, connections) travel as descriptors.
+fn encode_items<'a, A: Serialize + 'a>(items: impl IntoIterator<Item = &'a A>) -> Result<Encoded> {
     let mut data = Vec::new();
     let mut ends = Vec::new();
+    let mut fds = Vec::new();
+    let mut fd_counts = Vec::new();
     for item in items {
-        codec::encode_into(item, &mut data)
+        let (bytes, item_fds) = crate::process::handles::encode_with_fds(item)
             .map_err(|e| Error::codec("the task's argument could not be serialized", e))?;
+        data.extend_from_slice(&bytes);
         let end = u32::try_from(data.len()).map_err(|_| {
             Error::new(
                 ErrorKind::InvalidArgument,
@@ -378,9 +388,31 @@ fn encode_items<'a, A: Serialize + 'a>(
             )
         })?;
         ends.push(end);
+        fd_counts.push(item_fds.len() as u32);
+        fds.extend(item_fds);
     }
-    Ok((Bytes(data.into()), ends))
+    if fds.len() > MAX_TASK_FDS {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{} handles in one task; at most {MAX_TASK_FDS} can be passed (use a smaller chunksize)",
+                fds.len()
+            ),
+        ));
+    }
+    if fds.is_empty() {
+        fd_counts.clear();
+    }
+    Ok(Encoded {
+        data: Bytes(data.into()),
+        ends,
+        fds,
+        fd_counts,
+    })
 }
+
+/// The most descriptors one message can carry (SCM_MAX_FD).
+const MAX_TASK_FDS: usize = 253;
 
 impl Pool {
     /// What cancels tasks `ids` from an `AsyncResult` (which does not keep the pool alive).
@@ -549,13 +581,15 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let target = Target::of(f)?;
-        let (data, ends) = encode_items(std::iter::once(&arg))?;
+        let e = encode_items(std::iter::once(&arg))?;
         let cell = Arc::new(Cell::new(callbacks));
         let sink = Arc::new(Decode::<R, Cell<R>>::new(cell.clone()));
         let ids = self.engine.submit(vec![NewTask {
             target,
-            data,
-            ends,
+            data: e.data,
+            ends: e.ends,
+            fds: e.fds,
+            fd_counts: e.fd_counts,
             sink,
             first: 0,
         }])?;
@@ -690,11 +724,13 @@ impl Pool {
         ))));
         let mut tasks = Vec::with_capacity(items.len().div_ceil(size));
         for (k, chunk) in items.chunks(size).enumerate() {
-            let (data, ends) = encode_items(chunk)?;
+            let e = encode_items(chunk)?;
             tasks.push(NewTask {
                 target,
-                data,
-                ends,
+                data: e.data,
+                ends: e.ends,
+                fds: e.fds,
+                fd_counts: e.fd_counts,
                 sink: sink.clone(),
                 first: k * size,
             });

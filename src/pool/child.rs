@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::{Bytes, InitArg, Msg, TaskMsg};
-use crate::Queue;
+use super::wire::{Bytes, FdSocket, InitArg, Msg, TaskMsg};
 use crate::process::{CallError, Outcome, Target};
+use crate::{GetError, Queue};
 
 /// What a pool worker process is started with.
 #[derive(Serialize, Deserialize)]
@@ -20,6 +20,8 @@ pub(crate) struct WorkerArgs {
     pub(crate) init: Option<(Target, InitArg)>,
     /// Report the resident set size after each task (memory-based recycling).
     pub(crate) report_rss: bool,
+    /// Where the descriptors of handles in task arguments arrive.
+    pub(crate) fd_socket: FdSocket,
 }
 
 /// The body of a pool worker: initializer, `Ready`, then tasks until told to exit.
@@ -30,6 +32,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         results,
         init,
         report_rss,
+        fd_socket,
     } = args;
     // This process only consumes tasks: its handle must not keep the queue "connected", so
     // that a vanished parent reads as the end of the stream.
@@ -43,17 +46,46 @@ pub(crate) fn worker_main(args: WorkerArgs) {
     if results.put(Msg::Ready { worker }).is_err() {
         return;
     }
-    while let Ok(msg) = tasks.get() {
+    loop {
+        let msg = match tasks.get() {
+            Ok(m) => m,
+            Err(GetError::Disconnected) => return,
+            Err(GetError::Failed(e)) => {
+                // Say why before leaving: the tasks this worker holds fail with the reason.
+                let why = format!("its task queue failed: {e}");
+                let _ = results.put(Msg::Stopped { worker, why });
+                return;
+            }
+        };
         let TaskMsg::Run {
             id,
             target,
             data,
             ends,
+            fds,
         } = msg
         else {
             return;
         };
-        let done = run_task(worker, id, target, &data, &ends, report_rss);
+        let handles = if fds.is_empty() {
+            Ok(Vec::new())
+        } else {
+            receive_fds(&fd_socket, id, &fds)
+        };
+        let done = match handles {
+            Ok(handles) => run_task(worker, id, target, &data, &ends, handles, report_rss),
+            Err(why) => Msg::Done {
+                worker,
+                id,
+                failed: (0..ends.len() as u32)
+                    .map(|i| (i, Outcome::BadArguments(why.clone())))
+                    .collect(),
+                data: Bytes::default(),
+                lens: Vec::new(),
+                rss: None,
+                busy_ns: 0,
+            },
+        };
         let count = ends.len();
         if let Err(e) = results.put(done) {
             // The result message itself could not be put (too large for the queue, say):
@@ -133,8 +165,49 @@ fn run_item(target: Target, item: &[u8]) -> Result<Vec<u8>, Outcome> {
     }
 }
 
+/// Reads the descriptors of task `id` from the descriptor socket and splits them per item.
+fn receive_fds(
+    socket: &FdSocket,
+    id: u64,
+    counts: &[u32],
+) -> Result<Vec<Vec<std::os::fd::OwnedFd>>, String> {
+    use std::os::fd::AsFd;
+    let mut header = Vec::with_capacity(8);
+    let mut fds = Vec::new();
+    while header.len() < 8 {
+        let want = 8 - header.len();
+        let n = crate::sys::recv_append(socket.0.as_fd(), &mut header, want, Some(&mut fds), false)
+            .map_err(|e| format!("the task's handles could not be received: {e}"))?;
+        if n == 0 {
+            return Err("the parent closed the descriptor socket".into());
+        }
+    }
+    let got = u64::from_le_bytes(header[..8].try_into().unwrap_or([0; 8]));
+    if got != id {
+        return Err(format!("the handles of task {got} came for task {id}"));
+    }
+    let want: usize = counts.iter().map(|&c| c as usize).sum();
+    if fds.len() != want {
+        return Err(format!("{} descriptors came for {want} handles", fds.len()));
+    }
+    let mut fds = fds.into_iter();
+    Ok(counts
+        .iter()
+        .map(|&c| fds.by_ref().take(c as usize).collect())
+        .collect())
+}
+
 /// Runs every item of one task and gathers the results.
-fn run_task(worker: u64, id: u64, target: Target, data: &[u8], ends: &[u32], rss: bool) -> Msg {
+fn run_task(
+    worker: u64,
+    id: u64,
+    target: Target,
+    data: &[u8],
+    ends: &[u32],
+    handles: Vec<Vec<std::os::fd::OwnedFd>>,
+    rss: bool,
+) -> Msg {
+    let mut handles = handles.into_iter();
     capture_panic_locations();
     let started = std::time::Instant::now();
     let mut failed = Vec::new();
@@ -152,7 +225,13 @@ fn run_task(worker: u64, id: u64, target: Target, data: &[u8], ends: &[u32], rss
             continue;
         };
         start = end;
-        match run_item(target, item) {
+        let fds = handles.next().unwrap_or_default();
+        let ran = if fds.is_empty() {
+            run_item(target, item)
+        } else {
+            crate::process::handles::with_incoming(fds, || run_item(target, item))
+        };
+        match ran {
             Ok(bytes) => match u32::try_from(bytes.len()) {
                 Ok(len) => {
                     lens.push(len);

@@ -69,6 +69,9 @@ pub(crate) struct NewTask {
     pub(crate) target: Target,
     pub(crate) data: Bytes,
     pub(crate) ends: Vec<u32>,
+    /// The descriptors of the handles in the arguments, and how many each item has.
+    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) fd_counts: Vec<u32>,
     pub(crate) sink: Arc<dyn Sink>,
     /// Index of the task's first item in its job.
     pub(crate) first: usize,
@@ -77,8 +80,15 @@ pub(crate) struct NewTask {
 /// Why a task failed without a result of its own.
 #[derive(Clone)]
 pub(crate) enum Why {
-    Died { pid: u32, exit: Option<Exit> },
-    TimedOut { pid: u32, after: Duration },
+    Died {
+        pid: u32,
+        exit: Option<Exit>,
+        why: Option<String>,
+    },
+    TimedOut {
+        pid: u32,
+        after: Duration,
+    },
     Cancelled(&'static str),
     Broken(ErrorKind, String),
 }
@@ -86,12 +96,15 @@ pub(crate) enum Why {
 impl Why {
     pub(crate) fn error(&self) -> Error {
         match self {
-            Why::Died { pid, exit } => {
-                let how = match exit {
+            Why::Died { pid, exit, why } => {
+                let mut how = match exit {
                     Some(Exit::Signal(s)) => format!("was killed by signal {s}"),
                     Some(Exit::Code(c)) => format!("exited with status {c}"),
                     None => "ended".to_string(),
                 };
+                if let Some(why) = why {
+                    how = format!("{how} ({why})");
+                }
                 let e = Error::new(
                     ErrorKind::WorkerDied,
                     format!("the pool worker running the task {how}"),
@@ -117,6 +130,8 @@ impl Why {
 /// whatever path loses a task, its results never hang.
 struct Task {
     msg: TaskMsg,
+    /// Descriptors sent with the task to whichever worker takes it (kept for a re-dispatch).
+    fds: Vec<OwnedFd>,
     /// The size of the task's arguments, in bytes.
     size: usize,
     count: usize,
@@ -215,6 +230,10 @@ struct Slot {
     killed: Option<Kill>,
     /// Set while a large task is being streamed into its queue by a helper thread.
     streaming: Option<Arc<AtomicBool>>,
+    /// The parent's end of the socket that carries handles' descriptors to the worker.
+    fd_socket: OwnedFd,
+    /// Why the worker stopped, if it said.
+    stopped: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -385,7 +404,9 @@ impl Engine {
                     target: t.target,
                     data: t.data,
                     ends: t.ends,
+                    fds: t.fd_counts,
                 },
+                fds: t.fds,
                 count,
                 first: t.first,
                 sink: t.sink,
@@ -515,6 +536,19 @@ impl Engine {
                 }
             }
             st.pending.pop_front();
+            if let Some(task) = st.tasks.get(&id)
+                && !task.fds.is_empty()
+            {
+                // The worker reads these after it takes the task; a dead worker's socket
+                // refuses them, and its death is handled like any other.
+                let fds: Vec<_> = task.fds.iter().map(|f| f.as_fd()).collect();
+                let _ = sys::sendmsg(
+                    st.workers[wi].fd_socket.as_fd(),
+                    &[&id.to_le_bytes()],
+                    &fds,
+                    false,
+                );
+            }
             let slot = &mut st.workers[wi];
             if slot.in_flight.is_empty() {
                 slot.busy_since = Instant::now();
@@ -573,7 +607,10 @@ impl Engine {
     /// Starts one worker process. Slow (a process start): never called under the lock.
     fn spawn_worker(&self, id: u64, name: u64) -> Result<Slot> {
         let tasks = Queue::<TaskMsg>::with_capacity(TASK_RING)?;
+        let (fd_socket, theirs) = sys::stream_socketpair()
+            .map_err(|e| Error::io("cannot create a pool worker's descriptor socket", e))?;
         let args = WorkerArgs {
+            fd_socket: super::wire::FdSocket(theirs),
             worker: id,
             tasks: tasks.clone(),
             results: self.results.clone(),
@@ -602,6 +639,8 @@ impl Engine {
             busy_since: Instant::now(),
             killed: None,
             streaming: None,
+            fd_socket,
+            stopped: None,
         })
     }
 
@@ -852,6 +891,13 @@ impl Engine {
                 }
             }
             Msg::Died { worker } => self.on_died(worker),
+            Msg::Stopped { worker, why } => {
+                let mut st = self.state();
+                if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
+                    w.stopped = Some(why);
+                    w.accepting = false;
+                }
+            }
             Msg::Streamed { worker } => {
                 let mut st = self.state();
                 if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
@@ -908,6 +954,7 @@ impl Engine {
                     _ => Why::Died {
                         pid: slot.pid,
                         exit,
+                        why: slot.stopped.clone(),
                     },
                 };
                 failed.push((task, why));
@@ -919,6 +966,7 @@ impl Engine {
             let how = Why::Died {
                 pid: slot.pid,
                 exit,
+                why: slot.stopped.clone(),
             }
             .error();
             st.last_init_error = Some((

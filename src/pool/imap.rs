@@ -153,6 +153,8 @@ where
             target: self.target,
             data: Bytes(data.into()),
             ends,
+            fds: Vec::new(),
+            fd_counts: Vec::new(),
             sink: Arc::new(Decode::<R, ImapSink<R>>::new(self.sink.clone())),
             first,
         };

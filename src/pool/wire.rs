@@ -108,6 +108,9 @@ pub(crate) enum TaskMsg {
         target: Target,
         data: Bytes,
         ends: Vec<u32>,
+        /// How many descriptors each item's handles need (empty: none). They come on the
+        /// worker's descriptor socket, in one message that starts with the task's id.
+        fds: Vec<u32>,
     },
     /// Finish: the worker returns and its process exits with status 0.
     Exit,
@@ -134,10 +137,35 @@ pub(crate) enum Msg {
         /// How long the task ran in the worker, in nanoseconds.
         busy_ns: u64,
     },
+    /// The worker stops on a fault of its own (it exits next).
+    Stopped { worker: u64, why: String },
     /// The worker's process has ended (posted by the parent's watcher thread).
     Died { worker: u64 },
     /// A large task has been streamed into this worker's queue (posted by the parent).
     Streamed { worker: u64 },
     /// Nothing: the parent wakes its collector to look at its state.
     Wake,
+}
+
+/// A socket end that travels to a worker as a handle (for the descriptors of the handles in
+/// task arguments).
+#[derive(Debug)]
+pub(crate) struct FdSocket(pub(crate) std::os::fd::OwnedFd);
+
+impl Serialize for FdSocket {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::os::fd::AsFd;
+        let index = crate::process::handles::export_fd(self.0.as_fd())
+            .map_err(serde::ser::Error::custom)?;
+        s.serialize_u32(index)
+    }
+}
+
+impl<'de> Deserialize<'de> for FdSocket {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FdSocket, D::Error> {
+        let index = u32::deserialize(d)?;
+        crate::process::handles::import_fd(index)
+            .map(FdSocket)
+            .map_err(de::Error::custom)
+    }
 }

@@ -25,6 +25,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ),
         ("pool::failing_initializer_is_bounded", failing_initializer),
         ("pool::initializer_receives_handles", initializer_handles),
+        ("pool::handles_as_task_arguments", task_handles),
         ("pool::task_timeout_kills_and_replaces", task_timeout),
         ("pool::cancel_waiting_and_running_tasks", cancel),
         ("pool::max_tasks_per_child_gh115634", max_tasks_per_child),
@@ -397,6 +398,37 @@ fn initializer_handles() -> Result<(), String> {
         let pid = q.get_timeout(Duration::from_secs(10)).ctx("get")?;
         ensure!(pids.contains(&pid), "pid {pid} not a worker");
     }
+    Ok(())
+}
+
+fn put_into(args: (Queue<u64>, u64)) -> u32 {
+    let (q, x) = args;
+    q.put(x * 10).expect("put from the worker");
+    std::process::id()
+}
+
+fn task_handles() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    let q = Queue::<u64>::new().ctx("queue")?;
+    for i in 0..20u64 {
+        let pid = pool
+            .apply(put_into, (q.clone(), i))
+            .ctx("apply with a handle")?;
+        ensure!(pool.pids().contains(&pid), "pid {pid}");
+    }
+    let pids = pool
+        .map_chunked(put_into, (20..60u64).map(|i| (q.clone(), i)), 7)
+        .ctx("map with handles")?;
+    ensure!(pids.len() == 40, "map");
+    let mut got: Vec<u64> = (0..60)
+        .map(|_| q.get_timeout(Duration::from_secs(10)))
+        .collect::<Result<_, _>>()
+        .ctx("get")?;
+    got.sort();
+    ensure!(
+        got == (0..60u64).map(|i| i * 10).collect::<Vec<_>>(),
+        "{got:?}"
+    );
     Ok(())
 }
 
