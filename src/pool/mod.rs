@@ -9,11 +9,14 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod builder;
 mod child;
 mod engine;
 mod imap;
 mod result;
+mod task;
 mod thread;
+mod watch;
 mod wire;
 
 pub use api::{Pool, PoolBuilder, Progress};

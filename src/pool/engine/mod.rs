@@ -23,9 +23,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::child::{WorkerArgs, worker_main};
-use super::result::{Sink, lock};
-use super::wire::{Bytes, InitArg, Msg, TaskMsg};
+mod workers;
+
+use super::result::lock;
+pub(crate) use super::task::NewTask;
+use super::task::{Task, Why};
+use super::watch::{Watch, watch_loop};
+use super::wire::{InitArg, Msg, TaskMsg};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::{Outcome, Target};
 use crate::sys::{self, Exit};
@@ -62,147 +66,6 @@ pub(crate) struct Config {
     pub(crate) init: Option<(Target, InitArg)>,
     pub(crate) method: StartMethod,
     pub(crate) name_prefix: String,
-}
-
-/// A task the caller has encoded, ready to submit.
-pub(crate) struct NewTask {
-    pub(crate) target: Target,
-    pub(crate) data: Bytes,
-    pub(crate) ends: Vec<u32>,
-    /// The descriptors of the handles in the arguments, and how many each item has.
-    pub(crate) fds: Vec<OwnedFd>,
-    pub(crate) fd_counts: Vec<u32>,
-    pub(crate) sink: Arc<dyn Sink>,
-    /// Index of the task's first item in its job.
-    pub(crate) first: usize,
-}
-
-/// Why a task failed without a result of its own.
-#[derive(Clone)]
-pub(crate) enum Why {
-    Died {
-        pid: u32,
-        exit: Option<Exit>,
-        why: Option<String>,
-    },
-    TimedOut {
-        pid: u32,
-        after: Duration,
-    },
-    Cancelled(&'static str),
-    Broken(ErrorKind, String),
-}
-
-impl Why {
-    pub(crate) fn error(&self) -> Error {
-        match self {
-            Why::Died { pid, exit, why } => {
-                let mut how = match exit {
-                    Some(Exit::Signal(s)) => format!("was killed by signal {s}"),
-                    Some(Exit::Code(c)) => format!("exited with status {c}"),
-                    None => "ended".to_string(),
-                };
-                if let Some(why) = why {
-                    how = format!("{how} ({why})");
-                }
-                let e = Error::new(
-                    ErrorKind::WorkerDied,
-                    format!("the pool worker running the task {how}"),
-                )
-                .with_pid(*pid);
-                match exit {
-                    Some(x) => e.with_exit(*x),
-                    None => e,
-                }
-            }
-            Why::TimedOut { pid, after } => Error::new(
-                ErrorKind::TaskTimeout,
-                format!("the task ran longer than {after:?}; its worker was killed and replaced"),
-            )
-            .with_pid(*pid),
-            Why::Cancelled(why) => Error::new(ErrorKind::Cancelled, *why),
-            Why::Broken(kind, why) => Error::new(*kind, why.clone()),
-        }
-    }
-}
-
-/// A task the pool still owes a result for. Dropped unresolved, it resolves as cancelled:
-/// whatever path loses a task, its results never hang.
-struct Task {
-    msg: TaskMsg,
-    /// Descriptors sent with the task to whichever worker takes it (kept for a re-dispatch).
-    fds: Vec<OwnedFd>,
-    /// The size of the task's arguments, in bytes.
-    size: usize,
-    count: usize,
-    first: usize,
-    sink: Arc<dyn Sink>,
-    resolved: bool,
-}
-
-impl Task {
-    fn fail(mut self, why: &Why) {
-        self.resolved = true;
-        for i in 0..self.count {
-            self.sink.deliver(self.first + i, Err(why.error()));
-        }
-    }
-
-    /// Hands each item's outcome to the sink, all at once.
-    fn finish(mut self, pid: u32, failed: Vec<(u32, Outcome)>, data: &[u8], lens: &[u32]) {
-        self.resolved = true;
-        let mut results: Vec<Result<&[u8]>> = Vec::with_capacity(self.count);
-        let mut failed = failed.into_iter().peekable();
-        let mut lens = lens.iter();
-        let mut offset = 0usize;
-        for i in 0..self.count as u32 {
-            let outcome = match failed.next_if(|(at, _)| *at == i) {
-                Some((_, outcome)) => outcome,
-                None => Outcome::Returned,
-            };
-            results.push(match outcome {
-                Outcome::Returned => {
-                    let bytes = lens.next().and_then(|&len| {
-                        let b = data.get(offset..offset + len as usize);
-                        offset += len as usize;
-                        b
-                    });
-                    bytes.ok_or_else(|| {
-                        Error::new(ErrorKind::Codec, "the worker sent a malformed result")
-                            .with_pid(pid)
-                    })
-                }
-                Outcome::Panicked { message, location } => Err(Error::new(
-                    ErrorKind::Panicked,
-                    "the task panicked in its worker",
-                )
-                .with_pid(pid)
-                .with_panic(message, location)),
-                Outcome::BadArguments(why) => Err(Error::codec(
-                    "the worker could not deserialize the task's argument",
-                    crate::codec::CodecError::Invalid(why),
-                )
-                .with_pid(pid)),
-                Outcome::BadResult(why) => Err(Error::codec(
-                    "the worker could not serialize the task's result",
-                    crate::codec::CodecError::Encode(why),
-                )
-                .with_pid(pid)),
-            });
-        }
-        self.sink.deliver_many(self.first, results);
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        if !self.resolved {
-            let why = Why::Cancelled("the pool dropped the task before it ran");
-            for i in 0..self.count {
-                self.sink.deliver(self.first + i, Err(why.error()));
-            }
-        }
-    }
 }
 
 /// Why the parent killed a worker.
@@ -272,25 +135,6 @@ pub(crate) struct Counters {
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) replaced: AtomicU64,
-}
-
-/// The watcher's list of pidfds to wait on.
-struct Watch {
-    wake: OwnedFd,
-    list: Mutex<Vec<(u64, Arc<OwnedFd>)>>,
-    stop: AtomicBool,
-}
-
-impl Watch {
-    fn add(&self, worker: u64, pidfd: OwnedFd) {
-        lock(&self.list).push((worker, Arc::new(pidfd)));
-        let _ = sys::eventfd_signal(self.wake.as_fd());
-    }
-
-    fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = sys::eventfd_signal(self.wake.as_fd());
-    }
 }
 
 pub(crate) struct Engine {
@@ -602,122 +446,6 @@ impl Engine {
                 let _ = wake.put(Msg::Streamed { worker });
             });
         spawned.is_ok()
-    }
-
-    /// Starts one worker process. Slow (a process start): never called under the lock.
-    fn spawn_worker(&self, id: u64, name: u64) -> Result<Slot> {
-        let tasks = Queue::<TaskMsg>::with_capacity(TASK_RING)?;
-        let (fd_socket, theirs) = sys::stream_socketpair()
-            .map_err(|e| Error::io("cannot create a pool worker's descriptor socket", e))?;
-        let args = WorkerArgs {
-            fd_socket: super::wire::FdSocket(theirs),
-            worker: id,
-            tasks: tasks.clone(),
-            results: self.results.clone(),
-            init: self.cfg.init.clone(),
-            report_rss: self.cfg.max_rss.is_some(),
-        };
-        let mut process = Process::new(worker_main, args)
-            .with_name(format!("{}-{}", self.cfg.name_prefix, name))
-            .with_daemon(true)
-            .with_start_method(self.cfg.method);
-        process.start()?;
-        let pid = process.pid().unwrap_or(0);
-        let pidfd = sys::pidfd_open(pid as i32)
-            .map_err(|e| Error::io("cannot open a pidfd for a pool worker", e))?;
-        self.watch.add(id, pidfd);
-        Ok(Slot {
-            id,
-            process,
-            pid,
-            tasks,
-            in_flight: VecDeque::new(),
-            ready: false,
-            accepting: true,
-            exit_sent: false,
-            dispatched: 0,
-            busy_since: Instant::now(),
-            killed: None,
-            streaming: None,
-            fd_socket,
-            stopped: None,
-        })
-    }
-
-    /// Whether another worker should be started now.
-    fn wants_worker(&self, st: &State) -> bool {
-        let active = st.workers.iter().filter(|w| w.accepting).count() + st.starting;
-        let work_left =
-            st.status == Status::Running || (st.status == Status::Closed && !st.tasks.is_empty());
-        work_left
-            && st.broken.is_none()
-            && active < self.cfg.processes
-            && st.init_failures < MAX_INIT_ATTEMPTS
-    }
-
-    /// Starts the workers the pool is missing, one at a time.
-    fn spawn_missing(&self) {
-        loop {
-            let (id, name) = {
-                let mut st = self.state();
-                if !self.wants_worker(&st) {
-                    self.check_broken(&mut st);
-                    self.release(st);
-                    return;
-                }
-                st.starting += 1;
-                st.next_worker += 1;
-                st.next_name += 1;
-                (st.next_worker, st.next_name)
-            };
-            let started = self.spawn_worker(id, name);
-            let mut st = self.state();
-            st.starting -= 1;
-            match started {
-                Ok(slot) => {
-                    if st.status == Status::Terminated {
-                        drop(st);
-                        drop(slot); // a daemon: killed and reaped
-                        return;
-                    }
-                    st.workers.push(slot);
-                }
-                Err(e) => {
-                    st.init_failures += 1;
-                    st.last_init_error =
-                        Some((e.kind(), format!("a pool worker could not start: {e}")));
-                }
-            }
-        }
-    }
-
-    /// No worker can be started any more: at startup, or later with no worker left, the
-    /// pool is broken, and every task it holds fails with the reason.
-    fn check_broken(&self, st: &mut State) {
-        if st.broken.is_some() || st.init_failures < MAX_INIT_ATTEMPTS {
-            return;
-        }
-        if st.started && (st.workers.iter().any(|w| w.ready) || st.starting > 0) {
-            return;
-        }
-        let (kind, last) = st
-            .last_init_error
-            .clone()
-            .unwrap_or((ErrorKind::Initializer, "unknown".into()));
-        let why = Why::Broken(
-            kind,
-            format!(
-                "the pool's workers failed to start {} times in a row; the last time: {last}",
-                st.init_failures
-            ),
-        );
-        st.broken = Some(why.clone());
-        st.started = true;
-        st.pending.clear();
-        let tasks: Vec<Task> = st.tasks.drain().map(|(_, t)| t).collect();
-        st.doomed
-            .extend(tasks.into_iter().map(|t| (t, why.clone())));
-        self.changed.notify_all();
     }
 
     /// The collector thread's loop.
@@ -1063,44 +791,5 @@ impl Engine {
     /// The pids of the live workers.
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.state().workers.iter().map(|w| w.pid).collect()
-    }
-}
-
-/// The watcher thread: waits on the workers' pidfds and reports each death on the results
-/// queue.
-fn watch_loop(watch: &Watch, results: &Queue<Msg>) {
-    loop {
-        if watch.stop.load(Ordering::Acquire) {
-            return;
-        }
-        let list: Vec<(u64, Arc<OwnedFd>)> = lock(&watch.list).clone();
-        let mut fds = Vec::with_capacity(list.len() + 1);
-        fds.push(sys::pollfd(watch.wake.as_fd(), sys::POLLIN));
-        fds.extend(
-            list.iter()
-                .map(|(_, fd)| sys::pollfd(fd.as_fd(), sys::POLLIN)),
-        );
-        if sys::poll(&mut fds, None).is_err() {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        }
-        if fds[0].revents != 0 {
-            sys::eventfd_drain(watch.wake.as_fd());
-        }
-        let ended: Vec<u64> = list
-            .iter()
-            .zip(&fds[1..])
-            .filter(|(_, p)| p.revents != 0)
-            .map(|((id, _), _)| *id)
-            .collect();
-        if ended.is_empty() {
-            continue;
-        }
-        lock(&watch.list).retain(|(id, _)| !ended.contains(id));
-        for worker in ended {
-            if results.put(Msg::Died { worker }).is_err() {
-                return;
-            }
-        }
     }
 }
