@@ -8,7 +8,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pool::engine::Status;
 use crate::pool::result::{Complete, ImapSink, lock};
 
-/// The iterator of [`ThreadPool::imap`] and [`ThreadPool::imap_unordered`].
+/// The iterator of [`ThreadPool::imap`](crate::ThreadPool::imap) and
+/// [`ThreadPool::imap_unordered`](crate::ThreadPool::imap_unordered).
 ///
 /// # Examples
 ///
