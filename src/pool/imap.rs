@@ -171,20 +171,10 @@ where
 
     fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
         self.fill();
-        if self.input_done && self.yielded == self.pulled {
-            return None;
-        }
-        match self.sink.next(self.yielded, deadline) {
-            Some(r) => {
-                self.yielded += 1;
-                self.fill();
-                Some(r)
-            }
-            None => Some(Err(Error::new(
-                ErrorKind::Timeout,
-                "no result arrived before the timeout",
-            ))),
-        }
+        let exhausted = self.input_done && self.yielded == self.pulled;
+        let next = self.sink.next_step(&mut self.yielded, exhausted, deadline);
+        self.fill();
+        next
     }
 
     /// Like `next`, waiting at most `timeout`: `Some(Err(e))` with

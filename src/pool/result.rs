@@ -588,34 +588,7 @@ impl<R: Send> Complete<R> for MapSink<R> {
     }
 
     fn complete(&self, index: usize, outcome: Result<R>) {
-        let mut st = lock(&self.st);
-        if st.failed {
-            return;
-        }
-        match outcome {
-            Ok(v) => {
-                let Some(slot) = st.items.get_mut(index) else {
-                    return;
-                };
-                if slot.replace(v).is_none() {
-                    st.left -= 1;
-                }
-                if st.left == 0 {
-                    let all: Vec<R> = std::mem::take(&mut st.items)
-                        .into_iter()
-                        .flatten()
-                        .collect();
-                    drop(st);
-                    self.out.resolve(Ok(all));
-                }
-            }
-            Err(e) => {
-                st.failed = true;
-                st.items.clear();
-                drop(st);
-                self.out.resolve(Err(e));
-            }
-        }
+        self.complete_many(index, vec![outcome]);
     }
 }
 
@@ -670,6 +643,29 @@ impl<R> ImapSink<R> {
         }
     }
 
+    /// The step both `imap` iterators share: the end once everything pulled was handed out,
+    /// else the next result (counted in `yielded`), or a timeout error.
+    pub(crate) fn next_step(
+        &self,
+        yielded: &mut usize,
+        exhausted: bool,
+        deadline: Option<Instant>,
+    ) -> Option<Result<R>> {
+        if exhausted {
+            return None;
+        }
+        match self.next(*yielded, deadline) {
+            Some(r) => {
+                *yielded += 1;
+                Some(r)
+            }
+            None => Some(Err(Error::new(
+                ErrorKind::Timeout,
+                "no result arrived before the timeout",
+            ))),
+        }
+    }
+
     /// How many results have arrived so far.
     pub(crate) fn arrived(&self) -> usize {
         lock(&self.st).arrived
@@ -695,17 +691,6 @@ impl<R: Send> Complete<R> for ImapSink<R> {
     }
 
     fn complete(&self, index: usize, outcome: Result<R>) {
-        let mut st = lock(&self.st);
-        st.arrived += 1;
-        if self.in_order {
-            st.ordered.insert(index, outcome);
-        } else {
-            st.unordered.push_back(outcome);
-        }
-        let waiters = st.waiters;
-        drop(st);
-        if waiters > 0 {
-            self.cv.notify_all();
-        }
+        self.complete_many(index, vec![outcome]);
     }
 }

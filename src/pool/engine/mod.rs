@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 mod workers;
 
-use super::result::lock;
+use super::result::{lock, wait_until};
 pub(crate) use super::task::NewTask;
 use super::task::{Task, Why};
 use super::watch::{Watch, watch_loop};
@@ -763,19 +763,10 @@ impl Engine {
             ));
         }
         while !st.finished {
-            match deadline {
-                None => st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(at) => {
-                    let now = Instant::now();
-                    if now >= at {
-                        return Ok(false);
-                    }
-                    st = self
-                        .changed
-                        .wait_timeout(st, at - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
+            let timed_out;
+            (st, timed_out) = wait_until(&self.changed, st, deadline);
+            if timed_out && !st.finished {
+                return Ok(false);
             }
         }
         drop(st);

@@ -16,7 +16,7 @@ pub use imap::ThreadImap;
 use super::builder::available_cpus;
 use super::engine::Status;
 use super::result::{
-    AsyncResult, Callbacks, Cell, Complete, ImapSink, MapSink, lock, panic_message,
+    AsyncResult, Callbacks, Cell, Complete, ImapSink, MapSink, lock, panic_message, wait_until,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -675,26 +675,10 @@ impl ThreadPool {
             ));
         }
         while st.live > 0 {
-            match deadline {
-                None => {
-                    st = self
-                        .shared
-                        .ended
-                        .wait(st)
-                        .unwrap_or_else(|p| p.into_inner())
-                }
-                Some(at) => {
-                    let now = Instant::now();
-                    if now >= at {
-                        return Ok(false);
-                    }
-                    st = self
-                        .shared
-                        .ended
-                        .wait_timeout(st, at - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
+            let timed_out;
+            (st, timed_out) = wait_until(&self.shared.ended, st, deadline);
+            if timed_out && st.live > 0 {
+                return Ok(false);
             }
         }
         drop(st);
