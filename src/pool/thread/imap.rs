@@ -75,7 +75,7 @@ impl<A: Send + 'static, R: Send + 'static> ThreadImap<'_, A, R> {
         next
     }
 
-    /// Like `next`, waiting at most `timeout` (`Some(Err)` with [`ErrorKind::Timeout`]).
+    /// Like `next`, waiting at most `timeout` (`Some(Err)` with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)).
     ///
     /// # Examples
     ///
