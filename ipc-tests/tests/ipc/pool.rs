@@ -24,6 +24,11 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             sigkilled_worker,
         ),
         ("pool::failing_initializer_is_bounded", failing_initializer),
+        (
+            "pool::failing_replacement_initializer_no_respawn_loop",
+            failing_replacement_initializer,
+        ),
+        ("pool::exit_in_a_task_fails_it", exit_in_task),
         ("pool::initializer_receives_handles", initializer_handles),
         ("pool::handles_as_task_arguments", task_handles),
         ("pool::task_timeout_kills_and_replaces", task_timeout),
@@ -366,6 +371,65 @@ fn failing_initializer() -> Result<(), String> {
     // Bounded: a few attempts, not a respawn loop (the watchdog would catch a loop; this
     // only reports how long it took).
     eprintln!("failing initializer reported after {:?}", started.elapsed());
+    Ok(())
+}
+
+/// Succeeds for the first two workers, then panics: a replacement that can never start.
+fn init_twice(starts: multiproc::Value<u32>) {
+    let n = {
+        let mut g = starts.lock().unwrap_or_else(|e| e.into_inner());
+        *g += 1;
+        *g
+    };
+    if n > 2 {
+        panic!("worker start {n} refused");
+    }
+}
+
+fn failing_replacement_initializer() -> Result<(), String> {
+    let starts = multiproc::Value::new(0u32).ctx("value")?;
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(init_twice, starts.clone())
+        .build()
+        .ctx("pool")?;
+    let victim = pool.pids()[0];
+    kill(victim);
+    // The pool tries a bounded number of replacements, then runs on with one worker.
+    ensure!(
+        ipc_tests::eventually(Duration::from_secs(30), || *starts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            >= 5),
+        "replacement attempts: {}",
+        *starts.lock().unwrap_or_else(|e| e.into_inner())
+    );
+    for i in 0..10 {
+        ensure!(
+            pool.apply(square, i).ctx("one worker left")? == i * i,
+            "apply {i}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let attempts = *starts.lock().unwrap_or_else(|e| e.into_inner());
+    ensure!(
+        attempts == 5,
+        "2 starts + 3 failed replacements, not a loop: {attempts}"
+    );
+    ensure!(pool.pids().len() == 1, "{:?}", pool.pids());
+    Ok(())
+}
+
+fn exit_now(code: i32) -> u8 {
+    std::process::exit(code)
+}
+
+fn exit_in_task() -> Result<(), String> {
+    let pool = Pool::new(1).ctx("pool")?;
+    let e = pool.apply(exit_now, 4).err().ctx("must fail")?;
+    ensure!(e.kind() == ErrorKind::WorkerDied, "{e}");
+    ensure!(e.exit_code() == Some(4), "exit code {:?}", e.exit_code());
+    ensure!(pool.apply(square, 3).ctx("after")? == 9, "after");
     Ok(())
 }
 
