@@ -39,6 +39,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("pool::large_tasks_and_results", large_values),
         ("pool::terminate_while_running", terminate_while_running),
         ("pool::drop_finishes_outstanding_work", drop_finishes_work),
+        (
+            "pool::last_handle_dropped_in_a_callback",
+            dropped_in_callback,
+        ),
         ("pool::chaos_1000_tasks_50_kills", chaos),
         ("pool::ctrl_c_during_map_ends_everything", ctrl_c),
     ]
@@ -709,6 +713,26 @@ fn drop_finishes_work() -> Result<(), String> {
     for (i, r) in rs.iter().enumerate() {
         ensure!(r.ready(), "dropping the pool must finish the work first");
         ensure!(r.get().ctx("value")? == 20 + i as u64, "value {i}");
+    }
+    Ok(())
+}
+
+fn dropped_in_callback() -> Result<(), String> {
+    let pool = Arc::new(Pool::new(1).ctx("pool")?);
+    let pids = pool.pids();
+    let last = Mutex::new(Some(pool.clone()));
+    let cbs = Callbacks::new().on_success(move |_: &u64| {
+        // The last handle on the pool goes away in the pool's own collector thread.
+        lock(&last).take();
+    });
+    let r = pool.apply_async_with(nap, 50, cbs).ctx("submit")?;
+    drop(pool);
+    ensure!(r.get().ctx("value")? == 50, "value");
+    for pid in pids {
+        ensure!(
+            ipc_tests::eventually(Duration::from_secs(20), || ipc_tests::is_gone(pid as i32)),
+            "worker {pid} still running"
+        );
     }
     Ok(())
 }

@@ -762,6 +762,11 @@ impl Engine {
                 "the pool is still running: call close() or terminate() before join()",
             ));
         }
+        if self.on_own_thread() {
+            // Called from a callback (say, dropping the last handle on the pool there): the
+            // collector is this very thread, and it finishes once the callback returns.
+            return Ok(false);
+        }
         while !st.finished {
             let timed_out;
             (st, timed_out) = wait_until(&self.changed, st, deadline);
@@ -777,6 +782,12 @@ impl Engine {
             }
         }
         Ok(true)
+    }
+
+    /// Whether the calling thread is one of the engine's own.
+    fn on_own_thread(&self) -> bool {
+        let me = std::thread::current().id();
+        lock(&self.threads).iter().any(|h| h.thread().id() == me)
     }
 
     /// The pids of the live workers.

@@ -674,6 +674,11 @@ impl ThreadPool {
                 "the pool is still running: call close() or terminate() before join()",
             ));
         }
+        let me = std::thread::current().id();
+        if lock(&self.handles).iter().any(|h| h.thread().id() == me) {
+            // Called from one of the pool's own tasks: that thread cannot wait for itself.
+            return Ok(false);
+        }
         while st.live > 0 {
             let timed_out;
             (st, timed_out) = wait_until(&self.shared.ended, st, deadline);
