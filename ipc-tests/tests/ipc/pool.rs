@@ -161,6 +161,14 @@ fn zero_processes() -> Result<(), String> {
         .err()
         .ctx("max_tasks 0")?;
     ensure!(e.kind() == ErrorKind::InvalidArgument, "{e}");
+    // The pool runs threads of its own: a checked fork of its workers is refused, clearly.
+    let e = Pool::builder()
+        .processes(1)
+        .start_method(multiproc::StartMethod::Fork)
+        .build()
+        .err()
+        .ctx("fork pool")?;
+    ensure!(e.kind() == ErrorKind::ThreadedFork, "{e}");
     Ok(())
 }
 
