@@ -44,6 +44,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             dropped_in_callback,
         ),
         ("pool::chaos_1000_tasks_50_kills", chaos),
+        ("pool::chaos_deep_prefetch", chaos_deep),
         ("pool::ctrl_c_during_map_ends_everything", ctrl_c),
     ]
 }
@@ -752,10 +753,20 @@ fn work(x: u64) -> u64 {
 }
 
 fn chaos() -> Result<(), String> {
+    chaos_with(work, 1000, 50)
+}
+
+/// Trivial tasks keep many tasks queued in each worker (the adaptive depth goes deep): a kill
+/// must send every task its worker had not taken to another.
+fn chaos_deep() -> Result<(), String> {
+    chaos_with(|x: u64| x, 20_000, 20)
+}
+
+fn chaos_with(f: fn(u64) -> u64, n: usize, max_kills: u32) -> Result<(), String> {
     let pool = Arc::new(Pool::new(2).ctx("pool")?);
-    let calls = Arc::new(Mutex::new(vec![0u32; 1000]));
+    let calls = Arc::new(Mutex::new(vec![0u32; n]));
     let mut rs = Vec::new();
-    for i in 0..1000u64 {
+    for i in 0..n as u64 {
         let c = calls.clone();
         let cbs = Callbacks::new()
             .on_success(move |v: &u64| lock(&c)[*v as usize] += 1)
@@ -763,7 +774,7 @@ fn chaos() -> Result<(), String> {
                 let c = calls.clone();
                 move |_| lock(&c)[i as usize] += 1
             });
-        rs.push(pool.apply_async_with(work, i, cbs).ctx("submit")?);
+        rs.push(pool.apply_async_with(f, i, cbs).ctx("submit")?);
     }
     let killer = {
         let pool = pool.clone();
@@ -771,7 +782,7 @@ fn chaos() -> Result<(), String> {
             let mut kills = 0;
             let mut seed = 0x9e37_79b9_u64;
             let t = Instant::now();
-            while kills < 50 && t.elapsed() < Duration::from_secs(60) {
+            while kills < max_kills && t.elapsed() < Duration::from_secs(60) {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
@@ -803,8 +814,11 @@ fn chaos() -> Result<(), String> {
     }
     let kills = killer.join().map_err(|_| "killer panicked")?;
     eprintln!("chaos: {ok} ok, {died} WorkerDied, {kills} kills");
-    ensure!(ok + died == 1000, "{ok} + {died}");
-    ensure!(died <= kills, "more failures ({died}) than kills ({kills})");
+    ensure!(ok + died == n, "{ok} + {died}");
+    ensure!(
+        died <= kills as usize,
+        "more failures ({died}) than kills ({kills})"
+    );
     let calls = lock(&calls).clone();
     ensure!(calls.iter().all(|&n| n == 1), "callbacks not exactly once");
     // Usable afterwards.
