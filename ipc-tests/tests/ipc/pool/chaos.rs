@@ -1,0 +1,158 @@
+//! Pool under fire: workers SIGKILLed at random while tasks run, and a SIGINT to a program
+//! in the middle of a map.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use multiproc::{Callbacks, ErrorKind, Pool, Process, Queue};
+
+use super::{kill, nap, square};
+use crate::{Context, ensure};
+
+/// Works a little, then answers with its input.
+fn work(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_micros(500 + (x % 7) * 300));
+    x
+}
+
+pub(super) fn chaos() -> Result<(), String> {
+    chaos_with(work, 1000, 50)
+}
+
+/// Trivial tasks keep many tasks queued in each worker (the adaptive depth goes deep): a kill
+/// must send every task its worker had not taken to another.
+pub(super) fn chaos_deep() -> Result<(), String> {
+    chaos_with(|x: u64| x, 20_000, 20)
+}
+
+fn chaos_with(f: fn(u64) -> u64, n: usize, max_kills: u32) -> Result<(), String> {
+    let pool = Arc::new(Pool::new(2).ctx("pool")?);
+    let calls = Arc::new(Mutex::new(vec![0u32; n]));
+    let mut rs = Vec::new();
+    for i in 0..n as u64 {
+        let c = calls.clone();
+        let cbs = Callbacks::new()
+            .on_success(move |v: &u64| lock(&c)[*v as usize] += 1)
+            .on_error({
+                let c = calls.clone();
+                move |_| lock(&c)[i as usize] += 1
+            });
+        rs.push(pool.apply_async_with(f, i, cbs).ctx("submit")?);
+    }
+    let killer = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let mut kills = 0;
+            let mut seed = 0x9e37_79b9_u64;
+            let t = Instant::now();
+            while kills < max_kills && t.elapsed() < Duration::from_secs(60) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                std::thread::sleep(Duration::from_millis(2 + seed % 15));
+                let pids = pool.pids();
+                if pids.is_empty() {
+                    continue;
+                }
+                kill(pids[(seed as usize / 7) % pids.len()]);
+                kills += 1;
+            }
+            kills
+        })
+    };
+    let mut ok = 0;
+    let mut died = 0;
+    for (i, r) in rs.iter().enumerate() {
+        match r.get() {
+            Ok(v) => {
+                ensure!(v == i as u64, "value {v} for {i}");
+                ok += 1;
+            }
+            Err(e) if e.kind() == ErrorKind::WorkerDied => {
+                ensure!(e.signal() == Some(9), "{e}");
+                died += 1;
+            }
+            Err(e) => return Err(format!("task {i}: unexpected {e}")),
+        }
+    }
+    let kills = killer.join().map_err(|_| "killer panicked")?;
+    eprintln!("chaos: {ok} ok, {died} WorkerDied, {kills} kills");
+    ensure!(ok + died == n, "{ok} + {died}");
+    ensure!(
+        died <= kills as usize,
+        "more failures ({died}) than kills ({kills})"
+    );
+    let calls = lock(&calls).clone();
+    ensure!(calls.iter().all(|&n| n == 1), "callbacks not exactly once");
+    // Usable afterwards.
+    ensure!(
+        pool.map(square, 0..100).ctx("map after")?.len() == 100,
+        "after"
+    );
+    ensure!(
+        ipc_tests::eventually(Duration::from_secs(20), || pool.pids().len() == 2),
+        "workers: {:?}",
+        pool.pids()
+    );
+    Ok(())
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A program that runs a long map on a pool, after telling its workers' pids.
+fn program_with_pool(pids: Queue<u32>) {
+    let pool = Pool::new(2).expect("pool");
+    for pid in pool.pids() {
+        pids.put(pid).expect("put");
+    }
+    let _ = pool.map_chunked(nap, vec![60_000u64; 8], 1);
+}
+
+/// Waits until `pid` (an orphan that became our child, as the suite is a subreaper) has ended
+/// and reaps it. Returns its wait status, or `None` if someone else reaped it.
+fn reap_orphan(pid: u32, limit: Duration) -> Result<Option<i32>, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting on a specific pid, with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if r == pid as i32 {
+            return Ok(Some(status));
+        }
+        if r == -1 && ipc_tests::is_gone(pid as i32) {
+            return Ok(None);
+        }
+        ensure!(Instant::now() < deadline, "worker {pid} still alive");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub(super) fn ctrl_c() -> Result<(), String> {
+    let q = Queue::<u32>::new().ctx("queue")?;
+    let mut program = Process::new(program_with_pool, q.clone());
+    program.start().ctx("start")?;
+    let workers = [
+        q.get_timeout(Duration::from_secs(60)).ctx("pid 1")?,
+        q.get_timeout(Duration::from_secs(60)).ctx("pid 2")?,
+    ];
+    std::thread::sleep(Duration::from_millis(100));
+    // SIGINT to the program alone, as `kill -INT` does. (A terminal's Ctrl-C reaches the
+    // workers too: they then die of the SIGINT themselves, silently, which changes nothing.)
+    let pid = program.pid().ctx("pid")?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let e = program
+        .join()
+        .err()
+        .ctx("the program must end by the signal")?;
+    ensure!(e.signal() == Some(libc::SIGINT), "{e}");
+    // Nothing is left running: the workers die with their parent.
+    for w in workers {
+        if let Some(status) = reap_orphan(w, Duration::from_secs(30))? {
+            ensure!(libc::WIFSIGNALED(status), "worker {w} status {status:#x}");
+        }
+    }
+    Ok(())
+}
