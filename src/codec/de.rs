@@ -17,9 +17,14 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
 use super::CodecError;
 
-/// A serde error that carries the crate's codec error.
+/// A serde error that carries the crate's codec error. Boxed, so that every `Result` the
+/// decoder returns stays two words wide (errors are rare; results are not).
 #[derive(Debug)]
-pub(super) struct DeError(pub(super) CodecError);
+pub(super) struct DeError(pub(super) Box<CodecError>);
+
+fn fail(e: CodecError) -> DeError {
+    DeError(Box::new(e))
+}
 
 impl fmt::Display for DeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -31,19 +36,27 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError(CodecError::Invalid(msg.to_string()))
+        fail(CodecError::Invalid(msg.to_string()))
     }
 }
 
 type Result<T> = std::result::Result<T, DeError>;
 
+#[cold]
+fn truncated() -> DeError {
+    fail(CodecError::Truncated)
+}
+
+#[cold]
 fn invalid(why: &str) -> DeError {
-    DeError(CodecError::Invalid(why.to_string()))
+    fail(CodecError::Invalid(why.to_string()))
 }
 
 /// Reads values from a slice, within a budget.
 pub(super) struct Decoder<'de> {
     input: &'de [u8],
+    /// How much of `input` has been read.
+    pos: usize,
     /// Bytes of collection elements that may still be built.
     budget_left: usize,
     /// The whole budget, for the error message.
@@ -53,9 +66,11 @@ pub(super) struct Decoder<'de> {
 }
 
 impl<'de> Decoder<'de> {
+    #[inline]
     pub(super) fn new(input: &'de [u8], budget: usize, depth: usize) -> Self {
         Decoder {
             input,
+            pos: 0,
             budget_left: budget,
             budget,
             depth_left: depth,
@@ -63,16 +78,18 @@ impl<'de> Decoder<'de> {
     }
 
     /// Bytes not yet consumed.
+    #[inline]
     pub(super) fn remaining(&self) -> usize {
-        self.input.len()
+        self.input.len() - self.pos
     }
 
     /// Charges `count` elements of `size` bytes each (at least one byte each, so that
     /// zero-sized elements are bounded too).
+    #[inline]
     fn charge(&mut self, count: usize, size: usize) -> Result<()> {
         let cost = count.saturating_mul(size.max(1));
         if cost > self.budget_left {
-            return Err(DeError(CodecError::OverBudget {
+            return Err(fail(CodecError::OverBudget {
                 budget: self.budget,
             }));
         }
@@ -81,9 +98,10 @@ impl<'de> Decoder<'de> {
     }
 
     /// Runs `f` one nesting level deeper.
+    #[inline]
     fn nested<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
         if self.depth_left == 0 {
-            return Err(DeError(CodecError::TooDeep {
+            return Err(fail(CodecError::TooDeep {
                 limit: super::MAX_DEPTH,
             }));
         }
@@ -93,22 +111,27 @@ impl<'de> Decoder<'de> {
         out
     }
 
+    #[inline(always)]
     fn pop(&mut self) -> Result<u8> {
-        let (&b, rest) = self
-            .input
-            .split_first()
-            .ok_or(DeError(CodecError::Truncated))?;
-        self.input = rest;
-        Ok(b)
+        match self.input.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(truncated()),
+        }
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'de [u8]> {
-        if n > self.input.len() {
-            return Err(DeError(CodecError::Truncated));
+        let input: &'de [u8] = self.input;
+        match input.get(self.pos..).and_then(|rest| rest.get(..n)) {
+            Some(head) => {
+                self.pos += n;
+                Ok(head)
+            }
+            None => Err(truncated()),
         }
-        let (head, rest) = self.input.split_at(n);
-        self.input = rest;
-        Ok(head)
     }
 
     fn take_array<const N: usize>(&mut self) -> Result<[u8; N]> {
@@ -118,6 +141,7 @@ impl<'de> Decoder<'de> {
         Ok(out)
     }
 
+    #[inline]
     fn len(&mut self) -> Result<usize> {
         usize::try_from(self.varint_u64()?).map_err(|_| invalid("a length does not fit usize"))
     }
@@ -127,6 +151,7 @@ impl<'de> Decoder<'de> {
 /// not carry bits beyond the type's width.
 macro_rules! varint {
     ($name:ident, $t:ty) => {
+        #[inline(always)]
         fn $name(&mut self) -> Result<$t> {
             const BITS: usize = <$t>::BITS as usize;
             const MAX_BYTES: usize = BITS.div_ceil(7);
@@ -173,6 +198,7 @@ struct Seq<'a, 'de> {
 impl<'de> de::SeqAccess<'de> for Seq<'_, 'de> {
     type Error = DeError;
 
+    #[inline]
     fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>> {
         if self.left == 0 {
             return Ok(None);
@@ -185,6 +211,7 @@ impl<'de> de::SeqAccess<'de> for Seq<'_, 'de> {
         seed.deserialize(&mut *self.de).map(Some)
     }
 
+    #[inline]
     fn size_hint(&self) -> Option<usize> {
         // A length the remaining bytes cannot hold (even at one byte an element) is no hint.
         (self.left <= self.de.remaining()).then_some(self.left)
@@ -204,6 +231,7 @@ struct Map<'a, 'de> {
 impl<'de> de::MapAccess<'de> for Map<'_, 'de> {
     type Error = DeError;
 
+    #[inline]
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         if self.left == 0 {
             return Ok(None);
@@ -216,6 +244,7 @@ impl<'de> de::MapAccess<'de> for Map<'_, 'de> {
         seed.deserialize(&mut *self.de).map(Some)
     }
 
+    #[inline]
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
         if !self.value_charged {
             self.value_charged = true;
@@ -228,6 +257,7 @@ impl<'de> de::MapAccess<'de> for Map<'_, 'de> {
         seed.deserialize(&mut *self.de)
     }
 
+    #[inline]
     fn size_hint(&self) -> Option<usize> {
         (self.left <= self.de.remaining()).then_some(self.left)
     }
@@ -237,6 +267,7 @@ impl<'de> de::EnumAccess<'de> for &mut Decoder<'de> {
     type Error = DeError;
     type Variant = Self;
 
+    #[inline]
     fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self)> {
         let index = self.varint_u32()?;
         let value = seed.deserialize(index.into_deserializer())?;
@@ -247,18 +278,22 @@ impl<'de> de::EnumAccess<'de> for &mut Decoder<'de> {
 impl<'de> de::VariantAccess<'de> for &mut Decoder<'de> {
     type Error = DeError;
 
+    #[inline]
     fn unit_variant(self) -> Result<()> {
         Ok(())
     }
 
+    #[inline]
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
         seed.deserialize(self)
     }
 
+    #[inline]
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
         de::Deserializer::deserialize_tuple(self, len, visitor)
     }
 
+    #[inline]
     fn struct_variant<V: Visitor<'de>>(
         self,
         fields: &'static [&'static str],
@@ -271,16 +306,19 @@ impl<'de> de::VariantAccess<'de> for &mut Decoder<'de> {
 impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
     type Error = DeError;
 
+    #[inline]
     fn is_human_readable(&self) -> bool {
         false
     }
 
+    #[inline]
     fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
         Err(invalid(
             "the format is not self-describing: a type that needs deserialize_any cannot be decoded",
         ))
     }
 
+    #[inline]
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.pop()? {
             0 => visitor.visit_bool(false),
@@ -289,54 +327,67 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         }
     }
 
+    #[inline]
     fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i8(self.pop()? as i8)
     }
 
+    #[inline]
     fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i16(zigzag!(self.varint_u16()?, i16))
     }
 
+    #[inline]
     fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i32(zigzag!(self.varint_u32()?, i32))
     }
 
+    #[inline]
     fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i64(zigzag!(self.varint_u64()?, i64))
     }
 
+    #[inline]
     fn deserialize_i128<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i128(zigzag!(self.varint_u128()?, i128))
     }
 
+    #[inline]
     fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u8(self.pop()?)
     }
 
+    #[inline]
     fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u16(self.varint_u16()?)
     }
 
+    #[inline]
     fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u32(self.varint_u32()?)
     }
 
+    #[inline]
     fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u64(self.varint_u64()?)
     }
 
+    #[inline]
     fn deserialize_u128<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u128(self.varint_u128()?)
     }
 
+    #[inline]
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_f32(f32::from_le_bytes(self.take_array()?))
     }
 
+    #[inline]
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_f64(f64::from_le_bytes(self.take_array()?))
     }
 
+    #[inline]
     fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let len = self.len()?;
         if len > 4 {
@@ -349,6 +400,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         visitor.visit_char(c)
     }
 
+    #[inline]
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let len = self.len()?;
         let s =
@@ -356,19 +408,23 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         visitor.visit_borrowed_str(s)
     }
 
+    #[inline]
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         self.deserialize_str(visitor)
     }
 
+    #[inline]
     fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let len = self.len()?;
         visitor.visit_borrowed_bytes(self.take(len)?)
     }
 
+    #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         self.deserialize_bytes(visitor)
     }
 
+    #[inline]
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.pop()? {
             0 => visitor.visit_none(),
@@ -377,10 +433,12 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         }
     }
 
+    #[inline]
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_unit()
     }
 
+    #[inline]
     fn deserialize_unit_struct<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -389,6 +447,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         visitor.visit_unit()
     }
 
+    #[inline]
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -397,6 +456,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         self.nested(|de| visitor.visit_newtype_struct(de))
     }
 
+    #[inline]
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let left = self.len()?;
         self.nested(|de| {
@@ -408,6 +468,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         })
     }
 
+    #[inline]
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
         self.nested(|de| {
             visitor.visit_seq(Seq {
@@ -418,6 +479,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         })
     }
 
+    #[inline]
     fn deserialize_tuple_struct<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -427,6 +489,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         self.deserialize_tuple(len, visitor)
     }
 
+    #[inline]
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let len = self.len()?;
         self.nested(|de| {
@@ -440,6 +503,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         })
     }
 
+    #[inline]
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -449,6 +513,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         self.deserialize_tuple(fields.len(), visitor)
     }
 
+    #[inline]
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -458,10 +523,12 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         self.nested(|de| visitor.visit_enum(de))
     }
 
+    #[inline]
     fn deserialize_identifier<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
         Err(invalid("the format does not encode identifiers"))
     }
 
+    #[inline]
     fn deserialize_ignored_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
         Err(invalid("the format cannot skip a value of unknown type"))
     }

@@ -268,7 +268,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         .saturating_mul(DECODE_AMPLIFICATION)
         .saturating_add(DECODE_SLACK);
     let mut de = de::Decoder::new(bytes, budget, MAX_DEPTH);
-    let value = T::deserialize(&mut de).map_err(|e| e.0)?;
+    let value = T::deserialize(&mut de).map_err(|e| *e.0)?;
     match de.remaining() {
         0 => Ok(value),
         extra => Err(CodecError::TrailingBytes { extra }),
