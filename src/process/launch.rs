@@ -9,7 +9,7 @@ use super::bootstrap;
 use super::channel::Channel;
 use super::child::{Child, FrameWait, ended_error};
 use super::function::{self, BuildId, Call};
-use super::protocol::{Bootstrap, CHILD_ENV, Hello, Identity, Job, PROTOCOL_VERSION};
+use super::protocol::{Bootstrap, CHILD_ENV, Hello, Identity, Job};
 use super::service;
 use crate::codec::CodecError;
 use crate::error::{Error, ErrorKind, Result};
@@ -60,7 +60,8 @@ pub(crate) fn spawn(me: Identity, parent_name: String, job: SpawnJob) -> Result<
         .next()
         .unwrap_or_else(|| "multiproc-child".into());
     cmd.arg0(arg0)
-        .env(CHILD_ENV, format!("{PROTOCOL_VERSION}:{}", sys::getpid()))
+        .args(std::env::args_os().skip(1))
+        .env(CHILD_ENV, bootstrap::child_env_value())
         .stdin(Stdio::from(theirs));
     let pid = service::on_long_lived_thread(move || cmd.spawn().map(|c| c.id() as i32))
         .unwrap_or_else(|| {

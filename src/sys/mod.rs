@@ -10,12 +10,14 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 mod futex;
+mod image;
 mod mem;
 
 #[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use futex::{
     FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake, monotonic_timespec,
 };
+pub(crate) use image::*;
 pub(crate) use mem::*;
 
 /// Turns a `-1`-means-error return value into an `io::Result`.
