@@ -154,20 +154,24 @@ pub(crate) struct BuildId {
 }
 
 impl BuildId {
-    /// This process's build, computed once; an error if a spawned child could not run this
-    /// build's functions (see `spawn_refusal`).
+    /// This process's build, for starting a child: an error if a spawned child could not run
+    /// this build's functions (see `spawn_refusal`).
     pub(crate) fn current() -> Result<BuildId> {
-        static CURRENT: OnceLock<std::result::Result<BuildId, (ErrorKind, String)>> =
-            OnceLock::new();
-        CURRENT
+        static REFUSAL: OnceLock<Option<(ErrorKind, String)>> = OnceLock::new();
+        if let Some((kind, why)) = REFUSAL.get_or_init(spawn_refusal) {
+            return Err(Error::new(*kind, why.clone()));
+        }
+        BuildId::identity().map_err(|why| Error::new(ErrorKind::Io, why))
+    }
+
+    /// The running file and its note, computed once.
+    fn identity() -> std::result::Result<BuildId, String> {
+        static IDENTITY: OnceLock<std::result::Result<BuildId, String>> = OnceLock::new();
+        IDENTITY
             .get_or_init(|| {
-                if let Some(refusal) = spawn_refusal() {
-                    return Err(refusal);
-                }
-                let io = |e: String| (ErrorKind::Io, e);
-                let fd = exe().map_err(|e| io(format!("cannot open /proc/self/exe: {e}")))?;
+                let fd = exe().map_err(|e| format!("cannot open /proc/self/exe: {e}"))?;
                 let (dev, ino) = sys::file_identity(fd)
-                    .map_err(|e| io(format!("cannot stat /proc/self/exe: {e}")))?;
+                    .map_err(|e| format!("cannot stat /proc/self/exe: {e}"))?;
                 Ok(BuildId {
                     dev,
                     ino,
@@ -175,12 +179,11 @@ impl BuildId {
                 })
             })
             .clone()
-            .map_err(|(kind, why)| Error::new(kind, why))
     }
 
     /// Checks that `self` (sent by the parent) is this process's build.
     pub(crate) fn verify(&self) -> std::result::Result<(), String> {
-        let mine = BuildId::current().map_err(|e| e.to_string())?;
+        let mine = BuildId::identity()?;
         if (mine.dev, mine.ino) != (self.dev, self.ino) {
             return Err(format!(
                 "the child runs a different executable file (device {}, inode {}) from its parent \
@@ -225,8 +228,10 @@ fn spawn_refusal() -> Option<(ErrorKind, String)> {
                 .into(),
         ));
     }
-    let home = sys::object_base(anchor_addr());
-    if home == sys::object_base(sys::entry_point()) {
+    // The file that holds this crate's code must be the one a child will execute.
+    let (dev, ino, home) = sys::mapped_file(anchor_addr())?;
+    let exe_identity = exe().ok().and_then(|fd| sys::file_identity(fd).ok());
+    if exe_identity == Some((dev, ino)) {
         return None;
     }
     let exe = std::fs::read_link("/proc/self/exe")
@@ -236,18 +241,18 @@ fn spawn_refusal() -> Option<(ErrorKind, String)> {
         (
             ErrorKind::BuildMismatch,
             format!(
-                "this program was started through an explicit dynamic loader (/proc/self/exe \
-                 is {exe}), so the spawn start method cannot re-execute it: run the program \
-                 directly, or use the fork start method"
+                "this program ({home}) was started through an explicit dynamic loader \
+                 (/proc/self/exe is {exe}), so the spawn start method cannot re-execute it: run \
+                 the program directly, or use the fork start method"
             ),
         )
     } else {
         (
             ErrorKind::BuildMismatch,
             format!(
-                "multiproc is linked into a shared object (a cdylib plugin?), not into the \
-                 executable {exe}: a spawned child re-executes that executable, which does not \
-                 hold this object's functions; link multiproc into the program, or use the \
+                "multiproc is linked into a shared object ({home}: a cdylib plugin?), not into \
+                 the executable {exe}: a spawned child re-executes that executable, which does \
+                 not hold this object's functions; link multiproc into the program, or use the \
                  fork start method"
             ),
         )

@@ -20,16 +20,38 @@ pub(crate) fn is_secure_execution() -> bool {
     auxv(libc::AT_SECURE) != 0
 }
 
-/// The entry point of the program the kernel started (`AT_ENTRY`).
-pub(crate) fn entry_point() -> usize {
-    auxv(libc::AT_ENTRY)
-}
-
 /// True when the kernel loaded a program interpreter (`AT_BASE` is its address): false for a
 /// static executable, or when the dynamic loader itself was the program run
 /// (`ld-linux-x86-64.so.2 ./program`).
 pub(crate) fn has_interpreter() -> bool {
     auxv(libc::AT_BASE) != 0
+}
+
+/// The file mapped at `addr` in this process, as `(device, inode, path)`, from
+/// `/proc/self/maps`. See proc_pid_maps(5).
+pub(crate) fn mapped_file(addr: usize) -> Option<(u64, u64, String)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        // start-end perms offset major:minor inode path
+        let mut fields = line.split_ascii_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (
+            usize::from_str_radix(start, 16).ok()?,
+            usize::from_str_radix(end, 16).ok()?,
+        );
+        if addr < start || addr >= end {
+            return None;
+        }
+        let (_perms, _offset) = (fields.next()?, fields.next()?);
+        let (major, minor) = fields.next()?.split_once(':')?;
+        let dev = libc::makedev(
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        );
+        let ino = fields.next()?.parse().ok()?;
+        let path = fields.collect::<Vec<_>>().join(" ");
+        Some((dev, ino, path))
+    })
 }
 
 /// True when descriptor `fd` is open. See fcntl(2), `F_GETFD`.

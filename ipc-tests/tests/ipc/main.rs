@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod bootstrap;
 mod pipe;
 mod process;
 mod queue;
@@ -39,6 +40,7 @@ fn main() {
     trials.extend(shm::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(sync::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(queue::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(bootstrap::tests().into_iter().map(|(n, f)| trial(n, f)));
 
     let listing = args.list;
     let conclusion = libtest_mimic::run(&args, trials);
