@@ -22,10 +22,11 @@
 //!   with `ctor`-style crates or C++ static initialisers linked after this crate run once in the
 //!   child too). Constructors before it, and those of shared libraries, ran already.
 //! - **Runtime.** The child's work runs on the main thread before std's `main` set-up, so the
-//!   thread has no name (a panic message says `<unnamed>`) and a stack overflow is a plain
-//!   SIGSEGV without std's message; standard input is `/dev/null`, and closed standard output
-//!   or error descriptors are opened on `/dev/null`, as std does. `std::env::args()` holds the
-//!   parent's arguments, as Python's spawn restores `sys.argv`.
+//!   thread has no name (a panic message says `<unnamed>`: std offers no way to name a running
+//!   thread). What else std would have done is done here: a stack overflow prints std's message
+//!   and aborts (instead of a silent SIGSEGV), standard input is `/dev/null`, and closed
+//!   standard output or error descriptors are opened on `/dev/null`. `std::env::args()` holds
+//!   the parent's arguments, as Python's spawn restores `sys.argv`.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -241,6 +242,7 @@ fn run_spawned_child(parent: i32) -> ! {
             let _ = sys::redirect_to_devnull(fd);
         }
     }
+    sys::report_stack_overflow();
     sys::ignore_sigpipe();
     INITIALIZED.store(true, Ordering::Release);
 

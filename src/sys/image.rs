@@ -222,3 +222,88 @@ pub(crate) unsafe fn run_constructors_after(
     }
     true
 }
+
+/// Where a fault means that the main thread overflowed its stack: set once, read by the handler.
+static OVERFLOW_RANGE: [std::sync::atomic::AtomicUsize; 2] = [
+    std::sync::atomic::AtomicUsize::new(0),
+    std::sync::atomic::AtomicUsize::new(0),
+];
+
+/// Makes a stack overflow of the calling thread, the main thread of a process whose `main` has
+/// not run, print std's message and abort, as std's own runtime set-up would have arranged
+/// (without it the overflow is a silent SIGSEGV). Must be called near the top of the stack
+/// (before `main`), where the address of a local tells where the stack's limit lies.
+pub(crate) fn report_stack_overflow() {
+    use std::sync::atomic::Ordering::Relaxed;
+    const ALT_STACK: usize = 64 * 1024;
+    // The stack may grow down to RLIMIT_STACK below its top, which lies a little above us;
+    // below that limit the kernel keeps a guard gap (256 pages by default).
+    let marker = std::hint::black_box(0u8);
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    // SAFETY: an all-zero rlimit is a valid value to be overwritten.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit writes the limit into `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+        || limit.rlim_cur as usize >= here
+    {
+        return;
+    }
+    let floor = here - limit.rlim_cur as usize;
+    OVERFLOW_RANGE[0].store(floor.saturating_sub(2 << 20), Relaxed);
+    OVERFLOW_RANGE[1].store(floor + (1 << 20), Relaxed);
+    // SAFETY: a fresh private anonymous mapping; on success it is ours for the process's life.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ALT_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return;
+    }
+    let alt = libc::stack_t {
+        ss_sp: stack,
+        ss_flags: 0,
+        ss_size: ALT_STACK,
+    };
+    // SAFETY: `alt` describes the mapping above, which is never unmapped.
+    if unsafe { libc::sigaltstack(&alt, std::ptr::null_mut()) } != 0 {
+        return;
+    }
+    extern "C" fn on_fault(signal: c_int, info: *mut libc::siginfo_t, _: *mut c_void) {
+        // SAFETY: the kernel passes a valid siginfo for a SA_SIGINFO handler.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        let (lo, hi) = (
+            OVERFLOW_RANGE[0].load(Relaxed),
+            OVERFLOW_RANGE[1].load(Relaxed),
+        );
+        if addr >= lo && addr < hi {
+            const MESSAGE: &[u8] =
+                b"\nthread 'main' has overflowed its stack\nfatal runtime error: stack overflow, aborting\n";
+            // SAFETY: write(2) and abort(3) are async-signal-safe.
+            unsafe {
+                libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+                libc::abort();
+            }
+        }
+        // Another fault: let it take its usual course when the instruction runs again.
+        // SAFETY: restoring the default action is async-signal-safe.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    for signal in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: an all-zero sigaction is valid to fill in; the handler is async-signal-safe
+        // and runs on the alternate stack installed above.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_fault as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}

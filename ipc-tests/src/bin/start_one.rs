@@ -2,7 +2,8 @@
 //! which run it in odd ways: under an explicit loader, setuid, with a foreign environment.
 //!
 //! `start_one <mode>`: `run` starts a child that triples 14; `tag` prints the environment value
-//! a child of this program receives; `args` prints the child's `env::args()`; `closed-stdio`
+//! a child of this program receives; `args` prints the child's `env::args()`; `overflow` makes
+//! the child overflow its stack; `closed-stdio`
 //! closes standard output and error, then exits 0 if the child found both open.
 
 use std::io::Write;
@@ -33,6 +34,15 @@ fn stdio_open(_: ()) -> (bool, bool) {
     (open(1), open(2))
 }
 
+/// Recurses until the stack overflows (the end is never reached).
+fn overflow(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    let frame = std::hint::black_box([depth; 64]);
+    overflow(frame[7] + 1) + std::hint::black_box(frame[3])
+}
+
 fn run<A, R>(f: fn(A) -> R, arg: A) -> Result<R, multiproc::Error>
 where
     A: serde::Serialize + serde::de::DeserializeOwned,
@@ -51,6 +61,7 @@ fn main() {
         "run" => run(triple, 14).map(|v| format!("result {v}")),
         "tag" => run(child_env, ()).map(|v| format!("tag {}", v.unwrap_or_default())),
         "args" => run(args, ()).map(|v| format!("args {v:?}")),
+        "overflow" => run(overflow, 0).map(|v| format!("returned {v}")),
         "closed-stdio" => {
             let _ = std::io::stdout().flush();
             // SAFETY: closing the standard descriptors; nothing else uses them from here on.

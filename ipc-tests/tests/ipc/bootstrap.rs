@@ -33,6 +33,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "bootstrap::closed_stdio_is_sanitized_in_the_child",
             closed_stdio_is_sanitized_in_the_child,
         ),
+        ("bootstrap::stack_overflow_says_so", stack_overflow_says_so),
     ]
 }
 
@@ -274,6 +275,23 @@ fn closed_stdio_is_sanitized_in_the_child() -> Result<(), String> {
         out.status.code() == Some(0),
         "the child found stdout or stderr closed: {:?}",
         out.status
+    );
+    Ok(())
+}
+
+fn stack_overflow_says_so() -> Result<(), String> {
+    let mut cmd = Command::new(START_ONE);
+    cmd.arg("overflow");
+    let out = output(cmd)?;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    ensure!(
+        stderr.contains("thread 'main' has overflowed its stack"),
+        "stderr {stderr:?}, stdout {stdout:?}"
+    );
+    // std's runtime aborts after the message: the parent sees SIGABRT, not SIGSEGV.
+    ensure!(
+        stdout.contains("error Signaled") && stdout.contains("SIGABRT"),
+        "stdout {stdout:?}"
     );
     Ok(())
 }
