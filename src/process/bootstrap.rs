@@ -92,7 +92,7 @@ extern "C" fn child_hook(
         // SAFETY: `CHILD_HOOK` is the `.init_array` entry that the loader is running now, with
         // these arguments, and `run_spawned_child` never returns.
         unsafe { sys::run_constructors_after(&CHILD_HOOK, argc, argv, envp) };
-        run_spawned_child(parent);
+        run_spawned_child(parent, true);
     }
 }
 
@@ -217,14 +217,15 @@ pub fn init() {
     if std::env::var_os(CHILD_ENV).is_some()
         && let Some(parent) = claim()
     {
-        run_spawned_child(parent);
+        run_spawned_child(parent, false);
     }
     hook_anchor();
     INITIALIZED.store(true, Ordering::Release);
 }
 
-/// The life of a spawned child of `parent`, from the environment variable to its exit.
-fn run_spawned_child(parent: i32) -> ! {
+/// The life of a spawned child of `parent`, from the environment variable to its exit;
+/// `pre_main` when std's runtime set-up has not run (taken over by the hook).
+fn run_spawned_child(parent: i32, pre_main: bool) -> ! {
     // SAFETY: this runs before `main` (or first thing in it, per `init`'s contract), when no
     // other thread of this program reads or writes the environment.
     unsafe { std::env::remove_var(CHILD_ENV) };
@@ -242,7 +243,10 @@ fn run_spawned_child(parent: i32) -> ! {
             let _ = sys::redirect_to_devnull(fd);
         }
     }
-    sys::report_stack_overflow();
+    if pre_main {
+        // std's own handler is in place when `main` runs.
+        sys::report_stack_overflow();
+    }
     sys::ignore_sigpipe();
     INITIALIZED.store(true, Ordering::Release);
 
