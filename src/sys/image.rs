@@ -70,6 +70,9 @@ struct Object {
 
 impl Object {
     fn headers(&self) -> &'static [libc::Elf64_Phdr] {
+        if self.phdr.is_null() {
+            return &[];
+        }
         // SAFETY: the loader keeps an object's program headers mapped for as long as the object
         // is, and the objects we look up (the one holding this crate's code) are never unloaded
         // while its code runs.
