@@ -145,3 +145,41 @@ fn ordinary_values_decode_within_the_bound() {
     assert_eq!(out.unwrap(), v);
     assert!(peak <= bound(bytes.len()), "{peak}");
 }
+
+/// Random buffers made of plausible pieces (small and huge varint lengths, zeros, option
+/// tags), decoded as several container types: never more than the bound, whatever the outcome.
+#[test]
+fn random_hostile_buffers_stay_within_the_bound() {
+    let _serial = serial();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..1500 {
+        let mut bytes = Vec::new();
+        let pieces = 1 + next() % 24;
+        for _ in 0..pieces {
+            match next() % 5 {
+                0 => bytes.extend(varint(next() % 200_000)),
+                1 => bytes.extend(varint(next() >> (next() % 64))),
+                2 => bytes.resize(bytes.len() + (next() % 5000) as usize, 0),
+                3 => bytes.push(1),
+                _ => bytes.push(next() as u8),
+            }
+        }
+        macro_rules! check {
+            ($t:ty) => {{
+                let (_, peak) = measured::<$t>(&bytes);
+                assert_peak_within_bound(stringify!($t), &bytes, peak);
+            }};
+        }
+        check!(Vec<Vec<Option<[u64; 16]>>>);
+        check!(HashMap<u16, Vec<()>>);
+        check!(BTreeMap<u32, Option<Vec<[u32; 8]>>>);
+        check!(Option<Vec<(u8, Vec<String>)>>);
+        check!((Vec<()>, Vec<Vec<()>>, [Vec<Option<u128>>; 3]));
+    }
+}
