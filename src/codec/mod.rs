@@ -1,8 +1,9 @@
 //! How values cross a process boundary: serde with postcard, in length-prefixed frames.
 //!
 //! A *value* is encoded with [postcard], a compact, non-self-describing format: the sender and the
-//! receiver must agree on the type, which the typed APIs of this crate guarantee. A *frame* is a
-//! 4-byte little-endian length followed by that many payload bytes.
+//! receiver must agree on the type, which the typed APIs of this crate guarantee. Values are read
+//! back by this module's own reader of postcard's format, which bounds what a payload may build
+//! (below). A *frame* is a 4-byte little-endian length followed by that many payload bytes.
 //!
 //! Decoding is strict and never panics:
 //! - a frame longer than the configured limit is refused from its header alone, before anything
