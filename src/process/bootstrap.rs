@@ -5,46 +5,21 @@
 //! `.init_array` section (so neither the user's `main` nor a test harness runs in the child), or,
 //! should that constructor not run on some platform, by [`init`] at the top of `main`.
 
-use std::cell::RefCell;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use super::channel::Channel;
 use super::function::{CallError, Target};
-use super::protocol::{
-    Bootstrap, CHILD_ENV, Hello, Identity, Job, Outcome, PROTOCOL_VERSION, Request,
-};
+use super::identity::set_child_identity;
+use super::panics::{capture_in_child, panicked};
+use super::protocol::{Bootstrap, CHILD_ENV, Hello, Job, Outcome, PROTOCOL_VERSION, Request};
 use crate::sys;
 
 /// Set once `init()` ran in this process, or this process is a child (which is initialised by
 /// construction).
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
-
-/// Who this process is, when it is a child. A forked child replaces what it copied.
-static ME: Mutex<Option<Arc<ChildIdentity>>> = Mutex::new(None);
-
-pub(crate) struct ChildIdentity {
-    pub(crate) me: Identity,
-    pub(crate) parent_pid: u32,
-    pub(crate) parent_name: String,
-}
-
-/// This process's identity as a child, or `None` in the main process.
-pub(crate) fn child_identity() -> Option<Arc<ChildIdentity>> {
-    ME.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// Records who this process is (after the bootstrap message, or right after a fork).
-pub(crate) fn set_child_identity(me: Identity, parent_pid: u32, parent_name: String) {
-    *ME.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ChildIdentity {
-        me,
-        parent_pid,
-        parent_name,
-    }));
-}
 
 pub(crate) fn is_initialized() -> bool {
     INITIALIZED.load(Ordering::Acquire)
@@ -211,7 +186,7 @@ pub(crate) fn run_closure(
     chan: &Channel,
     f: Box<dyn FnOnce() -> Result<Vec<u8>, crate::codec::CodecError>>,
 ) -> i32 {
-    install_panic_capture();
+    capture_in_child(false);
     let (outcome, result) = match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(bytes)) => (Outcome::Returned, Some(bytes)),
         Ok(Err(e)) => (Outcome::BadResult(e.to_string()), None),
@@ -260,7 +235,7 @@ pub(crate) fn serve(chan: &mut Channel) {
 /// Calls `target` with `args` (whose handles take their descriptors from `fds`), catching a
 /// panic.
 fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<Vec<u8>>) {
-    install_panic_capture();
+    capture_in_child(false);
     let call = || super::handles::with_incoming(fds, || target.invoke(args));
     match panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(bytes)) => (Outcome::Returned, Some(bytes)),
@@ -268,37 +243,4 @@ fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<V
         Ok(Err(CallError::Result(e))) => (Outcome::BadResult(e.to_string()), None),
         Err(payload) => (panicked(payload), None),
     }
-}
-
-thread_local! {
-    /// Where the last panic on this thread happened, recorded by the hook.
-    static LAST_PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Wraps the panic hook once so that panics record their location; the previous hook still
-/// prints the usual message on stderr.
-fn install_panic_capture() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            let location = info
-                .location()
-                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-            LAST_PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
-            previous(info);
-        }));
-    });
-}
-
-fn panicked(payload: Box<dyn std::any::Any + Send>) -> Outcome {
-    let message = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any> (a panic payload that is not a string)".to_string()
-    };
-    let location = LAST_PANIC_LOCATION.with(|slot| slot.borrow_mut().take());
-    Outcome::Panicked { message, location }
 }

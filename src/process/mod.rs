@@ -12,7 +12,9 @@ mod channel;
 mod child;
 mod function;
 pub(crate) mod handles;
+mod identity;
 mod launch;
+mod panics;
 mod protocol;
 mod service;
 mod worker;
@@ -45,9 +47,13 @@ pub enum StartMethod {
     #[default]
     Spawn,
     /// Copy this process with `fork()`: cheaper, and the child sees the parent's memory as it
-    /// was, but refused (with [`ErrorKind::ThreadedFork`]) unless this process has one thread,
-    /// because a lock held by another thread at the moment of the fork stays locked forever in
-    /// the child. [`Process::new_fork_unchecked`] lifts that check for callers who accept it.
+    /// was, but refused (with [`ErrorKind::ThreadedFork`]) unless this process has one thread
+    /// (multiproc's own service thread does not count: it is parked outside every lock while
+    /// the fork is made), because a lock held by another thread at the moment of the fork stays
+    /// locked forever in the child. The child keeps stdin, stdout, stderr and the handles
+    /// passed in its arguments; every other descriptor is closed in it, as a spawned child never
+    /// gets them. [`Process::new_fork_unchecked`] lifts the thread check for callers who accept
+    /// its contract.
     Fork,
 }
 
@@ -61,7 +67,7 @@ pub(crate) fn reset_child_counter() {
 
 /// This process's identity path: empty in the main process.
 fn own_path() -> Vec<u32> {
-    bootstrap::child_identity()
+    identity::child_identity()
         .map(|c| c.me.path.clone())
         .unwrap_or_default()
 }
@@ -125,7 +131,7 @@ impl ProcessInfo {
 /// ```
 pub fn current_process() -> ProcessInfo {
     ProcessInfo {
-        name: bootstrap::child_identity()
+        name: identity::child_identity()
             .map(|c| c.me.name.clone())
             .unwrap_or_else(|| "MainProcess".to_string()),
         pid: sys::getpid() as u32,
@@ -140,7 +146,7 @@ pub fn current_process() -> ProcessInfo {
 /// assert!(multiproc::parent_process().is_none());
 /// ```
 pub fn parent_process() -> Option<ProcessInfo> {
-    bootstrap::child_identity().map(|c| ProcessInfo {
+    identity::child_identity().map(|c| ProcessInfo {
         name: c.parent_name.clone(),
         pid: c.parent_pid,
     })
@@ -270,18 +276,40 @@ impl<R> Process<R> {
     /// The closure is not serialized: the child is a copy of this process and finds it in
     /// memory. Its result is serialized back.
     ///
+    /// The child is a copy of the thread that forks it, alone: every other thread of this
+    /// process is absent from it, and any lock one of them held at the moment of the fork stays
+    /// locked there forever. multiproc's own code in the child — before and after `f` — takes
+    /// no such lock: it records the child's identity lock-free, uses the panic hook installed by
+    /// the parent, sends the result with plain system calls, and ends with `_exit` (no exit
+    /// handlers, no destructors of statics, and stdout and stderr are not flushed).
+    ///
     /// # Safety
-    /// If another thread holds a lock at the moment of the fork (the allocator's, stdout's, a
-    /// `Mutex` in your code or a library's), the child inherits it locked, forever: the child
-    /// can deadlock, or worse, observe half-updated state. Call this only when you know that no
-    /// other thread can be inside such a section when [`start`](Self::start) runs, or that the
-    /// closure touches nothing another thread could have held.
+    /// The caller guarantees that `f`, and everything it calls, is sound in such a copy:
+    /// - it acquires no lock that another thread of this process could hold at the moment of
+    ///   [`start`](Self::start), and reads no data another thread could be half-way through
+    ///   updating. This includes `Mutex`es and `RwLock`s of your code and of libraries, std's
+    ///   stdout and stderr (`print!`, `println!`, `eprintln!`, `dbg!`; write to descriptor 1 or
+    ///   2 directly instead), and the environment (`std::env::var` takes a lock that
+    ///   `set_var` holds);
+    /// - the memory allocator is fork-safe (glibc's and musl's are; so is any allocator that
+    ///   resets its locks in a `pthread_atfork` child handler) — multiproc's own code allocates;
+    /// - if `f` may panic, no other thread is inside `std::panic::set_hook` or `take_hook` at
+    ///   the moment of the fork (a panic reads the hook under std's lock). The panic is caught
+    ///   and reported by [`join`](Self::join); the child writes its message to stderr with one
+    ///   raw `write(2)` and does not run the panic hook.
+    ///
+    /// What `f` captures is moved into the child's copy and dropped there; the parent's copy is
+    /// dropped when `start` returns. The child keeps every descriptor of this process (a
+    /// closure may capture any of them): a [`Connection`](crate::Connection) end it does not
+    /// need stays open in the child, and its peer sees [`Disconnected`](ErrorKind::Disconnected)
+    /// only once the child has ended too. The safe [`StartMethod::Fork`] has no such caveat:
+    /// its child keeps only stdio and the handles passed as arguments.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// let data = vec![1u64, 2, 3];
-    /// // SAFETY: this program has no other threads while the process starts.
+    /// // SAFETY: the closure sums a vector it owns: it takes no lock and does not print.
     /// let mut p = unsafe { multiproc::Process::new_fork_unchecked(move || data.iter().sum::<u64>()) };
     /// p.start().unwrap();
     /// assert_eq!(p.join().unwrap(), 6);

@@ -52,6 +52,18 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             fork_in_single_threaded_child,
         ),
         ("process::fork_unchecked_closure", fork_unchecked_closure),
+        (
+            "process::fork_unchecked_1000_while_threads_hammer_locks",
+            fork_unchecked_1000_while_threads_hammer_locks,
+        ),
+        (
+            "process::fork_allowed_after_service_thread_started",
+            fork_allowed_after_service_thread_started,
+        ),
+        (
+            "process::fork_unchecked_from_thread_child_starts_from_thread",
+            fork_unchecked_from_thread_child_starts_from_thread,
+        ),
         ("process::names_and_parents", names_and_parents),
         ("process::misuse_is_typed", misuse_is_typed),
         ("process::drop_daemon_kills", drop_daemon_kills),
@@ -570,5 +582,176 @@ fn unserializable_argument_fails_at_start() -> Result<(), String> {
         "message: {err}"
     );
     ensure!(p.pid().is_none(), "a child was created");
+    Ok(())
+}
+
+/// Runs `body` on `n` threads until `stop` is set.
+fn hammer(
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    name: &str,
+    body: fn(u64),
+) -> std::thread::JoinHandle<()> {
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                body(i);
+                i = i.wrapping_add(1);
+            }
+        })
+        .expect("hammer thread")
+}
+
+fn hammer_stdout(_: u64) {
+    use std::io::Write;
+    // Take and hold the locks (writing nothing, so the test output stays clean).
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(b"");
+    let _ = out.flush();
+    drop(out);
+    let _ = std::io::stderr().lock().flush();
+}
+
+fn hammer_alloc(i: u64) {
+    let v: Vec<u64> = (0..(i % 512)).collect();
+    std::hint::black_box(&v);
+    let s = format!("{i}{v:?}");
+    std::hint::black_box(s);
+}
+
+fn hammer_identity(_: u64) {
+    std::hint::black_box(multiproc::current_process().name().len());
+}
+
+fn hammer_panics(i: u64) {
+    let _ = std::panic::catch_unwind(|| {
+        if std::hint::black_box(i) != u64::MAX {
+            panic!("hammered panic {i}");
+        }
+    });
+}
+
+/// Makes panics of the `hammer-panic` thread silent (others still reach the previous hook).
+fn silence_hammer_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() != Some("hammer-panic") {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// The fork hang: the library's own path in an unchecked-fork child took locks that other
+/// threads hold (stdout's flush, the identity mutex, the panic hook). Here other threads keep
+/// those locks (and the allocator's) busy while 1,000 children are forked.
+fn fork_unchecked_1000_while_threads_hammer_locks() -> Result<(), String> {
+    silence_hammer_panics();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads = vec![
+        hammer(&stop, "hammer-stdout", hammer_stdout),
+        hammer(&stop, "hammer-alloc", hammer_alloc),
+        hammer(&stop, "hammer-identity", hammer_identity),
+        hammer(&stop, "hammer-panic", hammer_panics),
+    ];
+    let outcome = (|| {
+        for i in 0..1_000u64 {
+            let data: Vec<u64> = (0..=i).collect();
+            // SAFETY: the closure sums a vector it owns, allocates (glibc's allocator is
+            // fork-safe) and reads its identity (lock-free): it takes none of the locks the
+            // hammering threads hold, does not print, and cannot panic.
+            let mut p = unsafe {
+                Process::new_fork_unchecked(move || {
+                    let name_len = multiproc::current_process().name().len() as u64;
+                    data.iter().sum::<u64>() + name_len
+                })
+            };
+            let name_len = p.name().len() as u64;
+            p.start().ctx("start")?;
+            match p.join_timeout(Duration::from_secs(30)).ctx("join")? {
+                Some(v) => ensure!(v == i * (i + 1) / 2 + name_len, "fork {i}: value {v}"),
+                None => {
+                    let _ = p.kill();
+                    let _ = p.join();
+                    return Err(format!("fork {i}: the child hung (no result within 30 s)"));
+                }
+            }
+        }
+        Ok(())
+    })();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().map_err(|_| "a hammer thread panicked")?;
+    }
+    outcome
+}
+
+/// Runs in a spawned (single-threaded) child: a dropped running non-daemon process starts the
+/// service thread, and the safe fork must still work afterwards.
+fn fork_after_detach(x: u64) -> Result<u64, String> {
+    let mut detached = Process::new(sleep_ms, 200);
+    detached.start().map_err(|e| e.to_string())?;
+    let pid = detached.pid().unwrap_or(0) as i32;
+    drop(detached);
+    // A start from another thread goes through the service thread too.
+    let from_thread = std::thread::spawn(|| {
+        let mut p = Process::new(square, 2);
+        p.start().and_then(|()| p.join())
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())?
+    .map_err(|e| e.to_string())?;
+    let mut p = Process::new(square, x).with_start_method(StartMethod::Fork);
+    p.start().map_err(|e| format!("fork start: {e}"))?;
+    let v = p.join().map_err(|e| format!("fork join: {e}"))?;
+    // Leave nothing behind: the detached child is reaped by the service thread.
+    if !ipc_tests::eventually(Duration::from_secs(30), || {
+        ipc_tests::proc_entry(pid).is_none()
+    }) {
+        return Err(format!("detached child {pid} was not reaped"));
+    }
+    Ok(v + from_thread)
+}
+
+fn fork_allowed_after_service_thread_started() -> Result<(), String> {
+    let mut p = Process::new(fork_after_detach, 5);
+    p.start().ctx("start")?;
+    let v = p.join().ctx("join")?;
+    ensure!(v == Ok(29), "child said {v:?}");
+    Ok(())
+}
+
+/// A child forked (unchecked) by a non-main thread starts a process from a thread of its own:
+/// it needs a service thread of its own, not the copied state of its parent's.
+fn fork_unchecked_from_thread_child_starts_from_thread() -> Result<(), String> {
+    // SAFETY: the closure starts a thread and a spawned process; the locks that takes (the
+    // allocator's, which is fork-safe, and the environment's read lock, which no thread of this
+    // suite holds for writing) are safe in the copy. It does not print.
+    let mut p = unsafe {
+        Process::new_fork_unchecked(|| {
+            std::thread::spawn(|| {
+                let mut q = Process::new(square, 7);
+                q.start()?;
+                let v = q.join_timeout(Duration::from_secs(30))?;
+                Ok::<_, multiproc::Error>(v)
+            })
+            .join()
+            .map_err(|_| "thread panicked".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        })
+    };
+    p.start().ctx("start")?;
+    match p.join_timeout(Duration::from_secs(60)).ctx("join")? {
+        Some(v) => ensure!(v == Ok(Some(49)), "child said {v:?}"),
+        None => {
+            let _ = p.kill();
+            let _ = p.join();
+            return Err("the forked child hung starting a process from a thread".into());
+        }
+    }
     Ok(())
 }
