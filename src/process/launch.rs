@@ -118,15 +118,31 @@ fn handshake(
             e
         }
     };
+    // One deadline for every phase: the bootstrap message, the hello, the arguments.
+    let deadline = Instant::now() + START_TIMEOUT;
+    let late = |e: Error| -> Error {
+        if super::channel::is_timeout(&e) {
+            Error::new(
+                ErrorKind::Bootstrap,
+                format!("the child process did not read its arguments within {START_TIMEOUT:?}"),
+            )
+            .with_pid(pid)
+        } else {
+            gone(e)
+        }
+    };
     // Small arguments go with the bootstrap message, in the same system call; large ones only
     // once the child has said it is the right build and is reading.
     let eager = args.as_ref().is_some_and(|a| a.len() <= EAGER_ARGS);
     match args.as_deref().filter(|_| eager) {
-        Some(a) => child.chan.send_message(&boot, Some(a), &fds),
-        None => child.chan.send(&boot),
+        Some(a) => child
+            .chan
+            .send_message_until(&boot, Some(a), &fds, Some(deadline)),
+        None => child
+            .chan
+            .send_message_until(&boot, None, &[], Some(deadline)),
     }
-    .map_err(gone)?;
-    let deadline = Instant::now() + START_TIMEOUT;
+    .map_err(late)?;
     match child.wait_frame(Some(deadline))? {
         FrameWait::Frame(frame) => match crate::codec::decode::<Hello>(&frame) {
             Ok(Hello::Ready { .. }) => {}
@@ -156,7 +172,10 @@ fn handshake(
         }
     }
     if let Some(a) = args.as_ref().filter(|_| !eager) {
-        child.chan.send_bytes_with_fds(a, &fds).map_err(gone)?;
+        child
+            .chan
+            .send_bytes_with_fds_until(a, &fds, Some(deadline))
+            .map_err(late)?;
     }
     Ok(())
 }

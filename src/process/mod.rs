@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 mod bootstrap;
 mod channel;
 mod child;
+mod finished;
 mod function;
 pub(crate) mod handles;
 mod identity;
@@ -22,10 +23,11 @@ mod worker;
 pub use bootstrap::init;
 pub use worker::Worker;
 
-use child::{Child, ended_error};
+use child::Child;
+use finished::Finished;
 use function::Call;
 use launch::{ForkJob, SpawnJob};
-use protocol::{Identity, Outcome};
+use protocol::Identity;
 
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind, Result};
@@ -165,16 +167,6 @@ enum State {
     Failed,
     Running(Child),
     Finished(Finished),
-}
-
-/// What a child left behind.
-struct Finished {
-    pid: u32,
-    exit: Exit,
-    outcome: Option<Outcome>,
-    /// The encoded result, until `join` takes it.
-    result: Option<Vec<u8>>,
-    taken: bool,
 }
 
 /// A function running in a child process, like Python's `multiprocessing.Process` — and, like
@@ -603,12 +595,7 @@ impl<R> Process<R> {
     where
         R: DeserializeOwned,
     {
-        if let State::Running(child) = &mut self.state {
-            match child.wait_exit(deadline)? {
-                None => return Ok(None),
-                Some(exit) => self.finish(exit)?,
-            }
-        }
+        self.wait_and_finish(deadline)?;
         match &mut self.state {
             State::Created(_) | State::Failed => Err(Error::new(
                 ErrorKind::NotStarted,
@@ -619,25 +606,32 @@ impl<R> Process<R> {
         }
     }
 
-    /// Moves a child that has exited to `Finished`, decoding its report.
-    fn finish(&mut self, exit: Exit) -> Result<()> {
+    /// Moves a child that has ended to `Finished`, decoding its report. `exit` is `None` when
+    /// its status was collected elsewhere (SIGCHLD ignored, a foreign `waitpid(-1)`).
+    fn finish(&mut self, exit: Option<Exit>) {
+        if let State::Running(child) = &mut self.state {
+            self.state = State::Finished(Finished::from_child(child, exit));
+        }
+    }
+
+    /// Waits for the child to end (see `Child::wait_exit`) and moves it to `Finished` if it did.
+    fn wait_and_finish(&mut self, deadline: Option<Instant>) -> Result<()> {
         let State::Running(child) = &mut self.state else {
             return Ok(());
         };
-        let pid = child.pid();
-        let outcome: Option<Outcome> = child.chan.take().unwrap_or(None);
-        let result = match outcome {
-            Some(Outcome::Returned) => child.chan.take_frame().unwrap_or(None),
-            _ => None,
-        };
-        self.state = State::Finished(Finished {
-            pid,
-            exit,
-            outcome,
-            result,
-            taken: false,
-        });
-        Ok(())
+        match child.wait_exit(deadline) {
+            Ok(None) => Ok(()),
+            Ok(Some(exit)) => {
+                self.finish(Some(exit));
+                Ok(())
+            }
+            // The child has ended but its status is gone: what it sent decides.
+            Err(e) if e.io_error().is_some_and(sys::is_status_lost) => {
+                self.finish(None);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// True while the child runs (reaps it as soon as it has ended).
@@ -657,9 +651,10 @@ impl<R> Process<R> {
         if let State::Running(child) = &mut self.state {
             // Read what has arrived so a chatty child is never blocked by our not reading.
             let _ = child.chan.drain();
-            if let Ok(Some(exit)) = child.poll_exit() {
-                let _ = child.chan.drain();
-                let _ = self.finish(exit);
+            match child.poll_exit() {
+                Ok(Some(exit)) => self.finish(Some(exit)),
+                Err(e) if e.io_error().is_some_and(sys::is_status_lost) => self.finish(None),
+                _ => {}
             }
         }
         matches!(self.state, State::Running(_))
@@ -683,7 +678,7 @@ impl<R> Process<R> {
     pub fn exitcode(&mut self) -> Option<i32> {
         self.is_alive();
         match &self.state {
-            State::Finished(f) => Some(f.exit.exitcode()),
+            State::Finished(f) => f.exit.map(Exit::exitcode),
             _ => None,
         }
     }
@@ -735,56 +730,6 @@ impl<R> Process<R> {
             State::Created(_) | State::Failed => Err(Error::new(
                 ErrorKind::NotStarted,
                 format!("process {:?} was never started", self.name),
-            )),
-        }
-    }
-}
-
-impl Finished {
-    /// The value, or the error that describes how the child failed.
-    fn result<R: DeserializeOwned>(&mut self) -> Result<R> {
-        let failure = |kind, msg: String| {
-            Error::new(kind, msg)
-                .with_pid(self.pid)
-                .with_exit(self.exit)
-        };
-        match &self.outcome {
-            Some(Outcome::Returned) => {
-                if self.taken {
-                    return Err(Error::new(
-                        ErrorKind::ResultTaken,
-                        "the process's result was already returned by an earlier join",
-                    ));
-                }
-                let bytes = self.result.take().unwrap_or_default();
-                self.taken = true;
-                codec::decode(&bytes).map_err(|e| {
-                    Error::codec("the child's result could not be deserialized", e)
-                        .with_pid(self.pid)
-                })
-            }
-            Some(Outcome::Panicked { message, location }) => Err(failure(
-                ErrorKind::Panicked,
-                "the child process panicked".into(),
-            )
-            .with_panic(message.clone(), location.clone())),
-            Some(Outcome::BadArguments(why)) => Err(Error::codec(
-                "the child could not deserialize its arguments",
-                CodecError::Invalid(why.clone()),
-            )
-            .with_pid(self.pid)
-            .with_exit(self.exit)),
-            Some(Outcome::BadResult(why)) => Err(Error::codec(
-                "the child could not serialize its result",
-                CodecError::Encode(why.clone()),
-            )
-            .with_pid(self.pid)
-            .with_exit(self.exit)),
-            None => Err(ended_error(
-                ErrorKind::Exited,
-                "the child process ended without a result: it",
-                self.pid,
-                self.exit,
             )),
         }
     }

@@ -313,12 +313,15 @@ pub(crate) fn skip_parts<'a>(parts: &[&'a [u8]], mut skip: usize) -> ([&'a [u8];
     (out, n)
 }
 
-/// Sends all of `parts` on a blocking socket, with `fds` attached to the first byte, without
-/// raising SIGPIPE. See sendmsg(2).
-pub(crate) fn send_all_parts(
+/// Sends all of `parts` on a socket, with `fds` attached to the first byte, without raising
+/// SIGPIPE; gives up at `deadline` (`None`: never) with [`io::ErrorKind::TimedOut`] (then
+/// part of the message may have gone out: the stream is no longer usable). Works whether the
+/// socket is blocking or not: each send is non-blocking, and a full socket is waited on.
+pub(crate) fn send_all_parts_until(
     fd: BorrowedFd<'_>,
     parts: &[&[u8]],
     fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
 ) -> io::Result<()> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut done = 0;
@@ -326,15 +329,21 @@ pub(crate) fn send_all_parts(
     while done < total || first {
         let (rest, n) = skip_parts(parts, done);
         let attach = if first { fds } else { &[] };
-        match sendmsg(fd, &rest[..n], attach, false) {
-            Ok(sent) => done += sent,
+        match sendmsg(fd, &rest[..n], attach, true) {
+            Ok(sent) => {
+                done += sent;
+                first = false;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait_fd(fd, POLLOUT, None)?;
-                continue;
+                if !wait_fd(fd, POLLOUT, deadline)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the peer did not read in time",
+                    ));
+                }
             }
             Err(e) => return Err(e),
         }
-        first = false;
     }
     Ok(())
 }

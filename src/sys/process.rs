@@ -202,6 +202,12 @@ pub(crate) fn wait_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Optio
     }
 }
 
+/// True if `err` says that a child's status is gone (see [`wait_pidfd`]): the child has ended,
+/// but nobody can tell us how.
+pub(crate) fn is_status_lost(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::ECHILD)
+}
+
 /// Writes all of `bytes` to descriptor `fd` with plain write(2) calls: no buffer, no lock (for
 /// a forked child, whose stdio locks another thread may have held). Errors are ignored.
 pub(crate) fn write_all_raw(fd: RawFd, mut bytes: &[u8]) {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod fork;
+mod outcomes;
 mod pipe;
 mod process;
 mod queue;
@@ -34,6 +36,8 @@ fn main() {
 
     let mut trials = Vec::new();
     trials.extend(process::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(fork::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(outcomes::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(pipe::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(worker::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(shm::tests().into_iter().map(|(n, f)| trial(n, f)));
