@@ -14,8 +14,18 @@
 //!
 //! # Large messages in both directions
 //! A sender whose socket buffer is full reads what the peer is sending meanwhile into its own
-//! receive buffer (unless another thread is receiving). Two processes that send each other
-//! 64 MiB at the same moment therefore both finish, instead of waiting on each other forever.
+//! receive buffer (unless another thread is receiving), until one whole message is buffered.
+//! Two processes that send each other a 64 MiB message at the same moment therefore both
+//! finish, instead of waiting on each other forever; and a blocked sender holds at most one
+//! of its peer's messages (so at most the frame limit), however much the peer keeps sending:
+//! a peer that sends a second message before receiving waits for us to receive.
+//!
+//! # Deadlines
+//! `try_recv` and `poll(Some(Duration::ZERO))` never block, and a timeout bounds the whole
+//! call: waiting for another thread's receive to finish, and a large message that is still
+//! streaming in (what has arrived stays buffered for the next call). A descriptor made
+//! non-blocking behind our back (through [`AsFd`]) changes nothing: a receive waits for data
+//! with poll(2) instead of spinning.
 //!
 //! # Failures
 //! - The peer closed its end (or died) and nothing is left: [`ErrorKind::Disconnected`] — Python's
@@ -53,7 +63,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
 use crate::sys;
 
+mod slot;
 mod wait;
+
+use slot::{Lent, RecvSlot, RecvState};
 
 pub use wait::{Sentinel, Waitable, wait};
 
@@ -81,8 +94,8 @@ pub enum Nothing {}
 /// One end of a [`pipe`]: sends `S`, receives `R`.
 ///
 /// Sends are serialized by one lock and receives by another, so threads sharing an end never
-/// interleave frames. A sender blocked on a full socket reads what the peer sends meanwhile, so
-/// large messages sent both ways at once cannot deadlock. A peer that closed or died gives
+/// interleave frames. A sender blocked on a full socket reads what the peer sends meanwhile (up
+/// to one whole message), so large messages sent both ways at once cannot deadlock. A peer that closed or died gives
 /// [`ErrorKind::Disconnected`] once everything it sent has been received; a garbage, oversized
 /// or truncated frame gives [`ErrorKind::Codec`] and breaks the connection for good.
 ///
@@ -103,7 +116,7 @@ pub struct Connection<S, R = S> {
     limit: AtomicUsize,
     /// Held for the whole of a send; the buffer is reused for encoding.
     send: Mutex<Vec<u8>>,
-    recv: Mutex<RecvState>,
+    recv: RecvSlot,
     _types: PhantomData<fn(S) -> R>,
 }
 
@@ -111,13 +124,6 @@ pub struct Connection<S, R = S> {
 enum Step<'a> {
     Ready(&'a mut FrameDecoder),
     Pending(&'a mut RecvState),
-}
-
-struct RecvState {
-    decoder: FrameDecoder,
-    eof: bool,
-    /// Why the stream is unusable, once it is.
-    broken: Option<CodecError>,
 }
 
 impl<S, R> fmt::Debug for Connection<S, R> {
@@ -239,7 +245,7 @@ impl<S, R> Connection<S, R> {
             writable,
             limit: AtomicUsize::new(DEFAULT_PIPE_FRAME_LIMIT),
             send: Mutex::new(Vec::new()),
-            recv: Mutex::new(RecvState {
+            recv: RecvSlot::new(RecvState {
                 decoder: FrameDecoder::new(DEFAULT_PIPE_FRAME_LIMIT),
                 eof: false,
                 broken: None,
@@ -274,7 +280,8 @@ impl<S, R> Connection<S, R> {
 
     /// Sets the largest frame this end accepts when receiving (and the largest it sends).
     /// A longer incoming frame breaks the connection with [`CodecError::Oversized`] before
-    /// anything is allocated.
+    /// anything is allocated. Never blocks: a receive already under way applies the new limit
+    /// from its next frame header on.
     ///
     /// # Examples
     ///
@@ -287,7 +294,22 @@ impl<S, R> Connection<S, R> {
     pub fn set_max_frame(&self, limit: usize) {
         let limit = limit.min(codec::MAX_FRAME_LIMIT);
         self.limit.store(limit, Ordering::Relaxed);
-        lock(&self.recv).decoder.set_limit(limit);
+        // Applied when the receive state is next lent out (see `lend`).
+        drop(self.try_lend());
+    }
+
+    /// The receive state, once no other thread has it or `deadline` passed (`None`).
+    fn lend(&self, deadline: Option<Instant>) -> Option<Lent<'_>> {
+        let mut st = self.recv.take(deadline)?;
+        st.decoder.set_limit(self.max_frame());
+        Some(st)
+    }
+
+    /// The receive state if no other thread has it now.
+    fn try_lend(&self) -> Option<Lent<'_>> {
+        let mut st = self.recv.try_take()?;
+        st.decoder.set_limit(self.max_frame());
+        Some(st)
     }
 
     /// The largest frame this end accepts.
@@ -398,6 +420,12 @@ impl<S, R> Connection<S, R> {
                     return Err(broken(CodecError::Truncated));
                 }
                 Ok(n) => have += n,
+                // A descriptor someone made non-blocking: wait for the bytes, as a blocking
+                // read would have.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    sys::wait_fd(self.fd.as_fd(), sys::POLLIN, None)
+                        .map_err(|e| Error::io("waiting on a pipe failed", e))?;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                     st.eof = true;
                     st.broken = Some(CodecError::Truncated);
@@ -431,12 +459,21 @@ impl<S, R> Connection<S, R> {
     /// ```
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut st = lock(&self.recv);
+        // Another thread receiving past the deadline: nothing is ready for us.
+        let Some(mut st) = self.lend(deadline) else {
+            return Ok(false);
+        };
+        let mut first = true;
         loop {
             if st.broken.is_some() || st.eof || st.has_frame() {
                 return Ok(true);
             }
-            if !self.fill(&mut st, deadline)? {
+            // The deadline holds on every pass, also while a large frame streams in.
+            if !first && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            first = false;
+            if !self.fill(&mut st, deadline)? && !st.eof {
                 return Ok(false);
             }
         }
@@ -494,13 +531,13 @@ impl<S, R> Connection<S, R> {
     }
 
     fn wait_writable(&self) -> Result<()> {
-        // Only read meanwhile if no other thread is receiving (it would be reading anyway).
-        let mut st = if self.readable {
-            self.recv.try_lock().ok()
-        } else {
-            None
-        };
-        let watch_in = st.as_ref().is_some_and(|s| !s.eof && s.broken.is_none());
+        // Only read meanwhile if no other thread is receiving (it would be reading anyway), and
+        // only until one whole frame is buffered: that is enough for a peer that is itself
+        // blocked sending to us to finish, and it bounds what we hold by the frame limit.
+        let mut st = if self.readable { self.try_lend() } else { None };
+        let watch_in = st
+            .as_mut()
+            .is_some_and(|s| !s.eof && s.broken.is_none() && !s.has_frame());
         let mut fds = [sys::pollfd(self.fd.as_fd(), sys::POLLOUT)];
         if watch_in {
             fds[0].events |= sys::POLLIN;
@@ -517,33 +554,41 @@ impl<S, R> Connection<S, R> {
 
     /// Reads once; returns false if nothing was available (non-blocking) or at end of stream.
     fn read_once(&self, st: &mut RecvState, nonblocking: bool) -> Result<bool> {
+        Ok(matches!(self.read(st, nonblocking)?, Filled::Bytes(_)))
+    }
+
+    /// Reads once into the decoder, noting the end of the stream.
+    fn read(&self, st: &mut RecvState, nonblocking: bool) -> Result<Filled> {
         match st.decoder.read_from(self.fd.as_fd(), nonblocking, None) {
-            Ok(Filled::Bytes(_)) => Ok(true),
-            Ok(Filled::Empty) => Ok(false),
             Ok(Filled::Closed) => {
                 st.eof = true;
-                Ok(false)
+                Ok(Filled::Closed)
             }
+            Ok(filled) => Ok(filled),
             Err(e) => Err(Error::io("receiving on a pipe failed", e)),
         }
     }
 
-    /// Waits for more bytes until `deadline`; false if it passed (or the stream ended).
+    /// Reads more bytes, waiting for them until `deadline`; false if it passed (or the stream
+    /// ended). Without a deadline the wait is the read itself (one system call per wake-up);
+    /// with one — or when someone made the descriptor non-blocking, so that the read returns
+    /// `EAGAIN` — readiness is waited for with poll(2), never by spinning.
     fn fill(&self, st: &mut RecvState, deadline: Option<Instant>) -> Result<bool> {
-        if let Some(d) = deadline {
-            if self.read_once(st, true)? {
-                return Ok(true);
-            }
-            if st.eof {
-                return Ok(false);
-            }
-            if !sys::wait_fd(self.fd.as_fd(), sys::POLLIN, Some(d))
-                .map_err(|e| Error::io("waiting on a pipe failed", e))?
-            {
-                return Ok(false);
+        let mut nonblocking = deadline.is_some();
+        loop {
+            match self.read(st, nonblocking)? {
+                Filled::Bytes(_) => return Ok(true),
+                Filled::Closed => return Ok(false),
+                Filled::Empty => {
+                    if !sys::wait_fd(self.fd.as_fd(), sys::POLLIN, deadline)
+                        .map_err(|e| Error::io("waiting on a pipe failed", e))?
+                    {
+                        return Ok(false);
+                    }
+                    nonblocking = true;
+                }
             }
         }
-        self.read_once(st, deadline.is_some())
     }
 
     /// Waits for a frame and lets `f` take it: with [`Step::Ready`] `f` must take the complete
@@ -560,7 +605,11 @@ impl<S, R> Connection<S, R> {
                 "this end of a one-way pipe cannot receive",
             ));
         }
-        let mut st = lock(&self.recv);
+        // Another thread receiving past our deadline: nothing for us in time.
+        let Some(mut st) = self.lend(deadline) else {
+            return Ok(None);
+        };
+        let mut first = true;
         loop {
             if let Some(e) = &st.broken {
                 return Err(broken(e.clone()));
@@ -590,10 +639,13 @@ impl<S, R> Connection<S, R> {
             if let Some(v) = f(Step::Pending(&mut st))? {
                 return Ok(Some(v));
             }
-            if !self.fill(&mut st, deadline)?
-                && !st.eof
-                && deadline.is_some_and(|d| Instant::now() >= d)
-            {
+            // The deadline holds on every pass, also while a large frame streams in (after one
+            // read at least, so that `try_recv` takes what has already arrived).
+            if !first && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            first = false;
+            if !self.fill(&mut st, deadline)? && !st.eof {
                 return Ok(None);
             }
         }
@@ -703,13 +755,6 @@ impl<S, R: DeserializeOwned> Connection<S, R> {
 impl<S, R> AsFd for Connection<S, R> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
-    }
-}
-
-impl RecvState {
-    fn has_frame(&mut self) -> bool {
-        // A bad header counts as ready: the next receive reports it.
-        self.decoder.has_frame().unwrap_or(true)
     }
 }
 

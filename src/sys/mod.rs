@@ -348,6 +348,16 @@ pub(crate) fn send_all_parts_until(
     Ok(())
 }
 
+/// Makes `fd` non-blocking, as a user's socket crate would (for tests of that case).
+/// See fcntl(2), `O_NONBLOCK`.
+#[cfg(test)]
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a valid descriptor take and return plain flags.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
 /// Shuts down one direction of a socket (`write` true: no more sending). See shutdown(2).
 pub(crate) fn shutdown(fd: BorrowedFd<'_>, write: bool) -> io::Result<()> {
     let how = if write { libc::SHUT_WR } else { libc::SHUT_RD };
