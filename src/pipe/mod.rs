@@ -73,6 +73,9 @@ pub use wait::{Sentinel, Waitable, wait};
 /// The frame limit of a new connection: 1 GiB. See [`Connection::set_max_frame`].
 pub const DEFAULT_PIPE_FRAME_LIMIT: usize = codec::DEFAULT_MAX_FRAME;
 
+/// A receive buffer from this size on gets frames read straight into it (see `recv_direct`).
+const DIRECT_MIN: usize = 64 * 1024;
+
 /// Socket buffer size asked for (the kernel caps it): larger buffers move large messages with
 /// fewer wake-ups.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -394,6 +397,11 @@ impl<S, R> Connection<S, R> {
                     Ok(Some(Err(frame.to_vec())))
                 }
             }
+            // Nothing buffered and a large buffer: the kernel copies the payload straight
+            // into `buf` (a scatter read of the header and the payload), as a bare read would.
+            Step::Pending(st) if buf.len() >= DIRECT_MIN && st.decoder.buffered() == 0 => {
+                self.recv_direct(st, buf)
+            }
             // A large frame that fits is read straight into `buf`: no second copy.
             Step::Pending(st) => match st.decoder.divert_large_into(buf) {
                 Some((len, have)) => self
@@ -408,6 +416,50 @@ impl<S, R> Connection<S, R> {
             Ok(None) => Err(RecvIntoError::Failed(unreachable_timeout())),
             Err(e) => Err(RecvIntoError::Failed(e)),
         }
+    }
+
+    /// Receives the next frame with the header read apart and the payload read into `out`.
+    /// Bytes that are not this frame's payload (a frame too long for `out` or the limit, the
+    /// frames after it) go to the decoder, and `Ok(None)` hands over to the decoder's path.
+    fn recv_direct(
+        &self,
+        st: &mut RecvState,
+        out: &mut [u8],
+    ) -> Result<Option<std::result::Result<usize, Vec<u8>>>> {
+        let mut header = [0u8; HEADER_LEN];
+        let n = loop {
+            match sys::recv_two(self.fd.as_fd(), &mut header, out) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    sys::wait_fd(self.fd.as_fd(), sys::POLLIN, None)
+                        .map_err(|e| Error::io("waiting on a pipe failed", e))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break 0,
+                Err(e) => return Err(Error::io("receiving on a pipe failed", e)),
+            }
+        };
+        if n == 0 {
+            st.eof = true;
+            return Ok(None);
+        }
+        if n < HEADER_LEN {
+            st.decoder.push(&header[..n]);
+            return Ok(None);
+        }
+        let body = n - HEADER_LEN;
+        let len = u32::from_le_bytes(header) as usize;
+        if len > out.len() || len > st.decoder.limit() {
+            // Too long for `out` (the caller gets it whole) or for the limit (an error): the
+            // decoder's path deals with it.
+            st.decoder.push(&header);
+            st.decoder.push(&out[..body]);
+            return Ok(None);
+        }
+        if body > len {
+            st.decoder.push(&out[len..body]);
+        }
+        self.read_rest_into(st, &mut out[..len], body.min(len))
+            .map(|n| Some(Ok(n)))
     }
 
     /// Reads the rest of a diverted frame from the socket into `out[have..]`.

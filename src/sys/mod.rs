@@ -438,6 +438,38 @@ pub(crate) fn recv_append(
     Ok(n)
 }
 
+/// Receives into `first`, then `second` (a scatter read), in one call; `Ok(0)` means end of
+/// stream. Retries `EINTR`. See recvmsg(2), readv(2).
+pub(crate) fn recv_two(
+    fd: BorrowedFd<'_>,
+    first: &mut [u8],
+    second: &mut [u8],
+) -> io::Result<usize> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: first.as_mut_ptr().cast(),
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_mut_ptr().cast(),
+            iov_len: second.len(),
+        },
+    ];
+    loop {
+        // SAFETY: an all-zero msghdr is valid; the iovecs point at the two writable slices,
+        // which outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        // SAFETY: `msg` describes only memory we may write.
+        let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Collects the SCM_RIGHTS descriptors of a received message.
 ///
 /// # Safety
