@@ -198,6 +198,16 @@ pub(crate) fn run_closure(
 /// Sends the outcome (and result) to the parent; returns the exit status that goes with it,
 /// or `Err` when the parent can no longer be told.
 fn report(chan: &Channel, outcome: &Outcome, result: Option<&[u8]>) -> Result<i32, ()> {
+    // Too large for a frame: a codec failure of this call, reported as such (a worker stays
+    // usable), not a dead child.
+    if let Some(r) = result.filter(|r| r.len() > crate::codec::MAX_FRAME_LIMIT) {
+        let why = format!(
+            "the result is {} bytes, more than one frame can carry ({} bytes)",
+            r.len(),
+            crate::codec::MAX_FRAME_LIMIT
+        );
+        return report(chan, &Outcome::BadResult(why), None);
+    }
     // One system call for both frames: the parent wakes once, usually after we have exited.
     chan.send_message(outcome, result, &[]).map_err(drop)?;
     Ok(match outcome {
