@@ -38,3 +38,23 @@ pub(crate) fn set_child_identity(me: Identity, parent_pid: u32, parent_name: Str
     }));
     ME.store(leaked, Ordering::Release);
 }
+
+/// An identity made ready before a fork, so that the child only has to publish it: the
+/// allocation (and the pages it writes) happen in the parent, and the child writes one word.
+/// The parent drops its copy after the fork.
+pub(crate) struct Prepared(Box<ChildIdentity>);
+
+impl Prepared {
+    pub(crate) fn new(me: Identity, parent_pid: u32, parent_name: String) -> Prepared {
+        Prepared(Box::new(ChildIdentity {
+            me,
+            parent_pid,
+            parent_name,
+        }))
+    }
+
+    /// Makes this the process's identity (in the forked child). Takes no lock, allocates nothing.
+    pub(crate) fn publish(self) {
+        ME.store(Box::leak(self.0), Ordering::Release);
+    }
+}

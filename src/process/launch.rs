@@ -194,12 +194,17 @@ pub(crate) fn fork(
     bootstrap::hook_anchor();
     // In place before the copy is made: the child never has to take the panic hook's lock.
     panics::install();
-    // Whatever sits in our output buffers would be printed twice, by us and by the copy.
+    // The thread-local list a child's handles are decoded from: touched here once, so that its
+    // destructor is registered in the parent (glibc takes a loader lock for that, and writes
+    // pages that every child would otherwise have to copy).
+    super::handles::with_incoming(Vec::new(), || ());
+    // Whatever sits in stdout's buffer would be printed twice, by us and by the copy (stderr
+    // has no buffer).
     {
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
     }
+    let identity = identity::Prepared::new(me, sys::getpid() as u32, parent_name);
     let (ours, theirs) =
         sys::stream_socketpair().map_err(|e| Error::io("cannot create the control socket", e))?;
     let parent = sys::getpid();
@@ -226,7 +231,7 @@ pub(crate) fn fork(
         // is done: the child inherits no lock held by another thread. The child never returns
         // into the caller's frames (it ends in _exit), so `gate` is not released there.
         let forked = match unsafe { sys::fork() } {
-            Ok(0) => run_forked(me, parent_name, parent, job, theirs, ours_raw, exe),
+            Ok(0) => run_forked(identity, parent, job, theirs, ours_raw, exe),
             other => other,
         };
         drop(gate);
@@ -237,7 +242,7 @@ pub(crate) fn fork(
             // the closure does needs a lock another thread may hold; the child's own path below
             // takes none. The child never returns into the caller's frames: it ends in _exit.
             match unsafe { sys::fork() } {
-                Ok(0) => run_forked(me, parent_name, parent, job, theirs, ours_raw, None),
+                Ok(0) => run_forked(identity, parent, job, theirs, ours_raw, None),
                 other => other,
             }
             // `theirs` is dropped here in the parent: only the child holds that end now.
@@ -272,8 +277,7 @@ pub(crate) fn fork(
 /// already. `exe` is given for a checked fork, whose child closes every descriptor it does not
 /// need; an unchecked child keeps them all (its closure may use any of them).
 fn run_forked(
-    me: Identity,
-    parent_name: String,
+    identity: identity::Prepared,
     parent: i32,
     job: ForkJob,
     theirs: OwnedFd,
@@ -290,14 +294,19 @@ fn run_forked(
     if let ForkJob::Call(call) = &job {
         // Only what a spawned child would have: stdio, the control socket, the handles passed
         // as arguments, and the executable's descriptor (kept open for the crate's use).
-        let mut keep: Vec<RawFd> = call.fds.iter().map(AsRawFd::as_raw_fd).collect();
-        keep.push(theirs.as_raw_fd());
-        keep.extend(exe);
-        sys::close_all_except(&mut keep);
+        // On the stack: every heap page written here would be copied for this child.
+        let mut keep = [-1 as RawFd; sys::MAX_FDS_PER_MESSAGE + 2];
+        keep[0] = theirs.as_raw_fd();
+        keep[1] = exe.unwrap_or(-1);
+        for (slot, fd) in keep[2..].iter_mut().zip(&call.fds) {
+            *slot = fd.as_raw_fd();
+        }
+        let used = 2 + call.fds.len().min(sys::MAX_FDS_PER_MESSAGE);
+        sys::close_all_except(&mut keep[..used]);
     }
     panics::capture_in_child(!checked);
     super::reset_child_counter();
-    identity::set_child_identity(me, parent as u32, parent_name);
+    identity.publish();
     let chan = Channel::new(theirs);
     let code = match job {
         // The handles' descriptors were duplicated before the fork: this copy owns them.
@@ -305,10 +314,9 @@ fn run_forked(
         ForkJob::Closure(f) => bootstrap::run_closure(&chan, f),
     };
     if checked {
-        // One thread at the fork: nobody else can hold stdout's lock.
+        // One thread at the fork: nobody else can hold stdout's lock. (Stderr has no buffer.)
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
     }
     sys::exit_immediately(code)
 }
