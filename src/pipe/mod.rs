@@ -726,7 +726,7 @@ impl<S: Serialize, R> Connection<S, R> {
         buf.clear();
         buf.extend_from_slice(&[0; HEADER_LEN]);
         codec::encode_into(value, &mut buf)
-            .map_err(|e| Error::codec("the value could not be serialized", e))?;
+            .map_err(|e| Error::codec(format!("sending a {}", std::any::type_name::<S>()), e))?;
         let header = codec::encode_frame_header(buf.len() - HEADER_LEN, limit)
             .map_err(|e| Error::codec("message too large", e))?;
         buf[..HEADER_LEN].copy_from_slice(&header);

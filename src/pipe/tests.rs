@@ -285,3 +285,22 @@ fn wait_does_not_report_a_header_alone() {
         assert_eq!(a.recv_bytes().unwrap(), [1, 2, 3]);
     });
 }
+
+/// A value whose `Serialize` refuses.
+struct Refuses;
+
+impl Serialize for Refuses {
+    fn serialize<Z: Serializer>(&self, _: Z) -> std::result::Result<Z::Ok, Z::Error> {
+        Err(serde::ser::Error::custom("refused"))
+    }
+}
+
+#[test]
+fn a_failed_serialize_names_the_type_and_says_so_once() {
+    let (a, _b) = pipe::<Refuses>().unwrap();
+    let err = a.send(&Refuses).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Codec);
+    assert!(text.contains("Refuses"), "{text}");
+    assert_eq!(text.matches("could not be serialized").count(), 1, "{text}");
+}

@@ -179,8 +179,12 @@ impl Worker {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let (args, fds) = super::handles::encode_with_fds(&arg)
-            .map_err(|e| Error::codec("the call's argument could not be serialized", e))?;
+        let (args, fds) = super::handles::encode_with_fds(&arg).map_err(|e| {
+            Error::codec(
+                format!("the call's argument ({})", std::any::type_name::<A>()),
+                e,
+            )
+        })?;
         let child = self.usable()?;
         let pid = child.pid();
         // The deadline bounds every phase of the call, the send included (a worker that stops
