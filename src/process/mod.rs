@@ -664,6 +664,10 @@ impl<R> Process<R> {
     /// minus the signal number if the child was killed (`-15` after `terminate`, `-9` after
     /// `kill`).
     ///
+    /// If the child's status was collected by someone else (SIGCHLD ignored, or a
+    /// `waitpid(-1)` elsewhere in the program), it is inferred from what the child reported — 0
+    /// after a result, 1 after a panic or a codec failure — and is `None` if it reported nothing.
+    ///
     /// # Examples
     ///
     /// ```no_run
