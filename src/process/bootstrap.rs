@@ -28,46 +28,24 @@
 //!   standard output or error descriptors are opened on `/dev/null`. `std::env::args()` holds
 //!   the parent's arguments, as Python's spawn restores `sys.argv`.
 
-use std::cell::RefCell;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use super::channel::Channel;
 use super::function::{CallError, Target};
+use super::identity::set_child_identity;
+use super::panics::{capture_in_child, panicked};
 use super::protocol::{
-    Bootstrap, CHILD_ENV, ChildEnv, Hello, Identity, Job, Outcome, PROTOCOL_VERSION, Request,
+    Bootstrap, CHILD_ENV, ChildEnv, Hello, Job, Outcome, PROTOCOL_VERSION, Request,
 };
 use crate::sys::{self, InitFn};
 
 /// Set once `init()` ran in this process, or this process is a child (which is initialised by
 /// construction).
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
-
-/// Who this process is, when it is a child. A forked child replaces what it copied.
-static ME: Mutex<Option<Arc<ChildIdentity>>> = Mutex::new(None);
-
-pub(crate) struct ChildIdentity {
-    pub(crate) me: Identity,
-    pub(crate) parent_pid: u32,
-    pub(crate) parent_name: String,
-}
-
-/// This process's identity as a child, or `None` in the main process.
-pub(crate) fn child_identity() -> Option<Arc<ChildIdentity>> {
-    ME.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// Records who this process is (after the bootstrap message, or right after a fork).
-pub(crate) fn set_child_identity(me: Identity, parent_pid: u32, parent_name: String) {
-    *ME.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ChildIdentity {
-        me,
-        parent_pid,
-        parent_name,
-    }));
-}
 
 pub(crate) fn is_initialized() -> bool {
     INITIALIZED.load(Ordering::Acquire)
@@ -319,7 +297,7 @@ pub(crate) fn run_closure(
     chan: &Channel,
     f: Box<dyn FnOnce() -> Result<Vec<u8>, crate::codec::CodecError>>,
 ) -> i32 {
-    install_panic_capture();
+    capture_in_child(false);
     let (outcome, result) = match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(bytes)) => (Outcome::Returned, Some(bytes)),
         Ok(Err(e)) => (Outcome::BadResult(e.to_string()), None),
@@ -331,6 +309,16 @@ pub(crate) fn run_closure(
 /// Sends the outcome (and result) to the parent; returns the exit status that goes with it,
 /// or `Err` when the parent can no longer be told.
 fn report(chan: &Channel, outcome: &Outcome, result: Option<&[u8]>) -> Result<i32, ()> {
+    // Too large for a frame: a codec failure of this call, reported as such (a worker stays
+    // usable), not a dead child.
+    if let Some(r) = result.filter(|r| r.len() > crate::codec::MAX_FRAME_LIMIT) {
+        let why = format!(
+            "the result is {} bytes, more than one frame can carry ({} bytes)",
+            r.len(),
+            crate::codec::MAX_FRAME_LIMIT
+        );
+        return report(chan, &Outcome::BadResult(why), None);
+    }
     // One system call for both frames: the parent wakes once, usually after we have exited.
     chan.send_message(outcome, result, &[]).map_err(drop)?;
     Ok(match outcome {
@@ -368,7 +356,7 @@ pub(crate) fn serve(chan: &mut Channel) {
 /// Calls `target` with `args` (whose handles take their descriptors from `fds`), catching a
 /// panic.
 fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<Vec<u8>>) {
-    install_panic_capture();
+    capture_in_child(false);
     let call = || super::handles::with_incoming(fds, || target.invoke(args));
     match panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(bytes)) => (Outcome::Returned, Some(bytes)),
@@ -376,37 +364,4 @@ fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<V
         Ok(Err(CallError::Result(e))) => (Outcome::BadResult(e.to_string()), None),
         Err(payload) => (panicked(payload), None),
     }
-}
-
-thread_local! {
-    /// Where the last panic on this thread happened, recorded by the hook.
-    static LAST_PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Wraps the panic hook once so that panics record their location; the previous hook still
-/// prints the usual message on stderr.
-fn install_panic_capture() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            let location = info
-                .location()
-                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-            LAST_PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
-            previous(info);
-        }));
-    });
-}
-
-fn panicked(payload: Box<dyn std::any::Any + Send>) -> Outcome {
-    let message = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any> (a panic payload that is not a string)".to_string()
-    };
-    let location = LAST_PANIC_LOCATION.with(|slot| slot.borrow_mut().take());
-    Outcome::Panicked { message, location }
 }
