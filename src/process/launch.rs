@@ -78,6 +78,10 @@ pub(crate) fn spawn(me: Identity, parent_name: String, job: SpawnJob) -> Result<
             return Err(Error::io("cannot open a pidfd for the child", e));
         }
     };
+    if let SpawnJob::Call(call) = &job {
+        // Before the arguments are sent: the child counts as holding their handles from now.
+        call.transits.handed_to(pid);
+    }
     let mut child = Child::new(pid, pidfd, Channel::new(ours));
     match handshake(&mut child, build, me, parent_name, job) {
         Ok(()) => Ok(child),
@@ -167,10 +171,14 @@ fn handshake(
 pub(crate) fn fork(
     me: Identity,
     parent_name: String,
-    job: ForkJob,
+    mut job: ForkJob,
     checked: bool,
 ) -> Result<Child> {
     bootstrap::hook_anchor();
+    let transits = match &mut job {
+        ForkJob::Call(call) => std::mem::take(&mut call.transits),
+        ForkJob::Closure(_) => Default::default(),
+    };
     if checked {
         let threads = sys::thread_count().map_err(|e| Error::io("cannot count threads", e))?;
         if threads != 1 {
@@ -206,7 +214,12 @@ pub(crate) fn fork(
         // `theirs` is dropped here in the parent: only the child holds that end now.
     });
     let pid = match forked {
-        Some(Ok(pid)) => pid,
+        Some(Ok(pid)) => {
+            // The copy holds copies of this process's handles (the child itself does nothing).
+            super::handles::forked(pid);
+            transits.handed_to(pid);
+            pid
+        }
         Some(Err(e)) => return Err(Error::io("fork failed", e)),
         None => {
             return Err(Error::io(

@@ -174,10 +174,11 @@ impl Worker {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let (args, fds) = super::handles::encode_with_fds(&arg)
+        let (args, fds, transits) = super::handles::encode_with_handles(&arg)
             .map_err(|e| Error::codec("the call's argument could not be serialized", e))?;
         let child = self.usable()?;
         let pid = child.pid();
+        transits.handed_to(pid as i32);
         let sent = child
             .chan
             .send_message(&Request::Call(target), Some(&args), &fds);

@@ -12,10 +12,10 @@ use std::time::Instant;
 mod futex;
 mod mem;
 
+#[cfg(test)]
+pub(crate) use futex::monotonic_timespec;
 #[cfg_attr(loom, allow(unused_imports))]
-pub(crate) use futex::{
-    FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake, monotonic_timespec,
-};
+pub(crate) use futex::{FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake};
 pub(crate) use mem::*;
 
 /// Turns a `-1`-means-error return value into an `io::Result`.
