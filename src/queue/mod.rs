@@ -163,10 +163,26 @@ fn oversized(len: usize, limit: usize) -> PutFail {
     ))
 }
 
+/// Takes a side's lock. A blocked acquisition never sleeps longer than [`POLL`] at a time: a
+/// robust futex's wake can be lost for good (a waiter that the kernel woke is killed before it
+/// takes the lock, and another process takes it first, clearing the "waiters" bit; the other
+/// sleepers are then woken by nobody). Waking up to try again turns that into a short delay.
 fn lock_side(cell: &LockCell, d: Deadline) -> Option<Acquired> {
-    match d {
-        Deadline::Now => cell.try_acquire(),
-        Deadline::At(at) => cell.acquire(at),
+    if let Some(a) = cell.try_acquire() {
+        return Some(a);
+    }
+    let Deadline::At(at) = d else {
+        return None;
+    };
+    loop {
+        let tick = Instant::now() + POLL;
+        let until = at.map_or(tick, |a| a.min(tick));
+        if let Some(a) = cell.acquire(Some(until)) {
+            return Some(a);
+        }
+        if at.is_some_and(|a| Instant::now() >= a) {
+            return None;
+        }
     }
 }
 

@@ -8,11 +8,13 @@
 //!   `Serialize`);
 //! - a `try_put` never starts a stream (it could not finish it without waiting).
 
+use std::time::Instant;
+
 use serde::Serialize;
 
 use super::layout::{ChunkHeader, HDR, flags, padded, put_state};
 use super::ring::advance;
-use super::{Deadline, PutFail, Queue, SideGuard, encode_failed, lock_side, oversized};
+use super::{Deadline, POLL, PutFail, Queue, SideGuard, encode_failed, lock_side, oversized};
 use crate::error::{Error, ErrorKind};
 use crate::sync::Acquired;
 use crate::sync::shim::Ordering;
@@ -78,16 +80,29 @@ impl<T> Queue<T> {
             return false;
         }
         let head = &self.st().cons.head;
-        self.st().space.wait_until(
-            d.instant(),
-            |sync| {
-                // The read-modify-write pairs with the consumer's `advance` (see ring.rs); what
-                // `ok` reads after it is at least as new.
-                super::ring::read(head, sync);
-                ok()
-            },
-            || false,
-        ) == super::ring::Waited::Ready
+        let deadline = d.instant();
+        loop {
+            // Wake up now and then regardless: a consumer killed between moving the head and
+            // waking us must not leave us asleep.
+            let tick = Instant::now() + POLL;
+            let until = deadline.map_or(tick, |at| at.min(tick));
+            let waited = self.st().space.wait_until(
+                Some(until),
+                |sync| {
+                    // The read-modify-write pairs with the consumer's `advance` (see ring.rs);
+                    // what `ok` reads after it is at least as new.
+                    super::ring::read(head, sync);
+                    ok()
+                },
+                || false,
+            );
+            if waited == super::ring::Waited::Ready {
+                return true;
+            }
+            if deadline.is_some_and(|at| Instant::now() >= at) {
+                return false;
+            }
+        }
     }
 
     /// With the put lock held: writes an `ABORT` after a stream left open, if there is room.
