@@ -37,14 +37,14 @@ pub(super) fn me() -> (i32, u64) {
 
 /// Whether the process `pid` that started at `start` (0: unknown) is gone.
 fn dead(pid: i32, start: u64) -> bool {
-    sys::process_start_time(pid).is_none_or(|t| start != 0 && t != start)
+    sys::running_process_start_time(pid).is_none_or(|t| start != 0 && t != start)
 }
 
 /// Whether a claim marker's claimer is gone (or the marker is garbage).
 fn stale_claim(marker: i32) -> bool {
     marker
         .checked_neg()
-        .is_none_or(|claimer| sys::process_start_time(claimer).is_none())
+        .is_none_or(|claimer| sys::running_process_start_time(claimer).is_none())
 }
 
 /// What a process holds that keeps its slot.
