@@ -1,7 +1,8 @@
 //! In-process tests of the queue (threads); `ipc-tests` has the multi-process ones.
 
 use std::cell::Cell;
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use super::layout::put_state;
@@ -621,4 +622,94 @@ fn a_lost_lock_wake_delays_a_consumer_but_never_wedges_it() {
     std::thread::sleep(Duration::from_millis(50)); // the consumer is asleep on the lock
     word.store(0, std::sync::atomic::Ordering::Release);
     assert_eq!(consumer.join().unwrap(), 8);
+}
+
+/// A tiny deterministic generator for the scribbler.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn a_peer_scribbling_over_the_state_and_ring_causes_typed_errors_only() {
+    // Threads put and get (with deadlines; values from empty to several rings) while another
+    // writes random bytes over the shared state (all but the two robust mutexes, whose
+    // corruption is pthread's to survive, not ours) and over the ring. Nothing may panic, hang
+    // or allocate past the message limit.
+    const LIMIT: usize = 256 << 10;
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(16 << 10)
+        .max_message(LIMIT)
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let short = Duration::from_millis(5);
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let q = q.clone();
+            let stop = stop.clone();
+            spawn_bounded(move || {
+                let mut rng = XorShift(w * 7919 + 1);
+                let mut ops = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if w % 2 == 0 {
+                        let len = (rng.next() % (100 << 10)) as usize;
+                        let _ = q.put_timeout(vec![w as u8; len], short);
+                        let _ = q.try_put(vec![1; 10]);
+                    } else {
+                        if let Ok(v) = q.get_timeout(short) {
+                            assert!(v.len() <= LIMIT);
+                        }
+                        let _ = q.try_get();
+                        let _ = (q.qsize(), q.is_full(), q.lost_messages());
+                    }
+                    ops += 1;
+                }
+                let scratch = q.scratch.lock().unwrap().capacity();
+                assert!(scratch <= 2 * LIMIT, "reassembly grew to {scratch} bytes");
+                ops
+            })
+        })
+        .collect();
+    let st: &State = q.st();
+    let base = st as *const State as usize;
+    let locks = [
+        std::mem::offset_of!(State, prod) + std::mem::offset_of!(layout::Producer, lock),
+        std::mem::offset_of!(State, cons) + std::mem::offset_of!(layout::Consumer, lock),
+    ];
+    let lock_len = std::mem::size_of::<LockCell>();
+    let in_lock = |off: usize| locks.iter().any(|&l| off >= l && off < l + lock_len);
+    let ring = q.seg.ring.ptr.as_ptr() as usize;
+    let cap = q.seg.cap as usize;
+    let mut rng = XorShift(0x5eed);
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        for _ in 0..64 {
+            let r = rng.next();
+            let (addr, off) = if r % 3 == 0 {
+                let off = (rng.next() as usize) % cap;
+                (ring + off, usize::MAX)
+            } else {
+                let off = (rng.next() as usize) % std::mem::size_of::<State>();
+                (base + off, off)
+            };
+            if off != usize::MAX && in_lock(off) {
+                continue;
+            }
+            // SAFETY: a byte inside the mapped state or ring, written atomically: what a
+            // hostile process holding the segment can do at any time.
+            let byte = unsafe { &*(addr as *const std::sync::atomic::AtomicU8) };
+            byte.store(rng.next() as u8, std::sync::atomic::Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ops: u64 = workers.into_iter().map(Bounded::join).sum();
+    assert!(ops > 0);
 }
