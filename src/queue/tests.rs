@@ -692,7 +692,7 @@ fn a_peer_scribbling_over_the_state_and_ring_causes_typed_errors_only() {
     while Instant::now() < end {
         for _ in 0..64 {
             let r = rng.next();
-            let (addr, off) = if r % 3 == 0 {
+            let (addr, off) = if r.is_multiple_of(3) {
                 let off = (rng.next() as usize) % cap;
                 (ring + off, usize::MAX)
             } else {
