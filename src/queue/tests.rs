@@ -713,3 +713,79 @@ fn a_peer_scribbling_over_the_state_and_ring_causes_typed_errors_only() {
     let ops: u64 = workers.into_iter().map(Bounded::join).sum();
     assert!(ops > 0);
 }
+
+/// The pid of a process that has ended and been reaped.
+fn dead_pid() -> i32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id() as i32;
+    c.wait().unwrap();
+    pid
+}
+
+#[test]
+fn claims_left_by_dead_processes_are_taken_over() {
+    let q = Queue::<u8>::new().unwrap();
+    let st = q.st();
+    let dead = dead_pid();
+    // A process killed while claiming a slot leaves its claim marker behind.
+    st.slots[layout::SLOTS - 1]
+        .pid
+        .store(-dead, Ordering::Release);
+    q.close();
+    assert!(matches!(
+        q.get_timeout(BOUND),
+        Err(GetTimeoutError::Disconnected)
+    ));
+    // A table full of such claims still has room for a new handle.
+    for s in &st.slots {
+        let _ = s
+            .pid
+            .compare_exchange(0, -dead, Ordering::AcqRel, Ordering::Relaxed);
+    }
+    let h = q.clone();
+    assert!(h.slot.is_some(), "stale claims must be reclaimable");
+    assert_eq!(st.misc.untracked.load(Ordering::Acquire), 0);
+}
+
+#[test]
+fn every_message_a_dead_process_held_is_counted() {
+    // Two consumer threads of one process each hold a message (taken, not yet returned) when
+    // it dies: both are lost, and both are counted.
+    let q = Queue::<u8>::new().unwrap();
+    let st = q.st();
+    let s = &st.slots[layout::SLOTS - 1];
+    s.start.store(1, Ordering::Release);
+    s.taken.store(5, Ordering::Release);
+    s.returned.store(3, Ordering::Release);
+    s.pid.store(dead_pid(), Ordering::Release);
+    assert_eq!(q.lost_messages(), 2);
+    assert_eq!(q.lost_messages(), 2, "counted once");
+    assert_eq!(s.pid.load(Ordering::Acquire), 0, "the slot is free again");
+
+    // Live threads of this process: what they took and returned balances.
+    let consumers: Vec<_> = (0..3)
+        .map(|_| {
+            let q = q.clone();
+            q.close();
+            spawn_bounded(move || {
+                let mut n = 0;
+                while q.get_timeout(BOUND).is_ok() {
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..3000u32 {
+        q.put((i % 251) as u8).unwrap();
+    }
+    q.close();
+    let total: u32 = consumers.into_iter().map(Bounded::join).sum();
+    assert_eq!(total, 3000);
+    let mine = &st.slots[q.slot.unwrap()];
+    assert_eq!(
+        mine.taken.load(Ordering::Acquire),
+        mine.returned.load(Ordering::Acquire)
+    );
+    assert_eq!(q.lost_messages(), 2);
+}
