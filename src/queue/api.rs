@@ -64,7 +64,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     /// [`TryPutError::Full`] with the value if there is no room (or another producer is
-    /// putting); [`TryPutError::Failed`] as for [`put`](Self::put).
+    /// putting; or the value is larger than the whole ring, which only a waiting put can
+    /// stream); [`TryPutError::Failed`] as for [`put`](Self::put).
     ///
     /// # Examples
     ///
@@ -180,8 +181,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    /// Takes the oldest message, waiting at most `timeout`. A streamed message whose first
-    /// piece arrived in time is received to the end.
+    /// Takes the oldest message, waiting at most `timeout`. The deadline holds in the middle
+    /// of a streamed message too: what arrived of it stays with this handle, and its next get
+    /// finishes it (a get on another handle skips it and counts it in
+    /// [`lost_messages`](Self::lost_messages)).
     ///
     /// # Errors
     /// [`GetTimeoutError::Timeout`] if nothing came; the others as for [`get`](Self::get).

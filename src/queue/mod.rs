@@ -219,6 +219,10 @@ impl Drop for SideGuard<'_> {
 /// [`GetError::Disconnected`] instead of waiting forever. As in Python, a process that only
 /// consumes should `close()` its handle, or its own handle keeps the queue connected.
 ///
+/// A handle passed in a [`Process`](crate::Process)'s arguments counts from the moment the child
+/// is started; a forked child counts for every queue its parent had open, until it exits. At
+/// most 128 processes are tracked; see docs/reliability.md for what happens beyond.
+///
 /// # Robustness
 ///
 /// A producer or consumer killed in the middle of a `put` or `get` never wedges the others: the
