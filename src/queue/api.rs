@@ -10,6 +10,8 @@ use super::{
     Deadline, GetError, GetFail, GetTimeoutError, PutError, PutFail, PutTimeoutError, Queue,
     TryGetError, TryPutError,
 };
+#[cfg(doc)]
+use crate::error::ErrorKind;
 use crate::error::Result;
 use crate::sync::shim::Ordering;
 

@@ -62,7 +62,7 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
         self
     }
 
-    /// The largest message accepted, in serialized bytes ([`DEFAULT_MAX_MESSAGE`] by default;
+    /// The largest message accepted, in serialized bytes ([`DEFAULT_MAX_MESSAGE`](super::DEFAULT_MAX_MESSAGE) by default;
     /// at most `u32::MAX`). A larger value fails its `put` with [`ErrorKind::Codec`].
     ///
     /// # Examples

@@ -37,7 +37,7 @@ pub struct JoinableQueue<T> {
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// Creates a joinable queue with the default settings; see [`Queue::builder`] and
-    /// [`QueueBuilder::build_joinable`] for others.
+    /// [`QueueBuilder::build_joinable`](super::QueueBuilder::build_joinable) for others.
     ///
     /// # Errors
     /// As [`Queue::new`].
