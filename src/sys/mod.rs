@@ -13,6 +13,7 @@ mod futex;
 mod mem;
 
 #[cfg(test)]
+#[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use futex::monotonic_timespec;
 #[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use futex::{FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake};
