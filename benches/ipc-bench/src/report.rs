@@ -284,9 +284,10 @@ pub fn markdown(
     s
 }
 
-const COLORS: [&str; 10] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#17becf", "#7f7f7f", "#8c564b", "#bcbd22", "#d62728",
-    "#9467bd", "#e377c2",
+/// One per transport, in `Transport::ALL`'s order.
+const COLORS: [&str; Transport::ALL.len()] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#17becf", "#7f7f7f", "#8c564b", "#bcbd22", "#000000",
+    "#d62728", "#9467bd", "#e377c2",
 ];
 
 /// Throughput (bytes/s) by message size, log-log, one line per transport, one panel per
