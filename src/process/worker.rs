@@ -179,7 +179,7 @@ impl Worker {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let (args, fds) = super::handles::encode_with_fds(&arg).map_err(|e| {
+        let (args, fds, transits) = super::handles::encode_with_handles(&arg).map_err(|e| {
             Error::codec(
                 format!("the call's argument ({})", std::any::type_name::<A>()),
                 e,
@@ -187,6 +187,7 @@ impl Worker {
         })?;
         let child = self.usable()?;
         let pid = child.pid();
+        transits.handed_to(pid as i32);
         // The deadline bounds every phase of the call, the send included (a worker that stops
         // reading cannot hold us past it).
         let sent =

@@ -134,10 +134,27 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
 /// with the pid identifies one process even after the pid is reused. `None` when the process no
 /// longer exists. See proc_pid_stat(5).
 pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+    process_stat(pid).map(|(_, start)| start)
+}
+
+/// Like [`process_start_time`], but `None` also for a process that has ended and not been
+/// reaped yet (a zombie): it will never act again.
+pub(crate) fn running_process_start_time(pid: i32) -> Option<u64> {
+    process_stat(pid)
+        .and_then(|(state, start)| (!matches!(state, 'Z' | 'X' | 'x')).then_some(start))
+}
+
+/// The state letter and start time of `pid`, from `/proc/<pid>/stat`. See proc_pid_stat(5).
+fn process_stat(pid: i32) -> Option<(char, u64)> {
+    if pid <= 0 {
+        return None;
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain anything: parse after it.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// Maps `len` bytes of `fd` from `offset` twice, back to back, so that a ring buffer of `len`

@@ -14,10 +14,11 @@ mod image;
 mod mem;
 mod process;
 
+#[cfg(test)]
 #[cfg_attr(loom, allow(unused_imports))]
-pub(crate) use futex::{
-    FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake, monotonic_timespec,
-};
+pub(crate) use futex::monotonic_timespec;
+#[cfg_attr(loom, allow(unused_imports))]
+pub(crate) use futex::{FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake};
 pub(crate) use image::*;
 pub(crate) use mem::*;
 pub(crate) use process::*;
