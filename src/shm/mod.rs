@@ -2,6 +2,8 @@
 
 mod region;
 mod shared;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
@@ -14,7 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
 use crate::sys;
 
-pub(crate) use region::{HEADER_LEN, Kind, Region, type_tag};
+pub(crate) use region::{HEADER_LEN, Kind, Region, Sealing, type_tag};
 pub(crate) use shared::Shared;
 
 /// Prefix of the temporary names under which named segments are built before they are published.
@@ -202,7 +204,7 @@ impl SharedMemory {
         let name = validate_name(name)?;
         let fd = sys::shm_open_existing(&posix_name(name), true)
             .map_err(|e| Error::os(format!("cannot open the shared memory segment {name:?}"), e))?;
-        let region = Region::open(fd, Kind::Bytes, 0)?;
+        let region = Region::open(fd, Kind::Bytes, 0, Sealing::NotAvailable)?;
         Ok(SharedMemory::from_parts(
             region,
             Some(name.to_string()),
@@ -334,7 +336,7 @@ impl SharedMemory {
     ///
     /// ```
     /// let shm = multiproc::SharedMemory::create_unique(8)?;
-    /// shm.persist();
+    /// shm.persist()?;
     /// let name = shm.name().unwrap().to_string();
     /// drop(shm);
     /// assert!(multiproc::SharedMemory::unlink_name(&name)?);
@@ -356,21 +358,40 @@ impl SharedMemory {
     /// exits): the name is no longer removed on drop, and [`remove_stale`](Self::remove_stale)
     /// leaves it alone. No effect on anonymous segments.
     ///
+    /// # Errors
+    /// [`ErrorKind::NotOwner`] on a handle that attached to the segment: only its creator
+    /// decides whether the name outlives it.
+    ///
     /// # Examples
     ///
     /// ```
-    /// let shm = multiproc::SharedMemory::create_unique(8)?;
+    /// use multiproc::{ErrorKind, SharedMemory};
+    ///
+    /// let shm = SharedMemory::create_unique(8)?;
     /// let name = shm.name().unwrap().to_string();
-    /// shm.persist();
-    /// drop(shm);
-    /// let again = multiproc::SharedMemory::open(&name)?;
-    /// multiproc::SharedMemory::unlink_name(&name)?;
+    /// let attached = SharedMemory::open(&name)?;
+    /// assert_eq!(attached.persist().unwrap_err().kind(), ErrorKind::NotOwner);
+    /// shm.persist()?;
+    /// drop((shm, attached));
+    /// let again = SharedMemory::open(&name)?;
+    /// SharedMemory::unlink_name(&name)?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn persist(&self) {
-        if self.inner.name.is_some() {
-            self.inner.region.set_persistent(true);
+    pub fn persist(&self) -> Result<()> {
+        let Some(name) = &self.inner.name else {
+            return Ok(());
+        };
+        if !self.inner.owner {
+            return Err(Error::new(
+                ErrorKind::NotOwner,
+                format!(
+                    "only the creator of the shared memory segment {name:?} can make it \
+                     persistent; this handle attached to it"
+                ),
+            ));
         }
+        self.inner.region.set_persistent(true);
+        Ok(())
     }
 
     /// Removes named segments of this user whose creator process has died without removing
@@ -604,6 +625,11 @@ fn posix_name(name: &str) -> CString {
 
 /// A segment is stale if its creator (pid and start time) no longer exists and it was not made
 /// persistent; a temporary name is stale if the process that made it is gone.
+///
+/// Nothing found in `/dev/shm` is trusted: the entry is opened without following links and
+/// without blocking (a FIFO would wait for a writer forever), its type and owner are checked
+/// before anything is read, and the header is read with `pread` (a file truncated meanwhile
+/// gives a short read, where a mapping would give SIGBUS).
 fn is_stale(name: &str, uid: u32) -> bool {
     let alive = |pid: i32, start: u64| {
         sys::process_start_time(pid).is_some_and(|s| start == 0 || s == start)
@@ -612,41 +638,20 @@ fn is_stale(name: &str, uid: u32) -> bool {
         let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
         return pid.is_some_and(|p| !alive(p, 0));
     }
-    let Ok(fd) = sys::shm_open_existing(&posix_name(name), false) else {
+    let Ok(fd) = sys::shm_open_inspect(&posix_name(name)) else {
         return false;
     };
     let Ok(info) = sys::file_info(fd.as_fd()) else {
         return false;
     };
-    if info.uid != uid || info.len < region::HEADER_LEN {
+    if !info.regular || info.uid != uid {
         return false;
     }
-    let Ok(ptr) = sys::map_shared(fd.as_fd(), region::HEADER_LEN, false) else {
+    let Some(header) = region::read_header(fd.as_fd()) else {
         return false;
     };
-    // SAFETY: a read-only mapping of HEADER_LEN bytes; its first 8 bytes are the magic.
-    let magic = unsafe { ptr.cast::<u64>().as_ptr().read() };
-    let stale = magic == region::MAGIC && {
-        // The header is complete: published segments are initialized before they get a name.
-        let map = RegionHeaderView(ptr);
-        let (pid, start, persistent) = map.creator();
-        !persistent && !alive(pid, start)
-    };
-    // SAFETY: the mapping made above, no longer used.
-    unsafe { sys::unmap(ptr, region::HEADER_LEN) };
-    stale
-}
-
-/// A read-only look at the header of a segment we have not validated.
-struct RegionHeaderView(std::ptr::NonNull<u8>);
-
-impl RegionHeaderView {
-    fn creator(&self) -> (i32, u64, bool) {
-        // SAFETY: the pointer is a live read-only mapping of at least HEADER_LEN bytes starting
-        // with our magic, hence a Header.
-        let h = unsafe { self.0.cast::<region::Header>().as_ref() };
-        h.creator_info()
-    }
+    let (pid, start, persistent) = header.creator_info();
+    header.is_ours() && !persistent && !alive(pid, start)
 }
 
 impl Serialize for SharedMemory {
@@ -661,7 +666,12 @@ impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let (handle, name) = <(u32, Option<String>)>::deserialize(deserializer)?;
         let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
-        let region = Region::open(fd, Kind::Bytes, 0).map_err(serde::de::Error::custom)?;
+        let sealing = if name.is_some() {
+            Sealing::NotAvailable
+        } else {
+            Sealing::Required
+        };
+        let region = Region::open(fd, Kind::Bytes, 0, sealing).map_err(serde::de::Error::custom)?;
         Ok(SharedMemory::from_parts(region, name, false))
     }
 }

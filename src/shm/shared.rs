@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Kind, Region};
+use super::{Kind, Region, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
 
@@ -68,7 +68,7 @@ impl<T> Shared<T> {
         type_tag: u64,
         extra: usize,
     ) -> Result<Shared<T>> {
-        let region = Region::open_any(fd, kinds, type_tag)?;
+        let region = Region::open_any(fd, kinds, type_tag, Sealing::Required)?;
         if region.data_len() < std::mem::size_of::<T>().saturating_add(extra) {
             return Err(Error::new(
                 ErrorKind::BadHeader,
@@ -107,6 +107,11 @@ impl<T> Shared<T> {
 
     pub(crate) fn data_len(&self) -> usize {
         self.region.data_len()
+    }
+
+    /// The segment's identity (device, inode), the same for every mapping of it.
+    pub(crate) fn id(&self) -> (u64, u64) {
+        self.region.id()
     }
 
     /// Writes the handle for a child: the descriptor plus nothing else (everything else is in

@@ -212,9 +212,12 @@ impl Condition {
         self.lock.lock()
     }
 
-    fn check<'a>(&'a self, guard: &LockGuard<'a>) {
+    /// Panics unless `guard` holds this condition's lock. Identity is the segment's (device,
+    /// inode), not an address: a child that received the condition and its lock as two
+    /// arguments maps the lock twice, and either mapping's guard is the right one.
+    fn check(&self, guard: &LockGuard<'_>) {
         assert!(
-            std::ptr::eq(guard.cell(), self.lock.cell()),
+            guard.lock_id() == self.lock.id(),
             "Condition::wait called with a guard of another lock"
         );
     }
@@ -225,12 +228,13 @@ impl Condition {
         deadline: Option<Instant>,
     ) -> (Acquired, LockGuard<'a>, bool) {
         self.check(&guard);
-        let cell = guard.cell();
-        // The guard's drop would unlock: the wait does it instead.
-        std::mem::forget(guard);
+        // The guard's drop would unlock: the wait does it instead, through the guard's own
+        // mapping of the lock (which may not be `self.lock`'s, see `check`).
+        let held = guard.into_held();
         // SAFETY: the guard proved this thread holds the lock.
-        let (acquired, timed_out) = unsafe { self.state.wait(cell, deadline) };
-        let guard = self.lock.lock_held_guard();
+        let (acquired, timed_out) = unsafe { self.state.wait(held, deadline) };
+        // SAFETY: `wait` re-acquired the mutex; the old guard is gone.
+        let guard = unsafe { LockGuard::rebuild(held) };
         (acquired, guard, timed_out)
     }
 

@@ -164,7 +164,7 @@ pub struct Lock {
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
-    cell: &'a LockCell,
+    lock: &'a Shared<LockCell>,
     /// Guards release in the thread that acquired (a pthread mutex requires it).
     _not_send: PhantomData<*const ()>,
 }
@@ -196,21 +196,22 @@ impl Lock {
         Lock { cell }
     }
 
+    #[cfg(test)]
     pub(crate) fn cell(&self) -> &LockCell {
         &self.cell
     }
 
     fn guard(&self) -> LockGuard<'_> {
         LockGuard {
-            cell: &self.cell,
+            lock: &self.cell,
             _not_send: PhantomData,
         }
     }
 
-    /// A guard for the lock, which the calling thread must already hold (after a condition
-    /// variable re-acquired it).
-    pub(crate) fn lock_held_guard(&self) -> LockGuard<'_> {
-        self.guard()
+    /// The segment's identity: equal for every handle on this lock, in any process, however
+    /// many times it was mapped.
+    pub(crate) fn id(&self) -> (u64, u64) {
+        self.cell.id()
     }
 
     /// Acquires the lock, blocking as long as it takes.
@@ -359,20 +360,40 @@ impl Lock {
 impl sealed::Sealed for LockGuard<'_> {}
 impl Recover for LockGuard<'_> {
     fn mark_consistent(&self) {
-        self.cell.mark_consistent();
+        self.lock.mark_consistent();
     }
 }
 
 impl<'a> LockGuard<'a> {
-    pub(crate) fn cell(&self) -> &'a LockCell {
-        self.cell
+    /// The identity of the guarded lock's segment (see [`Lock::id`]).
+    pub(crate) fn lock_id(&self) -> (u64, u64) {
+        self.lock.id()
+    }
+
+    /// Gives up the guard without unlocking: the caller takes over the held mutex (a condition
+    /// variable releases it while it sleeps) and rebuilds a guard with [`rebuild`](Self::rebuild).
+    pub(crate) fn into_held(self) -> &'a Shared<LockCell> {
+        let lock = self.lock;
+        std::mem::forget(self);
+        lock
+    }
+
+    /// A guard for a mutex that the calling thread holds (see [`into_held`](Self::into_held)).
+    ///
+    /// # Safety
+    /// The calling thread holds `lock`'s mutex, and no other guard stands for that hold.
+    pub(crate) unsafe fn rebuild(lock: &'a Shared<LockCell>) -> LockGuard<'a> {
+        LockGuard {
+            lock,
+            _not_send: PhantomData,
+        }
     }
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: a guard exists only while its thread holds the mutex.
-        unsafe { self.cell.release() };
+        unsafe { self.lock.release() };
     }
 }
 

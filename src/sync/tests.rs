@@ -46,10 +46,10 @@ fn bad_header_errors_are_typed() {
     use crate::shm::{Kind, Region};
     let region = Region::anonymous(Kind::Lock, 64, 0).unwrap();
     let fd = crate::sys::dup_cloexec(std::os::fd::AsFd::as_fd(region.fd())).unwrap();
-    let err = Region::open(fd, Kind::Event, 0).unwrap_err();
+    let err = Region::open(fd, Kind::Event, 0, crate::shm::Sealing::Required).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadHeader);
     let memfd = crate::sys::memfd(c"empty").unwrap();
-    let err = Region::open(memfd, Kind::Bytes, 0).unwrap_err();
+    let err = Region::open(memfd, Kind::Bytes, 0, crate::shm::Sealing::NotAvailable).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadHeader);
 }
 
@@ -105,4 +105,28 @@ fn condition_wait_rejects_a_foreign_guard() {
         let _ = cond.wait_timeout(g, Duration::ZERO);
     }));
     assert!(r.is_err());
+}
+
+#[test]
+fn condition_accepts_a_guard_from_another_mapping_of_its_lock() {
+    // A child that receives `(cond, lock)` maps the lock twice: once inside the condition,
+    // once as the argument. Both mappings are the same lock.
+    let cond = crate::Condition::new().unwrap();
+    let (cond2, lock2): (crate::Condition, Lock) =
+        pass_as(&(cond.clone(), cond.get_lock().clone())).unwrap();
+    let g = lock2.lock().unwrap();
+    let (g, res) = cond2.wait_timeout(g, Duration::from_millis(1)).unwrap();
+    assert!(res.timed_out());
+    assert!(cond.get_lock().is_locked());
+    drop(g);
+    assert!(!cond.get_lock().is_locked());
+    // And the wait really releases the lock through the guard's mapping.
+    let g = lock2.lock().unwrap();
+    let t = std::thread::spawn(move || {
+        let _g = cond.lock().unwrap();
+        cond.notify_all();
+    });
+    let g = cond2.wait(g).unwrap();
+    drop(g);
+    t.join().unwrap();
 }

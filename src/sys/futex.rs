@@ -218,6 +218,34 @@ impl RobustMutex {
         self.finish(r)
     }
 
+    /// Whether a thread of this process may hold the mutex now (and so may still link it in
+    /// its robust list, which the C library and the kernel will write through). Conservative:
+    /// `true` whenever in doubt.
+    ///
+    /// A robust mutex's futex word is the kernel's robust-futex ABI: the owner's thread id in
+    /// its low 30 bits (0 when free or when the owner died). glibc keeps it in the first word of
+    /// `pthread_mutex_t`; elsewhere we answer `true` unless the mutex is free. See
+    /// set_robust_list(2), futex(7).
+    pub(crate) fn may_be_held_here(&self) -> bool {
+        const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+        if cfg!(target_env = "gnu") {
+            // SAFETY: the first 4 bytes of an initialized glibc mutex are its futex word, only
+            // ever accessed atomically; the memory is mapped while `self` is borrowed.
+            let word = unsafe { &*self.inner.get().cast::<AtomicU32>() };
+            let tid = word.load(std::sync::atomic::Ordering::Acquire) & FUTEX_TID_MASK;
+            tid != 0 && super::is_own_thread(tid as i32)
+        } else {
+            match self.try_lock() {
+                Ok(_) => {
+                    // SAFETY: acquired just above by this thread.
+                    unsafe { self.unlock() };
+                    false
+                }
+                Err(_) => true,
+            }
+        }
+    }
+
     /// Unlocks.
     ///
     /// # Safety
