@@ -1,5 +1,6 @@
 //! Shared memory segments: anonymous (memfd, the default) or named (`/dev/shm`).
 
+mod copy;
 mod region;
 mod shared;
 #[cfg(all(test, not(loom)))]
@@ -482,8 +483,10 @@ impl SharedMemory {
 
     /// Copies `buf.len()` bytes starting at `offset` into `buf`.
     ///
-    /// If another process writes the same bytes meanwhile, `buf` may hold a mix of old and new
-    /// bytes (use a [`Lock`](crate::Lock) to prevent it); it never holds anything else.
+    /// The segment's bytes are read with (relaxed) atomic loads, so a concurrent write by
+    /// another process, [`write_at`](Self::write_at) or an [`atomic_u64s`](Self::atomic_u64s)
+    /// view is not a data race. If one happens, `buf` may hold a mix of old and new bytes (use
+    /// a [`Lock`](crate::Lock) to prevent it); it never holds anything else.
     ///
     /// # Panics
     /// If `offset + buf.len()` exceeds [`len`](Self::len).
@@ -500,18 +503,16 @@ impl SharedMemory {
     /// ```
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) {
         self.check_range(offset, buf.len());
-        // SAFETY: the range is inside the mapping (checked), and `buf` is private memory that
-        // cannot overlap it. Bytes have no invalid values, so a concurrent write can tear the
-        // copy but not make it unsound to use.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
-        };
+        // SAFETY: the range is inside the mapping (checked), which lives as long as `self`;
+        // the safe API only ever accesses the segment atomically.
+        unsafe { copy::copy_out(self.as_ptr().add(offset), buf) };
     }
 
     /// Copies `data` into the segment starting at `offset`.
     ///
-    /// Concurrent readers of the same bytes may see a mix of old and new bytes (use a
-    /// [`Lock`](crate::Lock) to prevent it).
+    /// The bytes are stored with (relaxed) atomic stores, so concurrent readers and writers are
+    /// not a data race; they may see a mix of old and new bytes (use a [`Lock`](crate::Lock)
+    /// to prevent it).
     ///
     /// # Panics
     /// If `offset + data.len()` exceeds [`len`](Self::len).
@@ -525,10 +526,9 @@ impl SharedMemory {
     /// ```
     pub fn write_at(&self, offset: usize, data: &[u8]) {
         self.check_range(offset, data.len());
-        // SAFETY: the range is inside the mapping (checked), and `data` is private memory.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
-        };
+        // SAFETY: the range is inside the mapping (checked), which lives as long as `self`;
+        // the safe API only ever accesses the segment atomically.
+        unsafe { copy::copy_in(data, self.as_ptr().add(offset)) };
     }
 
     fn check_range(&self, offset: usize, len: usize) {

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::{LockResult, OwnerDied, Recover, sealed};
-use super::lock::{Acquired, Lock, LockCell, LockGuard, deadline_after, wrap};
+use super::error::{LockResult, Recover, sealed};
+use super::lock::{Acquired, Lock, LockCell, LockGuard, deadline_after, wrap_lock};
 use super::shim::{self, AtomicU32, FutexWait, Ordering};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::shm::{Kind, Shared};
 
 /// The shared state of a condition variable: a sequence number that every notification
@@ -40,15 +40,14 @@ impl CondState {
         &self,
         cell: &LockCell,
         deadline: Option<Instant>,
-    ) -> (Acquired, bool) {
+    ) -> (Result<Option<Acquired>, Error>, bool) {
         let seen = self.seq.load(Ordering::Relaxed);
         self.sleepers.fetch_add(1, Ordering::AcqRel);
         // SAFETY: the caller holds the lock.
         unsafe { cell.release() };
         let r = shim::wait(&self.seq, seen, deadline);
         self.sleepers.fetch_sub(1, Ordering::AcqRel);
-        let acquired = cell.acquire(None).expect("an untimed lock cannot time out");
-        (acquired, r == FutexWait::TimedOut)
+        (cell.lock(None), r == FutexWait::TimedOut)
     }
 
     pub(crate) fn notify(&self, n: u32) {
@@ -226,16 +225,17 @@ impl Condition {
         &'a self,
         guard: LockGuard<'a>,
         deadline: Option<Instant>,
-    ) -> (Acquired, LockGuard<'a>, bool) {
+    ) -> (LockResult<LockGuard<'a>>, bool) {
         self.check(&guard);
         // The guard's drop would unlock: the wait does it instead, through the guard's own
         // mapping of the lock (which may not be `self.lock`'s, see `check`).
         let held = guard.into_held();
         // SAFETY: the guard proved this thread holds the lock.
         let (acquired, timed_out) = unsafe { self.state.wait(held, deadline) };
-        // SAFETY: `wait` re-acquired the mutex; the old guard is gone.
-        let guard = unsafe { LockGuard::rebuild(held) };
-        (acquired, guard, timed_out)
+        // SAFETY: if `wait` re-acquired the mutex (the only case that builds a guard), this
+        // thread holds it again; the old guard is gone.
+        let guard = wrap_lock(acquired, || unsafe { LockGuard::rebuild(held) });
+        (guard, timed_out)
     }
 
     /// Releases the lock, sleeps until notified (or spuriously woken), and takes the lock back.
@@ -261,8 +261,7 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait<'a>(&'a self, guard: LockGuard<'a>) -> LockResult<LockGuard<'a>> {
-        let (a, guard, _) = self.wait_until(guard, None);
-        wrap(a, guard)
+        self.wait_until(guard, None).0
     }
 
     /// Like [`wait`](Self::wait), giving up after `timeout`.
@@ -288,8 +287,9 @@ impl Condition {
         guard: LockGuard<'a>,
         timeout: Duration,
     ) -> LockResult<(LockGuard<'a>, WaitTimeoutResult)> {
-        let (a, guard, timed_out) = self.wait_until(guard, deadline_after(timeout));
-        wrap(a, (guard, WaitTimeoutResult(timed_out)))
+        let (r, timed_out) = self.wait_until(guard, deadline_after(timeout));
+        let res = WaitTimeoutResult(timed_out);
+        r.map(|g| (g, res)).map_err(|e| e.map(|g| (g, res)))
     }
 
     /// Waits until `pred` returns true (checked with the lock held, first before any wait).
@@ -353,13 +353,16 @@ impl Condition {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok((guard, WaitTimeoutResult(true)));
             }
-            let (a, g, _) = self.wait_until(guard, deadline);
-            guard = match wrap(a, g) {
+            guard = match self.wait_until(guard, deadline).0 {
                 Ok(g) => g,
-                Err(died) => {
-                    let g = died.into_inner();
-                    let timed_out = !pred();
-                    return Err(OwnerDied::new((g, WaitTimeoutResult(timed_out))));
+                Err(e) => {
+                    // The lock is held again if an owner died: `pred` may be checked.
+                    let mut timed_out = false;
+                    let e = e.map(|g| {
+                        timed_out = !pred();
+                        g
+                    });
+                    return Err(e.map(|g| (g, WaitTimeoutResult(timed_out))));
                 }
             };
         }

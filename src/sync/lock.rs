@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::{LockResult, OwnerDied, Recover, TryLockError, TryLockResult, sealed};
+use super::error::{
+    LockError, LockResult, OwnerDied, Recover, TryLockError, TryLockResult, sealed,
+};
 use super::shim::{AtomicU32, LockFailed, Locked, Mutex, Ordering};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, Shared};
 
 /// A robust mutex plus the "owner died and nobody declared the state consistent yet" flag.
@@ -42,35 +44,67 @@ impl LockCell {
         Ok(())
     }
 
-    fn settle(&self, r: Result<Locked, LockFailed>, trying: bool) -> Option<Acquired> {
+    /// What a lock attempt means: acquired (and how), not available (`Ok(None)`), or a fault
+    /// of a lock that cannot be used, as a typed error (never a panic: a peer that scribbles
+    /// over the mutex can cause any of them).
+    fn settle(&self, r: Result<Locked, LockFailed>) -> Result<Option<Acquired>, Error> {
         match r {
             Ok(Locked::Clean) if self.owner_died.load(Ordering::Relaxed) == 0 => {
-                Some(Acquired::Clean)
+                Ok(Some(Acquired::Clean))
             }
             Ok(_) => {
                 self.owner_died.store(1, Ordering::Relaxed);
-                Some(Acquired::OwnerDied)
+                Ok(Some(Acquired::OwnerDied))
             }
-            Err(LockFailed::Busy) => None,
-            // A try on a lock this thread holds: it is simply not available.
-            Err(LockFailed::Deadlock) if trying => None,
-            Err(LockFailed::Deadlock) => {
-                panic!("deadlock: this thread already holds the lock it is trying to acquire")
+            Err(LockFailed::Busy) => Ok(None),
+            Err(LockFailed::Deadlock) => Err(Error::os(
+                "the lock is already held by this thread (or its shared state was overwritten \
+                 with this thread's id)",
+                std::io::Error::from_raw_os_error(libc_edeadlk()),
+            )),
+            Err(LockFailed::Os(e)) => Err(Error::os(
+                "the lock cannot be used: its shared state is corrupt",
+                e,
+            )),
+        }
+    }
+
+    /// Acquires, waiting until `deadline`; `Ok(None)` if it passed.
+    #[inline]
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Option<Acquired>, Error> {
+        self.settle(self.mutex.lock(deadline))
+    }
+
+    /// Acquires if free; `Ok(None)` if not. A lock this thread holds is not free.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Result<Option<Acquired>, Error> {
+        match self.settle(self.mutex.try_lock()) {
+            Err(e)
+                if e.io_error().and_then(std::io::Error::raw_os_error) == Some(libc_edeadlk()) =>
+            {
+                Ok(None)
             }
-            Err(LockFailed::Os(e)) => panic!("acquiring a shared lock failed: {e}"),
+            r => r,
         }
     }
 
     /// Acquires, waiting until `deadline`; `None` if it passed.
+    ///
+    /// # Panics
+    /// If the lock is broken (see [`lock`](Self::lock)). For internal callers that have no
+    /// error path yet (the queue).
     #[inline]
     pub(crate) fn acquire(&self, deadline: Option<Instant>) -> Option<Acquired> {
-        self.settle(self.mutex.lock(deadline), false)
+        self.lock(deadline).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Acquires if free.
+    ///
+    /// # Panics
+    /// As [`acquire`](Self::acquire).
     #[inline]
     pub(crate) fn try_acquire(&self) -> Option<Acquired> {
-        self.settle(self.mutex.try_lock(), true)
+        self.try_lock().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Releases.
@@ -81,6 +115,12 @@ impl LockCell {
     pub(crate) unsafe fn release(&self) {
         // SAFETY: forwarded from the caller.
         unsafe { self.mutex.unlock() }
+    }
+
+    /// Whether the mutex is held right now, by anyone (this thread included; a broken mutex
+    /// counts as held). A snapshot.
+    pub(crate) fn is_locked(&self) -> bool {
+        self.mutex.is_held()
     }
 
     /// Declares the protected state consistent. Called with the mutex held.
@@ -94,18 +134,42 @@ impl LockCell {
     }
 }
 
+/// `EDEADLK`, without naming libc outside `sys/`.
+fn libc_edeadlk() -> i32 {
+    std::io::Error::from(std::io::ErrorKind::Deadlock)
+        .raw_os_error()
+        .unwrap_or(35)
+}
+
 /// Turns an acquisition into a guard, wrapped in `OwnerDied` if it applies.
 pub(crate) fn wrap<G>(acquired: Acquired, guard: G) -> LockResult<G> {
     match acquired {
         Acquired::Clean => Ok(guard),
-        Acquired::OwnerDied => Err(OwnerDied::new(guard)),
+        Acquired::OwnerDied => Err(LockError::OwnerDied(OwnerDied::new(guard))),
     }
 }
 
-fn wrap_try<G>(acquired: Option<Acquired>, guard: impl FnOnce() -> G) -> TryLockResult<G> {
-    match acquired {
-        None => Err(TryLockError::WouldBlock),
-        Some(a) => wrap(a, guard()).map_err(TryLockError::OwnerDied),
+/// A blocking acquisition (no deadline) as a guard.
+pub(crate) fn wrap_lock<G>(
+    r: Result<Option<Acquired>, Error>,
+    guard: impl FnOnce() -> G,
+) -> LockResult<G> {
+    match r {
+        Ok(Some(a)) => wrap(a, guard()),
+        // Without a deadline the C library waits; a `None` here can only be a peer's doing.
+        Ok(None) => Err(LockError::Broken(Error::new(
+            ErrorKind::Io,
+            "an untimed lock gave up: its shared state is corrupt",
+        ))),
+        Err(e) => Err(LockError::Broken(e)),
+    }
+}
+
+fn wrap_try<G>(r: Result<Option<Acquired>, Error>, guard: impl FnOnce() -> G) -> TryLockResult<G> {
+    match r {
+        Ok(None) => Err(TryLockError::WouldBlock),
+        Ok(Some(a)) => wrap(a, guard()).map_err(TryLockError::from),
+        Err(e) => Err(TryLockError::Broken(e)),
     }
 }
 
@@ -233,11 +297,7 @@ impl Lock {
     /// ```
     #[doc(alias = "acquire")]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
-        let a = self
-            .cell
-            .acquire(None)
-            .expect("an untimed lock cannot time out");
-        wrap(a, self.guard())
+        wrap_lock(self.cell.lock(None), || self.guard())
     }
 
     /// Acquires the lock if it is free, without blocking.
@@ -255,7 +315,7 @@ impl Lock {
     /// ```
     #[doc(alias = "acquire")]
     pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
-        wrap_try(self.cell.try_acquire(), || self.guard())
+        wrap_try(self.cell.try_lock(), || self.guard())
     }
 
     /// Acquires the lock, waiting at most `timeout` (Python's `acquire(timeout=...)`).
@@ -300,7 +360,7 @@ impl Lock {
     }
 
     fn lock_until(&self, deadline: Option<Instant>) -> TryLockResult<LockGuard<'_>> {
-        wrap_try(self.cell.acquire(deadline), || self.guard())
+        wrap_try(self.cell.lock(deadline), || self.guard())
     }
 
     /// Whether the lock is held right now (by anyone, this thread included). A snapshot, for
@@ -314,14 +374,7 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn is_locked(&self) -> bool {
-        match self.cell.try_acquire() {
-            None => true,
-            Some(_) => {
-                // SAFETY: acquired just above by this thread.
-                unsafe { self.cell.release() };
-                false
-            }
-        }
+        self.cell.is_locked()
     }
 
     /// Whether a previous owner died holding the lock and nobody declared the state consistent
@@ -352,8 +405,10 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn clear_owner_died(&self) {
-        let guard = self.lock().unwrap_or_else(OwnerDied::into_inner);
-        guard.mark_consistent();
+        // A broken lock has no state to declare consistent: it is left as it is.
+        if let Ok(guard) = self.lock().or_else(LockError::into_inner) {
+            guard.mark_consistent();
+        }
     }
 }
 
@@ -508,11 +563,7 @@ impl RLock {
     /// ```
     #[doc(alias = "acquire")]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
-        let a = self
-            .cell
-            .acquire(None)
-            .expect("an untimed lock cannot time out");
-        wrap(a, self.guard())
+        wrap_lock(self.cell.lock(None), || self.guard())
     }
 
     /// Acquires one level if the lock is free or already held by this thread.
@@ -529,7 +580,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_lock(&self) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.try_acquire(), || self.guard())
+        wrap_try(self.cell.try_lock(), || self.guard())
     }
 
     /// Acquires one level, waiting at most `timeout`.
@@ -546,7 +597,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.acquire(deadline_after(timeout)), || self.guard())
+        wrap_try(self.cell.lock(deadline_after(timeout)), || self.guard())
     }
 
     /// Acquires one level, waiting until `deadline` at the latest.
@@ -563,7 +614,23 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.acquire(Some(deadline)), || self.guard())
+        wrap_try(self.cell.lock(Some(deadline)), || self.guard())
+    }
+
+    /// Whether the lock is held right now (by anyone, this thread included). A snapshot, for
+    /// diagnostics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// assert!(!rlock.is_locked());
+    /// let _g = rlock.lock().unwrap();
+    /// assert!(rlock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_locked(&self) -> bool {
+        self.cell.is_locked()
     }
 
     /// Whether a previous owner died holding the lock and nobody declared the state consistent

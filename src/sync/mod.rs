@@ -19,11 +19,12 @@ mod value;
 pub use barrier::Barrier;
 pub use condition::{Condition, WaitTimeoutResult};
 pub use error::{
-    BrokenBarrier, LockResult, OverRelease, OwnerDied, Recover, TryLockError, TryLockResult,
+    BrokenBarrier, LockError, LockResult, OverRelease, OwnerDied, Recover, TryLockError,
+    TryLockResult,
 };
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
-pub use semaphore::{BoundedSemaphore, Semaphore};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
 pub use value::{Array, ArrayGuard, AtomicPod, Pod, Value, ValueGuard};
 
 #[allow(unused_imports)]

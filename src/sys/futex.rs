@@ -218,6 +218,32 @@ impl RobustMutex {
         self.finish(r)
     }
 
+    /// Whether the mutex is held now, by any thread of any process (a snapshot). A mutex whose
+    /// owner died and that nobody took since is free.
+    pub(crate) fn is_held(&self) -> bool {
+        if cfg!(target_env = "gnu") {
+            self.owner_tid() != 0
+        } else {
+            match self.try_lock() {
+                Ok(_) => {
+                    // SAFETY: acquired just above by this thread.
+                    unsafe { self.unlock() };
+                    false
+                }
+                Err(_) => true,
+            }
+        }
+    }
+
+    /// The owner's thread id from the futex word (glibc only: see `may_be_held_here`).
+    fn owner_tid(&self) -> u32 {
+        const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+        // SAFETY: the first 4 bytes of an initialized glibc mutex are its futex word, only
+        // ever accessed atomically; the memory is mapped while `self` is borrowed.
+        let word = unsafe { &*self.inner.get().cast::<AtomicU32>() };
+        word.load(std::sync::atomic::Ordering::Acquire) & FUTEX_TID_MASK
+    }
+
     /// Whether a thread of this process may hold the mutex now (and so may still link it in
     /// its robust list, which the C library and the kernel will write through). Conservative:
     /// `true` whenever in doubt.
@@ -227,12 +253,8 @@ impl RobustMutex {
     /// `pthread_mutex_t`; elsewhere we answer `true` unless the mutex is free. See
     /// set_robust_list(2), futex(7).
     pub(crate) fn may_be_held_here(&self) -> bool {
-        const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
         if cfg!(target_env = "gnu") {
-            // SAFETY: the first 4 bytes of an initialized glibc mutex are its futex word, only
-            // ever accessed atomically; the memory is mapped while `self` is borrowed.
-            let word = unsafe { &*self.inner.get().cast::<AtomicU32>() };
-            let tid = word.load(std::sync::atomic::Ordering::Acquire) & FUTEX_TID_MASK;
+            let tid = self.owner_tid();
             tid != 0 && super::is_own_thread(tid as i32)
         } else {
             match self.try_lock() {

@@ -328,7 +328,7 @@ fn shm_child(arg: (SharedMemory, Semaphore, Semaphore, bool, Common)) {
                     shm.write_at(0, &buf);
                 }
             }
-            b.release();
+            b.release().expect("release");
         }
     });
 }
@@ -358,11 +358,11 @@ pub fn shm(size: usize, cpus: Cpus, mode: Mode, zero_copy: bool, next: Next<'_>)
                 Mode::Throughput => {
                     b.acquire();
                     read(&region);
-                    a.release();
+                    a.release().expect("release");
                 }
                 Mode::RoundTrip => timed(samples, || {
                     region.write_at(0, &body);
-                    a.release();
+                    a.release().expect("release");
                     b.acquire();
                     read(&region);
                 }),

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use multiproc::{
-    Array, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, OwnerDied, Process,
+    Array, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, LockError, Process,
     RLock, Semaphore, TryLockError, Value,
 };
 
@@ -50,26 +50,26 @@ fn hold_forever(args: (Held, Event)) {
     let (held, ready) = args;
     match &held {
         Held::Lock(l) => {
-            let g = l.lock().unwrap_or_else(OwnerDied::make_consistent);
+            let g = l.lock().or_else(LockError::make_consistent).expect("lock");
             ready.set();
             std::thread::sleep(Duration::from_secs(120));
             drop(g);
         }
         Held::RLock(l) => {
-            let g1 = l.lock().unwrap_or_else(OwnerDied::make_consistent);
-            let g2 = l.lock().unwrap_or_else(OwnerDied::make_consistent);
+            let g1 = l.lock().or_else(LockError::make_consistent).expect("lock");
+            let g2 = l.lock().or_else(LockError::make_consistent).expect("lock");
             ready.set();
             std::thread::sleep(Duration::from_secs(120));
             drop((g2, g1));
         }
         Held::Value(v) => {
-            let mut g = v.lock().unwrap_or_else(OwnerDied::make_consistent);
+            let mut g = v.lock().or_else(LockError::make_consistent).expect("lock");
             *g = u64::MAX; // "half-updated"
             ready.set();
             std::thread::sleep(Duration::from_secs(120));
         }
         Held::Condition(c) => {
-            let g = c.lock().unwrap_or_else(OwnerDied::make_consistent);
+            let g = c.lock().or_else(LockError::make_consistent).expect("lock");
             ready.set();
             std::thread::sleep(Duration::from_secs(120));
             drop(g);
@@ -88,6 +88,7 @@ fn acquire_after_death(held: &Held) -> Result<bool, String> {
                 Ok(true)
             }
             Err(TryLockError::WouldBlock) => Err("still locked after the holder died".into()),
+            Err(TryLockError::Broken(e)) => Err(format!("the lock broke: {e}")),
         }
     }
     match held {
@@ -104,6 +105,7 @@ fn acquire_after_death(held: &Held) -> Result<bool, String> {
             }
             Ok(_) => Ok(false),
             Err(TryLockError::WouldBlock) => Err("still locked after the holder died".into()),
+            Err(TryLockError::Broken(e)) => Err(format!("the lock broke: {e}")),
         },
         Held::Condition(c) => settle(c.get_lock().lock_timeout(PATIENCE)),
     }
@@ -169,7 +171,10 @@ fn holder_killed_rounds() -> Result<(), String> {
 
 fn hold_until_event(args: (Lock, Event, Event)) {
     let (lock, locked, release) = args;
-    let _g = lock.lock().unwrap_or_else(OwnerDied::make_consistent);
+    let _g = lock
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
     locked.set();
     release.wait_timeout(PATIENCE);
 }
@@ -210,9 +215,11 @@ fn increment(args: (Value<u64>, u32, bool)) {
     let (v, n, atomic) = args;
     for _ in 0..n {
         if atomic {
-            v.atomic().fetch_add(1, Ordering::Relaxed);
+            // SAFETY: in an atomic run, every process touches the value only atomically (the
+            // parent reads it with `get` after joining them).
+            unsafe { v.atomic() }.fetch_add(1, Ordering::Relaxed);
         } else {
-            *v.lock().unwrap_or_else(OwnerDied::make_consistent) += 1;
+            *v.lock().or_else(LockError::make_consistent).expect("lock") += 1;
         }
     }
 }
@@ -239,7 +246,7 @@ fn value_increments() -> Result<(), String> {
 }
 
 fn fill_squares(a: Array<u32>) -> u64 {
-    let mut g = a.lock().unwrap_or_else(OwnerDied::make_consistent);
+    let mut g = a.lock().or_else(LockError::make_consistent).expect("lock");
     for (i, x) in g.iter_mut().enumerate() {
         *x = (i * i) as u32;
     }
@@ -275,8 +282,7 @@ fn semaphores() -> Result<(), String> {
     let mut p = Process::new(semaphore_child, (sem.clone(), bounded.clone()));
     p.start().ctx("start")?;
     std::thread::sleep(Duration::from_millis(20));
-    sem.release();
-    sem.release();
+    sem.release_n(2).map_err(|e| e.to_string())?;
     let (got, bounded_ok) = p.join().ctx("join")?;
     ensure!(got, "child did not get both permits");
     ensure!(bounded_ok, "bounded semaphore semantics in the child");
@@ -307,15 +313,21 @@ fn event_wakes_children() -> Result<(), String> {
 /// Waits for the value to become positive, then doubles it and notifies back.
 fn consume(args: (Condition, Value<u64>)) -> u64 {
     let (cond, v) = args;
-    let g = cond.lock().unwrap_or_else(OwnerDied::make_consistent);
+    // SAFETY: both processes access this value only through atomics.
+    let v = unsafe { v.atomic() };
+    let g = cond
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
     let (g, res) = cond
-        .wait_for_timeout(g, PATIENCE, || v.atomic().load(Ordering::Acquire) > 0)
-        .unwrap_or_else(OwnerDied::make_consistent);
+        .wait_for_timeout(g, PATIENCE, || v.load(Ordering::Acquire) > 0)
+        .or_else(LockError::make_consistent)
+        .expect("lock");
     if res.timed_out() {
         return 0;
     }
-    let seen = v.atomic().load(Ordering::Acquire);
-    v.atomic().store(seen * 2, Ordering::Release);
+    let seen = v.load(Ordering::Acquire);
+    v.store(seen * 2, Ordering::Release);
     cond.notify_all();
     drop(g);
     seen
@@ -323,18 +335,20 @@ fn consume(args: (Condition, Value<u64>)) -> u64 {
 
 fn condition_across() -> Result<(), String> {
     let cond = Condition::new().ctx("condition")?;
-    let v = Value::new(0u64).ctx("value")?;
-    let mut p = Process::new(consume, (cond.clone(), v.clone()));
+    let value = Value::new(0u64).ctx("value")?;
+    let mut p = Process::new(consume, (cond.clone(), value.clone()));
     p.start().ctx("start")?;
+    // SAFETY: both processes access this value only through atomics.
+    let v = unsafe { value.atomic() };
     std::thread::sleep(Duration::from_millis(20));
     {
         let _g = cond.lock().map_err(|_| "owner died")?;
-        v.atomic().store(21, Ordering::Release);
+        v.store(21, Ordering::Release);
         cond.notify(1);
     }
     let g = cond.lock().map_err(|_| "owner died")?;
     let (_g, res) = cond
-        .wait_for_timeout(g, PATIENCE, || v.atomic().load(Ordering::Acquire) == 42)
+        .wait_for_timeout(g, PATIENCE, || v.load(Ordering::Acquire) == 42)
         .map_err(|_| "owner died")?;
     ensure!(!res.timed_out(), "the child's notification never came");
     ensure!(p.join().ctx("join")? == 21, "child saw another value");
@@ -422,7 +436,10 @@ fn block_on(args: (Lock, Semaphore, Event, Condition)) {
     let _ = lock.lock_timeout(PATIENCE);
     sem.acquire_timeout(PATIENCE);
     ev.wait_timeout(PATIENCE);
-    let g = cond.lock().unwrap_or_else(OwnerDied::make_consistent);
+    let g = cond
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
     let _ = cond.wait_timeout(g, PATIENCE);
 }
 
@@ -450,7 +467,7 @@ fn killed_waiters() -> Result<(), String> {
     let mut p = Process::new(block_on, args);
     p.start().ctx("start")?;
     std::thread::sleep(Duration::from_millis(20));
-    sem.release();
+    sem.release().map_err(|e| e.to_string())?;
     ev.set();
     let t = Instant::now();
     while p
