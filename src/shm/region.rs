@@ -11,7 +11,7 @@ use crate::sys;
 /// "MPSHMSEG" read as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MPSHMSEG");
 /// Bumped whenever the header or a shared state layout changes.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// Bytes before the data. A multiple of 128 so the data is aligned for anything we place there.
 pub(crate) const HEADER_LEN: usize = 128;
 
@@ -92,9 +92,6 @@ pub(crate) fn read_persistent(fd: BorrowedFd<'_>) -> bool {
     matches!(sys::read_file_at(fd, PERSISTENT_AT, &mut raw), Ok(4)) && u32::from_ne_bytes(raw) != 0
 }
 
-/// Kinds whose data starts with a lock that a user's guard can hold (and leak).
-const GUARDED_KINDS: &[Kind] = &[Kind::Lock, Kind::RLock, Kind::Value, Kind::Array];
-
 /// One mapping of a segment: its descriptor, its address, and what its header said when it was
 /// checked (a private snapshot: peers may scribble over the shared header afterwards).
 pub(crate) struct Region {
@@ -102,7 +99,6 @@ pub(crate) struct Region {
     ptr: NonNull<u8>,
     map_len: usize,
     data_len: usize,
-    kind: Kind,
     id: (u64, u64),
 }
 
@@ -186,7 +182,6 @@ impl Region {
             ptr,
             map_len,
             data_len,
-            kind,
             id: info.id,
         })
     }
@@ -279,7 +274,6 @@ impl Region {
             ptr,
             map_len,
             data_len,
-            kind: kind.expect("checked above"),
             id: info.id,
         })
     }
@@ -330,17 +324,8 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        // A guard that was leaked (`mem::forget`) leaves its mutex held and linked in the
-        // holding thread's robust list, which the C library and the kernel write through: the
-        // memory must stay mapped, so the mapping is leaked with it.
-        if GUARDED_KINDS.contains(&self.kind) && self.data_len >= size_of::<sys::RobustMutex>() {
-            // SAFETY: these kinds start their data with an initialized robust mutex (checked to
-            // fit at open); the mapping is still live.
-            let mutex = unsafe { self.data().cast::<sys::RobustMutex>().as_ref() };
-            if mutex.may_be_held_here() {
-                return;
-            }
-        }
+        // No lock keeps pointers into a segment (see `sys::RobustMutex`): even a guard leaked
+        // with `mem::forget` leaves nothing that refers to the mapping, so it can always go.
         // SAFETY: `ptr`/`map_len` is our one mapping; every reference into it borrows `self`.
         unsafe { sys::unmap(self.ptr, self.map_len) };
     }

@@ -152,13 +152,6 @@ pub(crate) fn shm_open_inspect(name: &CStr) -> io::Result<OwnedFd> {
     shm_open(name, libc::O_RDONLY | libc::O_NONBLOCK)
 }
 
-/// Whether `tid` names a live thread of the calling process. See tgkill(2) (signal 0 only
-/// checks).
-pub(crate) fn is_own_thread(tid: i32) -> bool {
-    // SAFETY: signal 0 sends nothing; the call only checks that the thread exists in our group.
-    tid > 0 && unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) } == 0
-}
-
 /// The effective user id of the caller. See geteuid(2).
 pub(crate) fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 mod futex;
 mod mem;
+mod robust;
 
 #[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use futex::{
