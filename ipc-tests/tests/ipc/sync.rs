@@ -10,6 +10,9 @@ use multiproc::{
 
 use crate::{Context, TestFn, ensure};
 
+#[path = "sync_hostile.rs"]
+mod hostile;
+
 pub fn tests() -> Vec<(&'static str, TestFn)> {
     vec![
         ("sync::holder_sigkilled_100_rounds", holder_killed_rounds),
@@ -31,6 +34,18 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             barrier_dead_party,
         ),
         ("sync::killed_waiters_harm_no_one", killed_waiters),
+        (
+            "sync::scribbled_segments_give_typed_errors",
+            hostile::scribbled_segments_give_typed_errors,
+        ),
+        (
+            "sync::condition_and_its_lock_as_two_arguments",
+            condition_and_lock_as_two_arguments,
+        ),
+        (
+            "sync::peer_filled_semaphore_release_is_overrelease",
+            peer_filled_semaphore,
+        ),
     ]
 }
 
@@ -479,5 +494,65 @@ fn killed_waiters() -> Result<(), String> {
         ensure!(t.elapsed() < PATIENCE, "the fresh child is stuck");
     }
     ensure!(lock.try_lock().is_ok(), "lock free at the end");
+    Ok(())
+}
+
+/// Receives a condition and its lock as two arguments (so the lock is mapped twice), waits on
+/// the condition with a guard of the separately received lock, and reports what it saw.
+fn wait_with_separate_lock(args: (Condition, Lock, Event)) -> bool {
+    let (cond, lock, ready) = args;
+    let g = lock
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
+    ready.set();
+    match cond.wait_timeout(g, PATIENCE) {
+        Ok((_g, res)) => !res.timed_out(),
+        Err(_) => false,
+    }
+}
+
+fn condition_and_lock_as_two_arguments() -> Result<(), String> {
+    let cond = Condition::new().ctx("condition")?;
+    let ready = Event::new().ctx("event")?;
+    let mut p = Process::new(
+        wait_with_separate_lock,
+        (cond.clone(), cond.get_lock().clone(), ready.clone()),
+    );
+    p.start().ctx("start")?;
+    ensure!(ready.wait_timeout(PATIENCE), "the child never locked");
+    // Taking the lock proves the child's wait released it; notifying under it wakes the child.
+    let g = cond.lock().map_err(|e| e.to_string())?;
+    cond.notify_all();
+    drop(g);
+    ensure!(
+        p.join().ctx("join")?,
+        "the child's wait did not end by notification"
+    );
+    Ok(())
+}
+
+/// Releases `sem` until it is full (as a hostile or buggy peer may).
+fn fill_semaphore(sem: Semaphore) -> u32 {
+    let mut n = 0;
+    while sem.release_n(1 << 20).is_ok() {
+        n += 1;
+    }
+    while sem.release().is_ok() {}
+    n
+}
+
+fn peer_filled_semaphore() -> Result<(), String> {
+    let sem = Semaphore::new(u32::MAX - 1 - (8 << 20)).ctx("sem")?;
+    let mut p = Process::new(fill_semaphore, sem.clone());
+    p.start().ctx("start")?;
+    p.join().ctx("join")?;
+    ensure!(sem.value() == u32::MAX - 1, "not full: {}", sem.value());
+    ensure!(
+        sem.release() == Err(multiproc::OverRelease),
+        "releasing a full semaphore must be OverRelease"
+    );
+    ensure!(sem.try_acquire(), "a permit is there");
+    sem.release().map_err(|e| e.to_string())?;
     Ok(())
 }
