@@ -278,6 +278,12 @@ impl Lock {
         self.cell.id()
     }
 
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(test)]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.cell.fd()
+    }
+
     /// Acquires the lock, blocking as long as it takes.
     ///
     /// # Errors

@@ -372,6 +372,11 @@ macro_rules! common_methods {
 }
 
 impl Semaphore {
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(test)]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.state.fd()
+    }
     /// Creates a semaphore with `value` permits.
     ///
     /// # Errors
@@ -416,6 +421,11 @@ impl Semaphore {
 }
 
 impl BoundedSemaphore {
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(test)]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.state.fd()
+    }
     /// Creates a bounded semaphore with `value` permits, which is also its maximum.
     ///
     /// # Errors

@@ -219,6 +219,11 @@ pub struct ValueGuard<'a, T: Pod> {
 }
 
 impl<T: Pod> Value<T> {
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(test)]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.shared.fd()
+    }
     /// Puts `value` in a new anonymous shared segment with its own lock.
     ///
     /// # Errors
@@ -502,6 +507,11 @@ pub struct ArrayGuard<'a, T: Pod> {
 }
 
 impl<T: Pod> Array<T> {
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(test)]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.shared.fd()
+    }
     /// An array of `len` copies of `fill`, with its own lock.
     ///
     /// # Errors
