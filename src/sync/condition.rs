@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+#[cfg(doc)]
+use super::error::LockError;
 use super::error::{LockResult, Recover, sealed};
 use super::lock::{Acquired, Lock, LockCell, LockGuard, deadline_after, wrap_lock};
 use super::shim::{self, AtomicU32, FutexWait, Ordering};
@@ -107,7 +109,7 @@ impl<G: Recover> Recover for (G, WaitTimeoutResult) {
 /// [`notify_all`](Self::notify_all) all of them. Waits can return spuriously: check the
 /// condition in a loop, or let [`wait_for`](Self::wait_for) do it.
 ///
-/// If a process dies holding the lock, the next waiter or locker gets [`OwnerDied`] as with
+/// If a process dies holding the lock, the next waiter or locker gets [`LockError::OwnerDied`] as with
 /// [`Lock`]. A waiter that dies while asleep harms no one. A waiter woken by `notify(1)` and
 /// killed before it re-took the lock takes that notification with it: use `notify_all` or timed
 /// waits where that matters.
@@ -195,10 +197,7 @@ impl Condition {
     /// Takes the lock. Same as `get_lock().lock()`.
     ///
     /// # Errors
-    /// [`OwnerDied`] as for [`Lock::lock`].
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
+    /// As [`Lock::lock`].
     ///
     /// # Examples
     ///
@@ -241,7 +240,8 @@ impl Condition {
     /// Releases the lock, sleeps until notified (or spuriously woken), and takes the lock back.
     ///
     /// # Errors
-    /// [`OwnerDied`] (holding the guard) if a process died holding the lock meanwhile.
+    /// [`LockError::OwnerDied`] (holding the guard) if a process died holding the lock
+    /// meanwhile; [`LockError::Broken`] (without it) if the lock could not be taken back.
     ///
     /// # Panics
     /// If `guard` belongs to another lock.
@@ -295,7 +295,8 @@ impl Condition {
     /// Waits until `pred` returns true (checked with the lock held, first before any wait).
     ///
     /// # Errors
-    /// [`OwnerDied`] as soon as a re-acquisition reports it; `pred` may not hold then.
+    /// [`LockError::OwnerDied`] as soon as a re-acquisition reports it (`pred` may not hold
+    /// then); [`LockError::Broken`] as for [`wait`](Self::wait).
     ///
     /// # Panics
     /// If `guard` belongs to another lock.

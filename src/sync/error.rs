@@ -5,6 +5,9 @@ use std::fmt;
 /// The lock was acquired, but its previous owner died holding it (a crash, a SIGKILL), so the
 /// data it protects may be half-updated. Like `std::sync::PoisonError`, it carries the guard.
 ///
+/// It reaches the caller as [`LockError::OwnerDied`] (from `lock`) or
+/// [`TryLockError::OwnerDied`] (from `try_lock` and the timed locks).
+///
 /// Every acquirer sees this until one of them declares the state consistent with
 /// [`make_consistent`](Self::make_consistent) (or [`Lock::clear_owner_died`](crate::Lock::clear_owner_died)).
 /// Dropping the guard without doing so leaves the indication for the next acquirer.
@@ -12,16 +15,20 @@ use std::fmt;
 /// # Examples
 ///
 /// ```
-/// use multiproc::{Lock, OwnerDied};
+/// use multiproc::{Lock, LockError};
 ///
-/// fn lock_and_repair(lock: &Lock) -> multiproc::LockGuard<'_> {
-///     lock.lock().unwrap_or_else(|died: OwnerDied<_>| {
-///         // Check or repair what the lock protects here, then:
-///         died.make_consistent()
-///     })
+/// fn lock_and_repair(lock: &Lock) -> multiproc::Result<multiproc::LockGuard<'_>> {
+///     match lock.lock() {
+///         Ok(guard) => Ok(guard),
+///         Err(LockError::OwnerDied(died)) => {
+///             // Check or repair what the lock protects here, then:
+///             Ok(died.make_consistent())
+///         }
+///         Err(LockError::Broken(e)) => Err(e),
+///     }
 /// }
 /// let lock = Lock::new()?;
-/// drop(lock_and_repair(&lock));
+/// drop(lock_and_repair(&lock)?);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct OwnerDied<G> {
@@ -37,13 +44,13 @@ pub struct OwnerDied<G> {
 /// # Examples
 ///
 /// ```
-/// use multiproc::{OwnerDied, Recover};
+/// use multiproc::{LockResult, Recover};
 ///
-/// fn repaired<G: Recover>(r: Result<G, OwnerDied<G>>) -> G {
-///     r.unwrap_or_else(OwnerDied::make_consistent)
+/// fn repaired<G: Recover>(r: LockResult<G>) -> multiproc::Result<G> {
+///     r.or_else(multiproc::LockError::make_consistent)
 /// }
 /// let lock = multiproc::RLock::new()?;
-/// let _g = repaired(lock.lock());
+/// let _g = repaired(lock.lock())?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub trait Recover: sealed::Sealed {
@@ -65,9 +72,12 @@ impl<G> OwnerDied<G> {
     /// # Examples
     ///
     /// ```
+    /// use multiproc::LockError;
     /// let lock = multiproc::Lock::new()?;
-    /// let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-    /// # drop(guard);
+    /// if let Err(LockError::OwnerDied(died)) = lock.lock() {
+    ///     let guard = died.into_inner();
+    ///     # drop(guard);
+    /// }
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn into_inner(self) -> G {
@@ -80,7 +90,7 @@ impl<G> OwnerDied<G> {
     ///
     /// ```
     /// let v = multiproc::Value::new(1u32)?;
-    /// if let Err(died) = v.lock() {
+    /// if let Err(multiproc::LockError::OwnerDied(died)) = v.lock() {
     ///     println!("value was {}", **died.get_ref());
     /// }
     /// # Ok::<(), multiproc::Error>(())
@@ -95,7 +105,7 @@ impl<G> OwnerDied<G> {
     ///
     /// ```
     /// let v = multiproc::Value::new(1u32)?;
-    /// if let Err(mut died) = v.lock() {
+    /// if let Err(multiproc::LockError::OwnerDied(mut died)) = v.lock() {
     ///     **died.get_mut() = 0;
     /// }
     /// # Ok::<(), multiproc::Error>(())
@@ -112,8 +122,13 @@ impl<G: Recover> OwnerDied<G> {
     /// # Examples
     ///
     /// ```
+    /// use multiproc::LockError;
     /// let lock = multiproc::Lock::new()?;
-    /// let guard = lock.lock().unwrap_or_else(|e| e.make_consistent());
+    /// let guard = match lock.lock() {
+    ///     Ok(g) => g,
+    ///     Err(LockError::OwnerDied(died)) => died.make_consistent(),
+    ///     Err(LockError::Broken(e)) => return Err(e),
+    /// };
     /// # drop(guard);
     /// # Ok::<(), multiproc::Error>(())
     /// ```

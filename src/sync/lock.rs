@@ -189,14 +189,15 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
 /// the protected state and call [`OwnerDied::make_consistent`]. Until someone does, every
 /// acquirer is told. Python's lock, an owner-less semaphore, stays locked forever instead.
 ///
-/// The lock is a robust, process-shared, error-checking pthread mutex in a small anonymous
-/// shared memory segment. Clones are handles to the same lock; pass one to a child as (part of)
+/// The lock is a futex word in a small anonymous shared memory segment (see "Robustness" in
+/// `docs/reliability.md`): waiters notice a dead owner within about 10 ms and take over. Clones are handles to the same lock; pass one to a child as (part of)
 /// its [`Process`](crate::Process) arguments.
 ///
 /// # Differences from Python
 /// - The lock has an owner: it is released by dropping the guard, in the thread that took it.
 ///   Python's `Lock` may be released by any process.
-/// - Acquiring it again in the thread that holds it panics (Python's blocks forever).
+/// - Acquiring it again in the thread that holds it is an error, [`LockError::Broken`]
+///   (Python's blocks forever).
 ///
 /// # Examples
 ///
@@ -287,17 +288,16 @@ impl Lock {
     /// Acquires the lock, blocking as long as it takes.
     ///
     /// # Errors
-    /// [`OwnerDied`] (holding the guard: the lock *is* acquired) if a previous owner died
-    /// holding it and nobody declared the state consistent since.
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
+    /// [`LockError::OwnerDied`] (holding the guard: the lock *is* acquired) if a previous
+    /// owner died holding it and nobody declared the state consistent since.
+    /// [`LockError::Broken`] (not acquired) if this thread already holds the lock, or if its
+    /// shared state was overwritten by another process.
     ///
     /// # Examples
     ///
     /// ```
     /// let lock = multiproc::Lock::new()?;
-    /// let guard = lock.lock().unwrap_or_else(|died| died.make_consistent());
+    /// let guard = lock.lock().or_else(multiproc::LockError::make_consistent)?;
     /// # drop(guard);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -327,11 +327,8 @@ impl Lock {
     /// Acquires the lock, waiting at most `timeout` (Python's `acquire(timeout=...)`).
     ///
     /// # Errors
-    /// [`TryLockError::WouldBlock`] if the lock stayed held; [`TryLockError::OwnerDied`] as for
-    /// [`lock`](Self::lock).
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
+    /// [`TryLockError::WouldBlock`] if the lock stayed held; [`TryLockError::OwnerDied`] and
+    /// [`TryLockError::Broken`] as for [`lock`](Self::lock).
     ///
     /// # Examples
     ///
@@ -349,9 +346,6 @@ impl Lock {
     ///
     /// # Errors
     /// As [`lock_timeout`](Self::lock_timeout).
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
     ///
     /// # Examples
     ///
@@ -400,8 +394,7 @@ impl Lock {
     /// Declares the state consistent without taking a guard: acquires, clears the owner-died
     /// indication, releases.
     ///
-    /// # Panics
-    /// If this thread holds the lock.
+    /// A lock that this thread holds, or whose shared state is broken, is left as it is.
     ///
     /// # Examples
     ///
@@ -555,10 +548,9 @@ impl RLock {
     /// Acquires one level, blocking as long as it takes.
     ///
     /// # Errors
-    /// [`OwnerDied`] as for [`Lock::lock`].
-    ///
-    /// # Panics
-    /// If the recursion count overflows the C library's counter.
+    /// [`LockError::OwnerDied`] as for [`Lock::lock`];
+    /// [`LockError::Broken`] if the recursion count would overflow `u32`, or the lock's shared
+    /// state was overwritten.
     ///
     /// # Examples
     ///

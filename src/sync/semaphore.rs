@@ -341,7 +341,8 @@ macro_rules! common_methods {
         /// assert!(sem.try_acquire() && sem.try_acquire());
         /// sem.release_n(2)?;
         /// assert_eq!(sem.value(), 3);
-        /// assert!(sem.release_n(1).is_err());
+        /// assert!(sem.release_n(u32::MAX).is_err());
+        /// assert_eq!(sem.value(), 3);
         /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
         pub fn release_n(&self, n: u32) -> Result<(), OverRelease> {
@@ -409,7 +410,7 @@ impl Semaphore {
     /// let sem = multiproc::Semaphore::new(0)?;
     /// sem.release()?;
     /// assert!(sem.try_acquire());
-    /// # Ok::<(), multiproc::OverRelease>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&self) -> Result<(), OverRelease> {
         self.state.release(1, SEM_MAX)

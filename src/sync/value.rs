@@ -61,8 +61,10 @@ unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 /// ```
 /// use std::sync::atomic::Ordering;
 /// let hits = multiproc::Value::new(0u64)?;
-/// hits.atomic().fetch_add(1, Ordering::Relaxed);
-/// assert_eq!(hits.get(), 1);
+/// // SAFETY: `hits` is only accessed atomically while `counter` is in use.
+/// let counter = unsafe { hits.atomic() };
+/// counter.fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(counter.load(Ordering::Relaxed), 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub trait AtomicPod: Pod + sealed::Sealed {
@@ -167,8 +169,8 @@ fn open<'de, T: Pod, D: Deserializer<'de>>(
 /// lock once, as Python's `.value` does, so `v.set(v.get() + 1)` is a race, exactly as there.
 /// For integers, [`atomic`](Self::atomic) gives lock-free access.
 ///
-/// If a process dies holding the lock, the next [`lock`](Self::lock) returns [`OwnerDied`] with
-/// the guard (see [`Lock`]). `get`/`set` do not report it; they see whatever was last written.
+/// If a process dies holding the lock, the next [`lock`](Self::lock) returns
+/// [`LockError::OwnerDied`] with the guard (see [`Lock`]). `get`/`set` do not report it; they see whatever was last written.
 ///
 /// Clones are handles to the same value; pass one to a child as (part of) its
 /// [`Process`](crate::Process) arguments.
@@ -276,10 +278,9 @@ impl<T: Pod> Value<T> {
     /// Takes the lock and gives access to the value.
     ///
     /// # Errors
-    /// [`OwnerDied`] (holding the guard) if a previous owner died holding the lock.
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
+    /// As [`Lock::lock`]: [`LockError::OwnerDied`] (holding the guard) if a previous owner died
+    /// holding the lock, [`LockError::Broken`] if this thread holds it already or its shared
+    /// state was overwritten.
     ///
     /// # Examples
     ///
@@ -352,6 +353,10 @@ impl<T: Pod> Value<T> {
 
     /// Reads the value under the lock (Python's `v.value`).
     ///
+    /// # Panics
+    /// If the lock is broken ([`LockError::Broken`]: this thread holds it, or another process
+    /// overwrote it); use [`lock`](Self::lock) to get that as an error.
+    ///
     /// # Examples
     ///
     /// ```
@@ -363,6 +368,9 @@ impl<T: Pod> Value<T> {
     }
 
     /// Writes the value under the lock (Python's `v.value = x`).
+    ///
+    /// # Panics
+    /// As [`get`](Self::get).
     ///
     /// # Examples
     ///
@@ -615,10 +623,9 @@ impl<T: Pod> Array<T> {
     /// Takes the lock and gives access to the elements.
     ///
     /// # Errors
-    /// [`OwnerDied`] (holding the guard) if a previous owner died holding the lock.
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
+    /// As [`Lock::lock`]: [`LockError::OwnerDied`] (holding the guard) if a previous owner died
+    /// holding the lock, [`LockError::Broken`] if this thread holds it already or its shared
+    /// state was overwritten.
     ///
     /// # Examples
     ///
@@ -697,7 +704,7 @@ impl<T: Pod> Array<T> {
     /// Element `index`, read under the lock.
     ///
     /// # Panics
-    /// If `index >= len()`.
+    /// If `index >= len()`, or the lock is broken (as for [`Value::get`]).
     ///
     /// # Examples
     ///
@@ -712,7 +719,7 @@ impl<T: Pod> Array<T> {
     /// Writes element `index` under the lock.
     ///
     /// # Panics
-    /// If `index >= len()`.
+    /// If `index >= len()`, or the lock is broken (as for [`Value::get`]).
     ///
     /// # Examples
     ///
@@ -727,6 +734,9 @@ impl<T: Pod> Array<T> {
 
     /// A copy of all elements, taken under the lock.
     ///
+    /// # Panics
+    /// If the lock is broken (as for [`Value::get`]).
+    ///
     /// # Examples
     ///
     /// ```
@@ -740,7 +750,7 @@ impl<T: Pod> Array<T> {
     /// Overwrites all elements under the lock.
     ///
     /// # Panics
-    /// If `items.len() != len()`.
+    /// If `items.len() != len()`, or the lock is broken (as for [`Value::get`]).
     ///
     /// # Examples
     ///
