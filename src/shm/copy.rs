@@ -69,7 +69,7 @@ pub(crate) unsafe fn copy_in(src: &[u8], dst: *mut u8) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     #[test]
     fn copies_are_exact_at_every_alignment_and_length() {

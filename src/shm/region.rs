@@ -294,7 +294,7 @@ impl Region {
     }
 
     /// Bytes mapped (header and data).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn map_len(&self) -> usize {
         self.map_len
     }

@@ -105,7 +105,7 @@ pub struct Event {
 
 impl Event {
     /// The segment's descriptor (tests reopen it as other objects).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
         self.state.fd()
     }

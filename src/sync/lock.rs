@@ -261,7 +261,7 @@ impl Lock {
         Lock { cell }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn cell(&self) -> &LockCell {
         &self.cell
     }
@@ -280,7 +280,7 @@ impl Lock {
     }
 
     /// The segment's descriptor (tests reopen it as other objects).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
         self.cell.fd()
     }

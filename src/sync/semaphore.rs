@@ -374,7 +374,7 @@ macro_rules! common_methods {
 
 impl Semaphore {
     /// The segment's descriptor (tests reopen it as other objects).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
         self.state.fd()
     }
@@ -423,7 +423,7 @@ impl Semaphore {
 
 impl BoundedSemaphore {
     /// The segment's descriptor (tests reopen it as other objects).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
         self.state.fd()
     }

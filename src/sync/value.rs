@@ -222,7 +222,7 @@ pub struct ValueGuard<'a, T: Pod> {
 
 impl<T: Pod> Value<T> {
     /// The segment's descriptor (tests reopen it as other objects).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
         self.shared.fd()
     }
@@ -516,7 +516,7 @@ pub struct ArrayGuard<'a, T: Pod> {
 
 impl<T: Pod> Array<T> {
     /// The segment's descriptor (tests reopen it as other objects).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
         self.shared.fd()
     }

@@ -20,6 +20,9 @@
 //! protected data anyway), or owned by a dead thread (reported as `OwnerDied`). It also needs no
 //! `pthread_mutex_clocklock` (glibc 2.30): deadlines are futex waits on `CLOCK_MONOTONIC`.
 
+// Under loom the sync module uses its model mutex instead.
+#![cfg_attr(loom, allow(dead_code))]
+
 use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
