@@ -1,5 +1,6 @@
 //! Shared memory segments: anonymous (memfd, the default) or named (`/dev/shm`).
 
+mod arena;
 mod copy;
 mod region;
 mod shared;

@@ -30,6 +30,8 @@ pub(crate) enum Kind {
     Value = 8,
     Array = 9,
     Queue = 10,
+    /// Many small objects, one per slot (`shm/arena.rs`).
+    Arena = 11,
 }
 
 /// The first `HEADER_LEN` bytes of every segment. Fields are written once by the creator before

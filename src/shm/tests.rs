@@ -146,3 +146,38 @@ fn remove_stale_skips_a_fifo_without_blocking() {
     let removed = result.expect("remove_stale blocked on a FIFO").unwrap();
     assert!(!removed.contains(&name));
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn a_hundred_thousand_locks_take_a_few_descriptors_and_freed_slots_are_reused() {
+    let before = open_fds();
+    let locks: Vec<Lock> = (0..100_000).map(|_| Lock::new().unwrap()).collect();
+    let after = open_fds();
+    // One descriptor per 4096 locks (25 here); other tests running meanwhile open a few.
+    assert!(
+        after < before + 200,
+        "{} descriptors for 100,000 locks",
+        after.saturating_sub(before)
+    );
+    for l in locks.iter().step_by(997) {
+        drop(l.try_lock().unwrap());
+    }
+    // Locks are distinct objects even when they share a chunk.
+    let g = locks[0].lock().unwrap();
+    assert!(!locks[1].is_locked());
+    assert!(locks[0].is_locked());
+    drop(g);
+    let high = super::arena::chunk_count();
+    drop(locks);
+    let again: Vec<Lock> = (0..100_000).map(|_| Lock::new().unwrap()).collect();
+    // Tests running meanwhile take a few slots more: at most one more chunk.
+    let now = super::arena::chunk_count();
+    assert!(
+        now <= high + 1,
+        "{now} chunks after {high}: slots were not reused"
+    );
+    drop(again);
+}

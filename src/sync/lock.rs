@@ -250,7 +250,7 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Lock> {
-        let cell = Shared::create(Kind::Lock, 0, 0, |p| {
+        let cell = Shared::create_in_arena(Kind::Lock, |p| {
             // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
             unsafe { LockCell::init(p, false) }
         })?;
@@ -275,7 +275,7 @@ impl Lock {
 
     /// The segment's identity: equal for every handle on this lock, in any process, however
     /// many times it was mapped.
-    pub(crate) fn id(&self) -> (u64, u64) {
+    pub(crate) fn id(&self) -> (u64, u64, usize) {
         self.cell.id()
     }
 
@@ -283,6 +283,12 @@ impl Lock {
     #[cfg(all(test, not(loom)))]
     pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
         self.cell.fd()
+    }
+
+    /// Where the lock is in its segment's data (tests scribble over it).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn data_offset(&self) -> usize {
+        self.cell.id().2
     }
 
     /// Acquires the lock, blocking as long as it takes.
@@ -420,7 +426,7 @@ impl Recover for LockGuard<'_> {
 
 impl<'a> LockGuard<'a> {
     /// The identity of the guarded lock's segment (see [`Lock::id`]).
-    pub(crate) fn lock_id(&self) -> (u64, u64) {
+    pub(crate) fn lock_id(&self) -> (u64, u64, usize) {
         self.lock.id()
     }
 
@@ -470,13 +476,14 @@ pub(crate) const LOCK_KINDS: &[Kind] = &[Kind::Lock, Kind::Value, Kind::Array];
 
 impl Serialize for Lock {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        self.cell.serialize_handle(serializer)
+        self.cell.serialize_slot_handle(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Lock {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_handle(deserializer, LOCK_KINDS, 0, 0).map(Lock::from_cell)
+        Shared::deserialize_slot_handle(deserializer, &[Kind::Lock], LOCK_KINDS)
+            .map(Lock::from_cell)
     }
 }
 
@@ -531,7 +538,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<RLock> {
-        let cell = Shared::create(Kind::RLock, 0, 0, |p| {
+        let cell = Shared::create_in_arena(Kind::RLock, |p| {
             // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
             unsafe { LockCell::init(p, true) }
         })?;
@@ -675,12 +682,13 @@ impl fmt::Debug for RLockGuard<'_> {
 
 impl Serialize for RLock {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        self.cell.serialize_handle(serializer)
+        self.cell.serialize_slot_handle(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for RLock {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_handle(deserializer, &[Kind::RLock], 0, 0).map(|cell| RLock { cell })
+        Shared::deserialize_slot_handle(deserializer, &[Kind::RLock], &[Kind::RLock])
+            .map(|cell| RLock { cell })
     }
 }

@@ -232,7 +232,11 @@ fn poke(fd: &std::os::fd::OwnedFd, offset: usize, value: u32) {
 #[test]
 fn a_lock_scribbled_with_our_own_thread_id_is_a_typed_error_not_a_panic() {
     let lock = Lock::new().unwrap();
-    poke(lock.segment_fd(), 0, crate::sys::gettid() as u32);
+    poke(
+        lock.segment_fd(),
+        lock.data_offset(),
+        crate::sys::gettid() as u32,
+    );
     match lock.lock() {
         Err(crate::LockError::Broken(e)) => {
             assert_eq!(
@@ -252,7 +256,7 @@ fn a_lock_scribbled_with_our_own_thread_id_is_a_typed_error_not_a_panic() {
     ));
     // A Value's get/set cannot report it: documented panic, not UB; its lock reports it.
     // Once the scribble is undone, the lock works again.
-    poke(lock.segment_fd(), 0, 0);
+    poke(lock.segment_fd(), lock.data_offset(), 0);
     drop(lock.lock().unwrap());
 }
 
@@ -260,7 +264,7 @@ fn a_lock_scribbled_with_our_own_thread_id_is_a_typed_error_not_a_panic() {
 fn a_lock_scribbled_with_a_dead_owner_is_taken_over_as_owner_died() {
     let lock = Lock::new().unwrap();
     // Thread ids are below 2^22 on Linux: this one exists nowhere.
-    poke(lock.segment_fd(), 0, 0x3fff_fff0);
+    poke(lock.segment_fd(), lock.data_offset(), 0x3fff_fff0);
     assert!(lock.is_locked());
     match lock.lock_timeout(Duration::from_secs(30)) {
         Err(crate::TryLockError::OwnerDied(d)) => drop(d.make_consistent()),

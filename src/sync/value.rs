@@ -144,7 +144,7 @@ fn open<'de, T: Pod, D: Deserializer<'de>>(
     d: D,
     kind: Kind,
 ) -> std::result::Result<(Shared<Head>, usize), D::Error> {
-    let shared: Shared<Head> = Shared::deserialize_handle(d, &[kind], type_tag::<T>(), 0)?;
+    let shared: Shared<Head> = Shared::deserialize_segment_handle(d, &[kind], type_tag::<T>())?;
     let len = if kind == Kind::Value {
         1
     } else {
@@ -450,7 +450,7 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
 
 impl<T: Pod> Serialize for Value<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.shared.serialize_handle(s)
+        self.shared.serialize_slot_handle(s)
     }
 }
 
@@ -828,7 +828,7 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
 
 impl<T: Pod> Serialize for Array<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.shared.serialize_handle(s)
+        self.shared.serialize_slot_handle(s)
     }
 }
 

@@ -46,6 +46,11 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "sync::peer_filled_semaphore_release_is_overrelease",
             peer_filled_semaphore,
         ),
+        (
+            "sync::hundred_thousand_locks_under_ulimit_1024",
+            many_locks_under_ulimit,
+        ),
+        ("sync::many_locks_handed_to_one_child", many_locks_to_child),
     ]
 }
 
@@ -554,5 +559,68 @@ fn peer_filled_semaphore() -> Result<(), String> {
     );
     ensure!(sem.try_acquire(), "a permit is there");
     sem.release().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Under the default soft limit of 1024 descriptors, makes `n` locks and uses each.
+fn make_many_locks(n: u32) -> Result<u32, String> {
+    let lim = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: a plain setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err("setrlimit".into());
+    }
+    let locks: Vec<Lock> = (0..n)
+        .map(|i| Lock::new().map_err(|e| format!("lock #{i}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let mut ok = 0;
+    for l in &locks {
+        if l.try_lock().is_ok() {
+            ok += 1;
+        }
+    }
+    Ok(ok)
+}
+
+fn many_locks_under_ulimit() -> Result<(), String> {
+    let mut p = Process::new(make_many_locks, 100_000);
+    p.start().ctx("start")?;
+    let made = p.join().ctx("join")??;
+    ensure!(made == 100_000, "only {made} locks usable");
+    Ok(())
+}
+
+/// Receives `locks`, tries each, and reports which it got and how many descriptors it has.
+fn try_all(locks: Vec<Lock>) -> (Vec<bool>, usize) {
+    let got = locks.iter().map(|l| l.try_lock().is_ok()).collect();
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    (got, fds)
+}
+
+fn many_locks_to_child() -> Result<(), String> {
+    // A message carries at most 253 descriptors, one per handle: 250 locks in one go.
+    let locks: Vec<Lock> = (0..250)
+        .map(|_| Lock::new())
+        .collect::<Result<_, _>>()
+        .ctx("locks")?;
+    let held: Vec<_> = locks.iter().step_by(2).map(|l| l.lock()).collect();
+    ensure!(held.iter().all(Result::is_ok), "locking in the parent");
+    let mut p = Process::new(try_all, locks.clone());
+    p.start().ctx("start")?;
+    let (got, fds) = p.join().ctx("join")?;
+    drop(held);
+    ensure!(got.len() == 250, "the child got {} locks", got.len());
+    for (i, g) in got.iter().enumerate() {
+        ensure!(
+            *g == (i % 2 == 1),
+            "lock {i}: the child's try_lock gave {g}"
+        );
+    }
+    // The child mapped the shared chunk once and closed the other 249 descriptors.
+    ensure!(fds < 100, "the child holds {fds} descriptors");
+    // Dropping every handle (here and in the child) frees the slots for reuse.
+    drop(locks);
     Ok(())
 }

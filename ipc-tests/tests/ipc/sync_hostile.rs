@@ -12,14 +12,16 @@ use multiproc::{Barrier, Condition, Event, Lock, LockError, Process, Semaphore, 
 
 use crate::{Context, ensure};
 
-const KINDS: [&str; 5] = ["Lock", "Semaphore", "Event", "Condition", "Barrier"];
+/// Segment names: locks live in arena chunks, the others in segments of their own.
+const KINDS: [&str; 5] = ["Arena", "Semaphore", "Event", "Condition", "Barrier"];
 
 /// Maps every multiproc sync segment this process holds a descriptor of, through
 /// `/proc/self/fd` (as any process of the user could), and overwrites random bytes of them
-/// for `ms` milliseconds. Returns how many segments it found.
+/// for `ms` milliseconds. Returns how many places it scribbled over.
 fn scribble(args: (Lock, Semaphore, Event, Condition, Barrier, u64)) -> usize {
     let ms = args.5;
-    let mut maps = Vec::new();
+    // (start, len) of the memory to scribble over.
+    let mut maps: Vec<(*mut u8, usize)> = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd")
         .expect("list fds")
         .flatten()
@@ -54,7 +56,31 @@ fn scribble(args: (Lock, Semaphore, Event, Condition, Barrier, u64)) -> usize {
             )
         };
         assert_ne!(p, libc::MAP_FAILED);
-        maps.push((p.cast::<u8>(), len));
+        let p = p.cast::<u8>();
+        if !target.contains("multiproc-Arena") {
+            maps.push((p, len));
+            continue;
+        }
+        // An arena chunk also holds the test process's other locks: find our two locks' slots
+        // (their futex word holds our thread id while we hold them) and scribble only those.
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+        for lock in [&args.0, args.3.get_lock()] {
+            let Ok(_held) = lock.lock_timeout(Duration::from_secs(30)) else {
+                continue;
+            };
+            for off in (0..len).step_by(4) {
+                // SAFETY: inside the mapping, 4-aligned.
+                let w = unsafe {
+                    (*p.add(off).cast::<std::sync::atomic::AtomicU32>()).load(Ordering::Relaxed)
+                };
+                if w & 0x3fff_ffff == tid && off >= 16 {
+                    // The slot: its 16-byte header, then the lock.
+                    // SAFETY: inside the mapping.
+                    maps.push((unsafe { p.add(off - 16) }, 64.min(len - (off - 16))));
+                }
+            }
+        }
     }
     let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ u64::from(std::process::id());
     let mut next = move || {
@@ -190,7 +216,11 @@ pub fn scribbled_segments_give_typed_errors() -> Result<(), String> {
         }
     }
     let found = found?;
-    ensure!(found >= 5, "the scribbler found only {found} segments");
+    // The semaphore's, event's, condition's and barrier's segments, and the two locks' slots.
+    ensure!(
+        found >= 6,
+        "the scribbler found only {found} places to scribble over"
+    );
     ensure!(
         tally.ops.load(Ordering::Relaxed) > 0,
         "no operation ran while the scribbler worked"
