@@ -1,4 +1,4 @@
-//! `Lock` and `RLock`: robust mutexes in shared memory.
+//! `Lock` and `RLock`: robust locks in shared memory.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -185,13 +185,14 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
 /// [`lock_deadline`](Self::lock_deadline) give up at a time. The guard unlocks on drop.
 ///
 /// If a process (or thread) dies holding the lock, the next acquirer gets it with an
-/// [`OwnerDied`] error that carries the guard, as with `std::sync::PoisonError`; it can repair
+/// [`OwnerDied`] error (inside [`LockError`] or [`TryLockError`]) that carries the guard, as with `std::sync::PoisonError`; it can repair
 /// the protected state and call [`OwnerDied::make_consistent`]. Until someone does, every
 /// acquirer is told. Python's lock, an owner-less semaphore, stays locked forever instead.
 ///
-/// The lock is a futex word in a small anonymous shared memory segment (see "Robustness" in
-/// `docs/reliability.md`): waiters notice a dead owner within about 10 ms and take over. Clones are handles to the same lock; pass one to a child as (part of)
-/// its [`Process`](crate::Process) arguments.
+/// The lock is a futex word in a slot of a shared arena (4096 locks per descriptor, so a
+/// program can have hundreds of thousands): waiters notice a dead owner within about 10 ms and
+/// take over. `docs/reliability.md` lists what it withstands. Clones are handles to the same
+/// lock; pass one to a child as (part of) its [`Process`](crate::Process) arguments.
 ///
 /// # Differences from Python
 /// - The lock has an owner: it is released by dropping the guard, in the thread that took it.
@@ -238,10 +239,11 @@ pub struct LockGuard<'a> {
 unsafe impl Sync for LockGuard<'_> {}
 
 impl Lock {
-    /// Creates an unlocked lock in a new anonymous shared memory segment.
+    /// Creates an unlocked lock in a free slot of this process's arena.
     ///
     /// # Errors
-    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the segment cannot be created.
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the arena needs a new segment and it cannot
+    /// be created.
     ///
     /// # Examples
     ///
@@ -526,10 +528,10 @@ pub struct RLockGuard<'a> {
 unsafe impl Sync for RLockGuard<'_> {}
 
 impl RLock {
-    /// Creates an unlocked recursive lock in a new anonymous shared memory segment.
+    /// Creates an unlocked recursive lock in a free slot of this process's arena.
     ///
     /// # Errors
-    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the segment cannot be created.
+    /// As [`Lock::new`].
     ///
     /// # Examples
     ///
