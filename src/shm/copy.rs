@@ -26,10 +26,14 @@ pub(crate) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
         dst[i] = byte(i);
         i += 1;
     }
+    let out = dst.as_mut_ptr();
     while i + WORD <= n {
-        // SAFETY: `src + i` is 8-aligned (the loop above) and the word is inside the range.
-        let w = unsafe { (*src.add(i).cast::<AtomicU64>()).load(Ordering::Relaxed) };
-        dst[i..i + WORD].copy_from_slice(&w.to_ne_bytes());
+        // SAFETY: `src + i` is 8-aligned (the loop above) and the word is inside the range;
+        // `out + i .. out + i + 8` is inside `dst`, private memory (unaligned write).
+        unsafe {
+            let w = (*src.add(i).cast::<AtomicU64>()).load(Ordering::Relaxed);
+            out.add(i).cast::<u64>().write_unaligned(w);
+        }
         i += WORD;
     }
     while i < n {
@@ -54,13 +58,14 @@ pub(crate) unsafe fn copy_in(src: &[u8], dst: *mut u8) {
         byte(i, src[i]);
         i += 1;
     }
+    let from = src.as_ptr();
     while i + WORD <= n {
-        let mut w = [0u8; WORD];
-        w.copy_from_slice(&src[i..i + WORD]);
-        // SAFETY: `dst + i` is 8-aligned (the loop above) and the word is inside the range.
+        // SAFETY: `from + i .. + 8` is inside `src` (unaligned read of private memory);
+        // `dst + i` is 8-aligned (the loop above) and the word is inside the range.
         unsafe {
-            (*dst.add(i).cast::<AtomicU64>()).store(u64::from_ne_bytes(w), Ordering::Relaxed)
-        };
+            let w = from.add(i).cast::<u64>().read_unaligned();
+            (*dst.add(i).cast::<AtomicU64>()).store(w, Ordering::Relaxed);
+        }
         i += WORD;
     }
     while i < n {
