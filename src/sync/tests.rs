@@ -345,3 +345,26 @@ fn the_families_are_even() {
     b.release_n(2).unwrap();
     assert_eq!(b.value(), 3);
 }
+
+#[test]
+fn short_timeouts_still_see_a_dead_owner() {
+    let lock = Lock::new().unwrap();
+    let l2 = lock.clone();
+    std::thread::spawn(move || std::mem::forget(l2.lock().unwrap()))
+        .join()
+        .unwrap();
+    // Each attempt gives up long before a 10 ms sleep slice ends.
+    let mut seen = false;
+    for _ in 0..3 {
+        match lock.lock_timeout(Duration::from_micros(100)) {
+            Err(crate::TryLockError::OwnerDied(d)) => {
+                drop(d.make_consistent());
+                seen = true;
+                break;
+            }
+            Err(crate::TryLockError::WouldBlock) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(seen, "a dead owner's lock stayed taken for short timeouts");
+}

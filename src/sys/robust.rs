@@ -247,6 +247,11 @@ impl RobustMutex {
             };
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
+                // Before giving up, look once at the owner: a short deadline must not keep a
+                // dead owner's lock taken forever.
+                if thread_is_dead(cur & TID_MASK) && self.take_over(me, cur) {
+                    return Ok(Locked::OwnerDied);
+                }
                 return Err(LockFailed::Busy);
             }
             // Announce a sleeper, then sleep while the word stays as announced.
