@@ -368,3 +368,47 @@ fn short_timeouts_still_see_a_dead_owner() {
     }
     assert!(seen, "a dead owner's lock stayed taken for short timeouts");
 }
+
+#[test]
+fn try_lock_polling_sees_a_killed_unreaped_owner() {
+    // A forked child that locks and is killed, but not reaped: its thread is a zombie.
+    let lock = Lock::new().unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (r, w) = (fds[0], fds[1]);
+    // SAFETY: the child only locks, writes one byte and sleeps (async-signal-safe enough for
+    // a test: no allocation, no other lock).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        std::mem::forget(lock.lock());
+        // SAFETY: writing one byte to our pipe end.
+        unsafe { libc::write(w, [1u8].as_ptr().cast(), 1) };
+        loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        }
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into `b`, then closing our two descriptors.
+    unsafe {
+        libc::close(w);
+        assert_eq!(libc::read(r, b.as_mut_ptr().cast(), 1), 1);
+        libc::close(r);
+    }
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = false;
+    while Instant::now() < deadline {
+        if let Err(crate::TryLockError::OwnerDied(d)) = lock.try_lock() {
+            drop(d.make_consistent());
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    assert!(seen, "try_lock never noticed the killed owner");
+}

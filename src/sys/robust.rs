@@ -45,6 +45,12 @@ thread_local! {
     static TID: Cell<u32> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// The last lock (address and word) this thread's `try_lock` found held, and since when:
+    /// rate-limits the expensive liveness check.
+    static SUSPECT: Cell<Option<(usize, u32, Instant)>> = const { Cell::new(None) };
+}
+
 extern "C" fn forget_tid_after_fork() {
     TID.with(|t| t.set(0));
 }
@@ -280,16 +286,43 @@ impl RobustMutex {
         }
     }
 
+    /// For `try_lock`: whether the owner in `cur` is dead. One system call each time (a thread
+    /// that no longer exists); the closer look for a zombie (a `/proc` read) only when this
+    /// thread has found the same word for [`CHECK_EVERY`], so that polling stays cheap.
+    fn owner_looks_dead(&self, cur: u32) -> bool {
+        let owner = cur & TID_MASK;
+        if thread_is_gone(owner) {
+            return true;
+        }
+        let here = std::ptr::from_ref(self) as usize;
+        SUSPECT.with(|s| {
+            let now = Instant::now();
+            match s.get() {
+                Some((addr, word, since)) if addr == here && word == cur => {
+                    if now.duration_since(since) < CHECK_EVERY {
+                        return false;
+                    }
+                    s.set(Some((here, cur, now)));
+                    thread_is_dead(owner)
+                }
+                _ => {
+                    s.set(Some((here, cur, now)));
+                    false
+                }
+            }
+        })
+    }
+
     /// Locks if free, without waiting. A lock whose owner thread no longer exists is taken
-    /// over; one held by a killed process that is not reaped yet (a zombie) is seen as held
-    /// until a blocking or timed lock looks closer.
+    /// over at once; one held by a killed process that is not reaped yet (a zombie), once this
+    /// thread has seen it held by that owner for [`CHECK_EVERY`].
     #[inline]
     pub(crate) fn try_lock(&self) -> Result<Locked, LockFailed> {
         let me = my_tid();
         match self.attempt(me, false) {
             Ok(r) => r,
             Err(cur) => {
-                if thread_is_gone(cur & TID_MASK) && self.take_over(me, cur) {
+                if self.owner_looks_dead(cur) && self.take_over(me, cur) {
                     Ok(Locked::OwnerDied)
                 } else {
                     Err(LockFailed::Busy)
