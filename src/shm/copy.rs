@@ -1,98 +1,109 @@
 //! Copies in and out of memory that other processes may write at the same time.
 //!
 //! A plain `memcpy` racing with another process's writes (or with this process's atomics) is a
-//! data race, undefined behaviour in Rust's memory model even for bytes. These copies access the
-//! shared side only through atomics (relaxed): 8-byte words where aligned, single bytes at the
-//! ragged ends. A racing write can still make a copy a mix of old and new bytes, which is a
-//! value like any other. The private side is plain memory.
+//! data race, undefined behaviour in Rust's memory model even for bytes. So is a race between
+//! atomic accesses of different sizes to the same bytes. These copies therefore access the
+//! shared side only as aligned 8-byte atomic words (relaxed), the one size every safe access to
+//! a segment uses (`SharedMemory::atomic_u64s` too): a word only partly inside the range is
+//! read whole, or updated with a compare-and-swap that changes only the bytes inside the range.
+//! A racing write can still make a copy a mix of old and new bytes, which is a value like any
+//! other. The private side is plain memory.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const WORD: usize = std::mem::size_of::<u64>();
+
+/// The aligned word containing `addr`, and `addr`'s position in it.
+fn word_of(addr: usize) -> (*const AtomicU64, usize) {
+    ((addr & !(WORD - 1)) as *const AtomicU64, addr % WORD)
+}
 
 /// Copies `dst.len()` bytes from the shared memory at `src` into `dst`.
 ///
 /// # Safety
-/// `src..src + dst.len()` is mapped and readable for the whole call, and only ever accessed
-/// atomically or read by others (never written non-atomically by this process).
+/// Every aligned 8-byte word that overlaps `src..src + dst.len()` is mapped and readable for
+/// the whole call, and accessed by others only as 8-byte atomics (or from other processes).
 pub(crate) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
     let n = dst.len();
-    let mut i = 0;
-    let byte = |i: usize| {
-        // SAFETY: `i < n`, inside the range the caller vouches for; AtomicU8 has alignment 1.
-        unsafe { (*src.add(i).cast::<AtomicU8>()).load(Ordering::Relaxed) }
-    };
-    while i < n && !(src as usize + i).is_multiple_of(WORD) {
-        dst[i] = byte(i);
-        i += 1;
-    }
     let out = dst.as_mut_ptr();
-    while i + WORD <= n {
-        // SAFETY: `src + i` is 8-aligned (the loop above) and the word is inside the range;
-        // `out + i .. out + i + 8` is inside `dst`, private memory (unaligned write).
-        unsafe {
-            let w = (*src.add(i).cast::<AtomicU64>()).load(Ordering::Relaxed);
-            out.add(i).cast::<u64>().write_unaligned(w);
-        }
-        i += WORD;
-    }
+    let mut i = 0;
     while i < n {
-        dst[i] = byte(i);
-        i += 1;
+        let (word, at) = word_of(src as usize + i);
+        let take = (WORD - at).min(n - i);
+        // SAFETY: the word overlaps the range, so the caller vouches for it; it is aligned.
+        let w = unsafe { (*word).load(Ordering::Relaxed) }.to_ne_bytes();
+        if take == WORD {
+            // SAFETY: `out + i .. + 8` is inside `dst`, private memory (unaligned write).
+            unsafe { out.add(i).cast::<[u8; WORD]>().write_unaligned(w) };
+        } else {
+            dst[i..i + take].copy_from_slice(&w[at..at + take]);
+        }
+        i += take;
     }
 }
 
 /// Copies `src` into the shared memory at `dst`.
 ///
 /// # Safety
-/// `dst..dst + src.len()` is mapped and writable for the whole call, and only ever accessed
-/// atomically by others.
+/// Every aligned 8-byte word that overlaps `dst..dst + src.len()` is mapped and writable for
+/// the whole call, and accessed by others only as 8-byte atomics (or from other processes).
 pub(crate) unsafe fn copy_in(src: &[u8], dst: *mut u8) {
     let n = src.len();
-    let mut i = 0;
-    let byte = |i: usize, b: u8| {
-        // SAFETY: `i < n`, inside the range the caller vouches for; AtomicU8 has alignment 1.
-        unsafe { (*dst.add(i).cast::<AtomicU8>()).store(b, Ordering::Relaxed) }
-    };
-    while i < n && !(dst as usize + i).is_multiple_of(WORD) {
-        byte(i, src[i]);
-        i += 1;
-    }
     let from = src.as_ptr();
-    while i + WORD <= n {
-        // SAFETY: `from + i .. + 8` is inside `src` (unaligned read of private memory);
-        // `dst + i` is 8-aligned (the loop above) and the word is inside the range.
-        unsafe {
-            let w = from.add(i).cast::<u64>().read_unaligned();
-            (*dst.add(i).cast::<AtomicU64>()).store(w, Ordering::Relaxed);
-        }
-        i += WORD;
-    }
+    let mut i = 0;
     while i < n {
-        byte(i, src[i]);
-        i += 1;
+        let (word, at) = word_of(dst as usize + i);
+        let take = (WORD - at).min(n - i);
+        // SAFETY: the word overlaps the range, so the caller vouches for it; it is aligned.
+        let word = unsafe { &*word };
+        if take == WORD {
+            // SAFETY: `from + i .. + 8` is inside `src` (unaligned read of private memory).
+            let w = unsafe { from.add(i).cast::<[u8; WORD]>().read_unaligned() };
+            word.store(u64::from_ne_bytes(w), Ordering::Relaxed);
+        } else {
+            // Change only our bytes of a word shared with bytes outside the range.
+            let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let mut w = old.to_ne_bytes();
+                w[at..at + take].copy_from_slice(&src[i..i + take]);
+                Some(u64::from_ne_bytes(w))
+            });
+        }
+        i += take;
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+
     #[test]
     fn copies_are_exact_at_every_alignment_and_length() {
-        let mut shared = vec![0u8; 64];
+        // Word-aligned backing store, as segments are.
+        let backing: Vec<AtomicU64> = (0..8).map(|_| AtomicU64::new(0)).collect();
+        let base = backing.as_ptr().cast::<u8>().cast_mut();
+        let snapshot = || {
+            let mut v = vec![0u8; 64];
+            // SAFETY: the 64 bytes of `backing`, read as words.
+            unsafe { super::copy_out(base, &mut v) };
+            v
+        };
         for off in 0..9 {
             for len in 0..40 {
                 let src: Vec<u8> = (0..len as u8)
                     .map(|b| b.wrapping_mul(7) ^ off as u8)
                     .collect();
-                shared.fill(0xAA);
-                // SAFETY: a private buffer, inside its bounds.
-                unsafe { super::copy_in(&src, shared.as_mut_ptr().add(off)) };
-                assert!(shared[..off].iter().all(|&b| b == 0xAA));
-                assert_eq!(&shared[off..off + len], &src[..]);
-                assert!(shared[off + len..].iter().all(|&b| b == 0xAA));
+                for w in &backing {
+                    w.store(0xAAAA_AAAA_AAAA_AAAA, std::sync::atomic::Ordering::Relaxed);
+                }
+                // SAFETY: inside `backing`.
+                unsafe { super::copy_in(&src, base.add(off)) };
+                let all = snapshot();
+                assert!(all[..off].iter().all(|&b| b == 0xAA));
+                assert_eq!(&all[off..off + len], &src[..]);
+                assert!(all[off + len..].iter().all(|&b| b == 0xAA));
                 let mut back = vec![0u8; len];
                 // SAFETY: as above.
-                unsafe { super::copy_out(shared.as_ptr().add(off), &mut back) };
+                unsafe { super::copy_out(base.add(off), &mut back) };
                 assert_eq!(back, src);
             }
         }

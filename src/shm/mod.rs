@@ -484,7 +484,7 @@ impl SharedMemory {
 
     /// Copies `buf.len()` bytes starting at `offset` into `buf`.
     ///
-    /// The segment's bytes are read with (relaxed) atomic loads, so a concurrent write by
+    /// The segment's bytes are read as (relaxed) atomic 8-byte words, so a concurrent write by
     /// another process, [`write_at`](Self::write_at) or an [`atomic_u64s`](Self::atomic_u64s)
     /// view is not a data race. If one happens, `buf` may hold a mix of old and new bytes (use
     /// a [`Lock`](crate::Lock) to prevent it); it never holds anything else.
@@ -504,14 +504,16 @@ impl SharedMemory {
     /// ```
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) {
         self.check_range(offset, buf.len());
-        // SAFETY: the range is inside the mapping (checked), which lives as long as `self`;
-        // the safe API only ever accesses the segment atomically.
+        // SAFETY: the range is inside the data (checked), which starts 128-aligned, so every
+        // 8-byte word overlapping it is in a mapped page while `self` lives; the safe API only
+        // ever accesses the segment as 8-byte atomics (`atomic_u32s` is unsafe for that reason).
         unsafe { copy::copy_out(self.as_ptr().add(offset), buf) };
     }
 
     /// Copies `data` into the segment starting at `offset`.
     ///
-    /// The bytes are stored with (relaxed) atomic stores, so concurrent readers and writers are
+    /// The bytes are stored as (relaxed) atomic 8-byte words (a word shared with bytes outside
+    /// the range is updated with a compare-and-swap), so concurrent readers and writers are
     /// not a data race; they may see a mix of old and new bytes (use a [`Lock`](crate::Lock)
     /// to prevent it).
     ///
@@ -527,8 +529,7 @@ impl SharedMemory {
     /// ```
     pub fn write_at(&self, offset: usize, data: &[u8]) {
         self.check_range(offset, data.len());
-        // SAFETY: the range is inside the mapping (checked), which lives as long as `self`;
-        // the safe API only ever accesses the segment atomically.
+        // SAFETY: as in `read_at`.
         unsafe { copy::copy_in(data, self.as_ptr().add(offset)) };
     }
 
@@ -542,7 +543,8 @@ impl SharedMemory {
     }
 
     /// The segment as 64-bit atomics (its first `len / 8` words): safe to use from any process
-    /// at any time.
+    /// at any time, together with [`read_at`](Self::read_at) and [`write_at`](Self::write_at),
+    /// which access the segment as the same 8-byte atomic words.
     ///
     /// # Examples
     ///
@@ -561,16 +563,26 @@ impl SharedMemory {
 
     /// The segment as 32-bit atomics (its first `len / 4` words).
     ///
+    /// # Safety
+    /// While the slice is used, no access of another size may race with it on the same bytes
+    /// in this process: [`read_at`](Self::read_at), [`write_at`](Self::write_at) and
+    /// [`atomic_u64s`](Self::atomic_u64s) access the segment as 8-byte atomic words, and Rust's
+    /// memory model leaves racing atomic accesses of different sizes undefined. Use the bytes
+    /// a 32-bit view covers only through 32-bit views (other processes are not bound by this
+    /// process's memory model, but keep to one size there too).
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::sync::atomic::Ordering;
     /// let shm = multiproc::SharedMemory::new(8)?;
-    /// shm.atomic_u32s()[0].store(3, Ordering::Release);
-    /// assert_eq!(shm.atomic_u32s().len(), 2);
+    /// // SAFETY: this segment is only ever accessed as 32-bit atomics.
+    /// let words = unsafe { shm.atomic_u32s() };
+    /// words[0].store(3, Ordering::Release);
+    /// assert_eq!(words.len(), 2);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn atomic_u32s(&self) -> &[AtomicU32] {
+    pub unsafe fn atomic_u32s(&self) -> &[AtomicU32] {
         // SAFETY: as in `atomic_u64s`.
         unsafe { std::slice::from_raw_parts(self.as_ptr().cast(), self.len() / 4) }
     }
