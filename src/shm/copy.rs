@@ -27,18 +27,32 @@ pub(crate) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
     let n = dst.len();
     let out = dst.as_mut_ptr();
     let mut i = 0;
-    while i < n {
-        let (word, at) = word_of(src as usize + i);
-        let take = (WORD - at).min(n - i);
-        // SAFETY: the word overlaps the range, so the caller vouches for it; it is aligned.
-        let w = unsafe { (*word).load(Ordering::Relaxed) }.to_ne_bytes();
-        if take == WORD {
-            // SAFETY: `out + i .. + 8` is inside `dst`, private memory (unaligned write).
-            unsafe { out.add(i).cast::<[u8; WORD]>().write_unaligned(w) };
-        } else {
-            dst[i..i + take].copy_from_slice(&w[at..at + take]);
+    // A leading partial word.
+    let at = src as usize % WORD;
+    if at != 0 && n > 0 {
+        let take = (WORD - at).min(n);
+        // SAFETY: the aligned word overlaps the range, so the caller vouches for it.
+        let w = unsafe { (*word_of(src as usize).0).load(Ordering::Relaxed) }.to_ne_bytes();
+        dst[..take].copy_from_slice(&w[at..at + take]);
+        i = take;
+    }
+    // Whole words, in a loop the compiler can keep tight.
+    let words = (n - i) / WORD;
+    // SAFETY: `src + i` is 8-aligned here (or `words` is 0).
+    let first = unsafe { src.add(i) }.cast::<AtomicU64>();
+    for k in 0..words {
+        // SAFETY: word `k` is inside the range; `out + i + 8k .. + 8` is inside `dst`.
+        unsafe {
+            let w = (*first.add(k)).load(Ordering::Relaxed);
+            out.add(i + k * WORD).cast::<u64>().write_unaligned(w);
         }
-        i += take;
+    }
+    i += words * WORD;
+    // A trailing partial word.
+    if i < n {
+        // SAFETY: `src + i` is 8-aligned; the word overlaps the range.
+        let w = unsafe { (*src.add(i).cast::<AtomicU64>()).load(Ordering::Relaxed) }.to_ne_bytes();
+        dst[i..].copy_from_slice(&w[..n - i]);
     }
 }
 
@@ -50,25 +64,38 @@ pub(crate) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
 pub(crate) unsafe fn copy_in(src: &[u8], dst: *mut u8) {
     let n = src.len();
     let from = src.as_ptr();
-    let mut i = 0;
-    while i < n {
-        let (word, at) = word_of(dst as usize + i);
-        let take = (WORD - at).min(n - i);
+    // Changes only the bytes `at..at + bytes.len()` of a word shared with bytes outside the
+    // range.
+    let merge = |word: *const AtomicU64, at: usize, bytes: &[u8]| {
         // SAFETY: the word overlaps the range, so the caller vouches for it; it is aligned.
         let word = unsafe { &*word };
-        if take == WORD {
-            // SAFETY: `from + i .. + 8` is inside `src` (unaligned read of private memory).
-            let w = unsafe { from.add(i).cast::<[u8; WORD]>().read_unaligned() };
-            word.store(u64::from_ne_bytes(w), Ordering::Relaxed);
-        } else {
-            // Change only our bytes of a word shared with bytes outside the range.
-            let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                let mut w = old.to_ne_bytes();
-                w[at..at + take].copy_from_slice(&src[i..i + take]);
-                Some(u64::from_ne_bytes(w))
-            });
+        let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            let mut w = old.to_ne_bytes();
+            w[at..at + bytes.len()].copy_from_slice(bytes);
+            Some(u64::from_ne_bytes(w))
+        });
+    };
+    let mut i = 0;
+    let at = dst as usize % WORD;
+    if at != 0 && n > 0 {
+        let take = (WORD - at).min(n);
+        merge(word_of(dst as usize).0, at, &src[..take]);
+        i = take;
+    }
+    let words = (n - i) / WORD;
+    // SAFETY: `dst + i` is 8-aligned here (or `words` is 0).
+    let first = unsafe { dst.add(i) }.cast::<AtomicU64>();
+    for k in 0..words {
+        // SAFETY: `from + i + 8k .. + 8` is inside `src`; word `k` is inside the range.
+        unsafe {
+            let w = from.add(i + k * WORD).cast::<u64>().read_unaligned();
+            (*first.add(k)).store(w, Ordering::Relaxed);
         }
-        i += take;
+    }
+    i += words * WORD;
+    if i < n {
+        // SAFETY: `dst + i` is 8-aligned.
+        merge(unsafe { dst.add(i) }.cast::<AtomicU64>(), 0, &src[i..]);
     }
 }
 
