@@ -13,6 +13,7 @@ mod futex;
 mod image;
 mod mem;
 mod process;
+mod robust;
 
 #[cfg(test)]
 #[cfg_attr(loom, allow(unused_imports))]

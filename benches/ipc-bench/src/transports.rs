@@ -328,7 +328,7 @@ fn shm_child(arg: (SharedMemory, Semaphore, Semaphore, bool, Common)) {
                     shm.write_at(0, &buf);
                 }
             }
-            b.release();
+            b.release().expect("release");
         }
     });
 }
@@ -358,11 +358,11 @@ pub fn shm(size: usize, cpus: Cpus, mode: Mode, zero_copy: bool, next: Next<'_>)
                 Mode::Throughput => {
                     b.acquire();
                     read(&region);
-                    a.release();
+                    a.release().expect("release");
                 }
                 Mode::RoundTrip => timed(samples, || {
                     region.write_at(0, &body);
-                    a.release();
+                    a.release().expect("release");
                     b.acquire();
                     read(&region);
                 }),
@@ -404,7 +404,8 @@ fn futex_set(word: &AtomicU32, v: u32) {
 
 fn futex_child(arg: (SharedMemory, Common)) {
     let (shm, c) = arg;
-    let word = &shm.atomic_u32s()[0];
+    // SAFETY: this segment is only ever accessed as 32-bit atomics.
+    let word = &unsafe { shm.atomic_u32s() }[0];
     c.serve(|n| {
         for _ in 0..n {
             futex_wait_for(word, 1);
@@ -417,7 +418,8 @@ fn futex_child(arg: (SharedMemory, Common)) {
 pub fn futex_round_trip(cpus: Cpus, next: Next<'_>) -> Vec<Rep> {
     let shm = SharedMemory::new(64).expect("shared memory");
     let c = Common::new(0, cpus.1, Mode::RoundTrip);
-    let word = &shm.atomic_u32s()[0];
+    // SAFETY: this segment is only ever accessed as 32-bit atomics.
+    let word = &unsafe { shm.atomic_u32s() }[0];
     session(
         futex_child,
         (shm.clone(), c.share()),

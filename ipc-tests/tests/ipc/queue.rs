@@ -195,7 +195,9 @@ fn stress_consume(args: (Queue<Stress>, Array<u32>)) -> u64 {
             Err(GetError::Failed(e)) => panic!("get failed: {e}"),
         };
         let slot = (m.producer * per + m.seq) as usize;
-        seen.atomics()[slot].fetch_add(1, Ordering::AcqRel);
+        // SAFETY: `seen` is only ever accessed through atomics.
+        let slots = unsafe { seen.atomics() };
+        slots[slot].fetch_add(1, Ordering::AcqRel);
         if m.body.len() != stress_len(m.producer, m.seq)
             || checksum(&m.body) != m.checksum
             || m.body[..] != stress_body(m.producer, m.seq)[..]
@@ -233,7 +235,8 @@ fn run_stress(kill_one_consumer: bool) -> Result<StressRun, String> {
     if kill_one_consumer {
         let half = u64::from(STRESS_TOTAL / 2);
         let delivered = || {
-            seen.atomics()
+            // SAFETY: `seen` is only ever accessed through atomics.
+            unsafe { seen.atomics() }
                 .iter()
                 .map(|a| u64::from(a.load(Ordering::Relaxed)))
                 .sum::<u64>()
