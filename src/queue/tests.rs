@@ -596,30 +596,33 @@ fn disconnection_follows_handles() {
     assert!(matches!(t.join(), Err(GetTimeoutError::Disconnected)));
 }
 
-/// The lock word of a side's robust mutex (glibc's `pthread_mutex_t` starts with it).
-fn lock_word(cell: &LockCell) -> &std::sync::atomic::AtomicI32 {
-    assert!(std::mem::size_of::<LockCell>() >= std::mem::size_of::<libc::pthread_mutex_t>());
-    // SAFETY: a LockCell starts with the pthread mutex, whose first field is the 32-bit lock
-    // word; it lives in the mapped segment for as long as `cell` is borrowed.
-    unsafe { &*(cell as *const LockCell as *const std::sync::atomic::AtomicI32) }
+/// The lock word of a side's lock (the owner's thread id and a waiters bit: the first word of a
+/// `LockCell`).
+fn lock_word(cell: &LockCell) -> &std::sync::atomic::AtomicU32 {
+    assert!(std::mem::size_of::<LockCell>() >= std::mem::size_of::<u32>());
+    // SAFETY: a LockCell starts with the robust lock, whose first field is its 32-bit word; it
+    // lives in the mapped segment for as long as `cell` is borrowed.
+    unsafe { &*(cell as *const LockCell as *const std::sync::atomic::AtomicU32) }
 }
 
 #[test]
 fn a_lost_lock_wake_delays_a_consumer_but_never_wedges_it() {
-    // The state a waiter is left in when the process the kernel woke for it dies before taking
-    // the lock, and another takes and releases it meanwhile: the lock is free, and nobody will
-    // wake the sleepers. (Made here by hand: the word says "locked by a thread that does not
-    // exist", then is cleared without a wake.)
+    // The state a waiter is left in when a wake never comes: the lock is held by a live thread
+    // (this one, by its id), then freed without a wake. The sleeper must find out by itself.
     let q = Queue::<u32>::new().unwrap();
     q.put(8).unwrap();
     let word = lock_word(&q.st().cons.lock);
     assert_eq!(word.load(std::sync::atomic::Ordering::Acquire), 0);
-    word.store(0x3fff_fff0, std::sync::atomic::Ordering::Release);
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() } as u32;
+    word.store(me, std::sync::atomic::Ordering::Release);
     let consumer = {
         let q = q.clone();
         spawn_bounded(move || q.get_timeout(BOUND))
     };
     std::thread::sleep(Duration::from_millis(50)); // the consumer is asleep on the lock
+    // Still ours: a live owner is not taken over.
+    assert_eq!(word.load(std::sync::atomic::Ordering::Acquire) & 0x3fff_ffff, me);
     word.store(0, std::sync::atomic::Ordering::Release);
     assert_eq!(consumer.join().unwrap(), 8);
 }
