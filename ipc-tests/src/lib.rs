@@ -98,8 +98,25 @@ pub fn shm_entries() -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// Prefixes of the `/dev/shm` names multiproc gives (`create_unique`'s `mp-<pid>-…`, the
+/// temporary `.multiproc-<pid>-…` of a segment being built) and that the suite's tests give
+/// (`mp-test-…-<pid>`).
+const SUITE_PREFIXES: [&str; 2] = ["mp-", ".multiproc-"];
+
+/// True if `name` is a segment this suite could have made: one of our prefixes, and the suite's
+/// pid among its dash-separated parts. Other programs on the machine — another checkout's test
+/// suite included, which uses the same prefixes — create and remove segments during our run;
+/// they are none of our business.
+pub fn is_suite_segment(name: &str, suite_pid: u32) -> bool {
+    let pid = suite_pid.to_string();
+    SUITE_PREFIXES
+        .iter()
+        .any(|p| name.trim_start_matches('/').starts_with(p))
+        && name.split('-').any(|part| part == pid)
+}
+
 /// What the suite left behind: children still running or unreaped, and `/dev/shm` entries that
-/// were not there at the start. Stragglers are killed and reaped so that nothing outlives the
+/// were not there at the start and that the suite could have made (see [`is_suite_segment`]). Stragglers are killed and reaped so that nothing outlives the
 /// suite even when the check fails.
 pub fn leak_check(shm_before: &BTreeSet<String>) -> Vec<String> {
     let me = std::process::id() as i32;
@@ -117,7 +134,11 @@ pub fn leak_check(shm_before: &BTreeSet<String>) -> Vec<String> {
             libc::waitpid(child.pid, std::ptr::null_mut(), 0);
         }
     }
-    for name in shm_entries().difference(shm_before) {
+    let suite = std::process::id();
+    for name in shm_entries()
+        .difference(shm_before)
+        .filter(|n| is_suite_segment(n, suite))
+    {
         problems.push(format!("/dev/shm/{name} left behind"));
     }
     problems
@@ -129,5 +150,76 @@ pub fn become_subreaper() {
     // SAFETY: PR_SET_CHILD_SUBREAPER takes a boolean flag.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// Standard error of the whole suite (and of every child it starts, which inherit it), held
+/// in an unlinked temporary file until the end: children that panic on purpose stay quiet when
+/// everything passes, and everything is shown when a test failed.
+pub struct StderrCapture {
+    saved: std::os::fd::OwnedFd,
+    file: std::fs::File,
+}
+
+impl StderrCapture {
+    /// Points descriptor 2 at a fresh temporary file. `None` (and nothing changed) if that
+    /// cannot be done.
+    pub fn start() -> Option<StderrCapture> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let path = std::env::temp_dir().join(format!("ipc-tests-stderr-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .ok()?;
+        let _ = std::fs::remove_file(&path);
+        // SAFETY: F_DUPFD_CLOEXEC duplicates descriptor 2 onto a fresh descriptor we then own.
+        let saved = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+        if saved < 0 {
+            return None;
+        }
+        // SAFETY: `saved` was just created and is owned by nobody else.
+        let saved = unsafe { OwnedFd::from_raw_fd(saved) };
+        // SAFETY: both descriptors are valid; dup2 atomically replaces descriptor 2.
+        if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
+            return None;
+        }
+        Some(StderrCapture { saved, file })
+    }
+
+    /// Puts the real standard error back; with `show`, first copies what was captured to it.
+    pub fn finish(self, show: bool) {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let _ = std::io::stderr().flush();
+        // SAFETY: both descriptors are valid; dup2 atomically replaces descriptor 2.
+        unsafe { libc::dup2(self.saved.as_raw_fd(), 2) };
+        if show {
+            let mut file = self.file;
+            let mut text = Vec::new();
+            if file.rewind().is_ok() && file.read_to_end(&mut text).is_ok() && !text.is_empty() {
+                let mut err = std::io::stderr().lock();
+                let _ =
+                    err.write_all(b"\n---- standard error of the suite and its children ----\n");
+                let _ = err.write_all(&text);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_suite_segment;
+
+    #[test]
+    fn only_the_suites_own_segments_count() {
+        assert!(is_suite_segment("mp-4242-3-0000abcd", 4242));
+        assert!(is_suite_segment("mp-test-live-4242", 4242));
+        assert!(is_suite_segment(".multiproc-4242-7", 4242));
+        // Another program's segment, or another suite's (same prefix, other pid).
+        assert!(!is_suite_segment("mp-999-1-00000000", 4242));
+        assert!(!is_suite_segment("pulse-shm-4242", 4242));
+        assert!(!is_suite_segment("mp-42420-1-0", 4242));
     }
 }

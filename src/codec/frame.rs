@@ -44,13 +44,16 @@ pub fn encode_frame_header(len: usize, limit: usize) -> Result<[u8; HEADER_LEN],
 /// Feed it whatever a read returned with [`push`](Self::push) (or read straight into
 /// [`spare`](Self::spare) and [`commit`](Self::commit)), then take complete frames with
 /// [`next_frame`](Self::next_frame). A header that announces more than the limit is an error as
-/// soon as its four bytes are in, and the decoder refuses all further input: the stream cannot
-/// be resynchronised.
+/// soon as its four bytes are in (or as soon as the decoder next looks at it: any call but
+/// [`buffered`](Self::buffered)), and from then on the decoder drops all further input, holding
+/// no more than one read: the stream cannot be resynchronised.
 ///
 /// Memory: small frames share one buffer that is reused from frame to frame. A large frame
-/// (64 KiB or more) is assembled in a vector of its own, which grows with what has arrived (at
-/// most twice the bytes received, plus 1 MiB, and never beyond the frame's length) and is handed
-/// out by [`next_frame`](Self::next_frame) without a copy.
+/// (64 KiB or more) is assembled in a vector of its own, which grows with what has arrived: the
+/// room it reserves ahead is at most 1 MiB or as much as has arrived, whichever is more (or what
+/// a caller of [`spare`](Self::spare) or [`push`](Self::push) asked for), and never beyond the
+/// frame's length. It is handed out by [`next_frame`](Self::next_frame) without a copy; a vector
+/// of up to 64 MiB is kept for the next large frame.
 ///
 /// # Examples
 ///
@@ -173,6 +176,9 @@ impl FrameDecoder {
     /// assert_eq!(dec.next_frame().unwrap(), Some(vec![]));
     /// ```
     pub fn push(&mut self, mut bytes: &[u8]) {
+        if self.poisoned.is_some() {
+            return;
+        }
         while !bytes.is_empty() {
             let (target, room) = self.prepare(bytes.len(), false);
             let take = room.min(bytes.len());
@@ -257,14 +263,26 @@ impl FrameDecoder {
             self.compact();
             self.start_large_frame();
         }
+        if self.poisoned.is_some() {
+            // Nothing after a bad header can be used: drop it, keep only room for one read.
+            self.buf.clear();
+            self.pos = 0;
+            self.large = None;
+            let room = if read_ahead { min.max(READ_CHUNK) } else { min };
+            self.buf.reserve(room);
+            return (Target::Shared, room);
+        }
         if let Some(l) = &mut self.large {
             let missing = l.len - l.data.len();
             if missing > 0 {
                 let room = missing.min(min.max(RESERVE_STEP));
                 let have = l.data.len();
                 if l.data.capacity() < have + room {
-                    // Double as data arrives, never beyond the frame's length.
-                    let target = (2 * l.data.capacity()).max(have + room).min(l.len);
+                    // Double with what has arrived (so that a frame arriving in pieces is copied
+                    // a bounded number of times), never beyond the frame's length: room ahead is
+                    // at most what arrived, or the step (or what the caller asked), whichever is
+                    // more.
+                    let target = (2 * have).max(have + room).min(l.len);
                     l.data.reserve_exact(target - have);
                 }
                 return (Target::Large, room);

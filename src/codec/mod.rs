@@ -1,8 +1,9 @@
 //! How values cross a process boundary: serde with postcard, in length-prefixed frames.
 //!
 //! A *value* is encoded with [postcard], a compact, non-self-describing format: the sender and the
-//! receiver must agree on the type, which the typed APIs of this crate guarantee. A *frame* is a
-//! 4-byte little-endian length followed by that many payload bytes.
+//! receiver must agree on the type, which the typed APIs of this crate guarantee. Values are read
+//! back by this module's own reader of postcard's format, which bounds what a payload may build
+//! (below). A *frame* is a 4-byte little-endian length followed by that many payload bytes.
 //!
 //! Decoding is strict and never panics:
 //! - a frame longer than the configured limit is refused from its header alone, before anything
@@ -13,8 +14,20 @@
 //!   shorter value hiding in a longer frame almost always means that the two sides disagree on
 //!   the type.
 //!
-//! Memory used while decoding is bounded by the payload: postcard checks every length prefix
-//! against the bytes that are actually present, and serde caps the capacity it reserves ahead.
+//! Memory used while decoding is bounded by the payload. Strings and byte arrays are checked
+//! against the bytes actually present. Sequences and maps are charged against a budget of
+//! [`DECODE_AMPLIFICATION`] bytes per payload byte plus [`DECODE_SLACK`]: a collection of `n`
+//! elements of type `T` counts `n × max(size_of::<T>(), 1)` bytes, charged in full before its
+//! first element is decoded, so a hostile length (a `Vec<()>` of 2^62 elements in nine bytes, a
+//! `Vec<Option<[[u64; 32]; 32]>>` of `None`s at 8 KiB per byte) is [`CodecError::OverBudget`] at
+//! once. Nesting deeper than [`MAX_DEPTH`] is [`CodecError::TooDeep`], so a recursive type
+//! cannot overflow the stack.
+//!
+//! What that bounds, exactly: the elements of all sequences and maps a payload of `N` bytes
+//! decodes to add up to at most `DECODE_AMPLIFICATION × N + DECODE_SLACK` bytes, and strings and
+//! byte arrays to at most `N` bytes. A collection may reserve up to about twice what it holds
+//! (serde's `Vec` grows by doubling, a `HashMap` keeps spare buckets). Values outside collections
+//! (struct fields, boxes) have sizes fixed by their types.
 //!
 //! # Examples
 //!
@@ -35,6 +48,7 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod de;
 pub(crate) mod frame;
 
 pub use frame::{FrameDecoder, HEADER_LEN, encode_frame_header};
@@ -46,6 +60,66 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
 
 /// The largest frame that the 4-byte header can describe.
 pub const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
+
+/// Bytes of sequence and map elements that one payload byte may decode to.
+///
+/// A payload of `N` bytes may build `DECODE_AMPLIFICATION × N + DECODE_SLACK` bytes of
+/// elements (each element counted at its in-memory size, at least one byte); beyond that,
+/// decoding fails with [`CodecError::OverBudget`]. Ordinary data stays far below: a `Vec<u64>`
+/// of small numbers builds 8 bytes per byte, a `Vec<String>` of empty strings 24.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::codec::{self, CodecError, DECODE_AMPLIFICATION, DECODE_SLACK};
+///
+/// // A Vec<[u64; 32]> needs at least 32 payload bytes per element: always fine.
+/// let bytes = codec::encode(&vec![[7u64; 32]; 1000]).unwrap();
+/// assert!(codec::decode::<Vec<[u64; 32]>>(&bytes).is_ok());
+///
+/// // A Vec<Option<[[u64; 32]; 32]>> of Nones is 1 byte per 8 KiB element: refused. (Its encoding
+/// // is that of any vector of Nones: a length, then one zero byte per element.)
+/// let bytes = codec::encode(&vec![None::<u8>; 200_000]).unwrap();
+/// let budget = DECODE_AMPLIFICATION * bytes.len() + DECODE_SLACK;
+/// assert_eq!(
+///     codec::decode::<Vec<Option<[[u64; 32]; 32]>>>(&bytes).unwrap_err(),
+///     CodecError::OverBudget { budget }
+/// );
+/// ```
+pub const DECODE_AMPLIFICATION: usize = 64;
+
+/// Bytes of sequence and map elements that any payload may decode to, on top of
+/// [`DECODE_AMPLIFICATION`] per payload byte: 1 MiB.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::codec::{self, DECODE_SLACK};
+///
+/// // A `Vec<()>` of up to DECODE_SLACK elements is always accepted, whatever its length prefix.
+/// let bytes = codec::encode(&vec![(); DECODE_SLACK]).unwrap();
+/// assert_eq!(codec::decode::<Vec<()>>(&bytes).unwrap().len(), DECODE_SLACK);
+/// ```
+pub const DECODE_SLACK: usize = 1 << 20;
+
+/// How deeply values may nest (each option, struct, tuple, enum, newtype, sequence and map is
+/// a level).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::codec::{self, CodecError, MAX_DEPTH};
+///
+/// // Nested options, one byte a level: too deep past the limit, whatever the type allows.
+/// #[derive(serde::Deserialize)]
+/// struct List(Option<Box<List>>);
+/// let bytes = vec![1u8; 100_000];
+/// assert_eq!(
+///     codec::decode::<List>(&bytes).err(),
+///     Some(CodecError::TooDeep { limit: MAX_DEPTH })
+/// );
+/// ```
+pub const MAX_DEPTH: usize = 128;
 
 /// Why a value could not be encoded or decoded.
 ///
@@ -73,6 +147,16 @@ pub enum CodecError {
         /// How many bytes were left over.
         extra: usize,
     },
+    /// The value would hold more than its payload's budget: see [`DECODE_AMPLIFICATION`].
+    OverBudget {
+        /// The budget in bytes for this payload.
+        budget: usize,
+    },
+    /// The value nests deeper than [`MAX_DEPTH`].
+    TooDeep {
+        /// The limit in force.
+        limit: usize,
+    },
     /// A frame announced a length above the limit.
     Oversized {
         /// The announced (or attempted) length.
@@ -91,6 +175,14 @@ impl fmt::Display for CodecError {
             CodecError::TrailingBytes { extra } => {
                 write!(f, "{extra} unexpected byte(s) after the encoded value")
             }
+            CodecError::OverBudget { budget } => write!(
+                f,
+                "the value would hold more than the {budget} bytes its payload may decode to \
+                 (sequence or map lengths out of proportion with the bytes received)"
+            ),
+            CodecError::TooDeep { limit } => {
+                write!(f, "the value nests deeper than {limit} levels")
+            }
             CodecError::Oversized { len, limit } => {
                 write!(f, "frame of {len} bytes exceeds the limit of {limit} bytes")
             }
@@ -99,13 +191,6 @@ impl fmt::Display for CodecError {
 }
 
 impl std::error::Error for CodecError {}
-
-fn decode_error(e: postcard::Error) -> CodecError {
-    match e {
-        postcard::Error::DeserializeUnexpectedEnd => CodecError::Truncated,
-        other => CodecError::Invalid(other.to_string()),
-    }
-}
 
 /// Serializes `value` into a new buffer.
 ///
@@ -168,8 +253,9 @@ impl postcard::ser_flavors::Flavor for AppendTo<'_> {
 /// Deserializes one value that must fill `bytes` exactly.
 ///
 /// # Errors
-/// [`CodecError::Truncated`], [`CodecError::Invalid`] or [`CodecError::TrailingBytes`]; never a
-/// panic, whatever the input.
+/// [`CodecError::Truncated`], [`CodecError::Invalid`], [`CodecError::TrailingBytes`],
+/// [`CodecError::OverBudget`] (collections out of proportion with `bytes`: see
+/// [`DECODE_AMPLIFICATION`]) or [`CodecError::TooDeep`]; never a panic, whatever the input.
 ///
 /// # Examples
 ///
@@ -178,11 +264,16 @@ impl postcard::ser_flavors::Flavor for AppendTo<'_> {
 /// assert_eq!(v, [1, 2, 3]);
 /// ```
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, rest) = postcard::take_from_bytes(bytes).map_err(decode_error)?;
-    if !rest.is_empty() {
-        return Err(CodecError::TrailingBytes { extra: rest.len() });
+    let budget = bytes
+        .len()
+        .saturating_mul(DECODE_AMPLIFICATION)
+        .saturating_add(DECODE_SLACK);
+    let mut de = de::Decoder::new(bytes, budget, MAX_DEPTH);
+    let value = T::deserialize(&mut de).map_err(|e| *e.0)?;
+    match de.remaining() {
+        0 => Ok(value),
+        extra => Err(CodecError::TrailingBytes { extra }),
     }
-    Ok(value)
 }
 
 #[cfg(test)]

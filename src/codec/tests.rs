@@ -279,3 +279,212 @@ fn a_large_frame_reserves_with_what_arrives() {
     assert!(spare <= 1 << 20, "offered {spare} bytes");
     assert!(dec.capacity() <= 4 << 20, "holds {} bytes", dec.capacity());
 }
+
+/// A varint as postcard writes it.
+fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out
+}
+
+fn budget_for(len: usize) -> usize {
+    DECODE_AMPLIFICATION * len + DECODE_SLACK
+}
+
+#[test]
+fn a_sequence_of_nones_cannot_amplify() {
+    // The reported case: 200,003 bytes that would build 1.6 GB of `Option<[[u64; 32]; 32]>`.
+    let mut bytes = varint(200_000);
+    bytes.resize(bytes.len() + 200_000, 0);
+    assert_eq!(bytes.len(), 200_003);
+    assert_eq!(
+        decode::<Vec<Option<[[u64; 32]; 32]>>>(&bytes).unwrap_err(),
+        CodecError::OverBudget {
+            budget: budget_for(200_003)
+        }
+    );
+    // The same bytes are a perfectly good `Vec<Option<u8>>`.
+    assert_eq!(decode::<Vec<Option<u8>>>(&bytes).unwrap().len(), 200_000);
+}
+
+#[test]
+fn zero_sized_elements_are_bounded() {
+    // Nine bytes announcing 2^62 units: refused at once, not counted through.
+    let bytes = varint(1 << 62);
+    assert_eq!(bytes.len(), 9);
+    assert_eq!(
+        decode::<Vec<()>>(&bytes).unwrap_err(),
+        CodecError::OverBudget {
+            budget: budget_for(9)
+        }
+    );
+    assert!(matches!(
+        decode::<std::collections::HashSet<()>>(&bytes),
+        Err(CodecError::OverBudget { .. })
+    ));
+    // The budget holds across the whole payload, not per collection: 100 inner vectors of a
+    // million units each, in a few hundred bytes.
+    let mut bytes = varint(100);
+    for _ in 0..100 {
+        bytes.extend(varint(1_000_000));
+    }
+    assert!(matches!(
+        decode::<Vec<Vec<()>>>(&bytes),
+        Err(CodecError::OverBudget { .. })
+    ));
+    // Within the slack, zero-sized elements are fine.
+    let ok = encode(&vec![(); 1000]).unwrap();
+    assert_eq!(decode::<Vec<()>>(&ok).unwrap().len(), 1000);
+}
+
+#[test]
+fn maps_cannot_amplify() {
+    // Distinct keys, one byte each after the first 128, values `None`: 2–3 bytes an entry for
+    // 2 KiB of memory.
+    let n = 100_000u64;
+    let mut bytes = varint(n);
+    for k in 0..n {
+        bytes.extend(varint(k));
+        bytes.push(0);
+    }
+    let err = decode::<BTreeMap<u64, Option<[[u64; 32]; 8]>>>(&bytes).unwrap_err();
+    assert!(matches!(err, CodecError::OverBudget { .. }), "{err}");
+    let err = decode::<std::collections::HashMap<u64, Option<[[u64; 32]; 8]>>>(&bytes).unwrap_err();
+    assert!(matches!(err, CodecError::OverBudget { .. }), "{err}");
+    // Zero-sized keys and values still count one byte an entry.
+    let bytes = varint(1 << 40);
+    assert!(matches!(
+        decode::<BTreeMap<(), ()>>(&bytes),
+        Err(CodecError::OverBudget { .. })
+    ));
+    // Ordinary maps decode.
+    let m: BTreeMap<u64, Option<[u64; 4]>> = (0..1000).map(|k| (k, Some([k; 4]))).collect();
+    assert_eq!(
+        decode::<BTreeMap<u64, Option<[u64; 4]>>>(&encode(&m).unwrap()).unwrap(),
+        m
+    );
+}
+
+#[test]
+fn options_and_nested_arrays_cannot_amplify() {
+    // `Some` of a vector of Nones, inside a fixed array of vectors.
+    let mut inner = varint(50_000);
+    inner.resize(inner.len() + 50_000, 0);
+    let mut bytes = vec![1u8];
+    bytes.extend_from_slice(&inner);
+    assert!(matches!(
+        decode::<Option<Vec<Option<[[u64; 32]; 16]>>>>(&bytes),
+        Err(CodecError::OverBudget { .. })
+    ));
+    let mut bytes = Vec::new();
+    for _ in 0..4 {
+        bytes.extend_from_slice(&inner);
+    }
+    assert!(matches!(
+        decode::<[Vec<Option<[[u32; 16]; 16]>>; 4]>(&bytes),
+        Err(CodecError::OverBudget { .. })
+    ));
+    // A fixed array is paid for by its own bytes: big ones decode.
+    let big = vec![[[3u32; 16]; 16]; 100];
+    assert_eq!(
+        decode::<Vec<[[u32; 16]; 16]>>(&encode(&big).unwrap()).unwrap(),
+        big
+    );
+}
+
+#[test]
+fn recursion_is_bounded() {
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>, Box<Tree>),
+    }
+    // A million levels of `Node(Node(...` would overflow any stack.
+    let bytes = vec![1u8; 1_000_000];
+    assert_eq!(
+        decode::<Tree>(&bytes).unwrap_err(),
+        CodecError::TooDeep { limit: MAX_DEPTH }
+    );
+    // Shallow trees are fine.
+    let mut t = Tree::Leaf;
+    for _ in 0..20 {
+        t = Tree::Node(Box::new(t), Box::new(Tree::Leaf));
+    }
+    assert_eq!(decode::<Tree>(&encode(&t).unwrap()).unwrap(), t);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The decoder reads exactly what postcard's own reads, and fails where it fails.
+    #[test]
+    fn agrees_with_postcard(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        type T = (u16, i32, Option<i64>, u128, i128, char, bool, f32, Vec<String>);
+        let ours = decode::<T>(&bytes);
+        let theirs = postcard::take_from_bytes::<T>(&bytes);
+        match (&ours, &theirs) {
+            (Ok(a), Ok((b, []))) => {
+                prop_assert_eq!(format!("{a:?}"), format!("{b:?}"))
+            }
+            (Err(CodecError::TrailingBytes { extra }), Ok((_, rest))) => {
+                prop_assert_eq!(*extra, rest.len())
+            }
+            (Err(CodecError::Truncated), Err(postcard::Error::DeserializeUnexpectedEnd)) => {}
+            (Err(CodecError::Invalid(_)), Err(e)) if *e != postcard::Error::DeserializeUnexpectedEnd => {}
+            _ => prop_assert!(false, "ours {:?}, postcard's {:?}", ours, theirs),
+        }
+    }
+}
+
+#[test]
+fn a_poisoned_decoder_holds_nothing_more() {
+    let mut dec = FrameDecoder::new(1024);
+    dec.push(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        dec.next_frame(),
+        Err(CodecError::Oversized { .. })
+    ));
+    // 64 MiB more, by every way in: none of it is kept.
+    let chunk = vec![7u8; 1 << 20];
+    for i in 0..64 {
+        if i % 2 == 0 {
+            dec.push(&chunk);
+        } else {
+            let spare = dec.spare(chunk.len());
+            spare[..chunk.len()].copy_from_slice(&chunk);
+            dec.commit(chunk.len());
+        }
+        assert!(dec.capacity() <= 4 << 20, "holds {} bytes", dec.capacity());
+        assert!(matches!(
+            dec.next_frame(),
+            Err(CodecError::Oversized { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_large_frame_reserves_at_most_what_arrived_ahead() {
+    let len = 128usize << 20;
+    let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    dec.push(&(len as u32).to_le_bytes());
+    let mut arrived = 0usize;
+    let chunk = vec![1u8; 64 * 1024];
+    while arrived < 40 << 20 {
+        let spare = dec.spare(1);
+        let n = spare.len().min(chunk.len());
+        spare[..n].copy_from_slice(&chunk[..n]);
+        dec.commit(n);
+        arrived += n;
+        let ahead = dec.capacity().saturating_sub(arrived);
+        assert!(
+            ahead <= arrived.max(RESERVE_STEP_FOR_TESTS) + READ_CHUNK_FOR_TESTS,
+            "{ahead} bytes reserved ahead after {arrived}"
+        );
+    }
+}
+
+const READ_CHUNK_FOR_TESTS: usize = 64 * 1024;

@@ -14,8 +14,18 @@
 //!
 //! # Large messages in both directions
 //! A sender whose socket buffer is full reads what the peer is sending meanwhile into its own
-//! receive buffer (unless another thread is receiving). Two processes that send each other
-//! 64 MiB at the same moment therefore both finish, instead of waiting on each other forever.
+//! receive buffer (unless another thread is receiving), until one whole message is buffered.
+//! Two processes that send each other a 64 MiB message at the same moment therefore both
+//! finish, instead of waiting on each other forever; and a blocked sender holds at most one
+//! of its peer's messages (so at most the frame limit), however much the peer keeps sending:
+//! a peer that sends a second message before receiving waits for us to receive.
+//!
+//! # Deadlines
+//! `try_recv` and `poll(Some(Duration::ZERO))` never block, and a timeout bounds the whole
+//! call: waiting for another thread's receive to finish, and a large message that is still
+//! streaming in (what has arrived stays buffered for the next call). A descriptor made
+//! non-blocking behind our back (through [`AsFd`]) changes nothing: a receive waits for data
+//! with poll(2) instead of spinning.
 //!
 //! # Failures
 //! - The peer closed its end (or died) and nothing is left: [`ErrorKind::Disconnected`] — Python's
@@ -47,18 +57,24 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec::frame::Filled;
 use crate::codec::{self, CodecError, FrameDecoder, HEADER_LEN};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
 use crate::sys;
 
+mod io;
+mod slot;
 mod wait;
+
+use slot::{Lent, RecvSlot, RecvState};
 
 pub use wait::{Sentinel, Waitable, wait};
 
 /// The frame limit of a new connection: 1 GiB. See [`Connection::set_max_frame`].
 pub const DEFAULT_PIPE_FRAME_LIMIT: usize = codec::DEFAULT_MAX_FRAME;
+
+/// A receive buffer from this size on gets frames read straight into it (see `recv_direct`).
+const DIRECT_MIN: usize = 64 * 1024;
 
 /// Socket buffer size asked for (the kernel caps it): larger buffers move large messages with
 /// fewer wake-ups.
@@ -81,8 +97,8 @@ pub enum Nothing {}
 /// One end of a [`pipe`]: sends `S`, receives `R`.
 ///
 /// Sends are serialized by one lock and receives by another, so threads sharing an end never
-/// interleave frames. A sender blocked on a full socket reads what the peer sends meanwhile, so
-/// large messages sent both ways at once cannot deadlock. A peer that closed or died gives
+/// interleave frames. A sender blocked on a full socket reads what the peer sends meanwhile (up
+/// to one whole message), so large messages sent both ways at once cannot deadlock. A peer that closed or died gives
 /// [`ErrorKind::Disconnected`] once everything it sent has been received; a garbage, oversized
 /// or truncated frame gives [`ErrorKind::Codec`] and breaks the connection for good.
 ///
@@ -103,7 +119,7 @@ pub struct Connection<S, R = S> {
     limit: AtomicUsize,
     /// Held for the whole of a send; the buffer is reused for encoding.
     send: Mutex<Vec<u8>>,
-    recv: Mutex<RecvState>,
+    recv: RecvSlot,
     _types: PhantomData<fn(S) -> R>,
 }
 
@@ -111,13 +127,6 @@ pub struct Connection<S, R = S> {
 enum Step<'a> {
     Ready(&'a mut FrameDecoder),
     Pending(&'a mut RecvState),
-}
-
-struct RecvState {
-    decoder: FrameDecoder,
-    eof: bool,
-    /// Why the stream is unusable, once it is.
-    broken: Option<CodecError>,
 }
 
 impl<S, R> fmt::Debug for Connection<S, R> {
@@ -239,7 +248,7 @@ impl<S, R> Connection<S, R> {
             writable,
             limit: AtomicUsize::new(DEFAULT_PIPE_FRAME_LIMIT),
             send: Mutex::new(Vec::new()),
-            recv: Mutex::new(RecvState {
+            recv: RecvSlot::new(RecvState {
                 decoder: FrameDecoder::new(DEFAULT_PIPE_FRAME_LIMIT),
                 eof: false,
                 broken: None,
@@ -274,7 +283,8 @@ impl<S, R> Connection<S, R> {
 
     /// Sets the largest frame this end accepts when receiving (and the largest it sends).
     /// A longer incoming frame breaks the connection with [`CodecError::Oversized`] before
-    /// anything is allocated.
+    /// anything is allocated. Never blocks: a receive already under way applies the new limit
+    /// from its next frame header on.
     ///
     /// # Examples
     ///
@@ -287,7 +297,22 @@ impl<S, R> Connection<S, R> {
     pub fn set_max_frame(&self, limit: usize) {
         let limit = limit.min(codec::MAX_FRAME_LIMIT);
         self.limit.store(limit, Ordering::Relaxed);
-        lock(&self.recv).decoder.set_limit(limit);
+        // Applied when the receive state is next lent out (see `lend`).
+        drop(self.try_lend());
+    }
+
+    /// The receive state, once no other thread has it or `deadline` passed (`None`).
+    fn lend(&self, deadline: Option<Instant>) -> Option<Lent<'_>> {
+        let mut st = self.recv.take(deadline)?;
+        st.decoder.set_limit(self.max_frame());
+        Some(st)
+    }
+
+    /// The receive state if no other thread has it now.
+    fn try_lend(&self) -> Option<Lent<'_>> {
+        let mut st = self.recv.try_take()?;
+        st.decoder.set_limit(self.max_frame());
+        Some(st)
     }
 
     /// The largest frame this end accepts.
@@ -372,6 +397,11 @@ impl<S, R> Connection<S, R> {
                     Ok(Some(Err(frame.to_vec())))
                 }
             }
+            // Nothing buffered and a large buffer: the kernel copies the payload straight
+            // into `buf` (a scatter read of the header and the payload), as a bare read would.
+            Step::Pending(st) if buf.len() >= DIRECT_MIN && st.decoder.buffered() == 0 => {
+                self.recv_direct(st, buf)
+            }
             // A large frame that fits is read straight into `buf`: no second copy.
             Step::Pending(st) => match st.decoder.divert_large_into(buf) {
                 Some((len, have)) => self
@@ -386,31 +416,6 @@ impl<S, R> Connection<S, R> {
             Ok(None) => Err(RecvIntoError::Failed(unreachable_timeout())),
             Err(e) => Err(RecvIntoError::Failed(e)),
         }
-    }
-
-    /// Reads the rest of a diverted frame from the socket into `out[have..]`.
-    fn read_rest_into(&self, st: &mut RecvState, out: &mut [u8], mut have: usize) -> Result<usize> {
-        while have < out.len() {
-            match sys::read(self.fd.as_fd(), &mut out[have..]) {
-                Ok(0) => {
-                    st.eof = true;
-                    st.broken = Some(CodecError::Truncated);
-                    return Err(broken(CodecError::Truncated));
-                }
-                Ok(n) => have += n,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    st.eof = true;
-                    st.broken = Some(CodecError::Truncated);
-                    return Err(broken(CodecError::Truncated));
-                }
-                Err(e) => {
-                    // The frame's remaining bytes can no longer be accounted for.
-                    st.broken = Some(CodecError::Truncated);
-                    return Err(Error::io("receiving on a pipe failed", e));
-                }
-            }
-        }
-        Ok(have)
     }
 
     /// True if a message (or the end of the stream) is ready to be received within `timeout`
@@ -431,12 +436,21 @@ impl<S, R> Connection<S, R> {
     /// ```
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut st = lock(&self.recv);
+        // Another thread receiving past the deadline: nothing is ready for us.
+        let Some(mut st) = self.lend(deadline) else {
+            return Ok(false);
+        };
+        let mut first = true;
         loop {
             if st.broken.is_some() || st.eof || st.has_frame() {
                 return Ok(true);
             }
-            if !self.fill(&mut st, deadline)? {
+            // The deadline holds on every pass, also while a large frame streams in.
+            if !first && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            first = false;
+            if !self.fill(&mut st, deadline)? && !st.eof {
                 return Ok(false);
             }
         }
@@ -467,85 +481,6 @@ impl<S, R> Connection<S, R> {
         }
     }
 
-    /// Writes the parts with non-blocking sends; while the socket is full, reads what the peer
-    /// sends so that two large sends in opposite directions cannot wait on each other forever.
-    fn write_parts(&self, parts: &[&[u8]]) -> Result<()> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut done = 0;
-        while done < total {
-            let (rest, n) = sys::skip_parts(parts, done);
-            match sys::sendmsg(self.fd.as_fd(), &rest[..n], &[], true) {
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait_writable()?,
-                Err(e) => {
-                    return Err(match e.kind() {
-                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                            Error::new(
-                                ErrorKind::Disconnected,
-                                "the other end of the pipe is closed",
-                            )
-                        }
-                        _ => Error::io("sending on a pipe failed", e),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn wait_writable(&self) -> Result<()> {
-        // Only read meanwhile if no other thread is receiving (it would be reading anyway).
-        let mut st = if self.readable {
-            self.recv.try_lock().ok()
-        } else {
-            None
-        };
-        let watch_in = st.as_ref().is_some_and(|s| !s.eof && s.broken.is_none());
-        let mut fds = [sys::pollfd(self.fd.as_fd(), sys::POLLOUT)];
-        if watch_in {
-            fds[0].events |= sys::POLLIN;
-        }
-        sys::poll(&mut fds, None).map_err(|e| Error::io("waiting on a pipe failed", e))?;
-        if let Some(st) = st
-            .as_mut()
-            .filter(|_| watch_in && fds[0].revents & sys::POLLIN != 0)
-        {
-            self.read_once(st, true)?;
-        }
-        Ok(())
-    }
-
-    /// Reads once; returns false if nothing was available (non-blocking) or at end of stream.
-    fn read_once(&self, st: &mut RecvState, nonblocking: bool) -> Result<bool> {
-        match st.decoder.read_from(self.fd.as_fd(), nonblocking, None) {
-            Ok(Filled::Bytes(_)) => Ok(true),
-            Ok(Filled::Empty) => Ok(false),
-            Ok(Filled::Closed) => {
-                st.eof = true;
-                Ok(false)
-            }
-            Err(e) => Err(Error::io("receiving on a pipe failed", e)),
-        }
-    }
-
-    /// Waits for more bytes until `deadline`; false if it passed (or the stream ended).
-    fn fill(&self, st: &mut RecvState, deadline: Option<Instant>) -> Result<bool> {
-        if let Some(d) = deadline {
-            if self.read_once(st, true)? {
-                return Ok(true);
-            }
-            if st.eof {
-                return Ok(false);
-            }
-            if !sys::wait_fd(self.fd.as_fd(), sys::POLLIN, Some(d))
-                .map_err(|e| Error::io("waiting on a pipe failed", e))?
-            {
-                return Ok(false);
-            }
-        }
-        self.read_once(st, deadline.is_some())
-    }
-
     /// Waits for a frame and lets `f` take it: with [`Step::Ready`] `f` must take the complete
     /// frame and return `Some`; with [`Step::Pending`] (before each wait for more bytes) it may
     /// take the incoming frame another way, or return `None`. `Ok(None)` if the deadline passed.
@@ -560,7 +495,11 @@ impl<S, R> Connection<S, R> {
                 "this end of a one-way pipe cannot receive",
             ));
         }
-        let mut st = lock(&self.recv);
+        // Another thread receiving past our deadline: nothing for us in time.
+        let Some(mut st) = self.lend(deadline) else {
+            return Ok(None);
+        };
+        let mut first = true;
         loop {
             if let Some(e) = &st.broken {
                 return Err(broken(e.clone()));
@@ -590,10 +529,13 @@ impl<S, R> Connection<S, R> {
             if let Some(v) = f(Step::Pending(&mut st))? {
                 return Ok(Some(v));
             }
-            if !self.fill(&mut st, deadline)?
-                && !st.eof
-                && deadline.is_some_and(|d| Instant::now() >= d)
-            {
+            // The deadline holds on every pass, also while a large frame streams in (after one
+            // read at least, so that `try_recv` takes what has already arrived).
+            if !first && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            first = false;
+            if !self.fill(&mut st, deadline)? && !st.eof {
                 return Ok(None);
             }
         }
@@ -622,7 +564,7 @@ impl<S: Serialize, R> Connection<S, R> {
         buf.clear();
         buf.extend_from_slice(&[0; HEADER_LEN]);
         codec::encode_into(value, &mut buf)
-            .map_err(|e| Error::codec("the value could not be serialized", e))?;
+            .map_err(|e| Error::codec(format!("sending a {}", std::any::type_name::<S>()), e))?;
         let header = codec::encode_frame_header(buf.len() - HEADER_LEN, limit)
             .map_err(|e| Error::codec("message too large", e))?;
         buf[..HEADER_LEN].copy_from_slice(&header);
@@ -703,13 +645,6 @@ impl<S, R: DeserializeOwned> Connection<S, R> {
 impl<S, R> AsFd for Connection<S, R> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
-    }
-}
-
-impl RecvState {
-    fn has_frame(&mut self) -> bool {
-        // A bad header counts as ready: the next receive reports it.
-        self.decoder.has_frame().unwrap_or(true)
     }
 }
 

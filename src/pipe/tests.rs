@@ -142,9 +142,165 @@ fn peer_closing_mid_frame_is_truncated_on_the_decoder_path() {
 fn limit_is_read_without_the_receive_lock() {
     bounded(|| {
         let (a, _b) = pipe::<u8>().unwrap();
-        let _receiving = lock(&a.recv);
+        let _receiving = a.recv.try_take().expect("nobody else receives");
         // Would deadlock if `max_frame` (used by every send) took the receive lock.
         assert_eq!(a.max_frame(), DEFAULT_PIPE_FRAME_LIMIT);
         assert!(a.as_fd().as_raw_fd() >= 0);
     });
+}
+
+/// Waits until another thread has the receive state out (it is blocked receiving).
+fn until_receiving<S, R>(c: &Connection<S, R>) {
+    loop {
+        match c.recv.try_take() {
+            Some(st) => {
+                drop(st);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            None => return,
+        }
+    }
+}
+
+#[test]
+fn try_and_timed_calls_never_wait_behind_a_blocking_recv() {
+    bounded(|| {
+        let (a, b) = pipe::<u8>().unwrap();
+        let b = std::sync::Arc::new(b);
+        let receiver = {
+            let b = b.clone();
+            std::thread::spawn(move || b.recv().unwrap())
+        };
+        until_receiving(&b);
+        // Each of these took the receive lock and waited for the blocked `recv` before.
+        assert_eq!(b.try_recv().unwrap(), None);
+        assert_eq!(
+            b.recv_timeout(std::time::Duration::from_millis(20))
+                .unwrap(),
+            None
+        );
+        assert!(!b.poll(Some(std::time::Duration::ZERO)).unwrap());
+        b.set_max_frame(1 << 20);
+        assert_eq!(b.max_frame(), 1 << 20);
+        a.send(&5).unwrap();
+        assert_eq!(receiver.join().unwrap(), 5);
+    });
+}
+
+#[test]
+fn deadlines_hold_while_a_large_frame_streams_in() {
+    bounded(|| {
+        let (a, b) = pipe::<()>().unwrap();
+        let msg = pattern(64 << 20, 3);
+        let m = msg.clone();
+        let sender = std::thread::spawn(move || b.send_bytes(&m).unwrap());
+        assert!(sys::wait_fd(a.as_fd(), sys::POLLIN, None).unwrap());
+        // One read cannot complete a 64 MiB frame: a zero timeout must give up after it
+        // instead of reading for as long as bytes keep coming.
+        assert!(!a.poll(Some(std::time::Duration::ZERO)).unwrap());
+        assert_eq!(a.try_recv().unwrap(), None);
+        assert_eq!(a.recv_bytes().unwrap(), msg);
+        sender.join().unwrap();
+    });
+}
+
+#[test]
+fn a_blocked_sender_buffers_at_most_one_frame_of_its_peer() {
+    bounded(|| {
+        const FRAMES: usize = 40;
+        const FRAME: usize = 1 << 20;
+        let (a, b) = pipe::<()>().unwrap();
+        let peer = std::thread::spawn(move || {
+            for i in 0..FRAMES {
+                b.send_bytes(&pattern(FRAME, i as u8)).unwrap();
+            }
+            b.recv_bytes().unwrap().len()
+        });
+        a.send_bytes(&pattern(8 << 20, 1)).unwrap();
+        let held = a.recv.try_take().unwrap().decoder.buffered();
+        assert!(
+            held <= FRAME + HEADER_LEN + (128 << 10),
+            "a blocked sender buffered {held} bytes of its peer's messages"
+        );
+        for i in 0..FRAMES {
+            assert_eq!(a.recv_bytes().unwrap(), pattern(FRAME, i as u8));
+        }
+        assert_eq!(peer.join().unwrap(), 8 << 20);
+    });
+}
+
+#[test]
+fn a_non_blocking_descriptor_waits_instead_of_failing() {
+    bounded(|| {
+        let (a, mut raw) = with_raw_peer();
+        sys::set_nonblocking(a.as_fd()).unwrap();
+        let msg = pattern(1 << 20, 5);
+        let m = msg.clone();
+        let writer = std::thread::spawn(move || {
+            raw.write_all(&(m.len() as u32).to_le_bytes()).unwrap();
+            raw.write_all(&m[..100_000]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            raw.write_all(&m[100_000..]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            raw.write_all(&[1, 0, 0, 0, 9]).unwrap();
+            raw
+        });
+        let mut buf = vec![0u8; 2 << 20];
+        let n = a.recv_bytes_into(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &msg[..]);
+        assert_eq!(a.recv_bytes().unwrap(), [9]);
+        drop(writer.join().unwrap());
+    });
+}
+
+#[test]
+fn wait_on_a_simplex_writer_wakes_when_the_reader_is_gone() {
+    bounded(|| {
+        let (reader, writer) = simplex::<u8>().unwrap();
+        assert!(
+            crate::wait(&[&writer], Some(std::time::Duration::from_millis(10)))
+                .unwrap()
+                .is_empty()
+        );
+        drop(reader);
+        assert_eq!(
+            crate::wait(&[&writer], Some(std::time::Duration::from_secs(30))).unwrap(),
+            [0]
+        );
+    });
+}
+
+#[test]
+fn wait_does_not_report_a_header_alone() {
+    bounded(|| {
+        let (a, mut raw) = with_raw_peer();
+        raw.write_all(&[3, 0, 0, 0]).unwrap();
+        let short = std::time::Duration::from_millis(50);
+        assert!(crate::wait(&[&a], Some(short)).unwrap().is_empty());
+        raw.write_all(&[1, 2, 3]).unwrap();
+        assert_eq!(
+            crate::wait(&[&a], Some(std::time::Duration::from_secs(30))).unwrap(),
+            [0]
+        );
+        assert_eq!(a.recv_bytes().unwrap(), [1, 2, 3]);
+    });
+}
+
+/// A value whose `Serialize` refuses.
+struct Refuses;
+
+impl Serialize for Refuses {
+    fn serialize<Z: Serializer>(&self, _: Z) -> std::result::Result<Z::Ok, Z::Error> {
+        Err(serde::ser::Error::custom("refused"))
+    }
+}
+
+#[test]
+fn a_failed_serialize_names_the_type_and_says_so_once() {
+    let (a, _b) = pipe::<Refuses>().unwrap();
+    let err = a.send(&Refuses).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Codec);
+    assert!(text.contains("Refuses"), "{text}");
+    assert_eq!(text.matches("could not be serialized").count(), 1, "{text}");
 }

@@ -14,6 +14,7 @@ use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink};
 use super::wire::Bytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::Target;
+use crate::process::handles::Transits;
 
 /// Counts of a pool's work so far, in items (a `map` chunk counts its items).
 ///
@@ -110,6 +111,7 @@ struct Encoded {
     ends: Vec<u32>,
     fds: Vec<std::os::fd::OwnedFd>,
     fd_counts: Vec<u32>,
+    transits: Transits,
 }
 
 /// Encodes items into one buffer, back to back, recording where each ends; handles inside
@@ -119,9 +121,11 @@ fn encode_items<'a, A: Serialize + 'a>(items: impl IntoIterator<Item = &'a A>) -
     let mut ends = Vec::new();
     let mut fds = Vec::new();
     let mut fd_counts = Vec::new();
+    let mut transits = Transits::default();
     for item in items {
-        let (bytes, item_fds) = crate::process::handles::encode_with_fds(item)
-            .map_err(|e| Error::codec("the task's argument could not be serialized", e))?;
+        let (bytes, item_fds, item_transits) =
+            crate::process::handles::encode_with_handles(item)
+                .map_err(|e| Error::codec("the task's argument could not be serialized", e))?;
         data.extend_from_slice(&bytes);
         let end = u32::try_from(data.len()).map_err(|_| {
             Error::new(
@@ -132,6 +136,7 @@ fn encode_items<'a, A: Serialize + 'a>(items: impl IntoIterator<Item = &'a A>) -
         ends.push(end);
         fd_counts.push(item_fds.len() as u32);
         fds.extend(item_fds);
+        transits.extend(item_transits);
     }
     if fds.len() > MAX_TASK_FDS {
         return Err(Error::new(
@@ -150,6 +155,7 @@ fn encode_items<'a, A: Serialize + 'a>(items: impl IntoIterator<Item = &'a A>) -
         ends,
         fds,
         fd_counts,
+        transits,
     })
 }
 
@@ -332,6 +338,7 @@ impl Pool {
             ends: e.ends,
             fds: e.fds,
             fd_counts: e.fd_counts,
+            transits: e.transits,
             sink,
             first: 0,
         }])?;
@@ -473,6 +480,7 @@ impl Pool {
                 ends: e.ends,
                 fds: e.fds,
                 fd_counts: e.fd_counts,
+                transits: e.transits,
                 sink: sink.clone(),
                 first: k * size,
             });

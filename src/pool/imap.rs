@@ -155,6 +155,7 @@ where
             ends,
             fds: Vec::new(),
             fd_counts: Vec::new(),
+            transits: Default::default(),
             sink: Arc::new(Decode::<R, ImapSink<R>>::new(self.sink.clone())),
             first,
         };

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::result::Sink;
 use super::wire::{Bytes, TaskMsg};
 use crate::error::{Error, ErrorKind, Result};
+use crate::process::handles::Transits;
 use crate::process::{Outcome, Target};
 use crate::sys::Exit;
 
@@ -18,6 +19,8 @@ pub(crate) struct NewTask {
     /// The descriptors of the handles in the arguments, and how many each item has.
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) fd_counts: Vec<u32>,
+    /// The handles in the arguments that want to know which worker receives them.
+    pub(crate) transits: Transits,
     pub(crate) sink: Arc<dyn Sink>,
     /// Index of the task's first item in its job.
     pub(crate) first: usize,
@@ -78,6 +81,10 @@ pub(crate) struct Task {
     pub(crate) msg: TaskMsg,
     /// Descriptors sent with the task to whichever worker takes it (kept for a re-dispatch).
     pub(crate) fds: Vec<OwnedFd>,
+    /// The handles in the arguments that are told which worker receives them, and the last
+    /// worker they were told of (announced once per worker, before it can decode them).
+    pub(crate) transits: Transits,
+    pub(crate) announced_to: Option<u32>,
     /// The size of the task's arguments, in bytes.
     pub(crate) size: usize,
     pub(crate) count: usize,

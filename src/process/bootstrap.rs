@@ -4,47 +4,48 @@
 //! control socket on descriptor 0. It is caught before `main` by a constructor in the
 //! `.init_array` section (so neither the user's `main` nor a test harness runs in the child), or,
 //! should that constructor not run on some platform, by [`init`] at the top of `main`.
+//!
+//! The rules a program's image must follow, and what the hook does about each:
+//! - **Which copy.** The variable names the copy of this crate that started the child (a hash of
+//!   its version and source path, and its hook's offset in its object): a program that links two
+//!   versions has two hooks, and each leaves alone a child that the other started.
+//! - **Addressed to this process.** A value from another protocol version or another copy is
+//!   ignored. A value that names another parent, with a standard input that is not a socket, is
+//!   an inherited leftover: ignored too, and `main` runs. A value that names our parent while
+//!   standard input is no socket, or that names a parent that is gone while standard input is a
+//!   socket, is a broken start: a line on stderr, then exit status 3.
+//! - **Secure execution.** In a setuid, setgid or file-capability program (`AT_SECURE`), the
+//!   variable is ignored with a line on stderr: it and standard input come from a less
+//!   privileged caller, who must not choose which code runs.
+//! - **Constructors.** Before taking over, the hook calls the `.init_array` entries that come
+//!   after it in the executable, as the loader would have before `main` (so registrations made
+//!   with `ctor`-style crates or C++ static initialisers linked after this crate run once in the
+//!   child too). Constructors before it, and those of shared libraries, ran already.
+//! - **Runtime.** The child's work runs on the main thread before std's `main` set-up, so the
+//!   thread has no name (a panic message says `<unnamed>`: std offers no way to name a running
+//!   thread). What else std would have done is done here: a stack overflow prints std's message
+//!   and aborts (instead of a silent SIGSEGV), standard input is `/dev/null`, and closed
+//!   standard output or error descriptors are opened on `/dev/null`. `std::env::args()` holds
+//!   the parent's arguments, as Python's spawn restores `sys.argv`.
 
-use std::cell::RefCell;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use super::channel::Channel;
 use super::function::{CallError, Target};
+use super::identity::set_child_identity;
+use super::panics::{capture_in_child, panicked};
 use super::protocol::{
-    Bootstrap, CHILD_ENV, Hello, Identity, Job, Outcome, PROTOCOL_VERSION, Request,
+    Bootstrap, CHILD_ENV, ChildEnv, Hello, Job, Outcome, PROTOCOL_VERSION, Request,
 };
-use crate::sys;
+use crate::sys::{self, InitFn};
 
 /// Set once `init()` ran in this process, or this process is a child (which is initialised by
 /// construction).
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
-
-/// Who this process is, when it is a child. A forked child replaces what it copied.
-static ME: Mutex<Option<Arc<ChildIdentity>>> = Mutex::new(None);
-
-pub(crate) struct ChildIdentity {
-    pub(crate) me: Identity,
-    pub(crate) parent_pid: u32,
-    pub(crate) parent_name: String,
-}
-
-/// This process's identity as a child, or `None` in the main process.
-pub(crate) fn child_identity() -> Option<Arc<ChildIdentity>> {
-    ME.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// Records who this process is (after the bootstrap message, or right after a fork).
-pub(crate) fn set_child_identity(me: Identity, parent_pid: u32, parent_name: String) {
-    *ME.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ChildIdentity {
-        me,
-        parent_pid,
-        parent_name,
-    }));
-}
 
 pub(crate) fn is_initialized() -> bool {
     INITIALIZED.load(Ordering::Acquire)
@@ -56,10 +57,20 @@ const EXIT_FAILED: i32 = 1;
 const EXIT_REFUSED: i32 = 3;
 
 /// Runs before `main` in every program that links this crate. It does nothing unless this
-/// process was started as a multiproc child, in which case it never returns.
-extern "C" fn child_hook() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        run_spawned_child();
+/// process was started as a child by this copy of the crate, in which case it never returns.
+extern "C" fn child_hook(
+    argc: std::ffi::c_int,
+    argv: *const *const std::ffi::c_char,
+    envp: *const *const std::ffi::c_char,
+) {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    if let Some(parent) = claim() {
+        // SAFETY: `CHILD_HOOK` is the `.init_array` entry that the loader is running now, with
+        // these arguments, and `run_spawned_child` never returns.
+        unsafe { sys::run_constructors_after(&CHILD_HOOK, argc, argv, envp) };
+        run_spawned_child(parent, true);
     }
 }
 
@@ -67,7 +78,83 @@ extern "C" fn child_hook() {
 // `used` keeps it through optimisation; `hook_anchor` keeps its object file in the link.
 #[used]
 #[unsafe(link_section = ".init_array")]
-static CHILD_HOOK: extern "C" fn() = child_hook;
+static CHILD_HOOK: InitFn = child_hook;
+
+/// This copy of the crate, as the environment names it: a hash of its version and source path
+/// (two copies in one program differ in one or the other), and the offset of its hook in the
+/// object that holds it (two copies are two hooks).
+pub(crate) fn copy_tag() -> &'static str {
+    const SOURCE: u64 = fnv1a(concat!(env!("CARGO_PKG_VERSION"), "@", file!()).as_bytes());
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let hook = child_hook as InitFn as usize;
+        let offset = sys::object_base(hook).map_or(0, |base| hook.wrapping_sub(base));
+        format!("{SOURCE:016x}{offset:x}")
+    })
+}
+
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash = (hash ^ bytes[i] as u64).wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// The value of [`CHILD_ENV`] for a child of this process.
+pub(crate) fn child_env_value() -> String {
+    ChildEnv::format(sys::getpid(), copy_tag())
+}
+
+/// Decides whether [`CHILD_ENV`] makes this process a child of this copy of the crate: returns
+/// the parent's pid if so. Values that are not addressed to this process are left alone; a
+/// start that is addressed to it but broken is reported on stderr and ends the process.
+fn claim() -> Option<i32> {
+    let value = std::env::var_os(CHILD_ENV)?;
+    let env = ChildEnv::parse(value.to_str()?)?;
+    if env.version != PROTOCOL_VERSION || env.copy != copy_tag() {
+        // Another copy of the crate in this program, or another version: not ours to act on.
+        return None;
+    }
+    if sys::is_secure_execution() {
+        say(format_args!(
+            "ignoring {CHILD_ENV}: this is a setuid, setgid or file-capability program, which \
+             never acts as a child (its environment comes from a less privileged caller)"
+        ));
+        return None;
+    }
+    let stdin_is_socket = sys::is_socket(std::io::stdin().as_fd());
+    let ppid = sys::getppid();
+    match (ppid == env.parent, stdin_is_socket) {
+        (true, true) => Some(env.parent),
+        // An inherited leftover, not addressed to this process: run as a normal program.
+        (false, false) => None,
+        (true, false) => {
+            say(format_args!(
+                "{CHILD_ENV} makes this process a child of process {}, but its standard input \
+                 is not the control socket; exiting with status {EXIT_REFUSED}",
+                env.parent
+            ));
+            sys::exit_immediately(EXIT_REFUSED)
+        }
+        (false, true) => {
+            say(format_args!(
+                "{CHILD_ENV} names process {} as this child's parent, but its parent is process \
+                 {ppid} (the parent exited while the child started?); exiting with status \
+                 {EXIT_REFUSED}",
+                env.parent
+            ));
+            sys::exit_immediately(EXIT_REFUSED)
+        }
+    }
+}
+
+/// One line on stderr, whatever state stderr is in.
+fn say(what: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "multiproc: {what}");
+}
 
 /// Referenced from the start path, so that any program able to start a child links the hook.
 pub(crate) fn hook_anchor() {
@@ -105,37 +192,44 @@ pub(crate) fn hook_anchor() {
 /// }
 /// ```
 pub fn init() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        run_spawned_child();
+    if std::env::var_os(CHILD_ENV).is_some()
+        && let Some(parent) = claim()
+    {
+        run_spawned_child(parent, false);
     }
     hook_anchor();
     INITIALIZED.store(true, Ordering::Release);
 }
 
-/// The life of a spawned child, from the environment variable to its exit.
-fn run_spawned_child() -> ! {
-    let value = std::env::var(CHILD_ENV).unwrap_or_default();
+/// The life of a spawned child of `parent`, from the environment variable to its exit;
+/// `pre_main` when std's runtime set-up has not run (taken over by the hook).
+fn run_spawned_child(parent: i32, pre_main: bool) -> ! {
     // SAFETY: this runs before `main` (or first thing in it, per `init`'s contract), when no
     // other thread of this program reads or writes the environment.
     unsafe { std::env::remove_var(CHILD_ENV) };
-    let parent_pid = parse_env(&value);
     // Die with the parent. The signal follows the thread that created us, which the parent
-    // keeps alive for its whole life (see `launch`). If the parent died before this line, we
-    // are already an orphan and the signal will never come: check.
+    // keeps alive for its whole life (see `launch`). If the parent died since `claim` looked,
+    // we are already an orphan and the signal will never come: check again.
     let _ = sys::set_parent_death_signal(sys::SIGKILL);
-    match parent_pid {
-        Some(pid) if sys::getppid() == pid => {}
-        // Parent already gone, or a foreign value in our environment.
-        _ => sys::exit_immediately(EXIT_REFUSED),
+    if sys::getppid() != parent {
+        sys::exit_immediately(EXIT_REFUSED);
+    }
+    // As std does before `main`: standard output and error are never left closed, so that no
+    // file opened later takes their numbers.
+    for fd in [1, 2] {
+        if !sys::fd_is_open(fd) {
+            let _ = sys::redirect_to_devnull(fd);
+        }
+    }
+    if pre_main {
+        // std's own handler is in place when `main` runs.
+        sys::report_stack_overflow();
     }
     sys::ignore_sigpipe();
     INITIALIZED.store(true, Ordering::Release);
 
     let stdin = std::io::stdin();
     let fd0: BorrowedFd<'_> = stdin.as_fd();
-    if !sys::is_socket(fd0) {
-        sys::exit_immediately(EXIT_REFUSED);
-    }
     let sock = match sys::dup_cloexec(fd0) {
         Ok(s) => s,
         Err(_) => sys::exit_immediately(EXIT_REFUSED),
@@ -154,7 +248,7 @@ fn run_spawned_child() -> ! {
     if let Err(why) = boot.build.verify() {
         refuse(&chan, why);
     }
-    set_child_identity(boot.me, parent_pid.unwrap_or(0) as u32, boot.parent_name);
+    set_child_identity(boot.me, parent as u32, boot.parent_name);
     if chan
         .send(&Hello::Ready {
             pid: sys::getpid() as u32,
@@ -180,14 +274,6 @@ fn run_spawned_child() -> ! {
     }
 }
 
-fn parse_env(value: &str) -> Option<i32> {
-    let (version, pid) = value.split_once(':')?;
-    if version.parse::<u32>().ok()? != PROTOCOL_VERSION {
-        return None;
-    }
-    pid.parse().ok()
-}
-
 fn refuse(chan: &Channel, why: String) -> ! {
     let _ = chan.send(&Hello::Refused(why));
     sys::exit_immediately(EXIT_REFUSED)
@@ -211,7 +297,7 @@ pub(crate) fn run_closure(
     chan: &Channel,
     f: Box<dyn FnOnce() -> Result<Vec<u8>, crate::codec::CodecError>>,
 ) -> i32 {
-    install_panic_capture();
+    capture_in_child(false);
     let (outcome, result) = match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(bytes)) => (Outcome::Returned, Some(bytes)),
         Ok(Err(e)) => (Outcome::BadResult(e.to_string()), None),
@@ -223,6 +309,16 @@ pub(crate) fn run_closure(
 /// Sends the outcome (and result) to the parent; returns the exit status that goes with it,
 /// or `Err` when the parent can no longer be told.
 fn report(chan: &Channel, outcome: &Outcome, result: Option<&[u8]>) -> Result<i32, ()> {
+    // Too large for a frame: a codec failure of this call, reported as such (a worker stays
+    // usable), not a dead child.
+    if let Some(r) = result.filter(|r| r.len() > crate::codec::MAX_FRAME_LIMIT) {
+        let why = format!(
+            "the result is {} bytes, more than one frame can carry ({} bytes)",
+            r.len(),
+            crate::codec::MAX_FRAME_LIMIT
+        );
+        return report(chan, &Outcome::BadResult(why), None);
+    }
     // One system call for both frames: the parent wakes once, usually after we have exited.
     chan.send_message(outcome, result, &[]).map_err(drop)?;
     Ok(match outcome {
@@ -260,7 +356,7 @@ pub(crate) fn serve(chan: &mut Channel) {
 /// Calls `target` with `args` (whose handles take their descriptors from `fds`), catching a
 /// panic.
 fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<Vec<u8>>) {
-    install_panic_capture();
+    capture_in_child(false);
     let call = || super::handles::with_incoming(fds, || target.invoke(args));
     match panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(bytes)) => (Outcome::Returned, Some(bytes)),
@@ -268,37 +364,4 @@ fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<V
         Ok(Err(CallError::Result(e))) => (Outcome::BadResult(e.to_string()), None),
         Err(payload) => (panicked(payload), None),
     }
-}
-
-thread_local! {
-    /// Where the last panic on this thread happened, recorded by the hook.
-    static LAST_PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Wraps the panic hook once so that panics record their location; the previous hook still
-/// prints the usual message on stderr.
-fn install_panic_capture() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            let location = info
-                .location()
-                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-            LAST_PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
-            previous(info);
-        }));
-    });
-}
-
-fn panicked(payload: Box<dyn std::any::Any + Send>) -> Outcome {
-    let message = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any> (a panic payload that is not a string)".to_string()
-    };
-    let location = LAST_PANIC_LOCATION.with(|slot| slot.borrow_mut().take());
-    Outcome::Panicked { message, location }
 }

@@ -47,13 +47,19 @@ impl Channel {
         }
     }
 
-    /// Sends one frame holding `payload`, with `fds` attached (SCM_RIGHTS).
-    pub(crate) fn send_bytes_with_fds(&self, payload: &[u8], fds: &[OwnedFd]) -> Result<()> {
+    /// Sends one frame holding `payload`, with `fds` attached (SCM_RIGHTS), giving up at
+    /// `deadline` (see [`is_timeout`]; part of the frame may then be out).
+    pub(crate) fn send_bytes_with_fds_until(
+        &self,
+        payload: &[u8],
+        fds: &[OwnedFd],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let header = codec::encode_frame_header(payload.len(), codec::MAX_FRAME_LIMIT)
             .map_err(|e| Error::codec("message too large for one frame", e))?;
         let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-        sys::send_all_parts(self.fd.as_fd(), &[&header, payload], &fds)
-            .map_err(|e| disconnected_or_io(e, "sending to the other process failed"))
+        sys::send_all_parts_until(self.fd.as_fd(), &[&header, payload], &fds, deadline)
+            .map_err(|e| send_error(e, "sending to the other process failed"))
     }
 
     /// Takes the descriptors received so far.
@@ -74,6 +80,18 @@ impl Channel {
         payload: Option<&[u8]>,
         fds: &[OwnedFd],
     ) -> Result<()> {
+        self.send_message_until(value, payload, fds, None)
+    }
+
+    /// Like [`send_message`](Self::send_message), giving up at `deadline` (see
+    /// [`is_timeout`]; part of the message may then be out: the channel is unusable).
+    pub(crate) fn send_message_until<T: Serialize>(
+        &self,
+        value: &T,
+        payload: Option<&[u8]>,
+        fds: &[OwnedFd],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let mut buf = vec![0; HEADER_LEN];
         codec::encode_into(value, &mut buf)
             .map_err(|e| Error::codec("a control message could not be serialized", e))?;
@@ -89,8 +107,8 @@ impl Channel {
             None => [&buf, &[], &[]],
         };
         let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-        sys::send_all_parts(self.fd.as_fd(), &parts, &fds)
-            .map_err(|e| disconnected_or_io(e, "sending to the other process failed"))
+        sys::send_all_parts_until(self.fd.as_fd(), &parts, &fds, deadline)
+            .map_err(|e| send_error(e, "sending to the other process failed"))
     }
 
     /// Takes the next buffered frame, if one is complete.
@@ -116,7 +134,7 @@ impl Channel {
         self.read_once(true)
     }
 
-    /// Reads once; returns false at end of stream or, non-blocking, when nothing was there.
+    /// Reads once; returns false at end of stream or when nothing was there.
     fn read_once(&mut self, nonblocking: bool) -> Result<bool> {
         if self.eof {
             return Ok(false);
@@ -193,7 +211,11 @@ impl Channel {
             if self.eof {
                 return Ok(None);
             }
-            self.read_once(false)?;
+            // Made non-blocking by someone sharing the descriptor: wait for data, never spin.
+            if !self.read_once(false)? && !self.eof {
+                sys::wait_fd(self.fd.as_fd(), sys::POLLIN, None)
+                    .map_err(|e| Error::io("waiting for the other process failed", e))?;
+            }
         }
     }
 
@@ -204,8 +226,15 @@ impl Channel {
     }
 }
 
-/// Maps the errors of a write to a vanished peer onto [`ErrorKind::Disconnected`].
-fn disconnected_or_io(e: std::io::Error, context: &str) -> Error {
+/// True for the error of a send whose deadline passed (see [`is_timeout`]).
+pub(crate) fn is_timeout(e: &Error) -> bool {
+    e.io_error()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// Maps the errors of a write to a vanished peer onto [`ErrorKind::Disconnected`]; a deadline
+/// that passed stays an I/O error of kind `TimedOut` (see [`is_timeout`]).
+fn send_error(e: std::io::Error, context: &str) -> Error {
     match e.kind() {
         std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Error::new(
             ErrorKind::Disconnected,

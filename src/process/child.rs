@@ -45,7 +45,7 @@ impl Child {
     /// How the child ended, if it has (reaps it if it just did).
     pub(crate) fn poll_exit(&mut self) -> Result<Option<Exit>> {
         if self.exit.is_none() {
-            self.exit = sys::waitpid(self.pid, false)
+            self.exit = sys::wait_pidfd(self.pidfd.as_fd(), false)
                 .map_err(|e| Error::io("waiting for a child process failed", e))?;
         }
         Ok(self.exit)
@@ -104,7 +104,7 @@ impl Child {
     pub(crate) fn kill_and_reap(&mut self) {
         if self.exit.is_none() {
             let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), sys::SIGKILL);
-            if let Ok(Some(exit)) = sys::waitpid(self.pid, true) {
+            if let Ok(Some(exit)) = sys::wait_pidfd(self.pidfd.as_fd(), true) {
                 self.exit = Some(exit);
             }
         }

@@ -7,10 +7,13 @@
 //! offsets from [`anchor`]: the user's `fn(A) -> R` and a trampoline [`entry::<A, R>`] that
 //! decodes `A`, calls the function and encodes `R`. The child adds its own anchor address back.
 //!
-//! Before the child trusts an offset it checks that it runs the same file (device and inode of
-//! `/proc/self/exe`) and that a probe function lies at the same offset from the anchor. The
-//! parent refuses functions that live outside the main executable (in a shared library, whose
-//! distance from the executable changes from run to run).
+//! Before the child trusts an offset it checks that it runs the same file as its parent (device
+//! and inode of `/proc/self/exe`) with the same GNU build-id note, and the environment variable
+//! that made it a child names this copy of the crate (see `bootstrap`). The parent starts a
+//! child only when this crate's code lies in the executable the kernel started (not in a shared
+//! library or plugin, not under an explicitly invoked dynamic loader, not in a secure-execution
+//! program), and refuses functions that live outside the main executable (in a shared library,
+//! whose distance from the executable changes from run to run).
 
 use std::io;
 use std::sync::OnceLock;
@@ -54,12 +57,6 @@ fn anchor() -> u64 {
     std::hint::black_box(0x6d75_6c74_6970_726f)
 }
 
-/// A second function whose offset from [`anchor`] both sides compare.
-#[inline(never)]
-fn probe() -> u64 {
-    std::hint::black_box(0x7072_6f62_6521_0001)
-}
-
 fn anchor_addr() -> usize {
     anchor as fn() -> u64 as usize
 }
@@ -79,6 +76,8 @@ pub(crate) struct Call {
     pub(crate) args: Vec<u8>,
     /// Descriptors of handles inside the arguments (see `handles`).
     pub(crate) fds: Vec<std::os::fd::OwnedFd>,
+    /// Handles inside the arguments that want to know which child receives them.
+    pub(crate) transits: super::handles::Transits,
 }
 
 /// The two offsets that name a function and its trampoline.
@@ -96,9 +95,14 @@ impl Call {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let (args, fds) = super::handles::encode_with_fds(arg)
+        let (args, fds, transits) = super::handles::encode_with_handles(arg)
             .map_err(|e| Error::codec("the process arguments could not be serialized", e))?;
-        Ok(Call { target, args, fds })
+        Ok(Call {
+            target,
+            args,
+            fds,
+            transits,
+        })
     }
 }
 
@@ -141,19 +145,36 @@ impl Target {
     }
 }
 
-/// What identifies the running build: the executable file and a code-layout probe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What identifies the running build: the executable file and its build-id note.
+///
+/// The file is pinned by device and inode: the child executes the parent's own descriptor on
+/// `/proc/self/exe`, so it runs that very inode (the kernel refuses writes to a running
+/// executable, and the inode cannot be reused while the parent holds it open). The build-id note
+/// (written by the linker: a hash of the linked output) is compared too, when the linker wrote
+/// one, so that the same inode number on another file system or a file rewritten between runs
+/// cannot pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct BuildId {
     dev: u64,
     ino: u64,
-    probe: u64,
+    note: Option<Vec<u8>>,
 }
 
 impl BuildId {
-    /// This process's build, computed once.
+    /// This process's build, for starting a child: an error if a spawned child could not run
+    /// this build's functions (see `spawn_refusal`).
     pub(crate) fn current() -> Result<BuildId> {
-        static CURRENT: OnceLock<std::result::Result<BuildId, String>> = OnceLock::new();
-        CURRENT
+        static REFUSAL: OnceLock<Option<(ErrorKind, String)>> = OnceLock::new();
+        if let Some((kind, why)) = REFUSAL.get_or_init(spawn_refusal) {
+            return Err(Error::new(*kind, why.clone()));
+        }
+        BuildId::identity().map_err(|why| Error::new(ErrorKind::Io, why))
+    }
+
+    /// The running file and its note, computed once.
+    fn identity() -> std::result::Result<BuildId, String> {
+        static IDENTITY: OnceLock<std::result::Result<BuildId, String>> = OnceLock::new();
+        IDENTITY
             .get_or_init(|| {
                 let fd = exe().map_err(|e| format!("cannot open /proc/self/exe: {e}"))?;
                 let (dev, ino) = sys::file_identity(fd)
@@ -161,16 +182,15 @@ impl BuildId {
                 Ok(BuildId {
                     dev,
                     ino,
-                    probe: offset_of(probe as fn() -> u64 as usize),
+                    note: sys::build_id(anchor_addr()),
                 })
             })
             .clone()
-            .map_err(|why| Error::new(ErrorKind::Io, why))
     }
 
     /// Checks that `self` (sent by the parent) is this process's build.
     pub(crate) fn verify(&self) -> std::result::Result<(), String> {
-        let mine = BuildId::current().map_err(|e| e.to_string())?;
+        let mine = BuildId::identity()?;
         if (mine.dev, mine.ino) != (self.dev, self.ino) {
             return Err(format!(
                 "the child runs a different executable file (device {}, inode {}) from its parent \
@@ -178,11 +198,72 @@ impl BuildId {
                 mine.dev, mine.ino, self.dev, self.ino
             ));
         }
-        if mine.probe != self.probe {
-            return Err("the child's code layout differs from its parent's".into());
+        if mine.note != self.note {
+            return Err(format!(
+                "the child's build-id note ({}) differs from its parent's ({})",
+                hex(mine.note.as_deref()),
+                hex(self.note.as_deref())
+            ));
         }
         Ok(())
     }
+}
+
+fn hex(note: Option<&[u8]>) -> String {
+    match note {
+        Some(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        None => "none".into(),
+    }
+}
+
+/// Why a spawned child could not run this process's functions, if it could not.
+///
+/// Spawning executes `/proc/self/exe` again and rebases function offsets on this crate's
+/// anchor. That needs the anchor in that executable, at a fixed distance from the code: so not
+/// when `/proc/self/exe` is the dynamic loader that was run explicitly
+/// (`ld-linux-x86-64.so.2 ./program`), nor when this crate is linked into a shared object (a
+/// `cdylib` plugin), whose functions the re-executed program does not hold. And a child must
+/// never trust its environment and standard input in a setuid, setgid or file-capability
+/// program, so such programs cannot spawn at all.
+fn spawn_refusal() -> Option<(ErrorKind, String)> {
+    if sys::is_secure_execution() {
+        return Some((
+            ErrorKind::PermissionDenied,
+            "the spawn start method is not available in a setuid, setgid or file-capability \
+             program (secure execution, AT_SECURE): a child would have to trust an environment \
+             and descriptors that an unprivileged caller controls; use the fork start method"
+                .into(),
+        ));
+    }
+    // The file that holds this crate's code must be the one a child will execute.
+    let (dev, ino, home) = sys::mapped_file(anchor_addr())?;
+    let exe_identity = exe().ok().and_then(|fd| sys::file_identity(fd).ok());
+    if exe_identity == Some((dev, ino)) {
+        return None;
+    }
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    Some(if !sys::has_interpreter() {
+        (
+            ErrorKind::BuildMismatch,
+            format!(
+                "this program ({home}) was started through an explicit dynamic loader \
+                 (/proc/self/exe is {exe}), so the spawn start method cannot re-execute it: run \
+                 the program directly, or use the fork start method"
+            ),
+        )
+    } else {
+        (
+            ErrorKind::BuildMismatch,
+            format!(
+                "multiproc is linked into a shared object ({home}: a cdylib plugin?), not into \
+                 the executable {exe}: a spawned child re-executes that executable, which does \
+                 not hold this object's functions; link multiproc into the program, or use the \
+                 fork start method"
+            ),
+        )
+    })
 }
 
 /// A descriptor on this process's executable file, opened once.
@@ -240,10 +321,21 @@ mod tests {
     }
 
     #[test]
-    fn another_code_layout_is_refused() {
+    fn another_build_id_is_refused() {
         let mut other = BuildId::current().unwrap();
-        other.probe = other.probe.wrapping_add(16);
+        assert!(other.note.is_some(), "the test binary has no build-id note");
+        other.note.as_mut().unwrap()[0] ^= 1;
         let why = other.verify().unwrap_err();
-        assert!(why.contains("code layout"), "{why}");
+        assert!(why.contains("build-id"), "{why}");
+        other.note = None;
+        assert!(other.verify().is_err());
+    }
+
+    #[test]
+    fn the_build_id_is_the_linkers_note() {
+        // The same bytes as `readelf -n` shows for this test binary.
+        let note = sys::build_id(anchor_addr()).unwrap();
+        assert!(note.len() >= 8, "{note:?}");
+        assert_eq!(sys::build_id(double as fn(u32) -> u32 as usize), Some(note));
     }
 }

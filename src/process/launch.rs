@@ -9,8 +9,9 @@ use super::bootstrap;
 use super::channel::Channel;
 use super::child::{Child, FrameWait, ended_error};
 use super::function::{self, BuildId, Call};
-use super::protocol::{Bootstrap, CHILD_ENV, Hello, Identity, Job, PROTOCOL_VERSION};
+use super::protocol::{Bootstrap, CHILD_ENV, Hello, Identity, Job};
 use super::service;
+use super::{identity, panics};
 use crate::codec::CodecError;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
@@ -60,7 +61,8 @@ pub(crate) fn spawn(me: Identity, parent_name: String, job: SpawnJob) -> Result<
         .next()
         .unwrap_or_else(|| "multiproc-child".into());
     cmd.arg0(arg0)
-        .env(CHILD_ENV, format!("{PROTOCOL_VERSION}:{}", sys::getpid()))
+        .args(std::env::args_os().skip(1))
+        .env(CHILD_ENV, bootstrap::child_env_value())
         .stdin(Stdio::from(theirs));
     let pid = service::on_long_lived_thread(move || cmd.spawn().map(|c| c.id() as i32))
         .unwrap_or_else(|| {
@@ -78,6 +80,10 @@ pub(crate) fn spawn(me: Identity, parent_name: String, job: SpawnJob) -> Result<
             return Err(Error::io("cannot open a pidfd for the child", e));
         }
     };
+    if let SpawnJob::Call(call) = &job {
+        // Before the arguments are sent: the child counts as holding their handles from now.
+        call.transits.handed_to(pid);
+    }
     let mut child = Child::new(pid, pidfd, Channel::new(ours));
     match handshake(&mut child, build, me, parent_name, job) {
         Ok(()) => Ok(child),
@@ -117,15 +123,31 @@ fn handshake(
             e
         }
     };
+    // One deadline for every phase: the bootstrap message, the hello, the arguments.
+    let deadline = Instant::now() + START_TIMEOUT;
+    let late = |e: Error| -> Error {
+        if super::channel::is_timeout(&e) {
+            Error::new(
+                ErrorKind::Bootstrap,
+                format!("the child process did not read its arguments within {START_TIMEOUT:?}"),
+            )
+            .with_pid(pid)
+        } else {
+            gone(e)
+        }
+    };
     // Small arguments go with the bootstrap message, in the same system call; large ones only
     // once the child has said it is the right build and is reading.
     let eager = args.as_ref().is_some_and(|a| a.len() <= EAGER_ARGS);
     match args.as_deref().filter(|_| eager) {
-        Some(a) => child.chan.send_message(&boot, Some(a), &fds),
-        None => child.chan.send(&boot),
+        Some(a) => child
+            .chan
+            .send_message_until(&boot, Some(a), &fds, Some(deadline)),
+        None => child
+            .chan
+            .send_message_until(&boot, None, &[], Some(deadline)),
     }
-    .map_err(gone)?;
-    let deadline = Instant::now() + START_TIMEOUT;
+    .map_err(late)?;
     match child.wait_frame(Some(deadline))? {
         FrameWait::Frame(frame) => match crate::codec::decode::<Hello>(&frame) {
             Ok(Hello::Ready { .. }) => {}
@@ -155,58 +177,93 @@ fn handshake(
         }
     }
     if let Some(a) = args.as_ref().filter(|_| !eager) {
-        child.chan.send_bytes_with_fds(a, &fds).map_err(gone)?;
+        child
+            .chan
+            .send_bytes_with_fds_until(a, &fds, Some(deadline))
+            .map_err(late)?;
     }
     Ok(())
 }
 
 /// Copies this process; the copy runs `job` and exits.
 ///
-/// With `checked`, refuses unless this process has exactly one thread. Without it, the caller
-/// has accepted the risks of forking a multi-threaded process (see `Process::new_fork_unchecked`).
+/// With `checked`, refuses unless this process has exactly one thread besides the library's own
+/// service thread (which is parked outside every lock for the duration of the fork). Without
+/// it, the caller has accepted the contract of `Process::new_fork_unchecked`.
 pub(crate) fn fork(
     me: Identity,
     parent_name: String,
-    job: ForkJob,
+    mut job: ForkJob,
     checked: bool,
 ) -> Result<Child> {
     bootstrap::hook_anchor();
-    if checked {
+    let transits = match &mut job {
+        ForkJob::Call(call) => std::mem::take(&mut call.transits),
+        ForkJob::Closure(_) => Default::default(),
+    };
+    // In place before the copy is made: the child never has to take the panic hook's lock.
+    panics::install();
+    // The thread-local list a child's handles are decoded from: touched here once, so that its
+    // destructor is registered in the parent (glibc takes a loader lock for that, and writes
+    // pages that every child would otherwise have to copy).
+    super::handles::with_incoming(Vec::new(), || ());
+    // Whatever sits in stdout's buffer would be printed twice, by us and by the copy (stderr
+    // has no buffer).
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+    let identity = identity::Prepared::new(me, sys::getpid() as u32, parent_name);
+    let (ours, theirs) =
+        sys::stream_socketpair().map_err(|e| Error::io("cannot create the control socket", e))?;
+    let parent = sys::getpid();
+    let ours_raw = ours.as_raw_fd();
+    let forked = if checked {
+        // The executable's descriptor, opened now if it was not: a forked child that starts
+        // processes of its own needs it, and it survives the child's descriptor cleanup.
+        let exe = function::exe().ok().map(|fd| fd.as_raw_fd());
+        let (gate, owned) = service::hold_for_fork();
         let threads = sys::thread_count().map_err(|e| Error::io("cannot count threads", e))?;
-        if threads != 1 {
+        if threads != 1 + owned {
             return Err(Error::new(
                 ErrorKind::ThreadedFork,
                 format!(
                     "the fork start method needs a single-threaded process, and this one has \
-                     {threads} threads (a forked child could deadlock on a lock that another \
-                     thread held); use the spawn start method"
+                     {} threads besides multiproc's own (a forked child could deadlock on a lock \
+                     that another thread held); use the spawn start method",
+                    threads - owned
                 ),
             ));
         }
-    }
-    let (ours, theirs) =
-        sys::stream_socketpair().map_err(|e| Error::io("cannot create the control socket", e))?;
-    // Whatever sits in our output buffers would be printed twice, by us and by the copy.
-    {
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-    }
-    let parent = sys::getpid();
-    let ours_raw = ours.as_raw_fd();
-    let forked = service::on_long_lived_thread(move || {
-        // SAFETY: with `checked`, this process has one thread, so the child inherits no lock
-        // held by another thread. Without it, the caller of the unsafe constructor took on that
-        // obligation. The child below never returns into the caller's frames: it ends in _exit.
-        match unsafe { sys::fork() } {
-            Ok(0) => run_forked(me, parent_name, parent, job, theirs, ours_raw),
-            Ok(pid) => Ok(pid),
-            Err(e) => Err(e),
-        }
-        // `theirs` is dropped here in the parent: only the child holds that end now.
-    });
+        // SAFETY: this process has one thread besides the service thread, and `gate` keeps
+        // that one asleep in poll(2), holding no lock and inside no allocation, until the fork
+        // is done: the child inherits no lock held by another thread. The child never returns
+        // into the caller's frames (it ends in _exit), so `gate` is not released there.
+        let forked = match unsafe { sys::fork() } {
+            Ok(0) => run_forked(identity, parent, job, theirs, ours_raw, exe),
+            other => other,
+        };
+        drop(gate);
+        Some(forked)
+    } else {
+        service::on_long_lived_thread(move || {
+            // SAFETY: the caller of the unsafe constructor took on the obligation that nothing
+            // the closure does needs a lock another thread may hold; the child's own path below
+            // takes none. The child never returns into the caller's frames: it ends in _exit.
+            match unsafe { sys::fork() } {
+                Ok(0) => run_forked(identity, parent, job, theirs, ours_raw, None),
+                other => other,
+            }
+            // `theirs` is dropped here in the parent: only the child holds that end now.
+        })
+    };
     let pid = match forked {
-        Some(Ok(pid)) => pid,
+        Some(Ok(pid)) => {
+            // The copy holds copies of this process's handles (the child itself does nothing).
+            super::handles::forked(pid);
+            transits.handed_to(pid);
+            pid
+        }
         Some(Err(e)) => return Err(Error::io("fork failed", e)),
         None => {
             return Err(Error::io(
@@ -227,32 +284,53 @@ pub(crate) fn fork(
 }
 
 /// The forked child's life. Never returns.
+///
+/// Takes no lock that another thread of the parent may have held at the fork: the identity is
+/// stored lock-free, the panic hook was installed by the parent, and (unchecked) stdout and
+/// stderr are not flushed — the closure's own `println!` output has gone out line by line
+/// already. `exe` is given for a checked fork, whose child closes every descriptor it does not
+/// need; an unchecked child keeps them all (its closure may use any of them).
 fn run_forked(
-    me: Identity,
-    parent_name: String,
+    identity: identity::Prepared,
     parent: i32,
     job: ForkJob,
     theirs: OwnedFd,
     ours: RawFd,
+    exe: Option<RawFd>,
 ) -> ! {
+    let checked = matches!(job, ForkJob::Call(_));
     // The parent's end, copied by fork: close it so that our exit is seen as end of stream.
     sys::close_raw(ours);
     let _ = sys::set_parent_death_signal(sys::SIGKILL);
     if sys::getppid() != parent {
         sys::exit_immediately(3);
     }
+    if let ForkJob::Call(call) = &job {
+        // Only what a spawned child would have: stdio, the control socket, the handles passed
+        // as arguments, and the executable's descriptor (kept open for the crate's use).
+        // On the stack: every heap page written here would be copied for this child.
+        let mut keep = [-1 as RawFd; sys::MAX_FDS_PER_MESSAGE + 2];
+        keep[0] = theirs.as_raw_fd();
+        keep[1] = exe.unwrap_or(-1);
+        for (slot, fd) in keep[2..].iter_mut().zip(&call.fds) {
+            *slot = fd.as_raw_fd();
+        }
+        let used = 2 + call.fds.len().min(sys::MAX_FDS_PER_MESSAGE);
+        sys::close_all_except(&mut keep[..used]);
+    }
+    panics::capture_in_child(!checked);
     super::reset_child_counter();
-    bootstrap::set_child_identity(me, parent as u32, parent_name);
+    identity.publish();
     let chan = Channel::new(theirs);
     let code = match job {
         // The handles' descriptors were duplicated before the fork: this copy owns them.
         ForkJob::Call(call) => bootstrap::run_once(&chan, call.target, &call.args, call.fds),
         ForkJob::Closure(f) => bootstrap::run_closure(&chan, f),
     };
-    {
+    if checked {
+        // One thread at the fork: nobody else can hold stdout's lock. (Stderr has no buffer.)
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
     }
     sys::exit_immediately(code)
 }

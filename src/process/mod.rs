@@ -10,9 +10,12 @@ use serde::de::DeserializeOwned;
 mod bootstrap;
 mod channel;
 mod child;
+mod finished;
 mod function;
 pub(crate) mod handles;
+mod identity;
 mod launch;
+mod panics;
 mod protocol;
 mod service;
 mod worker;
@@ -24,7 +27,8 @@ pub use worker::Worker;
 pub(crate) use function::{CallError, Target};
 pub(crate) use protocol::Outcome;
 
-use child::{Child, ended_error};
+use child::Child;
+use finished::Finished;
 use function::Call;
 use launch::{ForkJob, SpawnJob};
 use protocol::Identity;
@@ -49,9 +53,13 @@ pub enum StartMethod {
     #[default]
     Spawn,
     /// Copy this process with `fork()`: cheaper, and the child sees the parent's memory as it
-    /// was, but refused (with [`ErrorKind::ThreadedFork`]) unless this process has one thread,
-    /// because a lock held by another thread at the moment of the fork stays locked forever in
-    /// the child. [`Process::new_fork_unchecked`] lifts that check for callers who accept it.
+    /// was, but refused (with [`ErrorKind::ThreadedFork`]) unless this process has one thread
+    /// (multiproc's own service thread does not count: it is parked outside every lock while
+    /// the fork is made), because a lock held by another thread at the moment of the fork stays
+    /// locked forever in the child. The child keeps stdin, stdout, stderr and the handles
+    /// passed in its arguments; every other descriptor is closed in it, as a spawned child never
+    /// gets them. [`Process::new_fork_unchecked`] lifts the thread check for callers who accept
+    /// its contract.
     Fork,
 }
 
@@ -65,7 +73,7 @@ pub(crate) fn reset_child_counter() {
 
 /// This process's identity path: empty in the main process.
 fn own_path() -> Vec<u32> {
-    bootstrap::child_identity()
+    identity::child_identity()
         .map(|c| c.me.path.clone())
         .unwrap_or_default()
 }
@@ -129,7 +137,7 @@ impl ProcessInfo {
 /// ```
 pub fn current_process() -> ProcessInfo {
     ProcessInfo {
-        name: bootstrap::child_identity()
+        name: identity::child_identity()
             .map(|c| c.me.name.clone())
             .unwrap_or_else(|| "MainProcess".to_string()),
         pid: sys::getpid() as u32,
@@ -144,7 +152,7 @@ pub fn current_process() -> ProcessInfo {
 /// assert!(multiproc::parent_process().is_none());
 /// ```
 pub fn parent_process() -> Option<ProcessInfo> {
-    bootstrap::child_identity().map(|c| ProcessInfo {
+    identity::child_identity().map(|c| ProcessInfo {
         name: c.parent_name.clone(),
         pid: c.parent_pid,
     })
@@ -163,16 +171,6 @@ enum State {
     Failed,
     Running(Child),
     Finished(Finished),
-}
-
-/// What a child left behind.
-struct Finished {
-    pid: u32,
-    exit: Exit,
-    outcome: Option<Outcome>,
-    /// The encoded result, until `join` takes it.
-    result: Option<Vec<u8>>,
-    taken: bool,
 }
 
 /// A function running in a child process, like Python's `multiprocessing.Process` — and, like
@@ -274,18 +272,40 @@ impl<R> Process<R> {
     /// The closure is not serialized: the child is a copy of this process and finds it in
     /// memory. Its result is serialized back.
     ///
+    /// The child is a copy of the thread that forks it, alone: every other thread of this
+    /// process is absent from it, and any lock one of them held at the moment of the fork stays
+    /// locked there forever. multiproc's own code in the child — before and after `f` — takes
+    /// no such lock: it records the child's identity lock-free, uses the panic hook installed by
+    /// the parent, sends the result with plain system calls, and ends with `_exit` (no exit
+    /// handlers, no destructors of statics, and stdout and stderr are not flushed).
+    ///
     /// # Safety
-    /// If another thread holds a lock at the moment of the fork (the allocator's, stdout's, a
-    /// `Mutex` in your code or a library's), the child inherits it locked, forever: the child
-    /// can deadlock, or worse, observe half-updated state. Call this only when you know that no
-    /// other thread can be inside such a section when [`start`](Self::start) runs, or that the
-    /// closure touches nothing another thread could have held.
+    /// The caller guarantees that `f`, and everything it calls, is sound in such a copy:
+    /// - it acquires no lock that another thread of this process could hold at the moment of
+    ///   [`start`](Self::start), and reads no data another thread could be half-way through
+    ///   updating. This includes `Mutex`es and `RwLock`s of your code and of libraries, std's
+    ///   stdout and stderr (`print!`, `println!`, `eprintln!`, `dbg!`; write to descriptor 1 or
+    ///   2 directly instead), and the environment (`std::env::var` takes a lock that
+    ///   `set_var` holds);
+    /// - the memory allocator is fork-safe (glibc's and musl's are; so is any allocator that
+    ///   resets its locks in a `pthread_atfork` child handler) — multiproc's own code allocates;
+    /// - if `f` may panic, no other thread is inside `std::panic::set_hook` or `take_hook` at
+    ///   the moment of the fork (a panic reads the hook under std's lock). The panic is caught
+    ///   and reported by [`join`](Self::join); the child writes its message to stderr with one
+    ///   raw `write(2)` and does not run the panic hook.
+    ///
+    /// What `f` captures is moved into the child's copy and dropped there; the parent's copy is
+    /// dropped when `start` returns. The child keeps every descriptor of this process (a
+    /// closure may capture any of them): a [`Connection`](crate::Connection) end it does not
+    /// need stays open in the child, and its peer sees [`Disconnected`](ErrorKind::Disconnected)
+    /// only once the child has ended too. The safe [`StartMethod::Fork`] has no such caveat:
+    /// its child keeps only stdio and the handles passed as arguments.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// let data = vec![1u64, 2, 3];
-    /// // SAFETY: this program has no other threads while the process starts.
+    /// // SAFETY: the closure sums a vector it owns: it takes no lock and does not print.
     /// let mut p = unsafe { multiproc::Process::new_fork_unchecked(move || data.iter().sum::<u64>()) };
     /// p.start().unwrap();
     /// assert_eq!(p.join().unwrap(), 6);
@@ -579,12 +599,7 @@ impl<R> Process<R> {
     where
         R: DeserializeOwned,
     {
-        if let State::Running(child) = &mut self.state {
-            match child.wait_exit(deadline)? {
-                None => return Ok(None),
-                Some(exit) => self.finish(exit)?,
-            }
-        }
+        self.wait_and_finish(deadline)?;
         match &mut self.state {
             State::Created(_) | State::Failed => Err(Error::new(
                 ErrorKind::NotStarted,
@@ -595,25 +610,32 @@ impl<R> Process<R> {
         }
     }
 
-    /// Moves a child that has exited to `Finished`, decoding its report.
-    fn finish(&mut self, exit: Exit) -> Result<()> {
+    /// Moves a child that has ended to `Finished`, decoding its report. `exit` is `None` when
+    /// its status was collected elsewhere (SIGCHLD ignored, a foreign `waitpid(-1)`).
+    fn finish(&mut self, exit: Option<Exit>) {
+        if let State::Running(child) = &mut self.state {
+            self.state = State::Finished(Finished::from_child(child, exit));
+        }
+    }
+
+    /// Waits for the child to end (see `Child::wait_exit`) and moves it to `Finished` if it did.
+    fn wait_and_finish(&mut self, deadline: Option<Instant>) -> Result<()> {
         let State::Running(child) = &mut self.state else {
             return Ok(());
         };
-        let pid = child.pid();
-        let outcome: Option<Outcome> = child.chan.take().unwrap_or(None);
-        let result = match outcome {
-            Some(Outcome::Returned) => child.chan.take_frame().unwrap_or(None),
-            _ => None,
-        };
-        self.state = State::Finished(Finished {
-            pid,
-            exit,
-            outcome,
-            result,
-            taken: false,
-        });
-        Ok(())
+        match child.wait_exit(deadline) {
+            Ok(None) => Ok(()),
+            Ok(Some(exit)) => {
+                self.finish(Some(exit));
+                Ok(())
+            }
+            // The child has ended but its status is gone: what it sent decides.
+            Err(e) if e.io_error().is_some_and(sys::is_status_lost) => {
+                self.finish(None);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// True while the child runs (reaps it as soon as it has ended).
@@ -633,9 +655,10 @@ impl<R> Process<R> {
         if let State::Running(child) = &mut self.state {
             // Read what has arrived so a chatty child is never blocked by our not reading.
             let _ = child.chan.drain();
-            if let Ok(Some(exit)) = child.poll_exit() {
-                let _ = child.chan.drain();
-                let _ = self.finish(exit);
+            match child.poll_exit() {
+                Ok(Some(exit)) => self.finish(Some(exit)),
+                Err(e) if e.io_error().is_some_and(sys::is_status_lost) => self.finish(None),
+                _ => {}
             }
         }
         matches!(self.state, State::Running(_))
@@ -644,6 +667,10 @@ impl<R> Process<R> {
     /// Python's `exitcode`: `None` while running or before start, else the exit status, or
     /// minus the signal number if the child was killed (`-15` after `terminate`, `-9` after
     /// `kill`).
+    ///
+    /// If the child's status was collected by someone else (SIGCHLD ignored, or a
+    /// `waitpid(-1)` elsewhere in the program), it is inferred from what the child reported — 0
+    /// after a result, 1 after a panic or a codec failure — and is `None` if it reported nothing.
     ///
     /// # Examples
     ///
@@ -659,7 +686,7 @@ impl<R> Process<R> {
     pub fn exitcode(&mut self) -> Option<i32> {
         self.is_alive();
         match &self.state {
-            State::Finished(f) => Some(f.exit.exitcode()),
+            State::Finished(f) => f.exit.map(Exit::exitcode),
             _ => None,
         }
     }
@@ -711,56 +738,6 @@ impl<R> Process<R> {
             State::Created(_) | State::Failed => Err(Error::new(
                 ErrorKind::NotStarted,
                 format!("process {:?} was never started", self.name),
-            )),
-        }
-    }
-}
-
-impl Finished {
-    /// The value, or the error that describes how the child failed.
-    fn result<R: DeserializeOwned>(&mut self) -> Result<R> {
-        let failure = |kind, msg: String| {
-            Error::new(kind, msg)
-                .with_pid(self.pid)
-                .with_exit(self.exit)
-        };
-        match &self.outcome {
-            Some(Outcome::Returned) => {
-                if self.taken {
-                    return Err(Error::new(
-                        ErrorKind::ResultTaken,
-                        "the process's result was already returned by an earlier join",
-                    ));
-                }
-                let bytes = self.result.take().unwrap_or_default();
-                self.taken = true;
-                codec::decode(&bytes).map_err(|e| {
-                    Error::codec("the child's result could not be deserialized", e)
-                        .with_pid(self.pid)
-                })
-            }
-            Some(Outcome::Panicked { message, location }) => Err(failure(
-                ErrorKind::Panicked,
-                "the child process panicked".into(),
-            )
-            .with_panic(message.clone(), location.clone())),
-            Some(Outcome::BadArguments(why)) => Err(Error::codec(
-                "the child could not deserialize its arguments",
-                CodecError::Invalid(why.clone()),
-            )
-            .with_pid(self.pid)
-            .with_exit(self.exit)),
-            Some(Outcome::BadResult(why)) => Err(Error::codec(
-                "the child could not serialize its result",
-                CodecError::Encode(why.clone()),
-            )
-            .with_pid(self.pid)
-            .with_exit(self.exit)),
-            None => Err(ended_error(
-                ErrorKind::Exited,
-                "the child process ended without a result: it",
-                self.pid,
-                self.exit,
             )),
         }
     }

@@ -16,12 +16,43 @@ use serde::{Deserialize, Serialize};
 
 use super::function::{BuildId, Target};
 
-/// Bumped whenever a message below changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+/// Bumped whenever a message below, or the environment value, changes shape.
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// The environment variable that tells a starting executable it is a multiproc child.
-/// Its value is `<protocol version>:<parent pid>`; the control socket is descriptor 0.
+/// Its value is `<protocol version>:<parent pid>:<copy tag>` (see [`ChildEnv`]); the control
+/// socket is descriptor 0.
 pub(crate) const CHILD_ENV: &str = "MULTIPROC_CHILD";
+
+/// The parsed value of [`CHILD_ENV`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ChildEnv<'a> {
+    pub(crate) version: u32,
+    pub(crate) parent: i32,
+    /// Which copy of this crate in the executable started the child (a program can link two
+    /// semver-incompatible versions, each with its own pre-`main` hook).
+    pub(crate) copy: &'a str,
+}
+
+impl<'a> ChildEnv<'a> {
+    /// The value for a child of `parent` started by the copy `copy`.
+    pub(crate) fn format(parent: i32, copy: &str) -> String {
+        format!("{PROTOCOL_VERSION}:{parent}:{copy}")
+    }
+
+    /// Reads a value; `None` if it is not one of ours at all.
+    pub(crate) fn parse(value: &'a str) -> Option<ChildEnv<'a>> {
+        let mut parts = value.splitn(3, ':');
+        let version = parts.next()?.parse().ok()?;
+        let parent = parts.next()?.parse().ok()?;
+        let copy = parts.next().unwrap_or("");
+        Some(ChildEnv {
+            version,
+            parent,
+            copy,
+        })
+    }
+}
 
 /// First message from the parent to a spawned child.
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +85,28 @@ pub(crate) enum Job {
 pub(crate) enum Hello {
     Ready { pid: u32 },
     Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_value_round_trips() {
+        let value = ChildEnv::format(1234, "abc0");
+        assert_eq!(
+            ChildEnv::parse(&value),
+            Some(ChildEnv {
+                version: PROTOCOL_VERSION,
+                parent: 1234,
+                copy: "abc0"
+            })
+        );
+        // The first protocol's value had no copy tag.
+        assert_eq!(ChildEnv::parse("1:99").map(|e| e.copy), Some(""));
+        assert_eq!(ChildEnv::parse("garbage"), None);
+        assert_eq!(ChildEnv::parse(""), None);
+    }
 }
 
 /// A request to a long-lived worker.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::channel::is_timeout;
 use super::child::{Child, FrameWait, ended_error};
 use super::function::Target;
 use super::launch::{self, SpawnJob};
@@ -12,6 +13,10 @@ use super::protocol::{Outcome, Request};
 use super::{current_process, next_identity};
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// How long [`Worker::shutdown`] waits for the worker to exit before killing it.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A child process that stays up and runs function calls sent to it, one after another.
 ///
@@ -174,15 +179,28 @@ impl Worker {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let (args, fds) = super::handles::encode_with_fds(&arg)
-            .map_err(|e| Error::codec("the call's argument could not be serialized", e))?;
+        let (args, fds, transits) = super::handles::encode_with_handles(&arg).map_err(|e| {
+            Error::codec(
+                format!("the call's argument ({})", std::any::type_name::<A>()),
+                e,
+            )
+        })?;
         let child = self.usable()?;
         let pid = child.pid();
-        let sent = child
-            .chan
-            .send_message(&Request::Call(target), Some(&args), &fds);
-        if let Err(e) = sent {
-            return Err(self.died(e));
+        transits.handed_to(pid as i32);
+        // The deadline bounds every phase of the call, the send included (a worker that stops
+        // reading cannot hold us past it).
+        let sent =
+            child
+                .chan
+                .send_message_until(&Request::Call(target), Some(&args), &fds, deadline);
+        match sent {
+            Ok(()) => {}
+            Err(e) if is_timeout(&e) => {
+                self.timed_out();
+                return Ok(None);
+            }
+            Err(e) => return Err(self.died(e)),
         }
         let outcome: Outcome = match self.next_frame(deadline)? {
             Some(frame) => codec::decode(&frame)
@@ -233,14 +251,27 @@ impl Worker {
                 Err(self.broke(err))
             }
             Ok(FrameWait::Timeout) => {
-                if let Some(child) = &mut self.child {
-                    child.kill_and_reap();
-                }
-                self.broken = Some("it was killed after a call timed out".into());
+                self.timed_out();
                 Ok(None)
             }
+            Err(e) if e.io_error().is_some_and(sys::is_status_lost) => Err(self.broke(
+                Error::new(
+                    ErrorKind::Exited,
+                    "the worker process died during the call (its exit status was collected \
+                     elsewhere: SIGCHLD is ignored, or something called waitpid(-1))",
+                )
+                .with_pid(pid),
+            )),
             Err(e) => Err(self.broke(e)),
         }
+    }
+
+    /// A call's deadline passed: the worker is in the middle of it and cannot be reused.
+    fn timed_out(&mut self) {
+        if let Some(child) = &mut self.child {
+            child.kill_and_reap();
+        }
+        self.broken = Some("it was killed after a call timed out".into());
     }
 
     fn usable(&mut self) -> Result<&mut Child> {
@@ -326,23 +357,35 @@ impl Worker {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let _ = child.chan.send(&Request::Exit);
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        // A worker that stopped reading cannot hold us: the send has the same deadline.
+        let _ = child
+            .chan
+            .send_message_until(&Request::Exit, None, &[], Some(deadline));
         let pid = child.pid();
-        match child.wait_exit(Some(Instant::now() + Duration::from_secs(10)))? {
-            Some(crate::sys::Exit::Code(0)) => Ok(()),
-            Some(exit) => Err(ended_error(
+        // However the wait ends, the child is reaped or killed and reaped before we return.
+        match child.wait_exit(Some(deadline)) {
+            Ok(Some(sys::Exit::Code(0))) => Ok(()),
+            Ok(Some(exit)) => Err(ended_error(
                 ErrorKind::Exited,
                 "the worker process",
                 pid,
                 exit,
             )),
-            None => {
+            // It ended after being asked to; its status was collected elsewhere (SIGCHLD
+            // ignored, or a waitpid(-1) in this program).
+            Err(e) if e.io_error().is_some_and(sys::is_status_lost) => Ok(()),
+            Ok(None) => {
                 child.kill_and_reap();
                 Err(Error::new(
                     ErrorKind::Exited,
-                    "the worker did not exit within 10 s and was killed",
+                    format!("the worker did not exit within {SHUTDOWN_TIMEOUT:?} and was killed"),
                 )
                 .with_pid(pid))
+            }
+            Err(e) => {
+                child.kill_and_reap();
+                Err(e)
             }
         }
     }

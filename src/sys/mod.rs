@@ -10,13 +10,19 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 mod futex;
+mod image;
 mod mem;
+mod process;
+mod robust;
 
+#[cfg(test)]
 #[cfg_attr(loom, allow(unused_imports))]
-pub(crate) use futex::{
-    FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake, monotonic_timespec,
-};
+pub(crate) use futex::monotonic_timespec;
+#[cfg_attr(loom, allow(unused_imports))]
+pub(crate) use futex::{FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake};
+pub(crate) use image::*;
 pub(crate) use mem::*;
+pub(crate) use process::*;
 
 /// Turns a `-1`-means-error return value into an `io::Result`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -33,148 +39,6 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret as usize)
-    }
-}
-
-/// The id of the calling process. See getpid(2).
-pub(crate) fn getpid() -> i32 {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    unsafe { libc::getpid() }
-}
-
-/// The id of the parent process. See getppid(2).
-pub(crate) fn getppid() -> i32 {
-    // SAFETY: getppid has no preconditions and cannot fail.
-    unsafe { libc::getppid() }
-}
-
-/// The kernel thread id of the calling thread. See gettid(2).
-pub(crate) fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    unsafe { libc::gettid() }
-}
-
-/// True when the caller is the process's initial thread, whose exit ends the process.
-pub(crate) fn is_main_thread() -> bool {
-    gettid() == getpid()
-}
-
-/// Number of threads in the calling process: the link count of `/proc/self/task` is the number
-/// of its entries (one per thread) plus two (`.` and `..`). One stat(2), no parsing. See proc(5).
-pub(crate) fn thread_count() -> io::Result<usize> {
-    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: the path is NUL-terminated and `st` is writable memory for one `stat`.
-    cvt(unsafe { libc::stat(c"/proc/self/task".as_ptr(), &mut st) })?;
-    Ok((st.st_nlink as usize).saturating_sub(2).max(1))
-}
-
-/// How a child process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Exit {
-    /// It called `exit` with this status.
-    Code(i32),
-    /// It was killed by this signal.
-    Signal(i32),
-}
-
-impl Exit {
-    /// Python's `exitcode`: the status, or minus the signal number.
-    pub(crate) fn exitcode(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => -s,
-        }
-    }
-
-    fn from_wait_status(status: libc::c_int) -> Option<Exit> {
-        if libc::WIFEXITED(status) {
-            Some(Exit::Code(libc::WEXITSTATUS(status)))
-        } else if libc::WIFSIGNALED(status) {
-            Some(Exit::Signal(libc::WTERMSIG(status)))
-        } else {
-            None
-        }
-    }
-}
-
-/// Reaps `pid` if it has ended; `Ok(None)` while it runs (or, with `block`, waits for it).
-/// See waitpid(2).
-pub(crate) fn waitpid(pid: i32, block: bool) -> io::Result<Option<Exit>> {
-    let flags = if block { 0 } else { libc::WNOHANG };
-    loop {
-        let mut status = 0;
-        // SAFETY: `status` is a valid, writable int; waitpid has no other preconditions.
-        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
-        match ret {
-            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
-            -1 => return Err(io::Error::last_os_error()),
-            0 => return Ok(None),
-            _ => match Exit::from_wait_status(status) {
-                Some(exit) => return Ok(Some(exit)),
-                // Stopped or continued: not an end; keep waiting if asked to.
-                None if block => continue,
-                None => return Ok(None),
-            },
-        }
-    }
-}
-
-/// A descriptor that becomes readable when process `pid` ends. See pidfd_open(2).
-pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Sends `signal` to the process behind `pidfd`. Unlike kill(2) this cannot hit a recycled pid.
-/// See pidfd_send_signal(2).
-pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
-    // SAFETY: the descriptor is valid for the duration of the call; a null siginfo is allowed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        // ESRCH: it already ended (it may be a zombie we have not reaped): nothing to do.
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
-        }
-        return Err(err);
-    }
-    Ok(())
-}
-
-/// Sends `signal` to process `pid`. See kill(2).
-pub(crate) fn kill(pid: i32, signal: i32) -> io::Result<()> {
-    // SAFETY: kill takes plain integers.
-    cvt(unsafe { libc::kill(pid, signal) }).map(drop)
-}
-
-/// Asks the kernel to send `signal` to the calling process when the thread that created it ends.
-/// See PR_SET_PDEATHSIG in prctl(2).
-pub(crate) fn set_parent_death_signal(signal: i32) -> io::Result<()> {
-    // SAFETY: PR_SET_PDEATHSIG takes the signal number as its only argument.
-    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) }).map(drop)
-}
-
-/// Sets `SIGPIPE` to be ignored, so that writing to a closed pipe returns `EPIPE` instead of
-/// killing the process (the Rust runtime does this before `main`; children that start before
-/// `main` must do it themselves). See signal(7).
-pub(crate) fn ignore_sigpipe() {
-    // SAFETY: installing SIG_IGN for SIGPIPE has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 
@@ -338,23 +202,6 @@ pub(crate) fn object_base(addr: usize) -> Option<usize> {
     (found != 0).then_some(info.dli_fbase as usize)
 }
 
-/// Creates a child process that is a copy of the calling thread. See fork(2).
-///
-/// # Safety
-/// In the child only async-signal-safe work is sound if other threads existed at the time of the
-/// fork (their locks stay locked forever in the child). The caller must uphold that or know that
-/// the process had one thread.
-pub(crate) unsafe fn fork() -> io::Result<i32> {
-    // SAFETY: the caller takes responsibility for the child's environment (see above).
-    cvt(unsafe { libc::fork() })
-}
-
-/// Ends the calling process at once, without running exit handlers. See _exit(2).
-pub(crate) fn exit_immediately(code: i32) -> ! {
-    // SAFETY: _exit never returns and has no preconditions.
-    unsafe { libc::_exit(code) }
-}
-
 /// An eventfd used to wake a thread blocked in poll(2). See eventfd(2).
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd takes an initial value and flags.
@@ -470,12 +317,15 @@ pub(crate) fn skip_parts<'a>(parts: &[&'a [u8]], mut skip: usize) -> ([&'a [u8];
     (out, n)
 }
 
-/// Sends all of `parts` on a blocking socket, with `fds` attached to the first byte, without
-/// raising SIGPIPE. See sendmsg(2).
-pub(crate) fn send_all_parts(
+/// Sends all of `parts` on a socket, with `fds` attached to the first byte, without raising
+/// SIGPIPE; gives up at `deadline` (`None`: never) with [`io::ErrorKind::TimedOut`] (then
+/// part of the message may have gone out: the stream is no longer usable). Works whether the
+/// socket is blocking or not: each send is non-blocking, and a full socket is waited on.
+pub(crate) fn send_all_parts_until(
     fd: BorrowedFd<'_>,
     parts: &[&[u8]],
     fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
 ) -> io::Result<()> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut done = 0;
@@ -483,17 +333,33 @@ pub(crate) fn send_all_parts(
     while done < total || first {
         let (rest, n) = skip_parts(parts, done);
         let attach = if first { fds } else { &[] };
-        match sendmsg(fd, &rest[..n], attach, false) {
-            Ok(sent) => done += sent,
+        match sendmsg(fd, &rest[..n], attach, true) {
+            Ok(sent) => {
+                done += sent;
+                first = false;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait_fd(fd, POLLOUT, None)?;
-                continue;
+                if !wait_fd(fd, POLLOUT, deadline)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the peer did not read in time",
+                    ));
+                }
             }
             Err(e) => return Err(e),
         }
-        first = false;
     }
     Ok(())
+}
+
+/// Makes `fd` non-blocking, as a user's socket crate would (for tests of that case).
+/// See fcntl(2), `O_NONBLOCK`.
+#[cfg(test)]
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a valid descriptor take and return plain flags.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
 }
 
 /// Shuts down one direction of a socket (`write` true: no more sending). See shutdown(2).
@@ -574,6 +440,38 @@ pub(crate) fn recv_append(
     // SAFETY: the kernel initialised the first `n` (≤ max ≤ spare capacity) bytes after `len`.
     unsafe { vec.set_len(len + n) };
     Ok(n)
+}
+
+/// Receives into `first`, then `second` (a scatter read), in one call; `Ok(0)` means end of
+/// stream. Retries `EINTR`. See recvmsg(2), readv(2).
+pub(crate) fn recv_two(
+    fd: BorrowedFd<'_>,
+    first: &mut [u8],
+    second: &mut [u8],
+) -> io::Result<usize> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: first.as_mut_ptr().cast(),
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_mut_ptr().cast(),
+            iov_len: second.len(),
+        },
+    ];
+    loop {
+        // SAFETY: an all-zero msghdr is valid; the iovecs point at the two writable slices,
+        // which outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        // SAFETY: `msg` describes only memory we may write.
+        let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
 
 /// Collects the SCM_RIGHTS descriptors of a received message.

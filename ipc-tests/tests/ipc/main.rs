@@ -3,11 +3,17 @@
 //! It runs under libtest-mimic (`harness = false`) so that `multiproc::init()` is the first
 //! statement of `main`, as in a user's program. Every test runs behind a watchdog, and the suite
 //! ends by checking that no child process, zombie or `/dev/shm` entry was left behind.
+//!
+//! Standard error (ours and our children's: several tests make a child panic on purpose) is
+//! captured and shown only if a test failed, so that a real failure stands out.
 
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod bootstrap;
+mod fork;
+mod outcomes;
 mod pipe;
 mod pool;
 mod process;
@@ -35,15 +41,27 @@ fn main() {
 
     let mut trials = Vec::new();
     trials.extend(process::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(fork::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(outcomes::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(pipe::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(worker::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(shm::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(sync::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(queue::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(pool::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(bootstrap::tests().into_iter().map(|(n, f)| trial(n, f)));
 
     let listing = args.list;
+    // Children that panic on purpose print to stderr: keep it until we know whether to show it.
+    let capture = if listing {
+        None
+    } else {
+        ipc_tests::StderrCapture::start()
+    };
     let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(capture) = capture {
+        capture.finish(conclusion.has_failed());
+    }
     if !listing {
         let problems = ipc_tests::leak_check(&shm_before);
         if !problems.is_empty() {

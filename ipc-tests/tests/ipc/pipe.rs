@@ -211,10 +211,17 @@ fn peer_dies_mid_frame() -> Result<(), String> {
     let (ours, theirs) = multiproc::pipe::<Vec<u8>>().ctx("pipe")?;
     let mut p = Process::new(send_forever, theirs);
     p.start().ctx("start")?;
-    // Wait until the first bytes are readable (wait() does not consume them; poll() would read
-    // until the whole message is in), then kill the sender in the middle of its frame.
-    let ready = multiproc::wait(&[&ours], Some(Duration::from_secs(60))).ctx("wait")?;
-    ensure!(ready == [0], "nothing arrived");
+    // Wait until the first bytes are readable, with a raw poll(2) that does not consume them
+    // (wait() and poll() report whole messages only, reading until one is in), then kill the
+    // sender in the middle of its frame.
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&ours)),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 60_000) };
+    ensure!(ready == 1, "nothing arrived");
     p.kill().ctx("kill")?;
     let _ = p.join();
     let t = Instant::now();

@@ -22,6 +22,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "worker::bad_argument_keeps_worker",
             bad_argument_keeps_worker,
         ),
+        (
+            "worker::call_timeout_bounds_the_send_to_a_stopped_worker",
+            call_timeout_bounds_the_send_to_a_stopped_worker,
+        ),
     ]
 }
 
@@ -214,5 +218,30 @@ fn bad_argument_keeps_worker() -> Result<(), String> {
         "worker unusable after codec errors"
     );
     w.shutdown().ctx("shutdown")?;
+    Ok(())
+}
+
+/// A worker that stops reading (SIGSTOP) while a large argument is being sent: the call's
+/// deadline bounds the send too.
+fn call_timeout_bounds_the_send_to_a_stopped_worker() -> Result<(), String> {
+    let mut w = Worker::start().ctx("start")?;
+    let pid = w.pid() as i32;
+    // SAFETY: stopping our own child; it is killed (SIGKILL works on a stopped process) below.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = w.call_timeout(checksum, make_blob(64 << 20), Duration::from_millis(300));
+        let _ = tx.send((r.map_err(|e| e.to_string()), w.is_alive()));
+    });
+    let (r, alive) = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(got) => got,
+        Err(_) => {
+            // SAFETY: killing our own stopped child so that nothing is left behind.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Err("call_timeout(300 ms) was still sending after 60 s".into());
+        }
+    };
+    ensure!(r == Ok(None), "call_timeout gave {r:?}");
+    ensure!(!alive, "the worker was not killed after the timeout");
     Ok(())
 }

@@ -251,6 +251,8 @@ impl Engine {
                     fds: t.fd_counts,
                 },
                 fds: t.fds,
+                transits: t.transits,
+                announced_to: None,
                 count,
                 first: t.first,
                 sink: t.sink,
@@ -343,6 +345,15 @@ impl Engine {
             };
             let msg = task.msg.clone();
             let large = task.size + 256 > TASK_RING;
+            let worker_pid = st.workers[wi].pid;
+            if let Some(task) = st.tasks.get_mut(&id)
+                && task.announced_to != Some(worker_pid)
+            {
+                // Before the worker can see the task: a queue handle in its arguments counts
+                // this worker as a holder from now on (until it decodes it, or dies).
+                task.transits.handed_to(worker_pid as i32);
+                task.announced_to = Some(worker_pid);
+            }
             let slot = &mut st.workers[wi];
             // A message larger than the ring is never offered to `try_put` (which would start
             // streaming it and give up halfway): it goes to a helper thread at once.

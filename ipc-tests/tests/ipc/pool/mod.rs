@@ -393,7 +393,10 @@ fn failing_initializer() -> Result<(), String> {
 /// Succeeds for the first two workers, then panics: a replacement that can never start.
 fn init_twice(starts: multiproc::Value<u32>) {
     let n = {
-        let mut g = starts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = starts
+            .lock()
+            .or_else(|e| e.into_inner())
+            .expect("the lock is broken");
         *g += 1;
         *g
     };
@@ -415,10 +418,14 @@ fn failing_replacement_initializer() -> Result<(), String> {
     ensure!(
         ipc_tests::eventually(Duration::from_secs(30), || *starts
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .or_else(|e| e.into_inner())
+            .expect("the lock is broken")
             >= 5),
         "replacement attempts: {}",
-        *starts.lock().unwrap_or_else(|e| e.into_inner())
+        *starts
+            .lock()
+            .or_else(|e| e.into_inner())
+            .expect("the lock is broken")
     );
     for i in 0..10 {
         ensure!(
@@ -427,7 +434,10 @@ fn failing_replacement_initializer() -> Result<(), String> {
         );
     }
     std::thread::sleep(Duration::from_millis(300));
-    let attempts = *starts.lock().unwrap_or_else(|e| e.into_inner());
+    let attempts = *starts
+        .lock()
+        .or_else(|e| e.into_inner())
+        .expect("the lock is broken");
     ensure!(
         attempts == 5,
         "2 starts + 3 failed replacements, not a loop: {attempts}"

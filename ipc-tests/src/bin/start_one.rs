@@ -1,0 +1,85 @@
+//! A small program that starts one child, for the bootstrap tests (`tests/ipc/bootstrap.rs`),
+//! which run it in odd ways: under an explicit loader, setuid, with a foreign environment.
+//!
+//! `start_one <mode>`: `run` starts a child that triples 14; `tag` prints the environment value
+//! a child of this program receives; `args` prints the child's `env::args()`; `overflow` makes
+//! the child overflow its stack; `closed-stdio`
+//! closes standard output and error, then exits 0 if the child found both open.
+
+use std::io::Write;
+
+use multiproc::Process;
+
+fn triple(x: u32) -> u32 {
+    x * 3
+}
+
+/// The child's `MULTIPROC_CHILD` as the kernel passed it (the process's original environment
+/// block still holds it after the bootstrap removed it from `std::env`).
+fn child_env(_: ()) -> Option<String> {
+    let environ = std::fs::read("/proc/self/environ").ok()?;
+    environ
+        .split(|&b| b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("MULTIPROC_CHILD=").map(str::to_string))
+}
+
+fn args(_: ()) -> Vec<String> {
+    std::env::args().collect()
+}
+
+fn stdio_open(_: ()) -> (bool, bool) {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let open = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
+    (open(1), open(2))
+}
+
+/// Recurses until the stack overflows (the end is never reached).
+fn overflow(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    let frame = std::hint::black_box([depth; 64]);
+    overflow(frame[7] + 1) + std::hint::black_box(frame[3])
+}
+
+fn run<A, R>(f: fn(A) -> R, arg: A) -> Result<R, multiproc::Error>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned,
+    R: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut p = Process::new(f, arg);
+    p.start()?;
+    p.join()
+}
+
+fn main() {
+    multiproc::init();
+    println!("main ran");
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let out = match mode.as_str() {
+        "run" => run(triple, 14).map(|v| format!("result {v}")),
+        "tag" => run(child_env, ()).map(|v| format!("tag {}", v.unwrap_or_default())),
+        "args" => run(args, ()).map(|v| format!("args {v:?}")),
+        "overflow" => run(overflow, 0).map(|v| format!("returned {v}")),
+        "closed-stdio" => {
+            let _ = std::io::stdout().flush();
+            // SAFETY: closing the standard descriptors; nothing else uses them from here on.
+            unsafe {
+                libc::close(1);
+                libc::close(2);
+            }
+            let code = match run(stdio_open, ()) {
+                Ok((true, true)) => 0,
+                Ok(_) => 1,
+                Err(_) => 2,
+            };
+            std::process::exit(code);
+        }
+        other => Ok(format!("unknown mode {other:?}")),
+    };
+    match out {
+        Ok(line) => println!("{line}"),
+        Err(e) => println!("error {:?}: {e}", e.kind()),
+    }
+}

@@ -1,0 +1,297 @@
+//! The child bootstrap, run in odd ways: foreign and stale `MULTIPROC_CHILD` values, an
+//! explicit dynamic loader, a setuid copy, closed standard descriptors, the child's arguments.
+//! They all run `start_one` (src/bin/start_one.rs). The two-copies, plugin and late-constructor
+//! cases need builds of their own: see ipc-tests/fixtures/.
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Context, TestFn, ensure};
+
+pub fn tests() -> Vec<(&'static str, TestFn)> {
+    vec![
+        (
+            "bootstrap::foreign_child_values_are_ignored",
+            foreign_child_values_are_ignored,
+        ),
+        ("bootstrap::broken_starts_say_why", broken_starts_say_why),
+        (
+            "bootstrap::explicit_loader_is_a_clear_error",
+            explicit_loader_is_a_clear_error,
+        ),
+        (
+            "bootstrap::secure_execution_never_acts_as_a_child",
+            secure_execution_never_acts_as_a_child,
+        ),
+        (
+            "bootstrap::child_gets_the_parents_arguments",
+            child_gets_the_parents_arguments,
+        ),
+        (
+            "bootstrap::closed_stdio_is_sanitized_in_the_child",
+            closed_stdio_is_sanitized_in_the_child,
+        ),
+        ("bootstrap::stack_overflow_says_so", stack_overflow_says_so),
+    ]
+}
+
+const START_ONE: &str = env!("CARGO_BIN_EXE_start_one");
+
+/// Runs `cmd` to completion within a minute (killed and reaped otherwise).
+fn output(mut cmd: Command) -> Result<Output, String> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx("spawn")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().ctx("wait")?.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{cmd:?} did not finish within a minute"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut out = Output {
+        status: child.wait().ctx("wait")?,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_end(&mut out.stdout).ctx("read stdout")?;
+    }
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_end(&mut out.stderr).ctx("read stderr")?;
+    }
+    Ok(out)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The value of `MULTIPROC_CHILD` that `start_one` gives its children; its copy tag is the same
+/// for every run of that file.
+fn start_one_env() -> Result<String, String> {
+    let mut cmd = Command::new(START_ONE);
+    cmd.arg("tag");
+    let out = output(cmd)?;
+    let stdout = text(&out.stdout);
+    let value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tag "))
+        .ctx("start_one printed no tag")?;
+    ensure!(value.starts_with("2:"), "unexpected value {value:?}");
+    Ok(value.to_string())
+}
+
+/// `value` with its parent pid replaced.
+fn addressed_to(value: &str, parent: u32) -> String {
+    let mut parts = value.splitn(3, ':');
+    let (version, _, tag) = (parts.next(), parts.next(), parts.next());
+    format!("{}:{parent}:{}", version.unwrap_or(""), tag.unwrap_or(""))
+}
+
+fn start_one_with_env(value: &str, stdin: Stdio) -> Result<Output, String> {
+    let mut cmd = Command::new(START_ONE);
+    cmd.arg("run").env("MULTIPROC_CHILD", value).stdin(stdin);
+    output(cmd)
+}
+
+fn foreign_child_values_are_ignored() -> Result<(), String> {
+    let ours = start_one_env()?;
+    // Garbage, the first protocol's format, another copy of the crate, and a value addressed to
+    // another parent with a terminal-like stdin: none is addressed to this process, so `main`
+    // runs (and starts its own child, which works).
+    let other_copy = format!("{}:{}:0123456789abcdef42", 2, std::process::id());
+    let stale = addressed_to(&ours, 1);
+    for value in ["garbage", "1:1", other_copy.as_str(), stale.as_str()] {
+        let out = start_one_with_env(value, Stdio::null())?;
+        let stdout = text(&out.stdout);
+        ensure!(
+            out.status.success() && stdout.contains("main ran") && stdout.contains("result 42"),
+            "MULTIPROC_CHILD={value}: {:?}, stdout {stdout:?}, stderr {:?}",
+            out.status,
+            text(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn broken_starts_say_why() -> Result<(), String> {
+    let ours = start_one_env()?;
+    // Addressed to this process (we are its parent), but standard input is not a socket.
+    let value = addressed_to(&ours, std::process::id());
+    let out = start_one_with_env(&value, Stdio::null())?;
+    let stderr = text(&out.stderr);
+    ensure!(out.status.code() == Some(3), "status {:?}", out.status);
+    ensure!(
+        stderr.contains("standard input") && stderr.contains("not the control socket"),
+        "stderr: {stderr:?}"
+    );
+    ensure!(!text(&out.stdout).contains("main ran"), "main ran");
+    // A socket on stdin, but a parent that is not ours: the parent is gone.
+    let (mine, theirs) = UnixStream::pair().ctx("socketpair")?;
+    let value = addressed_to(&ours, 1);
+    let out = start_one_with_env(&value, Stdio::from(std::os::fd::OwnedFd::from(theirs)))?;
+    drop(mine);
+    let stderr = text(&out.stderr);
+    ensure!(out.status.code() == Some(3), "status {:?}", out.status);
+    ensure!(
+        stderr.contains("as this child's parent"),
+        "stderr: {stderr:?}"
+    );
+    Ok(())
+}
+
+/// The program interpreter named in an ELF file's PT_INTERP header.
+fn interpreter(path: &str) -> Result<String, String> {
+    let elf = std::fs::read(path).ctx("read the binary")?;
+    let u16_at = |i: usize| u16::from_le_bytes([elf[i], elf[i + 1]]) as usize;
+    let u64_at = |i: usize| {
+        let mut b = [0; 8];
+        b.copy_from_slice(&elf[i..i + 8]);
+        u64::from_le_bytes(b) as usize
+    };
+    ensure!(
+        elf.len() > 64 && &elf[..4] == b"\x7fELF" && elf[4] == 2,
+        "not ELF64"
+    );
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    for i in 0..phnum {
+        let h = phoff + i * phentsize;
+        if u32::from_le_bytes([elf[h], elf[h + 1], elf[h + 2], elf[h + 3]]) == 3 {
+            let (off, size) = (u64_at(h + 8), u64_at(h + 32));
+            let name = &elf[off..off + size];
+            return Ok(text(name.strip_suffix(b"\0").unwrap_or(name)));
+        }
+    }
+    Err("no PT_INTERP".into())
+}
+
+fn explicit_loader_is_a_clear_error() -> Result<(), String> {
+    let loader = interpreter(START_ONE)?;
+    let mut cmd = Command::new(&loader);
+    cmd.arg(START_ONE).arg("run");
+    let out = output(cmd)?;
+    let stdout = text(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{:?} {:?}",
+        out.status,
+        text(&out.stderr)
+    );
+    ensure!(stdout.contains("main ran"), "stdout: {stdout:?}");
+    ensure!(
+        stdout.contains("error BuildMismatch") && stdout.contains("explicit dynamic loader"),
+        "stdout: {stdout:?}"
+    );
+    Ok(())
+}
+
+fn secure_execution_never_acts_as_a_child() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "bootstrap::secure_execution_never_acts_as_a_child: needs root to make a setuid copy; not run"
+        );
+        return Ok(());
+    }
+    let ours = start_one_env()?;
+    let dir = std::env::temp_dir().join(format!("multiproc-setuid-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).ctx("create the directory")?;
+    let result = (|| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).ctx("chmod dir")?;
+        let copy = dir.join("start_one");
+        std::fs::copy(START_ONE, &copy).ctx("copy start_one")?;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o4755)).ctx("setuid")?;
+        let as_nobody = |value: Option<&str>, stdin: Stdio| {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&copy)
+                .arg("run")
+                .stdin(stdin);
+            if let Some(v) = value {
+                cmd.env("MULTIPROC_CHILD", v);
+            }
+            output(cmd)
+        };
+        // As a parent: spawning is refused with a clear error.
+        let out = as_nobody(None, Stdio::null())?;
+        let stdout = text(&out.stdout);
+        ensure!(
+            stdout.contains("error PermissionDenied") && stdout.contains("setuid"),
+            "{:?} stdout {stdout:?} stderr {:?}",
+            out.status,
+            text(&out.stderr)
+        );
+        // As a child: a value addressed to it, with a socket on stdin, is refused on stderr
+        // and `main` runs as in any setuid program.
+        let (mine, theirs) = UnixStream::pair().ctx("socketpair")?;
+        let value = addressed_to(&ours, std::process::id());
+        let out = as_nobody(
+            Some(&value),
+            Stdio::from(std::os::fd::OwnedFd::from(theirs)),
+        )?;
+        drop(mine);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        ensure!(
+            stderr.contains("ignoring MULTIPROC_CHILD") && stdout.contains("main ran"),
+            "{:?} stdout {stdout:?} stderr {stderr:?}",
+            out.status
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn child_gets_the_parents_arguments() -> Result<(), String> {
+    let mut cmd = Command::new(START_ONE);
+    cmd.args(["args", "--flag", "two words"]);
+    let out = output(cmd)?;
+    let stdout = text(&out.stdout);
+    let expected = format!("args {:?}", [START_ONE, "args", "--flag", "two words"]);
+    ensure!(
+        stdout.contains(&expected),
+        "stdout {stdout:?}, expected {expected:?}"
+    );
+    Ok(())
+}
+
+fn closed_stdio_is_sanitized_in_the_child() -> Result<(), String> {
+    let mut cmd = Command::new(START_ONE);
+    cmd.arg("closed-stdio");
+    let out = output(cmd)?;
+    ensure!(
+        out.status.code() == Some(0),
+        "the child found stdout or stderr closed: {:?}",
+        out.status
+    );
+    Ok(())
+}
+
+fn stack_overflow_says_so() -> Result<(), String> {
+    let mut cmd = Command::new(START_ONE);
+    cmd.arg("overflow");
+    let out = output(cmd)?;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    ensure!(
+        stderr.contains("thread 'main' has overflowed its stack"),
+        "stderr {stderr:?}, stdout {stdout:?}"
+    );
+    // std's runtime aborts after the message: the parent sees SIGABRT, not SIGSEGV.
+    ensure!(
+        stdout.contains("error Signaled") && stdout.contains("SIGABRT"),
+        "stdout {stdout:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! The program image: the auxiliary vector the kernel passed, the objects the loader mapped,
+//! their build-id notes and their constructors.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::os::fd::RawFd;
+
+/// A constructor in `.init_array`, called as glibc calls it: `(argc, argv, envp)`.
+pub(crate) type InitFn = extern "C" fn(c_int, *const *const c_char, *const *const c_char);
+
+fn auxv(key: libc::c_ulong) -> usize {
+    // SAFETY: getauxval reads the process's auxiliary vector; it has no preconditions and
+    // returns 0 for a missing key.
+    unsafe { libc::getauxval(key) as usize }
+}
+
+/// True when the kernel started this program in secure-execution mode: a setuid or setgid
+/// executable, or one with file capabilities (the environment and descriptors it inherited
+/// come from a less privileged caller). See getauxval(3), `AT_SECURE`.
+pub(crate) fn is_secure_execution() -> bool {
+    auxv(libc::AT_SECURE) != 0
+}
+
+/// True when the kernel loaded a program interpreter (`AT_BASE` is its address): false for a
+/// static executable, or when the dynamic loader itself was the program run
+/// (`ld-linux-x86-64.so.2 ./program`).
+pub(crate) fn has_interpreter() -> bool {
+    auxv(libc::AT_BASE) != 0
+}
+
+/// The file mapped at `addr` in this process, as `(device, inode, path)`, from
+/// `/proc/self/maps`. See proc_pid_maps(5).
+pub(crate) fn mapped_file(addr: usize) -> Option<(u64, u64, String)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        // start-end perms offset major:minor inode path
+        let mut fields = line.split_ascii_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (
+            usize::from_str_radix(start, 16).ok()?,
+            usize::from_str_radix(end, 16).ok()?,
+        );
+        if addr < start || addr >= end {
+            return None;
+        }
+        let (_perms, _offset) = (fields.next()?, fields.next()?);
+        let (major, minor) = fields.next()?.split_once(':')?;
+        let dev = libc::makedev(
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        );
+        let ino = fields.next()?.parse().ok()?;
+        let path = fields.collect::<Vec<_>>().join(" ");
+        Some((dev, ino, path))
+    })
+}
+
+/// True when descriptor `fd` is open. See fcntl(2), `F_GETFD`.
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// The mapped object that contains `addr`: its load bias and program headers.
+#[derive(Clone, Copy)]
+struct Object {
+    bias: usize,
+    phdr: *const libc::Elf64_Phdr,
+    phnum: usize,
+}
+
+impl Object {
+    fn headers(&self) -> &'static [libc::Elf64_Phdr] {
+        if self.phdr.is_null() {
+            return &[];
+        }
+        // SAFETY: the loader keeps an object's program headers mapped for as long as the object
+        // is, and the objects we look up (the one holding this crate's code) are never unloaded
+        // while its code runs.
+        unsafe { std::slice::from_raw_parts(self.phdr, self.phnum) }
+    }
+
+    /// The bytes of segment `h` as mapped.
+    fn segment(&self, h: &libc::Elf64_Phdr) -> &'static [u8] {
+        let start = self.bias.wrapping_add(h.p_vaddr as usize);
+        // SAFETY: a loaded segment of a mapped object is readable for `p_memsz` bytes from its
+        // runtime address (PT_NOTE and PT_DYNAMIC lie inside a PT_LOAD segment).
+        unsafe { std::slice::from_raw_parts(start as *const u8, h.p_memsz as usize) }
+    }
+}
+
+/// Finds the loaded object whose PT_LOAD segments cover `addr`. See dl_iterate_phdr(3).
+fn object_containing(addr: usize) -> Option<Object> {
+    struct Search {
+        addr: usize,
+        found: Option<Object>,
+    }
+    extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info record, and `data` is the `Search` below.
+        let (info, search) = unsafe { (&*info, &mut *(data as *mut Search)) };
+        let object = Object {
+            bias: info.dlpi_addr as usize,
+            phdr: info.dlpi_phdr,
+            phnum: info.dlpi_phnum as usize,
+        };
+        let inside = object.headers().iter().any(|h| {
+            let start = object.bias.wrapping_add(h.p_vaddr as usize);
+            h.p_type == libc::PT_LOAD
+                && search.addr >= start
+                && search.addr - start < h.p_memsz as usize
+        });
+        if inside {
+            search.found = Some(object);
+            1
+        } else {
+            0
+        }
+    }
+    let mut search = Search { addr, found: None };
+    // SAFETY: `visit` matches the callback type and only reads the records it is given;
+    // `search` outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search as *mut c_void) };
+    search.found
+}
+
+/// The GNU build-id note of the object that contains `addr`, if its linker wrote one.
+pub(crate) fn build_id(addr: usize) -> Option<Vec<u8>> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let object = object_containing(addr)?;
+    for h in object
+        .headers()
+        .iter()
+        .filter(|h| h.p_type == libc::PT_NOTE)
+    {
+        let mut notes = object.segment(h);
+        // Each note: namesz, descsz, type (u32 each), then the name and the descriptor, each
+        // padded to 4 bytes.
+        while notes.len() >= 12 {
+            let word =
+                |i: usize| u32::from_ne_bytes([notes[i], notes[i + 1], notes[i + 2], notes[i + 3]]);
+            let (namesz, descsz, kind) = (word(0) as usize, word(4) as usize, word(8));
+            let name_end = 12 + namesz.div_ceil(4) * 4;
+            let desc_end = name_end + descsz.div_ceil(4) * 4;
+            if desc_end > notes.len() {
+                break;
+            }
+            if kind == NT_GNU_BUILD_ID && &notes[12..12 + namesz] == b"GNU\0" {
+                return Some(notes[name_end..name_end + descsz].to_vec());
+            }
+            notes = &notes[desc_end..];
+        }
+    }
+    None
+}
+
+/// The constructors that the loader would call after `slot`, an entry of the `.init_array`
+/// of the object that contains it; `None` if that array cannot be found or does not hold
+/// `slot`.
+fn constructors_after(slot: *const InitFn) -> Option<&'static [usize]> {
+    const DT_NULL: i64 = 0;
+    const DT_INIT_ARRAY: i64 = 25;
+    const DT_INIT_ARRAYSZ: i64 = 27;
+    let object = object_containing(slot as usize)?;
+    let dynamic = object
+        .headers()
+        .iter()
+        .find(|h| h.p_type == libc::PT_DYNAMIC)?;
+    let (mut array, mut size) = (None, None);
+    // The dynamic section: (tag, value) pairs of two words each, up to DT_NULL.
+    let bytes = object.segment(dynamic);
+    for entry in bytes.chunks_exact(16) {
+        let tag = i64::from_ne_bytes(entry[..8].try_into().ok()?);
+        let value = u64::from_ne_bytes(entry[8..].try_into().ok()?) as usize;
+        match tag {
+            DT_NULL => break,
+            DT_INIT_ARRAY => array = Some(object.bias.wrapping_add(value)),
+            DT_INIT_ARRAYSZ => size = Some(value),
+            _ => {}
+        }
+    }
+    let (start, size) = (array?, size?);
+    let slot = slot as usize;
+    let word = size_of::<usize>();
+    if slot < start || slot >= start + size || !(slot - start).is_multiple_of(word) {
+        return None;
+    }
+    let after = slot + word;
+    // SAFETY: `[start, start + size)` is the object's `.init_array` as the dynamic section
+    // describes it, mapped and word-aligned; it contains `slot` (checked above), so the words
+    // after it up to the end are entries of the same array.
+    Some(unsafe {
+        std::slice::from_raw_parts(after as *const usize, (start + size - after) / word)
+    })
+}
+
+/// Calls, in order, the constructors of `slot`'s object that come after `slot` in its
+/// `.init_array`, as the loader would have, so that a hook that never returns still lets them
+/// run. Returns false (calling nothing) if the array cannot be found.
+///
+/// # Safety
+/// `slot` must be the `.init_array` entry of the constructor that is running now, called by
+/// the loader with `argc`, `argv` and `envp`, and that constructor must never return (or the
+/// loader would call the later ones a second time).
+pub(crate) unsafe fn run_constructors_after(
+    slot: *const InitFn,
+    argc: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> bool {
+    let Some(entries) = constructors_after(slot) else {
+        return false;
+    };
+    for &entry in entries {
+        // Old toolchains pad the array with 0 or -1; the loader never sees those as functions.
+        if entry == 0 || entry == usize::MAX {
+            continue;
+        }
+        // SAFETY: every other word of `.init_array` is a constructor the loader would call
+        // with these arguments now; the caller never returns, so none runs twice.
+        let f = unsafe { std::mem::transmute::<usize, InitFn>(entry) };
+        f(argc, argv, envp);
+    }
+    true
+}
+
+/// Where a fault means that the main thread overflowed its stack: set once, read by the handler.
+static OVERFLOW_RANGE: [std::sync::atomic::AtomicUsize; 2] = [
+    std::sync::atomic::AtomicUsize::new(0),
+    std::sync::atomic::AtomicUsize::new(0),
+];
+
+/// Makes a stack overflow of the calling thread, the main thread of a process whose `main` has
+/// not run, print std's message and abort, as std's own runtime set-up would have arranged
+/// (without it the overflow is a silent SIGSEGV). Must be called near the top of the stack
+/// (before `main`), where the address of a local tells where the stack's limit lies.
+pub(crate) fn report_stack_overflow() {
+    use std::sync::atomic::Ordering::Relaxed;
+    const ALT_STACK: usize = 64 * 1024;
+    // The stack may grow down to RLIMIT_STACK below its top, which lies a little above us;
+    // below that limit the kernel keeps a guard gap (256 pages by default).
+    let marker = std::hint::black_box(0u8);
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    // SAFETY: an all-zero rlimit is a valid value to be overwritten.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit writes the limit into `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+        || limit.rlim_cur as usize >= here
+    {
+        return;
+    }
+    let floor = here - limit.rlim_cur as usize;
+    OVERFLOW_RANGE[0].store(floor.saturating_sub(2 << 20), Relaxed);
+    OVERFLOW_RANGE[1].store(floor + (1 << 20), Relaxed);
+    // SAFETY: a fresh private anonymous mapping; on success it is ours for the process's life.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ALT_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return;
+    }
+    let alt = libc::stack_t {
+        ss_sp: stack,
+        ss_flags: 0,
+        ss_size: ALT_STACK,
+    };
+    // SAFETY: `alt` describes the mapping above, which is never unmapped.
+    if unsafe { libc::sigaltstack(&alt, std::ptr::null_mut()) } != 0 {
+        return;
+    }
+    extern "C" fn on_fault(signal: c_int, info: *mut libc::siginfo_t, _: *mut c_void) {
+        // SAFETY: the kernel passes a valid siginfo for a SA_SIGINFO handler.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        let (lo, hi) = (
+            OVERFLOW_RANGE[0].load(Relaxed),
+            OVERFLOW_RANGE[1].load(Relaxed),
+        );
+        if addr >= lo && addr < hi {
+            const MESSAGE: &[u8] =
+                b"\nthread 'main' has overflowed its stack\nfatal runtime error: stack overflow, aborting\n";
+            // SAFETY: write(2) and abort(3) are async-signal-safe.
+            unsafe {
+                libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+                libc::abort();
+            }
+        }
+        // Another fault: let it take its usual course when the instruction runs again.
+        // SAFETY: restoring the default action is async-signal-safe.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    for signal in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: an all-zero sigaction is valid to fill in; the handler is async-signal-safe
+        // and runs on the alternate stack installed above.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_fault as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
