@@ -72,6 +72,7 @@
 
 pub mod codec;
 mod error;
+mod manager;
 mod pipe;
 mod process;
 mod queue;
@@ -80,6 +81,11 @@ mod sync;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};
+pub use manager::{
+    AuthKey, DEFAULT_HANDSHAKE_TIMEOUT, DictProxy, ErasedObject, EventProxy, ListProxy, LockProxy,
+    LockProxyGuard, Manager, ManagerAddress, ManagerBuilder, NamespaceProxy, Proxy, QueueProxy,
+    Registry, SharedObject,
+};
 pub use pipe::{
     Connection, DEFAULT_PIPE_FRAME_LIMIT, Nothing, RecvIntoError, Sentinel, Waitable, pipe,
     pipe_typed, simplex, wait,
