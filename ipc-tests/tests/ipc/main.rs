@@ -13,6 +13,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 mod bootstrap;
 mod fork;
+mod manager;
 mod outcomes;
 mod pipe;
 mod process;
@@ -47,6 +48,7 @@ fn main() {
     trials.extend(shm::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(sync::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(queue::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(manager::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(bootstrap::tests().into_iter().map(|(n, f)| trial(n, f)));
 
     let listing = args.list;
