@@ -96,14 +96,23 @@ fn proxies_as_arguments() -> Result<(), String> {
     Ok(())
 }
 
-fn fork_started_server() -> Result<(), String> {
+/// In a (single-threaded) spawned child: a manager whose server is forked.
+fn forked_manager(_: ()) -> Option<u8> {
     let m = Manager::builder()
         .start_method(StartMethod::Fork)
         .start()
-        .ctx("start")?;
-    let d = m.dict::<u8, u8>().ctx("dict")?;
-    d.insert(&1, &2).ctx("insert")?;
-    ensure!(d.get(&1).ctx("get")? == Some(2), "a forked server serves");
+        .unwrap();
+    let d = m.dict::<u8, u8>().unwrap();
+    d.insert(&1, &2).unwrap();
+    let got = d.get(&1).unwrap();
+    m.shutdown().unwrap();
+    got
+}
+
+fn fork_started_server() -> Result<(), String> {
+    let mut p = Process::new(forked_manager, ());
+    p.start().ctx("start")?;
+    ensure!(p.join().ctx("join")? == Some(2), "a forked server serves");
     Ok(())
 }
 
