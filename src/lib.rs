@@ -6,7 +6,8 @@
 //! [`SimpleQueue`], [`JoinableQueue`]) over a ring in shared memory, pipes ([`Connection`]),
 //! shared memory ([`SharedMemory`], [`Value`], [`Array`]) and locks that
 //! survive the death of their holder ([`Lock`], [`RLock`], [`Semaphore`], [`Event`],
-//! [`Condition`], [`Barrier`]), and the [`codec`] that frames every message.
+//! [`Condition`], [`Barrier`]), a [`Manager`] whose server process owns objects behind typed
+//! proxies (also over authenticated TCP), and the [`codec`] that frames every message.
 //!
 //! ## The first line of `main`
 //!
@@ -60,6 +61,8 @@
 //! | `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
 //! | `Value('q', 0)`, `with v.get_lock(): v.value += 1` | [`Value::new(0i64)`](Value::new), `*v.lock()? += 1` |
 //! | `Array('d', n)` | [`Array::new(n, 0.0)`](Array::new) |
+//! | `m = Manager()`, `m.dict()`, `m.list()`, `m.Lock()` | [`Manager::start`], [`dict`](Manager::dict), [`list`](Manager::list), [`lock`](Manager::lock) |
+//! | `BaseManager(address, authkey).connect()` | [`Manager::connect`] (mutual HMAC-SHA256, a MAC on every frame) |
 //!
 //! See `docs/python-to-rust.md` in the repository for the whole mapping and the places where
 //! the behaviour differs on purpose.
