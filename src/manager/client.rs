@@ -228,6 +228,8 @@ impl<'de> Deserialize<'de> for FdArg {
 }
 
 struct Conn {
+    /// Replies are read through a buffer (a reply usually arrives whole, in one system call).
+    reader: std::io::BufReader<Stream>,
     stream: Stream,
     session: Session,
     buf: Vec<u8>,
@@ -287,10 +289,17 @@ impl Client {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let session = auth::client_handshake(&mut stream, &key.0, deadline, DEFAULT_MAX_FRAME)
             .map_err(|e| auth_error(address, e))?;
+        let reader = std::io::BufReader::with_capacity(
+            64 << 10,
+            stream
+                .try_clone()
+                .map_err(|e| Error::io("cannot duplicate the connection", e))?,
+        );
         Ok(Client {
             address: address.clone(),
             key: key.clone(),
             conn: Mutex::new(Some(Conn {
+                reader,
                 stream,
                 session,
                 buf: Vec::new(),
@@ -316,7 +325,7 @@ impl Client {
         codec::encode_into(req, &mut c.out)
             .map_err(|e| Error::codec("cannot encode a manager request", e))?;
         let sent = c.session.send(&mut c.stream, &c.out);
-        let received = sent.and_then(|()| c.session.recv(&mut c.stream, &mut c.buf));
+        let received = sent.and_then(|()| c.session.recv(&mut c.reader, &mut c.buf));
         if let Err(e) = received {
             c.stream.shutdown();
             *guard = None;
@@ -348,7 +357,7 @@ impl Client {
         let c = guard.as_mut().ok_or_else(|| self.gone())?;
         c.session
             .send(&mut c.stream, payload)
-            .and_then(|()| c.session.recv(&mut c.stream, &mut c.buf))
+            .and_then(|()| c.session.recv(&mut c.reader, &mut c.buf))
             .map_err(|e| Error::io("raw call", e))?;
         codec::decode(&c.buf).map_err(|e| Error::codec("reply", e))
     }

@@ -143,13 +143,23 @@ fn connection(shared: &Shared, mut stream: Stream) {
     let mut buf = Vec::new();
     let mut out = Vec::new();
     // Any receive error (end of stream, a forged tag, an oversized frame) ends the connection.
-    while session.recv(&mut stream, &mut buf).is_ok() {
+    // Reads are buffered: a request usually arrives whole, in one system call.
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, &stream);
+    while session.recv(&mut reader, &mut buf).is_ok() {
         let reply = match codec::decode::<Request>(&buf) {
-            Ok(req) => handle(shared, conn, req),
+            Ok(req) => handle(
+                shared,
+                Peer {
+                    conn,
+                    stream: &stream,
+                },
+                req,
+            ),
             Err(e) => Reply::Refused(Refusal::Undecodable, format!("undecodable request: {e}")),
         };
         out.clear();
-        if codec::encode_into(&reply, &mut out).is_err() || session.send(&mut stream, &out).is_err()
+        if codec::encode_into(&reply, &mut out).is_err()
+            || session.send(&mut &stream, &out).is_err()
         {
             break;
         }
@@ -186,36 +196,60 @@ fn not_found(id: u64, what: &str) -> Reply {
     )
 }
 
-/// Waits on the store until `ready` holds or `deadline` passes; `false` on timeout.
+/// How often a waiting request checks that its client is still there.
+const LIVENESS_PERIOD: Duration = Duration::from_millis(200);
+
+/// The connection a request came on: its id, and whether its client has gone away.
+#[derive(Clone, Copy)]
+struct Peer<'a> {
+    conn: u64,
+    stream: &'a Stream,
+}
+
+impl Peer<'_> {
+    /// Whether the client hung up. It waits for our reply, so anything readable on the
+    /// stream means it closed (or broke the protocol): either way nobody is waiting.
+    fn gone(&self) -> bool {
+        crate::sys::wait_fd(
+            self.stream.as_fd(),
+            crate::sys::POLLIN,
+            Some(Instant::now()),
+        )
+        .unwrap_or(true)
+    }
+}
+
+/// Waits on the store until `ready` holds or `deadline` passes; `false` on timeout. A waiter
+/// whose client died gives up too (`false`), so that a dead client never takes a lock or an
+/// item, and its thread ends.
 fn wait_for<'a>(
     shared: &'a Shared,
     mut store: MutexGuard<'a, Store>,
+    peer: Peer<'_>,
     deadline: Option<Instant>,
     mut ready: impl FnMut(&mut Store) -> bool,
 ) -> (MutexGuard<'a, Store>, bool) {
+    let mut check = Instant::now() + LIVENESS_PERIOD;
     loop {
         if ready(&mut store) {
             return (store, true);
         }
-        match deadline {
-            None => {
-                store = shared
-                    .changed
-                    .wait(store)
-                    .unwrap_or_else(|e| e.into_inner())
-            }
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return (store, false);
-                }
-                store = shared
-                    .changed
-                    .wait_timeout(store, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| d <= now) {
+            return (store, false);
         }
+        if now >= check {
+            if peer.gone() {
+                return (store, false);
+            }
+            check = now + LIVENESS_PERIOD;
+        }
+        let until = deadline.map_or(check, |d| d.min(check));
+        store = shared
+            .changed
+            .wait_timeout(store, until.saturating_duration_since(now))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 
@@ -227,7 +261,8 @@ fn usable(store: &Store, id: u64, conn: u64) -> bool {
     }
 }
 
-fn handle(shared: &Shared, conn: u64, req: Request) -> Reply {
+fn handle(shared: &Shared, peer: Peer<'_>, req: Request) -> Reply {
+    let conn = peer.conn;
     let store = shared.lock();
     let (reply, changed) = match req {
         Request::Create(kind) => create(shared, store, kind),
@@ -242,12 +277,12 @@ fn handle(shared: &Shared, conn: u64, req: Request) -> Reply {
                 None => (not_found(id, "object"), false),
             }
         }
-        Request::Dict(id, op) => dict(shared, store, conn, id, op),
-        Request::List(id, op) => list(shared, store, conn, id, op),
-        Request::Namespace(id, op) => namespace(shared, store, conn, id, op),
-        Request::Lock(id, op) => lock(shared, store, conn, id, op),
-        Request::Event(id, op) => event(shared, store, id, op),
-        Request::Queue(id, op) => queue(shared, store, id, op),
+        Request::Dict(id, op) => dict(shared, store, peer, id, op),
+        Request::List(id, op) => list(shared, store, peer, id, op),
+        Request::Namespace(id, op) => namespace(shared, store, peer, id, op),
+        Request::Lock(id, op) => lock(shared, store, peer, id, op),
+        Request::Event(id, op) => event(shared, store, peer, id, op),
+        Request::Queue(id, op) => queue(shared, store, peer, id, op),
         Request::Custom(id, bytes) => {
             let mut store = store;
             match store.objects.get_mut(&id).map(|o| &mut o.state) {
@@ -320,11 +355,12 @@ fn create<'a>(shared: &'a Shared, mut store: MutexGuard<'a, Store>, kind: Kind) 
 fn dict<'a>(
     shared: &'a Shared,
     store: MutexGuard<'a, Store>,
-    conn: u64,
+    peer: Peer<'_>,
     id: u64,
     op: DictOp,
 ) -> (Reply, bool) {
-    let (mut store, _) = wait_for(shared, store, None, |s| usable(s, id, conn));
+    let conn = peer.conn;
+    let (mut store, _) = wait_for(shared, store, peer, None, |s| usable(s, id, conn));
     let Some(obj) = store.objects.get_mut(&id) else {
         return (not_found(id, "dict"), false);
     };
@@ -376,11 +412,12 @@ fn dict<'a>(
 fn list<'a>(
     shared: &'a Shared,
     store: MutexGuard<'a, Store>,
-    conn: u64,
+    peer: Peer<'_>,
     id: u64,
     op: ListOp,
 ) -> (Reply, bool) {
-    let (mut store, _) = wait_for(shared, store, None, |s| usable(s, id, conn));
+    let conn = peer.conn;
+    let (mut store, _) = wait_for(shared, store, peer, None, |s| usable(s, id, conn));
     let Some(State::List(v)) = store.objects.get_mut(&id).map(|o| &mut o.state) else {
         return (not_found(id, "list"), false);
     };
@@ -429,11 +466,12 @@ fn list<'a>(
 fn namespace<'a>(
     shared: &'a Shared,
     store: MutexGuard<'a, Store>,
-    conn: u64,
+    peer: Peer<'_>,
     id: u64,
     op: NsOp,
 ) -> (Reply, bool) {
-    let (mut store, _) = wait_for(shared, store, None, |s| usable(s, id, conn));
+    let conn = peer.conn;
+    let (mut store, _) = wait_for(shared, store, peer, None, |s| usable(s, id, conn));
     let Some(obj) = store.objects.get_mut(&id) else {
         return (not_found(id, "namespace"), false);
     };
@@ -468,10 +506,11 @@ fn namespace<'a>(
 fn lock<'a>(
     shared: &'a Shared,
     store: MutexGuard<'a, Store>,
-    conn: u64,
+    peer: Peer<'_>,
     id: u64,
     op: LockOp,
 ) -> (Reply, bool) {
+    let conn = peer.conn;
     let holder = |s: &mut Store| match s.objects.get(&id).map(|o| &o.state) {
         Some(State::Lock(h)) => Ok(*h),
         _ => Err(()),
@@ -505,7 +544,7 @@ fn lock<'a>(
                 );
             }
             let free = |s: &mut Store| !matches!(holder(s), Ok(Some(_)));
-            let (mut store, got) = wait_for(shared, store, deadline_of(timeout), free);
+            let (mut store, got) = wait_for(shared, store, peer, deadline_of(timeout), free);
             if !got {
                 return (Reply::Bool(false), false);
             }
@@ -523,6 +562,7 @@ fn lock<'a>(
 fn event<'a>(
     shared: &'a Shared,
     store: MutexGuard<'a, Store>,
+    peer: Peer<'_>,
     id: u64,
     op: EventOp,
 ) -> (Reply, bool) {
@@ -550,7 +590,7 @@ fn event<'a>(
         }
         EventOp::IsSet => (Reply::Bool(flag(&mut store) == Some(true)), false),
         EventOp::Wait(timeout) => {
-            let (_store, got) = wait_for(shared, store, deadline_of(timeout), |s| {
+            let (_store, got) = wait_for(shared, store, peer, deadline_of(timeout), |s| {
                 flag(s) != Some(false)
             });
             (Reply::Bool(got), false)
@@ -561,6 +601,7 @@ fn event<'a>(
 fn queue<'a>(
     shared: &'a Shared,
     store: MutexGuard<'a, Store>,
+    peer: Peer<'_>,
     id: u64,
     op: QueueOp,
 ) -> (Reply, bool) {
@@ -578,7 +619,7 @@ fn queue<'a>(
                 Some(State::Queue(q, max)) => max.is_none_or(|m| (q.len() as u64) < m),
                 _ => true,
             };
-            let (mut store, got) = wait_for(shared, store, deadline_of(timeout), room);
+            let (mut store, got) = wait_for(shared, store, peer, deadline_of(timeout), room);
             if !got {
                 return (Reply::Timeout, false);
             }
@@ -595,7 +636,7 @@ fn queue<'a>(
                 Some(State::Queue(q, _)) => !q.is_empty(),
                 _ => true,
             };
-            let (mut store, got) = wait_for(shared, store, deadline_of(timeout), ready);
+            let (mut store, got) = wait_for(shared, store, peer, deadline_of(timeout), ready);
             if !got {
                 return (Reply::Timeout, false);
             }
