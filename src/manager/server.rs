@@ -230,10 +230,15 @@ fn wait_for<'a>(
     mut ready: impl FnMut(&mut Store) -> bool,
 ) -> (MutexGuard<'a, Store>, bool) {
     let mut check = Instant::now() + LIVENESS_PERIOD;
+    let mut waited = false;
     loop {
         if ready(&mut store) {
-            return (store, true);
+            // After a wait, make sure someone still wants what is ready (a client killed
+            // while waiting must not take the lock or the item with it).
+            let wanted = !waited || !peer.gone();
+            return (store, wanted);
         }
+        waited = true;
         let now = Instant::now();
         if deadline.is_some_and(|d| d <= now) {
             return (store, false);

@@ -24,6 +24,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ),
         ("manager::server_sigkilled_every_call_fails", server_killed),
         (
+            "manager::a_killed_waiter_takes_nothing",
+            killed_waiter_takes_nothing,
+        ),
+        (
             "manager::a_proxy_outside_arguments_is_refused",
             proxy_outside_arguments,
         ),
@@ -170,6 +174,58 @@ fn client_killed_holding_lock() -> Result<(), String> {
     ensure!(e.kind() == ErrorKind::Signaled, "{e}");
     let g = lock.acquire_timeout(PATIENCE).ctx("acquire")?;
     ensure!(g.is_some(), "the dead client's lock was never released");
+    Ok(())
+}
+
+/// Announces itself, then waits for an item (and for the lock) until killed.
+fn wait_for_item(args: (QueueProxy<u32>, EventProxy)) {
+    let (queue, waiting) = args;
+    waiting.set().unwrap();
+    let _ = queue.get();
+}
+
+fn wait_for_lock(args: (LockProxy, EventProxy)) {
+    let (lock, waiting) = args;
+    waiting.set().unwrap();
+    let _ = lock.acquire();
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// A client SIGKILLed while blocked in `get` (or `acquire`) must not take the item (or the
+/// lock) that arrives after its death.
+fn killed_waiter_takes_nothing() -> Result<(), String> {
+    let m = Manager::start().ctx("start")?;
+    let queue = m.queue::<u32>(None).ctx("queue")?;
+    let lock = m.lock().ctx("lock")?;
+    let held = lock.acquire().ctx("acquire")?;
+    let (w1, w2) = (m.event().ctx("event")?, m.event().ctx("event")?);
+    let mut getter = Process::new(wait_for_item, (queue.clone(), w1.clone()));
+    let mut locker = Process::new(wait_for_lock, (lock.clone(), w2.clone()));
+    getter.start().ctx("start getter")?;
+    locker.start().ctx("start locker")?;
+    ensure!(
+        w1.wait_timeout(PATIENCE).ctx("wait")?,
+        "the getter never started"
+    );
+    ensure!(
+        w2.wait_timeout(PATIENCE).ctx("wait")?,
+        "the locker never started"
+    );
+    // Let the blocking requests reach the server (if one has not, the test proves less, but
+    // cannot fail for it).
+    std::thread::sleep(Duration::from_millis(300));
+    getter.kill().ctx("kill")?;
+    locker.kill().ctx("kill")?;
+    let _ = getter.join();
+    let _ = locker.join();
+    queue.put(&7).ctx("put")?;
+    drop(held);
+    ensure!(
+        queue.get_timeout(PATIENCE).ctx("get")? == Some(7),
+        "the item went to a dead client"
+    );
+    let g = lock.acquire_timeout(PATIENCE).ctx("acquire")?;
+    ensure!(g.is_some(), "the lock went to a dead client and stayed");
     Ok(())
 }
 
