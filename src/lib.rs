@@ -7,7 +7,8 @@
 //! [`SimpleQueue`], [`JoinableQueue`]) over a ring in shared memory, pipes ([`Connection`]),
 //! shared memory ([`SharedMemory`], [`Value`], [`Array`]) and locks that
 //! survive the death of their holder ([`Lock`], [`RLock`], [`Semaphore`], [`Event`],
-//! [`Condition`], [`Barrier`]), and the [`codec`] that frames every message.
+//! [`Condition`], [`Barrier`]), a [`Manager`] whose server process owns objects behind typed
+//! proxies (also over authenticated TCP), and the [`codec`] that frames every message.
 //!
 //! ## The first line of `main`
 //!
@@ -66,6 +67,8 @@
 //! | `pool.map(f, it)`, `imap`, `imap_unordered` | [`map`](Pool::map), [`imap`](Pool::imap) (lazy, bounded), [`imap_unordered`](Pool::imap_unordered) |
 //! | a pool worker killed: the task hangs forever | that task fails with [`ErrorKind::WorkerDied`]; the worker is replaced |
 //! | `multiprocessing.pool.ThreadPool` | [`ThreadPool`] (closures) |
+//! | `m = Manager()`, `m.dict()`, `m.list()`, `m.Lock()` | [`Manager::start`], [`dict`](Manager::dict), [`list`](Manager::list), [`lock`](Manager::lock) |
+//! | `BaseManager(address, authkey).connect()` | [`Manager::connect`] (mutual HMAC-SHA256, a MAC on every frame) |
 //!
 //! See `docs/python-to-rust.md` in the repository for the whole mapping and the places where
 //! the behaviour differs on purpose.
@@ -78,6 +81,7 @@
 
 pub mod codec;
 mod error;
+mod manager;
 mod pipe;
 mod pool;
 mod process;
@@ -87,6 +91,11 @@ mod sync;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};
+pub use manager::{
+    AuthKey, DEFAULT_HANDSHAKE_TIMEOUT, DictProxy, ErasedObject, EventProxy, ListProxy, LockProxy,
+    LockProxyGuard, Manager, ManagerAddress, ManagerBuilder, NamespaceProxy, Proxy, QueueProxy,
+    Registry, SharedObject,
+};
 pub use pipe::{
     Connection, DEFAULT_PIPE_FRAME_LIMIT, Nothing, RecvIntoError, Sentinel, Waitable, pipe,
     pipe_typed, simplex, wait,

@@ -13,6 +13,7 @@ mod futex;
 mod image;
 mod mem;
 mod process;
+mod random;
 mod robust;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ pub(crate) use futex::{FutexWait, LockFailed, Locked, RobustMutex, futex_wait, f
 pub(crate) use image::*;
 pub(crate) use mem::*;
 pub(crate) use process::*;
+pub(crate) use random::*;
 
 /// Turns a `-1`-means-error return value into an `io::Result`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {

@@ -13,6 +13,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 mod bootstrap;
 mod fork;
+mod manager;
 mod outcomes;
 mod pipe;
 mod pool;
@@ -49,6 +50,7 @@ fn main() {
     trials.extend(sync::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(queue::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(pool::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(manager::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(bootstrap::tests().into_iter().map(|(n, f)| trial(n, f)));
 
     let listing = args.list;

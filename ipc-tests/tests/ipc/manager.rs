@@ -1,0 +1,326 @@
+//! The manager with real processes: proxies as arguments, clients and servers SIGKILLed,
+//! contention from several processes, and TCP between processes started from the shell.
+
+use std::time::Duration;
+
+use multiproc::{
+    DictProxy, ErrorKind, EventProxy, LockProxy, Manager, NamespaceProxy, Process, QueueProxy,
+    StartMethod,
+};
+
+use crate::{Context, TestFn, ensure};
+
+pub fn tests() -> Vec<(&'static str, TestFn)> {
+    vec![
+        ("manager::proxies_as_child_arguments", proxies_as_arguments),
+        ("manager::fork_started_server", fork_started_server),
+        (
+            "manager::update_with_8_processes_x_10000",
+            update_with_contention,
+        ),
+        (
+            "manager::client_sigkilled_holding_the_lock",
+            client_killed_holding_lock,
+        ),
+        ("manager::server_sigkilled_every_call_fails", server_killed),
+        (
+            "manager::a_killed_waiter_takes_nothing",
+            killed_waiter_takes_nothing,
+        ),
+        (
+            "manager::a_proxy_outside_arguments_is_refused",
+            proxy_outside_arguments,
+        ),
+        ("manager::tcp_between_unrelated_processes", tcp_examples),
+    ]
+}
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+type Kit = (
+    DictProxy<String, u64>,
+    QueueProxy<String>,
+    EventProxy,
+    NamespaceProxy<(u32, String)>,
+    Manager,
+);
+
+fn child_uses_everything(kit: Kit) -> u64 {
+    let (dict, queue, event, ns, manager) = kit;
+    dict.insert(&"from-child".into(), &7).unwrap();
+    queue.put(&"hello".into()).unwrap();
+    ns.update(|(n, s)| (n + 1, s + "child")).unwrap();
+    // A new object made through the Manager passed in, seen by the parent through the dict.
+    let list = manager.list::<u8>().unwrap();
+    list.push(&1).unwrap();
+    event.set().unwrap();
+    dict.get(&"from-parent".into()).unwrap().unwrap_or(0)
+}
+
+fn proxies_as_arguments() -> Result<(), String> {
+    let m = Manager::start().ctx("start")?;
+    let dict = m.dict::<String, u64>().ctx("dict")?;
+    let queue = m.queue::<String>(None).ctx("queue")?;
+    let event = m.event().ctx("event")?;
+    let ns = m.namespace((0u32, String::new())).ctx("namespace")?;
+    dict.insert(&"from-parent".into(), &3).ctx("insert")?;
+    let connect_again = Manager::connect(m.address(), m.authkey()).ctx("connect")?;
+    let mut p = Process::new(
+        child_uses_everything,
+        (
+            dict.clone(),
+            queue.clone(),
+            event.clone(),
+            ns.clone(),
+            connect_again,
+        ),
+    );
+    p.start().ctx("start child")?;
+    ensure!(
+        event.wait_timeout(PATIENCE).ctx("wait")?,
+        "the child never set the event"
+    );
+    ensure!(
+        p.join().ctx("join")? == 3,
+        "the child read the parent's value"
+    );
+    ensure!(
+        dict.get(&"from-child".into()).ctx("get")? == Some(7),
+        "child's insert"
+    );
+    ensure!(
+        queue.get_timeout(PATIENCE).ctx("get")?.as_deref() == Some("hello"),
+        "queue"
+    );
+    ensure!(
+        ns.get().ctx("ns")? == (1, "child".to_string()),
+        "namespace update"
+    );
+    m.shutdown().ctx("shutdown")?;
+    Ok(())
+}
+
+/// In a (single-threaded) spawned child: a manager whose server is forked.
+fn forked_manager(_: ()) -> Option<u8> {
+    let m = Manager::builder()
+        .start_method(StartMethod::Fork)
+        .start()
+        .unwrap();
+    let d = m.dict::<u8, u8>().unwrap();
+    d.insert(&1, &2).unwrap();
+    let got = d.get(&1).unwrap();
+    m.shutdown().unwrap();
+    got
+}
+
+fn fork_started_server() -> Result<(), String> {
+    let mut p = Process::new(forked_manager, ());
+    p.start().ctx("start")?;
+    ensure!(p.join().ctx("join")? == Some(2), "a forked server serves");
+    Ok(())
+}
+
+fn add_many(args: (DictProxy<String, u64>, u32)) {
+    let (dict, n) = args;
+    for _ in 0..n {
+        dict.update_with(&"counter".into(), |v| v.unwrap_or(0) + 1)
+            .unwrap();
+    }
+}
+
+fn update_with_contention() -> Result<(), String> {
+    let m = Manager::start().ctx("start")?;
+    let dict = m.dict::<String, u64>().ctx("dict")?;
+    let mut children = Vec::new();
+    for _ in 0..8 {
+        let mut p = Process::new(add_many, (dict.clone(), 10_000));
+        p.start().ctx("start child")?;
+        children.push(p);
+    }
+    for mut p in children {
+        p.join().ctx("join")?;
+    }
+    let total = dict.get(&"counter".into()).ctx("get")?;
+    ensure!(
+        total == Some(80_000),
+        "8 x 10,000 update_with gave {total:?}"
+    );
+    Ok(())
+}
+
+fn hold_and_wait(args: (LockProxy, EventProxy)) {
+    let (lock, held) = args;
+    let _g = lock.acquire().unwrap();
+    held.set().unwrap();
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+fn client_killed_holding_lock() -> Result<(), String> {
+    let m = Manager::start().ctx("start")?;
+    let lock = m.lock().ctx("lock")?;
+    let held = m.event().ctx("event")?;
+    let mut p = Process::new(hold_and_wait, (lock.clone(), held.clone()));
+    p.start().ctx("start child")?;
+    ensure!(
+        held.wait_timeout(PATIENCE).ctx("wait")?,
+        "the child never took the lock"
+    );
+    ensure!(
+        lock.try_acquire().ctx("try")?.is_none(),
+        "the lock is held by the child"
+    );
+    p.kill().ctx("kill")?;
+    let e = p.join().err().ctx("join of a killed child")?;
+    ensure!(e.kind() == ErrorKind::Signaled, "{e}");
+    let g = lock.acquire_timeout(PATIENCE).ctx("acquire")?;
+    ensure!(g.is_some(), "the dead client's lock was never released");
+    Ok(())
+}
+
+/// Announces itself, then waits for an item (and for the lock) until killed.
+fn wait_for_item(args: (QueueProxy<u32>, EventProxy)) {
+    let (queue, waiting) = args;
+    waiting.set().unwrap();
+    let _ = queue.get();
+}
+
+fn wait_for_lock(args: (LockProxy, EventProxy)) {
+    let (lock, waiting) = args;
+    waiting.set().unwrap();
+    let _ = lock.acquire();
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// A client SIGKILLed while blocked in `get` (or `acquire`) must not take the item (or the
+/// lock) that arrives after its death.
+fn killed_waiter_takes_nothing() -> Result<(), String> {
+    let m = Manager::start().ctx("start")?;
+    let queue = m.queue::<u32>(None).ctx("queue")?;
+    let lock = m.lock().ctx("lock")?;
+    let held = lock.acquire().ctx("acquire")?;
+    let (w1, w2) = (m.event().ctx("event")?, m.event().ctx("event")?);
+    let mut getter = Process::new(wait_for_item, (queue.clone(), w1.clone()));
+    let mut locker = Process::new(wait_for_lock, (lock.clone(), w2.clone()));
+    getter.start().ctx("start getter")?;
+    locker.start().ctx("start locker")?;
+    ensure!(
+        w1.wait_timeout(PATIENCE).ctx("wait")?,
+        "the getter never started"
+    );
+    ensure!(
+        w2.wait_timeout(PATIENCE).ctx("wait")?,
+        "the locker never started"
+    );
+    // Let the blocking requests reach the server (if one has not, the test proves less, but
+    // cannot fail for it).
+    std::thread::sleep(Duration::from_millis(300));
+    getter.kill().ctx("kill")?;
+    locker.kill().ctx("kill")?;
+    let _ = getter.join();
+    let _ = locker.join();
+    queue.put(&7).ctx("put")?;
+    drop(held);
+    ensure!(
+        queue.get_timeout(PATIENCE).ctx("get")? == Some(7),
+        "the item went to a dead client"
+    );
+    let g = lock.acquire_timeout(PATIENCE).ctx("acquire")?;
+    ensure!(g.is_some(), "the lock went to a dead client and stayed");
+    Ok(())
+}
+
+fn server_killed() -> Result<(), String> {
+    let m = Manager::start().ctx("start")?;
+    let dict = m.dict::<u8, u8>().ctx("dict")?;
+    let list = m.list::<u8>().ctx("list")?;
+    let lock = m.lock().ctx("lock")?;
+    let event = m.event().ctx("event")?;
+    let queue = m.queue::<u8>(None).ctx("queue")?;
+    dict.insert(&1, &1).ctx("insert")?;
+    let pid = m.server_pid().ctx("server pid")? as i32;
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    ensure!(
+        ipc_tests::eventually(PATIENCE, || ipc_tests::proc_entry(pid)
+            .is_none_or(|e| e.state == 'Z')),
+        "the server did not die"
+    );
+    let kinds = [
+        dict.get(&1).err().map(|e| e.kind()),
+        dict.get(&1).err().map(|e| e.kind()),
+        list.push(&1).err().map(|e| e.kind()),
+        lock.acquire().err().map(|e| e.kind()),
+        event.wait().err().map(|e| e.kind()),
+        queue.get().err().map(|e| e.kind()),
+        m.dict::<u8, u8>().err().map(|e| e.kind()),
+    ];
+    ensure!(
+        kinds.iter().all(|k| *k == Some(ErrorKind::Disconnected)),
+        "every call fails with Disconnected: {kinds:?}"
+    );
+    let e = Manager::connect(m.address(), m.authkey()).err();
+    ensure!(e.is_some(), "connecting to a dead server fails");
+    Ok(())
+}
+
+fn proxy_outside_arguments() -> Result<(), String> {
+    let m = Manager::start().ctx("start")?;
+    let d = m.dict::<u8, u8>().ctx("dict")?;
+    let (a, _b) = multiproc::pipe::<DictProxy<u8, u8>>().ctx("pipe")?;
+    let e = a.send(&d).err().ctx("sending a proxy through a pipe")?;
+    ensure!(
+        e.kind() == ErrorKind::Codec,
+        "a proxy (with its key) only travels as process arguments: {e}"
+    );
+    Ok(())
+}
+
+/// The example pair over TCP on 127.0.0.1: the client starts the server binary (an unrelated
+/// process, from the shell's point of view), reads its address, and exercises it.
+fn tcp_examples() -> Result<(), String> {
+    let exe = std::env::current_exe().ctx("current_exe")?;
+    // target/<profile>/deps/ipc-<hash> → target/<profile>/examples/
+    let examples = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("examples"))
+        .ctx("examples directory")?;
+    let (server, client) = (
+        examples.join("manager_server"),
+        examples.join("manager_client"),
+    );
+    // Always through cargo: a no-op when they are fresh, a rebuild when stale.
+    {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "multiproc",
+                "--example",
+                "manager_server",
+                "--example",
+                "manager_client",
+            ])
+            .status()
+            .ctx("cargo build of the examples")?;
+        ensure!(status.success(), "building the examples failed: {status}");
+    }
+    let out = std::process::Command::new(&client)
+        .arg("--spawn-server")
+        .arg(&server)
+        .output()
+        .ctx("run manager_client")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "manager_client failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        stdout.contains("counter = 1000"),
+        "unexpected output: {stdout}"
+    );
+    Ok(())
+}

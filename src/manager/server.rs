@@ -1,0 +1,654 @@
+//! The server: accepts connections, authenticates them, and answers requests against the
+//! objects it owns. One thread per connection; the objects sit behind one mutex, and every
+//! change wakes the requests that wait (a lock, an event, a queue, a held object).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::TcpListener;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::auth::{self, Stream};
+use super::object::{ErasedObject, Registry};
+use super::protocol::{
+    Bytes, DictOp, EventOp, Kind, ListOp, LockOp, NsOp, QueueOp, Refusal, Reply, Request,
+};
+use crate::codec;
+
+/// At most this many connections may be in their handshake at once; more are closed at once.
+const MAX_PENDING: usize = 64;
+
+/// How a server treats its connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    /// The time a new connection has to authenticate.
+    pub(crate) handshake_timeout: Duration,
+    /// The largest request accepted after authentication.
+    pub(crate) max_frame: usize,
+}
+
+/// Where a server accepts connections.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    fn accept(&self) -> std::io::Result<Stream> {
+        match self {
+            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }),
+        }
+    }
+}
+
+enum State {
+    Dict(HashMap<Bytes, Bytes>),
+    List(Vec<Bytes>),
+    Namespace(Bytes),
+    /// The connection holding the lock.
+    Lock(Option<u64>),
+    Event(bool),
+    Queue(VecDeque<Bytes>, Option<u64>),
+    Custom(ErasedObject),
+}
+
+struct Object {
+    /// The connection with an exclusive hold (`update_with`), if any.
+    held_by: Option<u64>,
+    state: State,
+}
+
+#[derive(Default)]
+struct Store {
+    next_id: u64,
+    objects: HashMap<u64, Object>,
+}
+
+/// A registry's constructor.
+type Construct = fn(&str, &[u8]) -> Option<Result<ErasedObject, codec::CodecError>>;
+
+/// What every connection's thread shares.
+struct Shared {
+    store: Mutex<Store>,
+    changed: Condvar,
+    key: Vec<u8>,
+    config: Config,
+    construct: Construct,
+    pending: AtomicUsize,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the server on `listener` for ever (until the process ends).
+pub(crate) fn serve<R: Registry>(listener: Listener, key: Vec<u8>, config: Config) {
+    let shared = Arc::new(Shared {
+        store: Mutex::new(Store::default()),
+        changed: Condvar::new(),
+        key,
+        config,
+        construct: R::construct,
+        pending: AtomicUsize::new(0),
+        next_conn: AtomicU64::new(1),
+    });
+    let me = crate::sys::euid();
+    loop {
+        let stream = match listener.accept() {
+            Ok(s) => s,
+            Err(_) => {
+                // Out of descriptors or a connection reset before accept: wait a little.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if let Stream::Unix(s) = &stream
+            && crate::sys::peer_uid(s.as_fd()).ok() != Some(me)
+        {
+            continue; // another user: closed before a byte is read
+        }
+        if shared.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING {
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
+        let shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("manager-conn".into())
+            .spawn(move || connection(&shared, stream));
+        if spawned.is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Serves one connection to its end.
+fn connection(shared: &Shared, mut stream: Stream) {
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let session =
+        auth::server_handshake(&mut stream, &shared.key, deadline, shared.config.max_frame);
+    shared.pending.fetch_sub(1, Ordering::AcqRel);
+    let Ok(mut session) = session else { return };
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    // Any receive error (end of stream, a forged tag, an oversized frame) ends the connection.
+    // Reads are buffered: a request usually arrives whole, in one system call.
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, &stream);
+    while session.recv(&mut reader, &mut buf).is_ok() {
+        let reply = match codec::decode::<Request>(&buf) {
+            Ok(req) => handle(
+                shared,
+                Peer {
+                    conn,
+                    stream: &stream,
+                },
+                req,
+            ),
+            Err(e) => Reply::Refused(Refusal::Undecodable, format!("undecodable request: {e}")),
+        };
+        out.clear();
+        if codec::encode_into(&reply, &mut out).is_err()
+            || session.send(&mut &stream, &out).is_err()
+        {
+            break;
+        }
+    }
+    stream.shutdown();
+    // The connection's locks and holds end with it.
+    let mut store = shared.lock();
+    for obj in store.objects.values_mut() {
+        if obj.held_by == Some(conn) {
+            obj.held_by = None;
+        }
+        if let State::Lock(holder) = &mut obj.state
+            && *holder == Some(conn)
+        {
+            *holder = None;
+        }
+    }
+    drop(store);
+    shared.changed.notify_all();
+}
+
+fn deadline_of(micros: Option<u64>) -> Option<Instant> {
+    micros.and_then(|m| Instant::now().checked_add(Duration::from_micros(m)))
+}
+
+fn refused(why: Refusal, msg: impl Into<String>) -> Reply {
+    Reply::Refused(why, msg.into())
+}
+
+fn not_found(id: u64, what: &str) -> Reply {
+    refused(
+        Refusal::NotFound,
+        format!("no {what} with id {id} in this manager"),
+    )
+}
+
+/// How often a waiting request checks that its client is still there.
+const LIVENESS_PERIOD: Duration = Duration::from_millis(200);
+
+/// The connection a request came on: its id, and whether its client has gone away.
+#[derive(Clone, Copy)]
+struct Peer<'a> {
+    conn: u64,
+    stream: &'a Stream,
+}
+
+impl Peer<'_> {
+    /// Whether the client hung up. It waits for our reply, so anything readable on the
+    /// stream means it closed (or broke the protocol): either way nobody is waiting.
+    fn gone(&self) -> bool {
+        crate::sys::wait_fd(
+            self.stream.as_fd(),
+            crate::sys::POLLIN,
+            Some(Instant::now()),
+        )
+        .unwrap_or(true)
+    }
+}
+
+/// Waits on the store until `ready` holds or `deadline` passes; `false` on timeout. A waiter
+/// whose client died gives up too (`false`), so that a dead client never takes a lock or an
+/// item, and its thread ends.
+fn wait_for<'a>(
+    shared: &'a Shared,
+    mut store: MutexGuard<'a, Store>,
+    peer: Peer<'_>,
+    deadline: Option<Instant>,
+    mut ready: impl FnMut(&mut Store) -> bool,
+) -> (MutexGuard<'a, Store>, bool) {
+    let mut check = Instant::now() + LIVENESS_PERIOD;
+    let mut waited = false;
+    loop {
+        if ready(&mut store) {
+            // After a wait, make sure someone still wants what is ready (a client killed
+            // while waiting must not take the lock or the item with it).
+            let wanted = !waited || !peer.gone();
+            return (store, wanted);
+        }
+        waited = true;
+        let now = Instant::now();
+        if deadline.is_some_and(|d| d <= now) {
+            return (store, false);
+        }
+        if now >= check {
+            if peer.gone() {
+                return (store, false);
+            }
+            check = now + LIVENESS_PERIOD;
+        }
+        let until = deadline.map_or(check, |d| d.min(check));
+        store = shared
+            .changed
+            .wait_timeout(store, until.saturating_duration_since(now))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
+/// Whether `conn` may use object `id` now (it exists and nobody else holds it).
+fn usable(store: &Store, id: u64, conn: u64) -> bool {
+    match store.objects.get(&id) {
+        Some(o) => o.held_by.is_none_or(|h| h == conn),
+        None => true, // the caller reports it missing
+    }
+}
+
+fn handle(shared: &Shared, peer: Peer<'_>, req: Request) -> Reply {
+    let conn = peer.conn;
+    let store = shared.lock();
+    let (reply, changed) = match req {
+        Request::Create(kind) => create(shared, store, kind),
+        Request::Unhold(id) => {
+            let mut store = store;
+            match store.objects.get_mut(&id) {
+                Some(o) if o.held_by == Some(conn) => {
+                    o.held_by = None;
+                    (Reply::Done, true)
+                }
+                Some(_) => (Reply::Done, false),
+                None => (not_found(id, "object"), false),
+            }
+        }
+        Request::Dict(id, op) => dict(shared, store, peer, id, op),
+        Request::List(id, op) => list(shared, store, peer, id, op),
+        Request::Namespace(id, op) => namespace(shared, store, peer, id, op),
+        Request::Lock(id, op) => lock(shared, store, peer, id, op),
+        Request::Event(id, op) => event(shared, store, peer, id, op),
+        Request::Queue(id, op) => queue(shared, store, peer, id, op),
+        Request::Custom(id, bytes) => {
+            let mut store = store;
+            match store.objects.get_mut(&id).map(|o| &mut o.state) {
+                Some(State::Custom(obj)) => {
+                    let r = catch_unwind(AssertUnwindSafe(|| obj.0.call(&bytes)));
+                    match r {
+                        Ok(Ok(b)) => (Reply::Custom(b), false),
+                        Ok(Err(e)) => (
+                            refused(Refusal::Undecodable, format!("undecodable request: {e}")),
+                            false,
+                        ),
+                        Err(_) => (
+                            refused(Refusal::InvalidArgument, "the object's handle panicked"),
+                            false,
+                        ),
+                    }
+                }
+                _ => (not_found(id, "custom object"), false),
+            }
+        }
+    };
+    if changed {
+        shared.changed.notify_all();
+    }
+    reply
+}
+
+fn create<'a>(shared: &'a Shared, mut store: MutexGuard<'a, Store>, kind: Kind) -> (Reply, bool) {
+    let state = match kind {
+        Kind::Dict => State::Dict(HashMap::new()),
+        Kind::List => State::List(Vec::new()),
+        Kind::Namespace(v) => State::Namespace(v),
+        Kind::Lock => State::Lock(None),
+        Kind::Event => State::Event(false),
+        Kind::Queue(max) => State::Queue(VecDeque::new(), max),
+        Kind::Custom(name, init) => match (shared.construct)(&name, &init) {
+            Some(Ok(obj)) => State::Custom(obj),
+            Some(Err(e)) => {
+                return (
+                    refused(
+                        Refusal::Undecodable,
+                        format!("initial value of {name}: {e}"),
+                    ),
+                    false,
+                );
+            }
+            None => {
+                return (
+                    refused(
+                        Refusal::NotFound,
+                        format!("type {name} is not registered with this manager"),
+                    ),
+                    false,
+                );
+            }
+        },
+    };
+    store.next_id += 1;
+    let id = store.next_id;
+    store.objects.insert(
+        id,
+        Object {
+            held_by: None,
+            state,
+        },
+    );
+    (Reply::Created(id), false)
+}
+
+fn dict<'a>(
+    shared: &'a Shared,
+    store: MutexGuard<'a, Store>,
+    peer: Peer<'_>,
+    id: u64,
+    op: DictOp,
+) -> (Reply, bool) {
+    let conn = peer.conn;
+    let (mut store, _) = wait_for(shared, store, peer, None, |s| usable(s, id, conn));
+    let Some(obj) = store.objects.get_mut(&id) else {
+        return (not_found(id, "dict"), false);
+    };
+    let held = &mut obj.held_by;
+    let State::Dict(map) = &mut obj.state else {
+        return (not_found(id, "dict"), false);
+    };
+    match op {
+        DictOp::Get(k) => (Reply::Value(map.get(&k).cloned()), false),
+        DictOp::Insert(k, v) => (Reply::Value(map.insert(k, v)), false),
+        DictOp::Remove(k) => (Reply::Value(map.remove(&k)), false),
+        DictOp::Contains(k) => (Reply::Bool(map.contains_key(&k)), false),
+        DictOp::Len => (Reply::Len(map.len() as u64), false),
+        DictOp::Keys => (Reply::Values(map.keys().cloned().collect()), false),
+        DictOp::Values => (Reply::Values(map.values().cloned().collect()), false),
+        DictOp::Items => (
+            Reply::Pairs(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            false,
+        ),
+        DictOp::Update(pairs) => {
+            map.extend(pairs);
+            (Reply::Done, false)
+        }
+        DictOp::Clear => {
+            map.clear();
+            (Reply::Done, false)
+        }
+        DictOp::Hold(k) => {
+            *held = Some(conn);
+            (Reply::Value(map.get(&k).cloned()), false)
+        }
+        DictOp::Commit(k, v) => {
+            if *held != Some(conn) {
+                return (
+                    refused(Refusal::NotOwner, "the dict is not held by this connection"),
+                    false,
+                );
+            }
+            match v {
+                Some(v) => map.insert(k, v),
+                None => map.remove(&k),
+            };
+            *held = None;
+            (Reply::Done, true)
+        }
+    }
+}
+
+fn list<'a>(
+    shared: &'a Shared,
+    store: MutexGuard<'a, Store>,
+    peer: Peer<'_>,
+    id: u64,
+    op: ListOp,
+) -> (Reply, bool) {
+    let conn = peer.conn;
+    let (mut store, _) = wait_for(shared, store, peer, None, |s| usable(s, id, conn));
+    let Some(State::List(v)) = store.objects.get_mut(&id).map(|o| &mut o.state) else {
+        return (not_found(id, "list"), false);
+    };
+    let out_of_range = |i: u64, len: usize| {
+        refused(
+            Refusal::InvalidArgument,
+            format!("index {i} out of range for a list of length {len}"),
+        )
+    };
+    let reply = match op {
+        ListOp::Push(x) => {
+            v.push(x);
+            Reply::Done
+        }
+        ListOp::Pop => Reply::Value(v.pop()),
+        ListOp::Get(i) => Reply::Value(usize::try_from(i).ok().and_then(|i| v.get(i)).cloned()),
+        ListOp::Set(i, x) => match usize::try_from(i).ok().and_then(|i| v.get_mut(i)) {
+            Some(slot) => Reply::Value(Some(std::mem::replace(slot, x))),
+            None => out_of_range(i, v.len()),
+        },
+        ListOp::Len => Reply::Len(v.len() as u64),
+        ListOp::Extend(xs) => {
+            v.extend(xs);
+            Reply::Done
+        }
+        ListOp::Insert(i, x) => match usize::try_from(i) {
+            Ok(i) if i <= v.len() => {
+                v.insert(i, x);
+                Reply::Done
+            }
+            _ => out_of_range(i, v.len()),
+        },
+        ListOp::Remove(i) => match usize::try_from(i) {
+            Ok(i) if i < v.len() => Reply::Value(Some(v.remove(i))),
+            _ => out_of_range(i, v.len()),
+        },
+        ListOp::Snapshot => Reply::Values(v.clone()),
+        ListOp::Clear => {
+            v.clear();
+            Reply::Done
+        }
+    };
+    (reply, false)
+}
+
+fn namespace<'a>(
+    shared: &'a Shared,
+    store: MutexGuard<'a, Store>,
+    peer: Peer<'_>,
+    id: u64,
+    op: NsOp,
+) -> (Reply, bool) {
+    let conn = peer.conn;
+    let (mut store, _) = wait_for(shared, store, peer, None, |s| usable(s, id, conn));
+    let Some(obj) = store.objects.get_mut(&id) else {
+        return (not_found(id, "namespace"), false);
+    };
+    let held = &mut obj.held_by;
+    let State::Namespace(value) = &mut obj.state else {
+        return (not_found(id, "namespace"), false);
+    };
+    match op {
+        NsOp::Get => (Reply::Value(Some(value.clone())), false),
+        NsOp::Set(v) => (Reply::Value(Some(std::mem::replace(value, v))), false),
+        NsOp::Hold => {
+            *held = Some(conn);
+            (Reply::Value(Some(value.clone())), false)
+        }
+        NsOp::Commit(v) => {
+            if *held != Some(conn) {
+                return (
+                    refused(
+                        Refusal::NotOwner,
+                        "the namespace is not held by this connection",
+                    ),
+                    false,
+                );
+            }
+            *value = v;
+            *held = None;
+            (Reply::Done, true)
+        }
+    }
+}
+
+fn lock<'a>(
+    shared: &'a Shared,
+    store: MutexGuard<'a, Store>,
+    peer: Peer<'_>,
+    id: u64,
+    op: LockOp,
+) -> (Reply, bool) {
+    let conn = peer.conn;
+    let holder = |s: &mut Store| match s.objects.get(&id).map(|o| &o.state) {
+        Some(State::Lock(h)) => Ok(*h),
+        _ => Err(()),
+    };
+    let mut store = store;
+    let Ok(current) = holder(&mut store) else {
+        return (not_found(id, "lock"), false);
+    };
+    match op {
+        LockOp::IsLocked => (Reply::Bool(current.is_some()), false),
+        LockOp::Release => {
+            if current != Some(conn) {
+                return (
+                    refused(Refusal::NotOwner, "the lock is not held by this connection"),
+                    false,
+                );
+            }
+            if let Some(State::Lock(h)) = store.objects.get_mut(&id).map(|o| &mut o.state) {
+                *h = None;
+            }
+            (Reply::Done, true)
+        }
+        LockOp::Acquire(timeout) => {
+            if current == Some(conn) {
+                return (
+                    refused(
+                        Refusal::InvalidArgument,
+                        "the lock is already held by this connection",
+                    ),
+                    false,
+                );
+            }
+            let free = |s: &mut Store| !matches!(holder(s), Ok(Some(_)));
+            let (mut store, got) = wait_for(shared, store, peer, deadline_of(timeout), free);
+            if !got {
+                return (Reply::Bool(false), false);
+            }
+            match store.objects.get_mut(&id).map(|o| &mut o.state) {
+                Some(State::Lock(h)) => {
+                    *h = Some(conn);
+                    (Reply::Bool(true), false)
+                }
+                _ => (not_found(id, "lock"), false),
+            }
+        }
+    }
+}
+
+fn event<'a>(
+    shared: &'a Shared,
+    store: MutexGuard<'a, Store>,
+    peer: Peer<'_>,
+    id: u64,
+    op: EventOp,
+) -> (Reply, bool) {
+    let flag = |s: &mut Store| match s.objects.get(&id).map(|o| &o.state) {
+        Some(State::Event(f)) => Some(*f),
+        _ => None,
+    };
+    let mut store = store;
+    if flag(&mut store).is_none() {
+        return (not_found(id, "event"), false);
+    }
+    let set = |s: &mut Store, v: bool| {
+        if let Some(State::Event(f)) = s.objects.get_mut(&id).map(|o| &mut o.state) {
+            *f = v;
+        }
+    };
+    match op {
+        EventOp::Set => {
+            set(&mut store, true);
+            (Reply::Done, true)
+        }
+        EventOp::Clear => {
+            set(&mut store, false);
+            (Reply::Done, false)
+        }
+        EventOp::IsSet => (Reply::Bool(flag(&mut store) == Some(true)), false),
+        EventOp::Wait(timeout) => {
+            let (_store, got) = wait_for(shared, store, peer, deadline_of(timeout), |s| {
+                flag(s) != Some(false)
+            });
+            (Reply::Bool(got), false)
+        }
+    }
+}
+
+fn queue<'a>(
+    shared: &'a Shared,
+    store: MutexGuard<'a, Store>,
+    peer: Peer<'_>,
+    id: u64,
+    op: QueueOp,
+) -> (Reply, bool) {
+    let exists = |s: &Store| matches!(s.objects.get(&id).map(|o| &o.state), Some(State::Queue(..)));
+    if !exists(&store) {
+        return (not_found(id, "queue"), false);
+    }
+    match op {
+        QueueOp::Len => match store.objects.get(&id).map(|o| &o.state) {
+            Some(State::Queue(q, _)) => (Reply::Len(q.len() as u64), false),
+            _ => (not_found(id, "queue"), false),
+        },
+        QueueOp::Put(item, timeout) => {
+            let room = |s: &mut Store| match s.objects.get(&id).map(|o| &o.state) {
+                Some(State::Queue(q, max)) => max.is_none_or(|m| (q.len() as u64) < m),
+                _ => true,
+            };
+            let (mut store, got) = wait_for(shared, store, peer, deadline_of(timeout), room);
+            if !got {
+                return (Reply::Timeout, false);
+            }
+            match store.objects.get_mut(&id).map(|o| &mut o.state) {
+                Some(State::Queue(q, _)) => {
+                    q.push_back(item);
+                    (Reply::Done, true)
+                }
+                _ => (not_found(id, "queue"), false),
+            }
+        }
+        QueueOp::Get(timeout) => {
+            let ready = |s: &mut Store| match s.objects.get(&id).map(|o| &o.state) {
+                Some(State::Queue(q, _)) => !q.is_empty(),
+                _ => true,
+            };
+            let (mut store, got) = wait_for(shared, store, peer, deadline_of(timeout), ready);
+            if !got {
+                return (Reply::Timeout, false);
+            }
+            match store.objects.get_mut(&id).map(|o| &mut o.state) {
+                Some(State::Queue(q, _)) => (Reply::Value(q.pop_front()), true),
+                _ => (not_found(id, "queue"), false),
+            }
+        }
+    }
+}

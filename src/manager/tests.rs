@@ -1,0 +1,329 @@
+//! The protocol against a server running in a thread of the test process.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::protocol::{Refusal, Reply};
+use super::*;
+
+struct Server {
+    address: ManagerAddress,
+    key: AuthKey,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn server<R: Registry>(handshake: Duration) -> Server {
+    let key = AuthKey::random().unwrap();
+    let (address, dir) = serve_in_thread::<R>(&key, handshake);
+    Server { address, key, dir }
+}
+
+impl Server {
+    fn connect(&self) -> Manager {
+        Manager::connect(&self.address, &self.key).unwrap()
+    }
+    fn path(&self) -> &std::path::Path {
+        match &self.address {
+            ManagerAddress::Unix(p) => p,
+            ManagerAddress::Tcp(_) => unreachable!(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Counter(u64);
+
+impl SharedObject for Counter {
+    type Request = u64;
+    type Reply = u64;
+    fn handle(&mut self, add: u64) -> u64 {
+        self.0 += add;
+        self.0
+    }
+}
+
+#[test]
+fn dict_list_and_namespace_work_through_the_protocol() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let m = s.connect();
+    let d = m.dict::<String, u32>().unwrap();
+    assert_eq!(d.insert(&"a".into(), &1).unwrap(), None);
+    assert_eq!(d.insert(&"a".into(), &2).unwrap(), Some(1));
+    d.update([(&"b".to_string(), &3)]).unwrap();
+    assert!(d.contains(&"b".into()).unwrap());
+    assert_eq!(d.len().unwrap(), 2);
+    let mut items = d.items().unwrap();
+    items.sort();
+    assert_eq!(items, [("a".to_string(), 2), ("b".to_string(), 3)]);
+    assert_eq!(d.update_with(&"a".into(), |v| v.unwrap() * 10).unwrap(), 20);
+    assert_eq!(d.update_with(&"z".into(), |v| v.unwrap_or(5)).unwrap(), 5);
+    assert_eq!(d.remove(&"z".into()).unwrap(), Some(5));
+    d.clear().unwrap();
+    assert!(d.is_empty().unwrap());
+
+    let l = m.list::<u8>().unwrap();
+    l.extend(&[1, 2, 3]).unwrap();
+    l.insert(0, &0).unwrap();
+    assert_eq!(l.set(1, &9).unwrap(), 1);
+    assert_eq!(l.remove(3).unwrap(), 3);
+    assert_eq!(l.pop().unwrap(), Some(2));
+    assert_eq!(l.snapshot().unwrap(), [0, 9]);
+    assert_eq!(l.get(7).unwrap(), None);
+    assert_eq!(l.set(7, &1).unwrap_err().kind(), ErrorKind::InvalidArgument);
+
+    let ns = m.namespace((1u8, "x".to_string())).unwrap();
+    assert_eq!(
+        ns.update(|(n, s)| (n + 1, s + "y")).unwrap(),
+        (2, "xy".into())
+    );
+    assert_eq!(ns.set(&(0, String::new())).unwrap(), (2, "xy".into()));
+}
+
+#[test]
+fn a_panicking_update_releases_the_dict_unchanged() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let m = s.connect();
+    let d = m.dict::<u8, u8>().unwrap();
+    d.insert(&1, &1).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        d.update_with(&1, |_| panic!("in the closure"))
+    }));
+    assert!(r.is_err());
+    let other = s.connect();
+    let d2 = DictProxy::<u8, u8> {
+        base: proxy::Base {
+            client: Arc::clone(&other.client),
+            id: d.base.id,
+        },
+        _t: PhantomData,
+    };
+    assert_eq!(d2.get(&1).unwrap(), Some(1));
+}
+
+#[test]
+fn locks_events_and_queues_wait_with_deadlines() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let (a, b) = (s.connect(), s.connect());
+    let lock = a.lock().unwrap();
+    let lock_b = LockProxy {
+        base: proxy::Base {
+            client: Arc::clone(&b.client),
+            id: lock.base.id,
+        },
+        _t: PhantomData,
+    };
+    let g = lock.acquire().unwrap();
+    assert_eq!(
+        lock.try_acquire().unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert!(
+        lock_b
+            .acquire_timeout(Duration::from_millis(20))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        lock_b.release_raw().unwrap_err().kind(),
+        ErrorKind::NotOwner
+    );
+    drop(g);
+    assert!(lock_b.try_acquire().unwrap().is_some());
+
+    let e = a.event().unwrap();
+    assert!(!e.wait_timeout(Duration::from_millis(10)).unwrap());
+    e.set().unwrap();
+    e.wait().unwrap();
+    assert!(e.is_set().unwrap());
+    e.clear().unwrap();
+    assert!(!e.is_set().unwrap());
+
+    let q = a.queue::<u32>(Some(1)).unwrap();
+    q.put(&1).unwrap();
+    assert!(!q.put_timeout(&2, Duration::from_millis(10)).unwrap());
+    assert_eq!(q.len().unwrap(), 1);
+    assert_eq!(q.get().unwrap(), 1);
+    assert_eq!(q.try_get().unwrap(), None);
+}
+
+#[test]
+fn a_lock_is_released_when_its_connection_ends() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let (a, b) = (s.connect(), s.connect());
+    let lock = a.lock().unwrap();
+    let lock_b = LockProxy {
+        base: proxy::Base {
+            client: Arc::clone(&b.client),
+            id: lock.base.id,
+        },
+        _t: PhantomData,
+    };
+    std::mem::forget(lock.acquire().unwrap());
+    drop(lock);
+    drop(a); // the connection ends with the lock held
+    let got = lock_b.acquire_timeout(Duration::from_secs(30)).unwrap();
+    assert!(got.is_some());
+}
+
+#[test]
+fn custom_objects_of_registered_types_only() {
+    let s = server::<(Counter, ())>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let m = s.connect();
+    let c = m.create(Counter(1)).unwrap();
+    assert_eq!(c.call(&2).unwrap(), 3);
+
+    let plain = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let m = plain.connect();
+    assert_eq!(
+        m.create(Counter(1)).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn random_bytes_after_authentication_are_refused_and_the_server_goes_on() {
+    let s = server::<(Counter, ())>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let m = s.connect();
+    let c = m.create(Counter(0)).unwrap();
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    for len in [0usize, 1, 7, 64, 1000] {
+        let junk: Vec<u8> = (0..len)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng >> 24) as u8 | 0x80
+            })
+            .collect();
+        match m.client.call_raw(&junk).unwrap() {
+            Reply::Refused(Refusal::Undecodable, _) => {}
+            r => panic!("{len} random bytes: {r:?}"),
+        }
+    }
+    // A well-framed request whose object payload is garbage: refused by the object's type.
+    let bad = crate::codec::encode(&protocol::Request::Custom(c.base.id, vec![0xff; 12])).unwrap();
+    assert!(matches!(
+        m.client.call_raw(&bad).unwrap(),
+        Reply::Refused(Refusal::Undecodable, _)
+    ));
+    // The same connection and the server go on.
+    assert_eq!(c.call(&5).unwrap(), 5);
+    assert!(s.connect().dict::<u8, u8>().is_ok());
+}
+
+#[test]
+fn a_forged_frame_closes_the_connection() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let m = s.connect();
+    let d = m.dict::<u8, u8>().unwrap();
+    // A frame of the right shape whose tag is wrong.
+    let mut frame = 3u32.to_le_bytes().to_vec();
+    frame.extend_from_slice(&[1, 2, 3]);
+    frame.extend_from_slice(&[0u8; 32]);
+    m.client.write_unframed(&frame).unwrap();
+    // The server closes: end of stream (or a reset), no reply.
+    match m.client.read_end() {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("the server answered a forged frame ({n} bytes)"),
+    }
+    assert_eq!(d.len().unwrap_err().kind(), ErrorKind::Disconnected);
+    assert_eq!(d.len().unwrap_err().kind(), ErrorKind::Disconnected);
+    assert!(s.connect().dict::<u8, u8>().is_ok());
+}
+
+#[test]
+fn a_wrong_key_is_refused_before_any_request() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let wrong = AuthKey::random().unwrap();
+    let e = Manager::connect(&s.address, &wrong).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(s.connect().dict::<u8, u8>().is_ok());
+}
+
+#[test]
+fn a_slow_loris_is_cut_off_at_the_deadline_and_others_are_served() {
+    let s = server::<()>(Duration::from_millis(300));
+    let mut raw = UnixStream::connect(s.path()).unwrap();
+    raw.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    // One byte of hello every 20 ms: 40 bytes would take 800 ms, past the deadline.
+    for b in b"mpmgr1\0c"
+        .iter()
+        .chain([0u8; 32].iter())
+        .cycle()
+        .take(2000)
+    {
+        if raw.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 128];
+        match raw.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => panic!("the server answered an incomplete hello"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the server never closed a slow client");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Meanwhile and afterwards, others connect.
+    assert!(s.connect().dict::<u8, u8>().is_ok());
+}
+
+#[test]
+fn a_truncated_handshake_leaves_the_server_serving() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    for cut in [0usize, 5, 39] {
+        let mut raw = UnixStream::connect(s.path()).unwrap();
+        let mut hello = b"mpmgr1\0c".to_vec();
+        hello.extend_from_slice(&[7u8; 32]);
+        raw.write_all(&hello[..cut]).unwrap();
+        drop(raw);
+    }
+    // A client that stops after the hello, before its tag.
+    let mut raw = UnixStream::connect(s.path()).unwrap();
+    let mut hello = b"mpmgr1\0c".to_vec();
+    hello.extend_from_slice(&[7u8; 32]);
+    raw.write_all(&hello).unwrap();
+    let mut answer = [0u8; 72];
+    raw.read_exact(&mut answer).unwrap();
+    drop(raw);
+    assert!(s.connect().dict::<u8, u8>().is_ok());
+}
+
+#[test]
+fn the_private_socket_is_0600_in_a_0700_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&s.dir), 0o700);
+    assert_eq!(mode(s.path()), 0o600);
+}
+
+#[test]
+fn addresses_parse_and_refuse_abstract_names() {
+    assert!("unix:@abstract".parse::<ManagerAddress>().is_err());
+    assert!("unix:".parse::<ManagerAddress>().is_err());
+    assert!("nonsense".parse::<ManagerAddress>().is_err());
+    let a: ManagerAddress = "[::1]:80".parse().unwrap();
+    assert_eq!(a.to_string().parse::<ManagerAddress>().unwrap(), a);
+}
