@@ -13,6 +13,8 @@ pub(crate) struct Child {
     pidfd: OwnedFd,
     pub(crate) chan: Channel,
     exit: Option<Exit>,
+    /// A child of the forkserver, not of this process: its exit status comes from the server.
+    remote: bool,
 }
 
 /// What `wait_frame` found.
@@ -30,6 +32,26 @@ impl Child {
             pidfd,
             chan,
             exit: None,
+            remote: false,
+        }
+    }
+
+    /// A child that the forkserver made for us (see `forkserver`).
+    pub(crate) fn new_remote(pid: i32, pidfd: OwnedFd, chan: Channel) -> Child {
+        Child {
+            remote: true,
+            ..Child::new(pid, pidfd, chan)
+        }
+    }
+
+    /// How the child ended, waiting for it until `deadline`: our own child is reaped, the
+    /// forkserver's is asked about.
+    fn collect(&self, deadline: Option<Instant>) -> std::io::Result<Option<Exit>> {
+        if self.remote {
+            super::forkserver::exit_status(self.pid, self.pidfd.as_fd(), deadline)
+        } else {
+            let block = deadline.is_none();
+            sys::wait_pidfd(self.pidfd.as_fd(), block)
         }
     }
 
@@ -45,7 +67,8 @@ impl Child {
     /// How the child ended, if it has (reaps it if it just did).
     pub(crate) fn poll_exit(&mut self) -> Result<Option<Exit>> {
         if self.exit.is_none() {
-            self.exit = sys::wait_pidfd(self.pidfd.as_fd(), false)
+            self.exit = self
+                .collect(Some(Instant::now()))
                 .map_err(|e| Error::io("waiting for a child process failed", e))?;
         }
         Ok(self.exit)
@@ -61,6 +84,15 @@ impl Child {
             }
             match self.chan.wait(Some(self.pidfd.as_fd()), deadline, false)? {
                 Ready::Timeout => return Ok(None),
+                // Ended; the forkserver's report of how follows shortly.
+                Ready::Other if self.remote => {
+                    self.exit = self
+                        .collect(deadline)
+                        .map_err(|e| Error::io("waiting for a child process failed", e))?;
+                    if self.exit.is_none() {
+                        return Ok(None);
+                    }
+                }
                 Ready::Other | Ready::Closed | Ready::Frame => {}
             }
         }
@@ -104,8 +136,15 @@ impl Child {
     pub(crate) fn kill_and_reap(&mut self) {
         if self.exit.is_none() {
             let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), sys::SIGKILL);
-            if let Ok(Some(exit)) = sys::wait_pidfd(self.pidfd.as_fd(), true) {
-                self.exit = Some(exit);
+            // The forkserver reports at once; should it be stopped, give up after a while (it
+            // reaps the child itself, or dies and takes it along).
+            let deadline = self
+                .remote
+                .then(|| Instant::now() + std::time::Duration::from_secs(10));
+            match self.collect(deadline) {
+                Ok(Some(exit)) => self.exit = Some(exit),
+                _ if self.remote => super::forkserver::forget(self.pid),
+                _ => {}
             }
         }
     }
@@ -113,7 +152,12 @@ impl Child {
     /// Gives up the handle: a child still running is reaped by the service thread when it ends.
     pub(crate) fn detach(mut self) {
         if let Ok(None) = self.poll_exit() {
-            service::reap_later(self.pid, self.pidfd);
+            if self.remote {
+                // The forkserver reaps it; only its report is to be dropped.
+                super::forkserver::forget(self.pid);
+            } else {
+                service::reap_later(self.pid, self.pidfd);
+            }
         }
     }
 }
