@@ -13,8 +13,9 @@ pub(crate) struct Child {
     pidfd: OwnedFd,
     pub(crate) chan: Channel,
     exit: Option<Exit>,
-    /// A child of the forkserver, not of this process: its exit status comes from the server.
-    remote: bool,
+    /// A child of the forkserver (of this generation), not of this process: its exit status
+    /// comes from the server.
+    remote: Option<u64>,
 }
 
 /// What `wait_frame` found.
@@ -32,14 +33,14 @@ impl Child {
             pidfd,
             chan,
             exit: None,
-            remote: false,
+            remote: None,
         }
     }
 
     /// A child that the forkserver made for us (see `forkserver`).
-    pub(crate) fn new_remote(pid: i32, pidfd: OwnedFd, chan: Channel) -> Child {
+    pub(crate) fn new_remote(pid: i32, pidfd: OwnedFd, generation: u64, chan: Channel) -> Child {
         Child {
-            remote: true,
+            remote: Some(generation),
             ..Child::new(pid, pidfd, chan)
         }
     }
@@ -47,8 +48,8 @@ impl Child {
     /// How the child ended, waiting for it until `deadline`: our own child is reaped, the
     /// forkserver's is asked about.
     fn collect(&self, deadline: Option<Instant>) -> std::io::Result<Option<Exit>> {
-        if self.remote {
-            super::forkserver::exit_status(self.pid, self.pidfd.as_fd(), deadline)
+        if let Some(generation) = self.remote {
+            super::forkserver::exit_status(self.pid, self.pidfd.as_fd(), generation, deadline)
         } else {
             let block = deadline.is_none();
             sys::wait_pidfd(self.pidfd.as_fd(), block)
@@ -85,7 +86,7 @@ impl Child {
             match self.chan.wait(Some(self.pidfd.as_fd()), deadline, false)? {
                 Ready::Timeout => return Ok(None),
                 // Ended; the forkserver's report of how follows shortly.
-                Ready::Other if self.remote => {
+                Ready::Other if self.remote.is_some() => {
                     self.exit = self
                         .collect(deadline)
                         .map_err(|e| Error::io("waiting for a child process failed", e))?;
@@ -140,10 +141,10 @@ impl Child {
             // reaps the child itself, or dies and takes it along).
             let deadline = self
                 .remote
-                .then(|| Instant::now() + std::time::Duration::from_secs(10));
-            match self.collect(deadline) {
-                Ok(Some(exit)) => self.exit = Some(exit),
-                _ if self.remote => super::forkserver::forget(self.pid),
+                .map(|_| Instant::now() + std::time::Duration::from_secs(10));
+            match (self.collect(deadline), self.remote) {
+                (Ok(Some(exit)), _) => self.exit = Some(exit),
+                (_, Some(generation)) => super::forkserver::forget(self.pid, generation),
                 _ => {}
             }
         }
@@ -152,9 +153,9 @@ impl Child {
     /// Gives up the handle: a child still running is reaped by the service thread when it ends.
     pub(crate) fn detach(mut self) {
         if let Ok(None) = self.poll_exit() {
-            if self.remote {
+            if let Some(generation) = self.remote {
                 // The forkserver reaps it; only its report is to be dropped.
-                super::forkserver::forget(self.pid);
+                super::forkserver::forget(self.pid, generation);
             } else {
                 service::reap_later(self.pid, self.pidfd);
             }

@@ -48,6 +48,10 @@ pub(crate) use server::serve;
 /// How long a start may wait for the server (including starting it) before giving up.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Arguments up to this size go through the server with the request; larger ones go straight
+/// to the child once it runs.
+const EAGER_ARGS: usize = 32 * 1024;
+
 /// What a forked child does.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ForkedJob {
@@ -66,6 +70,9 @@ struct ForkRequest {
     parent_name: String,
     job: ForkedJob,
     handles: u32,
+    /// The arguments come from the parent over the child's own socket (large ones: they need
+    /// not pass through the server); the frame after the request is then empty.
+    args_follow: bool,
 }
 
 /// Server to parent.
@@ -81,6 +88,9 @@ enum Reply {
 
 struct Server {
     child: Child,
+    /// Which server this is, of those this process started: a child's report can only come
+    /// from the server that made it.
+    generation: u64,
     /// A duplicate of the server's socket, polled by threads that wait for a report without
     /// holding the registry's lock.
     watch: Arc<OwnedFd>,
@@ -90,10 +100,11 @@ struct Registry {
     /// The process this registry belongs to (a forked child's copy is its parent's).
     owner: i32,
     server: Option<Server>,
-    /// Reports not yet asked for, by pid.
-    statuses: HashMap<i32, Exit>,
+    /// Reports not yet asked for, by server generation and pid.
+    statuses: HashMap<(u64, i32), Exit>,
     /// Children whose handle is gone: their reports are dropped.
-    detached: HashSet<i32>,
+    detached: HashSet<(u64, i32)>,
+    generations: u64,
     preload: Vec<(Target, Vec<u8>)>,
 }
 
@@ -111,6 +122,7 @@ fn registry() -> MutexGuard<'static, Option<Registry>> {
             server: None,
             statuses: HashMap::new(),
             detached: HashSet::new(),
+            generations: 0,
             preload,
         });
     }
@@ -135,7 +147,12 @@ impl Registry {
         let drained = server.child.chan.drain();
         loop {
             match server.child.chan.take::<Reply>() {
-                Ok(Some(reply)) => record(&mut self.statuses, &mut self.detached, reply),
+                Ok(Some(reply)) => record(
+                    &mut self.statuses,
+                    &mut self.detached,
+                    server.generation,
+                    reply,
+                ),
                 Ok(None) => break,
                 Err(_) => {
                     // Gibberish from the server: it is no longer trusted.
@@ -157,9 +174,9 @@ impl Registry {
     fn lose_server(&mut self) {
         if let Some(mut server) = self.server.take() {
             server.child.kill_and_reap();
+            // Reports for the dead server's children will never come.
+            self.detached.retain(|(g, _)| *g != server.generation);
         }
-        // Reports for the dead server's children will never come.
-        self.detached.clear();
     }
 
     /// The running server, started if there is none.
@@ -176,7 +193,14 @@ impl Registry {
                 .map(Arc::new)
                 .map_err(|e| Error::io("cannot duplicate the forkserver's socket", e));
             match watch {
-                Ok(watch) => self.server = Some(Server { child, watch }),
+                Ok(watch) => {
+                    self.generations += 1;
+                    self.server = Some(Server {
+                        child,
+                        generation: self.generations,
+                        watch,
+                    });
+                }
                 Err(e) => {
                     let mut child = child;
                     child.kill_and_reap();
@@ -191,20 +215,25 @@ impl Registry {
     }
 }
 
-fn record(statuses: &mut HashMap<i32, Exit>, detached: &mut HashSet<i32>, reply: Reply) {
+fn record(
+    statuses: &mut HashMap<(u64, i32), Exit>,
+    detached: &mut HashSet<(u64, i32)>,
+    generation: u64,
+    reply: Reply,
+) {
     if let Reply::Exited {
         pid,
         code,
         signaled,
     } = reply
-        && !detached.remove(&pid)
+        && !detached.remove(&(generation, pid))
     {
         let exit = if signaled {
             Exit::Signal(code)
         } else {
             Exit::Code(code)
         };
-        statuses.insert(pid, exit);
+        statuses.insert((generation, pid), exit);
     }
 }
 
@@ -219,12 +248,14 @@ pub(crate) fn start(
     launch::ensure_initialized()?;
     let (ours, theirs) =
         sys::stream_socketpair().map_err(|e| Error::io("cannot create the control socket", e))?;
+    let args_follow = args.len() > EAGER_ARGS;
     let request = ForkRequest {
         me,
         parent_pid: sys::getpid() as u32,
         parent_name: parent_name.clone(),
         job,
         handles: fds.len() as u32,
+        args_follow,
     };
     let mut passed = Vec::with_capacity(1 + fds.len());
     passed.push(theirs);
@@ -237,11 +268,13 @@ pub(crate) fn start(
     let deadline = Instant::now() + START_TIMEOUT;
     let server = reg.server(&parent_name)?;
     let server_pid = server.child.pid();
+    let generation = server.generation;
     drop(server.child.chan.take_fds());
+    let eager: &[u8] = if args_follow { &[] } else { &args };
     let sent = server
         .child
         .chan
-        .send_message_until(&request, Some(&args), &passed, Some(deadline));
+        .send_message_until(&request, Some(eager), &passed, Some(deadline));
     // Only the server (and then the child) holds the child's end now.
     drop(passed);
     let died = |how: String| -> Error {
@@ -284,7 +317,21 @@ pub(crate) fn start(
                     reg.lose_server();
                     return Err(died("sent no pidfd".into()));
                 };
-                return Ok(Child::new_remote(pid, pidfd, Channel::new(ours)));
+                let mut child = Child::new_remote(pid, pidfd, generation, Channel::new(ours));
+                drop(guard);
+                if args_follow
+                    && let Err(e) = child
+                        .chan
+                        .send_bytes_with_fds_until(&args, &[], Some(deadline))
+                {
+                    child.kill_and_reap();
+                    return Err(Error::new(
+                        ErrorKind::Bootstrap,
+                        format!("the child did not read its arguments: {e}"),
+                    )
+                    .with_pid(pid as u32));
+                }
+                return Ok(child);
             }
             Ok(Reply::Failed { threaded, why }) => {
                 let kind = if threaded {
@@ -297,7 +344,9 @@ pub(crate) fn start(
                     format!("the forkserver could not fork: {why}"),
                 ));
             }
-            Ok(reply @ Reply::Exited { .. }) => record(&mut reg.statuses, &mut reg.detached, reply),
+            Ok(reply @ Reply::Exited { .. }) => {
+                record(&mut reg.statuses, &mut reg.detached, generation, reply)
+            }
             Err(e) => {
                 reg.lose_server();
                 return Err(died(format!("sent a malformed reply ({e})")));
@@ -315,16 +364,17 @@ fn decode<T: DeserializeOwned>(frame: &[u8]) -> std::result::Result<T, codec::Co
 pub(crate) fn exit_status(
     pid: i32,
     pidfd: BorrowedFd<'_>,
+    generation: u64,
     deadline: Option<Instant>,
 ) -> std::io::Result<Option<Exit>> {
     loop {
         let ended = sys::wait_fd(pidfd, sys::POLLIN, Some(Instant::now()))?;
         let watch = with_registry(|reg| {
             reg.absorb();
-            if let Some(exit) = reg.statuses.remove(&pid) {
+            if let Some(exit) = reg.statuses.remove(&(generation, pid)) {
                 return Err(Ok(Some(exit)));
             }
-            match &reg.server {
+            match reg.server.as_ref().filter(|s| s.generation == generation) {
                 Some(server) => Ok(Some(server.watch.clone())),
                 // The report died with the server. A subreaper inherited the child: reap it.
                 None if ended => match sys::wait_pidfd(pidfd, false) {
@@ -367,11 +417,15 @@ pub(crate) fn exit_status(
 }
 
 /// The handle on the forkserver's child `pid` is gone: drop its report when it comes.
-pub(crate) fn forget(pid: i32) {
+pub(crate) fn forget(pid: i32, generation: u64) {
     with_registry(|reg| {
         reg.absorb();
-        if reg.statuses.remove(&pid).is_none() && reg.server.is_some() {
-            reg.detached.insert(pid);
+        let alive = reg
+            .server
+            .as_ref()
+            .is_some_and(|s| s.generation == generation);
+        if reg.statuses.remove(&(generation, pid)).is_none() && alive {
+            reg.detached.insert((generation, pid));
         }
     });
 }

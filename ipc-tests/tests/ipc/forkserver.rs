@@ -22,6 +22,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("forkserver::two_hundred_children", two_hundred_children),
         ("forkserver::exit_codes", exit_codes),
         ("forkserver::handles_as_arguments", handles_as_arguments),
+        ("forkserver::large_arguments", large_arguments),
         ("forkserver::worker", worker),
         ("forkserver::preload_runs_once", preload_runs_once),
         (
@@ -243,6 +244,22 @@ fn handles_as_arguments() -> Result<(), String> {
     Ok(())
 }
 
+fn checksum(data: Vec<u8>) -> (usize, u64) {
+    (data.len(), data.iter().map(|&b| b as u64).sum())
+}
+
+fn large_arguments() -> Result<(), String> {
+    let _s = serial();
+    for len in [0usize, 32 * 1024, 32 * 1024 + 1, 4 << 20] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let expected = (len, data.iter().map(|&b| b as u64).sum::<u64>());
+        let mut p = fs(Process::new(checksum, data));
+        p.start().ctx("start")?;
+        ensure!(p.join().ctx("join")? == expected, "checksum of {len} bytes");
+    }
+    Ok(())
+}
+
 fn worker() -> Result<(), String> {
     let _s = serial();
     let mut w = Worker::start_with(StartMethod::Forkserver).ctx("start")?;
@@ -389,6 +406,10 @@ fn server_killed_children_end() -> Result<(), String> {
     p.start().ctx("start")?;
     let pid = p.pid().ctx("pid")? as i32;
     kill_server()?;
+    // A new server runs by the time we ask about the old one's child.
+    let mut q = fs(Process::new(square, 4));
+    q.start().ctx("start on a new server")?;
+    ensure!(q.join().ctx("join on a new server")? == 16, "value");
     // The child dies with its server; join reports it (with the signal: this suite is a
     // subreaper, so it inherits the orphan and reads its status).
     let err = p.join().err().ctx("join must fail")?;

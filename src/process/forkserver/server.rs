@@ -143,7 +143,10 @@ fn fork_one(
     // SAFETY: the server has one thread (checked by the caller), so the child inherits no lock
     // held by another thread; it never returns into this frame (it ends in `exit`).
     match unsafe { sys::fork() } {
-        Ok(0) => run_child(prepared, request.job, &args, sock, passed, me, exe),
+        Ok(0) => {
+            let job = (request.job, args, request.args_follow);
+            run_child(prepared, job, sock, passed, me, exe)
+        }
         Ok(pid) => {
             drop(sock);
             drop(passed);
@@ -173,8 +176,7 @@ fn fork_one(
 /// The forked child's life. Never returns.
 fn run_child(
     prepared: identity::Prepared,
-    job: ForkedJob,
-    args: &[u8],
+    (job, args, args_follow): (ForkedJob, Vec<u8>, bool),
     sock: OwnedFd,
     handles: Vec<OwnedFd>,
     server: i32,
@@ -194,8 +196,16 @@ fn run_child(
     crate::process::reset_child_counter();
     prepared.publish();
     let mut chan = Channel::new(sock);
+    let args = if args_follow {
+        match chan.recv_frame_blocking() {
+            Ok(Some(args)) => args,
+            _ => sys::exit_immediately(EXIT_REFUSED),
+        }
+    } else {
+        args
+    };
     let code = match job {
-        ForkedJob::Call(target) => bootstrap::run_once(&chan, target, args, handles),
+        ForkedJob::Call(target) => bootstrap::run_once(&chan, target, &args, handles),
         ForkedJob::Worker => {
             bootstrap::serve(&mut chan);
             0
