@@ -132,6 +132,15 @@ fn bench(c: &mut Criterion) {
                 w.kill();
             })
         });
+        // CPython under the same load (its processes compete with the same busy threads).
+        if python("forkserver", 1).is_some() {
+            g.sample_size(10)
+                .sampling_mode(SamplingMode::Flat)
+                .warm_up_time(Duration::from_millis(500));
+            g.bench_function("python_forkserver_8_busy", |b| {
+                b.iter_custom(|iters| python("forkserver", iters).expect("python run failed"))
+            });
+        }
         stop.store(true, Ordering::Relaxed);
         for t in busy {
             t.join().unwrap();
