@@ -473,7 +473,8 @@ impl<R> Process<R> {
     /// - [`ErrorKind::ThreadedFork`] for the fork method in a multi-threaded process;
     /// - [`ErrorKind::BuildMismatch`] if the child does not run the same build, or the function
     ///   is not in the main executable;
-    /// - [`ErrorKind::Bootstrap`] if the child ended or hung before it was running;
+    /// - [`ErrorKind::Bootstrap`] if the child ended or hung before it was running, or (forkserver)
+    ///   if the server died or stopped answering during the start;
     /// - [`ErrorKind::Io`] if the OS refused to create it.
     ///
     /// # Examples
