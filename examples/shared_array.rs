@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo run --example shared_array`.
 
-use multiproc::{Array, OwnerDied, Process, SharedMemory};
+use multiproc::{Array, LockError, Process, SharedMemory};
 
 const LEN: usize = 1 << 20;
 const WORKERS: usize = 4;
@@ -12,7 +12,10 @@ const WORKERS: usize = 4;
 fn fill(args: (Array<u32>, usize)) {
     let (array, part) = args;
     let chunk = array.len() / WORKERS;
-    let mut all = array.lock().unwrap_or_else(OwnerDied::make_consistent);
+    let mut all = array
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
     for (i, x) in all[part * chunk..(part + 1) * chunk].iter_mut().enumerate() {
         let n = (part * chunk + i) as u32;
         *x = n.wrapping_mul(n);

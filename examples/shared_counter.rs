@@ -11,14 +11,17 @@
 
 use std::time::Duration;
 
-use multiproc::{Event, OwnerDied, Process, Value};
+use multiproc::{Event, LockError, Process, Value};
 
 /// Adds 1 to the counter `n` times, each under the lock.
 fn add(args: (Value<u64>, u64)) {
     let (counter, n) = args;
     for _ in 0..n {
         // `lock()` is `with counter.get_lock():`; the guard derefs to the value.
-        let mut value = counter.lock().unwrap_or_else(OwnerDied::make_consistent);
+        let mut value = counter
+            .lock()
+            .or_else(LockError::make_consistent)
+            .expect("lock");
         *value += 1;
     }
 }
@@ -26,7 +29,10 @@ fn add(args: (Value<u64>, u64)) {
 /// Takes the lock, starts an update, and is killed before it finishes.
 fn die_holding(args: (Value<u64>, Event)) {
     let (counter, locked) = args;
-    let mut value = counter.lock().unwrap_or_else(OwnerDied::make_consistent);
+    let mut value = counter
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
     *value += 1_000_000; // a half-done update: it should have been undone later
     locked.set();
     std::thread::sleep(Duration::from_secs(60));
@@ -59,7 +65,7 @@ fn main() -> Result<(), multiproc::Error> {
     match counter.lock() {
         Ok(_) => unreachable!("the owner died: the lock must say so"),
         Err(died) => {
-            let mut value = died.into_inner();
+            let mut value = died.into_inner()?;
             println!(
                 "owner died holding the lock; the value was left at {}",
                 *value

@@ -95,6 +95,6 @@ pub use queue::{
 pub use shm::SharedMemory;
 pub use sync::{
     Array, ArrayGuard, AtomicPod, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock,
-    LockGuard, LockResult, OverRelease, OwnerDied, Pod, RLock, RLockGuard, Recover, Semaphore,
-    TryLockError, TryLockResult, Value, ValueGuard, WaitTimeoutResult,
+    LockError, LockGuard, LockResult, OverRelease, OwnerDied, Pod, RLock, RLockGuard, Recover,
+    Semaphore, SemaphorePermit, TryLockError, TryLockResult, Value, ValueGuard, WaitTimeoutResult,
 };

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::channel::Channel;
 use super::child::{Child, FrameWait, ended_error};
 use super::function::Target;
+use super::handles::Transits;
 use super::launch::{self, SpawnJob};
 use super::protocol::Identity;
 use crate::codec;
@@ -244,11 +245,14 @@ pub(crate) fn start(
     job: ForkedJob,
     args: Vec<u8>,
     fds: Vec<OwnedFd>,
+    transits: Transits,
 ) -> Result<Child> {
     launch::ensure_initialized()?;
     let (ours, theirs) =
         sys::stream_socketpair().map_err(|e| Error::io("cannot create the control socket", e))?;
-    let args_follow = args.len() > EAGER_ARGS;
+    // Handles that want to know their receiver are told before the child can decode them: their
+    // arguments follow once the child's pid is known.
+    let args_follow = args.len() > EAGER_ARGS || !transits.is_empty();
     let request = ForkRequest {
         me,
         parent_pid: sys::getpid() as u32,
@@ -319,6 +323,7 @@ pub(crate) fn start(
                 };
                 let mut child = Child::new_remote(pid, pidfd, generation, Channel::new(ours));
                 drop(guard);
+                transits.handed_to(pid);
                 if args_follow
                     && let Err(e) = child
                         .chan
@@ -466,9 +471,9 @@ where
     R: Serialize + DeserializeOwned,
 {
     let target = Target::of(f)?;
-    let (args, fds) = super::handles::encode_with_fds(&arg)
+    let (args, fds, transits) = super::handles::encode_with_handles(&arg)
         .map_err(|e| Error::codec("the preload call's argument", e))?;
-    if !fds.is_empty() {
+    if !fds.is_empty() || !transits.is_empty() {
         return Err(Error::new(
             ErrorKind::Codec,
             "a preload call cannot take handles: the server outlives them",

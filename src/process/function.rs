@@ -76,6 +76,8 @@ pub(crate) struct Call {
     pub(crate) args: Vec<u8>,
     /// Descriptors of handles inside the arguments (see `handles`).
     pub(crate) fds: Vec<std::os::fd::OwnedFd>,
+    /// Handles inside the arguments that want to know which child receives them.
+    pub(crate) transits: super::handles::Transits,
 }
 
 /// The two offsets that name a function and its trampoline.
@@ -93,9 +95,14 @@ impl Call {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let (args, fds) = super::handles::encode_with_fds(arg)
+        let (args, fds, transits) = super::handles::encode_with_handles(arg)
             .map_err(|e| Error::codec("the process arguments could not be serialized", e))?;
-        Ok(Call { target, args, fds })
+        Ok(Call {
+            target,
+            args,
+            fds,
+            transits,
+        })
     }
 }
 

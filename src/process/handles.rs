@@ -1,50 +1,149 @@
-//! Passing handles (connections, shared memory, locks) to children as arguments.
+//! Passing handles (connections, shared memory, locks, queues) to children as arguments.
 //!
 //! A handle is a file descriptor. While a process's arguments are being serialized, a handle's
 //! `Serialize` impl calls [`export_fd`]: the descriptor is duplicated into a per-thread list and
 //! the handle is written as its index in that list. The list travels beside the encoded bytes:
 //! as SCM_RIGHTS ancillary data on the control socket (spawn), or in memory (fork). On the other
-//! side, [`with_incoming`] installs the received descriptors while the arguments are decoded, and the handle's `Deserialize`
-//! impl takes its own back with [`import_fd`]. Outside those two moments, exporting or importing
-//! a handle is an error: descriptors never travel by a guessed number.
+//! side, [`with_incoming`] installs the received descriptors while the arguments are decoded,
+//! and the handle's `Deserialize` impl takes its own back with [`import_fd`]. Outside those two
+//! moments, exporting or importing a handle is an error: descriptors never travel by a guessed
+//! number. Both per-thread lists are put back as they were when encoding or decoding ends, by
+//! return or by unwinding (a `Serialize` that panics must not leave the list armed).
+//!
+//! A handle that needs to know *who* receives it (a queue counts its possible producers) also
+//! registers a [`Transit`] with [`export_transit`]. The encoded arguments carry these beside the
+//! descriptors ([`Transits`]); the process layer calls [`Transits::handed_to`] once a child with
+//! a known pid is about to receive them. Arguments that never reach a child (a `Process`
+//! dropped before `start()`, a start that failed before the child existed) drop their transits
+//! unannounced.
+//!
+//! A forked child is a copy of its parent and holds a copy of every handle the parent had:
+//! [`forked`] tells every live [`ForkAware`] object of this process about the new child. The
+//! child itself does nothing.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::Serialize;
 
 use crate::codec::{self, CodecError};
 use crate::sys;
 
+/// A handle inside encoded arguments that wants to know which process receives it.
+pub(crate) trait Transit: Send + Sync {
+    /// The arguments are being handed to the (already created) process `pid`.
+    fn handed_to(&self, pid: i32);
+}
+
+/// The transits collected while encoding one set of arguments.
+#[derive(Default)]
+pub(crate) struct Transits(Vec<Box<dyn Transit>>);
+
+impl Transits {
+    /// Announces every handle of the arguments to the child `pid` that receives them. Call it
+    /// after the child exists and before it can decode them.
+    pub(crate) fn handed_to(&self, pid: i32) {
+        for t in &self.0 {
+            t.handed_to(pid);
+        }
+    }
+
+    /// True when no handle asked to be told.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many handles asked to be told.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Debug for Transits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Transits({})", self.0.len())
+    }
+}
+
+/// What is collected while encoding.
+#[derive(Default)]
+struct Outgoing {
+    fds: Vec<OwnedFd>,
+    transits: Vec<Box<dyn Transit>>,
+}
+
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
 }
 
+/// Puts a per-thread list back as it was when dropped, on return or unwind alike.
+struct Restore<T: 'static> {
+    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    saved: Option<Option<T>>,
+}
+
+impl<T: 'static> Restore<T> {
+    fn install(key: &'static std::thread::LocalKey<RefCell<Option<T>>>, value: T) -> Self {
+        let saved = key.with(|c| c.replace(Some(value)));
+        Restore {
+            key,
+            saved: Some(saved),
+        }
+    }
+
+    /// Takes what was collected and restores the earlier state.
+    fn finish(mut self) -> Option<T> {
+        let saved = self.saved.take().unwrap_or(None);
+        self.key.with(|c| c.replace(saved))
+    }
+}
+
+impl<T: 'static> Drop for Restore<T> {
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            // Unwinding (or `finish` was not called): what was collected is dropped, which
+            // closes its descriptors.
+            let _ = self.key.try_with(|c| c.replace(saved));
+        }
+    }
+}
+
 /// Encodes `value`, collecting the descriptors of the handles inside it.
+#[cfg(test)]
 pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<(Vec<u8>, Vec<OwnedFd>), CodecError> {
-    let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    encode_with_handles(value).map(|(bytes, fds, _)| (bytes, fds))
+}
+
+/// Encodes `value`, collecting the descriptors and the transits of the handles inside it.
+pub(crate) fn encode_with_handles<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<(Vec<u8>, Vec<OwnedFd>, Transits), CodecError> {
+    let guard = Restore::install(&OUTGOING, Outgoing::default());
     let encoded = codec::encode(value);
-    let fds = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), saved));
-    let fds = fds.unwrap_or_default();
-    if fds.len() > sys::MAX_FDS_PER_MESSAGE {
+    let out = guard.finish().unwrap_or_default();
+    if out.fds.len() > sys::MAX_FDS_PER_MESSAGE {
         return Err(CodecError::Encode(format!(
             "{} handles in one message; at most {} can be passed",
-            fds.len(),
+            out.fds.len(),
             sys::MAX_FDS_PER_MESSAGE
         )));
     }
-    encoded.map(|bytes| (bytes, fds))
+    encoded.map(|bytes| (bytes, out.fds, Transits(out.transits)))
 }
 
 /// Runs `f` (which decodes) with `fds` available to the handles being decoded. Descriptors no
 /// handle claimed are closed afterwards.
 pub(crate) fn with_incoming<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> T {
-    let saved = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
+    let guard = Restore::install(&INCOMING, fds.into_iter().map(Some).collect());
     let out = f();
-    INCOMING.with(|i| *i.borrow_mut() = saved);
+    drop(guard.finish());
     out
 }
 
@@ -56,13 +155,27 @@ pub(crate) fn with_incoming<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> T {
 pub(crate) fn export_fd(fd: BorrowedFd<'_>) -> Result<u32, String> {
     OUTGOING.with(|o| {
         let mut o = o.borrow_mut();
-        let list = o.as_mut().ok_or_else(|| {
-            "a handle can only be passed to a child process as (part of) its arguments".to_string()
-        })?;
+        let out = o.as_mut().ok_or_else(not_as_argument)?;
         let dup = sys::dup_cloexec(fd).map_err(|e| format!("cannot duplicate the handle: {e}"))?;
-        list.push(dup);
-        Ok((list.len() - 1) as u32)
+        out.fds.push(dup);
+        Ok((out.fds.len() - 1) as u32)
     })
+}
+
+/// For a handle's `Serialize`, after [`export_fd`]: asks to be told which child receives it.
+///
+/// # Errors
+/// When no process arguments are being serialized.
+pub(crate) fn export_transit(t: Box<dyn Transit>) -> Result<(), String> {
+    OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        o.as_mut().ok_or_else(not_as_argument)?.transits.push(t);
+        Ok(())
+    })
+}
+
+fn not_as_argument() -> String {
+    "a handle can only be passed to a child process as (part of) its arguments".to_string()
 }
 
 /// For a handle's `Deserialize`: takes the descriptor registered at `index`.
@@ -80,4 +193,145 @@ pub(crate) fn import_fd(index: u32) -> Result<OwnedFd, String> {
             .and_then(Option::take)
             .ok_or_else(|| format!("handle #{index} did not arrive with the message"))
     })
+}
+
+/// Shared state that a forked child holds a copy of.
+pub(crate) trait ForkAware: Send + Sync {
+    /// This process was just copied into the child `pid`.
+    fn forked(&self, pid: i32);
+}
+
+/// The live [`ForkAware`] objects of one process. A forked child that registers objects of its
+/// own starts a fresh list (the parent's may have been locked by another thread at the fork).
+struct Registry {
+    pid: i32,
+    list: Mutex<Vec<Weak<dyn ForkAware>>>,
+}
+
+static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
+
+/// This process's registry; `None` if it has none yet and `create` is false.
+fn registry(create: bool) -> Option<&'static Registry> {
+    let pid = sys::getpid();
+    let current = REGISTRY.load(Ordering::Acquire);
+    // SAFETY: a non-null REGISTRY points to a leaked (never freed) Registry.
+    if let Some(r) = unsafe { current.as_ref() }
+        && r.pid == pid
+    {
+        return Some(r);
+    }
+    if !create {
+        return None;
+    }
+    let fresh = Box::into_raw(Box::new(Registry {
+        pid,
+        list: Mutex::new(Vec::new()),
+    }));
+    match REGISTRY.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // The replaced one (if any) was a parent's, copied by fork: leaked on purpose.
+        // SAFETY: just leaked.
+        Ok(_) => Some(unsafe { &*fresh }),
+        Err(winner) => {
+            // SAFETY: `fresh` was never shared; `winner` is a leaked Registry.
+            unsafe {
+                drop(Box::from_raw(fresh));
+                winner.as_ref()
+            }
+            .filter(|r| r.pid == pid)
+        }
+    }
+}
+
+/// Registers `object` to be told about forked children for as long as it lives.
+pub(crate) fn register_fork_aware(object: &Arc<dyn ForkAware>) {
+    if let Some(r) = registry(true) {
+        let mut list = r.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(object));
+    }
+}
+
+/// In the parent, right after `fork()` returned `pid`: tells every live registered object.
+pub(crate) fn forked(pid: i32) {
+    let Some(r) = registry(false) else { return };
+    let live: Vec<Arc<dyn ForkAware>> = {
+        let list = r.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.iter().filter_map(Weak::upgrade).collect()
+    };
+    for object in live {
+        object.forked(pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    /// Exports a descriptor, then panics half-way through its serialization.
+    struct PanicsAfterExport;
+    impl Serialize for PanicsAfterExport {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            let fd = sys::eventfd().expect("eventfd");
+            export_fd(fd.as_fd()).expect("inside encoding");
+            panic!("a Serialize that panics");
+        }
+    }
+
+    #[test]
+    fn a_panicking_serialize_disarms_the_outgoing_list() {
+        let r = std::panic::catch_unwind(|| encode_with_fds(&PanicsAfterExport));
+        assert!(r.is_err());
+        let fd = sys::eventfd().expect("eventfd");
+        assert!(
+            export_fd(fd.as_fd()).is_err(),
+            "exporting outside arguments must fail after a panic"
+        );
+        assert!(export_transit(Box::new(Nobody)).is_err());
+    }
+
+    struct Nobody;
+    impl Transit for Nobody {
+        fn handed_to(&self, _: i32) {}
+    }
+
+    #[test]
+    fn a_panicking_decode_disarms_the_incoming_list() {
+        let fd = sys::eventfd().expect("eventfd");
+        let r = std::panic::catch_unwind(|| {
+            with_incoming(vec![fd], || -> u32 { panic!("a Deserialize that panics") })
+        });
+        assert!(r.is_err());
+        assert!(
+            import_fd(0).is_err(),
+            "importing outside decoding must fail"
+        );
+    }
+
+    #[test]
+    fn nested_encodings_keep_their_own_lists() {
+        struct Outer;
+        impl Serialize for Outer {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let fd = sys::eventfd().expect("eventfd");
+                let a = export_fd(fd.as_fd()).expect("outer export");
+                let (_, inner, _) = encode_with_handles(&Inner).expect("inner encode");
+                assert_eq!(inner.len(), 1);
+                let b = export_fd(fd.as_fd()).expect("outer export after the inner one");
+                (a, b).serialize(s)
+            }
+        }
+        struct Inner;
+        impl Serialize for Inner {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let fd = sys::eventfd().expect("eventfd");
+                export_fd(fd.as_fd())
+                    .map_err(serde::ser::Error::custom)?
+                    .serialize(s)
+            }
+        }
+        let (_, fds, transits) = encode_with_handles(&Outer).unwrap();
+        assert_eq!((fds.len(), transits.len()), (2, 0));
+    }
 }

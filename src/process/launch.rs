@@ -83,6 +83,10 @@ pub(crate) fn spawn(me: Identity, parent_name: String, job: SpawnJob) -> Result<
             return Err(Error::io("cannot open a pidfd for the child", e));
         }
     };
+    if let SpawnJob::Call(call) = &job {
+        // Before the arguments are sent: the child counts as holding their handles from now.
+        call.transits.handed_to(pid);
+    }
     let mut child = Child::new(pid, pidfd, Channel::new(ours));
     match handshake(&mut child, build, me, parent_name, job) {
         Ok(()) => Ok(child),
@@ -193,10 +197,14 @@ fn handshake(
 pub(crate) fn fork(
     me: Identity,
     parent_name: String,
-    job: ForkJob,
+    mut job: ForkJob,
     checked: bool,
 ) -> Result<Child> {
     bootstrap::hook_anchor();
+    let transits = match &mut job {
+        ForkJob::Call(call) => std::mem::take(&mut call.transits),
+        ForkJob::Closure(_) | ForkJob::Worker => Default::default(),
+    };
     // In place before the copy is made: the child never has to take the panic hook's lock.
     panics::install();
     // The thread-local list a child's handles are decoded from: touched here once, so that its
@@ -254,7 +262,12 @@ pub(crate) fn fork(
         })
     };
     let pid = match forked {
-        Some(Ok(pid)) => pid,
+        Some(Ok(pid)) => {
+            // The copy holds copies of this process's handles (the child itself does nothing).
+            super::handles::forked(pid);
+            transits.handed_to(pid);
+            pid
+        }
         Some(Err(e)) => return Err(Error::io("fork failed", e)),
         None => {
             return Err(Error::io(

@@ -518,6 +518,7 @@ impl<R> Process<R> {
                     forkserver::ForkedJob::Call(call.target),
                     call.args,
                     call.fds,
+                    call.transits,
                 )
             }),
             (Job::Closure(f), _) => launch::fork(

@@ -106,6 +106,7 @@ impl Worker {
                 forkserver::ForkedJob::Worker,
                 Vec::new(),
                 Vec::new(),
+                Default::default(),
             )?,
         };
         Ok(Worker {
@@ -211,7 +212,7 @@ impl Worker {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let (args, fds) = super::handles::encode_with_fds(&arg).map_err(|e| {
+        let (args, fds, transits) = super::handles::encode_with_handles(&arg).map_err(|e| {
             Error::codec(
                 format!("the call's argument ({})", std::any::type_name::<A>()),
                 e,
@@ -219,6 +220,7 @@ impl Worker {
         })?;
         let child = self.usable()?;
         let pid = child.pid();
+        transits.handed_to(pid as i32);
         // The deadline bounds every phase of the call, the send included (a worker that stops
         // reading cannot hold us past it).
         let sent =

@@ -1,8 +1,49 @@
 //! In-process tests of the queue (threads); `ipc-tests` has the multi-process ones.
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
+use super::layout::put_state;
 use super::*;
+
+/// How long any blocking step of these tests may take before the test fails as hung.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Runs `f` on a thread and returns its result, failing the test if it takes more than BOUND.
+fn within<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(BOUND) {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("hung: did not finish within {BOUND:?}"),
+    }
+}
+
+/// A thread whose result is awaited with a bound.
+struct Bounded<R>(mpsc::Receiver<std::thread::Result<R>>);
+
+fn spawn_bounded<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Bounded<R> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    Bounded(rx)
+}
+
+impl<R> Bounded<R> {
+    fn join(self) -> R {
+        match self.0.recv_timeout(BOUND) {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("hung: a thread did not finish within {BOUND:?}"),
+        }
+    }
+}
 
 fn bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -57,7 +98,7 @@ fn sizes_from_zero_to_several_rings_in_order() {
     ];
     let producer = {
         let q = q.clone();
-        std::thread::spawn(move || {
+        spawn_bounded(move || {
             for (i, &len) in sizes.iter().enumerate() {
                 q.put(Msg {
                     seq: i as u64,
@@ -77,8 +118,11 @@ fn sizes_from_zero_to_several_rings_in_order() {
             "message {i} of {len} bytes differs"
         );
     }
-    producer.join().unwrap();
-    assert!(matches!(q.get(), Err(GetError::Disconnected)));
+    producer.join();
+    assert!(matches!(
+        q.get_timeout(BOUND),
+        Err(GetTimeoutError::Disconnected)
+    ));
     assert_eq!(q.lost_messages(), 0);
     assert_eq!(q.qsize(), 0);
 }
@@ -89,7 +133,7 @@ fn many_threads_each_message_once() {
     let producers: Vec<_> = (0..3)
         .map(|p| {
             let q = q.clone();
-            std::thread::spawn(move || {
+            spawn_bounded(move || {
                 for i in 0..20_000 {
                     q.put((p, i)).unwrap();
                 }
@@ -100,9 +144,9 @@ fn many_threads_each_message_once() {
         .map(|_| {
             let q = q.clone();
             q.close();
-            std::thread::spawn(move || {
+            spawn_bounded(move || {
                 let mut got = Vec::new();
-                while let Ok(m) = q.get() {
+                while let Ok(m) = q.get_timeout(BOUND) {
                     got.push(m);
                 }
                 got
@@ -110,13 +154,10 @@ fn many_threads_each_message_once() {
         })
         .collect();
     for p in producers {
-        p.join().unwrap();
+        p.join();
     }
     q.close();
-    let mut all: Vec<(u32, u32)> = consumers
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let mut all: Vec<(u32, u32)> = consumers.into_iter().flat_map(|c| c.join()).collect();
     all.sort_unstable();
     let expected: Vec<(u32, u32)> = (0..3)
         .flat_map(|p| (0..20_000).map(move |i| (p, i)))
@@ -136,9 +177,12 @@ fn item_limit_and_try_put() {
         Err(PutTimeoutError::Timeout(3))
     ));
     assert_eq!(q.qsize(), 2);
-    assert_eq!(q.get().unwrap(), 1);
+    assert_eq!(q.get_timeout(BOUND).unwrap(), 1);
     q.try_put(3).unwrap();
-    assert_eq!((q.get().unwrap(), q.get().unwrap()), (2, 3));
+    assert_eq!(
+        (q.get_timeout(BOUND).unwrap(), q.get_timeout(BOUND).unwrap()),
+        (2, 3)
+    );
     assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
 }
 
@@ -151,11 +195,13 @@ fn byte_capacity_blocks_until_consumed() {
         Err(TryPutError::Full(_))
     ));
     let q2 = q.clone();
-    let t = std::thread::spawn(move || q2.put(vec![2; 3000]).unwrap());
+    let t = spawn_bounded(move || {
+        q2.put_timeout(vec![2; 3000], BOUND).unwrap();
+    });
     std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(q.get().unwrap().len(), 3000);
-    t.join().unwrap();
-    assert_eq!(q.get().unwrap(), vec![2; 3000]);
+    assert_eq!(q.get_timeout(BOUND).unwrap().len(), 3000);
+    t.join();
+    assert_eq!(q.get_timeout(BOUND).unwrap(), vec![2; 3000]);
 }
 
 #[test]
@@ -187,10 +233,10 @@ fn errors_are_returned_in_the_caller_with_the_value() {
     // Larger than the ring but within the limit: streamed to a consumer that reads meanwhile.
     let reader = {
         let q = small.clone();
-        std::thread::spawn(move || q.get().unwrap())
+        spawn_bounded(move || q.get_timeout(BOUND).unwrap())
     };
-    small.put(vec![5; 9000]).unwrap();
-    assert_eq!(reader.join().unwrap(), vec![5; 9000]);
+    small.put_timeout(vec![5; 9000], BOUND).unwrap();
+    assert_eq!(reader.join(), vec![5; 9000]);
     assert!(small.is_empty());
     assert_eq!(small.lost_messages(), 0);
 
@@ -199,38 +245,304 @@ fn errors_are_returned_in_the_caller_with_the_value() {
     assert_eq!(closed.put(1).unwrap_err().kind(), ErrorKind::Closed);
 }
 
+/// A byte sequence serialized element by element. The `act_on`-th time a serialization gets
+/// half-way (a `put` of a value larger than the ring tries the free space, which stops early,
+/// then measures it: 0, then streams it: 1), it fails or panics, or signals `reached` and
+/// waits for `resume`.
+struct Late {
+    len: usize,
+    act_on: u32,
+    act: Act,
+    halfway: Cell<u32>,
+}
+
+enum Act {
+    Fail,
+    Panic,
+    Stall(mpsc::Sender<()>, std::sync::Mutex<mpsc::Receiver<()>>),
+    Nothing,
+}
+
+impl Late {
+    fn new(len: usize, act_on: u32, act: Act) -> Late {
+        Late {
+            len,
+            act_on,
+            act,
+            halfway: Cell::new(0),
+        }
+    }
+}
+
+impl Serialize for Late {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.len))?;
+        for i in 0..self.len {
+            if i == self.len / 2 && {
+                let n = self.halfway.get();
+                self.halfway.set(n + 1);
+                n == self.act_on
+            } {
+                match &self.act {
+                    Act::Fail => return Err(serde::ser::Error::custom("late failure")),
+                    Act::Panic => panic!("a Serialize that panics half-way"),
+                    Act::Stall(reached, resume) => {
+                        let _ = reached.send(());
+                        let _ = resume.lock().unwrap().recv_timeout(BOUND);
+                    }
+                    Act::Nothing => {}
+                }
+            }
+            seq.serialize_element(&(i as u8))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Late {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Vec::<u8>::deserialize(d).map(|v| Late::new(v.len(), u32::MAX, Act::Nothing))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum Job {
+    Big(Late),
+    Small(u32),
+}
+
+fn small(r: std::result::Result<Job, GetTimeoutError>) -> std::result::Result<u32, String> {
+    match r {
+        Ok(Job::Small(n)) => Ok(n),
+        Ok(Job::Big(b)) => Err(format!("a Big of {} bytes came out", b.len)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[test]
 fn a_stream_that_fails_half_way_is_aborted_cleanly() {
-    // A sequence whose Serialize fails after many bytes: the consumer must never see it.
-    struct FailsLate(usize);
-    impl Serialize for FailsLate {
-        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-            use serde::ser::SerializeSeq;
-            let mut seq = s.serialize_seq(Some(self.0 + 1))?;
-            for i in 0..self.0 {
-                seq.serialize_element(&(i as u8))?;
-            }
-            Err(serde::ser::Error::custom("late failure"))
-        }
-    }
-    impl<'de> Deserialize<'de> for FailsLate {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-            Vec::<u8>::deserialize(d).map(|v| FailsLate(v.len()))
-        }
-    }
-    let q = Queue::<FailsLate>::with_capacity(4096).unwrap();
+    // The failure comes in the streaming pass (the third), after chunks are out: the consumer,
+    // reading meanwhile, must never see the message, and the next one arrives intact.
+    let q = Queue::<Job>::with_capacity(4096).unwrap();
     let consumer = {
         let q = q.clone();
         q.close();
-        std::thread::spawn(move || q.get().map(|v| v.0))
+        spawn_bounded(move || (small(q.get_timeout(BOUND)), q.lost_messages()))
     };
-    assert!(q.put(FailsLate(100_000)).is_err());
-    q.close();
+    let e = q
+        .put_timeout(Job::Big(Late::new(100_000, 1, Act::Fail)), BOUND)
+        .unwrap_err();
+    let PutTimeoutError::Failed(e) = e else {
+        panic!("expected a codec failure")
+    };
+    assert_eq!(e.kind(), ErrorKind::Codec);
+    let Job::Big(late) = e.into_inner() else {
+        unreachable!()
+    };
+    assert_eq!(
+        late.halfway.get(),
+        2,
+        "the failure must come while streaming"
+    );
+    q.put(Job::Small(3)).unwrap();
+    assert_eq!(consumer.join(), (Ok(3), 0));
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_failed_try_put_of_a_large_message_leaves_the_queue_intact() {
+    // Nobody reads: a try_put, put_timeout and put_deadline of more than the ring all fail, and
+    // what was in the ring before (nothing, then one message) reads back intact.
+    for unread in [false, true] {
+        let q = Queue::<Vec<u8>>::with_capacity(4096).unwrap();
+        if unread {
+            q.put(vec![1; 100]).unwrap();
+        }
+        assert!(matches!(
+            q.try_put(vec![7; 10_000]),
+            Err(TryPutError::Full(_))
+        ));
+        assert!(matches!(
+            q.put_timeout(vec![7; 10_000], Duration::from_millis(20)),
+            Err(PutTimeoutError::Timeout(_))
+        ));
+        assert!(matches!(
+            q.put_deadline(vec![7; 10_000], Instant::now() + Duration::from_millis(20)),
+            Err(PutTimeoutError::Timeout(_))
+        ));
+        if unread {
+            assert_eq!(q.get_timeout(BOUND).unwrap(), vec![1; 100]);
+        }
+        assert!(q.is_empty());
+        // The timed-out streams left aborted chunks, which a get skips.
+        assert!(matches!(
+            q.get_timeout(Duration::from_millis(20)),
+            Err(GetTimeoutError::Timeout)
+        ));
+        q.put_timeout(vec![2; 50], BOUND).unwrap();
+        assert_eq!(q.get_timeout(BOUND).unwrap(), vec![2; 50]);
+        // A streamed message still goes through to a reader.
+        let reader = {
+            let q = q.clone();
+            spawn_bounded(move || q.get_timeout(BOUND).unwrap())
+        };
+        q.put_timeout(vec![3; 20_000], BOUND).unwrap();
+        assert_eq!(reader.join(), vec![3; 20_000]);
+        assert_eq!((q.qsize(), q.lost_messages()), (0, 0));
+    }
+}
+
+#[test]
+fn a_serialize_that_panics_mid_stream_wedges_nobody() {
+    let q = Queue::<Job>::with_capacity(4096).unwrap();
+    let consumer = {
+        let q = q.clone();
+        q.close();
+        spawn_bounded(move || {
+            // The stream starts, then its producer panics: this get's deadline still holds.
+            let first = q.get_timeout(Duration::from_millis(300));
+            let second = small(q.get_timeout(BOUND));
+            (matches!(first, Err(GetTimeoutError::Timeout)), second)
+        })
+    };
+    let producer = {
+        let q = q.clone();
+        spawn_bounded(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = q.put_timeout(Job::Big(Late::new(100_000, 1, Act::Panic)), BOUND);
+            }))
+            .is_err()
+        })
+    };
+    assert!(producer.join(), "the Serialize panicked");
+    // Another consumer is not locked out while the first waits.
+    let other = q.clone();
+    other.close();
     assert!(matches!(
-        consumer.join().unwrap(),
-        Err(GetError::Disconnected)
+        other.get_timeout(Duration::from_millis(50)),
+        Err(GetTimeoutError::Timeout)
     ));
+    drop(other);
+    std::thread::sleep(Duration::from_millis(400));
+    q.put(Job::Small(5)).unwrap();
+    assert_eq!(consumer.join(), (true, Ok(5)));
     assert_eq!(q.lost_messages(), 0);
+    assert!(q.is_empty());
+}
+
+/// Gets with a short deadline until the producer says it is half-way; each must time out.
+fn pull_until(reader: &Queue<Job>, reached: &mpsc::Receiver<()>) {
+    let end = Instant::now() + BOUND;
+    while reached.try_recv().is_err() {
+        assert!(Instant::now() < end, "the producer never got half-way");
+        assert!(matches!(
+            reader.get_timeout(Duration::from_millis(20)),
+            Err(GetTimeoutError::Timeout)
+        ));
+    }
+}
+
+#[test]
+fn a_deadline_holds_mid_stream_and_the_message_is_finished_later() {
+    let q = Queue::<Job>::with_capacity(4096).unwrap();
+    let (reached_tx, reached) = mpsc::channel();
+    let (resume, resume_rx) = mpsc::channel();
+    let producer = {
+        let q = q.clone();
+        spawn_bounded(move || {
+            let stall = Act::Stall(reached_tx, std::sync::Mutex::new(resume_rx));
+            q.put_timeout(Job::Big(Late::new(64 << 10, 1, stall)), BOUND)
+                .is_ok()
+                && q.put(Job::Small(1)).is_ok()
+        })
+    };
+    let reader = q.clone();
+    reader.close();
+    // Gets with short deadlines pull the stream until it stalls half-way: each gives up,
+    // keeping what it has, and the next goes on from there.
+    pull_until(&reader, &reached);
+    assert!(matches!(reader.try_get(), Err(TryGetError::Empty)));
+    resume.send(()).unwrap();
+    // The same handle finishes the message.
+    match reader.get_timeout(BOUND) {
+        Ok(Job::Big(b)) => assert_eq!(b.len, 64 << 10),
+        Ok(Job::Small(n)) => panic!("got Small({n})"),
+        Err(e) => panic!("{e}"),
+    }
+    assert_eq!(small(reader.get_timeout(BOUND)), Ok(1));
+    assert!(producer.join());
+    assert_eq!(q.lost_messages(), 0);
+
+    // Another handle cannot finish it: it skips it, counts it lost, and takes the next one.
+    let (reached_tx, reached) = mpsc::channel();
+    let (resume, resume_rx) = mpsc::channel();
+    let producer = {
+        let q = q.clone();
+        spawn_bounded(move || {
+            let stall = Act::Stall(reached_tx, std::sync::Mutex::new(resume_rx));
+            q.put_timeout(Job::Big(Late::new(64 << 10, 1, stall)), BOUND)
+                .is_ok()
+                && q.put(Job::Small(2)).is_ok()
+        })
+    };
+    pull_until(&reader, &reached);
+    resume.send(()).unwrap();
+    let other = q.clone();
+    other.close();
+    assert_eq!(small(other.get_timeout(BOUND)), Ok(2));
+    assert!(producer.join());
+    assert_eq!(q.lost_messages(), 1);
+    assert!(q.is_empty());
+}
+
+/// Makes the put lock's owner die (a thread that ends holding a robust mutex) after it counted
+/// a message (and a task) but before it published it.
+fn die_after_counting<T: Serialize + DeserializeOwned + Send + 'static>(q: &Queue<T>) {
+    let q = q.clone();
+    // Joined (not just awaited) so that the thread has ended, and its lock is known dead.
+    let dying = std::thread::spawn(move || {
+        let st = q.st();
+        let p = &st.prod;
+        assert!(p.lock.acquire(None).is_some());
+        let puts = p.puts.load(Ordering::Relaxed);
+        p.busy_puts.store(puts, Ordering::Relaxed);
+        p.busy_tail
+            .store(p.tail.load(Ordering::Relaxed), Ordering::Relaxed);
+        if q.seg.joinable {
+            st.misc.unfinished.fetch_add(1, Ordering::AcqRel);
+        }
+        p.puts.store(puts + 1, Ordering::Relaxed);
+        p.busy.store(put_state::PUBLISHING, Ordering::Release);
+        // The thread ends here, holding the lock.
+    });
+    within(move || dying.join().unwrap());
+}
+
+#[test]
+fn a_producer_dead_between_counting_and_publishing_is_undone_without_a_producer() {
+    let q = JoinableQueue::<u8>::new().unwrap();
+    q.put(1).unwrap();
+    assert_eq!(q.get_timeout(BOUND).unwrap(), 1);
+    let joiner = {
+        let q = q.clone();
+        spawn_bounded(move || q.join_timeout(BOUND))
+    };
+    die_after_counting(&q);
+    q.task_done().unwrap();
+    // The sleeping join is woken by the repair, with no producer coming.
+    assert!(
+        joiner.join(),
+        "join never saw the dead producer's task undone"
+    );
+    assert_eq!((q.qsize(), q.unfinished_tasks()), (0, 0));
+
+    let plain = Queue::<u8>::new().unwrap();
+    die_after_counting(&plain);
+    assert_eq!(plain.qsize(), 0);
+    plain.put(4).unwrap();
+    assert_eq!(plain.get_timeout(BOUND).unwrap(), 4);
+    assert_eq!(plain.lost_messages(), 0);
 }
 
 #[test]
@@ -241,16 +553,16 @@ fn joinable_counts_tasks() {
     assert_eq!(q.unfinished_tasks(), 2);
     let worker = {
         let q = q.clone();
-        std::thread::spawn(move || {
+        spawn_bounded(move || {
             for _ in 0..2 {
-                q.get().unwrap();
+                q.get_timeout(BOUND).unwrap();
                 std::thread::sleep(Duration::from_millis(5));
                 q.task_done().unwrap();
             }
         })
     };
-    assert!(q.join_timeout(Duration::from_secs(30)));
-    worker.join().unwrap();
+    assert!(q.join_timeout(BOUND));
+    worker.join();
     assert_eq!(q.task_done(), Err(TaskDoneError));
 }
 
@@ -261,7 +573,7 @@ fn handles_pass_as_their_own_type_only() {
     let (bytes, fds) = handles::encode_with_fds(&q).unwrap();
     let back: Queue<u32> = handles::with_incoming(fds, || codec::decode(&bytes)).unwrap();
     back.put(9).unwrap();
-    assert_eq!(q.get().unwrap(), 9);
+    assert_eq!(q.get_timeout(BOUND).unwrap(), 9);
     let (bytes, fds) = handles::encode_with_fds(&q).unwrap();
     assert!(handles::with_incoming(fds, || codec::decode::<Queue<u64>>(&bytes)).is_err());
     let (bytes, fds) = handles::encode_with_fds(&q).unwrap();
@@ -277,12 +589,209 @@ fn disconnection_follows_handles() {
     let t = {
         let q = q.clone();
         q.close();
-        std::thread::spawn(move || q.get_timeout(Duration::from_secs(30)))
+        spawn_bounded(move || q.get_timeout(Duration::from_secs(30)))
     };
     std::thread::sleep(Duration::from_millis(20));
     drop(producer);
+    assert!(matches!(t.join(), Err(GetTimeoutError::Disconnected)));
+}
+
+/// The lock word of a side's lock (the owner's thread id and a waiters bit: the first word of a
+/// `LockCell`).
+fn lock_word(cell: &LockCell) -> &std::sync::atomic::AtomicU32 {
+    assert!(std::mem::size_of::<LockCell>() >= std::mem::size_of::<u32>());
+    // SAFETY: a LockCell starts with the robust lock, whose first field is its 32-bit word; it
+    // lives in the mapped segment for as long as `cell` is borrowed.
+    unsafe { &*(cell as *const LockCell as *const std::sync::atomic::AtomicU32) }
+}
+
+#[test]
+fn a_lost_lock_wake_delays_a_consumer_but_never_wedges_it() {
+    // The state a waiter is left in when a wake never comes: the lock is held by a live thread
+    // (this one, by its id), then freed without a wake. The sleeper must find out by itself.
+    let q = Queue::<u32>::new().unwrap();
+    q.put(8).unwrap();
+    let word = lock_word(&q.st().cons.lock);
+    assert_eq!(word.load(std::sync::atomic::Ordering::Acquire), 0);
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() } as u32;
+    word.store(me, std::sync::atomic::Ordering::Release);
+    let consumer = {
+        let q = q.clone();
+        spawn_bounded(move || q.get_timeout(BOUND))
+    };
+    std::thread::sleep(Duration::from_millis(50)); // the consumer is asleep on the lock
+    // Still ours: a live owner is not taken over.
+    assert_eq!(
+        word.load(std::sync::atomic::Ordering::Acquire) & 0x3fff_ffff,
+        me
+    );
+    word.store(0, std::sync::atomic::Ordering::Release);
+    assert_eq!(consumer.join().unwrap(), 8);
+}
+
+/// A tiny deterministic generator for the scribbler.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn a_peer_scribbling_over_the_state_and_ring_causes_typed_errors_only() {
+    // Threads put and get (with deadlines; values from empty to several rings) while another
+    // writes random bytes over the shared state (all but the two robust mutexes, whose
+    // corruption is pthread's to survive, not ours) and over the ring. Nothing may panic, hang
+    // or allocate past the message limit.
+    const LIMIT: usize = 256 << 10;
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(16 << 10)
+        .max_message(LIMIT)
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let short = Duration::from_millis(5);
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let q = q.clone();
+            let stop = stop.clone();
+            spawn_bounded(move || {
+                let mut rng = XorShift(w * 7919 + 1);
+                let mut ops = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if w % 2 == 0 {
+                        let len = (rng.next() % (100 << 10)) as usize;
+                        let _ = q.put_timeout(vec![w as u8; len], short);
+                        let _ = q.try_put(vec![1; 10]);
+                    } else {
+                        if let Ok(v) = q.get_timeout(short) {
+                            assert!(v.len() <= LIMIT);
+                        }
+                        let _ = q.try_get();
+                        let _ = (q.qsize(), q.is_full(), q.lost_messages());
+                    }
+                    ops += 1;
+                }
+                let scratch = q.scratch.lock().unwrap().capacity();
+                assert!(scratch <= 2 * LIMIT, "reassembly grew to {scratch} bytes");
+                ops
+            })
+        })
+        .collect();
+    let st: &State = q.st();
+    let base = st as *const State as usize;
+    let locks = [
+        std::mem::offset_of!(State, prod) + std::mem::offset_of!(layout::Producer, lock),
+        std::mem::offset_of!(State, cons) + std::mem::offset_of!(layout::Consumer, lock),
+    ];
+    let lock_len = std::mem::size_of::<LockCell>();
+    let in_lock = |off: usize| locks.iter().any(|&l| off >= l && off < l + lock_len);
+    let ring = q.seg.ring.ptr.as_ptr() as usize;
+    let cap = q.seg.cap as usize;
+    let mut rng = XorShift(0x5eed);
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        for _ in 0..64 {
+            let r = rng.next();
+            let (addr, off) = if r.is_multiple_of(3) {
+                let off = (rng.next() as usize) % cap;
+                (ring + off, usize::MAX)
+            } else {
+                let off = (rng.next() as usize) % std::mem::size_of::<State>();
+                (base + off, off)
+            };
+            if off != usize::MAX && in_lock(off) {
+                continue;
+            }
+            // SAFETY: a byte inside the mapped state or ring, written atomically: what a
+            // hostile process holding the segment can do at any time.
+            let byte = unsafe { &*(addr as *const std::sync::atomic::AtomicU8) };
+            byte.store(rng.next() as u8, std::sync::atomic::Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ops: u64 = workers.into_iter().map(Bounded::join).sum();
+    assert!(ops > 0);
+}
+
+/// The pid of a process that has ended and been reaped.
+fn dead_pid() -> i32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id() as i32;
+    c.wait().unwrap();
+    pid
+}
+
+#[test]
+fn claims_left_by_dead_processes_are_taken_over() {
+    let q = Queue::<u8>::new().unwrap();
+    let st = q.st();
+    let dead = dead_pid();
+    // A process killed while claiming a slot leaves its claim marker behind.
+    st.slots[layout::SLOTS - 1]
+        .pid
+        .store(-dead, Ordering::Release);
+    q.close();
     assert!(matches!(
-        t.join().unwrap(),
+        q.get_timeout(BOUND),
         Err(GetTimeoutError::Disconnected)
     ));
+    // A table full of such claims still has room for a new handle.
+    for s in &st.slots {
+        let _ = s
+            .pid
+            .compare_exchange(0, -dead, Ordering::AcqRel, Ordering::Relaxed);
+    }
+    let h = q.clone();
+    assert!(h.slot.is_some(), "stale claims must be reclaimable");
+    assert_eq!(st.misc.untracked.load(Ordering::Acquire), 0);
+}
+
+#[test]
+fn every_message_a_dead_process_held_is_counted() {
+    // Two consumer threads of one process each hold a message (taken, not yet returned) when
+    // it dies: both are lost, and both are counted.
+    let q = Queue::<u8>::new().unwrap();
+    let st = q.st();
+    let s = &st.slots[layout::SLOTS - 1];
+    s.start.store(1, Ordering::Release);
+    s.taken.store(5, Ordering::Release);
+    s.returned.store(3, Ordering::Release);
+    s.pid.store(dead_pid(), Ordering::Release);
+    assert_eq!(q.lost_messages(), 2);
+    assert_eq!(q.lost_messages(), 2, "counted once");
+    assert_eq!(s.pid.load(Ordering::Acquire), 0, "the slot is free again");
+
+    // Live threads of this process: what they took and returned balances.
+    let consumers: Vec<_> = (0..3)
+        .map(|_| {
+            let q = q.clone();
+            q.close();
+            spawn_bounded(move || {
+                let mut n = 0;
+                while q.get_timeout(BOUND).is_ok() {
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..3000u32 {
+        q.put((i % 251) as u8).unwrap();
+    }
+    q.close();
+    let total: u32 = consumers.into_iter().map(Bounded::join).sum();
+    assert_eq!(total, 3000);
+    let mine = &st.slots[q.slot.unwrap()];
+    assert_eq!(
+        mine.taken.load(Ordering::Acquire),
+        mine.returned.load(Ordering::Acquire)
+    );
+    assert_eq!(q.lost_messages(), 2);
 }

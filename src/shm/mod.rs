@@ -1,7 +1,11 @@
 //! Shared memory segments: anonymous (memfd, the default) or named (`/dev/shm`).
 
+mod arena;
+mod copy;
 mod region;
 mod shared;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
@@ -14,7 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
 use crate::sys;
 
-pub(crate) use region::{HEADER_LEN, Kind, Region, type_tag};
+pub(crate) use region::{HEADER_LEN, Kind, Region, Sealing, type_tag};
 pub(crate) use shared::Shared;
 
 /// Prefix of the temporary names under which named segments are built before they are published.
@@ -202,7 +206,7 @@ impl SharedMemory {
         let name = validate_name(name)?;
         let fd = sys::shm_open_existing(&posix_name(name), true)
             .map_err(|e| Error::os(format!("cannot open the shared memory segment {name:?}"), e))?;
-        let region = Region::open(fd, Kind::Bytes, 0)?;
+        let region = Region::open(fd, Kind::Bytes, 0, Sealing::NotAvailable)?;
         Ok(SharedMemory::from_parts(
             region,
             Some(name.to_string()),
@@ -334,7 +338,7 @@ impl SharedMemory {
     ///
     /// ```
     /// let shm = multiproc::SharedMemory::create_unique(8)?;
-    /// shm.persist();
+    /// shm.persist()?;
     /// let name = shm.name().unwrap().to_string();
     /// drop(shm);
     /// assert!(multiproc::SharedMemory::unlink_name(&name)?);
@@ -356,21 +360,40 @@ impl SharedMemory {
     /// exits): the name is no longer removed on drop, and [`remove_stale`](Self::remove_stale)
     /// leaves it alone. No effect on anonymous segments.
     ///
+    /// # Errors
+    /// [`ErrorKind::NotOwner`] on a handle that attached to the segment: only its creator
+    /// decides whether the name outlives it.
+    ///
     /// # Examples
     ///
     /// ```
-    /// let shm = multiproc::SharedMemory::create_unique(8)?;
+    /// use multiproc::{ErrorKind, SharedMemory};
+    ///
+    /// let shm = SharedMemory::create_unique(8)?;
     /// let name = shm.name().unwrap().to_string();
-    /// shm.persist();
-    /// drop(shm);
-    /// let again = multiproc::SharedMemory::open(&name)?;
-    /// multiproc::SharedMemory::unlink_name(&name)?;
+    /// let attached = SharedMemory::open(&name)?;
+    /// assert_eq!(attached.persist().unwrap_err().kind(), ErrorKind::NotOwner);
+    /// shm.persist()?;
+    /// drop((shm, attached));
+    /// let again = SharedMemory::open(&name)?;
+    /// SharedMemory::unlink_name(&name)?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn persist(&self) {
-        if self.inner.name.is_some() {
-            self.inner.region.set_persistent(true);
+    pub fn persist(&self) -> Result<()> {
+        let Some(name) = &self.inner.name else {
+            return Ok(());
+        };
+        if !self.inner.owner {
+            return Err(Error::new(
+                ErrorKind::NotOwner,
+                format!(
+                    "only the creator of the shared memory segment {name:?} can make it \
+                     persistent; this handle attached to it"
+                ),
+            ));
         }
+        self.inner.region.set_persistent(true);
+        Ok(())
     }
 
     /// Removes named segments of this user whose creator process has died without removing
@@ -461,8 +484,10 @@ impl SharedMemory {
 
     /// Copies `buf.len()` bytes starting at `offset` into `buf`.
     ///
-    /// If another process writes the same bytes meanwhile, `buf` may hold a mix of old and new
-    /// bytes (use a [`Lock`](crate::Lock) to prevent it); it never holds anything else.
+    /// The segment's bytes are read as (relaxed) atomic 8-byte words, so a concurrent write by
+    /// another process, [`write_at`](Self::write_at) or an [`atomic_u64s`](Self::atomic_u64s)
+    /// view is not a data race. If one happens, `buf` may hold a mix of old and new bytes (use
+    /// a [`Lock`](crate::Lock) to prevent it); it never holds anything else.
     ///
     /// # Panics
     /// If `offset + buf.len()` exceeds [`len`](Self::len).
@@ -479,18 +504,18 @@ impl SharedMemory {
     /// ```
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) {
         self.check_range(offset, buf.len());
-        // SAFETY: the range is inside the mapping (checked), and `buf` is private memory that
-        // cannot overlap it. Bytes have no invalid values, so a concurrent write can tear the
-        // copy but not make it unsound to use.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
-        };
+        // SAFETY: the range is inside the data (checked), which starts 128-aligned, so every
+        // 8-byte word overlapping it is in a mapped page while `self` lives; the safe API only
+        // ever accesses the segment as 8-byte atomics (`atomic_u32s` is unsafe for that reason).
+        unsafe { copy::copy_out(self.as_ptr().add(offset), buf) };
     }
 
     /// Copies `data` into the segment starting at `offset`.
     ///
-    /// Concurrent readers of the same bytes may see a mix of old and new bytes (use a
-    /// [`Lock`](crate::Lock) to prevent it).
+    /// The bytes are stored as (relaxed) atomic 8-byte words (a word shared with bytes outside
+    /// the range is updated with a compare-and-swap), so concurrent readers and writers are
+    /// not a data race; they may see a mix of old and new bytes (use a [`Lock`](crate::Lock)
+    /// to prevent it).
     ///
     /// # Panics
     /// If `offset + data.len()` exceeds [`len`](Self::len).
@@ -504,10 +529,8 @@ impl SharedMemory {
     /// ```
     pub fn write_at(&self, offset: usize, data: &[u8]) {
         self.check_range(offset, data.len());
-        // SAFETY: the range is inside the mapping (checked), and `data` is private memory.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
-        };
+        // SAFETY: as in `read_at`.
+        unsafe { copy::copy_in(data, self.as_ptr().add(offset)) };
     }
 
     fn check_range(&self, offset: usize, len: usize) {
@@ -520,7 +543,8 @@ impl SharedMemory {
     }
 
     /// The segment as 64-bit atomics (its first `len / 8` words): safe to use from any process
-    /// at any time.
+    /// at any time, together with [`read_at`](Self::read_at) and [`write_at`](Self::write_at),
+    /// which access the segment as the same 8-byte atomic words.
     ///
     /// # Examples
     ///
@@ -539,16 +563,26 @@ impl SharedMemory {
 
     /// The segment as 32-bit atomics (its first `len / 4` words).
     ///
+    /// # Safety
+    /// While the slice is used, no access of another size may race with it on the same bytes
+    /// in this process: [`read_at`](Self::read_at), [`write_at`](Self::write_at) and
+    /// [`atomic_u64s`](Self::atomic_u64s) access the segment as 8-byte atomic words, and Rust's
+    /// memory model leaves racing atomic accesses of different sizes undefined. Use the bytes
+    /// a 32-bit view covers only through 32-bit views (other processes are not bound by this
+    /// process's memory model, but keep to one size there too).
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::sync::atomic::Ordering;
     /// let shm = multiproc::SharedMemory::new(8)?;
-    /// shm.atomic_u32s()[0].store(3, Ordering::Release);
-    /// assert_eq!(shm.atomic_u32s().len(), 2);
+    /// // SAFETY: this segment is only ever accessed as 32-bit atomics.
+    /// let words = unsafe { shm.atomic_u32s() };
+    /// words[0].store(3, Ordering::Release);
+    /// assert_eq!(words.len(), 2);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn atomic_u32s(&self) -> &[AtomicU32] {
+    pub unsafe fn atomic_u32s(&self) -> &[AtomicU32] {
         // SAFETY: as in `atomic_u64s`.
         unsafe { std::slice::from_raw_parts(self.as_ptr().cast(), self.len() / 4) }
     }
@@ -604,6 +638,11 @@ fn posix_name(name: &str) -> CString {
 
 /// A segment is stale if its creator (pid and start time) no longer exists and it was not made
 /// persistent; a temporary name is stale if the process that made it is gone.
+///
+/// Nothing found in `/dev/shm` is trusted: the entry is opened without following links and
+/// without blocking (a FIFO would wait for a writer forever), its type and owner are checked
+/// before anything is read, and the header is read with `pread` (a file truncated meanwhile
+/// gives a short read, where a mapping would give SIGBUS).
 fn is_stale(name: &str, uid: u32) -> bool {
     let alive = |pid: i32, start: u64| {
         sys::process_start_time(pid).is_some_and(|s| start == 0 || s == start)
@@ -612,41 +651,20 @@ fn is_stale(name: &str, uid: u32) -> bool {
         let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
         return pid.is_some_and(|p| !alive(p, 0));
     }
-    let Ok(fd) = sys::shm_open_existing(&posix_name(name), false) else {
+    let Ok(fd) = sys::shm_open_inspect(&posix_name(name)) else {
         return false;
     };
     let Ok(info) = sys::file_info(fd.as_fd()) else {
         return false;
     };
-    if info.uid != uid || info.len < region::HEADER_LEN {
+    if !info.regular || info.uid != uid {
         return false;
     }
-    let Ok(ptr) = sys::map_shared(fd.as_fd(), region::HEADER_LEN, false) else {
+    let Some(header) = region::read_header(fd.as_fd()) else {
         return false;
     };
-    // SAFETY: a read-only mapping of HEADER_LEN bytes; its first 8 bytes are the magic.
-    let magic = unsafe { ptr.cast::<u64>().as_ptr().read() };
-    let stale = magic == region::MAGIC && {
-        // The header is complete: published segments are initialized before they get a name.
-        let map = RegionHeaderView(ptr);
-        let (pid, start, persistent) = map.creator();
-        !persistent && !alive(pid, start)
-    };
-    // SAFETY: the mapping made above, no longer used.
-    unsafe { sys::unmap(ptr, region::HEADER_LEN) };
-    stale
-}
-
-/// A read-only look at the header of a segment we have not validated.
-struct RegionHeaderView(std::ptr::NonNull<u8>);
-
-impl RegionHeaderView {
-    fn creator(&self) -> (i32, u64, bool) {
-        // SAFETY: the pointer is a live read-only mapping of at least HEADER_LEN bytes starting
-        // with our magic, hence a Header.
-        let h = unsafe { self.0.cast::<region::Header>().as_ref() };
-        h.creator_info()
-    }
+    let (pid, start, persistent) = header.creator_info();
+    header.is_ours() && !persistent && !alive(pid, start)
 }
 
 impl Serialize for SharedMemory {
@@ -661,7 +679,12 @@ impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let (handle, name) = <(u32, Option<String>)>::deserialize(deserializer)?;
         let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
-        let region = Region::open(fd, Kind::Bytes, 0).map_err(serde::de::Error::custom)?;
+        let sealing = if name.is_some() {
+            Sealing::NotAvailable
+        } else {
+            Sealing::Required
+        };
+        let region = Region::open(fd, Kind::Bytes, 0, sealing).map_err(serde::de::Error::custom)?;
         Ok(SharedMemory::from_parts(region, name, false))
     }
 }

@@ -1,7 +1,7 @@
 //! A mapped segment with our header: the storage under `SharedMemory` and every sync object.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -11,7 +11,7 @@ use crate::sys;
 /// "MPSHMSEG" read as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MPSHMSEG");
 /// Bumped whenever the header or a shared state layout changes.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// Bytes before the data. A multiple of 128 so the data is aligned for anything we place there.
 pub(crate) const HEADER_LEN: usize = 128;
 
@@ -30,6 +30,8 @@ pub(crate) enum Kind {
     Value = 8,
     Array = 9,
     Queue = 10,
+    /// Many small objects, one per slot (`shm/arena.rs`).
+    Arena = 11,
 }
 
 /// The first `HEADER_LEN` bytes of every segment. Fields are written once by the creator before
@@ -52,6 +54,11 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// Whether this is a multiproc header (magic number) of this layout version.
+    pub(crate) fn is_ours(&self) -> bool {
+        self.magic == MAGIC && self.version == VERSION
+    }
+
     /// Creator pid, creator start time, and whether the segment was made persistent.
     pub(crate) fn creator_info(&self) -> (i32, u64, bool) {
         (
@@ -64,12 +71,37 @@ impl Header {
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
 
-/// One mapping of a segment: its descriptor, its address, and its validated header.
+/// Offset of `Header::persistent`, for reading it from the file without a mapping.
+const PERSISTENT_AT: usize = std::mem::offset_of!(Header, persistent);
+
+/// Reads the header of the segment behind `fd` with `pread`: a truncated file gives `None`,
+/// never SIGBUS. The copy is private, so peers writing the segment cannot change it under us.
+pub(crate) fn read_header(fd: BorrowedFd<'_>) -> Option<Header> {
+    let mut raw = [0u8; std::mem::size_of::<Header>()];
+    match sys::read_file_at(fd, 0, &mut raw) {
+        Ok(n) if n == raw.len() => {}
+        _ => return None,
+    }
+    // SAFETY: `Header` is `repr(C)` of integers and an `AtomicU32`, for which every bit
+    // pattern is valid; `raw` holds exactly one.
+    Some(unsafe { std::ptr::read_unaligned(raw.as_ptr().cast::<Header>()) })
+}
+
+/// Whether the segment behind `fd` is marked persistent, read from the file rather than a
+/// mapping (so that a truncated named segment cannot kill us with SIGBUS).
+pub(crate) fn read_persistent(fd: BorrowedFd<'_>) -> bool {
+    let mut raw = [0u8; 4];
+    matches!(sys::read_file_at(fd, PERSISTENT_AT, &mut raw), Ok(4)) && u32::from_ne_bytes(raw) != 0
+}
+
+/// One mapping of a segment: its descriptor, its address, and what its header said when it was
+/// checked (a private snapshot: peers may scribble over the shared header afterwards).
 pub(crate) struct Region {
     fd: OwnedFd,
     ptr: NonNull<u8>,
     map_len: usize,
     data_len: usize,
+    id: (u64, u64),
 }
 
 // SAFETY: the region is plain shared memory; every access to its contents goes through atomics,
@@ -100,6 +132,23 @@ fn total_len(data_len: usize) -> Result<usize> {
         })
 }
 
+fn bad(problem: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::BadHeader,
+        format!("cannot open the shared memory segment: {problem}"),
+    )
+}
+
+/// Whether an opened segment must be a size-sealed memfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sealing {
+    /// Anonymous segments: refused unless their size is sealed, so no peer can truncate them.
+    Required,
+    /// Named segments (a file in `/dev/shm` cannot be sealed): any process of the user can
+    /// truncate them. The residual risk is documented on `SharedMemory`.
+    NotAvailable,
+}
+
 impl Region {
     /// Sizes, maps and initializes the header of a new segment held by `fd`.
     pub(crate) fn init(fd: OwnedFd, kind: Kind, data_len: usize, type_tag: u64) -> Result<Region> {
@@ -110,6 +159,8 @@ impl Region {
                 e,
             )
         })?;
+        let info = sys::file_info(fd.as_fd())
+            .map_err(|e| Error::os("cannot inspect a shared memory segment", e))?;
         let ptr = sys::map_shared(fd.as_fd(), map_len, true)
             .map_err(|e| Error::os("cannot map a shared memory segment", e))?;
         let pid = sys::getpid();
@@ -133,46 +184,58 @@ impl Region {
             ptr,
             map_len,
             data_len,
+            id: info.id,
         })
     }
 
-    /// A new anonymous (memfd) segment.
+    /// A new anonymous (memfd) segment, its size sealed before anyone else can see it.
     pub(crate) fn anonymous(kind: Kind, data_len: usize, type_tag: u64) -> Result<Region> {
         let name = CString::new(format!("multiproc-{kind:?}")).expect("no NUL in the name");
         let fd = sys::memfd(&name).map_err(|e| Error::os("cannot create shared memory", e))?;
-        Region::init(fd, kind, data_len, type_tag)
+        let region = Region::init(fd, kind, data_len, type_tag)?;
+        sys::seal_size(region.fd.as_fd())
+            .map_err(|e| Error::os("cannot seal a shared memory segment", e))?;
+        Ok(region)
     }
 
     /// Maps a segment someone else created, checking that it is of `kind` (and `type_tag`, if
     /// not 0) and not truncated.
-    pub(crate) fn open(fd: OwnedFd, kind: Kind, type_tag: u64) -> Result<Region> {
-        Region::open_any(fd, &[kind], type_tag)
+    pub(crate) fn open(fd: OwnedFd, kind: Kind, type_tag: u64, sealing: Sealing) -> Result<Region> {
+        Region::open_any(fd, &[kind], type_tag, sealing)
     }
 
     /// Like [`open`](Self::open), accepting any of `kinds`.
-    pub(crate) fn open_any(fd: OwnedFd, kinds: &[Kind], type_tag: u64) -> Result<Region> {
+    ///
+    /// The header is read from the file (not a mapping) and checked; then exactly the header
+    /// and the announced data are mapped, never more, so the layout facts used afterwards are
+    /// the ones checked here, whatever a peer writes into the shared header later.
+    pub(crate) fn open_any(
+        fd: OwnedFd,
+        kinds: &[Kind],
+        type_tag: u64,
+        sealing: Sealing,
+    ) -> Result<Region> {
         let info = sys::file_info(fd.as_fd())
             .map_err(|e| Error::os("cannot inspect a shared memory segment", e))?;
-        if info.len < HEADER_LEN {
-            return Err(Error::new(
-                ErrorKind::BadHeader,
-                format!(
-                    "the segment is {} bytes, too short for a multiproc header: \
-                     not a multiproc segment, or truncated",
-                    info.len
-                ),
-            ));
+        if !info.regular {
+            return Err(bad("it is not a regular file"));
         }
-        let ptr = sys::map_shared(fd.as_fd(), info.len, true)
-            .map_err(|e| Error::os("cannot map a shared memory segment", e))?;
-        let region = Region {
-            fd,
-            ptr,
-            map_len: info.len,
-            data_len: 0,
+        if sealing == Sealing::Required {
+            let seals = sys::seals(fd.as_fd()).unwrap_or(0);
+            if seals & sys::SIZE_SEALS != sys::SIZE_SEALS {
+                return Err(bad(
+                    "its size is not sealed, so another process could truncate it under us",
+                ));
+            }
+        }
+        let Some(h) = read_header(fd.as_fd()) else {
+            return Err(bad(format_args!(
+                "it is {} bytes, too short for a multiproc header: \
+                 not a multiproc segment, or truncated",
+                info.len
+            )));
         };
-        let h = region.header();
-        let data_len = h.data_len as usize;
+        let kind = kinds.iter().copied().find(|&k| k as u32 == h.kind);
         let problem = if h.magic != MAGIC {
             Some("it is not a multiproc segment (no magic number)".to_string())
         } else if h.version != VERSION {
@@ -185,40 +248,36 @@ impl Region {
                 "its header is {} bytes, expected {HEADER_LEN}",
                 h.header_len
             ))
-        } else if !kinds.iter().any(|&k| k as u32 == h.kind) {
+        } else if kind.is_none() {
             Some(format!(
                 "it holds object type #{}, not a {:?}",
                 h.kind, kinds[0]
             ))
         } else if type_tag != 0 && h.type_tag != type_tag {
             Some("it holds values of another Rust type".to_string())
-        } else if h.data_len > (info.len - HEADER_LEN) as u64 {
+        } else if h.data_len > info.len.saturating_sub(HEADER_LEN) as u64 {
             Some(format!(
                 "it is truncated: the header announces {} data bytes, the file has {}",
                 h.data_len,
-                info.len - HEADER_LEN
+                info.len.saturating_sub(HEADER_LEN)
             ))
         } else {
             None
         };
-        match problem {
-            Some(p) => Err(Error::new(
-                ErrorKind::BadHeader,
-                format!("cannot open the shared memory segment: {p}"),
-            )),
-            None => {
-                let mut region = region;
-                region.data_len = data_len;
-                Ok(region)
-            }
+        if let Some(p) = problem {
+            return Err(bad(p));
         }
-    }
-
-    pub(crate) fn header(&self) -> &Header {
-        // SAFETY: the mapping starts with a Header (written by `init`, or checked in `open` to
-        // be at least HEADER_LEN bytes long); its fields other than the atomic are never written
-        // after the segment is shared.
-        unsafe { self.ptr.cast::<Header>().as_ref() }
+        let data_len = h.data_len as usize;
+        let map_len = total_len(data_len)?;
+        let ptr = sys::map_shared(fd.as_fd(), map_len, true)
+            .map_err(|e| Error::os("cannot map a shared memory segment", e))?;
+        Ok(Region {
+            fd,
+            ptr,
+            map_len,
+            data_len,
+            id: info.id,
+        })
     }
 
     /// Start of the data, `HEADER_LEN` bytes into the mapping (128-byte aligned).
@@ -227,7 +286,7 @@ impl Region {
         unsafe { self.ptr.add(HEADER_LEN) }
     }
 
-    /// Bytes of data (the segment's size minus the header).
+    /// Bytes of data (the segment's size minus the header), as checked at open.
     pub(crate) fn data_len(&self) -> usize {
         self.data_len
     }
@@ -236,19 +295,39 @@ impl Region {
         &self.fd
     }
 
-    pub(crate) fn set_persistent(&self, on: bool) {
-        self.header()
-            .persistent
-            .store(u32::from(on), Ordering::Release);
+    /// Bytes mapped (header and data).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn map_len(&self) -> usize {
+        self.map_len
     }
 
+    /// The segment's identity (device, inode): equal for two mappings of the same segment,
+    /// whichever process or handle made them.
+    pub(crate) fn id(&self) -> (u64, u64) {
+        self.id
+    }
+
+    fn persistent(&self) -> &AtomicU32 {
+        // SAFETY: the mapping starts with a Header (validated at open); the field is an
+        // atomic, which peers also only access atomically.
+        unsafe { &(*self.ptr.cast::<Header>().as_ptr()).persistent }
+    }
+
+    pub(crate) fn set_persistent(&self, on: bool) {
+        self.persistent().store(u32::from(on), Ordering::Release);
+    }
+
+    /// Whether the segment is marked persistent, read from the file: safe even if the segment
+    /// was truncated under us.
     pub(crate) fn is_persistent(&self) -> bool {
-        self.header().persistent.load(Ordering::Acquire) != 0
+        read_persistent(self.fd.as_fd())
     }
 }
 
 impl Drop for Region {
     fn drop(&mut self) {
+        // No lock keeps pointers into a segment (see `sys::RobustMutex`): even a guard leaked
+        // with `mem::forget` leaves nothing that refers to the mapping, so it can always go.
         // SAFETY: `ptr`/`map_len` is our one mapping; every reference into it borrows `self`.
         unsafe { sys::unmap(self.ptr, self.map_len) };
     }

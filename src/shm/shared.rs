@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Kind, Region};
+use super::arena::{self, SlotClaim};
+use super::{Kind, Region, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
 
@@ -18,6 +19,8 @@ use crate::process::handles;
 pub(crate) struct Shared<T> {
     region: Arc<Region>,
     ptr: NonNull<T>,
+    /// For an object in an arena slot: this process's claim on the slot.
+    claim: Option<Arc<SlotClaim>>,
 }
 
 // SAFETY: `T` is shared state designed for concurrent use from many processes (see above), so
@@ -31,12 +34,18 @@ impl<T> Clone for Shared<T> {
         Shared {
             region: self.region.clone(),
             ptr: self.ptr,
+            claim: self.claim.clone(),
         }
     }
 }
 
 const fn fits<T>() {
     assert!(std::mem::align_of::<T>() <= super::region::HEADER_LEN);
+}
+
+const fn fits_slot<T>() {
+    assert!(std::mem::align_of::<T>() <= arena::PAYLOAD_AT);
+    assert!(std::mem::size_of::<T>() <= arena::SLOT - arena::PAYLOAD_AT);
 }
 
 impl<T> Shared<T> {
@@ -58,7 +67,30 @@ impl<T> Shared<T> {
         Ok(Shared {
             region: Arc::new(region),
             ptr,
+            claim: None,
         })
+    }
+
+    /// A `T` in a slot of this process's arena (initialized in place by `init`): no segment,
+    /// descriptor or mapping of its own.
+    pub(crate) fn create_in_arena(
+        kind: Kind,
+        init: impl FnOnce(*mut T) -> std::io::Result<()>,
+    ) -> Result<Shared<T>> {
+        const { fits_slot::<T>() };
+        let claim = arena::alloc(kind, |p| init(p.cast()))?;
+        Ok(Shared::from_claim(claim))
+    }
+
+    fn from_claim(claim: SlotClaim) -> Shared<T> {
+        let region = claim.region().clone();
+        // SAFETY: the payload offset is inside the chunk's data (checked at alloc or open).
+        let ptr = unsafe { region.data().add(claim.payload_offset()) }.cast();
+        Shared {
+            region,
+            ptr,
+            claim: Some(Arc::new(claim)),
+        }
     }
 
     /// Maps the segment behind `fd`, checking its kind (one of `kinds`), type tag and size.
@@ -68,7 +100,7 @@ impl<T> Shared<T> {
         type_tag: u64,
         extra: usize,
     ) -> Result<Shared<T>> {
-        let region = Region::open_any(fd, kinds, type_tag)?;
+        let region = Region::open_any(fd, kinds, type_tag, Sealing::Required)?;
         if region.data_len() < std::mem::size_of::<T>().saturating_add(extra) {
             return Err(Error::new(
                 ErrorKind::BadHeader,
@@ -79,6 +111,7 @@ impl<T> Shared<T> {
         Ok(Shared {
             region: Arc::new(region),
             ptr,
+            claim: None,
         })
     }
 
@@ -90,6 +123,7 @@ impl<T> Shared<T> {
         Shared {
             region: self.region.clone(),
             ptr: self.ptr.cast(),
+            claim: self.claim.clone(),
         }
     }
 
@@ -107,6 +141,68 @@ impl<T> Shared<T> {
 
     pub(crate) fn data_len(&self) -> usize {
         self.region.data_len()
+    }
+
+    /// The object's identity: its segment's (device, inode) and its offset in the segment's
+    /// data, the same for every mapping of it in every process.
+    pub(crate) fn id(&self) -> (u64, u64, usize) {
+        let (dev, ino) = self.region.id();
+        let offset = self.ptr.as_ptr() as usize - self.region.data().as_ptr() as usize;
+        (dev, ino, offset)
+    }
+
+    /// Writes the handle of an object that may live in an arena slot: the descriptor and the
+    /// slot's offset (`u32::MAX` for an object with a segment of its own).
+    pub(crate) fn serialize_slot_handle<S: Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let handle =
+            handles::export_fd(self.region.fd().as_fd()).map_err(serde::ser::Error::custom)?;
+        let offset = match &self.claim {
+            Some(claim) => {
+                claim.export();
+                u32::try_from(claim.payload_offset()).map_err(serde::ser::Error::custom)?
+            }
+            None => u32::MAX,
+        };
+        (handle, offset).serialize(serializer)
+    }
+
+    /// Reads a handle written by [`serialize_slot_handle`](Self::serialize_slot_handle): an
+    /// arena slot of one of `slot_kinds`, or a segment of one of `kinds`.
+    pub(crate) fn deserialize_slot_handle<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        slot_kinds: &[Kind],
+        kinds: &[Kind],
+    ) -> std::result::Result<Shared<T>, D::Error> {
+        const { fits_slot::<T>() };
+        let (handle, offset) = <(u32, u32)>::deserialize(deserializer)?;
+        let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
+        if offset == u32::MAX {
+            return Shared::open(fd, kinds, 0, 0).map_err(serde::de::Error::custom);
+        }
+        arena::open(fd, offset as usize, slot_kinds)
+            .map(Shared::from_claim)
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// Reads a handle written by [`serialize_slot_handle`](Self::serialize_slot_handle) that
+    /// must name a whole segment (a `Value` or `Array`, whose handles a `Lock` can also read).
+    pub(crate) fn deserialize_segment_handle<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        kinds: &[Kind],
+        type_tag: u64,
+    ) -> std::result::Result<Shared<T>, D::Error> {
+        let (handle, offset) = <(u32, u32)>::deserialize(deserializer)?;
+        let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
+        if offset != u32::MAX {
+            return Err(serde::de::Error::custom(Error::new(
+                ErrorKind::BadHeader,
+                "the handle names an arena slot, not a segment",
+            )));
+        }
+        Shared::open(fd, kinds, type_tag, 0).map_err(serde::de::Error::custom)
     }
 
     /// Writes the handle for a child: the descriptor plus nothing else (everything else is in

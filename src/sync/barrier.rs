@@ -22,7 +22,8 @@ use crate::shm::{Kind, Shared};
 pub(crate) struct BarrierState {
     lock: LockCell,
     seq: AtomicU32,
-    parties: u32,
+    /// Written once by the creator; every handle keeps its own copy, read when it was opened.
+    parties: AtomicU32,
     count: AtomicU32,
     generation: AtomicU32,
     broken: AtomicU32,
@@ -47,7 +48,7 @@ impl BarrierState {
         unsafe {
             LockCell::init(&raw mut (*this).lock, false)?;
             (&raw mut (*this).seq).write(AtomicU32::new(0));
-            (&raw mut (*this).parties).write(parties);
+            (&raw mut (*this).parties).write(AtomicU32::new(parties));
             (&raw mut (*this).count).write(AtomicU32::new(0));
             (&raw mut (*this).generation).write(AtomicU32::new(0));
             (&raw mut (*this).broken).write(AtomicU32::new(0));
@@ -56,18 +57,17 @@ impl BarrierState {
         Ok(())
     }
 
-    fn hold(&self) -> Held<'_> {
-        let a = self
-            .lock
-            .acquire(None)
-            .expect("an untimed lock cannot time out");
+    /// Takes the internal lock, waiting until `deadline`. `None` if the deadline passed or the
+    /// lock is broken (its shared state overwritten): the barrier cannot be used then.
+    fn hold(&self, deadline: Option<Instant>) -> Option<Held<'_>> {
+        let a = self.lock.lock(deadline).ok().flatten()?;
         let held = Held(self);
         if a == Acquired::OwnerDied {
             // A party died inside the barrier's critical section: the counts cannot be trusted.
             self.break_locked(&held);
             self.lock.mark_consistent();
         }
-        held
+        Some(held)
     }
 
     fn bump(&self, _held: &Held<'_>) {
@@ -101,13 +101,17 @@ impl BarrierState {
     }
 
     /// Arrives and waits; the arrival index (0 for the first) or `BrokenBarrier`.
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<u32, BrokenBarrier> {
-        let held = self.hold();
+    pub(crate) fn wait(
+        &self,
+        parties: u32,
+        deadline: Option<Instant>,
+    ) -> Result<u32, BrokenBarrier> {
+        let held = self.hold(deadline).ok_or(BrokenBarrier)?;
         if self.broken.load(Ordering::Relaxed) != 0 {
             return Err(BrokenBarrier);
         }
         let index = self.count.fetch_add(1, Ordering::Relaxed);
-        if index + 1 == self.parties {
+        if index.wrapping_add(1) == parties {
             self.end_generation(false, &held);
             return Ok(index);
         }
@@ -116,7 +120,7 @@ impl BarrierState {
         drop(held);
         loop {
             let r = shim::wait(&self.seq, seen, deadline);
-            let held = self.hold();
+            let held = self.hold(deadline).ok_or(BrokenBarrier)?;
             if self.generation.load(Ordering::Relaxed) != generation {
                 return self.outcome(generation).map(|()| index);
             }
@@ -132,12 +136,15 @@ impl BarrierState {
     }
 
     pub(crate) fn abort(&self) {
-        let held = self.hold();
-        self.break_locked(&held);
+        if let Some(held) = self.hold(None) {
+            self.break_locked(&held);
+        }
     }
 
     pub(crate) fn reset(&self) {
-        let held = self.hold();
+        let Some(held) = self.hold(None) else {
+            return;
+        };
         let waiting = self.count.load(Ordering::Relaxed) > 0;
         if waiting {
             self.end_generation(true, &held);
@@ -150,7 +157,9 @@ impl BarrierState {
     }
 
     pub(crate) fn n_waiting(&self) -> u32 {
-        let _held = self.hold();
+        let Some(_held) = self.hold(None) else {
+            return 0;
+        };
         if self.broken.load(Ordering::Relaxed) != 0 {
             0
         } else {
@@ -159,7 +168,9 @@ impl BarrierState {
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        let _held = self.hold();
+        let Some(_held) = self.hold(None) else {
+            return true;
+        };
         self.broken.load(Ordering::Relaxed) != 0
     }
 }
@@ -194,6 +205,9 @@ impl BarrierState {
 #[derive(Clone)]
 pub struct Barrier {
     state: Shared<BarrierState>,
+    /// The party count, read once when this handle was made: a peer overwriting the shared
+    /// copy cannot change it under us.
+    parties: u32,
     default_timeout: Option<Duration>,
 }
 
@@ -224,6 +238,7 @@ impl Barrier {
         })?;
         Ok(Barrier {
             state,
+            parties,
             default_timeout: None,
         })
     }
@@ -260,7 +275,7 @@ impl Barrier {
     /// ```
     pub fn wait(&self) -> Result<u32, BrokenBarrier> {
         self.state
-            .wait(self.default_timeout.and_then(deadline_after))
+            .wait(self.parties, self.default_timeout.and_then(deadline_after))
     }
 
     /// Arrives and waits at most `timeout`; running out breaks the barrier for everyone.
@@ -277,7 +292,7 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BrokenBarrier> {
-        self.state.wait(deadline_after(timeout))
+        self.state.wait(self.parties, deadline_after(timeout))
     }
 
     /// Arrives and waits until `deadline` at the latest.
@@ -293,7 +308,7 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait_deadline(&self, deadline: Instant) -> Result<u32, BrokenBarrier> {
-        self.state.wait(Some(deadline))
+        self.state.wait(self.parties, Some(deadline))
     }
 
     /// Breaks the barrier: current and future waits fail until [`reset`](Self::reset).
@@ -335,7 +350,7 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn parties(&self) -> u32 {
-        self.state.parties
+        self.parties
     }
 
     /// How many parties are waiting now (0 when broken).
@@ -399,8 +414,16 @@ impl<'de> Deserialize<'de> for Barrier {
             }
         }
         let (H(state), default_timeout) = <(H, Option<Duration>)>::deserialize(d)?;
+        let parties = state.parties.load(Ordering::Relaxed);
+        if parties == 0 {
+            return Err(serde::de::Error::custom(Error::new(
+                ErrorKind::BadHeader,
+                "the barrier's segment says it has 0 parties",
+            )));
+        }
         Ok(Barrier {
             state,
+            parties,
             default_timeout,
         })
     }

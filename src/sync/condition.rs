@@ -5,10 +5,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::{LockResult, OwnerDied, Recover, sealed};
-use super::lock::{Acquired, Lock, LockCell, LockGuard, deadline_after, wrap};
+#[cfg(doc)]
+use super::error::LockError;
+use super::error::{LockResult, Recover, sealed};
+use super::lock::{Acquired, Lock, LockCell, LockGuard, deadline_after, wrap_lock};
 use super::shim::{self, AtomicU32, FutexWait, Ordering};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::shm::{Kind, Shared};
 
 /// The shared state of a condition variable: a sequence number that every notification
@@ -40,15 +42,14 @@ impl CondState {
         &self,
         cell: &LockCell,
         deadline: Option<Instant>,
-    ) -> (Acquired, bool) {
+    ) -> (Result<Option<Acquired>, Error>, bool) {
         let seen = self.seq.load(Ordering::Relaxed);
         self.sleepers.fetch_add(1, Ordering::AcqRel);
         // SAFETY: the caller holds the lock.
         unsafe { cell.release() };
         let r = shim::wait(&self.seq, seen, deadline);
         self.sleepers.fetch_sub(1, Ordering::AcqRel);
-        let acquired = cell.acquire(None).expect("an untimed lock cannot time out");
-        (acquired, r == FutexWait::TimedOut)
+        (cell.lock(None), r == FutexWait::TimedOut)
     }
 
     pub(crate) fn notify(&self, n: u32) {
@@ -108,7 +109,7 @@ impl<G: Recover> Recover for (G, WaitTimeoutResult) {
 /// [`notify_all`](Self::notify_all) all of them. Waits can return spuriously: check the
 /// condition in a loop, or let [`wait_for`](Self::wait_for) do it.
 ///
-/// If a process dies holding the lock, the next waiter or locker gets [`OwnerDied`] as with
+/// If a process dies holding the lock, the next waiter or locker gets [`LockError::OwnerDied`] as with
 /// [`Lock`]. A waiter that dies while asleep harms no one. A waiter woken by `notify(1)` and
 /// killed before it re-took the lock takes that notification with it: use `notify_all` or timed
 /// waits where that matters.
@@ -196,10 +197,7 @@ impl Condition {
     /// Takes the lock. Same as `get_lock().lock()`.
     ///
     /// # Errors
-    /// [`OwnerDied`] as for [`Lock::lock`].
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
+    /// As [`Lock::lock`].
     ///
     /// # Examples
     ///
@@ -212,9 +210,12 @@ impl Condition {
         self.lock.lock()
     }
 
-    fn check<'a>(&'a self, guard: &LockGuard<'a>) {
+    /// Panics unless `guard` holds this condition's lock. Identity is the segment's (device,
+    /// inode), not an address: a child that received the condition and its lock as two
+    /// arguments maps the lock twice, and either mapping's guard is the right one.
+    fn check(&self, guard: &LockGuard<'_>) {
         assert!(
-            std::ptr::eq(guard.cell(), self.lock.cell()),
+            guard.lock_id() == self.lock.id(),
             "Condition::wait called with a guard of another lock"
         );
     }
@@ -223,21 +224,24 @@ impl Condition {
         &'a self,
         guard: LockGuard<'a>,
         deadline: Option<Instant>,
-    ) -> (Acquired, LockGuard<'a>, bool) {
+    ) -> (LockResult<LockGuard<'a>>, bool) {
         self.check(&guard);
-        let cell = guard.cell();
-        // The guard's drop would unlock: the wait does it instead.
-        std::mem::forget(guard);
+        // The guard's drop would unlock: the wait does it instead, through the guard's own
+        // mapping of the lock (which may not be `self.lock`'s, see `check`).
+        let held = guard.into_held();
         // SAFETY: the guard proved this thread holds the lock.
-        let (acquired, timed_out) = unsafe { self.state.wait(cell, deadline) };
-        let guard = self.lock.lock_held_guard();
-        (acquired, guard, timed_out)
+        let (acquired, timed_out) = unsafe { self.state.wait(held, deadline) };
+        // SAFETY: if `wait` re-acquired the mutex (the only case that builds a guard), this
+        // thread holds it again; the old guard is gone.
+        let guard = wrap_lock(acquired, || unsafe { LockGuard::rebuild(held) });
+        (guard, timed_out)
     }
 
     /// Releases the lock, sleeps until notified (or spuriously woken), and takes the lock back.
     ///
     /// # Errors
-    /// [`OwnerDied`] (holding the guard) if a process died holding the lock meanwhile.
+    /// [`LockError::OwnerDied`] (holding the guard) if a process died holding the lock
+    /// meanwhile; [`LockError::Broken`] (without it) if the lock could not be taken back.
     ///
     /// # Panics
     /// If `guard` belongs to another lock.
@@ -257,8 +261,7 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait<'a>(&'a self, guard: LockGuard<'a>) -> LockResult<LockGuard<'a>> {
-        let (a, guard, _) = self.wait_until(guard, None);
-        wrap(a, guard)
+        self.wait_until(guard, None).0
     }
 
     /// Like [`wait`](Self::wait), giving up after `timeout`.
@@ -284,14 +287,16 @@ impl Condition {
         guard: LockGuard<'a>,
         timeout: Duration,
     ) -> LockResult<(LockGuard<'a>, WaitTimeoutResult)> {
-        let (a, guard, timed_out) = self.wait_until(guard, deadline_after(timeout));
-        wrap(a, (guard, WaitTimeoutResult(timed_out)))
+        let (r, timed_out) = self.wait_until(guard, deadline_after(timeout));
+        let res = WaitTimeoutResult(timed_out);
+        r.map(|g| (g, res)).map_err(|e| e.map(|g| (g, res)))
     }
 
     /// Waits until `pred` returns true (checked with the lock held, first before any wait).
     ///
     /// # Errors
-    /// [`OwnerDied`] as soon as a re-acquisition reports it; `pred` may not hold then.
+    /// [`LockError::OwnerDied`] as soon as a re-acquisition reports it (`pred` may not hold
+    /// then); [`LockError::Broken`] as for [`wait`](Self::wait).
     ///
     /// # Panics
     /// If `guard` belongs to another lock.
@@ -349,13 +354,16 @@ impl Condition {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok((guard, WaitTimeoutResult(true)));
             }
-            let (a, g, _) = self.wait_until(guard, deadline);
-            guard = match wrap(a, g) {
+            guard = match self.wait_until(guard, deadline).0 {
                 Ok(g) => g,
-                Err(died) => {
-                    let g = died.into_inner();
-                    let timed_out = !pred();
-                    return Err(OwnerDied::new((g, WaitTimeoutResult(timed_out))));
+                Err(e) => {
+                    // The lock is held again if an owner died: `pred` may be checked.
+                    let mut timed_out = false;
+                    let e = e.map(|g| {
+                        timed_out = !pred();
+                        g
+                    });
+                    return Err(e.map(|g| (g, WaitTimeoutResult(timed_out))));
                 }
             };
         }

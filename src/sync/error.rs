@@ -5,6 +5,9 @@ use std::fmt;
 /// The lock was acquired, but its previous owner died holding it (a crash, a SIGKILL), so the
 /// data it protects may be half-updated. Like `std::sync::PoisonError`, it carries the guard.
 ///
+/// It reaches the caller as [`LockError::OwnerDied`] (from `lock`) or
+/// [`TryLockError::OwnerDied`] (from `try_lock` and the timed locks).
+///
 /// Every acquirer sees this until one of them declares the state consistent with
 /// [`make_consistent`](Self::make_consistent) (or [`Lock::clear_owner_died`](crate::Lock::clear_owner_died)).
 /// Dropping the guard without doing so leaves the indication for the next acquirer.
@@ -12,16 +15,20 @@ use std::fmt;
 /// # Examples
 ///
 /// ```
-/// use multiproc::{Lock, OwnerDied};
+/// use multiproc::{Lock, LockError};
 ///
-/// fn lock_and_repair(lock: &Lock) -> multiproc::LockGuard<'_> {
-///     lock.lock().unwrap_or_else(|died: OwnerDied<_>| {
-///         // Check or repair what the lock protects here, then:
-///         died.make_consistent()
-///     })
+/// fn lock_and_repair(lock: &Lock) -> multiproc::Result<multiproc::LockGuard<'_>> {
+///     match lock.lock() {
+///         Ok(guard) => Ok(guard),
+///         Err(LockError::OwnerDied(died)) => {
+///             // Check or repair what the lock protects here, then:
+///             Ok(died.make_consistent())
+///         }
+///         Err(LockError::Broken(e)) => Err(e),
+///     }
 /// }
 /// let lock = Lock::new()?;
-/// drop(lock_and_repair(&lock));
+/// drop(lock_and_repair(&lock)?);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct OwnerDied<G> {
@@ -37,13 +44,13 @@ pub struct OwnerDied<G> {
 /// # Examples
 ///
 /// ```
-/// use multiproc::{OwnerDied, Recover};
+/// use multiproc::{LockResult, Recover};
 ///
-/// fn repaired<G: Recover>(r: Result<G, OwnerDied<G>>) -> G {
-///     r.unwrap_or_else(OwnerDied::make_consistent)
+/// fn repaired<G: Recover>(r: LockResult<G>) -> multiproc::Result<G> {
+///     r.or_else(multiproc::LockError::make_consistent)
 /// }
 /// let lock = multiproc::RLock::new()?;
-/// let _g = repaired(lock.lock());
+/// let _g = repaired(lock.lock())?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub trait Recover: sealed::Sealed {
@@ -65,9 +72,12 @@ impl<G> OwnerDied<G> {
     /// # Examples
     ///
     /// ```
+    /// use multiproc::LockError;
     /// let lock = multiproc::Lock::new()?;
-    /// let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-    /// # drop(guard);
+    /// if let Err(LockError::OwnerDied(died)) = lock.lock() {
+    ///     let guard = died.into_inner();
+    ///     # drop(guard);
+    /// }
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn into_inner(self) -> G {
@@ -80,7 +90,7 @@ impl<G> OwnerDied<G> {
     ///
     /// ```
     /// let v = multiproc::Value::new(1u32)?;
-    /// if let Err(died) = v.lock() {
+    /// if let Err(multiproc::LockError::OwnerDied(died)) = v.lock() {
     ///     println!("value was {}", **died.get_ref());
     /// }
     /// # Ok::<(), multiproc::Error>(())
@@ -95,7 +105,7 @@ impl<G> OwnerDied<G> {
     ///
     /// ```
     /// let v = multiproc::Value::new(1u32)?;
-    /// if let Err(mut died) = v.lock() {
+    /// if let Err(multiproc::LockError::OwnerDied(mut died)) = v.lock() {
     ///     **died.get_mut() = 0;
     /// }
     /// # Ok::<(), multiproc::Error>(())
@@ -112,8 +122,13 @@ impl<G: Recover> OwnerDied<G> {
     /// # Examples
     ///
     /// ```
+    /// use multiproc::LockError;
     /// let lock = multiproc::Lock::new()?;
-    /// let guard = lock.lock().unwrap_or_else(|e| e.make_consistent());
+    /// let guard = match lock.lock() {
+    ///     Ok(g) => g,
+    ///     Err(LockError::OwnerDied(died)) => died.make_consistent(),
+    ///     Err(LockError::Broken(e)) => return Err(e),
+    /// };
     /// # drop(guard);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -137,6 +152,120 @@ impl<G> fmt::Display for OwnerDied<G> {
 
 impl<G> std::error::Error for OwnerDied<G> {}
 
+/// Why a blocking `lock` did not give a clean guard.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{Lock, LockError};
+///
+/// let lock = Lock::new()?;
+/// match lock.lock() {
+///     Ok(_guard) => {}
+///     Err(LockError::OwnerDied(died)) => drop(died.make_consistent()),
+///     Err(LockError::Broken(e)) => return Err(e),
+/// }
+/// // Or, repairing nothing but accepting a dead owner's state:
+/// let _guard = lock.lock().or_else(LockError::make_consistent)?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub enum LockError<G> {
+    /// Acquired, but the previous owner died holding it.
+    OwnerDied(OwnerDied<G>),
+    /// Not acquired: the lock cannot be used. Its shared state was overwritten (another
+    /// process of this user scribbled over the segment), or this very thread already holds it
+    /// (a non-recursive lock reports that rather than deadlocking). The error's
+    /// [`io_error`](crate::Error::io_error) has the C library's code (`EDEADLK`, `EINVAL`,
+    /// `ENOTRECOVERABLE`, ...).
+    Broken(crate::Error),
+}
+
+impl<G> LockError<G> {
+    /// The guard even if an owner died (leaving the indication for the next acquirer), or the
+    /// error of a broken lock.
+    ///
+    /// # Errors
+    /// The [`Broken`](Self::Broken) error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let _g = lock.lock().or_else(multiproc::LockError::into_inner)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn into_inner(self) -> Result<G, crate::Error> {
+        match self {
+            LockError::OwnerDied(d) => Ok(d.into_inner()),
+            LockError::Broken(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
+        match self {
+            LockError::OwnerDied(d) => LockError::OwnerDied(OwnerDied::new(f(d.into_inner()))),
+            LockError::Broken(e) => LockError::Broken(e),
+        }
+    }
+}
+
+impl<G: Recover> LockError<G> {
+    /// Declares the state consistent if an owner died and returns the guard; the error of a
+    /// broken lock otherwise.
+    ///
+    /// # Errors
+    /// The [`Broken`](Self::Broken) error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let _g = lock.lock().or_else(multiproc::LockError::make_consistent)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn make_consistent(self) -> Result<G, crate::Error> {
+        match self {
+            LockError::OwnerDied(d) => Ok(d.make_consistent()),
+            LockError::Broken(e) => Err(e),
+        }
+    }
+}
+
+impl<G> From<OwnerDied<G>> for LockError<G> {
+    fn from(e: OwnerDied<G>) -> Self {
+        LockError::OwnerDied(e)
+    }
+}
+
+impl<G> fmt::Debug for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied(e) => fmt::Debug::fmt(e, f),
+            LockError::Broken(e) => f.debug_tuple("Broken").field(e).finish(),
+        }
+    }
+}
+
+impl<G> fmt::Display for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied(e) => fmt::Display::fmt(e, f),
+            LockError::Broken(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<G> std::error::Error for LockError<G> {}
+
+impl<G> From<LockError<G>> for TryLockError<G> {
+    fn from(e: LockError<G>) -> Self {
+        match e {
+            LockError::OwnerDied(d) => TryLockError::OwnerDied(d),
+            LockError::Broken(e) => TryLockError::Broken(e),
+        }
+    }
+}
+
 /// Why `try_lock` or `lock_timeout` did not give a clean guard.
 ///
 /// # Examples
@@ -159,6 +288,20 @@ pub enum TryLockError<G> {
     WouldBlock,
     /// Acquired, but the previous owner died holding it.
     OwnerDied(OwnerDied<G>),
+    /// Not acquired: the lock cannot be used (see [`LockError::Broken`]).
+    Broken(crate::Error),
+}
+
+impl<G> TryLockError<G> {
+    pub(crate) fn map<H>(self, f: impl FnOnce(G) -> H) -> TryLockError<H> {
+        match self {
+            TryLockError::WouldBlock => TryLockError::WouldBlock,
+            TryLockError::OwnerDied(d) => {
+                TryLockError::OwnerDied(OwnerDied::new(f(d.into_inner())))
+            }
+            TryLockError::Broken(e) => TryLockError::Broken(e),
+        }
+    }
 }
 
 impl<G> From<OwnerDied<G>> for TryLockError<G> {
@@ -172,6 +315,7 @@ impl<G> fmt::Debug for TryLockError<G> {
         match self {
             TryLockError::WouldBlock => f.write_str("WouldBlock"),
             TryLockError::OwnerDied(e) => fmt::Debug::fmt(e, f),
+            TryLockError::Broken(e) => f.debug_tuple("Broken").field(e).finish(),
         }
     }
 }
@@ -181,13 +325,15 @@ impl<G> fmt::Display for TryLockError<G> {
         match self {
             TryLockError::WouldBlock => f.write_str("the lock is held by someone else"),
             TryLockError::OwnerDied(e) => fmt::Display::fmt(e, f),
+            TryLockError::Broken(e) => fmt::Display::fmt(e, f),
         }
     }
 }
 
 impl<G> std::error::Error for TryLockError<G> {}
 
-/// The result of a blocking lock: the guard, or the guard wrapped in [`OwnerDied`].
+/// The result of a blocking lock: the guard, the guard wrapped in [`OwnerDied`], or a broken
+/// lock ([`LockError`]).
 ///
 /// # Examples
 ///
@@ -197,7 +343,7 @@ impl<G> std::error::Error for TryLockError<G> {}
 /// assert!(r.is_ok());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-pub type LockResult<G> = Result<G, OwnerDied<G>>;
+pub type LockResult<G> = Result<G, LockError<G>>;
 
 /// The result of `try_lock` and `lock_timeout`.
 ///

@@ -104,6 +104,11 @@ pub struct Event {
 }
 
 impl Event {
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.state.fd()
+    }
     /// Creates an event, initially clear.
     ///
     /// # Errors

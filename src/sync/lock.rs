@@ -1,4 +1,4 @@
-//! `Lock` and `RLock`: robust mutexes in shared memory.
+//! `Lock` and `RLock`: robust locks in shared memory.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::{LockResult, OwnerDied, Recover, TryLockError, TryLockResult, sealed};
+use super::error::{
+    LockError, LockResult, OwnerDied, Recover, TryLockError, TryLockResult, sealed,
+};
 use super::shim::{AtomicU32, LockFailed, Locked, Mutex, Ordering};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, Shared};
 
 /// A robust mutex plus the "owner died and nobody declared the state consistent yet" flag.
@@ -42,35 +44,67 @@ impl LockCell {
         Ok(())
     }
 
-    fn settle(&self, r: Result<Locked, LockFailed>, trying: bool) -> Option<Acquired> {
+    /// What a lock attempt means: acquired (and how), not available (`Ok(None)`), or a fault
+    /// of a lock that cannot be used, as a typed error (never a panic: a peer that scribbles
+    /// over the mutex can cause any of them).
+    fn settle(&self, r: Result<Locked, LockFailed>) -> Result<Option<Acquired>, Error> {
         match r {
             Ok(Locked::Clean) if self.owner_died.load(Ordering::Relaxed) == 0 => {
-                Some(Acquired::Clean)
+                Ok(Some(Acquired::Clean))
             }
             Ok(_) => {
                 self.owner_died.store(1, Ordering::Relaxed);
-                Some(Acquired::OwnerDied)
+                Ok(Some(Acquired::OwnerDied))
             }
-            Err(LockFailed::Busy) => None,
-            // A try on a lock this thread holds: it is simply not available.
-            Err(LockFailed::Deadlock) if trying => None,
-            Err(LockFailed::Deadlock) => {
-                panic!("deadlock: this thread already holds the lock it is trying to acquire")
+            Err(LockFailed::Busy) => Ok(None),
+            Err(LockFailed::Deadlock) => Err(Error::os(
+                "the lock is already held by this thread (or its shared state was overwritten \
+                 with this thread's id)",
+                std::io::Error::from_raw_os_error(libc_edeadlk()),
+            )),
+            Err(LockFailed::Os(e)) => Err(Error::os(
+                "the lock cannot be used: its shared state is corrupt",
+                e,
+            )),
+        }
+    }
+
+    /// Acquires, waiting until `deadline`; `Ok(None)` if it passed.
+    #[inline]
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Option<Acquired>, Error> {
+        self.settle(self.mutex.lock(deadline))
+    }
+
+    /// Acquires if free; `Ok(None)` if not. A lock this thread holds is not free.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Result<Option<Acquired>, Error> {
+        match self.settle(self.mutex.try_lock()) {
+            Err(e)
+                if e.io_error().and_then(std::io::Error::raw_os_error) == Some(libc_edeadlk()) =>
+            {
+                Ok(None)
             }
-            Err(LockFailed::Os(e)) => panic!("acquiring a shared lock failed: {e}"),
+            r => r,
         }
     }
 
     /// Acquires, waiting until `deadline`; `None` if it passed.
+    ///
+    /// # Panics
+    /// If the lock is broken (see [`lock`](Self::lock)). For internal callers that have no
+    /// error path yet (the queue).
     #[inline]
     pub(crate) fn acquire(&self, deadline: Option<Instant>) -> Option<Acquired> {
-        self.settle(self.mutex.lock(deadline), false)
+        self.lock(deadline).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Acquires if free.
+    ///
+    /// # Panics
+    /// As [`acquire`](Self::acquire).
     #[inline]
     pub(crate) fn try_acquire(&self) -> Option<Acquired> {
-        self.settle(self.mutex.try_lock(), true)
+        self.try_lock().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Releases.
@@ -81,6 +115,12 @@ impl LockCell {
     pub(crate) unsafe fn release(&self) {
         // SAFETY: forwarded from the caller.
         unsafe { self.mutex.unlock() }
+    }
+
+    /// Whether the mutex is held right now, by anyone (this thread included; a broken mutex
+    /// counts as held). A snapshot.
+    pub(crate) fn is_locked(&self) -> bool {
+        self.mutex.is_held()
     }
 
     /// Declares the protected state consistent. Called with the mutex held.
@@ -94,18 +134,42 @@ impl LockCell {
     }
 }
 
+/// `EDEADLK`, without naming libc outside `sys/`.
+fn libc_edeadlk() -> i32 {
+    std::io::Error::from(std::io::ErrorKind::Deadlock)
+        .raw_os_error()
+        .unwrap_or(35)
+}
+
 /// Turns an acquisition into a guard, wrapped in `OwnerDied` if it applies.
 pub(crate) fn wrap<G>(acquired: Acquired, guard: G) -> LockResult<G> {
     match acquired {
         Acquired::Clean => Ok(guard),
-        Acquired::OwnerDied => Err(OwnerDied::new(guard)),
+        Acquired::OwnerDied => Err(LockError::OwnerDied(OwnerDied::new(guard))),
     }
 }
 
-fn wrap_try<G>(acquired: Option<Acquired>, guard: impl FnOnce() -> G) -> TryLockResult<G> {
-    match acquired {
-        None => Err(TryLockError::WouldBlock),
-        Some(a) => wrap(a, guard()).map_err(TryLockError::OwnerDied),
+/// A blocking acquisition (no deadline) as a guard.
+pub(crate) fn wrap_lock<G>(
+    r: Result<Option<Acquired>, Error>,
+    guard: impl FnOnce() -> G,
+) -> LockResult<G> {
+    match r {
+        Ok(Some(a)) => wrap(a, guard()),
+        // Without a deadline the C library waits; a `None` here can only be a peer's doing.
+        Ok(None) => Err(LockError::Broken(Error::new(
+            ErrorKind::Io,
+            "an untimed lock gave up: its shared state is corrupt",
+        ))),
+        Err(e) => Err(LockError::Broken(e)),
+    }
+}
+
+fn wrap_try<G>(r: Result<Option<Acquired>, Error>, guard: impl FnOnce() -> G) -> TryLockResult<G> {
+    match r {
+        Ok(None) => Err(TryLockError::WouldBlock),
+        Ok(Some(a)) => wrap(a, guard()).map_err(TryLockError::from),
+        Err(e) => Err(TryLockError::Broken(e)),
     }
 }
 
@@ -121,18 +185,20 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
 /// [`lock_deadline`](Self::lock_deadline) give up at a time. The guard unlocks on drop.
 ///
 /// If a process (or thread) dies holding the lock, the next acquirer gets it with an
-/// [`OwnerDied`] error that carries the guard, as with `std::sync::PoisonError`; it can repair
+/// [`OwnerDied`] error (inside [`LockError`] or [`TryLockError`]) that carries the guard, as with `std::sync::PoisonError`; it can repair
 /// the protected state and call [`OwnerDied::make_consistent`]. Until someone does, every
 /// acquirer is told. Python's lock, an owner-less semaphore, stays locked forever instead.
 ///
-/// The lock is a robust, process-shared, error-checking pthread mutex in a small anonymous
-/// shared memory segment. Clones are handles to the same lock; pass one to a child as (part of)
-/// its [`Process`](crate::Process) arguments.
+/// The lock is a futex word in a slot of a shared arena (4096 locks per descriptor, so a
+/// program can have hundreds of thousands): waiters notice a dead owner within about 10 ms and
+/// take over. `docs/reliability.md` lists what it withstands. Clones are handles to the same
+/// lock; pass one to a child as (part of) its [`Process`](crate::Process) arguments.
 ///
 /// # Differences from Python
 /// - The lock has an owner: it is released by dropping the guard, in the thread that took it.
 ///   Python's `Lock` may be released by any process.
-/// - Acquiring it again in the thread that holds it panics (Python's blocks forever).
+/// - Acquiring it again in the thread that holds it is an error, [`LockError::Broken`]
+///   (Python's blocks forever).
 ///
 /// # Examples
 ///
@@ -164,7 +230,7 @@ pub struct Lock {
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
-    cell: &'a LockCell,
+    lock: &'a Shared<LockCell>,
     /// Guards release in the thread that acquired (a pthread mutex requires it).
     _not_send: PhantomData<*const ()>,
 }
@@ -173,10 +239,11 @@ pub struct LockGuard<'a> {
 unsafe impl Sync for LockGuard<'_> {}
 
 impl Lock {
-    /// Creates an unlocked lock in a new anonymous shared memory segment.
+    /// Creates an unlocked lock in a free slot of this process's arena.
     ///
     /// # Errors
-    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the segment cannot be created.
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the arena needs a new segment and it cannot
+    /// be created.
     ///
     /// # Examples
     ///
@@ -185,7 +252,7 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Lock> {
-        let cell = Shared::create(Kind::Lock, 0, 0, |p| {
+        let cell = Shared::create_in_arena(Kind::Lock, |p| {
             // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
             unsafe { LockCell::init(p, false) }
         })?;
@@ -196,47 +263,55 @@ impl Lock {
         Lock { cell }
     }
 
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn cell(&self) -> &LockCell {
         &self.cell
     }
 
     fn guard(&self) -> LockGuard<'_> {
         LockGuard {
-            cell: &self.cell,
+            lock: &self.cell,
             _not_send: PhantomData,
         }
     }
 
-    /// A guard for the lock, which the calling thread must already hold (after a condition
-    /// variable re-acquired it).
-    pub(crate) fn lock_held_guard(&self) -> LockGuard<'_> {
-        self.guard()
+    /// The segment's identity: equal for every handle on this lock, in any process, however
+    /// many times it was mapped.
+    pub(crate) fn id(&self) -> (u64, u64, usize) {
+        self.cell.id()
+    }
+
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.cell.fd()
+    }
+
+    /// Where the lock is in its segment's data (tests scribble over it).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn data_offset(&self) -> usize {
+        self.cell.id().2
     }
 
     /// Acquires the lock, blocking as long as it takes.
     ///
     /// # Errors
-    /// [`OwnerDied`] (holding the guard: the lock *is* acquired) if a previous owner died
-    /// holding it and nobody declared the state consistent since.
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
+    /// [`LockError::OwnerDied`] (holding the guard: the lock *is* acquired) if a previous
+    /// owner died holding it and nobody declared the state consistent since.
+    /// [`LockError::Broken`] (not acquired) if this thread already holds the lock, or if its
+    /// shared state was overwritten by another process.
     ///
     /// # Examples
     ///
     /// ```
     /// let lock = multiproc::Lock::new()?;
-    /// let guard = lock.lock().unwrap_or_else(|died| died.make_consistent());
+    /// let guard = lock.lock().or_else(multiproc::LockError::make_consistent)?;
     /// # drop(guard);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     #[doc(alias = "acquire")]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
-        let a = self
-            .cell
-            .acquire(None)
-            .expect("an untimed lock cannot time out");
-        wrap(a, self.guard())
+        wrap_lock(self.cell.lock(None), || self.guard())
     }
 
     /// Acquires the lock if it is free, without blocking.
@@ -254,17 +329,14 @@ impl Lock {
     /// ```
     #[doc(alias = "acquire")]
     pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
-        wrap_try(self.cell.try_acquire(), || self.guard())
+        wrap_try(self.cell.try_lock(), || self.guard())
     }
 
     /// Acquires the lock, waiting at most `timeout` (Python's `acquire(timeout=...)`).
     ///
     /// # Errors
-    /// [`TryLockError::WouldBlock`] if the lock stayed held; [`TryLockError::OwnerDied`] as for
-    /// [`lock`](Self::lock).
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
+    /// [`TryLockError::WouldBlock`] if the lock stayed held; [`TryLockError::OwnerDied`] and
+    /// [`TryLockError::Broken`] as for [`lock`](Self::lock).
     ///
     /// # Examples
     ///
@@ -283,9 +355,6 @@ impl Lock {
     /// # Errors
     /// As [`lock_timeout`](Self::lock_timeout).
     ///
-    /// # Panics
-    /// If this thread already holds the lock.
-    ///
     /// # Examples
     ///
     /// ```
@@ -299,7 +368,7 @@ impl Lock {
     }
 
     fn lock_until(&self, deadline: Option<Instant>) -> TryLockResult<LockGuard<'_>> {
-        wrap_try(self.cell.acquire(deadline), || self.guard())
+        wrap_try(self.cell.lock(deadline), || self.guard())
     }
 
     /// Whether the lock is held right now (by anyone, this thread included). A snapshot, for
@@ -313,14 +382,7 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn is_locked(&self) -> bool {
-        match self.cell.try_acquire() {
-            None => true,
-            Some(_) => {
-                // SAFETY: acquired just above by this thread.
-                unsafe { self.cell.release() };
-                false
-            }
-        }
+        self.cell.is_locked()
     }
 
     /// Whether a previous owner died holding the lock and nobody declared the state consistent
@@ -340,8 +402,7 @@ impl Lock {
     /// Declares the state consistent without taking a guard: acquires, clears the owner-died
     /// indication, releases.
     ///
-    /// # Panics
-    /// If this thread holds the lock.
+    /// A lock that this thread holds, or whose shared state is broken, is left as it is.
     ///
     /// # Examples
     ///
@@ -351,28 +412,50 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn clear_owner_died(&self) {
-        let guard = self.lock().unwrap_or_else(OwnerDied::into_inner);
-        guard.mark_consistent();
+        // A broken lock has no state to declare consistent: it is left as it is.
+        if let Ok(guard) = self.lock().or_else(LockError::into_inner) {
+            guard.mark_consistent();
+        }
     }
 }
 
 impl sealed::Sealed for LockGuard<'_> {}
 impl Recover for LockGuard<'_> {
     fn mark_consistent(&self) {
-        self.cell.mark_consistent();
+        self.lock.mark_consistent();
     }
 }
 
 impl<'a> LockGuard<'a> {
-    pub(crate) fn cell(&self) -> &'a LockCell {
-        self.cell
+    /// The identity of the guarded lock's segment (see [`Lock::id`]).
+    pub(crate) fn lock_id(&self) -> (u64, u64, usize) {
+        self.lock.id()
+    }
+
+    /// Gives up the guard without unlocking: the caller takes over the held mutex (a condition
+    /// variable releases it while it sleeps) and rebuilds a guard with [`rebuild`](Self::rebuild).
+    pub(crate) fn into_held(self) -> &'a Shared<LockCell> {
+        let lock = self.lock;
+        std::mem::forget(self);
+        lock
+    }
+
+    /// A guard for a mutex that the calling thread holds (see [`into_held`](Self::into_held)).
+    ///
+    /// # Safety
+    /// The calling thread holds `lock`'s mutex, and no other guard stands for that hold.
+    pub(crate) unsafe fn rebuild(lock: &'a Shared<LockCell>) -> LockGuard<'a> {
+        LockGuard {
+            lock,
+            _not_send: PhantomData,
+        }
     }
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: a guard exists only while its thread holds the mutex.
-        unsafe { self.cell.release() };
+        unsafe { self.lock.release() };
     }
 }
 
@@ -395,13 +478,14 @@ pub(crate) const LOCK_KINDS: &[Kind] = &[Kind::Lock, Kind::Value, Kind::Array];
 
 impl Serialize for Lock {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        self.cell.serialize_handle(serializer)
+        self.cell.serialize_slot_handle(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Lock {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_handle(deserializer, LOCK_KINDS, 0, 0).map(Lock::from_cell)
+        Shared::deserialize_slot_handle(deserializer, &[Kind::Lock], LOCK_KINDS)
+            .map(Lock::from_cell)
     }
 }
 
@@ -444,10 +528,10 @@ pub struct RLockGuard<'a> {
 unsafe impl Sync for RLockGuard<'_> {}
 
 impl RLock {
-    /// Creates an unlocked recursive lock in a new anonymous shared memory segment.
+    /// Creates an unlocked recursive lock in a free slot of this process's arena.
     ///
     /// # Errors
-    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the segment cannot be created.
+    /// As [`Lock::new`].
     ///
     /// # Examples
     ///
@@ -456,7 +540,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<RLock> {
-        let cell = Shared::create(Kind::RLock, 0, 0, |p| {
+        let cell = Shared::create_in_arena(Kind::RLock, |p| {
             // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
             unsafe { LockCell::init(p, true) }
         })?;
@@ -473,10 +557,9 @@ impl RLock {
     /// Acquires one level, blocking as long as it takes.
     ///
     /// # Errors
-    /// [`OwnerDied`] as for [`Lock::lock`].
-    ///
-    /// # Panics
-    /// If the recursion count overflows the C library's counter.
+    /// [`LockError::OwnerDied`] as for [`Lock::lock`];
+    /// [`LockError::Broken`] if the recursion count would overflow `u32`, or the lock's shared
+    /// state was overwritten.
     ///
     /// # Examples
     ///
@@ -487,11 +570,7 @@ impl RLock {
     /// ```
     #[doc(alias = "acquire")]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
-        let a = self
-            .cell
-            .acquire(None)
-            .expect("an untimed lock cannot time out");
-        wrap(a, self.guard())
+        wrap_lock(self.cell.lock(None), || self.guard())
     }
 
     /// Acquires one level if the lock is free or already held by this thread.
@@ -508,7 +587,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_lock(&self) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.try_acquire(), || self.guard())
+        wrap_try(self.cell.try_lock(), || self.guard())
     }
 
     /// Acquires one level, waiting at most `timeout`.
@@ -525,7 +604,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.acquire(deadline_after(timeout)), || self.guard())
+        wrap_try(self.cell.lock(deadline_after(timeout)), || self.guard())
     }
 
     /// Acquires one level, waiting until `deadline` at the latest.
@@ -542,7 +621,23 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.acquire(Some(deadline)), || self.guard())
+        wrap_try(self.cell.lock(Some(deadline)), || self.guard())
+    }
+
+    /// Whether the lock is held right now (by anyone, this thread included). A snapshot, for
+    /// diagnostics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// assert!(!rlock.is_locked());
+    /// let _g = rlock.lock().unwrap();
+    /// assert!(rlock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_locked(&self) -> bool {
+        self.cell.is_locked()
     }
 
     /// Whether a previous owner died holding the lock and nobody declared the state consistent
@@ -589,12 +684,13 @@ impl fmt::Debug for RLockGuard<'_> {
 
 impl Serialize for RLock {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        self.cell.serialize_handle(serializer)
+        self.cell.serialize_slot_handle(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for RLock {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_handle(deserializer, &[Kind::RLock], 0, 0).map(|cell| RLock { cell })
+        Shared::deserialize_slot_handle(deserializer, &[Kind::RLock], &[Kind::RLock])
+            .map(|cell| RLock { cell })
     }
 }

@@ -1,10 +1,11 @@
 //! Locks and friends in shared memory: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
 //! `Event`, `Condition`, `Barrier`, `Value<T>` and `Array<T>`.
 //!
-//! Each object lives in its own small anonymous shared memory segment; its handle can be cloned
-//! and passed to child processes as an argument. The locks are robust process-shared pthread
-//! mutexes (the kernel releases them when their holder dies); everything that sleeps does so on
-//! a futex with an absolute `CLOCK_MONOTONIC` deadline. The sleep/wake protocols are model
+//! `Lock` and `RLock` live in slots of a shared arena (4096 per segment); every other object has
+//! its own small anonymous shared memory segment. Handles can be cloned and passed to child
+//! processes as arguments. The locks are futex locks that keep only numbers in shared memory
+//! (owner thread id, waiters bit); a waiter takes over from a dead owner with `OwnerDied`.
+//! Everything that sleeps does so on a futex with an absolute `CLOCK_MONOTONIC` deadline. The sleep/wake protocols are model
 //! checked with loom (`src/sync/model_tests.rs`).
 
 mod barrier;
@@ -19,11 +20,12 @@ mod value;
 pub use barrier::Barrier;
 pub use condition::{Condition, WaitTimeoutResult};
 pub use error::{
-    BrokenBarrier, LockResult, OverRelease, OwnerDied, Recover, TryLockError, TryLockResult,
+    BrokenBarrier, LockError, LockResult, OverRelease, OwnerDied, Recover, TryLockError,
+    TryLockResult,
 };
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
-pub use semaphore::{BoundedSemaphore, Semaphore};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
 pub use value::{Array, ArrayGuard, AtomicPod, Pod, Value, ValueGuard};
 
 #[allow(unused_imports)]

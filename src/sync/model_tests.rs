@@ -39,8 +39,8 @@ fn semaphore_two_waiters_two_releases() {
                 thread::spawn(move || assert!(s.acquire(None)))
             })
             .collect();
-        sem.release(1).unwrap();
-        sem.release(1).unwrap();
+        sem.release(1, u32::MAX - 1).unwrap();
+        sem.release(1, u32::MAX - 1).unwrap();
         for w in waiters {
             w.join().unwrap();
         }
@@ -55,9 +55,9 @@ fn bounded_semaphore_never_exceeds_its_bound() {
         let s = sem.clone();
         let t = thread::spawn(move || {
             assert!(s.acquire(None));
-            s.release(1).unwrap();
+            s.release(1, 1).unwrap();
         });
-        let over = sem.release(1);
+        let over = sem.release(1, 1);
         t.join().unwrap();
         // Either the release came while the permit was out (fine) or it was an over-release.
         assert!(sem.value() <= 1);
@@ -125,7 +125,7 @@ fn condition_notify_one_after_state_change_is_not_lost() {
             m2.lock.acquire(None).unwrap();
             while m2.ready.load(Ordering::Relaxed) == 0 {
                 // SAFETY: held just above (and re-acquired by each wait).
-                unsafe { m2.cond.wait(&m2.lock, None) };
+                unsafe { m2.cond.wait(&m2.lock, None).0.unwrap() };
             }
             // SAFETY: held.
             unsafe { m2.lock.release() };
@@ -150,7 +150,7 @@ fn condition_two_waiters_notify_all() {
                     m2.lock.acquire(None).unwrap();
                     while m2.ready.load(Ordering::Relaxed) == 0 {
                         // SAFETY: held.
-                        unsafe { m2.cond.wait(&m2.lock, None) };
+                        unsafe { m2.cond.wait(&m2.lock, None).0.unwrap() };
                     }
                     // SAFETY: held.
                     unsafe { m2.lock.release() };
@@ -180,8 +180,8 @@ fn barrier_two_parties_pass_with_distinct_indexes() {
     model(|| {
         let b = barrier(2);
         let b2 = b.clone();
-        let t = thread::spawn(move || b2.wait(None).unwrap());
-        let mine = b.wait(None).unwrap();
+        let t = thread::spawn(move || b2.wait(2, None).unwrap());
+        let mine = b.wait(2, None).unwrap();
         let theirs = t.join().unwrap();
         assert_eq!(mine + theirs, 1);
     });
@@ -192,7 +192,7 @@ fn barrier_abort_releases_a_waiter() {
     model(|| {
         let b = barrier(2);
         let b2 = b.clone();
-        let t = thread::spawn(move || b2.wait(None));
+        let t = thread::spawn(move || b2.wait(2, None));
         b.abort();
         assert_eq!(t.join().unwrap(), Err(BrokenBarrier));
     });
@@ -203,7 +203,7 @@ fn barrier_reset_then_abort_releases_a_waiter_and_reopens() {
     model(|| {
         let b = barrier(2);
         let b2 = b.clone();
-        let t = thread::spawn(move || b2.wait(None));
+        let t = thread::spawn(move || b2.wait(2, None));
         // A waiter that arrived before the reset is released by it; one that arrives after
         // is released by the abort.
         b.reset();

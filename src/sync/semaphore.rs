@@ -23,8 +23,9 @@ use crate::shm::{Kind, Shared, type_tag};
 pub(crate) struct SemState {
     count: AtomicU32,
     sleepers: AtomicU32,
-    /// `u32::MAX` for a plain semaphore.
-    max: u32,
+    /// `u32::MAX - 1` for a plain semaphore. Written once by the creator; handles keep the
+    /// copy they read when they were opened.
+    max: AtomicU32,
 }
 
 impl SemState {
@@ -32,7 +33,7 @@ impl SemState {
         SemState {
             count: AtomicU32::new(value),
             sleepers: AtomicU32::new(0),
-            max,
+            max: AtomicU32::new(max),
         }
     }
 
@@ -73,13 +74,11 @@ impl SemState {
         }
     }
 
-    pub(crate) fn release(&self, n: u32) -> Result<(), OverRelease> {
+    /// Adds `n` permits unless that would take the count above `max` (this handle's copy).
+    pub(crate) fn release(&self, n: u32, max: u32) -> Result<(), OverRelease> {
         let mut c = self.count.load(Ordering::Relaxed);
         loop {
-            let new = c
-                .checked_add(n)
-                .filter(|&v| v <= self.max)
-                .ok_or(OverRelease)?;
+            let new = c.checked_add(n).filter(|&v| v <= max).ok_or(OverRelease)?;
             match self
                 .count
                 .compare_exchange_weak(c, new, Ordering::AcqRel, Ordering::Relaxed)
@@ -122,6 +121,9 @@ pub struct Semaphore {
     state: Shared<SemState>,
 }
 
+/// The largest count of a plain [`Semaphore`].
+const SEM_MAX: u32 = u32::MAX - 1;
+
 /// Like [`Semaphore`], but releasing beyond the initial value is an error (Python's
 /// `multiprocessing.BoundedSemaphore`).
 ///
@@ -137,6 +139,59 @@ pub struct Semaphore {
 #[derive(Clone)]
 pub struct BoundedSemaphore {
     state: Shared<SemState>,
+    /// The maximum, read once when this handle was made.
+    max: u32,
+}
+
+/// A permit taken from a [`Semaphore`] or [`BoundedSemaphore`], given back when dropped
+/// (Python's `with sem:`).
+///
+/// # Examples
+///
+/// ```
+/// let sem = multiproc::Semaphore::new(1)?;
+/// {
+///     let _permit = sem.permit();
+///     assert_eq!(sem.value(), 0);
+/// }
+/// assert_eq!(sem.value(), 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[must_use = "the permit is given back as soon as it is dropped"]
+pub struct SemaphorePermit<'a> {
+    state: &'a SemState,
+    max: u32,
+}
+
+impl SemaphorePermit<'_> {
+    /// Keeps the permit taken: dropping nothing gives it back (like `acquire` without a
+    /// matching `release`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let sem = multiproc::Semaphore::new(1)?;
+    /// sem.permit().forget();
+    /// assert_eq!(sem.value(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SemaphorePermit<'_> {
+    fn drop(&mut self) {
+        // A permit taken is always ours to give back, unless other handles released beyond
+        // the maximum meanwhile (a bounded semaphore then stays at its maximum).
+        let _ = self.state.release(1, self.max);
+    }
+}
+
+impl fmt::Debug for SemaphorePermit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SemaphorePermit").finish_non_exhaustive()
+    }
 }
 
 fn create(value: u32, max: u32, tag: u64) -> Result<Shared<SemState>> {
@@ -210,6 +265,97 @@ macro_rules! common_methods {
             self.state.acquire(Some(deadline))
         }
 
+        /// Takes a permit, waiting as long as it takes, and gives it back when the returned
+        /// [`SemaphorePermit`] is dropped (Python's `with sem:`).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
+        /// let permit = sem.permit();
+        /// assert!(!sem.try_acquire());
+        /// drop(permit);
+        /// assert!(sem.try_acquire());
+        /// # Ok::<(), multiproc::Error>(())
+        /// ```
+        pub fn permit(&self) -> SemaphorePermit<'_> {
+            self.state.acquire(None);
+            self.permit_held()
+        }
+
+        /// Like [`permit`](Self::permit), without waiting; `None` if no permit is available.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
+        /// let held = sem.try_permit().unwrap();
+        /// assert!(sem.try_permit().is_none());
+        /// # drop(held);
+        /// # Ok::<(), multiproc::Error>(())
+        /// ```
+        pub fn try_permit(&self) -> Option<SemaphorePermit<'_>> {
+            self.state.try_acquire().then(|| self.permit_held())
+        }
+
+        /// Like [`permit`](Self::permit), waiting at most `timeout`; `None` if none came.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::time::Duration;
+        #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
+        /// assert!(sem.permit_timeout(Duration::from_millis(1)).is_none());
+        /// # Ok::<(), multiproc::Error>(())
+        /// ```
+        pub fn permit_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
+            self.state
+                .acquire(deadline_after(timeout))
+                .then(|| self.permit_held())
+        }
+
+        /// Like [`permit`](Self::permit), waiting until `deadline`; `None` if none came.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
+        /// assert!(sem.permit_deadline(std::time::Instant::now()).is_some());
+        /// # Ok::<(), multiproc::Error>(())
+        /// ```
+        pub fn permit_deadline(&self, deadline: Instant) -> Option<SemaphorePermit<'_>> {
+            self.state
+                .acquire(Some(deadline))
+                .then(|| self.permit_held())
+        }
+
+        /// Gives `n` permits back at once (Python 3.9's `release(n)`); all or none.
+        ///
+        /// # Errors
+        /// [`OverRelease`] if the count would exceed the maximum (the count is unchanged).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(3)?;")]
+        /// assert!(sem.try_acquire() && sem.try_acquire());
+        /// sem.release_n(2)?;
+        /// assert_eq!(sem.value(), 3);
+        /// assert!(sem.release_n(u32::MAX).is_err());
+        /// assert_eq!(sem.value(), 3);
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        pub fn release_n(&self, n: u32) -> Result<(), OverRelease> {
+            self.state.release(n, self.max())
+        }
+
+        fn permit_held(&self) -> SemaphorePermit<'_> {
+            SemaphorePermit {
+                state: &self.state,
+                max: self.max(),
+            }
+        }
+
         /// The number of permits available now (a snapshot; Python's `get_value()`).
         ///
         /// # Examples
@@ -227,6 +373,11 @@ macro_rules! common_methods {
 }
 
 impl Semaphore {
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.state.fd()
+    }
     /// Creates a semaphore with `value` permits.
     ///
     /// # Errors
@@ -241,7 +392,7 @@ impl Semaphore {
     /// ```
     pub fn new(value: u32) -> Result<Semaphore> {
         Ok(Semaphore {
-            state: create(value, u32::MAX - 1, type_tag::<Semaphore>())?,
+            state: create(value, SEM_MAX, type_tag::<Semaphore>())?,
         })
     }
 
@@ -249,23 +400,33 @@ impl Semaphore {
 
     /// Gives a permit back.
     ///
-    /// # Panics
-    /// If the count would exceed `u32::MAX - 1`.
+    /// # Errors
+    /// [`OverRelease`] if the count is already at its maximum, `u32::MAX - 1` (which another
+    /// process can cause by releasing that often); the count is unchanged.
     ///
     /// # Examples
     ///
     /// ```
     /// let sem = multiproc::Semaphore::new(0)?;
-    /// sem.release();
+    /// sem.release()?;
     /// assert!(sem.try_acquire());
-    /// # Ok::<(), multiproc::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn release(&self) {
-        self.state.release(1).expect("semaphore count overflow");
+    pub fn release(&self) -> Result<(), OverRelease> {
+        self.state.release(1, SEM_MAX)
+    }
+
+    fn max(&self) -> u32 {
+        SEM_MAX
     }
 }
 
 impl BoundedSemaphore {
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.state.fd()
+    }
     /// Creates a bounded semaphore with `value` permits, which is also its maximum.
     ///
     /// # Errors
@@ -280,6 +441,7 @@ impl BoundedSemaphore {
     pub fn new(value: u32) -> Result<BoundedSemaphore> {
         Ok(BoundedSemaphore {
             state: create(value, value, type_tag::<BoundedSemaphore>())?,
+            max: value,
         })
     }
 
@@ -298,7 +460,11 @@ impl BoundedSemaphore {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn release(&self) -> Result<(), OverRelease> {
-        self.state.release(1)
+        self.state.release(1, self.max)
+    }
+
+    fn max(&self) -> u32 {
+        self.max
     }
 }
 
@@ -314,7 +480,7 @@ impl fmt::Debug for BoundedSemaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BoundedSemaphore")
             .field("value", &self.value())
-            .field("max", &self.state.max)
+            .field("max", &self.max)
             .finish()
     }
 }
@@ -340,7 +506,15 @@ impl Serialize for BoundedSemaphore {
 
 impl<'de> Deserialize<'de> for BoundedSemaphore {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_handle(d, &[Kind::Semaphore], type_tag::<BoundedSemaphore>(), 0)
-            .map(|state| BoundedSemaphore { state })
+        let state: Shared<SemState> =
+            Shared::deserialize_handle(d, &[Kind::Semaphore], type_tag::<BoundedSemaphore>(), 0)?;
+        let max = state.max.load(Ordering::Relaxed);
+        if max == u32::MAX {
+            return Err(serde::de::Error::custom(Error::new(
+                ErrorKind::BadHeader,
+                "the bounded semaphore's segment announces an impossible maximum",
+            )));
+        }
+        Ok(BoundedSemaphore { state, max })
     }
 }

@@ -142,6 +142,10 @@ mod model {
             self.state.store(0, Ordering::Release);
             wake(&self.state, 1);
         }
+
+        pub(crate) fn is_held(&self) -> bool {
+            self.state.load(Ordering::Relaxed) != 0
+        }
     }
 }
 

@@ -26,18 +26,56 @@ fn a_handle_decodes_as_its_own_type() {
     assert!(l.is_locked());
 }
 
+/// Reopens a descriptor the way a handle's `Deserialize` does, as one of `kinds` with `tag`,
+/// and returns the refusal.
+fn refusal(fd: &std::os::fd::OwnedFd, kinds: &[crate::shm::Kind], tag: u64) -> crate::Error {
+    use crate::shm::{Region, Sealing};
+    let dup = crate::sys::dup_cloexec(std::os::fd::AsFd::as_fd(fd)).unwrap();
+    Region::open_any(dup, kinds, tag, Sealing::Required).unwrap_err()
+}
+
 #[test]
 fn a_handle_decoded_as_another_object_is_refused() {
+    use crate::shm::{Kind, type_tag};
     let lock = Lock::new().unwrap();
-    // (postcard reduces the handle's own message to a generic decoding error.)
-    assert!(pass_as::<_, Semaphore>(&lock).is_err());
+    // Through the codec the refusal is a decoding error (postcard drops the message)...
+    assert!(matches!(
+        pass_as::<_, Semaphore>(&lock),
+        Err(codec::CodecError::Invalid(_))
+    ));
     assert!(pass_as::<_, RLock>(&lock).is_err());
-    assert!(pass_as::<_, Event>(&Semaphore::new(1).unwrap()).is_err());
-    assert!(pass_as::<_, Barrier>(&Event::new().unwrap()).is_err());
+    // ...which is the segment's header check, refusing for the reason it names.
+    let sem_tag = type_tag::<Semaphore>();
+    let e = refusal(lock.segment_fd(), &[Kind::Semaphore], sem_tag);
+    assert_eq!(e.kind(), ErrorKind::BadHeader);
+    assert!(e.to_string().contains("not a Semaphore"), "{e}");
+    let e = refusal(lock.segment_fd(), &[Kind::RLock], 0);
+    assert!(e.to_string().contains("not a RLock"), "{e}");
+    let sem = Semaphore::new(1).unwrap();
+    let e = refusal(sem.segment_fd(), &[Kind::Event], 0);
+    assert!(e.to_string().contains("not a Event"), "{e}");
+    // A bounded semaphore's segment is a semaphore of another Rust type.
+    let e = refusal(
+        sem.segment_fd(),
+        &[Kind::Semaphore],
+        type_tag::<crate::BoundedSemaphore>(),
+    );
+    assert!(e.to_string().contains("another Rust type"), "{e}");
+    let ev = Event::new().unwrap();
+    let e = refusal(ev.segment_fd(), &[Kind::Barrier], 0);
+    assert!(e.to_string().contains("not a Barrier"), "{e}");
     // A Value's lock is a Lock; a Value of another type is not the same Value.
-    assert!(pass_as::<_, Lock>(&Value::new(1u8).unwrap()).is_ok());
-    assert!(pass_as::<_, Value<u64>>(&Value::new(1u32).unwrap()).is_err());
-    assert!(pass_as::<_, Array<u16>>(&Array::new(4, 0u8).unwrap()).is_err());
+    let v = Value::new(1u32).unwrap();
+    let as_lock: Lock = pass_as(&Value::new(1u8).unwrap()).unwrap();
+    drop(as_lock.lock().unwrap());
+    let e = refusal(v.segment_fd(), &[Kind::Value], type_tag::<u64>());
+    assert!(e.to_string().contains("another Rust type"), "{e}");
+    assert!(pass_as::<_, Value<u64>>(&v).is_err());
+    let a = Array::new(4, 0u8).unwrap();
+    let e = refusal(a.segment_fd(), &[Kind::Array], type_tag::<u16>());
+    assert!(e.to_string().contains("another Rust type"), "{e}");
+    let e = refusal(a.segment_fd(), &[Kind::Value], type_tag::<u8>());
+    assert!(e.to_string().contains("not a Value"), "{e}");
     assert!(pass_as::<_, Value<u8>>(&Array::new(1, 0u8).unwrap()).is_err());
 }
 
@@ -46,10 +84,10 @@ fn bad_header_errors_are_typed() {
     use crate::shm::{Kind, Region};
     let region = Region::anonymous(Kind::Lock, 64, 0).unwrap();
     let fd = crate::sys::dup_cloexec(std::os::fd::AsFd::as_fd(region.fd())).unwrap();
-    let err = Region::open(fd, Kind::Event, 0).unwrap_err();
+    let err = Region::open(fd, Kind::Event, 0, crate::shm::Sealing::Required).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadHeader);
     let memfd = crate::sys::memfd(c"empty").unwrap();
-    let err = Region::open(memfd, Kind::Bytes, 0).unwrap_err();
+    let err = Region::open(memfd, Kind::Bytes, 0, crate::shm::Sealing::NotAvailable).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadHeader);
 }
 
@@ -67,18 +105,62 @@ fn values_are_aligned_and_zero_sized_arrays_work() {
     assert!(empty.is_empty() && empty.to_vec().is_empty());
 }
 
+/// Runs `wait` in a thread and checks that it is still waiting a while later (an overflowing
+/// timeout taken as "now" would have returned), then that `release` ends it with `true`.
+fn waits_until_released(wait: impl FnOnce() -> bool + Send + 'static, release: impl FnOnce()) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || tx.send(wait()).unwrap());
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(200)),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout),
+        "an overflowing timeout returned instead of waiting"
+    );
+    release();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(true));
+    t.join().unwrap();
+}
+
 #[test]
 fn timeouts_that_overflow_mean_forever_and_zero_means_now() {
+    // Contended objects: a timeout that overflows an Instant must wait, not give up.
     let lock = Lock::new().unwrap();
-    drop(lock.lock_timeout(Duration::MAX).unwrap());
-    let sem = Semaphore::new(1).unwrap();
-    assert!(sem.acquire_timeout(Duration::MAX));
-    let t = Instant::now();
+    let held = lock.lock().unwrap();
+    let l2 = lock.clone();
+    waits_until_released(
+        move || l2.lock_timeout(Duration::MAX).is_ok(),
+        move || drop(held),
+    );
+    let sem = Semaphore::new(0).unwrap();
+    let s2 = sem.clone();
+    waits_until_released(
+        move || s2.acquire_timeout(Duration::MAX),
+        || sem.release().unwrap(),
+    );
+    let ev = Event::new().unwrap();
+    let e2 = ev.clone();
+    waits_until_released(move || e2.wait_timeout(Duration::MAX), || ev.set());
+    let barrier = Barrier::new(2).unwrap();
+    let b2 = barrier.clone();
+    waits_until_released(
+        move || b2.wait_timeout(Duration::MAX).is_ok(),
+        move || assert!(barrier.wait().is_ok()),
+    );
+    // Zero means now, and a deadline in the past too.
+    let sem = Semaphore::new(0).unwrap();
     assert!(!sem.acquire_timeout(Duration::ZERO));
-    assert!(!sem.acquire_timeout(Duration::from_millis(20)));
-    assert!(t.elapsed() >= Duration::from_millis(20));
     let ev = Event::new().unwrap();
     assert!(!ev.wait_deadline(Instant::now() - Duration::from_secs(1)));
+    let lock = Lock::new().unwrap();
+    let _held = lock.lock().unwrap();
+    let l2 = lock.clone();
+    std::thread::spawn(move || {
+        assert!(matches!(
+            l2.lock_timeout(Duration::ZERO),
+            Err(crate::TryLockError::WouldBlock)
+        ));
+    })
+    .join()
+    .unwrap();
 }
 
 #[test]
@@ -105,4 +187,228 @@ fn condition_wait_rejects_a_foreign_guard() {
         let _ = cond.wait_timeout(g, Duration::ZERO);
     }));
     assert!(r.is_err());
+}
+
+#[test]
+fn condition_accepts_a_guard_from_another_mapping_of_its_lock() {
+    // A child that receives `(cond, lock)` maps the lock twice: once inside the condition,
+    // once as the argument. Both mappings are the same lock.
+    let cond = crate::Condition::new().unwrap();
+    let (cond2, lock2): (crate::Condition, Lock) =
+        pass_as(&(cond.clone(), cond.get_lock().clone())).unwrap();
+    let g = lock2.lock().unwrap();
+    let (g, res) = cond2.wait_timeout(g, Duration::from_millis(1)).unwrap();
+    assert!(res.timed_out());
+    assert!(cond.get_lock().is_locked());
+    drop(g);
+    assert!(!cond.get_lock().is_locked());
+    // And the wait really releases the lock through the guard's mapping.
+    let g = lock2.lock().unwrap();
+    let t = std::thread::spawn(move || {
+        let _g = cond.lock().unwrap();
+        cond.notify_all();
+    });
+    let g = cond2.wait(g).unwrap();
+    drop(g);
+    t.join().unwrap();
+}
+
+/// Writes `value` at `offset` bytes into the data of the segment behind `fd`, through a mapping
+/// of its own, as another process would.
+fn poke(fd: &std::os::fd::OwnedFd, offset: usize, value: u32) {
+    use std::os::fd::AsFd;
+    let len = crate::shm::HEADER_LEN + offset + 4;
+    let p = crate::sys::map_shared(fd.as_fd(), len, true).unwrap();
+    // SAFETY: inside the mapping just made; the word is 4-aligned (offsets used are).
+    unsafe {
+        (*p.as_ptr()
+            .add(crate::shm::HEADER_LEN + offset)
+            .cast::<std::sync::atomic::AtomicU32>())
+        .store(value, std::sync::atomic::Ordering::SeqCst);
+        crate::sys::unmap(p, len);
+    }
+}
+
+#[test]
+fn a_lock_scribbled_with_our_own_thread_id_is_a_typed_error_not_a_panic() {
+    let lock = Lock::new().unwrap();
+    poke(
+        lock.segment_fd(),
+        lock.data_offset(),
+        crate::sys::gettid() as u32,
+    );
+    match lock.lock() {
+        Err(crate::LockError::Broken(e)) => {
+            assert_eq!(
+                e.io_error().and_then(std::io::Error::raw_os_error),
+                Some(libc::EDEADLK)
+            );
+        }
+        other => panic!("expected Broken, got {other:?}"),
+    }
+    assert!(matches!(
+        lock.lock_timeout(Duration::from_millis(1)),
+        Err(crate::TryLockError::Broken(_))
+    ));
+    assert!(matches!(
+        lock.try_lock(),
+        Err(crate::TryLockError::WouldBlock)
+    ));
+    // A Value's get/set cannot report it: documented panic, not UB; its lock reports it.
+    // Once the scribble is undone, the lock works again.
+    poke(lock.segment_fd(), lock.data_offset(), 0);
+    drop(lock.lock().unwrap());
+}
+
+#[test]
+fn a_lock_scribbled_with_a_dead_owner_is_taken_over_as_owner_died() {
+    let lock = Lock::new().unwrap();
+    // Thread ids are below 2^22 on Linux: this one exists nowhere.
+    poke(lock.segment_fd(), lock.data_offset(), 0x3fff_fff0);
+    assert!(lock.is_locked());
+    match lock.lock_timeout(Duration::from_secs(30)) {
+        Err(crate::TryLockError::OwnerDied(d)) => drop(d.make_consistent()),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    drop(lock.try_lock().unwrap());
+}
+
+#[test]
+fn layout_facts_are_read_once_at_open() {
+    let a = Array::new(4, 7u32).unwrap();
+    let back: Array<u32> = pass_as(&a).unwrap();
+    // A peer rewrites the shared length (the word after the lock cell) after we opened.
+    let len_at = std::mem::size_of::<super::lock::LockCell>().next_multiple_of(8);
+    poke(a.segment_fd(), len_at, 1 << 30);
+    assert_eq!(back.len(), 4);
+    assert_eq!(back.clone().len(), 4);
+    assert_eq!(back.to_vec(), [7; 4]);
+    // Opening now sees a length the segment cannot hold.
+    assert!(pass_as::<_, Array<u32>>(&a).is_err());
+    // A bounded semaphore keeps the maximum it opened with.
+    let b = crate::BoundedSemaphore::new(1).unwrap();
+    let b2: crate::BoundedSemaphore = pass_as(&b).unwrap();
+    poke(b.segment_fd(), 8, u32::MAX - 1);
+    assert_eq!(b2.release(), Err(crate::OverRelease));
+    // A barrier keeps its party count.
+    let bar = Barrier::new(1).unwrap();
+    let bar2: Barrier = pass_as(&bar).unwrap();
+    assert_eq!(bar2.wait(), Ok(0));
+}
+
+#[test]
+fn the_families_are_even() {
+    // Array: try_lock and lock_deadline, like Value.
+    let a = Array::new(2, 0u8).unwrap();
+    let g = a.try_lock().unwrap();
+    let a2 = a.clone();
+    std::thread::spawn(move || {
+        assert!(matches!(
+            a2.try_lock(),
+            Err(crate::TryLockError::WouldBlock)
+        ));
+        assert!(matches!(
+            a2.lock_deadline(Instant::now() + Duration::from_millis(5)),
+            Err(crate::TryLockError::WouldBlock)
+        ));
+    })
+    .join()
+    .unwrap();
+    drop(g);
+    assert!(a.lock_deadline(Instant::now()).is_ok());
+    // RLock::is_locked, held by this thread, recursively.
+    let r = RLock::new().unwrap();
+    assert!(!r.is_locked());
+    let g1 = r.lock().unwrap();
+    let g2 = r.try_lock().unwrap();
+    assert!(r.is_locked());
+    drop(g2);
+    assert!(r.is_locked());
+    drop(g1);
+    assert!(!r.is_locked());
+    // Semaphore: RAII permits and release(n).
+    let s = Semaphore::new(2).unwrap();
+    let p1 = s.permit();
+    let p2 = s.try_permit().unwrap();
+    assert!(s.try_permit().is_none());
+    assert!(s.permit_timeout(Duration::from_millis(1)).is_none());
+    drop((p1, p2));
+    assert_eq!(s.value(), 2);
+    s.permit().forget();
+    assert_eq!(s.value(), 1);
+    s.release_n(5).unwrap();
+    assert_eq!(s.value(), 6);
+    let b = crate::BoundedSemaphore::new(3).unwrap();
+    assert!(b.try_acquire() && b.try_acquire());
+    assert_eq!(b.release_n(3), Err(crate::OverRelease));
+    assert_eq!(b.value(), 1, "an over-release changes nothing");
+    b.release_n(2).unwrap();
+    assert_eq!(b.value(), 3);
+}
+
+#[test]
+fn short_timeouts_still_see_a_dead_owner() {
+    let lock = Lock::new().unwrap();
+    let l2 = lock.clone();
+    std::thread::spawn(move || std::mem::forget(l2.lock().unwrap()))
+        .join()
+        .unwrap();
+    // Each attempt gives up long before a 10 ms sleep slice ends.
+    let mut seen = false;
+    for _ in 0..3 {
+        match lock.lock_timeout(Duration::from_micros(100)) {
+            Err(crate::TryLockError::OwnerDied(d)) => {
+                drop(d.make_consistent());
+                seen = true;
+                break;
+            }
+            Err(crate::TryLockError::WouldBlock) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(seen, "a dead owner's lock stayed taken for short timeouts");
+}
+
+#[test]
+fn try_lock_polling_sees_a_killed_unreaped_owner() {
+    // A forked child that locks and is killed, but not reaped: its thread is a zombie.
+    let lock = Lock::new().unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (r, w) = (fds[0], fds[1]);
+    // SAFETY: the child only locks, writes one byte and sleeps (async-signal-safe enough for
+    // a test: no allocation, no other lock).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        std::mem::forget(lock.lock());
+        // SAFETY: writing one byte to our pipe end.
+        unsafe { libc::write(w, [1u8].as_ptr().cast(), 1) };
+        loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        }
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into `b`, then closing our two descriptors.
+    unsafe {
+        libc::close(w);
+        assert_eq!(libc::read(r, b.as_mut_ptr().cast(), 1), 1);
+        libc::close(r);
+    }
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = false;
+    while Instant::now() < deadline {
+        if let Err(crate::TryLockError::OwnerDied(d)) = lock.try_lock() {
+            drop(d.make_consistent());
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    assert!(seen, "try_lock never noticed the killed owner");
 }

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::{LockResult, OwnerDied, Recover, TryLockError, TryLockResult, sealed};
+use super::error::{LockError, LockResult, Recover, TryLockResult, sealed};
 use super::lock::{Lock, LockCell, LockGuard};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, Shared, type_tag};
+use crate::sync::shim::{AtomicU64, Ordering};
 
 /// Plain-old-data: a type that can live in shared memory and be copied in and out as bytes.
 ///
@@ -60,8 +61,10 @@ unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 /// ```
 /// use std::sync::atomic::Ordering;
 /// let hits = multiproc::Value::new(0u64)?;
-/// hits.atomic().fetch_add(1, Ordering::Relaxed);
-/// assert_eq!(hits.get(), 1);
+/// // SAFETY: `hits` is only accessed atomically while `counter` is in use.
+/// let counter = unsafe { hits.atomic() };
+/// counter.fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(counter.load(Ordering::Relaxed), 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub trait AtomicPod: Pod + sealed::Sealed {
@@ -93,7 +96,8 @@ atomic_pod!(
 #[repr(C)]
 pub(crate) struct Head {
     lock: LockCell,
-    len: u64,
+    /// Elements; written once by the creator. Handles read it once, when they are opened.
+    len: AtomicU64,
 }
 
 /// Offset of the first element after the head, for `T`.
@@ -116,7 +120,7 @@ fn create<T: Pod>(kind: Kind, len: usize, fill: impl Fn(*mut T)) -> Result<Share
         // SAFETY: `create` passes fresh, aligned memory sized for the head and the elements.
         unsafe {
             LockCell::init(&raw mut (*p).lock, false)?;
-            (&raw mut (*p).len).write(len as u64);
+            (&raw mut (*p).len).write(AtomicU64::new(len as u64));
         }
         Ok(())
     })?;
@@ -124,21 +128,38 @@ fn create<T: Pod>(kind: Kind, len: usize, fill: impl Fn(*mut T)) -> Result<Share
     Ok(shared)
 }
 
+/// The guard for `get`/`set`-style accessors, which cannot report errors: a dead owner's state
+/// is accepted as it is, a broken lock panics (documented on each).
+fn locked_or_panic<G>(r: LockResult<G>) -> G {
+    match r.or_else(LockError::into_inner) {
+        Ok(g) => g,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Opens a `Value` (`kind` `Value`: exactly one element, whatever the shared length says) or an
+/// `Array` (its length, read once here). The segment must hold that many elements; the length
+/// returned is the one checked, never re-read from shared memory.
 fn open<'de, T: Pod, D: Deserializer<'de>>(
     d: D,
     kind: Kind,
-) -> std::result::Result<Shared<Head>, D::Error> {
-    let shared: Shared<Head> = Shared::deserialize_handle(d, &[kind], type_tag::<T>(), 0)?;
-    let need = (shared.len as usize)
+) -> std::result::Result<(Shared<Head>, usize), D::Error> {
+    let shared: Shared<Head> = Shared::deserialize_segment_handle(d, &[kind], type_tag::<T>())?;
+    let len = if kind == Kind::Value {
+        1
+    } else {
+        usize::try_from(shared.len.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    };
+    let need = len
         .checked_mul(std::mem::size_of::<T>())
         .and_then(|b| b.checked_add(data_offset::<T>()));
     if need.is_none_or(|n| n > shared.data_len()) {
         return Err(serde::de::Error::custom(Error::new(
             ErrorKind::BadHeader,
-            "the shared array's segment is smaller than its length says",
+            "the shared value's segment is smaller than its elements need",
         )));
     }
-    Ok(shared)
+    Ok((shared, len))
 }
 
 /// A `T` in shared memory with a lock: Python's `multiprocessing.Value`.
@@ -148,8 +169,8 @@ fn open<'de, T: Pod, D: Deserializer<'de>>(
 /// lock once, as Python's `.value` does, so `v.set(v.get() + 1)` is a race, exactly as there.
 /// For integers, [`atomic`](Self::atomic) gives lock-free access.
 ///
-/// If a process dies holding the lock, the next [`lock`](Self::lock) returns [`OwnerDied`] with
-/// the guard (see [`Lock`]). `get`/`set` do not report it; they see whatever was last written.
+/// If a process dies holding the lock, the next [`lock`](Self::lock) returns
+/// [`LockError::OwnerDied`] with the guard (see [`Lock`]). `get`/`set` do not report it; they see whatever was last written.
 ///
 /// Clones are handles to the same value; pass one to a child as (part of) its
 /// [`Process`](crate::Process) arguments.
@@ -200,6 +221,11 @@ pub struct ValueGuard<'a, T: Pod> {
 }
 
 impl<T: Pod> Value<T> {
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.shared.fd()
+    }
     /// Puts `value` in a new anonymous shared segment with its own lock.
     ///
     /// # Errors
@@ -252,10 +278,9 @@ impl<T: Pod> Value<T> {
     /// Takes the lock and gives access to the value.
     ///
     /// # Errors
-    /// [`OwnerDied`] (holding the guard) if a previous owner died holding the lock.
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
+    /// As [`Lock::lock`]: [`LockError::OwnerDied`] (holding the guard) if a previous owner died
+    /// holding the lock, [`LockError::Broken`] if this thread holds it already or its shared
+    /// state was overwritten.
     ///
     /// # Examples
     ///
@@ -266,10 +291,10 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        match self.lock.lock() {
-            Ok(g) => Ok(self.guard(g)),
-            Err(died) => Err(OwnerDied::new(self.guard(died.into_inner()))),
-        }
+        self.lock
+            .lock()
+            .map(|g| self.guard(g))
+            .map_err(|e| e.map(|g| self.guard(g)))
     }
 
     /// Takes the lock if free.
@@ -322,16 +347,15 @@ impl<T: Pod> Value<T> {
     }
 
     fn map_try<'a>(&'a self, r: TryLockResult<LockGuard<'a>>) -> TryLockResult<ValueGuard<'a, T>> {
-        match r {
-            Ok(g) => Ok(self.guard(g)),
-            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
-            Err(TryLockError::OwnerDied(d)) => Err(TryLockError::OwnerDied(OwnerDied::new(
-                self.guard(d.into_inner()),
-            ))),
-        }
+        r.map(|g| self.guard(g))
+            .map_err(|e| e.map(|g| self.guard(g)))
     }
 
     /// Reads the value under the lock (Python's `v.value`).
+    ///
+    /// # Panics
+    /// If the lock is broken ([`LockError::Broken`]: this thread holds it, or another process
+    /// overwrote it); use [`lock`](Self::lock) to get that as an error.
     ///
     /// # Examples
     ///
@@ -340,10 +364,13 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get(&self) -> T {
-        *self.lock().unwrap_or_else(OwnerDied::into_inner)
+        *locked_or_panic(self.lock())
     }
 
     /// Writes the value under the lock (Python's `v.value = x`).
+    ///
+    /// # Panics
+    /// As [`get`](Self::get).
     ///
     /// # Examples
     ///
@@ -354,25 +381,35 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn set(&self, value: T) {
-        *self.lock().unwrap_or_else(OwnerDied::into_inner) = value;
+        *locked_or_panic(self.lock()) = value;
     }
 }
 
 impl<T: AtomicPod> Value<T> {
-    /// The value as an atomic, bypassing the lock (mixing the two gives no mutual exclusion
-    /// between them).
+    /// The value as an atomic, bypassing the lock: Python's `Value(..., lock=False)`.
+    ///
+    /// # Safety
+    /// While the returned reference is used, nothing may access the value non-atomically, in
+    /// any thread of any process: no [`ValueGuard`] of it may be alive and no
+    /// [`get`](Self::get)/[`set`](Self::set) may run (those read and write it as a plain `T`,
+    /// and mixing plain and atomic accesses is a data race). Holding the lock does not help:
+    /// atomic users do not take it. Use the value either only through atomics (for example a
+    /// counter every process `fetch_add`s) or only through the lock.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::sync::atomic::Ordering;
     /// let v = multiproc::Value::new(5i32)?;
-    /// assert_eq!(v.atomic().swap(6, Ordering::AcqRel), 5);
+    /// // SAFETY: this value is only ever accessed through atomics after this point.
+    /// let a = unsafe { v.atomic() };
+    /// assert_eq!(a.swap(6, Ordering::AcqRel), 5);
+    /// assert_eq!(a.load(Ordering::Acquire), 6);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn atomic(&self) -> &T::Atomic {
-        // SAFETY: T and T::Atomic have the same size and alignment (checked at compile time),
-        // and the memory is shared: atomics are the one safe way to access it unlocked.
+    pub unsafe fn atomic(&self) -> &T::Atomic {
+        // SAFETY: T and T::Atomic have the same size and alignment (checked at compile time);
+        // the caller rules out non-atomic accesses while the reference is used.
         unsafe { self.ptr.cast::<T::Atomic>().as_ref() }
     }
 }
@@ -413,13 +450,13 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
 
 impl<T: Pod> Serialize for Value<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.shared.serialize_handle(s)
+        self.shared.serialize_slot_handle(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let shared = open::<T, D>(d, Kind::Value)?;
+        let (shared, _) = open::<T, D>(d, Kind::Value)?;
         Ok(Value::from_shared(shared))
     }
 }
@@ -455,7 +492,7 @@ unsafe impl<T: Pod> Sync for Array<T> {}
 
 impl<T: Pod> Clone for Array<T> {
     fn clone(&self) -> Self {
-        Array::from_shared(self.shared.clone())
+        Array::from_shared(self.shared.clone(), self.len)
     }
 }
 
@@ -478,6 +515,11 @@ pub struct ArrayGuard<'a, T: Pod> {
 }
 
 impl<T: Pod> Array<T> {
+    /// The segment's descriptor (tests reopen it as other objects).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.shared.fd()
+    }
     /// An array of `len` copies of `fill`, with its own lock.
     ///
     /// # Errors
@@ -498,7 +540,7 @@ impl<T: Pod> Array<T> {
                 unsafe { p.add(i).write(fill) }
             }
         })?;
-        Ok(Array::from_shared(shared))
+        Ok(Array::from_shared(shared, len))
     }
 
     /// An array holding a copy of `items`.
@@ -518,13 +560,12 @@ impl<T: Pod> Array<T> {
             // SAFETY: `create` sized the data for `items.len()` elements; private source.
             unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), p, items.len()) }
         })?;
-        Ok(Array::from_shared(shared))
+        Ok(Array::from_shared(shared, items.len()))
     }
 
-    fn from_shared(shared: Shared<Head>) -> Array<T> {
+    fn from_shared(shared: Shared<Head>, len: usize) -> Array<T> {
         let lock = Lock::from_cell(shared.prefix());
         let ptr = shared.at(data_offset::<T>());
-        let len = shared.len as usize;
         Array {
             shared,
             lock,
@@ -582,10 +623,9 @@ impl<T: Pod> Array<T> {
     /// Takes the lock and gives access to the elements.
     ///
     /// # Errors
-    /// [`OwnerDied`] (holding the guard) if a previous owner died holding the lock.
-    ///
-    /// # Panics
-    /// If this thread already holds the lock.
+    /// As [`Lock::lock`]: [`LockError::OwnerDied`] (holding the guard) if a previous owner died
+    /// holding the lock, [`LockError::Broken`] if this thread holds it already or its shared
+    /// state was overwritten.
     ///
     /// # Examples
     ///
@@ -595,10 +635,10 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        match self.lock.lock() {
-            Ok(g) => Ok(self.guard(g)),
-            Err(died) => Err(OwnerDied::new(self.guard(died.into_inner()))),
-        }
+        self.lock
+            .lock()
+            .map(|g| self.guard(g))
+            .map_err(|e| e.map(|g| self.guard(g)))
     }
 
     /// Takes the lock, waiting at most `timeout`.
@@ -615,23 +655,56 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<ArrayGuard<'_, T>> {
-        match self.lock.lock_timeout(timeout) {
-            Ok(g) => Ok(self.guard(g)),
-            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
-            Err(TryLockError::OwnerDied(d)) => Err(TryLockError::OwnerDied(OwnerDied::new(
-                self.guard(d.into_inner()),
-            ))),
-        }
+        self.map_try(self.lock.lock_timeout(timeout))
+    }
+
+    /// Takes the lock if free, without blocking.
+    ///
+    /// # Errors
+    /// As [`Lock::try_lock`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = multiproc::Array::new(2, 0i8)?;
+    /// let held = a.try_lock().unwrap();
+    /// assert!(matches!(a.try_lock(), Err(multiproc::TryLockError::WouldBlock)));
+    /// # drop(held);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<ArrayGuard<'_, T>> {
+        self.map_try(self.lock.try_lock())
+    }
+
+    /// Takes the lock, waiting until `deadline` at the latest.
+    ///
+    /// # Errors
+    /// As [`Lock::lock_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = multiproc::Array::new(2, 0i8)?;
+    /// assert!(a.lock_deadline(std::time::Instant::now()).is_ok());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<ArrayGuard<'_, T>> {
+        self.map_try(self.lock.lock_deadline(deadline))
+    }
+
+    fn map_try<'a>(&'a self, r: TryLockResult<LockGuard<'a>>) -> TryLockResult<ArrayGuard<'a, T>> {
+        r.map(|g| self.guard(g))
+            .map_err(|e| e.map(|g| self.guard(g)))
     }
 
     fn locked(&self) -> ArrayGuard<'_, T> {
-        self.lock().unwrap_or_else(OwnerDied::into_inner)
+        locked_or_panic(self.lock())
     }
 
     /// Element `index`, read under the lock.
     ///
     /// # Panics
-    /// If `index >= len()`.
+    /// If `index >= len()`, or the lock is broken (as for [`Value::get`]).
     ///
     /// # Examples
     ///
@@ -646,7 +719,7 @@ impl<T: Pod> Array<T> {
     /// Writes element `index` under the lock.
     ///
     /// # Panics
-    /// If `index >= len()`.
+    /// If `index >= len()`, or the lock is broken (as for [`Value::get`]).
     ///
     /// # Examples
     ///
@@ -661,6 +734,9 @@ impl<T: Pod> Array<T> {
 
     /// A copy of all elements, taken under the lock.
     ///
+    /// # Panics
+    /// If the lock is broken (as for [`Value::get`]).
+    ///
     /// # Examples
     ///
     /// ```
@@ -674,7 +750,7 @@ impl<T: Pod> Array<T> {
     /// Overwrites all elements under the lock.
     ///
     /// # Panics
-    /// If `items.len() != len()`.
+    /// If `items.len() != len()`, or the lock is broken (as for [`Value::get`]).
     ///
     /// # Examples
     ///
@@ -692,17 +768,24 @@ impl<T: Pod> Array<T> {
 impl<T: AtomicPod> Array<T> {
     /// The elements as atomics, bypassing the lock.
     ///
+    /// # Safety
+    /// As for [`Value::atomic`]: while the slice is used, no [`ArrayGuard`] of this array may
+    /// be alive and no `get`/`set`/`to_vec`/`copy_from_slice` may run, in any thread of any
+    /// process.
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::sync::atomic::Ordering;
     /// let a = multiproc::Array::new(4, 0u32)?;
-    /// a.atomics()[3].fetch_add(2, Ordering::Relaxed);
-    /// assert_eq!(a.get(3), 2);
+    /// // SAFETY: the array is only ever accessed through atomics after this point.
+    /// let slots = unsafe { a.atomics() };
+    /// slots[3].fetch_add(2, Ordering::Relaxed);
+    /// assert_eq!(slots[3].load(Ordering::Relaxed), 2);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn atomics(&self) -> &[T::Atomic] {
-        // SAFETY: as in `Value::atomic`, for `len` consecutive elements.
+    pub unsafe fn atomics(&self) -> &[T::Atomic] {
+        // SAFETY: as in `Value::atomic`, for `len` consecutive elements (checked at open).
         unsafe { std::slice::from_raw_parts(self.ptr.cast::<T::Atomic>().as_ptr(), self.len) }
     }
 }
@@ -745,13 +828,13 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
 
 impl<T: Pod> Serialize for Array<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.shared.serialize_handle(s)
+        self.shared.serialize_slot_handle(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let shared = open::<T, D>(d, Kind::Array)?;
-        Ok(Array::from_shared(shared))
+        let (shared, len) = open::<T, D>(d, Kind::Array)?;
+        Ok(Array::from_shared(shared, len))
     }
 }

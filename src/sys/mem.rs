@@ -8,10 +8,12 @@ use std::ptr::NonNull;
 use super::cvt;
 
 /// An anonymous memory file, freed by the kernel with its last descriptor and mapping.
-/// Close-on-exec. See memfd_create(2).
+/// Close-on-exec, and open to seals (see [`seal_size`]). See memfd_create(2).
 pub(crate) fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: `name` is NUL-terminated; the flags are valid for memfd_create.
-    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = cvt(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
     // SAFETY: memfd_create returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -69,15 +71,41 @@ pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
     }
 }
 
+/// The seals that make a file's size final: it can neither shrink nor grow, and no seal can be
+/// added or removed any more.
+pub(crate) const SIZE_SEALS: u32 =
+    (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) as u32;
+
+/// Seals the size of a memfd made by [`memfd`] ([`SIZE_SEALS`]): from now on no process can
+/// truncate it under a mapping (which would kill whoever touches the lost pages with SIGBUS).
+/// See memfd_create(2), "File sealing".
+pub(crate) fn seal_size(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we borrow, with an integer argument.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SIZE_SEALS as libc::c_int) })
+        .map(drop)
+}
+
+/// The seals of a file (`EINVAL` for a file that cannot be sealed). See fcntl(2), F_GET_SEALS.
+pub(crate) fn seals(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: fcntl on a descriptor we borrow; F_GET_SEALS takes no argument.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) }).map(|s| s as u32)
+}
+
 /// What fstat(2) says about a file that matters for shared memory.
 pub(crate) struct FileInfo {
     /// Size in bytes.
     pub len: usize,
     /// Owner's user id.
     pub uid: u32,
+    /// A regular file (not a FIFO, socket, device or directory).
+    pub regular: bool,
+    /// The device and inode: which file this is, however many times it is opened or mapped.
+    pub id: (u64, u64),
 }
 
-/// The size and owner of a file. See fstat(2).
+/// The size, owner, type and identity of a file. See fstat(2).
+// `dev_t` and `ino_t` are u64 here but narrower on some targets: the casts are for those.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn file_info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
     // SAFETY: an all-zero `stat` is a valid value to be overwritten.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -86,7 +114,42 @@ pub(crate) fn file_info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
     Ok(FileInfo {
         len: usize::try_from(st.st_size).unwrap_or(0),
         uid: st.st_uid,
+        regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        id: (st.st_dev as u64, st.st_ino as u64),
     })
+}
+
+/// Reads up to `buf.len()` bytes of `fd` at `offset` (fewer at the end of the file), without
+/// mapping it: a file truncated meanwhile gives a short read, never SIGBUS. See pread(2).
+pub(crate) fn read_file_at(fd: BorrowedFd<'_>, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let off = libc::off_t::try_from(offset + done)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: the pointer and length describe the unfilled part of `buf`.
+        let r = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                off,
+            )
+        };
+        match super::cvt_size(r) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Opens `/dev/shm/<name>` read-only to look at it, whatever it turns out to be: without
+/// following a symbolic link, and without blocking (a FIFO would otherwise wait for a writer
+/// forever). Check its type with [`file_info`] before reading. See shm_open(3), open(2).
+pub(crate) fn shm_open_inspect(name: &CStr) -> io::Result<OwnedFd> {
+    shm_open(name, libc::O_RDONLY | libc::O_NONBLOCK)
 }
 
 /// The effective user id of the caller. See geteuid(2).
@@ -134,10 +197,27 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
 /// with the pid identifies one process even after the pid is reused. `None` when the process no
 /// longer exists. See proc_pid_stat(5).
 pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+    process_stat(pid).map(|(_, start)| start)
+}
+
+/// Like [`process_start_time`], but `None` also for a process that has ended and not been
+/// reaped yet (a zombie): it will never act again.
+pub(crate) fn running_process_start_time(pid: i32) -> Option<u64> {
+    process_stat(pid)
+        .and_then(|(state, start)| (!matches!(state, 'Z' | 'X' | 'x')).then_some(start))
+}
+
+/// The state letter and start time of `pid`, from `/proc/<pid>/stat`. See proc_pid_stat(5).
+fn process_stat(pid: i32) -> Option<(char, u64)> {
+    if pid <= 0 {
+        return None;
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain anything: parse after it.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// Maps `len` bytes of `fd` from `offset` twice, back to back, so that a ring buffer of `len`

@@ -13,11 +13,13 @@ mod futex;
 mod image;
 mod mem;
 mod process;
+mod robust;
 
+#[cfg(test)]
 #[cfg_attr(loom, allow(unused_imports))]
-pub(crate) use futex::{
-    FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake, monotonic_timespec,
-};
+pub(crate) use futex::monotonic_timespec;
+#[cfg_attr(loom, allow(unused_imports))]
+pub(crate) use futex::{FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake};
 pub(crate) use image::*;
 pub(crate) use mem::*;
 pub(crate) use process::*;

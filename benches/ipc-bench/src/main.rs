@@ -5,7 +5,8 @@
 //! copied in and out, and a zero-copy variant that checks the bytes in place) at several sizes:
 //! one-way throughput and round-trip latency (p50, p99), with both processes on one CPU and on
 //! two. The raw floor runs in the same process, in Rust: `memcpy`, a bare socketpair
-//! (`write_all`/`read_exact`), a bare futex ping-pong. CPython's Queue, Pipe and shared_memory
+//! (`write_all`/`read_exact`), a bare futex ping-pong, and a bare single-producer
+//! single-consumer ring in shared memory (`raw-ring`: the floor of a queue). CPython's Queue, Pipe and shared_memory
 //! run the same shapes through `benches/python/ipc_bench.py` when `python3` is on the PATH.
 //!
 //! `cargo run --release -p ipc-bench -- --help` lists the options.
@@ -29,13 +30,14 @@ pub enum Transport {
     RawMemcpy,
     RawSocketpair,
     RawFutex,
+    RawRing,
     PythonQueue,
     PythonPipe,
     PythonShm,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 10] = [
+    pub const ALL: [Transport; 11] = [
         Transport::Queue,
         Transport::Pipe,
         Transport::Shm,
@@ -43,6 +45,7 @@ impl Transport {
         Transport::RawMemcpy,
         Transport::RawSocketpair,
         Transport::RawFutex,
+        Transport::RawRing,
         Transport::PythonQueue,
         Transport::PythonPipe,
         Transport::PythonShm,
@@ -57,6 +60,7 @@ impl Transport {
             Transport::RawMemcpy => "raw-memcpy",
             Transport::RawSocketpair => "raw-socketpair",
             Transport::RawFutex => "raw-futex",
+            Transport::RawRing => "raw-ring",
             Transport::PythonQueue => "python-queue",
             Transport::PythonPipe => "python-pipe",
             Transport::PythonShm => "python-shm",
@@ -139,7 +143,7 @@ USAGE: ipc-bench [OPTIONS]
   --quick               fewer, shorter repetitions (under 45 s)
   --sizes LIST          message sizes, e.g. 16,1KiB,64KiB,1MiB,16MiB (the default)
   --transports LIST     any of queue,pipe,shm,shm-zerocopy,raw-memcpy,raw-socketpair,raw-futex,
-                        python-queue,python-pipe,python-shm (default: all)
+                        raw-ring,python-queue,python-pipe,python-shm (default: all)
   --placement LIST      same-cpu,cross-cpu,unpinned (default: same-cpu,cross-cpu; cross-cpu
                         needs two CPUs)
   --no-python           skip CPython
@@ -405,6 +409,7 @@ fn main() {
                 let wanted = match t {
                     Transport::RawMemcpy => pl == placements[0],
                     Transport::RawFutex => size == o.sizes[0],
+                    Transport::RawRing => transports::raw_ring_fits(size),
                     t if t.python().is_some() => python,
                     _ => true,
                 };
@@ -430,6 +435,13 @@ fn main() {
                 let rate = throughput(&timed_reps(transports::memcpy(size, &mut policy(&o, 16))));
                 // A local copy has no placement; it is reported once, as unpinned.
                 let pl = Placement::Unpinned;
+                push(&mut results, t, size, pl, "msgs_per_s", rate);
+                push(&mut results, t, size, pl, "bytes_per_s", rate * size as f64);
+            }
+            Transport::RawRing => {
+                let start_n = ((4usize << 20) / size.max(1)).clamp(2, 1000) as u64;
+                let reps = transports::raw_ring(size, pl.cpus(), &mut policy(&o, start_n));
+                let rate = throughput(&timed_reps(reps));
                 push(&mut results, t, size, pl, "msgs_per_s", rate);
                 push(&mut results, t, size, pl, "bytes_per_s", rate * size as f64);
             }

@@ -61,6 +61,7 @@ fn rows(r: &[Measurement], sizes: &[usize], pl: Placement) -> Vec<Vec<String>> {
             "RTT p50",
             "RTT p99",
             "tp vs raw",
+            "tp vs ring",
             "RTT vs raw",
             "tp vs CPython",
             "RTT vs CPython",
@@ -85,7 +86,8 @@ fn rows(r: &[Measurement], sizes: &[usize], pl: Placement) -> Vec<Vec<String>> {
             let raw_rtt = get(r, Transport::RawSocketpair, size, pl, "rtt_p50_ns");
             let twin = t.python_twin();
             let py = |metric| twin.and_then(|tw| get(r, tw, size, pl, metric));
-            let raw_row = t == Transport::RawSocketpair;
+            let raw_row = matches!(t, Transport::RawSocketpair | Transport::RawRing);
+            let ring_tp = get(r, Transport::RawRing, size, pl, "bytes_per_s");
             out.push(vec![
                 t.name().to_string(),
                 size_label(size),
@@ -97,6 +99,11 @@ fn rows(r: &[Measurement], sizes: &[usize], pl: Placement) -> Vec<Vec<String>> {
                     "-".into()
                 } else {
                     ratio(tp, raw_tp)
+                },
+                if raw_row || !ours {
+                    "-".into()
+                } else {
+                    ratio(tp, ring_tp)
                 },
                 if raw_row {
                     "-".into()
@@ -147,7 +154,9 @@ fn futex_line(r: &[Measurement], pl: Placement) -> Option<String> {
 }
 
 const LEGEND: &str = "tp = one-way throughput. \"vs raw\": against a bare socketpair moving the \
-same bytes (write_all/read_exact) in the same placement; \"vs CPython\": against CPython's \
+same bytes (write_all/read_exact) in the same placement; \"vs ring\": against raw-ring, a bare \
+single-producer single-consumer ring in shared memory (no lock, no serde, spinning) moving the \
+same bytes in the same placement, the floor of any queue; \"vs CPython\": against CPython's \
 counterpart (Queue, Pipe, shared_memory + semaphores). Throughput ratios: higher is better; \
 RTT ratios (p50): lower is better. The raw-futex line is the floor of any blocking round trip.";
 
@@ -275,9 +284,10 @@ pub fn markdown(
     s
 }
 
-const COLORS: [&str; 10] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#17becf", "#7f7f7f", "#8c564b", "#bcbd22", "#d62728",
-    "#9467bd", "#e377c2",
+/// One per transport, in `Transport::ALL`'s order.
+const COLORS: [&str; Transport::ALL.len()] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#17becf", "#7f7f7f", "#8c564b", "#bcbd22", "#000000",
+    "#d62728", "#9467bd", "#e377c2",
 ];
 
 /// Throughput (bytes/s) by message size, log-log, one line per transport, one panel per

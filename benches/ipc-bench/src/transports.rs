@@ -328,7 +328,7 @@ fn shm_child(arg: (SharedMemory, Semaphore, Semaphore, bool, Common)) {
                     shm.write_at(0, &buf);
                 }
             }
-            b.release();
+            b.release().expect("release");
         }
     });
 }
@@ -358,11 +358,11 @@ pub fn shm(size: usize, cpus: Cpus, mode: Mode, zero_copy: bool, next: Next<'_>)
                 Mode::Throughput => {
                     b.acquire();
                     read(&region);
-                    a.release();
+                    a.release().expect("release");
                 }
                 Mode::RoundTrip => timed(samples, || {
                     region.write_at(0, &body);
-                    a.release();
+                    a.release().expect("release");
                     b.acquire();
                     read(&region);
                 }),
@@ -404,7 +404,8 @@ fn futex_set(word: &AtomicU32, v: u32) {
 
 fn futex_child(arg: (SharedMemory, Common)) {
     let (shm, c) = arg;
-    let word = &shm.atomic_u32s()[0];
+    // SAFETY: this segment is only ever accessed as 32-bit atomics.
+    let word = &unsafe { shm.atomic_u32s() }[0];
     c.serve(|n| {
         for _ in 0..n {
             futex_wait_for(word, 1);
@@ -417,7 +418,8 @@ fn futex_child(arg: (SharedMemory, Common)) {
 pub fn futex_round_trip(cpus: Cpus, next: Next<'_>) -> Vec<Rep> {
     let shm = SharedMemory::new(64).expect("shared memory");
     let c = Common::new(0, cpus.1, Mode::RoundTrip);
-    let word = &shm.atomic_u32s()[0];
+    // SAFETY: this segment is only ever accessed as 32-bit atomics.
+    let word = &unsafe { shm.atomic_u32s() }[0];
     session(
         futex_child,
         (shm.clone(), c.share()),
@@ -455,4 +457,124 @@ pub fn memcpy(size: usize, next: Next<'_>) -> Vec<Rep> {
         });
     }
     reps
+}
+
+// ----- the bare ring: the floor of a queue in shared memory -----
+
+/// The bare ring's data size (the Queue's default ring).
+const RING: usize = 4 << 20;
+/// Where the data starts: after the head and the tail, each on its own 128-byte line.
+const RING_DATA: usize = 256;
+
+/// A single-producer single-consumer byte ring in shared memory: no lock, no serialization,
+/// no sleeping (a spin that yields the CPU), a length word before each message. What a queue
+/// between two processes cannot beat.
+struct RawRing<'a> {
+    head: &'a std::sync::atomic::AtomicU64,
+    tail: &'a std::sync::atomic::AtomicU64,
+    data: *mut u8,
+}
+
+impl RawRing<'_> {
+    fn new(shm: &SharedMemory) -> RawRing<'_> {
+        let words = shm.atomic_u64s();
+        RawRing {
+            head: &words[0],
+            tail: &words[16],
+            // SAFETY: the region is RING_DATA + RING bytes long; `data` stays inside it.
+            data: unsafe { shm.as_ptr().add(RING_DATA) },
+        }
+    }
+
+    fn wait(mut ready: impl FnMut() -> bool) {
+        let mut spins = 0u32;
+        while !ready() {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Copies `bytes` in at ring offset `at`, wrapping.
+    fn copy_in(&self, at: u64, bytes: &[u8]) {
+        let off = (at % RING as u64) as usize;
+        let first = bytes.len().min(RING - off);
+        // SAFETY: both ranges are inside the ring's data, which only this producer writes
+        // between the tail and the head.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data.add(off), first);
+            std::ptr::copy_nonoverlapping(bytes[first..].as_ptr(), self.data, bytes.len() - first);
+        }
+    }
+
+    fn copy_out(&self, at: u64, out: &mut [u8]) {
+        let off = (at % RING as u64) as usize;
+        let first = out.len().min(RING - off);
+        // SAFETY: published bytes, which the producer does not touch until the head passes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data.add(off), out.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(self.data, out[first..].as_mut_ptr(), out.len() - first);
+        }
+    }
+
+    fn send(&self, body: &[u8]) {
+        let need = (8 + body.len()).next_multiple_of(8) as u64;
+        assert!(
+            need <= RING as u64,
+            "raw-ring messages must fit in the ring"
+        );
+        let tail = self.tail.load(Ordering::Relaxed);
+        Self::wait(|| tail + need - self.head.load(Ordering::Acquire) <= RING as u64);
+        self.copy_in(tail, &(body.len() as u64).to_le_bytes());
+        self.copy_in(tail + 8, body);
+        self.tail.store(tail + need, Ordering::Release);
+    }
+
+    fn recv(&self, buf: &mut Vec<u8>) {
+        let head = self.head.load(Ordering::Relaxed);
+        Self::wait(|| self.tail.load(Ordering::Acquire) > head);
+        let mut len = [0u8; 8];
+        self.copy_out(head, &mut len);
+        let len = u64::from_le_bytes(len) as usize;
+        buf.resize(len, 0);
+        self.copy_out(head + 8, buf);
+        self.head.store(
+            head + (8 + len).next_multiple_of(8) as u64,
+            Ordering::Release,
+        );
+    }
+}
+
+fn raw_ring_child(arg: (SharedMemory, Common)) {
+    let (shm, c) = arg;
+    let ring = RawRing::new(&shm);
+    let body = payload(c.size);
+    c.serve(|n| {
+        for _ in 0..n {
+            ring.send(&body);
+        }
+    });
+}
+
+/// One-way throughput through the bare ring (messages up to the ring's size).
+pub fn raw_ring(size: usize, cpus: Cpus, next: Next<'_>) -> Vec<Rep> {
+    let shm = SharedMemory::new(RING_DATA + RING).expect("shared memory");
+    let c = Common::new(size, cpus.1, Mode::Throughput);
+    let arg = (shm.clone(), c.share());
+    let ring = RawRing::new(&shm);
+    let mut buf = Vec::new();
+    session(raw_ring_child, arg, &c, cpus.0, next, |n, _| {
+        for _ in 0..n {
+            ring.recv(&mut buf);
+            check(&buf, size);
+        }
+    })
+}
+
+/// Whether the bare ring can carry `size`-byte messages.
+pub fn raw_ring_fits(size: usize) -> bool {
+    8 + size <= RING
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TRANSPORTS: [&str; 10] = [
+const TRANSPORTS: [&str; 11] = [
     "queue",
     "pipe",
     "shm",
@@ -13,6 +13,7 @@ const TRANSPORTS: [&str; 10] = [
     "raw-memcpy",
     "raw-socketpair",
     "raw-futex",
+    "raw-ring",
     "python-queue",
     "python-pipe",
     "python-shm",
@@ -81,11 +82,19 @@ fn quick_run_has_the_expected_shape() {
         "RTT p50",
         "RTT p99",
         "tp vs raw",
+        "tp vs ring",
         "tp vs CPython",
     ] {
         assert!(stdout.contains(header), "no column {header}:\n{stdout}");
     }
-    for t in ["queue", "pipe", "shm", "shm-zerocopy", "raw-socketpair"] {
+    for t in [
+        "queue",
+        "pipe",
+        "shm",
+        "shm-zerocopy",
+        "raw-socketpair",
+        "raw-ring",
+    ] {
         for size in ["16 B", "1 KiB"] {
             assert!(
                 stdout

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use multiproc::{Connection, ErrorKind, Process, StartMethod, Worker};
+use multiproc::{Connection, ErrorKind, Process, Queue, StartMethod, Worker};
 
 use crate::{Context, TestFn, ensure};
 
@@ -241,7 +241,35 @@ fn handles_as_arguments() -> Result<(), String> {
         "kind {:?}",
         err.kind()
     );
+
+    // A queue (a handle that is told which child receives it) both ways.
+    let there = Queue::<u64>::new().ctx("queue")?;
+    let back = Queue::<u64>::new().ctx("queue back")?;
+    let mut p = fs(Process::new(queue_double, (there.clone(), back.clone())));
+    p.start().ctx("start queue child")?;
+    for i in 1..=100u64 {
+        there.put(i).ctx("put")?;
+    }
+    there.put(0).ctx("put end")?;
+    let mut sum = 0;
+    for _ in 0..100 {
+        sum += back.get().ctx("get")?;
+    }
+    ensure!(sum == 2 * 5050, "sum {sum}");
+    ensure!(p.join().ctx("join queue child")? == 100, "count");
     Ok(())
+}
+
+fn queue_double((there, back): (Queue<u64>, Queue<u64>)) -> u64 {
+    let mut n = 0;
+    while let Ok(v) = there.get() {
+        if v == 0 {
+            break;
+        }
+        back.put(2 * v).expect("put");
+        n += 1;
+    }
+    n
 }
 
 fn checksum(data: Vec<u8>) -> (usize, u64) {

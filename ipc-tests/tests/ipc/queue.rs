@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use multiproc::{
     Array, Event, GetError, GetTimeoutError, JoinableQueue, Process, Queue, SimpleQueue,
-    TaskDoneError,
+    StartMethod, TaskDoneError,
 };
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -45,6 +45,18 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             joinable_across_processes,
         ),
         ("queue::simple_queue_in_a_child", simple_queue_in_a_child),
+        (
+            "queue::handles_that_never_reach_a_child",
+            handles_that_never_reach_a_child,
+        ),
+        (
+            "queue::forked_producer_keeps_the_queue_connected",
+            forked_producer_keeps_the_queue_connected,
+        ),
+        (
+            "queue::scribbled_ring_gives_typed_errors",
+            scribbled_ring_gives_typed_errors,
+        ),
     ]
 }
 
@@ -183,7 +195,9 @@ fn stress_consume(args: (Queue<Stress>, Array<u32>)) -> u64 {
             Err(GetError::Failed(e)) => panic!("get failed: {e}"),
         };
         let slot = (m.producer * per + m.seq) as usize;
-        seen.atomics()[slot].fetch_add(1, Ordering::AcqRel);
+        // SAFETY: `seen` is only ever accessed through atomics.
+        let slots = unsafe { seen.atomics() };
+        slots[slot].fetch_add(1, Ordering::AcqRel);
         if m.body.len() != stress_len(m.producer, m.seq)
             || checksum(&m.body) != m.checksum
             || m.body[..] != stress_body(m.producer, m.seq)[..]
@@ -221,7 +235,8 @@ fn run_stress(kill_one_consumer: bool) -> Result<StressRun, String> {
     if kill_one_consumer {
         let half = u64::from(STRESS_TOTAL / 2);
         let delivered = || {
-            seen.atomics()
+            // SAFETY: `seen` is only ever accessed through atomics.
+            unsafe { seen.atomics() }
                 .iter()
                 .map(|a| u64::from(a.load(Ordering::Relaxed)))
                 .sum::<u64>()
@@ -304,94 +319,43 @@ fn stress_consumer_killed() -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Serialize, Deserialize)]
-enum Job {
-    Big(ByteBuf),
-    Small(u32),
-}
-
-/// Puts one message too big for the ring; killed while streaming it.
-fn put_big(args: (Queue<Job>, Event)) {
-    let (q, started) = args;
-    started.set();
-    let _ = q.put(Job::Big(ByteBuf::from(vec![1u8; 64 << 20])));
-}
-
-fn producer_killed_mid_stream() -> Result<(), String> {
-    // The producer dies half-way through a stream; a consumer reads what there is; a new
-    // producer arrives, closes the broken stream, and its message is the one delivered.
-    let q = Queue::<Job>::with_capacity(1 << 20).ctx("queue")?;
-    let started = Event::new().ctx("event")?;
-    let mut p = Process::new(put_big, (q.clone(), started.clone()));
-    p.start().ctx("start")?;
-    ensure!(started.wait_timeout(PATIENCE), "the producer never started");
-    // Nobody reads yet: the ring fills with the first megabyte and the producer waits.
-    std::thread::sleep(Duration::from_millis(200));
-    p.kill().ctx("kill")?;
-    let _ = p.join();
-    let consumer = {
-        let q = q.clone();
-        std::thread::spawn(move || match q.get_timeout(PATIENCE) {
-            Ok(Job::Small(n)) => Ok(n),
-            Ok(Job::Big(b)) => Err(format!("a Big of {} bytes came out", b.len())),
-            Err(e) => Err(e.to_string()),
-        })
-    };
-    q.put(Job::Small(7)).ctx("put after")?;
-    let got = consumer.join().map_err(|_| "consumer panicked")??;
-    ensure!(got == 7, "got Small({got})");
-    ensure!(q.lost_messages() == 1, "lost {}", q.lost_messages());
-
-    // With nobody else: the blocked consumer itself notices the dead producer.
-    let q = Queue::<Job>::with_capacity(1 << 20).ctx("queue")?;
-    let started = Event::new().ctx("event")?;
-    let mut p = Process::new(put_big, (q.clone(), started.clone()));
-    p.start().ctx("start")?;
-    ensure!(started.wait_timeout(PATIENCE), "the producer never started");
-    q.close();
-    std::thread::sleep(Duration::from_millis(200)); // the ring fills; the producer waits
-    p.kill().ctx("kill")?;
-    let _ = p.join();
-    let t = Instant::now();
-    let r = q.get_timeout(PATIENCE);
-    ensure!(
-        matches!(r, Err(GetTimeoutError::Disconnected)),
-        "expected Disconnected, got {}",
-        match r {
-            Ok(_) => "a message".to_string(),
-            Err(e) => e.to_string(),
-        }
-    );
-    ensure!(t.elapsed() < PATIENCE, "took the whole timeout");
-    ensure!(q.lost_messages() == 1, "lost {}", q.lost_messages());
-    Ok(())
-}
-
 /// A large byte sequence whose serialization stops half-way until told to go on: it lets the
-/// test kill a consumer while it is certainly in the middle of receiving the message. It is
-/// received as its length.
+/// test kill a consumer (or the producer) while it is certainly in the middle of the message.
+/// It is received as its length.
 ///
-/// A `put` of a value larger than the free space serializes it three times: into the free
-/// space (which fails), to measure it, and streaming it. Only the third pass stalls.
+/// A `put` of a value larger than the ring serializes it up to four times: into the free space
+/// (once or twice; these stop early), to measure it, and streaming it. Only the second pass
+/// that gets half-way (the streaming one) stalls.
 struct Stalling {
     len: usize,
     stall: Option<(Event, Event)>,
-    passes: std::cell::Cell<u32>,
+    halfway: std::cell::Cell<u32>,
+}
+
+impl Stalling {
+    fn new(len: usize, stall: Option<(Event, Event)>) -> Stalling {
+        Stalling {
+            len,
+            stall,
+            halfway: std::cell::Cell::new(0),
+        }
+    }
 }
 
 impl Serialize for Stalling {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
-        let pass = self.passes.get();
-        self.passes.set(pass + 1);
         let mut seq = s.serialize_seq(Some(self.len))?;
         for i in 0..self.len {
-            if i == self.len / 2
-                && pass == 2
-                && let Some((reached, resume)) = &self.stall
-            {
-                reached.set();
-                resume.wait_timeout(PATIENCE);
+            if i == self.len / 2 {
+                let n = self.halfway.get();
+                self.halfway.set(n + 1);
+                if n == 1
+                    && let Some((reached, resume)) = &self.stall
+                {
+                    reached.set();
+                    resume.wait_timeout(PATIENCE);
+                }
             }
             seq.serialize_element(&(i as u8))?;
         }
@@ -402,11 +366,7 @@ impl Serialize for Stalling {
 impl<'de> Deserialize<'de> for Stalling {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes = Vec::<u8>::deserialize(d)?;
-        Ok(Stalling {
-            len: bytes.len(),
-            stall: None,
-            passes: std::cell::Cell::new(0),
-        })
+        Ok(Stalling::new(bytes.len(), None))
     }
 }
 
@@ -414,6 +374,168 @@ impl<'de> Deserialize<'de> for Stalling {
 enum Streamed {
     Big(Stalling),
     Small(u32),
+}
+
+/// Puts one message too big for the ring and stalls half-way through streaming it (signalling
+/// `reached`); killed there.
+fn put_big(args: (Queue<Streamed>, Event)) {
+    let (q, reached) = args;
+    let never = Event::new().expect("event");
+    let _ = q.put(Streamed::Big(Stalling::new(
+        8 << 20,
+        Some((reached, never)),
+    )));
+}
+
+/// Starts `put_big` and kills it once it is half-way through its stream (a consumer must read
+/// meanwhile for it to get there: this one does, with short deadlines).
+fn kill_mid_stream(q: &Queue<Streamed>) -> Result<(), String> {
+    let reached = Event::new().ctx("event")?;
+    let mut p = Process::new(put_big, (q.clone(), reached.clone()));
+    p.start().ctx("start")?;
+    let end = Instant::now() + PATIENCE;
+    while !reached.is_set() {
+        ensure!(Instant::now() < end, "the producer never got half-way");
+        match q.get_timeout(Duration::from_millis(20)) {
+            Err(GetTimeoutError::Timeout) => {}
+            Ok(_) => return Err("a message came out of a half-put stream".into()),
+            Err(e) => return Err(format!("pulling: {e}")),
+        }
+    }
+    p.kill().ctx("kill")?;
+    let _ = p.join();
+    Ok(())
+}
+
+fn producer_killed_mid_stream() -> Result<(), String> {
+    // The producer dies half-way through a stream; a new producer arrives, closes the broken
+    // stream, and its message is the one delivered.
+    let q = Queue::<Streamed>::with_capacity(1 << 20).ctx("queue")?;
+    kill_mid_stream(&q)?;
+    let consumer = {
+        let q = q.clone();
+        std::thread::spawn(move || match q.get_timeout(PATIENCE) {
+            Ok(Streamed::Small(n)) => Ok(n),
+            Ok(Streamed::Big(b)) => Err(format!("a Big of {} bytes came out", b.len)),
+            Err(e) => Err(e.to_string()),
+        })
+    };
+    q.put(Streamed::Small(7)).ctx("put after")?;
+    let got = consumer.join().map_err(|_| "consumer panicked")??;
+    ensure!(got == 7, "got Small({got})");
+    ensure!(q.lost_messages() == 1, "lost {}", q.lost_messages());
+
+    // With nobody else: the blocked consumer itself notices the dead producer.
+    let q = Queue::<Streamed>::with_capacity(1 << 20).ctx("queue")?;
+    q.close();
+    kill_mid_stream(&q)?;
+    let r = q.get_timeout(PATIENCE);
+    ensure!(
+        matches!(r, Err(GetTimeoutError::Disconnected)),
+        "expected Disconnected, got {}",
+        match r {
+            Ok(_) => "a message".to_string(),
+            Err(e) => e.to_string(),
+        }
+    );
+    ensure!(q.lost_messages() == 1, "lost {}", q.lost_messages());
+    Ok(())
+}
+
+/// Sleeps until killed (or for two minutes), holding its handle.
+fn hold_forever(q: Queue<u32>) {
+    let _q = q;
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// Puts `n` messages.
+fn put_n(args: (Queue<u32>, u32)) {
+    let (q, n) = args;
+    for i in 0..n {
+        q.put(i).expect("put");
+    }
+}
+
+fn expect_disconnected(q: &Queue<u32>, what: &str) -> Result<(), String> {
+    match q.get_timeout(PATIENCE) {
+        Err(GetTimeoutError::Disconnected) => Ok(()),
+        Ok(m) => Err(format!("{what}: got message {m}")),
+        Err(e) => Err(format!("{what}: expected Disconnected, got {e}")),
+    }
+}
+
+fn handles_that_never_reach_a_child() -> Result<(), String> {
+    // A process dropped before start(): its arguments never reach anybody.
+    let q = Queue::<u32>::new().ctx("queue")?;
+    q.close();
+    drop(Process::new(hold_forever, q.clone()));
+    expect_disconnected(&q, "dropped before start")?;
+
+    // A start that fails (the checked fork refuses in this multi-threaded process).
+    let mut p = Process::new(hold_forever, q.clone()).with_start_method(StartMethod::Fork);
+    ensure!(
+        p.start().is_err(),
+        "a checked fork started in a threaded process"
+    );
+    drop(p);
+    expect_disconnected(&q, "failed start")?;
+
+    // Children killed right after start(), again and again (a supervisor replacing workers).
+    for round in 0..5 {
+        let mut p = Process::new(hold_forever, q.clone());
+        p.start().ctx("start")?;
+        p.kill().ctx("kill")?;
+        let _ = p.join();
+        expect_disconnected(&q, &format!("killed at start, round {round}"))?;
+    }
+
+    // A child that does receive its handle is a producer until it is done.
+    let mut p = Process::new(put_n, (q.clone(), 50));
+    p.start().ctx("start")?;
+    let mut got = 0;
+    while let Ok(m) = q.get_timeout(PATIENCE) {
+        ensure!(m == got, "message {m} out of order (expected {got})");
+        got += 1;
+    }
+    p.join().ctx("join")?;
+    ensure!(got == 50, "got {got} of 50 messages");
+    Ok(())
+}
+
+fn forked_producer_keeps_the_queue_connected() -> Result<(), String> {
+    let q = Queue::<u32>::new().ctx("queue")?;
+    let go = Event::new().ctx("event")?;
+    let mut p = {
+        let (q, go) = (q.clone(), go.clone());
+        // SAFETY: the closure only waits on an Event and puts into the queue: it takes no lock
+        // that another thread of this test process could have held at the fork.
+        unsafe {
+            Process::new_fork_unchecked(move || {
+                go.wait_timeout(PATIENCE);
+                for i in 0..20 {
+                    q.put(i).expect("forked put");
+                }
+            })
+        }
+    };
+    p.start().ctx("start")?;
+    // Only the forked child can put now.
+    q.close();
+    go.set();
+    let mut got = Vec::new();
+    let end = loop {
+        match q.get_timeout(PATIENCE) {
+            Ok(m) => got.push(m),
+            Err(e) => break e,
+        }
+    };
+    p.join().ctx("join")?;
+    ensure!(
+        matches!(end, GetTimeoutError::Disconnected),
+        "ended with {end}"
+    );
+    ensure!(got == (0..20).collect::<Vec<_>>(), "got {got:?}");
+    Ok(())
 }
 
 /// Gets one message; killed while receiving it.
@@ -437,12 +559,8 @@ fn consumer_killed_mid_stream() -> Result<(), String> {
         std::thread::spawn(move || {
             // 8 MiB through a 1 MiB ring: when the producer stalls half-way, the consumer has
             // taken at least 3 MiB of it and waits for the rest.
-            q.put(Streamed::Big(Stalling {
-                len: 8 << 20,
-                stall,
-                passes: std::cell::Cell::new(0),
-            }))
-            .map_err(|e| e.to_string())?;
+            q.put(Streamed::Big(Stalling::new(8 << 20, stall)))
+                .map_err(|e| e.to_string())?;
             q.put(Streamed::Small(9)).map_err(|e| e.to_string())
         })
     };
@@ -565,5 +683,104 @@ fn simple_queue_in_a_child() -> Result<(), String> {
     q.put("hello".into()).ctx("put")?;
     ensure!(p.join().ctx("join")? == "hello", "child got another string");
     ensure!(q.is_empty(), "empty after");
+    Ok(())
+}
+
+/// For two seconds, writes random bytes over the ring of the queue it was handed, through its
+/// own descriptor of the segment (as any process holding the queue can). Returns how many
+/// writes it made.
+fn scribble_ring(args: (Queue<ByteBuf>, u64)) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let (_q, cap) = args;
+    let file = std::fs::read_dir("/proc/self/fd")
+        .expect("fd list")
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|l| l.to_string_lossy().contains("memfd:multiproc-Queue"))
+        })
+        .map(|e| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(e.path())
+                .expect("reopen the segment")
+        })
+        .expect("the queue's segment among the descriptors");
+    let len = file.metadata().expect("segment size").len();
+    let ring = len - cap;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut writes = 0;
+    while Instant::now() < end {
+        let junk = next().to_le_bytes();
+        let n = 1 + (next() % 8) as usize;
+        let at = ring + next() % (cap - 8);
+        file.write_at(&junk[..n], at).expect("scribble");
+        writes += 1;
+        if writes % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    writes
+}
+
+/// Gets with short deadlines for two seconds; returns how many messages and errors it saw.
+fn get_for_a_while(q: Queue<ByteBuf>) -> (u64, u64) {
+    q.close();
+    let end = Instant::now() + Duration::from_secs(2);
+    let (mut ok, mut failed) = (0, 0);
+    while Instant::now() < end {
+        match q.get_timeout(Duration::from_millis(5)) {
+            Ok(m) => {
+                assert!(m.len() <= 1 << 20, "a message over the limit came out");
+                ok += 1;
+            }
+            Err(GetTimeoutError::Failed(_)) => failed += 1,
+            Err(_) => {}
+        }
+    }
+    (ok, failed)
+}
+
+fn scribbled_ring_gives_typed_errors() -> Result<(), String> {
+    let q = Queue::<ByteBuf>::builder()
+        .capacity(64 << 10)
+        .max_message(1 << 20)
+        .build()
+        .ctx("queue")?;
+    let cap = q.capacity() as u64;
+    let mut scribbler = Process::new(scribble_ring, (q.clone(), cap));
+    let mut consumer = Process::new(get_for_a_while, q.clone());
+    scribbler.start().ctx("start scribbler")?;
+    consumer.start().ctx("start consumer")?;
+    let producer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(2);
+            let mut i = 0usize;
+            while Instant::now() < end {
+                let len = (i * 7919) % (200 << 10);
+                let _ = q.put_timeout(ByteBuf::from(vec![i as u8; len]), Duration::from_millis(5));
+                i += 1;
+            }
+        })
+    };
+    let (ok, failed) = get_for_a_while(q.clone());
+    producer.join().map_err(|_| "producer panicked")?;
+    let writes = scribbler.join().ctx("scribbler")?;
+    let (c_ok, c_failed) = consumer.join().ctx("consumer (it must not crash)")?;
+    eprintln!(
+        "queue::scribbled: {writes} random writes over the ring; {} messages taken, {} typed \
+         errors",
+        ok + c_ok,
+        failed + c_failed
+    );
+    ensure!(writes > 0, "the scribbler wrote nothing");
     Ok(())
 }

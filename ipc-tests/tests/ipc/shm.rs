@@ -167,7 +167,7 @@ fn create_and_hang(args: (String, bool, Event)) {
     let (name, persist, ready) = args;
     let shm = SharedMemory::create(&name, 4096).expect("child create");
     if persist {
-        shm.persist();
+        shm.persist().expect("the creator may persist");
     }
     ready.set();
     std::thread::sleep(Duration::from_secs(120));

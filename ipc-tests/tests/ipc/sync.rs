@@ -4,11 +4,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use multiproc::{
-    Array, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, OwnerDied, Process,
+    Array, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, LockError, Process,
     RLock, Semaphore, TryLockError, Value,
 };
 
 use crate::{Context, TestFn, ensure};
+
+#[path = "sync_hostile.rs"]
+mod hostile;
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
     vec![
@@ -31,6 +34,23 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             barrier_dead_party,
         ),
         ("sync::killed_waiters_harm_no_one", killed_waiters),
+        (
+            "sync::scribbled_segments_give_typed_errors",
+            hostile::scribbled_segments_give_typed_errors,
+        ),
+        (
+            "sync::condition_and_its_lock_as_two_arguments",
+            condition_and_lock_as_two_arguments,
+        ),
+        (
+            "sync::peer_filled_semaphore_release_is_overrelease",
+            peer_filled_semaphore,
+        ),
+        (
+            "sync::hundred_thousand_locks_under_ulimit_1024",
+            many_locks_under_ulimit,
+        ),
+        ("sync::many_locks_handed_to_one_child", many_locks_to_child),
     ]
 }
 
@@ -50,26 +70,26 @@ fn hold_forever(args: (Held, Event)) {
     let (held, ready) = args;
     match &held {
         Held::Lock(l) => {
-            let g = l.lock().unwrap_or_else(OwnerDied::make_consistent);
+            let g = l.lock().or_else(LockError::make_consistent).expect("lock");
             ready.set();
             std::thread::sleep(Duration::from_secs(120));
             drop(g);
         }
         Held::RLock(l) => {
-            let g1 = l.lock().unwrap_or_else(OwnerDied::make_consistent);
-            let g2 = l.lock().unwrap_or_else(OwnerDied::make_consistent);
+            let g1 = l.lock().or_else(LockError::make_consistent).expect("lock");
+            let g2 = l.lock().or_else(LockError::make_consistent).expect("lock");
             ready.set();
             std::thread::sleep(Duration::from_secs(120));
             drop((g2, g1));
         }
         Held::Value(v) => {
-            let mut g = v.lock().unwrap_or_else(OwnerDied::make_consistent);
+            let mut g = v.lock().or_else(LockError::make_consistent).expect("lock");
             *g = u64::MAX; // "half-updated"
             ready.set();
             std::thread::sleep(Duration::from_secs(120));
         }
         Held::Condition(c) => {
-            let g = c.lock().unwrap_or_else(OwnerDied::make_consistent);
+            let g = c.lock().or_else(LockError::make_consistent).expect("lock");
             ready.set();
             std::thread::sleep(Duration::from_secs(120));
             drop(g);
@@ -88,6 +108,7 @@ fn acquire_after_death(held: &Held) -> Result<bool, String> {
                 Ok(true)
             }
             Err(TryLockError::WouldBlock) => Err("still locked after the holder died".into()),
+            Err(TryLockError::Broken(e)) => Err(format!("the lock broke: {e}")),
         }
     }
     match held {
@@ -104,6 +125,7 @@ fn acquire_after_death(held: &Held) -> Result<bool, String> {
             }
             Ok(_) => Ok(false),
             Err(TryLockError::WouldBlock) => Err("still locked after the holder died".into()),
+            Err(TryLockError::Broken(e)) => Err(format!("the lock broke: {e}")),
         },
         Held::Condition(c) => settle(c.get_lock().lock_timeout(PATIENCE)),
     }
@@ -169,7 +191,10 @@ fn holder_killed_rounds() -> Result<(), String> {
 
 fn hold_until_event(args: (Lock, Event, Event)) {
     let (lock, locked, release) = args;
-    let _g = lock.lock().unwrap_or_else(OwnerDied::make_consistent);
+    let _g = lock
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
     locked.set();
     release.wait_timeout(PATIENCE);
 }
@@ -210,9 +235,11 @@ fn increment(args: (Value<u64>, u32, bool)) {
     let (v, n, atomic) = args;
     for _ in 0..n {
         if atomic {
-            v.atomic().fetch_add(1, Ordering::Relaxed);
+            // SAFETY: in an atomic run, every process touches the value only atomically (the
+            // parent reads it with `get` after joining them).
+            unsafe { v.atomic() }.fetch_add(1, Ordering::Relaxed);
         } else {
-            *v.lock().unwrap_or_else(OwnerDied::make_consistent) += 1;
+            *v.lock().or_else(LockError::make_consistent).expect("lock") += 1;
         }
     }
 }
@@ -239,7 +266,7 @@ fn value_increments() -> Result<(), String> {
 }
 
 fn fill_squares(a: Array<u32>) -> u64 {
-    let mut g = a.lock().unwrap_or_else(OwnerDied::make_consistent);
+    let mut g = a.lock().or_else(LockError::make_consistent).expect("lock");
     for (i, x) in g.iter_mut().enumerate() {
         *x = (i * i) as u32;
     }
@@ -275,8 +302,7 @@ fn semaphores() -> Result<(), String> {
     let mut p = Process::new(semaphore_child, (sem.clone(), bounded.clone()));
     p.start().ctx("start")?;
     std::thread::sleep(Duration::from_millis(20));
-    sem.release();
-    sem.release();
+    sem.release_n(2).map_err(|e| e.to_string())?;
     let (got, bounded_ok) = p.join().ctx("join")?;
     ensure!(got, "child did not get both permits");
     ensure!(bounded_ok, "bounded semaphore semantics in the child");
@@ -307,15 +333,21 @@ fn event_wakes_children() -> Result<(), String> {
 /// Waits for the value to become positive, then doubles it and notifies back.
 fn consume(args: (Condition, Value<u64>)) -> u64 {
     let (cond, v) = args;
-    let g = cond.lock().unwrap_or_else(OwnerDied::make_consistent);
+    // SAFETY: both processes access this value only through atomics.
+    let v = unsafe { v.atomic() };
+    let g = cond
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
     let (g, res) = cond
-        .wait_for_timeout(g, PATIENCE, || v.atomic().load(Ordering::Acquire) > 0)
-        .unwrap_or_else(OwnerDied::make_consistent);
+        .wait_for_timeout(g, PATIENCE, || v.load(Ordering::Acquire) > 0)
+        .or_else(LockError::make_consistent)
+        .expect("lock");
     if res.timed_out() {
         return 0;
     }
-    let seen = v.atomic().load(Ordering::Acquire);
-    v.atomic().store(seen * 2, Ordering::Release);
+    let seen = v.load(Ordering::Acquire);
+    v.store(seen * 2, Ordering::Release);
     cond.notify_all();
     drop(g);
     seen
@@ -323,18 +355,20 @@ fn consume(args: (Condition, Value<u64>)) -> u64 {
 
 fn condition_across() -> Result<(), String> {
     let cond = Condition::new().ctx("condition")?;
-    let v = Value::new(0u64).ctx("value")?;
-    let mut p = Process::new(consume, (cond.clone(), v.clone()));
+    let value = Value::new(0u64).ctx("value")?;
+    let mut p = Process::new(consume, (cond.clone(), value.clone()));
     p.start().ctx("start")?;
+    // SAFETY: both processes access this value only through atomics.
+    let v = unsafe { value.atomic() };
     std::thread::sleep(Duration::from_millis(20));
     {
         let _g = cond.lock().map_err(|_| "owner died")?;
-        v.atomic().store(21, Ordering::Release);
+        v.store(21, Ordering::Release);
         cond.notify(1);
     }
     let g = cond.lock().map_err(|_| "owner died")?;
     let (_g, res) = cond
-        .wait_for_timeout(g, PATIENCE, || v.atomic().load(Ordering::Acquire) == 42)
+        .wait_for_timeout(g, PATIENCE, || v.load(Ordering::Acquire) == 42)
         .map_err(|_| "owner died")?;
     ensure!(!res.timed_out(), "the child's notification never came");
     ensure!(p.join().ctx("join")? == 21, "child saw another value");
@@ -422,7 +456,10 @@ fn block_on(args: (Lock, Semaphore, Event, Condition)) {
     let _ = lock.lock_timeout(PATIENCE);
     sem.acquire_timeout(PATIENCE);
     ev.wait_timeout(PATIENCE);
-    let g = cond.lock().unwrap_or_else(OwnerDied::make_consistent);
+    let g = cond
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
     let _ = cond.wait_timeout(g, PATIENCE);
 }
 
@@ -450,7 +487,7 @@ fn killed_waiters() -> Result<(), String> {
     let mut p = Process::new(block_on, args);
     p.start().ctx("start")?;
     std::thread::sleep(Duration::from_millis(20));
-    sem.release();
+    sem.release().map_err(|e| e.to_string())?;
     ev.set();
     let t = Instant::now();
     while p
@@ -462,5 +499,128 @@ fn killed_waiters() -> Result<(), String> {
         ensure!(t.elapsed() < PATIENCE, "the fresh child is stuck");
     }
     ensure!(lock.try_lock().is_ok(), "lock free at the end");
+    Ok(())
+}
+
+/// Receives a condition and its lock as two arguments (so the lock is mapped twice), waits on
+/// the condition with a guard of the separately received lock, and reports what it saw.
+fn wait_with_separate_lock(args: (Condition, Lock, Event)) -> bool {
+    let (cond, lock, ready) = args;
+    let g = lock
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
+    ready.set();
+    match cond.wait_timeout(g, PATIENCE) {
+        Ok((_g, res)) => !res.timed_out(),
+        Err(_) => false,
+    }
+}
+
+fn condition_and_lock_as_two_arguments() -> Result<(), String> {
+    let cond = Condition::new().ctx("condition")?;
+    let ready = Event::new().ctx("event")?;
+    let mut p = Process::new(
+        wait_with_separate_lock,
+        (cond.clone(), cond.get_lock().clone(), ready.clone()),
+    );
+    p.start().ctx("start")?;
+    ensure!(ready.wait_timeout(PATIENCE), "the child never locked");
+    // Taking the lock proves the child's wait released it; notifying under it wakes the child.
+    let g = cond.lock().map_err(|e| e.to_string())?;
+    cond.notify_all();
+    drop(g);
+    ensure!(
+        p.join().ctx("join")?,
+        "the child's wait did not end by notification"
+    );
+    Ok(())
+}
+
+/// Releases `sem` until it is full (as a hostile or buggy peer may).
+fn fill_semaphore(sem: Semaphore) -> u32 {
+    let mut n = 0;
+    while sem.release_n(1 << 20).is_ok() {
+        n += 1;
+    }
+    while sem.release().is_ok() {}
+    n
+}
+
+fn peer_filled_semaphore() -> Result<(), String> {
+    let sem = Semaphore::new(u32::MAX - 1 - (8 << 20)).ctx("sem")?;
+    let mut p = Process::new(fill_semaphore, sem.clone());
+    p.start().ctx("start")?;
+    p.join().ctx("join")?;
+    ensure!(sem.value() == u32::MAX - 1, "not full: {}", sem.value());
+    ensure!(
+        sem.release() == Err(multiproc::OverRelease),
+        "releasing a full semaphore must be OverRelease"
+    );
+    ensure!(sem.try_acquire(), "a permit is there");
+    sem.release().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Under the default soft limit of 1024 descriptors, makes `n` locks and uses each.
+fn make_many_locks(n: u32) -> Result<u32, String> {
+    let lim = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: a plain setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err("setrlimit".into());
+    }
+    let locks: Vec<Lock> = (0..n)
+        .map(|i| Lock::new().map_err(|e| format!("lock #{i}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let mut ok = 0;
+    for l in &locks {
+        if l.try_lock().is_ok() {
+            ok += 1;
+        }
+    }
+    Ok(ok)
+}
+
+fn many_locks_under_ulimit() -> Result<(), String> {
+    let mut p = Process::new(make_many_locks, 100_000);
+    p.start().ctx("start")?;
+    let made = p.join().ctx("join")??;
+    ensure!(made == 100_000, "only {made} locks usable");
+    Ok(())
+}
+
+/// Receives `locks`, tries each, and reports which it got and how many descriptors it has.
+fn try_all(locks: Vec<Lock>) -> (Vec<bool>, usize) {
+    let got = locks.iter().map(|l| l.try_lock().is_ok()).collect();
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    (got, fds)
+}
+
+fn many_locks_to_child() -> Result<(), String> {
+    // A message carries at most 253 descriptors, one per handle: 250 locks in one go.
+    let locks: Vec<Lock> = (0..250)
+        .map(|_| Lock::new())
+        .collect::<Result<_, _>>()
+        .ctx("locks")?;
+    let held: Vec<_> = locks.iter().step_by(2).map(|l| l.lock()).collect();
+    ensure!(held.iter().all(Result::is_ok), "locking in the parent");
+    let mut p = Process::new(try_all, locks.clone());
+    p.start().ctx("start")?;
+    let (got, fds) = p.join().ctx("join")?;
+    drop(held);
+    ensure!(got.len() == 250, "the child got {} locks", got.len());
+    for (i, g) in got.iter().enumerate() {
+        ensure!(
+            *g == (i % 2 == 1),
+            "lock {i}: the child's try_lock gave {g}"
+        );
+    }
+    // The child mapped the shared chunk once and closed the other 249 descriptors.
+    ensure!(fds < 100, "the child holds {fds} descriptors");
+    // Dropping every handle (here and in the child) frees the slots for reuse.
+    drop(locks);
     Ok(())
 }

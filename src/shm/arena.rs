@@ -1,0 +1,280 @@
+//! An arena of small shared objects: many locks in one segment, so that a program can have
+//! 100,000 of them without 100,000 descriptors, mappings and pages.
+//!
+//! A chunk is one anonymous segment (`Kind::Arena`) cut into [`SLOT`]-byte slots. Each slot
+//! starts with a small header, `refs` (how many processes hold a handle on the object, 0 when
+//! free) and `kind`, followed by the object. Only the process that made a chunk allocates from
+//! it (its free-slot search is private); any process that holds a handle counts in `refs` and
+//! gives its count back when its last handle drops, which frees the slot for reuse. A process
+//! that dies holding handles never gives them back: the slot stays allocated (a leak bounded by
+//! the chunk, never an object reused under a live handle). Everything in the slot header is a
+//! number, so a peer scribbling over it can make slots leak or be reused early (two objects then
+//! share a lock, which a scribbler can achieve anyway), never make us touch memory outside the
+//! chunk: offsets come from handles and are checked against the chunk's size at open.
+//!
+//! A process that receives many handles on one chunk maps it once: mappings are shared by
+//! segment identity (device, inode) process-wide, and the extra descriptors are closed.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::{Kind, Region, Sealing};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Bytes per slot: the header and up to `SLOT - PAYLOAD_AT` bytes of object.
+pub(crate) const SLOT: usize = 64;
+/// Offset of the object in its slot.
+pub(crate) const PAYLOAD_AT: usize = 16;
+/// Slots per chunk (256 KiB chunks).
+const SLOTS: usize = 4096;
+
+#[repr(C)]
+struct SlotHeader {
+    refs: AtomicU32,
+    kind: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<SlotHeader>() <= PAYLOAD_AT);
+
+struct Chunk {
+    region: Arc<Region>,
+}
+
+/// The allocator of this process's chunks. Every allocation is confirmed by a compare-and-swap
+/// of the slot's `refs` from 0 to 1, so a stale entry (or a forked child allocating from the
+/// same chunks) can never hand one slot out twice.
+struct State {
+    chunks: Vec<Chunk>,
+    /// Slots given back by this process with no other holder left: reusable.
+    free: Vec<(usize, usize)>,
+    /// Slots this process gave back while another process still held them: reusable once
+    /// their `refs` reaches 0, which only that process sees happen. Rechecked now and then.
+    pending: Vec<(usize, usize)>,
+    /// Allocations until `pending` is rechecked (keeps the recheck amortized O(1)).
+    recheck_in: usize,
+    /// Never-used slots start at (last chunk, `fresh`).
+    fresh: usize,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    chunks: Vec::new(),
+    free: Vec::new(),
+    pending: Vec::new(),
+    recheck_in: 0,
+    fresh: SLOTS,
+});
+
+/// Chunks this process has mapped, by identity, so that each is mapped once.
+static MAPPED: Mutex<Option<Mapped>> = Mutex::new(None);
+
+/// Live mappings of chunks, by segment identity.
+type Mapped = HashMap<(u64, u64), Weak<Region>>;
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn header(region: &Region, slot: usize) -> &SlotHeader {
+    // SAFETY: `slot` is below SLOTS (checked by every caller); the chunk's data holds SLOTS
+    // slots (checked at open); the header is atomics only.
+    unsafe { region.data().add(slot * SLOT).cast::<SlotHeader>().as_ref() }
+}
+
+/// One process's claim on a slot: gives it back when the last handle of this process drops.
+pub(crate) struct SlotClaim {
+    region: Arc<Region>,
+    slot: usize,
+    /// Index of the chunk in this process's allocator, if this process made it.
+    chunk: Option<usize>,
+}
+
+impl SlotClaim {
+    /// The chunk and the object's offset from the start of the chunk's data.
+    pub(crate) fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    pub(crate) fn payload_offset(&self) -> usize {
+        self.slot * SLOT + PAYLOAD_AT
+    }
+
+    /// Counts one more holder for a handle being sent to another process, which adopts the
+    /// count when it opens the handle (so the slot stays allocated while the handle travels,
+    /// whatever the sender does meanwhile). A handle that never arrives leaks its slot.
+    pub(crate) fn export(&self) {
+        let _ = header(&self.region, self.slot).refs.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+            |r| r.checked_add(1),
+        );
+    }
+}
+
+impl Drop for SlotClaim {
+    fn drop(&mut self) {
+        let h = header(&self.region, self.slot);
+        // Never below 0, whatever a scribbler wrote.
+        let before = h
+            .refs
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |r| r.checked_sub(1));
+        if let Some(chunk) = self.chunk {
+            let mut st = state();
+            if before == Ok(1) {
+                st.free.push((chunk, self.slot));
+            } else {
+                st.pending.push((chunk, self.slot));
+            }
+        }
+    }
+}
+
+/// Allocates a free slot for an object of `kind` (whose size must fit a slot) and lets `init`
+/// initialize it in place (at the returned claim's payload offset).
+pub(crate) fn alloc(
+    kind: Kind,
+    init: impl FnOnce(*mut u8) -> std::io::Result<()>,
+) -> Result<SlotClaim> {
+    let claim = {
+        let mut st = state();
+        let (chunk, slot) = take_slot(&mut st)?;
+        SlotClaim {
+            region: st.chunks[chunk].region.clone(),
+            slot,
+            chunk: Some(chunk),
+        }
+    };
+    header(&claim.region, claim.slot)
+        .kind
+        .store(kind as u32, Ordering::Release);
+    // SAFETY: the payload is inside the chunk and ours alone until a handle is shared.
+    let p = unsafe { claim.region.data().add(claim.payload_offset()) };
+    init(p.as_ptr()).map_err(|e| Error::os("cannot initialize a shared object", e))?;
+    Ok(claim)
+}
+
+/// Claims a slot (its `refs` set to 1): a freed one, a pending one that became free, a fresh
+/// one, or the first of a new chunk.
+fn take_slot(st: &mut State) -> Result<(usize, usize)> {
+    let claim = |st: &State, (c, s): (usize, usize)| {
+        header(&st.chunks[c].region, s)
+            .refs
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    };
+    while let Some(cs) = st.free.pop() {
+        if claim(st, cs) {
+            return Ok(cs);
+        }
+    }
+    if st.recheck_in == 0 && !st.pending.is_empty() {
+        let pending = std::mem::take(&mut st.pending);
+        let (now_free, still): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|&(c, s)| header(&st.chunks[c].region, s).refs.load(Ordering::Acquire) == 0);
+        st.recheck_in = still.len().max(64);
+        st.pending = still;
+        st.free = now_free;
+        while let Some(cs) = st.free.pop() {
+            if claim(st, cs) {
+                return Ok(cs);
+            }
+        }
+    }
+    st.recheck_in = st.recheck_in.saturating_sub(1);
+    while st.fresh < SLOTS {
+        let cs = (st.chunks.len() - 1, st.fresh);
+        st.fresh += 1;
+        if claim(st, cs) {
+            return Ok(cs);
+        }
+    }
+    let region = Arc::new(Region::anonymous(Kind::Arena, SLOTS * SLOT, 0)?);
+    remember(&region);
+    st.chunks.push(Chunk { region });
+    st.fresh = 0;
+    let cs = (st.chunks.len() - 1, 0);
+    st.fresh = 1;
+    if claim(st, cs) {
+        Ok(cs)
+    } else {
+        Err(Error::new(
+            ErrorKind::Io,
+            "a fresh arena chunk is already in use",
+        ))
+    }
+}
+
+fn remember(region: &Arc<Region>) {
+    let mut m = MAPPED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let m = m.get_or_insert_with(HashMap::new);
+    m.retain(|_, w| w.strong_count() > 0);
+    m.insert(region.id(), Arc::downgrade(region));
+}
+
+/// Opens the object at `payload` (an offset into the chunk's data, from a handle) in the chunk
+/// behind `fd`, checking that it is a slot's object of one of `kinds`, and takes a claim on it.
+pub(crate) fn open(fd: OwnedFd, payload: usize, kinds: &[Kind]) -> Result<SlotClaim> {
+    let bad = |what: &str| {
+        Error::new(
+            ErrorKind::BadHeader,
+            format!("cannot open the shared object: {what}"),
+        )
+    };
+    let info = crate::sys::file_info(std::os::fd::AsFd::as_fd(&fd))
+        .map_err(|e| Error::os("cannot inspect a shared memory segment", e))?;
+    let existing = MAPPED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .and_then(|m| m.get(&info.id))
+        .and_then(Weak::upgrade);
+    let region = match existing {
+        // Mapped already: the new descriptor is not needed.
+        Some(r) => r,
+        None => {
+            let r = Arc::new(Region::open(fd, Kind::Arena, 0, Sealing::Required)?);
+            if r.data_len() < SLOTS * SLOT {
+                return Err(bad("the arena segment is too small"));
+            }
+            remember(&r);
+            r
+        }
+    };
+    if payload < PAYLOAD_AT
+        || !(payload - PAYLOAD_AT).is_multiple_of(SLOT)
+        || payload >= SLOTS * SLOT
+    {
+        return Err(bad("the handle names no slot of the arena"));
+    }
+    let slot = payload / SLOT;
+    let h = header(&region, slot);
+    let kind = h.kind.load(Ordering::Acquire);
+    if !kinds.iter().any(|&k| k as u32 == kind) {
+        return Err(bad(&format!(
+            "it holds object type #{kind}, not a {:?}",
+            kinds[0]
+        )));
+    }
+    // The sender counted this handle when it wrote it (`SlotClaim::export`): we adopt that
+    // count. A count at 0 means a scribbler: refuse rather than revive a free slot.
+    if h.refs.load(Ordering::Acquire) == 0 {
+        return Err(bad("the slot is free"));
+    }
+    Ok(SlotClaim {
+        region,
+        slot,
+        chunk: None,
+    })
+}
+
+/// How many chunks this process has made (for tests).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn chunk_count() -> usize {
+    state().chunks.len()
+}
