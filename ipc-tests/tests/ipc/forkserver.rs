@@ -24,6 +24,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("forkserver::handles_as_arguments", handles_as_arguments),
         ("forkserver::large_arguments", large_arguments),
         ("forkserver::worker", worker),
+        ("forkserver::worker_start_methods", worker_start_methods),
         ("forkserver::preload_runs_once", preload_runs_once),
         (
             "forkserver::server_killed_between_starts",
@@ -308,6 +309,42 @@ fn worker() -> Result<(), String> {
     killer.join().map_err(|_| "killer panicked")?;
     ensure!(err.kind() == ErrorKind::Signaled, "kind {:?}", err.kind());
     ensure!(err.signal() == Some(9), "signal {:?}", err.signal());
+    Ok(())
+}
+
+/// In a single-threaded spawned child: a worker of each start method.
+fn workers_of_each_method(_: ()) -> Vec<u64> {
+    let methods = [
+        StartMethod::Spawn,
+        StartMethod::Fork,
+        StartMethod::Forkserver,
+    ];
+    let mut values = Vec::new();
+    for m in methods {
+        let mut w = Worker::start_with(m).expect("worker start");
+        values.push(w.call(square, 3).expect("call"));
+        w.shutdown().expect("shutdown");
+    }
+    // Our server would otherwise outlive us for a moment, orphaned to the suite (a subreaper)
+    // as a zombie it knows nothing of.
+    multiproc::stop_forkserver();
+    values
+}
+
+fn worker_start_methods() -> Result<(), String> {
+    let _s = serial();
+    // This suite has several threads: a forked worker is refused, the others work.
+    let err = Worker::start_with(StartMethod::Fork)
+        .err()
+        .ctx("a forked worker in a threaded process")?;
+    ensure!(
+        err.kind() == ErrorKind::ThreadedFork,
+        "kind {:?}",
+        err.kind()
+    );
+    let mut p = Process::new(workers_of_each_method, ());
+    p.start().ctx("start")?;
+    ensure!(p.join().ctx("join")? == vec![9, 9, 9], "values");
     Ok(())
 }
 
