@@ -116,8 +116,17 @@ fn registry() -> MutexGuard<'static, Option<Registry>> {
     let mut guard = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     let me = sys::getpid();
     if guard.as_ref().is_none_or(|r| r.owner != me) {
-        // A copy made by fork describes the parent's server, which is not ours to use.
-        let preload = guard.take().map(|r| r.preload).unwrap_or_default();
+        // A copy made by fork describes the parent's server, which is not ours to use. It is
+        // abandoned, not dropped: its descriptor numbers may have been closed in this child
+        // (a safe fork keeps only what it needs) and reused for something else since.
+        let preload = match guard.take() {
+            Some(old) => {
+                let preload = old.preload.clone();
+                std::mem::forget(old);
+                preload
+            }
+            None => Vec::new(),
+        };
         *guard = Some(Registry {
             owner: me,
             server: None,
