@@ -2,7 +2,9 @@
 //!
 //! Measures our spawn and fork start methods; the raw floor for each in the same run (`raw_exec`:
 //! run this very executable and have it exit before `main`; `raw_fork`: `fork` + `_exit` +
-//! `waitpid`); and, when `python3` is on the PATH, CPython's
+//! `waitpid`); the forkserver, idle and from a parent with 8 busy threads (`*_8_busy`, beside
+//! the raw fork floor under the same load, and a forkserver worker started and killed, as a pool
+//! replaces one); and, when `python3` is on the PATH, CPython's
 //! `fork`, `forkserver` and `spawn` in the same run (through `benches/python/process_start.py`),
 //! so that the ratio is taken on the same machine at the same moment.
 //!
@@ -12,7 +14,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use multiproc::{ErrorKind, Process, StartMethod};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use multiproc::{ErrorKind, Process, StartMethod, Worker};
 
 fn noop(_: ()) {}
 
@@ -34,8 +39,8 @@ fn start_join(method: StartMethod) -> multiproc::Result<()> {
 
 /// The floor for the fork method: fork, exit at once, reap.
 fn raw_fork() {
-    // SAFETY: the process is single-threaded (checked by the fork start above) and the child
-    // only calls the async-signal-safe _exit.
+    // SAFETY: the child only calls the async-signal-safe _exit, which is sound whatever
+    // threads the parent has.
     unsafe {
         let pid = libc::fork();
         assert!(pid >= 0);
@@ -95,6 +100,51 @@ fn bench(c: &mut Criterion) {
             eprintln!("process_start/fork skipped: {e}");
         }
         Err(e) => panic!("fork start failed: {e}"),
+    }
+
+    g.bench_function("forkserver", |b| {
+        b.iter(|| start_join(StartMethod::Forkserver).unwrap())
+    });
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy: Vec<_> = (0..8)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut v: Vec<u64> = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        v.push(v.len() as u64);
+                        if v.len() > 4096 {
+                            v = Vec::new();
+                        }
+                        std::hint::black_box(&v);
+                    }
+                })
+            })
+            .collect();
+        g.bench_function("forkserver_8_busy", |b| {
+            b.iter(|| start_join(StartMethod::Forkserver).unwrap())
+        });
+        g.bench_function("raw_fork_8_busy", |b| b.iter(raw_fork));
+        g.bench_function("forkserver_worker_replace_8_busy", |b| {
+            b.iter(|| {
+                let mut w = Worker::start_with(StartMethod::Forkserver).unwrap();
+                w.kill();
+            })
+        });
+        // CPython under the same load (its processes compete with the same busy threads).
+        if python("forkserver", 1).is_some() {
+            g.sample_size(10)
+                .sampling_mode(SamplingMode::Flat)
+                .warm_up_time(Duration::from_millis(500));
+            g.bench_function("python_forkserver_8_busy", |b| {
+                b.iter_custom(|iters| python("forkserver", iters).expect("python run failed"))
+            });
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in busy {
+            t.join().unwrap();
+        }
     }
 
     if python("fork", 1).is_none() {

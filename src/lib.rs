@@ -105,7 +105,8 @@ pub use pool::{
     ThreadPoolBuilder,
 };
 pub use process::{
-    Process, ProcessInfo, StartMethod, Worker, current_process, init, parent_process,
+    Process, ProcessInfo, StartMethod, Worker, add_forkserver_preload, current_process,
+    forkserver_pid, init, parent_process, stop_forkserver,
 };
 pub use queue::{
     DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, GetError, GetTimeoutError, JoinableQueue, PutError,

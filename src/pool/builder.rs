@@ -161,10 +161,10 @@ impl PoolBuilder {
         self
     }
 
-    /// How workers are started (Python's `context`). Only [`StartMethod::Spawn`] can replace
-    /// workers safely, since the pool runs threads of its own (a checked fork is refused in a
-    /// multi-threaded process; the pool's start then fails with
-    /// [`ErrorKind::ThreadedFork`]).
+    /// How workers are started (Python's `context`). [`StartMethod::Spawn`] (the default) and
+    /// [`StartMethod::Forkserver`] (the cheapest way to replace a worker from this
+    /// multi-threaded parent) both work; a checked fork is refused, since the pool runs threads
+    /// of its own (the pool's start then fails with [`ErrorKind::ThreadedFork`]).
     ///
     /// # Examples
     ///

@@ -271,6 +271,7 @@ fn run_spawned_child(parent: i32, pre_main: bool) -> ! {
             serve(&mut chan);
             finish(0)
         }
+        Job::Forkserver(preload) => super::forkserver::serve(chan, preload),
     }
 }
 

@@ -62,6 +62,16 @@ impl Channel {
             .map_err(|e| send_error(e, "sending to the other process failed"))
     }
 
+    /// The socket, for polling it together with other descriptors.
+    pub(crate) fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// True once the peer has closed its end and everything it sent has been read.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.eof
+    }
+
     /// Takes the descriptors received so far.
     pub(crate) fn take_fds(&mut self) -> Vec<OwnedFd> {
         std::mem::take(&mut self.fds)

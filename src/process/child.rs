@@ -13,6 +13,9 @@ pub(crate) struct Child {
     pidfd: OwnedFd,
     pub(crate) chan: Channel,
     exit: Option<Exit>,
+    /// A child of the forkserver (of this generation), not of this process: its exit status
+    /// comes from the server.
+    remote: Option<u64>,
 }
 
 /// What `wait_frame` found.
@@ -30,6 +33,26 @@ impl Child {
             pidfd,
             chan,
             exit: None,
+            remote: None,
+        }
+    }
+
+    /// A child that the forkserver made for us (see `forkserver`).
+    pub(crate) fn new_remote(pid: i32, pidfd: OwnedFd, generation: u64, chan: Channel) -> Child {
+        Child {
+            remote: Some(generation),
+            ..Child::new(pid, pidfd, chan)
+        }
+    }
+
+    /// How the child ended, waiting for it until `deadline`: our own child is reaped, the
+    /// forkserver's is asked about.
+    fn collect(&self, deadline: Option<Instant>) -> std::io::Result<Option<Exit>> {
+        if let Some(generation) = self.remote {
+            super::forkserver::exit_status(self.pid, self.pidfd.as_fd(), generation, deadline)
+        } else {
+            let block = deadline.is_none();
+            sys::wait_pidfd(self.pidfd.as_fd(), block)
         }
     }
 
@@ -45,7 +68,8 @@ impl Child {
     /// How the child ended, if it has (reaps it if it just did).
     pub(crate) fn poll_exit(&mut self) -> Result<Option<Exit>> {
         if self.exit.is_none() {
-            self.exit = sys::wait_pidfd(self.pidfd.as_fd(), false)
+            self.exit = self
+                .collect(Some(Instant::now()))
                 .map_err(|e| Error::io("waiting for a child process failed", e))?;
         }
         Ok(self.exit)
@@ -61,6 +85,15 @@ impl Child {
             }
             match self.chan.wait(Some(self.pidfd.as_fd()), deadline, false)? {
                 Ready::Timeout => return Ok(None),
+                // Ended; the forkserver's report of how follows shortly.
+                Ready::Other if self.remote.is_some() => {
+                    self.exit = self
+                        .collect(deadline)
+                        .map_err(|e| Error::io("waiting for a child process failed", e))?;
+                    if self.exit.is_none() {
+                        return Ok(None);
+                    }
+                }
                 Ready::Other | Ready::Closed | Ready::Frame => {}
             }
         }
@@ -104,8 +137,15 @@ impl Child {
     pub(crate) fn kill_and_reap(&mut self) {
         if self.exit.is_none() {
             let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), sys::SIGKILL);
-            if let Ok(Some(exit)) = sys::wait_pidfd(self.pidfd.as_fd(), true) {
-                self.exit = Some(exit);
+            // The forkserver reports at once; should it be stopped, give up after a while (it
+            // reaps the child itself, or dies and takes it along).
+            let deadline = self
+                .remote
+                .map(|_| Instant::now() + std::time::Duration::from_secs(10));
+            match (self.collect(deadline), self.remote) {
+                (Ok(Some(exit)), _) => self.exit = Some(exit),
+                (_, Some(generation)) => super::forkserver::forget(self.pid, generation),
+                _ => {}
             }
         }
     }
@@ -113,7 +153,12 @@ impl Child {
     /// Gives up the handle: a child still running is reaped by the service thread when it ends.
     pub(crate) fn detach(mut self) {
         if let Ok(None) = self.poll_exit() {
-            service::reap_later(self.pid, self.pidfd);
+            if let Some(generation) = self.remote {
+                // The forkserver reaps it; only its report is to be dropped.
+                super::forkserver::forget(self.pid, generation);
+            } else {
+                service::reap_later(self.pid, self.pidfd);
+            }
         }
     }
 }

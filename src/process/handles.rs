@@ -56,6 +56,11 @@ impl Transits {
         self.0.extend(other.0);
     }
 
+    /// True when no handle asked to be told.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// How many handles asked to be told.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

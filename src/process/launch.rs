@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::bootstrap;
 use super::channel::Channel;
 use super::child::{Child, FrameWait, ended_error};
-use super::function::{self, BuildId, Call};
+use super::function::{self, BuildId, Call, Target};
 use super::protocol::{Bootstrap, CHILD_ENV, Hello, Identity, Job};
 use super::service;
 use super::{identity, panics};
@@ -27,15 +27,18 @@ const EAGER_ARGS: usize = 32 * 1024;
 pub(crate) enum SpawnJob {
     Call(Call),
     Worker,
+    /// A forkserver, with the calls it runs once before it forks anything.
+    Forkserver(Vec<(Target, Vec<u8>)>),
 }
 
 /// What a forked child should do.
 pub(crate) enum ForkJob {
     Call(Call),
+    Worker,
     Closure(Box<dyn FnOnce() -> std::result::Result<Vec<u8>, CodecError> + Send>),
 }
 
-fn ensure_initialized() -> Result<()> {
+pub(crate) fn ensure_initialized() -> Result<()> {
     bootstrap::hook_anchor();
     if bootstrap::is_initialized() {
         Ok(())
@@ -104,6 +107,7 @@ fn handshake(
     let (job, args, fds) = match job {
         SpawnJob::Call(call) => (Job::Call(call.target), Some(call.args), call.fds),
         SpawnJob::Worker => (Job::Worker, None, Vec::new()),
+        SpawnJob::Forkserver(preload) => (Job::Forkserver(preload), None, Vec::new()),
     };
     let boot = Bootstrap {
         build,
@@ -199,7 +203,7 @@ pub(crate) fn fork(
     bootstrap::hook_anchor();
     let transits = match &mut job {
         ForkJob::Call(call) => std::mem::take(&mut call.transits),
-        ForkJob::Closure(_) => Default::default(),
+        ForkJob::Closure(_) | ForkJob::Worker => Default::default(),
     };
     // In place before the copy is made: the child never has to take the panic hook's lock.
     panics::install();
@@ -298,31 +302,39 @@ fn run_forked(
     ours: RawFd,
     exe: Option<RawFd>,
 ) -> ! {
-    let checked = matches!(job, ForkJob::Call(_));
+    let checked = !matches!(job, ForkJob::Closure(_));
     // The parent's end, copied by fork: close it so that our exit is seen as end of stream.
     sys::close_raw(ours);
     let _ = sys::set_parent_death_signal(sys::SIGKILL);
     if sys::getppid() != parent {
         sys::exit_immediately(3);
     }
-    if let ForkJob::Call(call) = &job {
+    if checked {
+        let fds: &[OwnedFd] = match &job {
+            ForkJob::Call(call) => &call.fds,
+            _ => &[],
+        };
         // Only what a spawned child would have: stdio, the control socket, the handles passed
         // as arguments, and the executable's descriptor (kept open for the crate's use).
         // On the stack: every heap page written here would be copied for this child.
         let mut keep = [-1 as RawFd; sys::MAX_FDS_PER_MESSAGE + 2];
         keep[0] = theirs.as_raw_fd();
         keep[1] = exe.unwrap_or(-1);
-        for (slot, fd) in keep[2..].iter_mut().zip(&call.fds) {
+        for (slot, fd) in keep[2..].iter_mut().zip(fds) {
             *slot = fd.as_raw_fd();
         }
-        let used = 2 + call.fds.len().min(sys::MAX_FDS_PER_MESSAGE);
+        let used = 2 + fds.len().min(sys::MAX_FDS_PER_MESSAGE);
         sys::close_all_except(&mut keep[..used]);
     }
     panics::capture_in_child(!checked);
     super::reset_child_counter();
     identity.publish();
-    let chan = Channel::new(theirs);
+    let mut chan = Channel::new(theirs);
     let code = match job {
+        ForkJob::Worker => {
+            bootstrap::serve(&mut chan);
+            0
+        }
         // The handles' descriptors were duplicated before the fork: this copy owns them.
         ForkJob::Call(call) => bootstrap::run_once(&chan, call.target, &call.args, call.fds),
         ForkJob::Closure(f) => bootstrap::run_closure(&chan, f),

@@ -11,6 +11,7 @@ mod bootstrap;
 mod channel;
 mod child;
 mod finished;
+mod forkserver;
 mod function;
 pub(crate) mod handles;
 mod identity;
@@ -21,6 +22,7 @@ mod service;
 mod worker;
 
 pub use bootstrap::init;
+pub use forkserver::{add_forkserver_preload, forkserver_pid, stop_forkserver};
 pub use worker::Worker;
 
 // For the pool engine (`pool/`): how a worker process runs one task and reports it.
@@ -61,6 +63,15 @@ pub enum StartMethod {
     /// gets them. [`Process::new_fork_unchecked`] lifts the thread check for callers who accept
     /// its contract.
     Fork,
+    /// Ask the forkserver to fork the child: safe in a multi-threaded program, like spawn, and
+    /// nearly as cheap as a fork. The server is a small single-threaded process, started from a
+    /// fresh exec of this program on first use, that lives until this process ends (or
+    /// [`stop_forkserver`]). It runs no code of `main`: children see the state the program has
+    /// before `main` (and after [`add_forkserver_preload`] calls), not the parent's memory.
+    /// The child is killed when this process ends and when the server is killed; its
+    /// `exitcode` is the one the server reports. A start in flight when the server dies fails
+    /// with [`ErrorKind::Bootstrap`]; the next start starts a new server.
+    Forkserver,
 }
 
 /// Counts the children this process has made, for default names (Python's `_identity`).
@@ -466,7 +477,8 @@ impl<R> Process<R> {
     /// - [`ErrorKind::ThreadedFork`] for the fork method in a multi-threaded process;
     /// - [`ErrorKind::BuildMismatch`] if the child does not run the same build, or the function
     ///   is not in the main executable;
-    /// - [`ErrorKind::Bootstrap`] if the child ended or hung before it was running;
+    /// - [`ErrorKind::Bootstrap`] if the child ended or hung before it was running, or (forkserver)
+    ///   if the server died or stopped answering during the start;
     /// - [`ErrorKind::Io`] if the OS refused to create it.
     ///
     /// # Examples
@@ -501,6 +513,16 @@ impl<R> Process<R> {
                     parent_name,
                     ForkJob::Call(call),
                     true,
+                )
+            }),
+            (Job::Call(call), StartMethod::Forkserver) => call.and_then(|call| {
+                forkserver::start(
+                    self.identity.clone(),
+                    parent_name,
+                    forkserver::ForkedJob::Call(call.target),
+                    call.args,
+                    call.fds,
+                    call.transits,
                 )
             }),
             (Job::Closure(f), _) => launch::fork(

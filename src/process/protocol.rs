@@ -78,6 +78,9 @@ pub(crate) enum Job {
     Call(Target),
     /// Serve `Request`s until told to exit.
     Worker,
+    /// Be this process's forkserver: run these calls once, then fork children on request
+    /// (see `forkserver`).
+    Forkserver(Vec<(Target, Vec<u8>)>),
 }
 
 /// The child's answer to `Bootstrap`.

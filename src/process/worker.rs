@@ -8,8 +8,9 @@ use serde::de::DeserializeOwned;
 use super::channel::is_timeout;
 use super::child::{Child, FrameWait, ended_error};
 use super::function::Target;
-use super::launch::{self, SpawnJob};
+use super::launch::{self, ForkJob, SpawnJob};
 use super::protocol::{Outcome, Request};
+use super::{StartMethod, forkserver};
 use super::{current_process, next_identity};
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind, Result};
@@ -73,9 +74,41 @@ impl Worker {
     /// assert!(w.pid() > 0);
     /// ```
     pub fn start() -> Result<Worker> {
+        Worker::start_with(StartMethod::Spawn)
+    }
+
+    /// Starts a worker process with the given start method, named `Worker-N`. With
+    /// [`StartMethod::Fork`] it is refused in a multi-threaded process; with
+    /// [`StartMethod::Forkserver`] the forkserver makes it (cheap from any thread; what pools
+    /// use to replace workers).
+    ///
+    /// # Errors
+    /// As [`Process::start`](crate::Process::start).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 { x * x }
+    /// multiproc::init();
+    /// let mut w = multiproc::Worker::start_with(multiproc::StartMethod::Forkserver).unwrap();
+    /// assert_eq!(w.call(square, 7).unwrap(), 49);
+    /// ```
+    pub fn start_with(method: StartMethod) -> Result<Worker> {
         let identity = next_identity("Worker");
         let name = identity.name.clone();
-        let child = launch::spawn(identity, current_process().name, SpawnJob::Worker)?;
+        let parent = current_process().name;
+        let child = match method {
+            StartMethod::Spawn => launch::spawn(identity, parent, SpawnJob::Worker)?,
+            StartMethod::Fork => launch::fork(identity, parent, ForkJob::Worker, true)?,
+            StartMethod::Forkserver => forkserver::start(
+                identity,
+                parent,
+                forkserver::ForkedJob::Worker,
+                Vec::new(),
+                Vec::new(),
+                Default::default(),
+            )?,
+        };
         Ok(Worker {
             name,
             child: Some(child),

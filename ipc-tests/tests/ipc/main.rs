@@ -13,6 +13,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 mod bootstrap;
 mod fork;
+mod forkserver;
 mod manager;
 mod outcomes;
 mod pipe;
@@ -52,6 +53,7 @@ fn main() {
     trials.extend(pool::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(manager::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(bootstrap::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(forkserver::tests().into_iter().map(|(n, f)| trial(n, f)));
 
     let listing = args.list;
     // Children that panic on purpose print to stderr: keep it until we know whether to show it.
@@ -65,6 +67,7 @@ fn main() {
         capture.finish(conclusion.has_failed());
     }
     if !listing {
+        multiproc::stop_forkserver();
         let problems = ipc_tests::leak_check(&shm_before);
         if !problems.is_empty() {
             eprintln!("\nleak check FAILED:");

@@ -23,6 +23,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("pool::panicking_task_fails_alone", panicking_task),
         ("pool::serialization_failures", serialization_failures),
         (
+            "pool::forkserver_workers_are_replaced_after_sigkill",
+            forkserver_workers,
+        ),
+        (
             "pool::sigkilled_worker_fails_only_its_task",
             sigkilled_worker,
         ),
@@ -367,6 +371,48 @@ fn sigkilled_worker() -> Result<(), String> {
         "{:?}",
         pool.progress()
     );
+    Ok(())
+}
+
+/// A pool whose workers come from the forkserver: a SIGKILLed worker fails its task with its
+/// signal and is replaced through the server, from this multi-threaded process.
+fn forkserver_workers() -> Result<(), String> {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(multiproc::StartMethod::Forkserver)
+        .build()
+        .ctx("forkserver pool")?;
+    ensure!(pool.apply(square, 7).ctx("first")? == 49, "first");
+    let victim = pool.apply_async(nap_pid, 60_000).ctx("victim")?;
+    std::thread::sleep(Duration::from_millis(100));
+    let answered: HashSet<u32> = (0..4)
+        .map(|_| pool.apply(my_pid, ()))
+        .collect::<Result<_, _>>()
+        .ctx("who answers")?;
+    let holder = *pool
+        .pids()
+        .iter()
+        .find(|p| !answered.contains(p))
+        .ctx("the busy worker")?;
+    let server = multiproc::forkserver_pid().ctx("the forkserver runs")?;
+    ensure!(holder != server, "a worker is not the server");
+    kill(holder);
+    let e = victim.get().err().ctx("victim must fail")?;
+    ensure!(e.kind() == ErrorKind::WorkerDied, "{e}");
+    ensure!(e.signal() == Some(9), "signal {:?}", e.signal());
+    ensure!(pool.apply(square, 12).ctx("after")? == 144, "after");
+    ensure!(
+        ipc_tests::eventually(Duration::from_secs(20), || pool.pids().len() == 2
+            && !pool.pids().contains(&holder)),
+        "replacement: {:?}",
+        pool.pids()
+    );
+    ensure!(
+        multiproc::forkserver_pid() == Some(server),
+        "the same server made the replacement"
+    );
+    pool.close();
+    pool.join().ctx("join")?;
     Ok(())
 }
 
