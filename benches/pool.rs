@@ -9,7 +9,8 @@
 //! - `pool_cpu_map`: `map` of 10 ms CPU-bound tasks on 2 workers, against running them in
 //!   sequence in this process (the speed-up).
 //! - `pool_replace`: SIGKILL a worker and time until the pool has answered a task from its
-//!   replacement, against a bare `Process` start + join.
+//!   replacement, with spawned and with forkserver workers, against a bare `Process` start +
+//!   join and the raw `fork` + `_exit` + `waitpid` floor.
 //!
 //! CPython runs the same shapes (`benches/python/pool.py`) when `python3` is on the PATH.
 //!
@@ -19,7 +20,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use multiproc::{Pool, Process};
+use multiproc::{Pool, Process, StartMethod};
 
 #[path = "common/python.rs"]
 mod python_script;
@@ -144,33 +145,60 @@ fn cpu_map(c: &mut Criterion) {
 
 fn noop(_: ()) {}
 
+/// Time from a worker's SIGKILL until the pool has answered tasks with its replacement there.
+fn kill_until_serving(pool: &Pool, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let before = pool.pids();
+        let t = Instant::now();
+        // SAFETY: signalling a worker of our own pool.
+        unsafe { libc::kill(before[0] as i32, libc::SIGKILL) };
+        // Serving again: a task answered by a worker that was not there before.
+        loop {
+            let pids = pool.pids();
+            if pids.len() == 2 && !pids.contains(&before[0]) {
+                pool.map(trivial, 0..4).unwrap();
+                break;
+            }
+            std::thread::yield_now();
+        }
+        total += t.elapsed();
+    }
+    total
+}
+
+/// The floor for starting a process at all: fork, exit at once, reap.
+fn raw_fork() {
+    // SAFETY: the child only calls the async-signal-safe _exit, which is sound whatever
+    // threads the parent has.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
 fn replace(c: &mut Criterion) {
     multiproc::init();
-    let pool = Pool::new(2).unwrap();
     let mut g = c.benchmark_group("pool_replace");
     g.sample_size(20).measurement_time(Duration::from_secs(5));
-    g.bench_function("kill_until_serving", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let before = pool.pids();
-                let t = Instant::now();
-                // SAFETY: signalling a worker of our own pool.
-                unsafe { libc::kill(before[0] as i32, libc::SIGKILL) };
-                // Serving again: a task answered by a worker that was not there before.
-                loop {
-                    let pids = pool.pids();
-                    if pids.len() == 2 && !pids.contains(&before[0]) {
-                        pool.map(trivial, 0..4).unwrap();
-                        break;
-                    }
-                    std::thread::yield_now();
-                }
-                total += t.elapsed();
-            }
-            total
-        })
-    });
+    for (name, method) in [
+        ("kill_until_serving", StartMethod::Spawn),
+        ("kill_until_serving_forkserver", StartMethod::Forkserver),
+    ] {
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| kill_until_serving(&pool, iters))
+        });
+    }
     g.bench_function("process_start_join", |b| {
         b.iter(|| {
             let mut p = Process::new(noop, ());
@@ -178,6 +206,7 @@ fn replace(c: &mut Criterion) {
             p.join().unwrap();
         })
     });
+    g.bench_function("raw_fork", |b| b.iter(raw_fork));
     g.finish();
 }
 
