@@ -622,7 +622,10 @@ fn a_lost_lock_wake_delays_a_consumer_but_never_wedges_it() {
     };
     std::thread::sleep(Duration::from_millis(50)); // the consumer is asleep on the lock
     // Still ours: a live owner is not taken over.
-    assert_eq!(word.load(std::sync::atomic::Ordering::Acquire) & 0x3fff_ffff, me);
+    assert_eq!(
+        word.load(std::sync::atomic::Ordering::Acquire) & 0x3fff_ffff,
+        me
+    );
     word.store(0, std::sync::atomic::Ordering::Release);
     assert_eq!(consumer.join().unwrap(), 8);
 }
