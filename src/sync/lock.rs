@@ -88,25 +88,6 @@ impl LockCell {
         }
     }
 
-    /// Acquires, waiting until `deadline`; `None` if it passed.
-    ///
-    /// # Panics
-    /// If the lock is broken (see [`lock`](Self::lock)). For internal callers that have no
-    /// error path yet (the queue).
-    #[inline]
-    pub(crate) fn acquire(&self, deadline: Option<Instant>) -> Option<Acquired> {
-        self.lock(deadline).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Acquires if free.
-    ///
-    /// # Panics
-    /// As [`acquire`](Self::acquire).
-    #[inline]
-    pub(crate) fn try_acquire(&self) -> Option<Acquired> {
-        self.try_lock().unwrap_or_else(|e| panic!("{e}"))
-    }
-
     /// Releases.
     ///
     /// # Safety
