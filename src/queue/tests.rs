@@ -723,12 +723,10 @@ fn a_peer_scribbling_over_the_state_and_ring_causes_typed_errors_only() {
     while Instant::now() < end {
         for _ in 0..64 {
             let r = rng.next();
-            let (addr, off) = if r.is_multiple_of(3) {
-                let off = (rng.next() as usize) % cap;
-                (ring + off, usize::MAX)
+            let addr = if r.is_multiple_of(3) {
+                ring + (rng.next() as usize) % cap
             } else {
-                let off = (rng.next() as usize) % std::mem::size_of::<State>();
-                (base + off, off)
+                base + (rng.next() as usize) % std::mem::size_of::<State>()
             };
             // SAFETY: a byte inside the mapped state or ring, written atomically: what a
             // hostile process holding the segment can do at any time.
