@@ -36,7 +36,7 @@ use crate::sync::shim::{AtomicU64, Ordering};
 /// unsafe impl multiproc::Pod for Point {}
 ///
 /// let p = multiproc::Value::new(Point { x: 1.0, y: 2.0 })?;
-/// assert_eq!(p.get().y, 2.0);
+/// assert_eq!(p.get()?.y, 2.0);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub unsafe trait Pod: Copy + Send + Sync + 'static {}
@@ -128,13 +128,10 @@ fn create<T: Pod>(kind: Kind, len: usize, fill: impl Fn(*mut T)) -> Result<Share
     Ok(shared)
 }
 
-/// The guard for `get`/`set`-style accessors, which cannot report errors: a dead owner's state
-/// is accepted as it is, a broken lock panics (documented on each).
-fn locked_or_panic<G>(r: LockResult<G>) -> G {
-    match r.or_else(LockError::into_inner) {
-        Ok(g) => g,
-        Err(e) => panic!("{e}"),
-    }
+/// The guard for `get`/`set`-style accessors: a dead owner's state is accepted as it is (the
+/// indication stays for `lock`), a broken lock is the accessor's error.
+fn locked<G>(r: LockResult<G>) -> Result<G> {
+    r.or_else(LockError::into_inner)
 }
 
 /// Opens a `Value` (`kind` `Value`: exactly one element, whatever the shared length says) or an
@@ -166,11 +163,13 @@ fn open<'de, T: Pod, D: Deserializer<'de>>(
 ///
 /// [`lock`](Self::lock) gives a guard that dereferences to the value (Python's
 /// `with v.get_lock(): v.value += 1`); [`get`](Self::get) and [`set`](Self::set) each take the
-/// lock once, as Python's `.value` does, so `v.set(v.get() + 1)` is a race, exactly as there.
+/// lock once, as Python's `.value` does, so `v.set(v.get()? + 1)` is a race, exactly as there.
 /// For integers, [`atomic`](Self::atomic) gives lock-free access.
 ///
 /// If a process dies holding the lock, the next [`lock`](Self::lock) returns
-/// [`LockError::OwnerDied`] with the guard (see [`Lock`]). `get`/`set` do not report it; they see whatever was last written.
+/// [`LockError::OwnerDied`] with the guard (see [`Lock`]). `get`/`set` do not report it; they
+/// see whatever was last written. All of them report a broken lock (its shared state
+/// overwritten by another process, or this thread holding it already) as an error.
 ///
 /// Clones are handles to the same value; pass one to a child as (part of) its
 /// [`Process`](crate::Process) arguments.
@@ -183,7 +182,7 @@ fn open<'de, T: Pod, D: Deserializer<'de>>(
 ///     let mut n = counter.lock().unwrap();
 ///     *n += 1;
 /// }
-/// assert_eq!(counter.get(), 1);
+/// assert_eq!(counter.get()?, 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Value<T: Pod> {
@@ -235,7 +234,7 @@ impl<T: Pod> Value<T> {
     ///
     /// ```
     /// let v = multiproc::Value::new(2.5f64)?;
-    /// assert_eq!(v.get(), 2.5);
+    /// assert_eq!(v.get()?, 2.5);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new(value: T) -> Result<Value<T>> {
@@ -287,7 +286,7 @@ impl<T: Pod> Value<T> {
     /// ```
     /// let v = multiproc::Value::new(1u32)?;
     /// *v.lock().unwrap() *= 10;
-    /// assert_eq!(v.get(), 10);
+    /// assert_eq!(v.get()?, 10);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
@@ -351,37 +350,39 @@ impl<T: Pod> Value<T> {
             .map_err(|e| e.map(|g| self.guard(g)))
     }
 
-    /// Reads the value under the lock (Python's `v.value`).
+    /// Reads the value under the lock (Python's `v.value`). A previous owner's death is not
+    /// reported (see [`lock`](Self::lock) for that): the value is whatever it last wrote.
     ///
-    /// # Panics
-    /// If the lock is broken ([`LockError::Broken`]: this thread holds it, or another process
-    /// overwrote it); use [`lock`](Self::lock) to get that as an error.
+    /// # Errors
+    /// The error of [`LockError::Broken`]: this thread holds the lock already, or another
+    /// process overwrote its shared state.
     ///
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(multiproc::Value::new(7u16)?.get(), 7);
+    /// assert_eq!(multiproc::Value::new(7u16)?.get()?, 7);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get(&self) -> T {
-        *locked_or_panic(self.lock())
+    pub fn get(&self) -> Result<T> {
+        locked(self.lock()).map(|g| *g)
     }
 
     /// Writes the value under the lock (Python's `v.value = x`).
     ///
-    /// # Panics
+    /// # Errors
     /// As [`get`](Self::get).
     ///
     /// # Examples
     ///
     /// ```
     /// let v = multiproc::Value::new(0u16)?;
-    /// v.set(3);
-    /// assert_eq!(v.get(), 3);
+    /// v.set(3)?;
+    /// assert_eq!(v.get()?, 3);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn set(&self, value: T) {
-        *locked_or_panic(self.lock()) = value;
+    pub fn set(&self, value: T) -> Result<()> {
+        *locked(self.lock())? = value;
+        Ok(())
     }
 }
 
@@ -438,7 +439,10 @@ impl<T: Pod> DerefMut for ValueGuard<'_, T> {
 
 impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Value").field("value", &self.get()).finish()
+        match self.get() {
+            Ok(v) => f.debug_struct("Value").field("value", &v).finish(),
+            Err(_) => f.debug_struct("Value").finish_non_exhaustive(),
+        }
     }
 }
 
@@ -473,9 +477,9 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
 ///
 /// ```
 /// let a = multiproc::Array::new(4, 0u32)?;
-/// a.set(1, 5);
+/// a.set(1, 5)?;
 /// a.lock().unwrap()[2] = 6;
-/// assert_eq!(a.to_vec(), [0, 5, 6, 0]);
+/// assert_eq!(a.to_vec()?, [0, 5, 6, 0]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Array<T: Pod> {
@@ -552,7 +556,7 @@ impl<T: Pod> Array<T> {
     ///
     /// ```
     /// let a = multiproc::Array::from_slice(&[1u64, 2, 3])?;
-    /// assert_eq!(a.get(2), 3);
+    /// assert_eq!(a.get(2)?, 3);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn from_slice(items: &[T]) -> Result<Array<T>> {
@@ -697,71 +701,83 @@ impl<T: Pod> Array<T> {
             .map_err(|e| e.map(|g| self.guard(g)))
     }
 
-    fn locked(&self) -> ArrayGuard<'_, T> {
-        locked_or_panic(self.lock())
+    fn locked(&self) -> Result<ArrayGuard<'_, T>> {
+        locked(self.lock())
     }
 
-    /// Element `index`, read under the lock.
+    /// Element `index`, read under the lock (a previous owner's death is not reported, as for
+    /// [`Value::get`]).
+    ///
+    /// # Errors
+    /// As [`Value::get`]: the lock is broken.
     ///
     /// # Panics
-    /// If `index >= len()`, or the lock is broken (as for [`Value::get`]).
+    /// If `index >= len()`.
     ///
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(multiproc::Array::new(2, 4u8)?.get(1), 4);
+    /// assert_eq!(multiproc::Array::new(2, 4u8)?.get(1)?, 4);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get(&self, index: usize) -> T {
-        self.locked()[index]
+    pub fn get(&self, index: usize) -> Result<T> {
+        Ok(self.locked()?[index])
     }
 
     /// Writes element `index` under the lock.
     ///
+    /// # Errors
+    /// As [`Value::get`]: the lock is broken.
+    ///
     /// # Panics
-    /// If `index >= len()`, or the lock is broken (as for [`Value::get`]).
+    /// If `index >= len()`.
     ///
     /// # Examples
     ///
     /// ```
     /// let a = multiproc::Array::new(2, 0u8)?;
-    /// a.set(0, 1);
+    /// a.set(0, 1)?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn set(&self, index: usize, value: T) {
-        self.locked()[index] = value;
+    pub fn set(&self, index: usize, value: T) -> Result<()> {
+        self.locked()?[index] = value;
+        Ok(())
     }
 
     /// A copy of all elements, taken under the lock.
     ///
-    /// # Panics
-    /// If the lock is broken (as for [`Value::get`]).
+    /// # Errors
+    /// As [`Value::get`]: the lock is broken.
     ///
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(multiproc::Array::new(2, 1u8)?.to_vec(), [1, 1]);
+    /// assert_eq!(multiproc::Array::new(2, 1u8)?.to_vec()?, [1, 1]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn to_vec(&self) -> Vec<T> {
-        self.locked().to_vec()
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        Ok(self.locked()?.to_vec())
     }
 
     /// Overwrites all elements under the lock.
     ///
+    /// # Errors
+    /// As [`Value::get`]: the lock is broken.
+    ///
     /// # Panics
-    /// If `items.len() != len()`, or the lock is broken (as for [`Value::get`]).
+    /// If `items.len() != len()`.
     ///
     /// # Examples
     ///
     /// ```
     /// let a = multiproc::Array::new(2, 0u8)?;
-    /// a.copy_from_slice(&[3, 4]);
-    /// assert_eq!(a.to_vec(), [3, 4]);
+    /// a.copy_from_slice(&[3, 4])?;
+    /// assert_eq!(a.to_vec()?, [3, 4]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn copy_from_slice(&self, items: &[T]) {
-        self.locked().copy_from_slice(items);
+    pub fn copy_from_slice(&self, items: &[T]) -> Result<()> {
+        self.locked()?.copy_from_slice(items);
+        Ok(())
     }
 }
 

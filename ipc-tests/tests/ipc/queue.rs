@@ -261,7 +261,7 @@ fn run_stress(kill_one_consumer: bool) -> Result<StressRun, String> {
         }
     }
     Ok(StressRun {
-        seen: seen.to_vec(),
+        seen: seen.to_vec().ctx("read the seen counts")?,
         bad,
         lost: q.lost_messages(),
         elapsed: t.elapsed(),

@@ -256,11 +256,8 @@ fn value_increments() -> Result<(), String> {
         for p in &mut ps {
             p.join().ctx("join")?;
         }
-        ensure!(
-            v.get() == 200_000,
-            "atomic={atomic}: {} increments",
-            v.get()
-        );
+        let n = v.get().ctx("read the count")?;
+        ensure!(n == 200_000, "atomic={atomic}: {n} increments");
     }
     Ok(())
 }
@@ -278,7 +275,7 @@ fn array_shared() -> Result<(), String> {
     let mut p = Process::new(fill_squares, a.clone());
     p.start().ctx("start")?;
     ensure!(p.join().ctx("join")? == 10_000, "child saw another length");
-    let v = a.to_vec();
+    let v = a.to_vec().ctx("read the array")?;
     ensure!(
         v.iter().enumerate().all(|(i, &x)| x == (i * i) as u32),
         "wrong contents"
