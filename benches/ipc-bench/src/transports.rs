@@ -161,7 +161,7 @@ fn session<A: Serialize + for<'de> Deserialize<'de>>(
         });
     }
     ready(common);
-    common.n.set(0);
+    common.n.set(0).unwrap();
     common.go.set();
     p.join().expect("a benchmark child failed");
     reps
