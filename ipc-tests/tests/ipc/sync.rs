@@ -131,6 +131,25 @@ fn acquire_after_death(held: &Held) -> Result<bool, String> {
     }
 }
 
+/// Waits (at most `PATIENCE`) until thread `tid` of this process is asleep: for a thread that
+/// is acquiring a held lock, that is the lock's futex wait (the only place its path sleeps).
+/// See proc_pid_stat(5): the state is the field after the parenthesized command name.
+fn wait_until_asleep(tid: i32) -> bool {
+    let end = Instant::now() + PATIENCE;
+    while Instant::now() < end {
+        let stat =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|at| stat[at + 1..].split_ascii_whitespace().next());
+        if state == Some("S") {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
+}
+
 fn holder_killed_rounds() -> Result<(), String> {
     let lock = Lock::new().ctx("lock")?;
     let rlock = RLock::new().ctx("rlock")?;
@@ -160,8 +179,17 @@ fn holder_killed_rounds() -> Result<(), String> {
         // On odd rounds the next acquirer is already blocked when the holder dies; on even
         // rounds it arrives afterwards.
         let died = if round % 2 == 1 {
-            let waiter = std::thread::spawn(move || acquire_after_death(&held));
-            std::thread::sleep(Duration::from_millis(2));
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let waiter = std::thread::spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                let _ = tid_tx.send(unsafe { libc::gettid() });
+                acquire_after_death(&held)
+            });
+            let tid = tid_rx.recv().map_err(|_| "the waiter never started")?;
+            ensure!(
+                wait_until_asleep(tid),
+                "round {round}: the waiter never went to sleep on the lock"
+            );
             p.kill().ctx("kill")?;
             waiter.join().map_err(|_| "waiter panicked")??
         } else {
