@@ -47,10 +47,13 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             peer_filled_semaphore,
         ),
         (
-            "sync::hundred_thousand_locks_under_ulimit_1024",
+            "sync::hundred_thousand_locks_under_ulimit_1024_and_1000_to_a_child",
             many_locks_under_ulimit,
         ),
-        ("sync::many_locks_handed_to_one_child", many_locks_to_child),
+        (
+            "sync::thousand_locks_handed_to_one_child",
+            many_locks_to_child,
+        ),
     ]
 }
 
@@ -587,7 +590,9 @@ fn peer_filled_semaphore() -> Result<(), String> {
     Ok(())
 }
 
-/// Under the default soft limit of 1024 descriptors, makes `n` locks and uses each.
+/// Under the default soft limit of 1024 descriptors, makes `n` locks and uses each, then hands
+/// 1,000 of them (every other one held here) to a child in one message, which inherits the
+/// limit.
 fn make_many_locks(n: u32) -> Result<u32, String> {
     let lim = libc::rlimit {
         rlim_cur: 1024,
@@ -606,7 +611,34 @@ fn make_many_locks(n: u32) -> Result<u32, String> {
             ok += 1;
         }
     }
+    let some: Vec<Lock> = locks.iter().step_by(97).take(1000).cloned().collect();
+    check_locks_in_a_child(&some)?;
     Ok(ok)
+}
+
+/// Hands `locks` to a child in one message, every other one held here; the child must see
+/// exactly those held, and keep few descriptors.
+fn check_locks_in_a_child(locks: &[Lock]) -> Result<(), String> {
+    let held: Vec<_> = locks.iter().step_by(2).map(|l| l.lock()).collect();
+    ensure!(held.iter().all(Result::is_ok), "locking in the parent");
+    let mut p = Process::new(try_all, locks.to_vec());
+    p.start().ctx("start")?;
+    let (got, fds) = p.join().ctx("join")?;
+    drop(held);
+    ensure!(
+        got.len() == locks.len(),
+        "the child got {} locks",
+        got.len()
+    );
+    for (i, g) in got.iter().enumerate() {
+        ensure!(
+            *g == (i % 2 == 1),
+            "lock {i}: the child's try_lock gave {g}"
+        );
+    }
+    // One descriptor per arena chunk travelled, and the child mapped each chunk once.
+    ensure!(fds < 100, "the child holds {fds} descriptors");
+    Ok(())
 }
 
 fn many_locks_under_ulimit() -> Result<(), String> {
@@ -625,26 +657,13 @@ fn try_all(locks: Vec<Lock>) -> (Vec<bool>, usize) {
 }
 
 fn many_locks_to_child() -> Result<(), String> {
-    // A message carries at most 253 descriptors, one per handle: 250 locks in one go.
-    let locks: Vec<Lock> = (0..250)
+    // A message carries at most 253 descriptors, but the same one (an arena chunk) exported
+    // again travels once: 1,000 locks in one go.
+    let locks: Vec<Lock> = (0..1000)
         .map(|_| Lock::new())
         .collect::<Result<_, _>>()
         .ctx("locks")?;
-    let held: Vec<_> = locks.iter().step_by(2).map(|l| l.lock()).collect();
-    ensure!(held.iter().all(Result::is_ok), "locking in the parent");
-    let mut p = Process::new(try_all, locks.clone());
-    p.start().ctx("start")?;
-    let (got, fds) = p.join().ctx("join")?;
-    drop(held);
-    ensure!(got.len() == 250, "the child got {} locks", got.len());
-    for (i, g) in got.iter().enumerate() {
-        ensure!(
-            *g == (i % 2 == 1),
-            "lock {i}: the child's try_lock gave {g}"
-        );
-    }
-    // The child mapped the shared chunk once and closed the other 249 descriptors.
-    ensure!(fds < 100, "the child holds {fds} descriptors");
+    check_locks_in_a_child(&locks)?;
     // Dropping every handle (here and in the child) frees the slots for reuse.
     drop(locks);
     Ok(())
