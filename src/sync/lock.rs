@@ -233,7 +233,7 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Lock> {
-        let cell = Shared::create_in_arena(Kind::Lock, |p| {
+        let cell = Shared::create_in_arena(Kind::Lock, 0, |p| {
             // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
             unsafe { LockCell::init(p, false) }
         })?;
@@ -454,7 +454,7 @@ impl fmt::Debug for LockGuard<'_> {
     }
 }
 
-/// Segments whose data starts with a non-recursive `LockCell`.
+/// Objects (segments or arena slots) that start with a non-recursive `LockCell`.
 pub(crate) const LOCK_KINDS: &[Kind] = &[Kind::Lock, Kind::Value, Kind::Array];
 
 impl Serialize for Lock {
@@ -465,7 +465,7 @@ impl Serialize for Lock {
 
 impl<'de> Deserialize<'de> for Lock {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_slot_handle(deserializer, &[Kind::Lock], LOCK_KINDS)
+        Shared::deserialize_slot_handle(deserializer, LOCK_KINDS, LOCK_KINDS, 0)
             .map(Lock::from_cell)
     }
 }
@@ -521,7 +521,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<RLock> {
-        let cell = Shared::create_in_arena(Kind::RLock, |p| {
+        let cell = Shared::create_in_arena(Kind::RLock, 0, |p| {
             // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
             unsafe { LockCell::init(p, true) }
         })?;
@@ -671,7 +671,7 @@ impl Serialize for RLock {
 
 impl<'de> Deserialize<'de> for RLock {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_slot_handle(deserializer, &[Kind::RLock], &[Kind::RLock])
+        Shared::deserialize_slot_handle(deserializer, &[Kind::RLock], &[Kind::RLock], 0)
             .map(|cell| RLock { cell })
     }
 }

@@ -65,18 +65,29 @@ fn a_handle_decoded_as_another_object_is_refused() {
     let e = refusal(ev.segment_fd(), &[Kind::Barrier], 0);
     assert!(e.to_string().contains("not a Barrier"), "{e}");
     // A Value's lock is a Lock; a Value of another type is not the same Value.
+    // Small ones live in arena slots, which carry the kind and the element type.
     let v = Value::new(1u32).unwrap();
     let as_lock: Lock = pass_as(&Value::new(1u8).unwrap()).unwrap();
     drop(as_lock.lock().unwrap());
-    let e = refusal(v.segment_fd(), &[Kind::Value], type_tag::<u64>());
-    assert!(e.to_string().contains("another Rust type"), "{e}");
-    assert!(pass_as::<_, Value<u64>>(&v).is_err());
-    let a = Array::new(4, 0u8).unwrap();
+    let refused = |r: Result<_, codec::CodecError>, why: &str| match r {
+        Err(codec::CodecError::Invalid(m)) => assert!(m.contains(why), "{m}"),
+        Err(e) => panic!("expected Invalid({why}), got {e:?}"),
+        Ok(()) => panic!("expected Invalid({why}), got Ok"),
+    };
+    refused(pass_as::<_, Value<u64>>(&v).map(drop), "another type");
+    refused(pass_as::<_, Value<i32>>(&v).map(drop), "another type");
+    let small = Array::new(4, 0u8).unwrap();
+    refused(pass_as::<_, Array<u16>>(&small).map(drop), "another type");
+    refused(pass_as::<_, Value<u8>>(&small).map(drop), "not a Value");
+    refused(pass_as::<_, Array<u32>>(&v).map(drop), "not a Array");
+    // Large ones have a segment of their own, whose header says the same.
+    let a = Array::new(1000, 0u8).unwrap();
     let e = refusal(a.segment_fd(), &[Kind::Array], type_tag::<u16>());
     assert!(e.to_string().contains("another Rust type"), "{e}");
     let e = refusal(a.segment_fd(), &[Kind::Value], type_tag::<u8>());
     assert!(e.to_string().contains("not a Value"), "{e}");
-    assert!(pass_as::<_, Value<u8>>(&Array::new(1, 0u8).unwrap()).is_err());
+    assert!(pass_as::<_, Value<u8>>(&a).is_err());
+    assert!(pass_as::<_, Array<u16>>(&a).is_err());
 }
 
 #[test]
@@ -319,7 +330,8 @@ fn layout_facts_are_read_once_at_open() {
     let a = Array::new(4, 7u32).unwrap();
     let back: Array<u32> = pass_as(&a).unwrap();
     // A peer rewrites the shared length (the word after the lock cell) after we opened.
-    let len_at = std::mem::size_of::<super::lock::LockCell>().next_multiple_of(8);
+    let len_at = a.get_lock().data_offset()
+        + std::mem::size_of::<super::lock::LockCell>().next_multiple_of(8);
     poke(a.segment_fd(), len_at, 1 << 30);
     assert_eq!(back.len(), 4);
     assert_eq!(back.clone().len(), 4);

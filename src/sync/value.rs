@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::error::{LockError, LockResult, Recover, TryLockResult, sealed};
 use super::lock::{Lock, LockCell, LockGuard};
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::{Kind, Shared, type_tag};
+use crate::shm::{Kind, SLOT_ALIGN, SLOT_PAYLOAD, Shared, type_tag};
 use crate::sync::shim::{AtomicU64, Ordering};
 
 /// Plain-old-data: a type that can live in shared memory and be copied in and out as bytes.
@@ -92,7 +92,9 @@ atomic_pod!(
     i64 => std::sync::atomic::AtomicI64, isize => std::sync::atomic::AtomicIsize
 );
 
-/// A lock followed, at a 64-byte boundary, by the data.
+/// A lock followed by the data: at a 64-byte boundary in a segment of its own, right after the
+/// head (aligned for `T`) in an arena slot. A value or array whose data fits in a slot lives in
+/// the arena (like a `Lock`: no descriptor or mapping of its own); a larger one gets a segment.
 #[repr(C)]
 pub(crate) struct Head {
     lock: LockCell,
@@ -100,10 +102,10 @@ pub(crate) struct Head {
     len: AtomicU64,
 }
 
-/// Offset of the first element after the head, for `T`.
-const fn data_offset<T>() -> usize {
+/// Offset of the first element from the head's start, for `T`, in an arena slot or not.
+const fn data_offset<T>(in_arena: bool) -> usize {
     let head = std::mem::size_of::<Head>();
-    let align = if std::mem::align_of::<T>() > 64 {
+    let align = if in_arena || std::mem::align_of::<T>() > 64 {
         std::mem::align_of::<T>()
     } else {
         64
@@ -111,20 +113,38 @@ const fn data_offset<T>() -> usize {
     head.div_ceil(align) * align
 }
 
+/// Bytes from the head's start to the end of `len` elements, in an arena slot or not.
+fn object_bytes<T>(len: usize, in_arena: bool) -> Option<usize> {
+    std::mem::size_of::<T>()
+        .checked_mul(len)?
+        .checked_add(data_offset::<T>(in_arena))
+}
+
+/// Whether `len` elements of `T` fit in an arena slot.
+fn fits_arena<T>(len: usize) -> bool {
+    std::mem::align_of::<T>() <= SLOT_ALIGN
+        && object_bytes::<T>(len, true).is_some_and(|n| n <= SLOT_PAYLOAD)
+}
+
 fn create<T: Pod>(kind: Kind, len: usize, fill: impl Fn(*mut T)) -> Result<Shared<Head>> {
-    let bytes = std::mem::size_of::<T>()
-        .checked_mul(len)
-        .and_then(|b| b.checked_add(data_offset::<T>() - std::mem::size_of::<Head>()))
-        .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "array too large"))?;
-    let shared = Shared::create(kind, type_tag::<T>(), bytes, |p: *mut Head| {
-        // SAFETY: `create` passes fresh, aligned memory sized for the head and the elements.
+    let init = |p: *mut Head| {
+        // SAFETY: both creators pass fresh (or freed), aligned memory sized for the head and
+        // the elements, which nobody else uses yet.
         unsafe {
             LockCell::init(&raw mut (*p).lock, false)?;
             (&raw mut (*p).len).write(AtomicU64::new(len as u64));
         }
         Ok(())
-    })?;
-    fill(shared.at::<T>(data_offset::<T>()).as_ptr());
+    };
+    let shared = if fits_arena::<T>(len) {
+        Shared::create_in_arena(kind, type_tag::<T>(), init)?
+    } else {
+        let bytes = object_bytes::<T>(len, false)
+            .map(|b| b - std::mem::size_of::<Head>())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "array too large"))?;
+        Shared::create(kind, type_tag::<T>(), bytes, init)?
+    };
+    fill(shared.at::<T>(data_offset::<T>(shared.in_arena())).as_ptr());
     Ok(shared)
 }
 
@@ -141,16 +161,18 @@ fn open<'de, T: Pod, D: Deserializer<'de>>(
     d: D,
     kind: Kind,
 ) -> std::result::Result<(Shared<Head>, usize), D::Error> {
-    let shared: Shared<Head> = Shared::deserialize_segment_handle(d, &[kind], type_tag::<T>())?;
+    let shared: Shared<Head> =
+        Shared::deserialize_slot_handle(d, &[kind], &[kind], type_tag::<T>())?;
     let len = if kind == Kind::Value {
         1
     } else {
         usize::try_from(shared.len.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
     };
-    let need = len
-        .checked_mul(std::mem::size_of::<T>())
-        .and_then(|b| b.checked_add(data_offset::<T>()));
-    if need.is_none_or(|n| n > shared.data_len()) {
+    let arena = shared.in_arena();
+    let need = object_bytes::<T>(len, arena);
+    if (arena && std::mem::align_of::<T>() > SLOT_ALIGN)
+        || need.is_none_or(|n| n > shared.object_len())
+    {
         return Err(serde::de::Error::custom(Error::new(
             ErrorKind::BadHeader,
             "the shared value's segment is smaller than its elements need",
@@ -225,7 +247,8 @@ impl<T: Pod> Value<T> {
     pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
         self.shared.fd()
     }
-    /// Puts `value` in a new anonymous shared segment with its own lock.
+    /// Puts `value` in shared memory with its own lock: in a free slot of this process's arena
+    /// if it is small (up to 72 bytes), in an anonymous segment of its own otherwise.
     ///
     /// # Errors
     /// [`ErrorKind::Io`] if the segment cannot be created.
@@ -247,7 +270,7 @@ impl<T: Pod> Value<T> {
 
     fn from_shared(shared: Shared<Head>) -> Value<T> {
         let lock = Lock::from_cell(shared.prefix());
-        let ptr = shared.at(data_offset::<T>());
+        let ptr = shared.at(data_offset::<T>(shared.in_arena()));
         Value { shared, lock, ptr }
     }
 
@@ -569,7 +592,7 @@ impl<T: Pod> Array<T> {
 
     fn from_shared(shared: Shared<Head>, len: usize) -> Array<T> {
         let lock = Lock::from_cell(shared.prefix());
-        let ptr = shared.at(data_offset::<T>());
+        let ptr = shared.at(data_offset::<T>(shared.in_arena()));
         Array {
             shared,
             lock,

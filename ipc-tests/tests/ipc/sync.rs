@@ -47,7 +47,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             peer_filled_semaphore,
         ),
         (
-            "sync::hundred_thousand_locks_under_ulimit_1024_and_1000_to_a_child",
+            "sync::hundred_thousand_locks_and_values_under_ulimit_1024_and_1000_to_a_child",
             many_locks_under_ulimit,
         ),
         (
@@ -590,7 +590,8 @@ fn peer_filled_semaphore() -> Result<(), String> {
     Ok(())
 }
 
-/// Under the default soft limit of 1024 descriptors, makes `n` locks and uses each, then hands
+/// Under the default soft limit of 1024 descriptors, makes `n` locks and `n` values and uses
+/// each, then hands
 /// 1,000 of them (every other one held here) to a child in one message, which inherits the
 /// limit.
 fn make_many_locks(n: u32) -> Result<u32, String> {
@@ -610,6 +611,17 @@ fn make_many_locks(n: u32) -> Result<u32, String> {
         if l.try_lock().is_ok() {
             ok += 1;
         }
+    }
+    // As many values (small ones live in the same arena), each written and read back.
+    let values: Vec<Value<u64>> = (0..n)
+        .map(|i| Value::new(u64::from(i)).map_err(|e| format!("value #{i}: {e}")))
+        .collect::<Result<_, _>>()?;
+    for (i, v) in values.iter().enumerate() {
+        v.set(v.get().ctx("get")? + 1).ctx("set")?;
+        ensure!(
+            v.get().ctx("get")? == i as u64 + 1,
+            "value #{i} lost its write"
+        );
     }
     let some: Vec<Lock> = locks.iter().step_by(97).take(1000).cloned().collect();
     check_locks_in_a_child(&some)?;
