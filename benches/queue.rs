@@ -119,7 +119,7 @@ fn mpmc_party(args: (Queue<Small>, Value<u64>, Barrier, bool)) {
     }
     loop {
         barrier.wait().unwrap();
-        let n = todo.get();
+        let n = todo.get().unwrap();
         if n == 0 {
             return;
         }
@@ -160,14 +160,14 @@ fn mpmc_small(c: &mut Criterion) {
     g.bench_function("multiproc", |b| {
         b.iter_custom(|iters| {
             let n = iters.max(2);
-            todo.set(n);
+            todo.set(n).unwrap();
             barrier.wait().unwrap();
             let t = Instant::now();
             barrier.wait().unwrap();
             t.elapsed().mul_f64(iters as f64 / (n - n % 2) as f64)
         })
     });
-    todo.set(0);
+    todo.set(0).unwrap();
     barrier.wait().unwrap();
     for p in &mut ps {
         p.join().unwrap();

@@ -80,7 +80,7 @@ fn incrementer(args: (Value<u64>, Value<u64>, Barrier, bool)) {
     let (v, todo, barrier, atomic) = args;
     loop {
         barrier.wait().unwrap();
-        let n = todo.get();
+        let n = todo.get().unwrap();
         if n == 0 {
             return;
         }
@@ -120,17 +120,17 @@ fn value_increment(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let each = iters.div_ceil(2);
-                todo.set(each);
-                let before = v.get();
+                todo.set(each).unwrap();
+                let before = v.get().unwrap();
                 barrier.wait().unwrap();
                 let t = Instant::now();
                 barrier.wait().unwrap();
                 let elapsed = t.elapsed();
-                assert_eq!(v.get() - before, 2 * each);
+                assert_eq!(v.get().unwrap() - before, 2 * each);
                 elapsed.mul_f64(iters as f64 / (2 * each) as f64)
             })
         });
-        todo.set(0);
+        todo.set(0).unwrap();
         barrier.wait().unwrap();
         for p in &mut ps {
             p.join().unwrap();

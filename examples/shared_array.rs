@@ -43,7 +43,7 @@ fn main() -> Result<(), multiproc::Error> {
     for p in &mut ps {
         p.join()?;
     }
-    let values = array.to_vec();
+    let values = array.to_vec()?;
     let expected = (0..LEN as u32).map(|n| n.wrapping_mul(n));
     assert!(values.iter().copied().eq(expected));
     println!(

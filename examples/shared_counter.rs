@@ -51,8 +51,8 @@ fn main() -> Result<(), multiproc::Error> {
     for w in &mut workers {
         w.join()?;
     }
-    println!("4 processes x 25000 locked increments = {}", counter.get());
-    assert_eq!(counter.get(), 100_000);
+    println!("4 processes x 25000 locked increments = {}", counter.get()?);
+    assert_eq!(counter.get()?, 100_000);
 
     // The same counter, but its holder is SIGKILLed mid-update. With Python's Value the lock
     // would stay taken forever; here the next locker gets it, told that the owner died.
@@ -75,8 +75,8 @@ fn main() -> Result<(), multiproc::Error> {
             counter.get_lock().clear_owner_died();
         }
     }
-    println!("repaired: {}", counter.get());
-    assert_eq!(counter.get(), 100_000);
+    println!("repaired: {}", counter.get()?);
+    assert_eq!(counter.get()?, 100_000);
     assert!(counter.lock().is_ok());
     Ok(())
 }

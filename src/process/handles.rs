@@ -10,6 +10,10 @@
 //! number. Both per-thread lists are put back as they were when encoding or decoding ends, by
 //! return or by unwinding (a `Serialize` that panics must not leave the list armed).
 //!
+//! One descriptor exported several times in one message travels once: a thousand locks from one
+//! arena chunk are one descriptor, not a thousand (see [`export_fd`]); every import of it gets
+//! its own duplicate on the other side.
+//!
 //! A handle that needs to know *who* receives it (a queue counts its possible producers) also
 //! registers a [`Transit`] with [`export_transit`]. The encoded arguments carry these beside the
 //! descriptors ([`Transits`]); the process layer calls [`Transits::handed_to`] once a child with
@@ -23,7 +27,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -78,6 +82,12 @@ impl fmt::Debug for Transits {
 #[derive(Default)]
 struct Outgoing {
     fds: Vec<OwnedFd>,
+    /// What each entry of `fds` was exported from: the descriptor number in this process and
+    /// the file's (device, inode). Both must match for a later export to reuse the entry: the
+    /// number alone could have been closed and reused meanwhile (our duplicate keeps the first
+    /// file open, so its inode cannot be recycled), and the inode alone would merge the two
+    /// ends of a pipe, which share one.
+    exported: std::collections::HashMap<(RawFd, u64, u64), u32>,
     transits: Vec<Box<dyn Transit>>,
 }
 
@@ -152,7 +162,9 @@ pub(crate) fn with_incoming<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// For a handle's `Serialize`: registers a duplicate of `fd` and returns its index.
+/// For a handle's `Serialize`: registers a duplicate of `fd` and returns its index. The same
+/// descriptor exported again in the same message gets the same index (one duplicate, one
+/// descriptor in transit).
 ///
 /// # Errors
 /// When no process arguments are being serialized (a handle sent through a pipe or queue, or
@@ -161,9 +173,17 @@ pub(crate) fn export_fd(fd: BorrowedFd<'_>) -> Result<u32, String> {
     OUTGOING.with(|o| {
         let mut o = o.borrow_mut();
         let out = o.as_mut().ok_or_else(not_as_argument)?;
+        let (dev, ino) =
+            sys::file_identity(fd).map_err(|e| format!("cannot inspect the handle: {e}"))?;
+        let key = (fd.as_raw_fd(), dev, ino);
+        if let Some(&index) = out.exported.get(&key) {
+            return Ok(index);
+        }
         let dup = sys::dup_cloexec(fd).map_err(|e| format!("cannot duplicate the handle: {e}"))?;
         out.fds.push(dup);
-        Ok((out.fds.len() - 1) as u32)
+        let index = (out.fds.len() - 1) as u32;
+        out.exported.insert(key, index);
+        Ok(index)
     })
 }
 
@@ -183,20 +203,24 @@ fn not_as_argument() -> String {
     "a handle can only be passed to a child process as (part of) its arguments".to_string()
 }
 
-/// For a handle's `Deserialize`: takes the descriptor registered at `index`.
+/// For a handle's `Deserialize`: a descriptor of its own on the one registered at `index` (a
+/// duplicate: several handles of a message may name the same one; the received descriptors
+/// are closed when decoding ends).
 ///
 /// # Errors
-/// When no descriptors were received with the message, or `index` names none (or one that was
-/// already taken).
+/// When no descriptors were received with the message, `index` names none, or it cannot be
+/// duplicated.
 pub(crate) fn import_fd(index: u32) -> Result<OwnedFd, String> {
     INCOMING.with(|i| {
-        let mut i = i.borrow_mut();
+        let i = i.borrow();
         let list = i
-            .as_mut()
+            .as_ref()
             .ok_or_else(|| "a handle can only be received as a process argument".to_string())?;
-        list.get_mut(index as usize)
-            .and_then(Option::take)
-            .ok_or_else(|| format!("handle #{index} did not arrive with the message"))
+        let fd = list
+            .get(index as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| format!("handle #{index} did not arrive with the message"))?;
+        sys::dup_cloexec(fd.as_fd()).map_err(|e| format!("cannot take handle #{index}: {e}"))
     })
 }
 
@@ -314,6 +338,40 @@ mod tests {
         );
     }
 
+    /// Exports each descriptor of the list as a handle.
+    struct Handles<'a>(Vec<BorrowedFd<'a>>);
+    impl Serialize for Handles<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let ids: Result<Vec<u32>, String> = self.0.iter().map(|&fd| export_fd(fd)).collect();
+            ids.map_err(serde::ser::Error::custom)?.serialize(s)
+        }
+    }
+
+    #[test]
+    fn one_descriptor_exported_many_times_travels_once() {
+        let a = sys::eventfd().expect("eventfd");
+        let b = sys::eventfd().expect("eventfd");
+        let (r, w) = sys::stream_socketpair().expect("socketpair");
+        let mut list = vec![a.as_fd(); 1000];
+        list.extend([b.as_fd(), a.as_fd(), r.as_fd(), w.as_fd(), b.as_fd()]);
+        let (bytes, fds, _) = encode_with_handles(&Handles(list)).expect("encode");
+        assert_eq!(fds.len(), 4, "a, b and the two ends");
+        let ids: Vec<u32> = codec::decode(&bytes).expect("decode");
+        assert!(ids[..1000].iter().all(|&i| i == 0));
+        assert_eq!(ids[1000..], [1, 0, 2, 3, 1]);
+        // Each import of a shared entry gets a descriptor of its own, on the same file.
+        let got = with_incoming(fds, || {
+            ids.iter()
+                .map(|&i| import_fd(i).expect("import"))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(got.len(), 1005);
+        let id = |fd: &OwnedFd| sys::file_identity(fd.as_fd()).unwrap();
+        assert!(got[..1000].iter().all(|fd| id(fd) == id(&a)));
+        assert_eq!(id(&got[1000]), id(&b));
+        assert_ne!(got[0].as_raw_fd(), got[1].as_raw_fd());
+    }
+
     #[test]
     fn nested_encodings_keep_their_own_lists() {
         struct Outer;
@@ -324,6 +382,8 @@ mod tests {
                 let (_, inner, _) = encode_with_handles(&Inner).expect("inner encode");
                 assert_eq!(inner.len(), 1);
                 let b = export_fd(fd.as_fd()).expect("outer export after the inner one");
+                // The same descriptor again: the same entry.
+                assert_eq!(a, b);
                 (a, b).serialize(s)
             }
         }
@@ -336,7 +396,8 @@ mod tests {
                     .serialize(s)
             }
         }
+        // The inner message's descriptor stayed in the inner list.
         let (_, fds, transits) = encode_with_handles(&Outer).unwrap();
-        assert_eq!((fds.len(), transits.len()), (2, 0));
+        assert_eq!((fds.len(), transits.len()), (1, 0));
     }
 }

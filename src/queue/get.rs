@@ -77,7 +77,9 @@ impl<T: DeserializeOwned> Queue<T> {
         let seg = &*self.seg;
         let st = self.st();
         let c = &st.cons;
-        let acquired = lock_side(&c.lock, d).ok_or(GetFail::Nothing)?;
+        let acquired = lock_side(&c.lock, d)
+            .map_err(GetFail::Error)?
+            .ok_or(GetFail::Nothing)?;
         let _guard = SideGuard { cell: &c.lock };
         if acquired == Acquired::OwnerDied {
             self.recover_get();
@@ -293,8 +295,8 @@ impl<T: DeserializeOwned> Queue<T> {
     fn check_stream_writer(&self, head: u64, assembling: &mut Option<u64>) {
         let st = self.st();
         let p = &st.prod;
-        let Some(a) = p.lock.try_acquire() else {
-            return; // a live producer holds it
+        let Ok(Some(a)) = p.lock.try_lock() else {
+            return; // a live producer holds it (or the lock is broken: the put fails then)
         };
         let _g = SideGuard { cell: &p.lock };
         let died = a == Acquired::OwnerDied;

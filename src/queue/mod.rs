@@ -167,23 +167,45 @@ fn oversized(len: usize, limit: usize) -> PutFail {
 /// robust futex's wake can be lost for good (a waiter that the kernel woke is killed before it
 /// takes the lock, and another process takes it first, clearing the "waiters" bit; the other
 /// sleepers are then woken by nobody). Waking up to try again turns that into a short delay.
-fn lock_side(cell: &LockCell, d: Deadline) -> Option<Acquired> {
-    if let Some(a) = cell.try_acquire() {
-        return Some(a);
+///
+/// `Ok(None)` when the deadline passed; an error when the lock cannot be used (its word was
+/// overwritten, e.g. with this thread's own id, or this thread is already inside an operation
+/// on this side of the queue, as a `Serialize` that puts into the queue it is put into).
+fn lock_side(cell: &LockCell, d: Deadline) -> Result<Option<Acquired>> {
+    if let Some(a) = cell.try_lock().map_err(broken_side)? {
+        return Ok(Some(a));
     }
     let Deadline::At(at) = d else {
-        return None;
+        return Ok(None);
     };
     loop {
         let tick = Instant::now() + POLL;
         let until = at.map_or(tick, |a| a.min(tick));
-        if let Some(a) = cell.acquire(Some(until)) {
-            return Some(a);
+        if let Some(a) = cell.lock(Some(until)).map_err(broken_side)? {
+            return Ok(Some(a));
         }
         if at.is_some_and(|a| Instant::now() >= a) {
-            return None;
+            return Ok(None);
         }
     }
+}
+
+/// A side lock that cannot be taken, as the queue operation's error (`ErrorKind::Io`, with
+/// the lock's OS error as its source: `EDEADLK` for a word naming this thread).
+fn broken_side(e: Error) -> Error {
+    let source = match e.io_error() {
+        Some(io) => io.raw_os_error().map_or_else(
+            || std::io::Error::new(io.kind(), io.to_string()),
+            std::io::Error::from_raw_os_error,
+        ),
+        None => std::io::Error::other(e.to_string()),
+    };
+    Error::os(
+        "the queue's lock cannot be taken: its shared state is corrupt, or this thread is \
+         already inside an operation on this side of the queue (a Serialize or Deserialize \
+         that uses the same queue)",
+        source,
+    )
 }
 
 /// Releases a side's lock.

@@ -139,7 +139,9 @@ impl<T: Serialize> Queue<T> {
         }
         let st = self.st();
         let p = &st.prod;
-        let acquired = lock_side(&p.lock, d).ok_or(PutFail::NoRoom)?;
+        let acquired = lock_side(&p.lock, d)
+            .map_err(PutFail::Error)?
+            .ok_or(PutFail::NoRoom)?;
         let _guard = SideGuard { cell: &p.lock };
         if acquired == Acquired::OwnerDied
             || p.busy.load(Ordering::Relaxed) != put_state::IDLE

@@ -65,7 +65,8 @@ impl<T> Queue<T> {
         {
             return;
         }
-        if let Some(a) = p.lock.try_acquire() {
+        // A broken lock is left alone: the next put reports it.
+        if let Ok(Some(a)) = p.lock.try_lock() {
             let _g = SideGuard { cell: &p.lock };
             let died = a == Acquired::OwnerDied;
             if died

@@ -1,9 +1,9 @@
-//! An arena of small shared objects: many locks in one segment, so that a program can have
-//! 100,000 of them without 100,000 descriptors, mappings and pages.
+//! An arena of small shared objects: many locks (and small values) in one segment, so that a
+//! program can have 100,000 of them without 100,000 descriptors, mappings and pages.
 //!
 //! A chunk is one anonymous segment (`Kind::Arena`) cut into [`SLOT`]-byte slots. Each slot
 //! starts with a small header, `refs` (how many processes hold a handle on the object, 0 when
-//! free) and `kind`, followed by the object. Only the process that made a chunk allocates from
+//! free), `kind` and `tag` (the element type of a value, 0 for others), followed by the object. Only the process that made a chunk allocates from
 //! it (its free-slot search is private); any process that holds a handle counts in `refs` and
 //! gives its count back when its last handle drops, which frees the slot for reuse. A process
 //! that dies holding handles never gives them back: the slot stays allocated (a leak bounded by
@@ -17,23 +17,24 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{Kind, Region, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Bytes per slot: the header and up to `SLOT - PAYLOAD_AT` bytes of object.
-pub(crate) const SLOT: usize = 64;
+pub(crate) const SLOT: usize = 128;
 /// Offset of the object in its slot.
 pub(crate) const PAYLOAD_AT: usize = 16;
-/// Slots per chunk (256 KiB chunks).
+/// Slots per chunk (512 KiB chunks).
 const SLOTS: usize = 4096;
 
 #[repr(C)]
 struct SlotHeader {
     refs: AtomicU32,
     kind: AtomicU32,
+    tag: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<SlotHeader>() <= PAYLOAD_AT);
@@ -132,10 +133,11 @@ impl Drop for SlotClaim {
     }
 }
 
-/// Allocates a free slot for an object of `kind` (whose size must fit a slot) and lets `init`
-/// initialize it in place (at the returned claim's payload offset).
+/// Allocates a free slot for an object of `kind` with type tag `tag` (whose size must fit a
+/// slot) and lets `init` initialize it in place (at the returned claim's payload offset).
 pub(crate) fn alloc(
     kind: Kind,
+    tag: u64,
     init: impl FnOnce(*mut u8) -> std::io::Result<()>,
 ) -> Result<SlotClaim> {
     let claim = {
@@ -147,9 +149,9 @@ pub(crate) fn alloc(
             chunk: Some(chunk),
         }
     };
-    header(&claim.region, claim.slot)
-        .kind
-        .store(kind as u32, Ordering::Release);
+    let h = header(&claim.region, claim.slot);
+    h.tag.store(tag, Ordering::Release);
+    h.kind.store(kind as u32, Ordering::Release);
     // SAFETY: the payload is inside the chunk and ours alone until a handle is shared.
     let p = unsafe { claim.region.data().add(claim.payload_offset()) };
     init(p.as_ptr()).map_err(|e| Error::os("cannot initialize a shared object", e))?;
@@ -218,8 +220,14 @@ fn remember(region: &Arc<Region>) {
 }
 
 /// Opens the object at `payload` (an offset into the chunk's data, from a handle) in the chunk
-/// behind `fd`, checking that it is a slot's object of one of `kinds`, and takes a claim on it.
-pub(crate) fn open(fd: OwnedFd, payload: usize, kinds: &[Kind]) -> Result<SlotClaim> {
+/// behind `fd`, checking that it is a slot's object of one of `kinds` (with type tag `tag`, if
+/// given), and takes a claim on it.
+pub(crate) fn open(
+    fd: OwnedFd,
+    payload: usize,
+    kinds: &[Kind],
+    tag: Option<u64>,
+) -> Result<SlotClaim> {
     let bad = |what: &str| {
         Error::new(
             ErrorKind::BadHeader,
@@ -260,6 +268,11 @@ pub(crate) fn open(fd: OwnedFd, payload: usize, kinds: &[Kind]) -> Result<SlotCl
             "it holds object type #{kind}, not a {:?}",
             kinds[0]
         )));
+    }
+    if let Some(tag) = tag
+        && h.tag.load(Ordering::Acquire) != tag
+    {
+        return Err(bad("it holds values of another type"));
     }
     // The sender counted this handle when it wrote it (`SlotClaim::export`): we adopt that
     // count. A count at 0 means a scribbler: refuse rather than revive a free slot.

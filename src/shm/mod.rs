@@ -19,7 +19,7 @@ use crate::process::handles;
 use crate::sys;
 
 pub(crate) use region::{HEADER_LEN, Kind, Region, Sealing, type_tag};
-pub(crate) use shared::Shared;
+pub(crate) use shared::{SLOT_ALIGN, SLOT_PAYLOAD, Shared};
 
 /// Prefix of the temporary names under which named segments are built before they are published.
 const TEMP_PREFIX: &str = ".multiproc-";

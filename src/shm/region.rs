@@ -11,7 +11,7 @@ use crate::sys;
 /// "MPSHMSEG" read as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MPSHMSEG");
 /// Bumped whenever the header or a shared state layout changes.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// Bytes before the data. A multiple of 128 so the data is aligned for anything we place there.
 pub(crate) const HEADER_LEN: usize = 128;
 

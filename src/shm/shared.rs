@@ -43,6 +43,12 @@ const fn fits<T>() {
     assert!(std::mem::align_of::<T>() <= super::region::HEADER_LEN);
 }
 
+/// The bytes of an object in an arena slot.
+pub(crate) const SLOT_PAYLOAD: usize = arena::SLOT - arena::PAYLOAD_AT;
+
+/// The alignment an arena slot's object can count on.
+pub(crate) const SLOT_ALIGN: usize = arena::PAYLOAD_AT;
+
 const fn fits_slot<T>() {
     assert!(std::mem::align_of::<T>() <= arena::PAYLOAD_AT);
     assert!(std::mem::size_of::<T>() <= arena::SLOT - arena::PAYLOAD_AT);
@@ -72,13 +78,15 @@ impl<T> Shared<T> {
     }
 
     /// A `T` in a slot of this process's arena (initialized in place by `init`): no segment,
-    /// descriptor or mapping of its own.
+    /// descriptor or mapping of its own. `type_tag` is checked when a handle is opened (0:
+    /// no type to check).
     pub(crate) fn create_in_arena(
         kind: Kind,
+        type_tag: u64,
         init: impl FnOnce(*mut T) -> std::io::Result<()>,
     ) -> Result<Shared<T>> {
         const { fits_slot::<T>() };
-        let claim = arena::alloc(kind, |p| init(p.cast()))?;
+        let claim = arena::alloc(kind, type_tag, |p| init(p.cast()))?;
         Ok(Shared::from_claim(claim))
     }
 
@@ -127,12 +135,26 @@ impl<T> Shared<T> {
         }
     }
 
-    /// The `extra` bytes after the `T`, aligned for `U` at `offset` from the data start.
+    /// The `extra` bytes after the `T`, aligned for `U` at `offset` from the object's start.
     pub(crate) fn at<U>(&self, offset: usize) -> NonNull<U> {
         debug_assert!(offset.is_multiple_of(std::mem::align_of::<U>()));
-        // SAFETY: callers pass offsets inside the data they sized at creation (checked again at
-        // open through the size check).
-        unsafe { self.region.data().add(offset).cast() }
+        // SAFETY: callers pass offsets inside the object they sized at creation (checked again
+        // at open through the size check).
+        unsafe { self.ptr.cast::<u8>().add(offset).cast() }
+    }
+
+    /// Whether the object is in an arena slot (rather than a segment of its own).
+    pub(crate) fn in_arena(&self) -> bool {
+        self.claim.is_some()
+    }
+
+    /// The bytes available to the object from its start: its slot's, or its segment's data.
+    pub(crate) fn object_len(&self) -> usize {
+        if self.in_arena() {
+            SLOT_PAYLOAD
+        } else {
+            self.region.data_len()
+        }
     }
 
     pub(crate) fn fd(&self) -> &OwnedFd {
@@ -170,39 +192,24 @@ impl<T> Shared<T> {
     }
 
     /// Reads a handle written by [`serialize_slot_handle`](Self::serialize_slot_handle): an
-    /// arena slot of one of `slot_kinds`, or a segment of one of `kinds`.
+    /// arena slot of one of `slot_kinds`, or a segment of one of `kinds`, holding type
+    /// `type_tag` (0: any).
     pub(crate) fn deserialize_slot_handle<'de, D: Deserializer<'de>>(
         deserializer: D,
         slot_kinds: &[Kind],
         kinds: &[Kind],
+        type_tag: u64,
     ) -> std::result::Result<Shared<T>, D::Error> {
         const { fits_slot::<T>() };
         let (handle, offset) = <(u32, u32)>::deserialize(deserializer)?;
         let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
         if offset == u32::MAX {
-            return Shared::open(fd, kinds, 0, 0).map_err(serde::de::Error::custom);
+            return Shared::open(fd, kinds, type_tag, 0).map_err(serde::de::Error::custom);
         }
-        arena::open(fd, offset as usize, slot_kinds)
+        let tag = (type_tag != 0).then_some(type_tag);
+        arena::open(fd, offset as usize, slot_kinds, tag)
             .map(Shared::from_claim)
             .map_err(serde::de::Error::custom)
-    }
-
-    /// Reads a handle written by [`serialize_slot_handle`](Self::serialize_slot_handle) that
-    /// must name a whole segment (a `Value` or `Array`, whose handles a `Lock` can also read).
-    pub(crate) fn deserialize_segment_handle<'de, D: Deserializer<'de>>(
-        deserializer: D,
-        kinds: &[Kind],
-        type_tag: u64,
-    ) -> std::result::Result<Shared<T>, D::Error> {
-        let (handle, offset) = <(u32, u32)>::deserialize(deserializer)?;
-        let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
-        if offset != u32::MAX {
-            return Err(serde::de::Error::custom(Error::new(
-                ErrorKind::BadHeader,
-                "the handle names an arena slot, not a segment",
-            )));
-        }
-        Shared::open(fd, kinds, type_tag, 0).map_err(serde::de::Error::custom)
     }
 
     /// Writes the handle for a child: the descriptor plus nothing else (everything else is in

@@ -129,11 +129,11 @@ impl<G: Recover> Recover for (G, WaitTimeoutResult) {
 /// let (c2, r2) = (cond.clone(), ready.clone());
 /// let t = std::thread::spawn(move || {
 ///     let _g = c2.lock().unwrap();
-///     r2.set(1);
+///     r2.set(1).unwrap();
 ///     c2.notify_all();
 /// });
 /// let guard = cond.lock().unwrap();
-/// let _guard = cond.wait_for(guard, || ready.get() == 1).unwrap();
+/// let _guard = cond.wait_for(guard, || matches!(ready.get(), Ok(1))).unwrap();
 /// t.join().unwrap();
 /// # Ok::<(), multiproc::Error>(())
 /// ```

@@ -88,25 +88,6 @@ impl LockCell {
         }
     }
 
-    /// Acquires, waiting until `deadline`; `None` if it passed.
-    ///
-    /// # Panics
-    /// If the lock is broken (see [`lock`](Self::lock)). For internal callers that have no
-    /// error path yet (the queue).
-    #[inline]
-    pub(crate) fn acquire(&self, deadline: Option<Instant>) -> Option<Acquired> {
-        self.lock(deadline).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Acquires if free.
-    ///
-    /// # Panics
-    /// As [`acquire`](Self::acquire).
-    #[inline]
-    pub(crate) fn try_acquire(&self) -> Option<Acquired> {
-        self.try_lock().unwrap_or_else(|e| panic!("{e}"))
-    }
-
     /// Releases.
     ///
     /// # Safety
@@ -252,7 +233,7 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Lock> {
-        let cell = Shared::create_in_arena(Kind::Lock, |p| {
+        let cell = Shared::create_in_arena(Kind::Lock, 0, |p| {
             // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
             unsafe { LockCell::init(p, false) }
         })?;
@@ -473,7 +454,7 @@ impl fmt::Debug for LockGuard<'_> {
     }
 }
 
-/// Segments whose data starts with a non-recursive `LockCell`.
+/// Objects (segments or arena slots) that start with a non-recursive `LockCell`.
 pub(crate) const LOCK_KINDS: &[Kind] = &[Kind::Lock, Kind::Value, Kind::Array];
 
 impl Serialize for Lock {
@@ -484,7 +465,7 @@ impl Serialize for Lock {
 
 impl<'de> Deserialize<'de> for Lock {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_slot_handle(deserializer, &[Kind::Lock], LOCK_KINDS)
+        Shared::deserialize_slot_handle(deserializer, LOCK_KINDS, LOCK_KINDS, 0)
             .map(Lock::from_cell)
     }
 }
@@ -540,7 +521,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<RLock> {
-        let cell = Shared::create_in_arena(Kind::RLock, |p| {
+        let cell = Shared::create_in_arena(Kind::RLock, 0, |p| {
             // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
             unsafe { LockCell::init(p, true) }
         })?;
@@ -690,7 +671,7 @@ impl Serialize for RLock {
 
 impl<'de> Deserialize<'de> for RLock {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_slot_handle(deserializer, &[Kind::RLock], &[Kind::RLock])
+        Shared::deserialize_slot_handle(deserializer, &[Kind::RLock], &[Kind::RLock], 0)
             .map(|cell| RLock { cell })
     }
 }

@@ -122,7 +122,7 @@ fn condition_notify_one_after_state_change_is_not_lost() {
         let m = cond_model();
         let m2 = m.clone();
         let waiter = thread::spawn(move || {
-            m2.lock.acquire(None).unwrap();
+            m2.lock.lock(None).unwrap().unwrap();
             while m2.ready.load(Ordering::Relaxed) == 0 {
                 // SAFETY: held just above (and re-acquired by each wait).
                 unsafe { m2.cond.wait(&m2.lock, None).0.unwrap() };
@@ -130,7 +130,7 @@ fn condition_notify_one_after_state_change_is_not_lost() {
             // SAFETY: held.
             unsafe { m2.lock.release() };
         });
-        m.lock.acquire(None).unwrap();
+        m.lock.lock(None).unwrap().unwrap();
         m.ready.store(1, Ordering::Relaxed);
         // SAFETY: held.
         unsafe { m.lock.release() };
@@ -147,7 +147,7 @@ fn condition_two_waiters_notify_all() {
             .map(|_| {
                 let m2 = m.clone();
                 thread::spawn(move || {
-                    m2.lock.acquire(None).unwrap();
+                    m2.lock.lock(None).unwrap().unwrap();
                     while m2.ready.load(Ordering::Relaxed) == 0 {
                         // SAFETY: held.
                         unsafe { m2.cond.wait(&m2.lock, None).0.unwrap() };
@@ -157,7 +157,7 @@ fn condition_two_waiters_notify_all() {
                 })
             })
             .collect();
-        m.lock.acquire(None).unwrap();
+        m.lock.lock(None).unwrap().unwrap();
         m.ready.store(1, Ordering::Relaxed);
         m.cond.notify(u32::MAX);
         // SAFETY: held.

@@ -18,8 +18,8 @@ fn pass_as<T: serde::Serialize, U: serde::de::DeserializeOwned>(
 fn a_handle_decodes_as_its_own_type() {
     let v = Value::new(5u32).unwrap();
     let back: Value<u32> = pass_as(&v).unwrap();
-    back.set(6);
-    assert_eq!(v.get(), 6);
+    back.set(6).unwrap();
+    assert_eq!(v.get().unwrap(), 6);
     let l = Lock::new().unwrap();
     let back: Lock = pass_as(&l).unwrap();
     let _g = back.lock().unwrap();
@@ -65,18 +65,29 @@ fn a_handle_decoded_as_another_object_is_refused() {
     let e = refusal(ev.segment_fd(), &[Kind::Barrier], 0);
     assert!(e.to_string().contains("not a Barrier"), "{e}");
     // A Value's lock is a Lock; a Value of another type is not the same Value.
+    // Small ones live in arena slots, which carry the kind and the element type.
     let v = Value::new(1u32).unwrap();
     let as_lock: Lock = pass_as(&Value::new(1u8).unwrap()).unwrap();
     drop(as_lock.lock().unwrap());
-    let e = refusal(v.segment_fd(), &[Kind::Value], type_tag::<u64>());
-    assert!(e.to_string().contains("another Rust type"), "{e}");
-    assert!(pass_as::<_, Value<u64>>(&v).is_err());
-    let a = Array::new(4, 0u8).unwrap();
+    let refused = |r: Result<_, codec::CodecError>, why: &str| match r {
+        Err(codec::CodecError::Invalid(m)) => assert!(m.contains(why), "{m}"),
+        Err(e) => panic!("expected Invalid({why}), got {e:?}"),
+        Ok(()) => panic!("expected Invalid({why}), got Ok"),
+    };
+    refused(pass_as::<_, Value<u64>>(&v).map(drop), "another type");
+    refused(pass_as::<_, Value<i32>>(&v).map(drop), "another type");
+    let small = Array::new(4, 0u8).unwrap();
+    refused(pass_as::<_, Array<u16>>(&small).map(drop), "another type");
+    refused(pass_as::<_, Value<u8>>(&small).map(drop), "not a Value");
+    refused(pass_as::<_, Array<u32>>(&v).map(drop), "not a Array");
+    // Large ones have a segment of their own, whose header says the same.
+    let a = Array::new(1000, 0u8).unwrap();
     let e = refusal(a.segment_fd(), &[Kind::Array], type_tag::<u16>());
     assert!(e.to_string().contains("another Rust type"), "{e}");
     let e = refusal(a.segment_fd(), &[Kind::Value], type_tag::<u8>());
     assert!(e.to_string().contains("not a Value"), "{e}");
-    assert!(pass_as::<_, Value<u8>>(&Array::new(1, 0u8).unwrap()).is_err());
+    assert!(pass_as::<_, Value<u8>>(&a).is_err());
+    assert!(pass_as::<_, Array<u16>>(&a).is_err());
 }
 
 #[test]
@@ -99,10 +110,10 @@ fn values_are_aligned_and_zero_sized_arrays_work() {
     // SAFETY: sixteen u64s, no padding.
     unsafe impl crate::Pod for Wide {}
     let v = Value::new(Wide([3; 16])).unwrap();
-    assert_eq!(v.get(), Wide([3; 16]));
+    assert_eq!(v.get().unwrap(), Wide([3; 16]));
     assert_eq!(v.lock().unwrap().0.as_ptr() as usize % 128, 0);
     let empty = Array::<u64>::new(0, 0).unwrap();
-    assert!(empty.is_empty() && empty.to_vec().is_empty());
+    assert!(empty.is_empty() && empty.to_vec().unwrap().is_empty());
 }
 
 /// Runs `wait` in a thread and checks that it is still waiting a while later (an overflowing
@@ -254,10 +265,51 @@ fn a_lock_scribbled_with_our_own_thread_id_is_a_typed_error_not_a_panic() {
         lock.try_lock(),
         Err(crate::TryLockError::WouldBlock)
     ));
-    // A Value's get/set cannot report it: documented panic, not UB; its lock reports it.
     // Once the scribble is undone, the lock works again.
     poke(lock.segment_fd(), lock.data_offset(), 0);
     drop(lock.lock().unwrap());
+}
+
+/// Whether `r` failed with `EDEADLK` (a lock word naming this thread).
+fn is_edeadlk<T: std::fmt::Debug>(r: crate::Result<T>) -> bool {
+    match r {
+        Err(e) => e.io_error().and_then(std::io::Error::raw_os_error) == Some(libc::EDEADLK),
+        Ok(v) => panic!("expected EDEADLK, got Ok({v:?})"),
+    }
+}
+
+#[test]
+fn value_and_array_accessors_report_a_broken_lock_as_an_error() {
+    let v = Value::new(1u64).unwrap();
+    let a = Array::new(3, 2u16).unwrap();
+    // This thread holding the lock already is one way; a peer writing our id into the word
+    // is the other.
+    {
+        let _held = v.lock().unwrap();
+        assert!(is_edeadlk(v.get()));
+        assert!(is_edeadlk(v.set(5)));
+        let _held = a.lock().unwrap();
+        assert!(is_edeadlk(a.get(0)));
+        assert!(is_edeadlk(a.set(0, 1)));
+        assert!(is_edeadlk(a.to_vec()));
+        assert!(is_edeadlk(a.copy_from_slice(&[1, 2, 3])));
+    }
+    let me = crate::sys::gettid() as u32;
+    poke(v.segment_fd(), v.get_lock().data_offset(), me);
+    poke(a.segment_fd(), a.get_lock().data_offset(), me);
+    assert!(is_edeadlk(v.get()));
+    assert!(is_edeadlk(v.set(5)));
+    assert!(is_edeadlk(a.get(2)));
+    assert!(is_edeadlk(a.set(2, 1)));
+    assert!(is_edeadlk(a.to_vec()));
+    assert!(is_edeadlk(a.copy_from_slice(&[1, 2, 3])));
+    assert!(format!("{v:?}").contains("Value"));
+    poke(v.segment_fd(), v.get_lock().data_offset(), 0);
+    poke(a.segment_fd(), a.get_lock().data_offset(), 0);
+    v.set(5).unwrap();
+    assert_eq!(v.get().unwrap(), 5);
+    a.copy_from_slice(&[4, 5, 6]).unwrap();
+    assert_eq!(a.to_vec().unwrap(), [4, 5, 6]);
 }
 
 #[test]
@@ -278,11 +330,12 @@ fn layout_facts_are_read_once_at_open() {
     let a = Array::new(4, 7u32).unwrap();
     let back: Array<u32> = pass_as(&a).unwrap();
     // A peer rewrites the shared length (the word after the lock cell) after we opened.
-    let len_at = std::mem::size_of::<super::lock::LockCell>().next_multiple_of(8);
+    let len_at = a.get_lock().data_offset()
+        + std::mem::size_of::<super::lock::LockCell>().next_multiple_of(8);
     poke(a.segment_fd(), len_at, 1 << 30);
     assert_eq!(back.len(), 4);
     assert_eq!(back.clone().len(), 4);
-    assert_eq!(back.to_vec(), [7; 4]);
+    assert_eq!(back.to_vec().unwrap(), [7; 4]);
     // Opening now sees a length the segment cannot hold.
     assert!(pass_as::<_, Array<u32>>(&a).is_err());
     // A bounded semaphore keeps the maximum it opened with.

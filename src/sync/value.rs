@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::error::{LockError, LockResult, Recover, TryLockResult, sealed};
 use super::lock::{Lock, LockCell, LockGuard};
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::{Kind, Shared, type_tag};
+use crate::shm::{Kind, SLOT_ALIGN, SLOT_PAYLOAD, Shared, type_tag};
 use crate::sync::shim::{AtomicU64, Ordering};
 
 /// Plain-old-data: a type that can live in shared memory and be copied in and out as bytes.
@@ -36,7 +36,7 @@ use crate::sync::shim::{AtomicU64, Ordering};
 /// unsafe impl multiproc::Pod for Point {}
 ///
 /// let p = multiproc::Value::new(Point { x: 1.0, y: 2.0 })?;
-/// assert_eq!(p.get().y, 2.0);
+/// assert_eq!(p.get()?.y, 2.0);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub unsafe trait Pod: Copy + Send + Sync + 'static {}
@@ -92,7 +92,9 @@ atomic_pod!(
     i64 => std::sync::atomic::AtomicI64, isize => std::sync::atomic::AtomicIsize
 );
 
-/// A lock followed, at a 64-byte boundary, by the data.
+/// A lock followed by the data: at a 64-byte boundary in a segment of its own, right after the
+/// head (aligned for `T`) in an arena slot. A value or array whose data fits in a slot lives in
+/// the arena (like a `Lock`: no descriptor or mapping of its own); a larger one gets a segment.
 #[repr(C)]
 pub(crate) struct Head {
     lock: LockCell,
@@ -100,10 +102,10 @@ pub(crate) struct Head {
     len: AtomicU64,
 }
 
-/// Offset of the first element after the head, for `T`.
-const fn data_offset<T>() -> usize {
+/// Offset of the first element from the head's start, for `T`, in an arena slot or not.
+const fn data_offset<T>(in_arena: bool) -> usize {
     let head = std::mem::size_of::<Head>();
-    let align = if std::mem::align_of::<T>() > 64 {
+    let align = if in_arena || std::mem::align_of::<T>() > 64 {
         std::mem::align_of::<T>()
     } else {
         64
@@ -111,30 +113,45 @@ const fn data_offset<T>() -> usize {
     head.div_ceil(align) * align
 }
 
+/// Bytes from the head's start to the end of `len` elements, in an arena slot or not.
+fn object_bytes<T>(len: usize, in_arena: bool) -> Option<usize> {
+    std::mem::size_of::<T>()
+        .checked_mul(len)?
+        .checked_add(data_offset::<T>(in_arena))
+}
+
+/// Whether `len` elements of `T` fit in an arena slot.
+fn fits_arena<T>(len: usize) -> bool {
+    std::mem::align_of::<T>() <= SLOT_ALIGN
+        && object_bytes::<T>(len, true).is_some_and(|n| n <= SLOT_PAYLOAD)
+}
+
 fn create<T: Pod>(kind: Kind, len: usize, fill: impl Fn(*mut T)) -> Result<Shared<Head>> {
-    let bytes = std::mem::size_of::<T>()
-        .checked_mul(len)
-        .and_then(|b| b.checked_add(data_offset::<T>() - std::mem::size_of::<Head>()))
-        .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "array too large"))?;
-    let shared = Shared::create(kind, type_tag::<T>(), bytes, |p: *mut Head| {
-        // SAFETY: `create` passes fresh, aligned memory sized for the head and the elements.
+    let init = |p: *mut Head| {
+        // SAFETY: both creators pass fresh (or freed), aligned memory sized for the head and
+        // the elements, which nobody else uses yet.
         unsafe {
             LockCell::init(&raw mut (*p).lock, false)?;
             (&raw mut (*p).len).write(AtomicU64::new(len as u64));
         }
         Ok(())
-    })?;
-    fill(shared.at::<T>(data_offset::<T>()).as_ptr());
+    };
+    let shared = if fits_arena::<T>(len) {
+        Shared::create_in_arena(kind, type_tag::<T>(), init)?
+    } else {
+        let bytes = object_bytes::<T>(len, false)
+            .map(|b| b - std::mem::size_of::<Head>())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "array too large"))?;
+        Shared::create(kind, type_tag::<T>(), bytes, init)?
+    };
+    fill(shared.at::<T>(data_offset::<T>(shared.in_arena())).as_ptr());
     Ok(shared)
 }
 
-/// The guard for `get`/`set`-style accessors, which cannot report errors: a dead owner's state
-/// is accepted as it is, a broken lock panics (documented on each).
-fn locked_or_panic<G>(r: LockResult<G>) -> G {
-    match r.or_else(LockError::into_inner) {
-        Ok(g) => g,
-        Err(e) => panic!("{e}"),
-    }
+/// The guard for `get`/`set`-style accessors: a dead owner's state is accepted as it is (the
+/// indication stays for `lock`), a broken lock is the accessor's error.
+fn locked<G>(r: LockResult<G>) -> Result<G> {
+    r.or_else(LockError::into_inner)
 }
 
 /// Opens a `Value` (`kind` `Value`: exactly one element, whatever the shared length says) or an
@@ -144,16 +161,18 @@ fn open<'de, T: Pod, D: Deserializer<'de>>(
     d: D,
     kind: Kind,
 ) -> std::result::Result<(Shared<Head>, usize), D::Error> {
-    let shared: Shared<Head> = Shared::deserialize_segment_handle(d, &[kind], type_tag::<T>())?;
+    let shared: Shared<Head> =
+        Shared::deserialize_slot_handle(d, &[kind], &[kind], type_tag::<T>())?;
     let len = if kind == Kind::Value {
         1
     } else {
         usize::try_from(shared.len.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
     };
-    let need = len
-        .checked_mul(std::mem::size_of::<T>())
-        .and_then(|b| b.checked_add(data_offset::<T>()));
-    if need.is_none_or(|n| n > shared.data_len()) {
+    let arena = shared.in_arena();
+    let need = object_bytes::<T>(len, arena);
+    if (arena && std::mem::align_of::<T>() > SLOT_ALIGN)
+        || need.is_none_or(|n| n > shared.object_len())
+    {
         return Err(serde::de::Error::custom(Error::new(
             ErrorKind::BadHeader,
             "the shared value's segment is smaller than its elements need",
@@ -166,11 +185,13 @@ fn open<'de, T: Pod, D: Deserializer<'de>>(
 ///
 /// [`lock`](Self::lock) gives a guard that dereferences to the value (Python's
 /// `with v.get_lock(): v.value += 1`); [`get`](Self::get) and [`set`](Self::set) each take the
-/// lock once, as Python's `.value` does, so `v.set(v.get() + 1)` is a race, exactly as there.
+/// lock once, as Python's `.value` does, so `v.set(v.get()? + 1)` is a race, exactly as there.
 /// For integers, [`atomic`](Self::atomic) gives lock-free access.
 ///
 /// If a process dies holding the lock, the next [`lock`](Self::lock) returns
-/// [`LockError::OwnerDied`] with the guard (see [`Lock`]). `get`/`set` do not report it; they see whatever was last written.
+/// [`LockError::OwnerDied`] with the guard (see [`Lock`]). `get`/`set` do not report it; they
+/// see whatever was last written. All of them report a broken lock (its shared state
+/// overwritten by another process, or this thread holding it already) as an error.
 ///
 /// Clones are handles to the same value; pass one to a child as (part of) its
 /// [`Process`](crate::Process) arguments.
@@ -183,7 +204,7 @@ fn open<'de, T: Pod, D: Deserializer<'de>>(
 ///     let mut n = counter.lock().unwrap();
 ///     *n += 1;
 /// }
-/// assert_eq!(counter.get(), 1);
+/// assert_eq!(counter.get()?, 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Value<T: Pod> {
@@ -226,7 +247,8 @@ impl<T: Pod> Value<T> {
     pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
         self.shared.fd()
     }
-    /// Puts `value` in a new anonymous shared segment with its own lock.
+    /// Puts `value` in shared memory with its own lock: in a free slot of this process's arena
+    /// if it is small (up to 72 bytes), in an anonymous segment of its own otherwise.
     ///
     /// # Errors
     /// [`ErrorKind::Io`] if the segment cannot be created.
@@ -235,7 +257,7 @@ impl<T: Pod> Value<T> {
     ///
     /// ```
     /// let v = multiproc::Value::new(2.5f64)?;
-    /// assert_eq!(v.get(), 2.5);
+    /// assert_eq!(v.get()?, 2.5);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new(value: T) -> Result<Value<T>> {
@@ -248,7 +270,7 @@ impl<T: Pod> Value<T> {
 
     fn from_shared(shared: Shared<Head>) -> Value<T> {
         let lock = Lock::from_cell(shared.prefix());
-        let ptr = shared.at(data_offset::<T>());
+        let ptr = shared.at(data_offset::<T>(shared.in_arena()));
         Value { shared, lock, ptr }
     }
 
@@ -287,7 +309,7 @@ impl<T: Pod> Value<T> {
     /// ```
     /// let v = multiproc::Value::new(1u32)?;
     /// *v.lock().unwrap() *= 10;
-    /// assert_eq!(v.get(), 10);
+    /// assert_eq!(v.get()?, 10);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
@@ -351,37 +373,39 @@ impl<T: Pod> Value<T> {
             .map_err(|e| e.map(|g| self.guard(g)))
     }
 
-    /// Reads the value under the lock (Python's `v.value`).
+    /// Reads the value under the lock (Python's `v.value`). A previous owner's death is not
+    /// reported (see [`lock`](Self::lock) for that): the value is whatever it last wrote.
     ///
-    /// # Panics
-    /// If the lock is broken ([`LockError::Broken`]: this thread holds it, or another process
-    /// overwrote it); use [`lock`](Self::lock) to get that as an error.
+    /// # Errors
+    /// The error of [`LockError::Broken`]: this thread holds the lock already, or another
+    /// process overwrote its shared state.
     ///
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(multiproc::Value::new(7u16)?.get(), 7);
+    /// assert_eq!(multiproc::Value::new(7u16)?.get()?, 7);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get(&self) -> T {
-        *locked_or_panic(self.lock())
+    pub fn get(&self) -> Result<T> {
+        locked(self.lock()).map(|g| *g)
     }
 
     /// Writes the value under the lock (Python's `v.value = x`).
     ///
-    /// # Panics
+    /// # Errors
     /// As [`get`](Self::get).
     ///
     /// # Examples
     ///
     /// ```
     /// let v = multiproc::Value::new(0u16)?;
-    /// v.set(3);
-    /// assert_eq!(v.get(), 3);
+    /// v.set(3)?;
+    /// assert_eq!(v.get()?, 3);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn set(&self, value: T) {
-        *locked_or_panic(self.lock()) = value;
+    pub fn set(&self, value: T) -> Result<()> {
+        *locked(self.lock())? = value;
+        Ok(())
     }
 }
 
@@ -438,7 +462,10 @@ impl<T: Pod> DerefMut for ValueGuard<'_, T> {
 
 impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Value").field("value", &self.get()).finish()
+        match self.get() {
+            Ok(v) => f.debug_struct("Value").field("value", &v).finish(),
+            Err(_) => f.debug_struct("Value").finish_non_exhaustive(),
+        }
     }
 }
 
@@ -473,9 +500,9 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
 ///
 /// ```
 /// let a = multiproc::Array::new(4, 0u32)?;
-/// a.set(1, 5);
+/// a.set(1, 5)?;
 /// a.lock().unwrap()[2] = 6;
-/// assert_eq!(a.to_vec(), [0, 5, 6, 0]);
+/// assert_eq!(a.to_vec()?, [0, 5, 6, 0]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Array<T: Pod> {
@@ -552,7 +579,7 @@ impl<T: Pod> Array<T> {
     ///
     /// ```
     /// let a = multiproc::Array::from_slice(&[1u64, 2, 3])?;
-    /// assert_eq!(a.get(2), 3);
+    /// assert_eq!(a.get(2)?, 3);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn from_slice(items: &[T]) -> Result<Array<T>> {
@@ -565,7 +592,7 @@ impl<T: Pod> Array<T> {
 
     fn from_shared(shared: Shared<Head>, len: usize) -> Array<T> {
         let lock = Lock::from_cell(shared.prefix());
-        let ptr = shared.at(data_offset::<T>());
+        let ptr = shared.at(data_offset::<T>(shared.in_arena()));
         Array {
             shared,
             lock,
@@ -697,71 +724,83 @@ impl<T: Pod> Array<T> {
             .map_err(|e| e.map(|g| self.guard(g)))
     }
 
-    fn locked(&self) -> ArrayGuard<'_, T> {
-        locked_or_panic(self.lock())
+    fn locked(&self) -> Result<ArrayGuard<'_, T>> {
+        locked(self.lock())
     }
 
-    /// Element `index`, read under the lock.
+    /// Element `index`, read under the lock (a previous owner's death is not reported, as for
+    /// [`Value::get`]).
+    ///
+    /// # Errors
+    /// As [`Value::get`]: the lock is broken.
     ///
     /// # Panics
-    /// If `index >= len()`, or the lock is broken (as for [`Value::get`]).
+    /// If `index >= len()`.
     ///
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(multiproc::Array::new(2, 4u8)?.get(1), 4);
+    /// assert_eq!(multiproc::Array::new(2, 4u8)?.get(1)?, 4);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get(&self, index: usize) -> T {
-        self.locked()[index]
+    pub fn get(&self, index: usize) -> Result<T> {
+        Ok(self.locked()?[index])
     }
 
     /// Writes element `index` under the lock.
     ///
+    /// # Errors
+    /// As [`Value::get`]: the lock is broken.
+    ///
     /// # Panics
-    /// If `index >= len()`, or the lock is broken (as for [`Value::get`]).
+    /// If `index >= len()`.
     ///
     /// # Examples
     ///
     /// ```
     /// let a = multiproc::Array::new(2, 0u8)?;
-    /// a.set(0, 1);
+    /// a.set(0, 1)?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn set(&self, index: usize, value: T) {
-        self.locked()[index] = value;
+    pub fn set(&self, index: usize, value: T) -> Result<()> {
+        self.locked()?[index] = value;
+        Ok(())
     }
 
     /// A copy of all elements, taken under the lock.
     ///
-    /// # Panics
-    /// If the lock is broken (as for [`Value::get`]).
+    /// # Errors
+    /// As [`Value::get`]: the lock is broken.
     ///
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(multiproc::Array::new(2, 1u8)?.to_vec(), [1, 1]);
+    /// assert_eq!(multiproc::Array::new(2, 1u8)?.to_vec()?, [1, 1]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn to_vec(&self) -> Vec<T> {
-        self.locked().to_vec()
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        Ok(self.locked()?.to_vec())
     }
 
     /// Overwrites all elements under the lock.
     ///
+    /// # Errors
+    /// As [`Value::get`]: the lock is broken.
+    ///
     /// # Panics
-    /// If `items.len() != len()`, or the lock is broken (as for [`Value::get`]).
+    /// If `items.len() != len()`.
     ///
     /// # Examples
     ///
     /// ```
     /// let a = multiproc::Array::new(2, 0u8)?;
-    /// a.copy_from_slice(&[3, 4]);
-    /// assert_eq!(a.to_vec(), [3, 4]);
+    /// a.copy_from_slice(&[3, 4])?;
+    /// assert_eq!(a.to_vec()?, [3, 4]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn copy_from_slice(&self, items: &[T]) {
-        self.locked().copy_from_slice(items);
+    pub fn copy_from_slice(&self, items: &[T]) -> Result<()> {
+        self.locked()?.copy_from_slice(items);
+        Ok(())
     }
 }
 

@@ -11,6 +11,17 @@
 //! as a zombie until reaped). If it does not, the waiter takes the word over with a
 //! compare-and-swap and reports [`Locked::OwnerDied`].
 //!
+//! **Thread-id reuse.** Tids are recycled (pid_max is often 32768), so a dead owner's tid may
+//! name an unrelated live thread by the time a waiter looks. Beside the word, the owner keeps a
+//! *stamp*: its tid and the low 32 bits of its thread's start time (proc_pid_stat(5) field 22),
+//! written right after it acquires and cleared before it releases the word. A waiter that finds
+//! the word held by tid `T` also declares the owner dead when the stamp names `T` with a start
+//! time other than that of the thread now called `T`. Such a stamp belongs to the current
+//! holding (every release clears the stamp first, and a takeover writes its own after its
+//! compare-and-swap), so it was written by a thread `T` that has since ended. A stamp of 0 (the
+//! owner has not written it yet) or of another tid proves nothing, and a live owner is never
+//! declared dead: if its stamp is there, it carries its own start time.
+//!
 //! Why not glibc's robust pthread mutex, which we used before: it links every held mutex into a
 //! per-thread list *through pointers stored in the mutex*, and unlocking follows them. Another
 //! process that scribbles over the segment (or a segment unmapped while a leaked guard still
@@ -25,7 +36,7 @@
 
 use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::futex::{FutexWait, futex_wait, futex_wake};
@@ -40,9 +51,10 @@ const WAITERS: u32 = 0x8000_0000;
 pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(10);
 
 thread_local! {
-    /// This thread's tid, cached (0: not looked up yet). Reset in a forked child, whose thread
-    /// has a new tid.
-    static TID: Cell<u32> = const { Cell::new(0) };
+    /// This thread's stamp, cached: its tid in the high 32 bits, the low 32 bits of its start
+    /// time in the low ones (0: not looked up yet). Reset in a forked child, whose thread has
+    /// a new tid and start time.
+    static STAMP: Cell<u64> = const { Cell::new(0) };
 }
 
 thread_local! {
@@ -52,24 +64,49 @@ thread_local! {
 }
 
 extern "C" fn forget_tid_after_fork() {
-    TID.with(|t| t.set(0));
+    STAMP.with(|t| t.set(0));
 }
 
-fn my_tid() -> u32 {
-    TID.with(|t| {
-        let tid = t.get();
-        if tid != 0 {
-            return tid;
-        }
-        static AT_FORK: std::sync::Once = std::sync::Once::new();
-        AT_FORK.call_once(|| {
-            // SAFETY: registers a handler that only resets a thread-local cell.
-            unsafe { libc::pthread_atfork(None, None, Some(forget_tid_after_fork)) };
-        });
-        let tid = (super::gettid() as u32) & TID_MASK;
-        t.set(tid);
-        tid
-    })
+/// The tid in a stamp.
+fn stamp_tid(stamp: u64) -> u32 {
+    (stamp >> 32) as u32
+}
+
+/// This thread's stamp (see [`STAMP`]); its tid is [`stamp_tid`] of it.
+#[inline]
+fn my_stamp() -> u64 {
+    let stamp = STAMP.with(Cell::get);
+    if stamp != 0 {
+        return stamp;
+    }
+    look_up_my_stamp()
+}
+
+#[cold]
+fn look_up_my_stamp() -> u64 {
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only resets a thread-local cell.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_tid_after_fork)) };
+    });
+    let tid = (super::gettid() as u32) & TID_MASK;
+    // Without /proc the start time reads as 0: reuse then goes undetected (the lock looks held
+    // until the new thread of that tid ends), which is never unsound.
+    let start = thread_stat(&format!("/proc/self/task/{tid}/stat")).map_or(0, |(_, start)| start);
+    let stamp = (u64::from(tid) << 32) | u64::from(start);
+    STAMP.with(|t| t.set(stamp));
+    stamp
+}
+
+/// The state letter and the low 32 bits of the start time of the thread whose `stat` file is
+/// at `path` (`None` if it cannot be read). See proc_pid_stat(5): the state is field 3, the
+/// start time field 22, both after the command name, which is in parentheses.
+fn thread_stat(path: &str) -> Option<(u8, u32)> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let mut fields = s[s.rfind(')')? + 1..].split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    let start: u64 = fields.nth(22 - 4)?.parse().ok()?;
+    Some((state, start as u32))
 }
 
 /// Whether no thread `tid` exists in our pid namespace (one system call). A thread we may not
@@ -82,21 +119,22 @@ fn thread_is_gone(tid: u32) -> bool {
 
 /// Whether thread `tid` is dead: gone, or a zombie (a killed or exited process's main thread
 /// lingers until its parent reaps it). See proc_pid_stat(5).
-fn thread_is_dead(tid: u32) -> bool {
+///
+/// `stamp` is the lock's stamp (see the module docs): if it names `tid` with a start time other
+/// than that of the thread now called `tid`, the owner was an earlier thread of that tid, which
+/// has ended.
+fn thread_is_dead(tid: u32, stamp: u64) -> bool {
     if thread_is_gone(tid) {
         return true;
     }
-    // The state is the field after the command name, which is in parentheses.
-    std::fs::read_to_string(format!("/proc/{tid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_ascii_whitespace()
-                .next()
-                .map(|st| matches!(st, "Z" | "X" | "x"))
-        })
+    match thread_stat(&format!("/proc/{tid}/stat")) {
         // Gone between the two checks.
-        .unwrap_or(true)
+        None => true,
+        Some((state, start)) => {
+            matches!(state, b'Z' | b'X' | b'x')
+                || (stamp_tid(stamp) == tid && stamp as u32 != start)
+        }
+    }
 }
 
 /// Polls `ready` a little before a sleep: a few dozen checks, then a few yields (the same
@@ -122,6 +160,8 @@ pub(crate) struct RobustMutex {
     /// Extra levels held by the owner of a recursive lock (0 for one level); only the owner
     /// reads or writes it.
     depth: AtomicU32,
+    /// The owner's stamp (see the module docs), 0 while it is not written or the lock is free.
+    stamp: AtomicU64,
     /// 1 for a recursive lock. Written once at creation; handles may read it at any time, so a
     /// scribbler can at worst turn the lock recursive or not.
     recursive: AtomicU32,
@@ -159,6 +199,7 @@ impl RobustMutex {
             this.write(RobustMutex {
                 word: AtomicU32::new(0),
                 depth: AtomicU32::new(0),
+                stamp: AtomicU64::new(0),
                 recursive: AtomicU32::new(u32::from(recursive)),
             })
         };
@@ -169,19 +210,24 @@ impl RobustMutex {
     /// `Err(word)` if another thread holds it. After a sleep, `waited` keeps the waiters bit
     /// set on the taken lock, since other waiters may still be asleep.
     #[inline]
-    fn attempt(&self, me: u32, waited: bool) -> Result<Result<Locked, LockFailed>, u32> {
-        let mine = if waited { me | WAITERS } else { me };
+    fn attempt(&self, me: u64, waited: bool) -> Result<Result<Locked, LockFailed>, u32> {
+        let tid = stamp_tid(me);
+        let mine = if waited { tid | WAITERS } else { tid };
         match self
             .word
             .compare_exchange(0, mine, Ordering::Acquire, Ordering::Relaxed)
         {
-            Ok(_) => Ok(Ok(Locked::Clean)),
+            Ok(_) => {
+                self.stamp.store(me, Ordering::Relaxed);
+                Ok(Ok(Locked::Clean))
+            }
             Err(cur) => self.held(me, cur),
         }
     }
 
     #[cold]
-    fn held(&self, me: u32, cur: u32) -> Result<Result<Locked, LockFailed>, u32> {
+    fn held(&self, me_stamp: u64, cur: u32) -> Result<Result<Locked, LockFailed>, u32> {
+        let me = stamp_tid(me_stamp);
         let owner = cur & TID_MASK;
         if owner == 0 {
             // Free, with the waiters bit (or a scribbler's garbage) in the other bits: take it
@@ -192,7 +238,10 @@ impl RobustMutex {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => Ok(Ok(Locked::Clean)),
+                Ok(_) => {
+                    self.stamp.store(me_stamp, Ordering::Relaxed);
+                    Ok(Ok(Locked::Clean))
+                }
                 Err(now) => Err(now),
             };
         }
@@ -215,13 +264,32 @@ impl RobustMutex {
         })
     }
 
+    /// Whether the owner named in `cur` (the word as this thread last saw it) is dead: gone,
+    /// a zombie, or an earlier thread of the same tid (see the module docs). `false` if the
+    /// word changed meanwhile.
+    fn owner_is_dead(&self, cur: u32) -> bool {
+        // Acquire: if the word is still `cur`, the stamp read below is no older than the clear
+        // that came before the current holding.
+        if self.word.load(Ordering::Acquire) != cur {
+            return false;
+        }
+        let stamp = self.stamp.load(Ordering::Relaxed);
+        thread_is_dead(cur & TID_MASK, stamp)
+    }
+
     /// Takes over the lock from a dead owner whose word was `cur`.
-    fn take_over(&self, me: u32, cur: u32) -> bool {
+    fn take_over(&self, me: u64, cur: u32) -> bool {
         let ok = self
             .word
-            .compare_exchange(cur, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(
+                cur,
+                stamp_tid(me) | WAITERS,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
             .is_ok();
         if ok {
+            self.stamp.store(me, Ordering::Relaxed);
             self.depth.store(0, Ordering::Relaxed);
         }
         ok
@@ -230,7 +298,7 @@ impl RobustMutex {
     /// Locks, waiting until `deadline` (forever if `None`).
     #[inline]
     pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Locked, LockFailed> {
-        let me = my_tid();
+        let me = my_stamp();
         match self.attempt(me, false) {
             Ok(r) => r,
             Err(_) => self.lock_slow(me, deadline),
@@ -238,7 +306,7 @@ impl RobustMutex {
     }
 
     #[cold]
-    fn lock_slow(&self, me: u32, deadline: Option<Instant>) -> Result<Locked, LockFailed> {
+    fn lock_slow(&self, me: u64, deadline: Option<Instant>) -> Result<Locked, LockFailed> {
         // A short spin first: the owner may be about to release (see `spin`).
         if spin(|| self.word.load(Ordering::Relaxed) & TID_MASK == 0)
             && let Ok(r) = self.attempt(me, false)
@@ -255,7 +323,7 @@ impl RobustMutex {
             if deadline.is_some_and(|d| now >= d) {
                 // Before giving up, look once at the owner: a short deadline must not keep a
                 // dead owner's lock taken forever.
-                if thread_is_dead(cur & TID_MASK) && self.take_over(me, cur) {
+                if self.owner_is_dead(cur) && self.take_over(me, cur) {
                     return Ok(Locked::OwnerDied);
                 }
                 return Err(LockFailed::Busy);
@@ -277,8 +345,7 @@ impl RobustMutex {
             // A whole slice passed and the same owner still holds it: is it still alive?
             if r == FutexWait::TimedOut
                 && until == slice_end
-                && self.word.load(Ordering::Relaxed) == want
-                && thread_is_dead(want & TID_MASK)
+                && self.owner_is_dead(want)
                 && self.take_over(me, want)
             {
                 return Ok(Locked::OwnerDied);
@@ -303,7 +370,7 @@ impl RobustMutex {
                         return false;
                     }
                     s.set(Some((here, cur, now)));
-                    thread_is_dead(owner)
+                    self.owner_is_dead(cur)
                 }
                 _ => {
                     s.set(Some((here, cur, now)));
@@ -318,7 +385,7 @@ impl RobustMutex {
     /// thread has seen it held by that owner for [`CHECK_EVERY`].
     #[inline]
     pub(crate) fn try_lock(&self) -> Result<Locked, LockFailed> {
-        let me = my_tid();
+        let me = my_stamp();
         match self.attempt(me, false) {
             Ok(r) => r,
             Err(cur) => {
@@ -350,8 +417,120 @@ impl RobustMutex {
                 return;
             }
         }
+        // The stamp goes first: a stamp is only ever seen with the holding that wrote it.
+        self.stamp.store(0, Ordering::Relaxed);
         if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
             futex_wake(&self.word, 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A live thread parked until the returned sender drops, and its stamp.
+    fn live_thread() -> (
+        std::sync::mpsc::Sender<()>,
+        std::thread::JoinHandle<()>,
+        u64,
+    ) {
+        let (stamp_tx, stamp_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            stamp_tx.send(my_stamp()).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let stamp = stamp_rx.recv().unwrap();
+        (stop_tx, t, stamp)
+    }
+
+    fn forged(word: u32, stamp: u64) -> RobustMutex {
+        RobustMutex {
+            word: AtomicU32::new(word),
+            depth: AtomicU32::new(0),
+            stamp: AtomicU64::new(stamp),
+            recursive: AtomicU32::new(0),
+        }
+    }
+
+    #[test]
+    fn own_stamp_names_this_thread_and_its_start_time() {
+        let stamp = my_stamp();
+        let tid = stamp_tid(stamp);
+        assert_eq!(tid, (super::super::gettid() as u32) & TID_MASK);
+        let (_, start) = thread_stat(&format!("/proc/{tid}/stat")).unwrap();
+        assert_eq!(stamp as u32, start);
+    }
+
+    #[test]
+    fn an_owner_whose_tid_was_reused_by_a_live_thread_is_taken_over() {
+        let (stop, t, stamp) = live_thread();
+        let tid = stamp_tid(stamp);
+        // The word names a live thread, but the stamp says the holder started at another time:
+        // an earlier thread of that tid, now gone.
+        let reused = stamp ^ 1;
+        let m = forged(tid, reused);
+        let r = m.lock(Some(Instant::now() + Duration::from_secs(10)));
+        assert!(matches!(r, Ok(Locked::OwnerDied)), "{r:?}");
+        assert_eq!(
+            m.word.load(Ordering::Relaxed) & TID_MASK,
+            stamp_tid(my_stamp())
+        );
+        assert_eq!(m.stamp.load(Ordering::Relaxed), my_stamp());
+        // SAFETY: held just above.
+        unsafe { m.unlock() };
+        assert_eq!(m.stamp.load(Ordering::Relaxed), 0);
+
+        // `try_lock` sees it too, once it has looked for CHECK_EVERY.
+        let m = forged(tid, reused);
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let r = loop {
+            match m.try_lock() {
+                Err(LockFailed::Busy) if Instant::now() < give_up => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                r => break r,
+            }
+        };
+        assert!(matches!(r, Ok(Locked::OwnerDied)), "{r:?}");
+        drop(stop);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_live_owner_is_never_taken_over_stamped_or_not() {
+        let (stop, t, stamp) = live_thread();
+        let tid = stamp_tid(stamp);
+        // Not stamped yet (between its compare-and-swap and its stamp), stamped, and a stamp
+        // of another tid (left by a scribbler): none proves the owner dead.
+        for s in [0, stamp, (u64::from(tid ^ 1) << 32) | 7] {
+            let m = forged(tid, s);
+            let r = m.lock(Some(Instant::now() + 3 * CHECK_EVERY));
+            assert!(matches!(r, Err(LockFailed::Busy)), "stamp {s:#x}: {r:?}");
+            let until = Instant::now() + 3 * CHECK_EVERY;
+            while Instant::now() < until {
+                let r = m.try_lock();
+                assert!(matches!(r, Err(LockFailed::Busy)), "stamp {s:#x}: {r:?}");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        drop(stop);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn release_clears_the_stamp_and_recursion_keeps_it() {
+        let m = forged(0, 0);
+        m.recursive.store(1, Ordering::Relaxed);
+        assert!(matches!(m.lock(None), Ok(Locked::Clean)));
+        assert!(matches!(m.try_lock(), Ok(Locked::Clean)));
+        // SAFETY: held twice just above.
+        unsafe { m.unlock() };
+        assert_eq!(m.stamp.load(Ordering::Relaxed), my_stamp());
+        // SAFETY: as above.
+        unsafe { m.unlock() };
+        assert_eq!(m.stamp.load(Ordering::Relaxed), 0);
+        assert_eq!(m.word.load(Ordering::Relaxed), 0);
     }
 }

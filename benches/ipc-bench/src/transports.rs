@@ -102,7 +102,7 @@ impl Common {
             self.ready.set();
             self.go.wait();
             self.go.clear();
-            let n = self.n.get();
+            let n = self.n.get().unwrap();
             if n == 0 {
                 return;
             }
@@ -146,7 +146,7 @@ fn session<A: Serialize + for<'de> Deserialize<'de>>(
     };
     while let Some(n) = next(reps.last()) {
         ready(common);
-        common.n.set(n);
+        common.n.set(n).unwrap();
         pin(parent_cpu);
         let mut samples = Vec::new();
         let t = Instant::now();
@@ -161,7 +161,7 @@ fn session<A: Serialize + for<'de> Deserialize<'de>>(
         });
     }
     ready(common);
-    common.n.set(0);
+    common.n.set(0).unwrap();
     common.go.set();
     p.join().expect("a benchmark child failed");
     reps

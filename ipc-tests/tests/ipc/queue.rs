@@ -54,8 +54,8 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             forked_producer_keeps_the_queue_connected,
         ),
         (
-            "queue::scribbled_ring_gives_typed_errors",
-            scribbled_ring_gives_typed_errors,
+            "queue::scribbled_state_and_ring_give_typed_errors",
+            scribbled_state_and_ring_give_typed_errors,
         ),
     ]
 }
@@ -261,7 +261,7 @@ fn run_stress(kill_one_consumer: bool) -> Result<StressRun, String> {
         }
     }
     Ok(StressRun {
-        seen: seen.to_vec(),
+        seen: seen.to_vec().ctx("read the seen counts")?,
         bad,
         lost: q.lost_messages(),
         elapsed: t.elapsed(),
@@ -689,9 +689,16 @@ fn simple_queue_in_a_child() -> Result<(), String> {
 /// For two seconds, writes random bytes over the ring of the queue it was handed, through its
 /// own descriptor of the segment (as any process holding the queue can). Returns how many
 /// writes it made.
-fn scribble_ring(args: (Queue<ByteBuf>, u64)) -> u64 {
+/// Writes random bytes over the queue's shared state (its two locks included) and its ring for
+/// 2 s, once `attached` says that every process of the test has opened the queue (the segment's
+/// own header, before the state, is left alone: it is read only when a handle is opened).
+fn scribble_ring(args: (Queue<ByteBuf>, u64, Event)) -> u64 {
     use std::os::unix::fs::FileExt;
-    let (_q, cap) = args;
+    let (_q, cap, attached) = args;
+    assert!(
+        attached.wait_timeout(Duration::from_secs(60)),
+        "the consumer never said it attached"
+    );
     let file = std::fs::read_dir("/proc/self/fd")
         .expect("fd list")
         .filter_map(|e| e.ok())
@@ -708,6 +715,8 @@ fn scribble_ring(args: (Queue<ByteBuf>, u64)) -> u64 {
         .expect("the queue's segment among the descriptors");
     let len = file.metadata().expect("segment size").len();
     let ring = len - cap;
+    // The segment header's size (`HEADER_LEN` in src/shm/region.rs): the state follows it.
+    const STATE_AT: u64 = 128;
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         x ^= x << 13;
@@ -720,7 +729,11 @@ fn scribble_ring(args: (Queue<ByteBuf>, u64)) -> u64 {
     while Instant::now() < end {
         let junk = next().to_le_bytes();
         let n = 1 + (next() % 8) as usize;
-        let at = ring + next() % (cap - 8);
+        let at = if next() % 3 == 0 {
+            STATE_AT + next() % (ring - STATE_AT - 8)
+        } else {
+            ring + next() % (cap - 8)
+        };
         file.write_at(&junk[..n], at).expect("scribble");
         writes += 1;
         if writes % 64 == 0 {
@@ -748,15 +761,22 @@ fn get_for_a_while(q: Queue<ByteBuf>) -> (u64, u64) {
     (ok, failed)
 }
 
-fn scribbled_ring_gives_typed_errors() -> Result<(), String> {
+fn consume_for_a_while(args: (Queue<ByteBuf>, Event)) -> (u64, u64) {
+    let (q, attached) = args;
+    attached.set();
+    get_for_a_while(q)
+}
+
+fn scribbled_state_and_ring_give_typed_errors() -> Result<(), String> {
     let q = Queue::<ByteBuf>::builder()
         .capacity(64 << 10)
         .max_message(1 << 20)
         .build()
         .ctx("queue")?;
     let cap = q.capacity() as u64;
-    let mut scribbler = Process::new(scribble_ring, (q.clone(), cap));
-    let mut consumer = Process::new(get_for_a_while, q.clone());
+    let attached = Event::new().ctx("event")?;
+    let mut scribbler = Process::new(scribble_ring, (q.clone(), cap, attached.clone()));
+    let mut consumer = Process::new(consume_for_a_while, (q.clone(), attached));
     scribbler.start().ctx("start scribbler")?;
     consumer.start().ctx("start consumer")?;
     let producer = {
@@ -776,8 +796,8 @@ fn scribbled_ring_gives_typed_errors() -> Result<(), String> {
     let writes = scribbler.join().ctx("scribbler")?;
     let (c_ok, c_failed) = consumer.join().ctx("consumer (it must not crash)")?;
     eprintln!(
-        "queue::scribbled: {writes} random writes over the ring; {} messages taken, {} typed \
-         errors",
+        "queue::scribbled: {writes} random writes over the state and ring; {} messages taken, \
+         {} typed errors",
         ok + c_ok,
         failed + c_failed
     );

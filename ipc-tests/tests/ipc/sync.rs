@@ -47,10 +47,13 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             peer_filled_semaphore,
         ),
         (
-            "sync::hundred_thousand_locks_under_ulimit_1024",
+            "sync::hundred_thousand_locks_and_values_under_ulimit_1024_and_1000_to_a_child",
             many_locks_under_ulimit,
         ),
-        ("sync::many_locks_handed_to_one_child", many_locks_to_child),
+        (
+            "sync::thousand_locks_handed_to_one_child",
+            many_locks_to_child,
+        ),
     ]
 }
 
@@ -131,6 +134,25 @@ fn acquire_after_death(held: &Held) -> Result<bool, String> {
     }
 }
 
+/// Waits (at most `PATIENCE`) until thread `tid` of this process is asleep: for a thread that
+/// is acquiring a held lock, that is the lock's futex wait (the only place its path sleeps).
+/// See proc_pid_stat(5): the state is the field after the parenthesized command name.
+fn wait_until_asleep(tid: i32) -> bool {
+    let end = Instant::now() + PATIENCE;
+    while Instant::now() < end {
+        let stat =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|at| stat[at + 1..].split_ascii_whitespace().next());
+        if state == Some("S") {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
+}
+
 fn holder_killed_rounds() -> Result<(), String> {
     let lock = Lock::new().ctx("lock")?;
     let rlock = RLock::new().ctx("rlock")?;
@@ -160,8 +182,17 @@ fn holder_killed_rounds() -> Result<(), String> {
         // On odd rounds the next acquirer is already blocked when the holder dies; on even
         // rounds it arrives afterwards.
         let died = if round % 2 == 1 {
-            let waiter = std::thread::spawn(move || acquire_after_death(&held));
-            std::thread::sleep(Duration::from_millis(2));
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let waiter = std::thread::spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                let _ = tid_tx.send(unsafe { libc::gettid() });
+                acquire_after_death(&held)
+            });
+            let tid = tid_rx.recv().map_err(|_| "the waiter never started")?;
+            ensure!(
+                wait_until_asleep(tid),
+                "round {round}: the waiter never went to sleep on the lock"
+            );
             p.kill().ctx("kill")?;
             waiter.join().map_err(|_| "waiter panicked")??
         } else {
@@ -256,11 +287,8 @@ fn value_increments() -> Result<(), String> {
         for p in &mut ps {
             p.join().ctx("join")?;
         }
-        ensure!(
-            v.get() == 200_000,
-            "atomic={atomic}: {} increments",
-            v.get()
-        );
+        let n = v.get().ctx("read the count")?;
+        ensure!(n == 200_000, "atomic={atomic}: {n} increments");
     }
     Ok(())
 }
@@ -278,7 +306,7 @@ fn array_shared() -> Result<(), String> {
     let mut p = Process::new(fill_squares, a.clone());
     p.start().ctx("start")?;
     ensure!(p.join().ctx("join")? == 10_000, "child saw another length");
-    let v = a.to_vec();
+    let v = a.to_vec().ctx("read the array")?;
     ensure!(
         v.iter().enumerate().all(|(i, &x)| x == (i * i) as u32),
         "wrong contents"
@@ -562,7 +590,10 @@ fn peer_filled_semaphore() -> Result<(), String> {
     Ok(())
 }
 
-/// Under the default soft limit of 1024 descriptors, makes `n` locks and uses each.
+/// Under the default soft limit of 1024 descriptors, makes `n` locks and `n` values and uses
+/// each, then hands
+/// 1,000 of them (every other one held here) to a child in one message, which inherits the
+/// limit.
 fn make_many_locks(n: u32) -> Result<u32, String> {
     let lim = libc::rlimit {
         rlim_cur: 1024,
@@ -581,7 +612,45 @@ fn make_many_locks(n: u32) -> Result<u32, String> {
             ok += 1;
         }
     }
+    // As many values (small ones live in the same arena), each written and read back.
+    let values: Vec<Value<u64>> = (0..n)
+        .map(|i| Value::new(u64::from(i)).map_err(|e| format!("value #{i}: {e}")))
+        .collect::<Result<_, _>>()?;
+    for (i, v) in values.iter().enumerate() {
+        v.set(v.get().ctx("get")? + 1).ctx("set")?;
+        ensure!(
+            v.get().ctx("get")? == i as u64 + 1,
+            "value #{i} lost its write"
+        );
+    }
+    let some: Vec<Lock> = locks.iter().step_by(97).take(1000).cloned().collect();
+    check_locks_in_a_child(&some)?;
     Ok(ok)
+}
+
+/// Hands `locks` to a child in one message, every other one held here; the child must see
+/// exactly those held, and keep few descriptors.
+fn check_locks_in_a_child(locks: &[Lock]) -> Result<(), String> {
+    let held: Vec<_> = locks.iter().step_by(2).map(|l| l.lock()).collect();
+    ensure!(held.iter().all(Result::is_ok), "locking in the parent");
+    let mut p = Process::new(try_all, locks.to_vec());
+    p.start().ctx("start")?;
+    let (got, fds) = p.join().ctx("join")?;
+    drop(held);
+    ensure!(
+        got.len() == locks.len(),
+        "the child got {} locks",
+        got.len()
+    );
+    for (i, g) in got.iter().enumerate() {
+        ensure!(
+            *g == (i % 2 == 1),
+            "lock {i}: the child's try_lock gave {g}"
+        );
+    }
+    // One descriptor per arena chunk travelled, and the child mapped each chunk once.
+    ensure!(fds < 100, "the child holds {fds} descriptors");
+    Ok(())
 }
 
 fn many_locks_under_ulimit() -> Result<(), String> {
@@ -600,26 +669,13 @@ fn try_all(locks: Vec<Lock>) -> (Vec<bool>, usize) {
 }
 
 fn many_locks_to_child() -> Result<(), String> {
-    // A message carries at most 253 descriptors, one per handle: 250 locks in one go.
-    let locks: Vec<Lock> = (0..250)
+    // A message carries at most 253 descriptors, but the same one (an arena chunk) exported
+    // again travels once: 1,000 locks in one go.
+    let locks: Vec<Lock> = (0..1000)
         .map(|_| Lock::new())
         .collect::<Result<_, _>>()
         .ctx("locks")?;
-    let held: Vec<_> = locks.iter().step_by(2).map(|l| l.lock()).collect();
-    ensure!(held.iter().all(Result::is_ok), "locking in the parent");
-    let mut p = Process::new(try_all, locks.clone());
-    p.start().ctx("start")?;
-    let (got, fds) = p.join().ctx("join")?;
-    drop(held);
-    ensure!(got.len() == 250, "the child got {} locks", got.len());
-    for (i, g) in got.iter().enumerate() {
-        ensure!(
-            *g == (i % 2 == 1),
-            "lock {i}: the child's try_lock gave {g}"
-        );
-    }
-    // The child mapped the shared chunk once and closed the other 249 descriptors.
-    ensure!(fds < 100, "the child holds {fds} descriptors");
+    check_locks_in_a_child(&locks)?;
     // Dropping every handle (here and in the child) frees the slots for reuse.
     drop(locks);
     Ok(())
