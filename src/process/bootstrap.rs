@@ -25,11 +25,11 @@
 //!   `main` (std cannot rename a running thread). So the child's work runs on a std thread named
 //!   `main`, with a main thread's stack size, while the real main thread (which holds the
 //!   parent-death signal) only waits for it; a panic says `thread 'main'` as in the parent. That
-//!   is one thread creation (~20 µs) per start; if it fails, the work runs on the unnamed main
-//!   thread. What else std would have done is done here: a stack overflow prints std's message
-//!   and aborts (instead of a silent SIGSEGV), standard input is `/dev/null`, and closed
-//!   standard output or error descriptors are opened on `/dev/null`. `std::env::args()` holds
-//!   the parent's arguments, as Python's spawn restores `sys.argv`.
+//!   is one thread creation (a few tens of µs) per start; if it fails, the work runs on the
+//!   unnamed main thread. What else std would have done is done here: a stack overflow prints
+//!   std's message and aborts (instead of a silent SIGSEGV), standard input is `/dev/null`, and
+//!   closed standard output or error descriptors are opened on `/dev/null`. `std::env::args()`
+//!   holds the parent's arguments, as Python's spawn restores `sys.argv`.
 
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
