@@ -21,18 +21,21 @@
 //!   after it in the executable, as the loader would have before `main` (so registrations made
 //!   with `ctor`-style crates or C++ static initialisers linked after this crate run once in the
 //!   child too). Constructors before it, and those of shared libraries, ran already.
-//! - **Runtime.** The child's work runs on the main thread before std's `main` set-up, so the
-//!   thread has no name (a panic message says `<unnamed>`: std offers no way to name a running
-//!   thread). What else std would have done is done here: a stack overflow prints std's message
-//!   and aborts (instead of a silent SIGSEGV), standard input is `/dev/null`, and closed
-//!   standard output or error descriptors are opened on `/dev/null`. `std::env::args()` holds
-//!   the parent's arguments, as Python's spawn restores `sys.argv`.
+//! - **Runtime.** The hook runs before std's `main` set-up, which is what names the main thread
+//!   `main` (std cannot rename a running thread). So the child's work runs on a std thread named
+//!   `main`, with a main thread's stack size, while the real main thread (which holds the
+//!   parent-death signal) only waits for it; a panic says `thread 'main'` as in the parent. That
+//!   is one thread creation (a few tens of µs) per start; if it fails, the work runs on the
+//!   unnamed main thread. What else std would have done is done here: a stack overflow prints
+//!   std's message and aborts (instead of a silent SIGSEGV), standard input is `/dev/null`, and
+//!   closed standard output or error descriptors are opened on `/dev/null`. `std::env::args()`
+//!   holds the parent's arguments, as Python's spawn restores `sys.argv`.
 
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use super::channel::Channel;
 use super::function::{CallError, Target};
@@ -49,6 +52,18 @@ static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
 pub(crate) fn is_initialized() -> bool {
     INITIALIZED.load(Ordering::Acquire)
+}
+
+/// The pid of the spawned child whose main thread only waits for the thread that runs its work
+/// (see `run_spawned_child`); any other value when there is no such thread in this process (a
+/// process forked from the work thread inherits the value, not the thread).
+static MAIN_WAITS_IN: AtomicI32 = AtomicI32::new(0);
+
+/// How many threads of this process the bootstrap keeps idle: 1 in a child taken over before
+/// `main`, whose main thread only waits (in `pthread_join`, holding no lock), else 0. The fork
+/// start method counts it with multiproc's own threads.
+pub(crate) fn idle_threads() -> usize {
+    usize::from(MAIN_WAITS_IN.load(Ordering::Acquire) == sys::getpid())
 }
 
 /// Exit status of a child whose function panicked or whose call failed.
@@ -221,13 +236,44 @@ fn run_spawned_child(parent: i32, pre_main: bool) -> ! {
             let _ = sys::redirect_to_devnull(fd);
         }
     }
-    if pre_main {
-        // std's own handler is in place when `main` runs.
-        sys::report_stack_overflow();
-    }
     sys::ignore_sigpipe();
     INITIALIZED.store(true, Ordering::Release);
+    if pre_main {
+        // std names the main thread `main` in its set-up before `main`, which has not run here
+        // (and cannot be named afterwards): the work runs on a thread of that name instead, with
+        // a main thread's stack size, while this thread waits. It keeps the parent-death signal
+        // set above (the kernel checks every thread of the child for it).
+        let work = std::thread::Builder::new()
+            .name("main".into())
+            .stack_size(sys::main_stack_size())
+            .spawn(move || {
+                // std watches its threads' stacks only once its set-up ran.
+                sys::report_thread_stack_overflow();
+                // Not before the main thread is about to wait, holding nothing: the fork start
+                // method counts it as idle.
+                while MAIN_WAITS_IN.load(Ordering::Acquire) != sys::getpid() {
+                    std::thread::park();
+                }
+                child_work(parent)
+            });
+        match work {
+            // `child_work` ends the process; joining returns only if it unwound.
+            Ok(thread) => {
+                MAIN_WAITS_IN.store(sys::getpid(), Ordering::Release);
+                thread.thread().unpark();
+                let _ = thread.join();
+                finish(EXIT_FAILED)
+            }
+            // No thread to be had: the work runs on this unnamed one.
+            Err(_) => sys::report_stack_overflow(),
+        }
+    }
+    child_work(parent)
+}
 
+/// The child's work once its process is set up: the bootstrap message, then the call or the
+/// worker loop. Ends the process.
+fn child_work(parent: i32) -> ! {
     let stdin = std::io::stdin();
     let fd0: BorrowedFd<'_> = stdin.as_fd();
     let sock = match sys::dup_cloexec(fd0) {

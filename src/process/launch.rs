@@ -227,6 +227,8 @@ pub(crate) fn fork(
         // processes of its own needs it, and it survives the child's descriptor cleanup.
         let exe = function::exe().ok().map(|fd| fd.as_raw_fd());
         let (gate, owned) = service::hold_for_fork();
+        // A spawned child's main thread, which only waits for the thread that runs its work.
+        let owned = owned + super::bootstrap::idle_threads();
         let threads = sys::thread_count().map_err(|e| Error::io("cannot count threads", e))?;
         if threads != 1 + owned {
             return Err(Error::new(
@@ -239,9 +241,10 @@ pub(crate) fn fork(
                 ),
             ));
         }
-        // SAFETY: this process has one thread besides the service thread, and `gate` keeps
-        // that one asleep in poll(2), holding no lock and inside no allocation, until the fork
-        // is done: the child inherits no lock held by another thread. The child never returns
+        // SAFETY: this process has one thread besides the service thread (and, in a spawned
+        // child, its main thread, asleep in pthread_join holding no lock), and `gate` keeps
+        // the service thread asleep in poll(2), holding no lock and inside no allocation, until
+        // the fork is done: the child inherits no lock held by another thread. The child never returns
         // into the caller's frames (it ends in _exit), so `gate` is not released there.
         let forked = match unsafe { sys::fork() } {
             Ok(0) => run_forked(identity, parent, job, theirs, ours_raw, exe),

@@ -12,6 +12,7 @@ use std::time::Instant;
 mod futex;
 mod image;
 mod mem;
+mod overflow;
 mod process;
 mod random;
 mod robust;
@@ -23,6 +24,7 @@ pub(crate) use futex::monotonic_timespec;
 pub(crate) use futex::{FutexWait, LockFailed, Locked, RobustMutex, futex_wait, futex_wake};
 pub(crate) use image::*;
 pub(crate) use mem::*;
+pub(crate) use overflow::*;
 pub(crate) use process::*;
 pub(crate) use random::*;
 

@@ -34,6 +34,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             closed_stdio_is_sanitized_in_the_child,
         ),
         ("bootstrap::stack_overflow_says_so", stack_overflow_says_so),
+        (
+            "bootstrap::child_main_thread_is_named_main",
+            child_main_thread_is_named_main,
+        ),
     ]
 }
 
@@ -294,4 +298,54 @@ fn stack_overflow_says_so() -> Result<(), String> {
         "stdout {stdout:?}"
     );
     Ok(())
+}
+
+/// Sends its standard error to the file at `path`, then panics with the name of the thread it
+/// runs on and the name of its process.
+fn panics_naming_the_thread(path: String) -> u8 {
+    let file = std::fs::File::create(&path).expect("create the stderr file");
+    // SAFETY: dup2 puts the file on descriptor 2; `file` stays open until the panic unwinds.
+    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), 2) };
+    let thread = std::thread::current().name().map(str::to_string);
+    let process = multiproc::current_process().name().to_string();
+    panic!("thread name {thread:?} in {process}")
+}
+
+fn child_main_thread_is_named_main() -> Result<(), String> {
+    let path = std::env::temp_dir().join(format!("multiproc-stderr-{}", std::process::id()));
+    let result = (|| {
+        let mut p = multiproc::Process::new(
+            panics_naming_the_thread,
+            path.to_string_lossy().into_owned(),
+        )
+        .with_name("named-child");
+        p.start().ctx("start")?;
+        let err = p.join().err().ctx("join must fail")?;
+        ensure!(
+            err.kind() == multiproc::ErrorKind::Panicked,
+            "kind {:?}",
+            err.kind()
+        );
+        // The child's function runs on a thread named as std names a main thread.
+        ensure!(
+            err.panic_message() == Some("thread name Some(\"main\") in named-child"),
+            "message {:?}",
+            err.panic_message()
+        );
+        let location = err.panic_location().ctx("location")?;
+        ensure!(location.contains("bootstrap.rs:"), "location {location}");
+        ensure!(p.exitcode() == Some(1), "exitcode {:?}", p.exitcode());
+        // std's panic message, as printed on the child's stderr (std adds the thread's id in
+        // parentheses after its name).
+        let stderr = std::fs::read_to_string(&path).ctx("read the child's stderr")?;
+        ensure!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("thread 'main'") && l.contains(" panicked at ")),
+            "stderr {stderr:?}"
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
