@@ -26,8 +26,11 @@ pub(crate) fn serve(mut chan: Channel, preload: Vec<(Target, Vec<u8>)>) -> ! {
             Err(_) => say("a preload call panicked; skipped"),
         }
     }
-    // Counted once: the server itself makes no thread, so only a preload call could have.
-    let threads = sys::thread_count().unwrap_or(0);
+    // Counted once: the server itself makes no thread, so only a preload call could have. The
+    // bootstrap's own main thread, idle in a join and holding no lock, does not count.
+    let threads = sys::thread_count()
+        .unwrap_or(0)
+        .saturating_sub(crate::process::bootstrap::idle_threads());
     // Opened now, so that children that start processes of their own find it open.
     let exe = function::exe().ok().map(|fd| fd.as_raw_fd());
     let me = sys::getpid();
