@@ -167,20 +167,9 @@ fn kill_until_serving(pool: &Pool, iters: u64) -> Duration {
     total
 }
 
-/// The floor for starting a process at all: fork, exit at once, reap.
-fn raw_fork() {
-    // SAFETY: the child only calls the async-signal-safe _exit, which is sound whatever
-    // threads the parent has.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0);
-        if pid == 0 {
-            libc::_exit(0);
-        }
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-    }
-}
+#[path = "common/raw_fork.rs"]
+mod raw_fork_floor;
+use raw_fork_floor::raw_fork;
 
 fn replace(c: &mut Criterion) {
     multiproc::init();

@@ -37,20 +37,9 @@ fn start_join(method: StartMethod) -> multiproc::Result<()> {
     p.join()
 }
 
-/// The floor for the fork method: fork, exit at once, reap.
-fn raw_fork() {
-    // SAFETY: the child only calls the async-signal-safe _exit, which is sound whatever
-    // threads the parent has.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0);
-        if pid == 0 {
-            libc::_exit(0);
-        }
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-    }
-}
+#[path = "common/raw_fork.rs"]
+mod raw_fork_floor;
+use raw_fork_floor::raw_fork;
 
 #[path = "common/python.rs"]
 mod python_script;
