@@ -78,6 +78,7 @@
 
 pub mod codec;
 mod error;
+pub mod futures;
 mod pipe;
 mod pool;
 mod process;
@@ -87,6 +88,10 @@ mod sync;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};
+pub use futures::{
+    AsCompleted, Executor, Future, Map, ProcessPoolExecutor, ProcessPoolExecutorBuilder,
+    ReturnWhen, ThreadPoolExecutor, ThreadPoolExecutorBuilder, as_completed,
+};
 pub use pipe::{
     Connection, DEFAULT_PIPE_FRAME_LIMIT, Nothing, RecvIntoError, Sentinel, Waitable, pipe,
     pipe_typed, simplex, wait,

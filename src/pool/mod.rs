@@ -8,12 +8,12 @@
 
 #![forbid(unsafe_code)]
 
-mod api;
+pub(crate) mod api;
 mod builder;
 mod child;
-mod engine;
+pub(crate) mod engine;
 mod imap;
-mod result;
+pub(crate) mod result;
 mod task;
 mod thread;
 mod watch;
