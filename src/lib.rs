@@ -66,6 +66,11 @@
 //! | `pool.map(f, it)`, `imap`, `imap_unordered` | [`map`](Pool::map), [`imap`](Pool::imap) (lazy, bounded), [`imap_unordered`](Pool::imap_unordered) |
 //! | a pool worker killed: the task hangs forever | that task fails with [`ErrorKind::WorkerDied`]; the worker is replaced |
 //! | `multiprocessing.pool.ThreadPool` | [`ThreadPool`] (closures) |
+//! | `concurrent.futures.ProcessPoolExecutor(n)`, `ThreadPoolExecutor(n)` | [`ProcessPoolExecutor::new(n)`](ProcessPoolExecutor::new), [`ThreadPoolExecutor::new(n)`](ThreadPoolExecutor::new), one [`Executor`] trait |
+//! | `ex.submit(f, x)`, `ex.map(f, it)`, `ex.shutdown()` | [`submit`](Executor::submit) → [`Future`], [`map`](Executor::map) (lazy, bounded), [`shutdown`](Executor::shutdown) |
+//! | `f.result()`, `f.cancel()`, `f.add_done_callback(c)`, `await` | [`Future::result`], [`Future::cancel`], [`Future::add_done_callback`], `f.await` |
+//! | `wait(fs, return_when=...)`, `as_completed(fs)` | [`futures::wait`], [`as_completed`] |
+//! | `BrokenProcessPool` after a worker death | only that call fails ([`ErrorKind::WorkerDied`]) |
 //!
 //! See `docs/python-to-rust.md` in the repository for the whole mapping and the places where
 //! the behaviour differs on purpose.
