@@ -302,3 +302,35 @@ fn zero_workers_is_an_error() {
         ErrorKind::InvalidArgument
     );
 }
+
+/// The completion/waker race, many times: a poll racing a finish never loses the wake-up,
+/// and a callback added while the future finishes runs exactly once.
+#[test]
+fn no_lost_wakeup_under_races() {
+    for _ in 0..500 {
+        let inner = Inner::<u8>::new();
+        let mut f = Future::from_inner(inner.clone());
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let finisher = std::thread::spawn(move || inner.finish(Ok(1), false));
+        let c = calls.clone();
+        f.add_done_callback(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut cx = Context::from_waker(&waker);
+        let first = std::future::Future::poll(std::pin::Pin::new(&mut f), &mut cx);
+        finisher.join().unwrap();
+        match first {
+            Poll::Ready(v) => assert_eq!(v.unwrap(), 1),
+            Poll::Pending => {
+                assert_eq!(count.0.load(Ordering::SeqCst), 1, "the waker must be woken");
+                assert!(matches!(
+                    std::future::Future::poll(std::pin::Pin::new(&mut f), &mut cx),
+                    Poll::Ready(Ok(1))
+                ));
+            }
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
