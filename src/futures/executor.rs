@@ -36,6 +36,15 @@ pub trait Executor {
     /// # Errors
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) after shutdown;
     /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) if the argument does not serialize.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Executor, ThreadPoolExecutor};
+    /// let ex = ThreadPoolExecutor::new(2)?;
+    /// assert_eq!(ex.submit(|x: u8| x + 1, 1)?.result()?, 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
@@ -46,6 +55,16 @@ pub trait Executor {
     ///
     /// # Errors
     /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Executor, ThreadPoolExecutor};
+    /// let ex = ThreadPoolExecutor::new(2)?;
+    /// let fs = ex.submit_chunk(|x: u8| x * 2, vec![1, 2])?;
+    /// assert_eq!(fs[1].result()?, 4);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     fn submit_chunk<A, R>(&self, f: fn(A) -> R, args: Vec<A>) -> Result<Vec<Future<R>>>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
@@ -55,10 +74,30 @@ pub trait Executor {
     }
 
     /// How many calls run at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Executor, ThreadPoolExecutor};
+    /// let ex = ThreadPoolExecutor::new(2)?;
+    /// assert_eq!(ex.max_workers(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     fn max_workers(&self) -> usize;
 
     /// Stops taking new calls. With `cancel_futures`, every call no worker has started is
     /// cancelled; with `wait`, returns once every running (and remaining) call is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Executor, ThreadPoolExecutor};
+    /// let ex = ThreadPoolExecutor::new(2)?;
+    /// let f = ex.submit(|x: u8| x, 1)?;
+    /// ex.shutdown(true, false);
+    /// assert!(f.done());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     fn shutdown(&self, wait: bool, cancel_futures: bool);
 
     /// Applies `f` to every item (Python's `map`): the results come in input order, as a
@@ -67,6 +106,16 @@ pub trait Executor {
     ///
     /// # Errors
     /// As [`submit`](Self::submit) (for the first call, made here).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Executor, ThreadPoolExecutor};
+    /// let ex = ThreadPoolExecutor::new(2)?;
+    /// let firsts: Vec<u64> = ex.map(|x: u64| x * x, 1..)?.take(3).collect::<Result<_, _>>()?;
+    /// assert_eq!(firsts, [1, 4, 9]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     fn map<'a, A, R, I>(&'a self, f: fn(A) -> R, iterable: I) -> Result<Map<'a, R>>
     where
         Self: Sized,
@@ -84,6 +133,16 @@ pub trait Executor {
     ///
     /// # Errors
     /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Executor, ThreadPoolExecutor};
+    /// let ex = ThreadPoolExecutor::new(2)?;
+    /// let v: Vec<u8> = ex.map_with(|x: u8| x, 0..4, Some(std::time::Duration::from_secs(30)), 2)?.collect::<Result<_, _>>()?;
+    /// assert_eq!(v, [0, 1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     fn map_with<'a, A, R, I>(
         &'a self,
         f: fn(A) -> R,
@@ -127,6 +186,16 @@ pub trait Executor {
 type Submitter<'a, R> = Box<dyn FnMut() -> Option<Result<Vec<Future<R>>>> + 'a>;
 
 /// The results of [`Executor::map`], in input order.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{Executor, ThreadPoolExecutor};
+/// let ex = ThreadPoolExecutor::new(2)?;
+/// let mut m = ex.map(|x: u8| x + 1, [1, 2])?;
+/// assert_eq!(m.next().transpose()?, Some(2));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub struct Map<'a, R> {
     submit: Submitter<'a, R>,
     queue: VecDeque<Future<R>>,

@@ -114,6 +114,17 @@ pub fn wait<'a, R: 'a>(
 }
 
 /// The futures of [`as_completed`], yielded as they finish.
+///
+/// # Examples
+///
+/// ```
+/// let ex = multiproc::ThreadPoolExecutor::new(1)?;
+/// let fs = [ex.submit_closure(|| 1)?];
+/// let mut it = multiproc::as_completed(&fs, None);
+/// assert_eq!(it.next().unwrap()?.result()?, 1);
+/// assert!(it.next().is_none());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub struct AsCompleted<'a, R> {
     fs: Vec<&'a Future<R>>,
     yielded: Vec<bool>,
