@@ -58,6 +58,8 @@ struct Slot<R> {
     wakers: Vec<Waker>,
     watchers: Vec<(usize, Weak<Signal>)>,
     callback_panics: Vec<String>,
+    /// Threads blocked on the condvar.
+    blocked: usize,
 }
 
 pub(crate) struct Inner<R> {
@@ -115,6 +117,7 @@ impl<R> Inner<R> {
                 wakers: Vec::new(),
                 watchers: Vec::new(),
                 callback_panics: Vec::new(),
+                blocked: 0,
             }),
             cv: Condvar::new(),
             control: OnceLock::new(),
@@ -154,7 +157,9 @@ impl<R> Inner<R> {
         let callbacks = std::mem::take(&mut st.callbacks);
         let wakers = std::mem::take(&mut st.wakers);
         let watchers = std::mem::take(&mut st.watchers);
-        self.cv.notify_all();
+        if st.blocked > 0 {
+            self.cv.notify_all();
+        }
         drop(st);
         for w in wakers {
             w.wake();
@@ -353,7 +358,9 @@ impl<R> Future<R> {
                 return true;
             }
             let timed_out;
+            st.blocked += 1;
             (st, timed_out) = wait_until(&self.inner.cv, st, deadline);
+            st.blocked -= 1;
             if timed_out && !matches!(st.state, State::Done(_) | State::Cancelled(_)) {
                 return false;
             }

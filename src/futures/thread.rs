@@ -160,6 +160,29 @@ impl<R: Send + 'static> Drop for Job<R> {
     }
 }
 
+/// A call on its way to a pool thread.
+struct Call<F, R: Send + 'static> {
+    f: F,
+    job: Job<R>,
+}
+
+impl<F: FnOnce() -> R + Send, R: Send + 'static> crate::pool::thread::Job for Call<F, R> {
+    fn run(self: Box<Self>) {
+        let Call { f, job } = *self;
+        if job.0.set_running() {
+            let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+                Error::new(ErrorKind::Panicked, "the task panicked in its thread")
+                    .with_panic(panic_message(&p), None)
+            });
+            job.0.finish(outcome, false);
+        }
+    }
+
+    fn cancel(self: Box<Self>) {
+        // Dropping the job resolves its future as cancelled.
+    }
+}
+
 impl ThreadPoolExecutor {
     /// An executor of `max_workers` threads.
     ///
@@ -213,20 +236,10 @@ impl ThreadPoolExecutor {
         R: Send + 'static,
     {
         let inner = Inner::<R>::new();
-        let job = Job(inner.clone());
-        self.pool.apply_async(
-            move |()| {
-                let job = job;
-                if job.0.set_running() {
-                    let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
-                        Error::new(ErrorKind::Panicked, "the task panicked in its thread")
-                            .with_panic(panic_message(&p), None)
-                    });
-                    job.0.finish(outcome, false);
-                }
-            },
-            (),
-        )?;
+        self.pool.push(vec![Box::new(Call {
+            f,
+            job: Job(inner.clone()),
+        })])?;
         {
             let mut out = lock(&self.outstanding);
             prune(&mut out);

@@ -15,7 +15,7 @@ pub(crate) mod engine;
 mod imap;
 pub(crate) mod result;
 mod task;
-mod thread;
+pub(crate) mod thread;
 mod watch;
 mod wire;
 
