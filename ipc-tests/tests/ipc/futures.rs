@@ -18,6 +18,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("futures::await_future_whose_worker_dies", await_dies),
         ("futures::thousand_futures_awaited", thousand_awaited),
         ("futures::cancel_running_kills_and_replaces", cancel_running),
+        ("futures::builder_options", builder_options),
     ]
 }
 
@@ -265,5 +266,48 @@ fn cancel_running() -> Result<(), String> {
         "replaced: {:?} vs {before:?}",
         ex.pids()
     );
+    Ok(())
+}
+
+fn set_marker(v: u64) {
+    MARK.store(v, std::sync::atomic::Ordering::SeqCst);
+}
+
+static MARK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn marker(_: ()) -> (u64, u32) {
+    (
+        MARK.load(std::sync::atomic::Ordering::SeqCst),
+        std::process::id(),
+    )
+}
+
+fn builder_options() -> Result<(), String> {
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(set_marker, 77)
+        .max_tasks_per_child(1)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .ctx("build")?;
+    let (m1, p1) = ex
+        .submit(marker, ())
+        .ctx("first")?
+        .result()
+        .ctx("first result")?;
+    let (m2, p2) = ex
+        .submit(marker, ())
+        .ctx("second")?
+        .result()
+        .ctx("second result")?;
+    ensure!(m1 == 77 && m2 == 77, "initializer ran: {m1} {m2}");
+    ensure!(p1 != p2, "max_tasks_per_child(1): a fresh worker per call");
+    let e = ex
+        .submit(nap_pid, 60_000)
+        .ctx("slow")?
+        .result()
+        .err()
+        .ctx("timeout")?;
+    ensure!(e.kind() == ErrorKind::TaskTimeout, "{e}");
     Ok(())
 }
