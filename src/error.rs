@@ -144,6 +144,22 @@ impl Error {
     }
 
     /// An I/O error with a sentence of context in front of it.
+    /// A copy (an I/O source keeps its kind and message), for results read more than once.
+    pub(crate) fn duplicate(&self) -> Error {
+        let source = self.inner.source.as_ref().map(|s| match s {
+            Source::Io(e) => Source::Io(io::Error::new(e.kind(), e.to_string())),
+            Source::Codec(c) => Source::Codec(c.clone()),
+        });
+        Error {
+            inner: Box::new(Inner {
+                kind: self.inner.kind,
+                message: self.inner.message.clone(),
+                source,
+                child: self.inner.child.clone(),
+            }),
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, err: io::Error) -> Error {
         let mut e = Error::new(ErrorKind::Io, context);
         e.inner.source = Some(Source::Io(err));

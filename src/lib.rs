@@ -69,6 +69,11 @@
 //! | `multiprocessing.pool.ThreadPool` | [`ThreadPool`] (closures) |
 //! | `m = Manager()`, `m.dict()`, `m.list()`, `m.Lock()` | [`Manager::start`], [`dict`](Manager::dict), [`list`](Manager::list), [`lock`](Manager::lock) |
 //! | `BaseManager(address, authkey).connect()` | [`Manager::connect`] (mutual HMAC-SHA256, a MAC on every frame) |
+//! | `concurrent.futures.ProcessPoolExecutor(n)`, `ThreadPoolExecutor(n)` | [`ProcessPoolExecutor::new(n)`](ProcessPoolExecutor::new), [`ThreadPoolExecutor::new(n)`](ThreadPoolExecutor::new), one [`Executor`] trait |
+//! | `ex.submit(f, x)`, `ex.map(f, it)`, `ex.shutdown()` | [`submit`](Executor::submit) → [`Future`], [`map`](Executor::map) (lazy, bounded), [`shutdown`](Executor::shutdown) |
+//! | `f.result()`, `f.cancel()`, `f.add_done_callback(c)`, `await` | [`Future::result`], [`Future::cancel`], [`Future::add_done_callback`], `f.await` |
+//! | `wait(fs, return_when=...)`, `as_completed(fs)` | [`futures::wait`], [`as_completed`] |
+//! | `BrokenProcessPool` after a worker death | only that call fails ([`ErrorKind::WorkerDied`]) |
 //!
 //! See `docs/python-to-rust.md` in the repository for the whole mapping and the places where
 //! the behaviour differs on purpose.
@@ -81,6 +86,7 @@
 
 pub mod codec;
 mod error;
+pub mod futures;
 mod manager;
 mod pipe;
 mod pool;
@@ -91,6 +97,10 @@ mod sync;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};
+pub use futures::{
+    AsCompleted, Executor, Future, Map, ProcessPoolExecutor, ProcessPoolExecutorBuilder,
+    ReturnWhen, ThreadPoolExecutor, ThreadPoolExecutorBuilder, as_completed,
+};
 pub use manager::{
     AuthKey, DEFAULT_HANDSHAKE_TIMEOUT, DictProxy, ErasedObject, EventProxy, ListProxy, LockProxy,
     LockProxyGuard, Manager, ManagerAddress, ManagerBuilder, NamespaceProxy, Proxy, QueueProxy,

@@ -106,17 +106,19 @@ impl std::fmt::Debug for Pool {
 }
 
 /// Items encoded back to back, where each ends, and the descriptors of their handles.
-struct Encoded {
-    data: Bytes,
-    ends: Vec<u32>,
-    fds: Vec<std::os::fd::OwnedFd>,
-    fd_counts: Vec<u32>,
-    transits: Transits,
+pub(crate) struct Encoded {
+    pub(crate) data: Bytes,
+    pub(crate) ends: Vec<u32>,
+    pub(crate) fds: Vec<std::os::fd::OwnedFd>,
+    pub(crate) fd_counts: Vec<u32>,
+    pub(crate) transits: Transits,
 }
 
 /// Encodes items into one buffer, back to back, recording where each ends; handles inside
 /// them (queues, locks, shared memory, connections) travel as descriptors.
-fn encode_items<'a, A: Serialize + 'a>(items: impl IntoIterator<Item = &'a A>) -> Result<Encoded> {
+pub(crate) fn encode_items<'a, A: Serialize + 'a>(
+    items: impl IntoIterator<Item = &'a A>,
+) -> Result<Encoded> {
     let mut data = Vec::new();
     let mut ends = Vec::new();
     let mut fds = Vec::new();

@@ -8,14 +8,14 @@
 
 #![forbid(unsafe_code)]
 
-mod api;
+pub(crate) mod api;
 mod builder;
 mod child;
-mod engine;
+pub(crate) mod engine;
 mod imap;
-mod result;
+pub(crate) mod result;
 mod task;
-mod thread;
+pub(crate) mod thread;
 mod watch;
 mod wire;
 

@@ -14,6 +14,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 mod bootstrap;
 mod fork;
 mod forkserver;
+mod futures;
 mod manager;
 mod outcomes;
 mod pipe;
@@ -50,6 +51,7 @@ fn main() {
     trials.extend(shm::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(sync::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(queue::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(futures::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(pool::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(manager::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(bootstrap::tests().into_iter().map(|(n, f)| trial(n, f)));

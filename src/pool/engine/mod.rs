@@ -299,6 +299,35 @@ impl Engine {
         any
     }
 
+    /// Cancels task `id` only if no worker has been handed it yet (CPython's `cancel`, which
+    /// never stops what a worker may have started). True if it was cancelled.
+    pub(crate) fn cancel_waiting(&self, id: u64) -> bool {
+        let mut st = self.state();
+        let Some(pos) = st.pending.iter().position(|&p| p == id) else {
+            return false;
+        };
+        st.pending.remove(pos);
+        if let Some(task) = st.tasks.remove(&id) {
+            st.doomed
+                .push((task, Why::Cancelled("the task was cancelled before it ran")));
+        }
+        self.release(st);
+        true
+    }
+
+    /// Whether a worker has taken task `id` from its queue (and so has started it): the
+    /// tasks a worker holds that are no longer in its queue are the ones it took.
+    pub(crate) fn is_started(&self, id: u64) -> bool {
+        let st = self.state();
+        for w in &st.workers {
+            if let Some(pos) = w.in_flight.iter().position(|&t| t == id) {
+                let untaken = w.tasks.qsize().min(w.in_flight.len());
+                return pos < w.in_flight.len() - untaken;
+            }
+        }
+        false
+    }
+
     /// Unlocks, then fails the tasks that were doomed under the lock.
     fn release(&self, mut st: MutexGuard<'_, State>) {
         if st.doomed.is_empty() {

@@ -21,7 +21,7 @@ use super::result::{
 use crate::error::{Error, ErrorKind, Result};
 
 /// A queued task: runs, or is cancelled (and then resolves as such).
-trait Job: Send {
+pub(crate) trait Job: Send {
     fn run(self: Box<Self>);
     fn cancel(self: Box<Self>);
 }
@@ -332,7 +332,7 @@ impl ThreadPool {
         self.threads
     }
 
-    fn push(&self, jobs: Vec<Box<dyn Job>>) -> Result<()> {
+    pub(crate) fn push(&self, jobs: Vec<Box<dyn Job>>) -> Result<()> {
         let mut st = lock(&self.shared.st);
         if st.status != Status::Running {
             return Err(super::closed_error());

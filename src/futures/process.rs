@@ -1,0 +1,338 @@
+//! [`ProcessPoolExecutor`]: Python's `concurrent.futures.ProcessPoolExecutor`, as a second
+//! face of the pool engine (no pool of its own).
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::executor::Executor;
+use super::future::{Control, FanOut, Future, Inner, One};
+use super::{Cancel, prune};
+use crate::error::Result;
+use crate::pool::api::encode_items;
+use crate::pool::engine::{Engine, NewTask};
+use crate::pool::result::{Decode, lock};
+use crate::process::Target;
+use crate::{Pool, PoolBuilder, StartMethod};
+
+/// Settings for a [`ProcessPoolExecutor`].
+///
+/// # Examples
+///
+/// ```
+/// let b = multiproc::ProcessPoolExecutor::builder().max_workers(2).max_tasks_per_child(100);
+/// # drop(b);
+/// ```
+#[derive(Debug)]
+pub struct ProcessPoolExecutorBuilder {
+    pool: PoolBuilder,
+    workers: Option<usize>,
+}
+
+impl ProcessPoolExecutorBuilder {
+    /// The number of worker processes; CPython's default is the CPUs this process may use.
+    /// `0` is an [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = multiproc::ProcessPoolExecutor::builder().max_workers(0).build().unwrap_err();
+    /// assert_eq!(e.kind(), multiproc::ErrorKind::InvalidArgument);
+    /// ```
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Runs `f(arg)` in each worker as it starts (Python's `initializer`, `initargs`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn hello(_: ()) {}
+    /// let b = multiproc::ProcessPoolExecutor::builder().initializer(hello, ());
+    /// # drop(b);
+    /// ```
+    pub fn initializer<A>(mut self, f: fn(A), arg: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        self.pool = self.pool.initializer(f, arg);
+        self
+    }
+
+    /// Replaces each worker after `n` calls (Python's `max_tasks_per_child`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::ProcessPoolExecutor::builder().max_tasks_per_child(1);
+    /// # drop(b);
+    /// ```
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.pool = self.pool.max_tasks_per_child(n);
+        self
+    }
+
+    /// How workers start (Python's `mp_context`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::ProcessPoolExecutor::builder().start_method(multiproc::StartMethod::Spawn);
+    /// # drop(b);
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.pool = self.pool.start_method(method);
+        self
+    }
+
+    /// Beyond CPython: a call that runs longer than `limit` has its worker killed and
+    /// replaced, and fails with [`ErrorKind::TaskTimeout`](crate::ErrorKind::TaskTimeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::ProcessPoolExecutor::builder().task_timeout(std::time::Duration::from_secs(5));
+    /// # drop(b);
+    /// ```
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.pool = self.pool.task_timeout(limit);
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let ex = multiproc::ProcessPoolExecutor::builder().max_workers(2).build()?;
+    /// # drop(ex);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn build(self) -> Result<ProcessPoolExecutor> {
+        let mut pool = self.pool;
+        if let Some(n) = self.workers {
+            pool = pool.processes(n);
+        }
+        let pool = pool.build()?;
+        Ok(ProcessPoolExecutor {
+            workers: pool.processes(),
+            pool,
+            outstanding: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// Python's `concurrent.futures.ProcessPoolExecutor`, on the pool engine: calls are
+/// `fn(A) -> R` with serde types, as for [`Pool`].
+///
+/// **No `BrokenProcessPool`**: a worker that dies fails only the futures of the calls it had
+/// started ([`ErrorKind::WorkerDied`](crate::ErrorKind::WorkerDied), with its pid and signal);
+/// it is replaced and the executor goes on. [`Future::cancel_running`] ends a running call by
+/// killing its worker.
+///
+/// # Examples
+///
+/// ```no_run
+/// use multiproc::{Executor, ProcessPoolExecutor};
+/// fn square(x: u64) -> u64 { x * x }
+/// fn main() -> multiproc::Result<()> {
+///     multiproc::init();
+///     let ex = ProcessPoolExecutor::new(2)?;
+///     assert_eq!(ex.submit(square, 7)?.result()?, 49);
+///     let all: Vec<u64> = ex.map(square, 0..10)?.collect::<Result<_, _>>()?;
+///     assert_eq!(all[9], 81);
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct ProcessPoolExecutor {
+    pool: Pool,
+    workers: usize,
+    outstanding: Mutex<Vec<Weak<dyn Cancel>>>,
+}
+
+/// A future's hold on its engine task (weak: a future does not keep the workers alive).
+struct Task {
+    engine: Weak<Engine>,
+    id: u64,
+    /// Part of a multi-item chunk: only the whole task could be cancelled.
+    chunked: bool,
+}
+
+impl Control for Task {
+    fn cancel_waiting(&self) -> bool {
+        !self.chunked
+            && self
+                .engine
+                .upgrade()
+                .is_some_and(|e| e.cancel_waiting(self.id))
+    }
+
+    fn started(&self) -> bool {
+        self.engine.upgrade().is_some_and(|e| e.is_started(self.id))
+    }
+
+    fn kill(&self) -> bool {
+        self.engine
+            .upgrade()
+            .is_some_and(|e| e.cancel(self.id..self.id + 1))
+    }
+}
+
+impl ProcessPoolExecutor {
+    /// An executor of `max_workers` processes.
+    ///
+    /// # Errors
+    /// As [`ProcessPoolExecutorBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let ex = multiproc::ProcessPoolExecutor::new(3)?;
+    /// # drop(ex);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(max_workers: usize) -> Result<ProcessPoolExecutor> {
+        Self::builder().max_workers(max_workers).build()
+    }
+
+    /// Settings for an executor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = multiproc::ProcessPoolExecutor::builder();
+    /// # drop(b);
+    /// ```
+    pub fn builder() -> ProcessPoolExecutorBuilder {
+        ProcessPoolExecutorBuilder {
+            pool: Pool::builder().name_prefix("ProcessPoolExecutor"),
+            workers: None,
+        }
+    }
+
+    /// The pids of the live workers.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// multiproc::init();
+    /// let ex = multiproc::ProcessPoolExecutor::new(2)?;
+    /// assert_eq!(ex.pids().len(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn pids(&self) -> Vec<u32> {
+        self.pool.pids()
+    }
+
+    fn track<R: Send + 'static>(&self, fs: &[Arc<Inner<R>>]) {
+        let mut out = lock(&self.outstanding);
+        prune(&mut out);
+        for f in fs {
+            let weak: Weak<dyn Cancel> = Arc::downgrade(&(f.clone() as Arc<dyn Cancel>));
+            out.push(weak);
+        }
+    }
+}
+
+impl Executor for ProcessPoolExecutor {
+    fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let target = Target::of(f)?;
+        let e = encode_items(std::iter::once(&arg))?;
+        let inner = Inner::<R>::new();
+        let sink = Arc::new(Decode::<R, One<R>>::new(Arc::new(One(inner.clone()))));
+        let ids = self.pool.engine.submit(vec![NewTask {
+            target,
+            data: e.data,
+            ends: e.ends,
+            fds: e.fds,
+            fd_counts: e.fd_counts,
+            transits: e.transits,
+            sink,
+            first: 0,
+        }])?;
+        let _ = inner.control.set(Box::new(Task {
+            engine: Arc::downgrade(&self.pool.engine),
+            id: ids.start,
+            chunked: false,
+        }));
+        self.track(std::slice::from_ref(&inner));
+        Ok(Future::from_inner(inner))
+    }
+
+    fn submit_chunk<A, R>(&self, f: fn(A) -> R, args: Vec<A>) -> Result<Vec<Future<R>>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if args.len() == 1 {
+            return args.into_iter().map(|a| self.submit(f, a)).collect();
+        }
+        if args.is_empty() {
+            return Ok(Vec::new());
+        }
+        let target = Target::of(f)?;
+        let e = encode_items(args.iter())?;
+        let inners: Vec<Arc<Inner<R>>> = args.iter().map(|_| Inner::new()).collect();
+        let sink = Arc::new(Decode::<R, FanOut<R>>::new(Arc::new(FanOut(
+            inners.clone(),
+        ))));
+        let ids = self.pool.engine.submit(vec![NewTask {
+            target,
+            data: e.data,
+            ends: e.ends,
+            fds: e.fds,
+            fd_counts: e.fd_counts,
+            transits: e.transits,
+            sink,
+            first: 0,
+        }])?;
+        for inner in &inners {
+            let _ = inner.control.set(Box::new(Task {
+                engine: Arc::downgrade(&self.pool.engine),
+                id: ids.start,
+                chunked: true,
+            }));
+        }
+        self.track(&inners);
+        Ok(inners.into_iter().map(Future::from_inner).collect())
+    }
+
+    fn max_workers(&self) -> usize {
+        self.workers
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        if cancel_futures {
+            let out: Vec<_> = lock(&self.outstanding).drain(..).collect();
+            for w in out {
+                if let Some(c) = w.upgrade() {
+                    c.cancel_waiting_arc();
+                }
+            }
+        }
+        self.pool.close();
+        if wait {
+            let _ = self.pool.join();
+        }
+    }
+}
+
+impl Drop for ProcessPoolExecutor {
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+    }
+}

@@ -1,0 +1,336 @@
+//! Unit tests on threads: every state transition, callbacks, wakers, `wait`, `as_completed`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use super::future::Inner;
+use super::*;
+use crate::ErrorKind;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn gate() -> (Arc<Barrier>, Arc<Barrier>) {
+    let b = Arc::new(Barrier::new(2));
+    (b.clone(), b)
+}
+
+#[test]
+fn pending_running_finished() {
+    let ex = ThreadPoolExecutor::new(1).unwrap();
+    let (start, start2) = gate();
+    let (stop, stop2) = gate();
+    let f = ex
+        .submit_closure(move || {
+            start2.wait();
+            stop2.wait();
+            5
+        })
+        .unwrap();
+    start.wait();
+    assert!(f.running() && !f.done() && !f.cancelled());
+    assert!(!f.cancel(), "a running call cannot be cancelled");
+    stop.wait();
+    assert_eq!(f.result_timeout(LONG).unwrap(), 5);
+    assert!(f.done() && !f.running() && !f.cancelled());
+    assert!(!f.cancel());
+    assert_eq!(f.result().unwrap_err().kind(), ErrorKind::ResultTaken);
+    assert!(f.exception().unwrap().is_none());
+}
+
+#[test]
+fn pending_cancelled_never_runs() {
+    let ex = ThreadPoolExecutor::new(1).unwrap();
+    let (start, start2) = gate();
+    let (stop, stop2) = gate();
+    let blocker = ex
+        .submit_closure(move || {
+            start2.wait();
+            stop2.wait();
+        })
+        .unwrap();
+    start.wait();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let queued = ex
+        .submit_closure(move || r.fetch_add(1, Ordering::SeqCst))
+        .unwrap();
+    assert!(!queued.running() && !queued.done());
+    assert!(queued.cancel());
+    assert!(queued.cancel(), "cancel of a cancelled future is true");
+    assert!(queued.cancelled() && queued.done() && !queued.running());
+    assert_eq!(queued.exception().unwrap_err().kind(), ErrorKind::Cancelled);
+    assert_eq!(queued.result().unwrap_err().kind(), ErrorKind::Cancelled);
+    stop.wait();
+    blocker.result_timeout(LONG).unwrap();
+    ex.shutdown(true, false);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn panic_is_an_exception() {
+    let ex = ThreadPoolExecutor::new(1).unwrap();
+    let f = ex.submit_closure(|| -> u8 { panic!("boom") }).unwrap();
+    let e = f.exception_timeout(LONG).unwrap().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Panicked);
+    assert!(e.to_string().contains("boom") || format!("{e:?}").contains("boom"));
+    assert!(f.done() && !f.cancelled());
+}
+
+#[test]
+fn timeouts_leave_the_call_going() {
+    let ex = ThreadPoolExecutor::new(1).unwrap();
+    let (stop, stop2) = gate();
+    let f = ex.submit_closure(move || stop2.wait()).unwrap();
+    assert_eq!(
+        f.result_timeout(Duration::from_millis(10))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Timeout
+    );
+    assert_eq!(
+        f.exception_timeout(Duration::from_millis(10))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Timeout
+    );
+    stop.wait();
+    f.result_timeout(LONG).unwrap();
+}
+
+#[test]
+fn callbacks_once_before_and_after_and_panics_caught() {
+    let ex = ThreadPoolExecutor::new(1).unwrap();
+    let (stop, stop2) = gate();
+    let f = ex.submit_closure(move || stop2.wait()).unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n1 = n.clone();
+    f.add_done_callback(move |f| {
+        assert!(f.done());
+        n1.fetch_add(1, Ordering::SeqCst);
+    });
+    f.add_done_callback(|_| panic!("callback boom"));
+    stop.wait();
+    f.result_timeout(LONG).unwrap();
+    ex.shutdown(true, false);
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+    assert_eq!(f.callback_panics(), ["callback boom"]);
+    let n2 = n.clone();
+    f.add_done_callback(move |_| {
+        n2.fetch_add(1, Ordering::SeqCst);
+    });
+    assert_eq!(
+        n.load(Ordering::SeqCst),
+        2,
+        "runs at once when already done"
+    );
+}
+
+#[test]
+fn resolves_exactly_once() {
+    let inner = Inner::<u8>::new();
+    let f = Future::from_inner(inner.clone());
+    let n = Arc::new(AtomicUsize::new(0));
+    let n1 = n.clone();
+    f.add_done_callback(move |_| {
+        n1.fetch_add(1, Ordering::SeqCst);
+    });
+    inner.finish(Ok(1), false);
+    inner.finish(Ok(2), false);
+    inner.finish(Err(crate::Error::new(ErrorKind::Cancelled, "late")), true);
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+    assert!(!f.cancelled());
+    assert_eq!(f.result().unwrap(), 1);
+}
+
+#[test]
+fn many_threads_wait_on_one_future() {
+    let inner = Inner::<u8>::new();
+    let f = Arc::new(Future::from_inner(inner.clone()));
+    let waiters: Vec<_> = (0..8)
+        .map(|_| {
+            let f = f.clone();
+            std::thread::spawn(move || f.exception_timeout(LONG).unwrap().is_none())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    inner.finish(Ok(3), false);
+    for w in waiters {
+        assert!(w.join().unwrap());
+    }
+}
+
+struct Count(AtomicUsize);
+
+impl Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn poll_registers_a_waker_woken_once() {
+    let inner = Inner::<u8>::new();
+    let mut f = Future::from_inner(inner.clone());
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = Waker::from(count.clone());
+    let mut cx = Context::from_waker(&waker);
+    let pinned = std::pin::Pin::new(&mut f);
+    assert!(std::future::Future::poll(pinned, &mut cx).is_pending());
+    assert!(std::future::Future::poll(std::pin::Pin::new(&mut f), &mut cx).is_pending());
+    inner.finish(Ok(9), false);
+    assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    match std::future::Future::poll(std::pin::Pin::new(&mut f), &mut cx) {
+        Poll::Ready(Ok(9)) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn wait_modes() {
+    let a = Inner::<u8>::new();
+    let b = Inner::<u8>::new();
+    let fa = Future::from_inner(a.clone());
+    let fb = Future::from_inner(b.clone());
+    let short = Some(Duration::from_millis(20));
+    let (d, nd) = wait([&fa, &fb, &fa], short, ReturnWhen::AllCompleted);
+    assert_eq!((d.len(), nd.len()), (0, 2), "timeout; duplicates once");
+    a.finish(Ok(1), false);
+    let (d, nd) = wait([&fa, &fb], Some(LONG), ReturnWhen::FirstCompleted);
+    assert_eq!((d.len(), nd.len()), (1, 1));
+    assert!(d[0].same(&fa));
+    let (d, _) = wait([&fa, &fb], short, ReturnWhen::FirstException);
+    assert_eq!(
+        d.len(),
+        1,
+        "a success is not an exception: waits to the timeout"
+    );
+    let waker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        b.finish(Err(crate::Error::new(ErrorKind::Panicked, "x")), false);
+    });
+    let (d, nd) = wait([&fa, &fb], Some(LONG), ReturnWhen::FirstException);
+    assert_eq!((d.len(), nd.len()), (2, 0));
+    waker.join().unwrap();
+    let (d, nd) = wait([&fa, &fb], None, ReturnWhen::AllCompleted);
+    assert_eq!((d.len(), nd.len()), (2, 0));
+}
+
+#[test]
+fn as_completed_modes() {
+    let a = Inner::<u8>::new();
+    let b = Inner::<u8>::new();
+    let c = Inner::<u8>::new();
+    let fa = Future::from_inner(a.clone());
+    let fb = Future::from_inner(b.clone());
+    let fc = Future::from_inner(c.clone());
+    c.finish(Ok(3), false);
+    let mut it = as_completed([&fa, &fb, &fc, &fc], Some(Duration::from_millis(50)));
+    assert!(it.next().unwrap().unwrap().same(&fc), "already done first");
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        b.finish(Ok(2), false);
+    });
+    assert!(it.next().unwrap().unwrap().same(&fb));
+    t.join().unwrap();
+    assert_eq!(it.next().unwrap().unwrap_err().kind(), ErrorKind::Timeout);
+    assert!(it.next().is_none());
+    a.finish(Ok(1), false);
+    let order: Vec<_> = as_completed([&fa, &fb, &fc], None)
+        .map(|f| f.unwrap().result().unwrap())
+        .collect();
+    assert_eq!(order.len(), 3);
+}
+
+#[test]
+fn map_in_order_bounded_and_timeout() {
+    let ex = ThreadPoolExecutor::new(2).unwrap();
+    let out: Vec<u64> = ex
+        .map(|x: u64| x * 2, 0..100)
+        .unwrap()
+        .collect::<crate::Result<_>>()
+        .unwrap();
+    assert_eq!(out, (0..100).map(|x| x * 2).collect::<Vec<_>>());
+    // An endless input: only a bounded number of calls are ever submitted ahead.
+    let first: Vec<u64> = ex
+        .map(|x: u64| x, 0..)
+        .unwrap()
+        .take(5)
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(first, [0, 1, 2, 3, 4]);
+    let mut slow = ex
+        .map_with(
+            |ms: u64| std::thread::sleep(Duration::from_millis(ms)),
+            [300u64],
+            Some(Duration::from_millis(1)),
+            1,
+        )
+        .unwrap();
+    assert_eq!(slow.next().unwrap().unwrap_err().kind(), ErrorKind::Timeout);
+}
+
+#[test]
+fn shutdown_cancels_queued_and_refuses_new() {
+    let ex = ThreadPoolExecutor::new(1).unwrap();
+    let (start, start2) = gate();
+    let (stop, stop2) = gate();
+    let running = ex
+        .submit_closure(move || {
+            start2.wait();
+            stop2.wait();
+        })
+        .unwrap();
+    start.wait();
+    let queued: Vec<_> = (0..5).map(|_| ex.submit_closure(|| ()).unwrap()).collect();
+    let t = std::thread::spawn(move || stop.wait());
+    ex.shutdown(true, true);
+    t.join().unwrap();
+    assert!(running.done() && !running.cancelled());
+    assert!(queued.iter().all(|f| f.cancelled()));
+    assert_eq!(
+        ex.submit_closure(|| ()).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+}
+
+#[test]
+fn zero_workers_is_an_error() {
+    assert_eq!(
+        ThreadPoolExecutor::new(0).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+}
+
+/// The completion/waker race, many times: a poll racing a finish never loses the wake-up,
+/// and a callback added while the future finishes runs exactly once.
+#[test]
+fn no_lost_wakeup_under_races() {
+    for _ in 0..500 {
+        let inner = Inner::<u8>::new();
+        let mut f = Future::from_inner(inner.clone());
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let finisher = std::thread::spawn(move || inner.finish(Ok(1), false));
+        let c = calls.clone();
+        f.add_done_callback(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut cx = Context::from_waker(&waker);
+        let first = std::future::Future::poll(std::pin::Pin::new(&mut f), &mut cx);
+        finisher.join().unwrap();
+        match first {
+            Poll::Ready(v) => assert_eq!(v.unwrap(), 1),
+            Poll::Pending => {
+                assert_eq!(count.0.load(Ordering::SeqCst), 1, "the waker must be woken");
+                assert!(matches!(
+                    std::future::Future::poll(std::pin::Pin::new(&mut f), &mut cx),
+                    Poll::Ready(Ok(1))
+                ));
+            }
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
