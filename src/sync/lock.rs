@@ -72,13 +72,30 @@ impl LockCell {
     /// Acquires, waiting until `deadline`; `Ok(None)` if it passed.
     #[inline]
     pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Option<Acquired>, Error> {
-        self.settle(self.mutex.lock(deadline))
+        self.lock_as(deadline, false)
+    }
+
+    /// As [`lock`](Self::lock), for a recursive lock when `recursive` (the handle's own
+    /// knowledge, never the segment's).
+    #[inline]
+    pub(crate) fn lock_as(
+        &self,
+        deadline: Option<Instant>,
+        recursive: bool,
+    ) -> Result<Option<Acquired>, Error> {
+        self.settle(self.mutex.lock(deadline, recursive))
     }
 
     /// Acquires if free; `Ok(None)` if not. A lock this thread holds is not free.
     #[inline]
     pub(crate) fn try_lock(&self) -> Result<Option<Acquired>, Error> {
-        match self.settle(self.mutex.try_lock()) {
+        self.try_lock_as(false)
+    }
+
+    /// As [`try_lock`](Self::try_lock), for a recursive lock when `recursive`.
+    #[inline]
+    pub(crate) fn try_lock_as(&self, recursive: bool) -> Result<Option<Acquired>, Error> {
+        match self.settle(self.mutex.try_lock(recursive)) {
             Err(e)
                 if e.io_error().and_then(std::io::Error::raw_os_error) == Some(libc_edeadlk()) =>
             {
@@ -95,7 +112,17 @@ impl LockCell {
     #[inline]
     pub(crate) unsafe fn release(&self) {
         // SAFETY: forwarded from the caller.
-        unsafe { self.mutex.unlock() }
+        unsafe { self.release_as(false) }
+    }
+
+    /// As [`release`](Self::release), one level of a recursive lock when `recursive`.
+    ///
+    /// # Safety
+    /// The calling thread holds the cell's mutex.
+    #[inline]
+    pub(crate) unsafe fn release_as(&self, recursive: bool) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.mutex.unlock(recursive) }
     }
 
     /// Whether the mutex is held right now, by anyone (this thread included; a broken mutex
@@ -551,7 +578,7 @@ impl RLock {
     /// ```
     #[doc(alias = "acquire")]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
-        wrap_lock(self.cell.lock(None), || self.guard())
+        wrap_lock(self.cell.lock_as(None, true), || self.guard())
     }
 
     /// Acquires one level if the lock is free or already held by this thread.
@@ -568,7 +595,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_lock(&self) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.try_lock(), || self.guard())
+        wrap_try(self.cell.try_lock_as(true), || self.guard())
     }
 
     /// Acquires one level, waiting at most `timeout`.
@@ -585,7 +612,9 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.lock(deadline_after(timeout)), || self.guard())
+        wrap_try(self.cell.lock_as(deadline_after(timeout), true), || {
+            self.guard()
+        })
     }
 
     /// Acquires one level, waiting until `deadline` at the latest.
@@ -602,7 +631,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.lock(Some(deadline)), || self.guard())
+        wrap_try(self.cell.lock_as(Some(deadline), true), || self.guard())
     }
 
     /// Whether the lock is held right now (by anyone, this thread included). A snapshot, for
@@ -645,7 +674,7 @@ impl Recover for RLockGuard<'_> {
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: a guard exists only while its thread holds (one level of) the mutex.
-        unsafe { self.cell.release() };
+        unsafe { self.cell.release_as(true) };
     }
 }
 

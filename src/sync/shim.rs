@@ -120,7 +120,11 @@ mod model {
             Ok(())
         }
 
-        pub(crate) fn lock(&self, _deadline: Option<Instant>) -> Result<Locked, LockFailed> {
+        pub(crate) fn lock(
+            &self,
+            _deadline: Option<Instant>,
+            _recursive: bool,
+        ) -> Result<Locked, LockFailed> {
             while self
                 .state
                 .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
@@ -131,14 +135,14 @@ mod model {
             Ok(Locked::Clean)
         }
 
-        pub(crate) fn try_lock(&self) -> Result<Locked, LockFailed> {
+        pub(crate) fn try_lock(&self, _recursive: bool) -> Result<Locked, LockFailed> {
             self.state
                 .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
                 .map(|_| Locked::Clean)
                 .map_err(|_| LockFailed::Busy)
         }
 
-        pub(crate) unsafe fn unlock(&self) {
+        pub(crate) unsafe fn unlock(&self, _recursive: bool) {
             self.state.store(0, Ordering::Release);
             wake(&self.state, 1);
         }

@@ -465,3 +465,25 @@ fn try_lock_polling_sees_a_killed_unreaped_owner() {
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     assert!(seen, "try_lock never noticed the killed owner");
 }
+
+#[test]
+fn a_scribbled_recursion_flag_never_gives_one_thread_two_guards() {
+    // A peer writes "recursive" and a recursion depth into a Value's lock (offsets 16 and 4 of
+    // the robust lock). The handle knows it is not recursive: the second lock in the same
+    // thread is refused, and one unlock releases it whatever the depth says.
+    let v = Value::new([0u64; 16]).unwrap();
+    let lock_at = v.get_lock().data_offset();
+    poke(v.segment_fd(), lock_at + 16, 1);
+    poke(v.segment_fd(), lock_at + 4, 5);
+    let g1 = v.lock().unwrap();
+    assert!(
+        v.lock().is_err(),
+        "a second ValueGuard was handed out while the first is alive"
+    );
+    assert!(matches!(v.try_lock(), Err(crate::TryLockError::WouldBlock)));
+    drop(g1);
+    assert!(
+        !v.get_lock().is_locked(),
+        "one unlock releases a non-recursive lock"
+    );
+}

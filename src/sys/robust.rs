@@ -162,8 +162,10 @@ pub(crate) struct RobustMutex {
     depth: AtomicU32,
     /// The owner's stamp (see the module docs), 0 while it is not written or the lock is free.
     stamp: AtomicU64,
-    /// 1 for a recursive lock. Written once at creation; handles may read it at any time, so a
-    /// scribbler can at worst turn the lock recursive or not.
+    /// 1 for a recursive lock. Written once at creation, for diagnostics only: whether a lock
+    /// is recursive is the handle's own knowledge (an `RLock` or not), passed to every call.
+    /// Trusting this word would let a scribbler turn a `Lock` recursive and hand one thread
+    /// two guards (two `&mut` to the same data).
     recursive: AtomicU32,
 }
 
@@ -210,7 +212,12 @@ impl RobustMutex {
     /// `Err(word)` if another thread holds it. After a sleep, `waited` keeps the waiters bit
     /// set on the taken lock, since other waiters may still be asleep.
     #[inline]
-    fn attempt(&self, me: u64, waited: bool) -> Result<Result<Locked, LockFailed>, u32> {
+    fn attempt(
+        &self,
+        me: u64,
+        waited: bool,
+        recursive: bool,
+    ) -> Result<Result<Locked, LockFailed>, u32> {
         let tid = stamp_tid(me);
         let mine = if waited { tid | WAITERS } else { tid };
         match self
@@ -221,12 +228,17 @@ impl RobustMutex {
                 self.stamp.store(me, Ordering::Relaxed);
                 Ok(Ok(Locked::Clean))
             }
-            Err(cur) => self.held(me, cur),
+            Err(cur) => self.held(me, cur, recursive),
         }
     }
 
     #[cold]
-    fn held(&self, me_stamp: u64, cur: u32) -> Result<Result<Locked, LockFailed>, u32> {
+    fn held(
+        &self,
+        me_stamp: u64,
+        cur: u32,
+        recursive: bool,
+    ) -> Result<Result<Locked, LockFailed>, u32> {
         let me = stamp_tid(me_stamp);
         let owner = cur & TID_MASK;
         if owner == 0 {
@@ -248,7 +260,7 @@ impl RobustMutex {
         if owner != me {
             return Err(cur);
         }
-        if self.recursive.load(Ordering::Relaxed) == 0 {
+        if !recursive {
             return Ok(Err(LockFailed::Deadlock));
         }
         let d = self.depth.load(Ordering::Relaxed);
@@ -297,25 +309,34 @@ impl RobustMutex {
 
     /// Locks, waiting until `deadline` (forever if `None`).
     #[inline]
-    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Locked, LockFailed> {
+    pub(crate) fn lock(
+        &self,
+        deadline: Option<Instant>,
+        recursive: bool,
+    ) -> Result<Locked, LockFailed> {
         let me = my_stamp();
-        match self.attempt(me, false) {
+        match self.attempt(me, false, recursive) {
             Ok(r) => r,
-            Err(_) => self.lock_slow(me, deadline),
+            Err(_) => self.lock_slow(me, deadline, recursive),
         }
     }
 
     #[cold]
-    fn lock_slow(&self, me: u64, deadline: Option<Instant>) -> Result<Locked, LockFailed> {
+    fn lock_slow(
+        &self,
+        me: u64,
+        deadline: Option<Instant>,
+        recursive: bool,
+    ) -> Result<Locked, LockFailed> {
         // A short spin first: the owner may be about to release (see `spin`).
         if spin(|| self.word.load(Ordering::Relaxed) & TID_MASK == 0)
-            && let Ok(r) = self.attempt(me, false)
+            && let Ok(r) = self.attempt(me, false, recursive)
         {
             return r;
         }
         let mut waited = false;
         loop {
-            let cur = match self.attempt(me, waited) {
+            let cur = match self.attempt(me, waited, recursive) {
                 Ok(r) => return r,
                 Err(cur) => cur,
             };
@@ -384,9 +405,9 @@ impl RobustMutex {
     /// over at once; one held by a killed process that is not reaped yet (a zombie), once this
     /// thread has seen it held by that owner for [`CHECK_EVERY`].
     #[inline]
-    pub(crate) fn try_lock(&self) -> Result<Locked, LockFailed> {
+    pub(crate) fn try_lock(&self, recursive: bool) -> Result<Locked, LockFailed> {
         let me = my_stamp();
-        match self.attempt(me, false) {
+        match self.attempt(me, false, recursive) {
             Ok(r) => r,
             Err(cur) => {
                 if self.owner_looks_dead(cur) && self.take_over(me, cur) {
@@ -409,8 +430,8 @@ impl RobustMutex {
     /// # Safety
     /// The calling thread holds the lock.
     #[inline]
-    pub(crate) unsafe fn unlock(&self) {
-        if self.recursive.load(Ordering::Relaxed) != 0 {
+    pub(crate) unsafe fn unlock(&self, recursive: bool) {
+        if recursive {
             let d = self.depth.load(Ordering::Relaxed);
             if d > 0 {
                 self.depth.store(d - 1, Ordering::Relaxed);
@@ -471,7 +492,7 @@ mod tests {
         // an earlier thread of that tid, now gone.
         let reused = stamp ^ 1;
         let m = forged(tid, reused);
-        let r = m.lock(Some(Instant::now() + Duration::from_secs(10)));
+        let r = m.lock(Some(Instant::now() + Duration::from_secs(10)), false);
         assert!(matches!(r, Ok(Locked::OwnerDied)), "{r:?}");
         assert_eq!(
             m.word.load(Ordering::Relaxed) & TID_MASK,
@@ -479,14 +500,14 @@ mod tests {
         );
         assert_eq!(m.stamp.load(Ordering::Relaxed), my_stamp());
         // SAFETY: held just above.
-        unsafe { m.unlock() };
+        unsafe { m.unlock(false) };
         assert_eq!(m.stamp.load(Ordering::Relaxed), 0);
 
         // `try_lock` sees it too, once it has looked for CHECK_EVERY.
         let m = forged(tid, reused);
         let give_up = Instant::now() + Duration::from_secs(10);
         let r = loop {
-            match m.try_lock() {
+            match m.try_lock(false) {
                 Err(LockFailed::Busy) if Instant::now() < give_up => {
                     std::thread::sleep(Duration::from_millis(2));
                 }
@@ -506,11 +527,11 @@ mod tests {
         // of another tid (left by a scribbler): none proves the owner dead.
         for s in [0, stamp, (u64::from(tid ^ 1) << 32) | 7] {
             let m = forged(tid, s);
-            let r = m.lock(Some(Instant::now() + 3 * CHECK_EVERY));
+            let r = m.lock(Some(Instant::now() + 3 * CHECK_EVERY), false);
             assert!(matches!(r, Err(LockFailed::Busy)), "stamp {s:#x}: {r:?}");
             let until = Instant::now() + 3 * CHECK_EVERY;
             while Instant::now() < until {
-                let r = m.try_lock();
+                let r = m.try_lock(false);
                 assert!(matches!(r, Err(LockFailed::Busy)), "stamp {s:#x}: {r:?}");
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -522,14 +543,13 @@ mod tests {
     #[test]
     fn release_clears_the_stamp_and_recursion_keeps_it() {
         let m = forged(0, 0);
-        m.recursive.store(1, Ordering::Relaxed);
-        assert!(matches!(m.lock(None), Ok(Locked::Clean)));
-        assert!(matches!(m.try_lock(), Ok(Locked::Clean)));
+        assert!(matches!(m.lock(None, true), Ok(Locked::Clean)));
+        assert!(matches!(m.try_lock(true), Ok(Locked::Clean)));
         // SAFETY: held twice just above.
-        unsafe { m.unlock() };
+        unsafe { m.unlock(true) };
         assert_eq!(m.stamp.load(Ordering::Relaxed), my_stamp());
         // SAFETY: as above.
-        unsafe { m.unlock() };
+        unsafe { m.unlock(true) };
         assert_eq!(m.stamp.load(Ordering::Relaxed), 0);
         assert_eq!(m.word.load(Ordering::Relaxed), 0);
     }
