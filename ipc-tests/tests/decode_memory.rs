@@ -183,3 +183,31 @@ fn random_hostile_buffers_stay_within_the_bound() {
         check!((Vec<()>, Vec<Vec<()>>, [Vec<Option<u128>>; 3]));
     }
 }
+
+/// A large enum whose small variant encodes in one byte.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+enum Lopsided {
+    Small,
+    Large([[u64; 32]; 32], [[u64; 32]; 16]),
+}
+
+#[test]
+fn hostile_boxed_options_and_enums() {
+    // A collection of boxes is charged the pointers, but each box allocates its pointee: the
+    // option or enum inside is charged its own size where it is decoded.
+    let _serial = serial();
+    let n = 5_000u64;
+    let mut bytes = varint(n);
+    bytes.extend(std::iter::repeat_n(0u8, n as usize));
+    assert_refused_within_bound::<Vec<Box<Option<[[u64; 32]; 32]>>>>("Vec<Box<Option>>", &bytes);
+    assert_refused_within_bound::<Vec<Box<Lopsided>>>("Vec<Box<enum>>", &bytes);
+    assert_refused_within_bound::<HashMap<u8, Box<Option<[[u64; 32]; 32]>>>>("map of boxes", &{
+        let mut b = varint(200);
+        for k in 0..200u8 {
+            b.push(k);
+            b.push(0);
+        }
+        b
+    });
+}

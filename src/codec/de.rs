@@ -7,7 +7,10 @@
 //! with the frame (see [`DECODE_AMPLIFICATION`](super::DECODE_AMPLIFICATION)): a collection of
 //! `n` elements of type `T` costs `n × max(size_of::<T>(), 1)`, charged in full when its first
 //! element is requested — after serde's collections have reserved their (capped) read-ahead and
-//! before any element is decoded — so a hostile length is refused at once. Nesting is limited
+//! before any element is decoded — so a hostile length is refused at once. The two shapes whose
+//! encoding can be one byte for a large type, an option and an enum, are also charged their own
+//! size wherever they are decoded: a `Box` (or `Rc`, `Arc`) around one allocates all of it, while
+//! a collection of boxes is charged only the pointers. Nesting is limited
 //! (see [`MAX_DEPTH`](super::MAX_DEPTH)), so that a recursive type cannot overflow the stack.
 
 use std::fmt;
@@ -426,6 +429,9 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
 
     #[inline]
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        // One tag byte can stand for a large type, and a `Box` around it allocates all of it
+        // (charged here, since a collection of boxes is charged only the pointers).
+        self.charge(1, size_of::<V::Value>())?;
         match self.pop()? {
             0 => visitor.visit_none(),
             1 => self.nested(|de| visitor.visit_some(de)),
@@ -520,6 +526,8 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         _: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value> {
+        // As for an option: a one-byte variant of a large enum, perhaps behind a `Box`.
+        self.charge(1, size_of::<V::Value>())?;
         self.nested(|de| visitor.visit_enum(de))
     }
 

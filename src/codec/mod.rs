@@ -20,14 +20,19 @@
 //! elements of type `T` counts `n × max(size_of::<T>(), 1)` bytes, charged in full before its
 //! first element is decoded, so a hostile length (a `Vec<()>` of 2^62 elements in nine bytes, a
 //! `Vec<Option<[[u64; 32]; 32]>>` of `None`s at 8 KiB per byte) is [`CodecError::OverBudget`] at
-//! once. Nesting deeper than [`MAX_DEPTH`] is [`CodecError::TooDeep`], so a recursive type
-//! cannot overflow the stack.
+//! once. Every option and enum is charged its own size too, wherever it is decoded: its
+//! encoding can be one byte for a large type, and a `Box` around it allocates all of it (a
+//! `Vec<Box<Option<[[u64; 32]; 32]>>>` of `None`s is refused like the unboxed one). Nesting
+//! deeper than [`MAX_DEPTH`] is [`CodecError::TooDeep`], so a recursive type cannot overflow the
+//! stack.
 //!
 //! What that bounds, exactly: the elements of all sequences and maps a payload of `N` bytes
-//! decodes to add up to at most `DECODE_AMPLIFICATION × N + DECODE_SLACK` bytes, and strings and
+//! decodes, plus every option and enum it holds, add up to at most
+//! `DECODE_AMPLIFICATION × N + DECODE_SLACK` bytes, and strings and
 //! byte arrays to at most `N` bytes. A collection may reserve up to about twice what it holds
 //! (serde's `Vec` grows by doubling, a `HashMap` keeps spare buckets). Values outside collections
-//! (struct fields, boxes) have sizes fixed by their types.
+//! (struct fields, boxes of anything but an option or an enum) have sizes fixed by their types
+//! and by the bytes that encode them.
 //!
 //! # Examples
 //!
