@@ -186,7 +186,7 @@ fn random_hostile_buffers_stay_within_the_bound() {
 
 /// A large enum whose small variant encodes in one byte.
 #[derive(serde::Deserialize)]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::large_enum_variant)] // lopsided on purpose
 enum Lopsided {
     Small,
     Large([[u64; 32]; 32], [[u64; 32]; 16]),
