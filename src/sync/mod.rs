@@ -8,6 +8,7 @@
 //! Everything that sleeps does so on a futex with an absolute `CLOCK_MONOTONIC` deadline. The sleep/wake protocols are model
 //! checked with loom (`src/sync/model_tests.rs`).
 
+mod array;
 mod barrier;
 mod condition;
 mod error;
@@ -17,6 +18,7 @@ mod semaphore;
 pub(crate) mod shim;
 mod value;
 
+pub use array::{Array, ArrayGuard};
 pub use barrier::Barrier;
 pub use condition::{Condition, WaitTimeoutResult};
 pub use error::{
@@ -26,7 +28,7 @@ pub use error::{
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
-pub use value::{Array, ArrayGuard, AtomicPod, Pod, Value, ValueGuard};
+pub use value::{AtomicPod, Pod, Value, ValueGuard};
 
 #[allow(unused_imports)]
 pub(crate) use lock::{Acquired, LockCell};
