@@ -21,7 +21,7 @@ use crate::shm::{Kind, Shared};
 /// [`lock`](Self::lock) gives a guard that dereferences to `[T]`; [`get`](Self::get),
 /// [`set`](Self::set), [`to_vec`](Self::to_vec) and [`copy_from_slice`](Self::copy_from_slice)
 /// each take the lock once. For integers, [`atomics`](Self::atomics) gives lock-free access.
-/// Owner death is reported by [`lock`](Self::lock) as for [`Value`].
+/// Owner death is reported by [`lock`](Self::lock) as for [`Value`](crate::Value).
 ///
 /// # Examples
 ///
@@ -77,7 +77,7 @@ impl<T: Pod> Array<T> {
     /// An array of `len` copies of `fill`, with its own lock.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] if the size overflows; [`ErrorKind::Io`] if the segment
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) if the size overflows; [`ErrorKind::Io`](crate::ErrorKind::Io) if the segment
     /// cannot be created.
     ///
     /// # Examples
@@ -177,8 +177,8 @@ impl<T: Pod> Array<T> {
     /// Takes the lock and gives access to the elements.
     ///
     /// # Errors
-    /// As [`Lock::lock`]: [`LockError::OwnerDied`] (holding the guard) if a previous owner died
-    /// holding the lock, [`LockError::Broken`] if this thread holds it already or its shared
+    /// As [`Lock::lock`]: [`LockError::OwnerDied`](crate::LockError::OwnerDied) (holding the guard) if a previous owner died
+    /// holding the lock, [`LockError::Broken`](crate::LockError::Broken) if this thread holds it already or its shared
     /// state was overwritten.
     ///
     /// # Examples
@@ -256,10 +256,10 @@ impl<T: Pod> Array<T> {
     }
 
     /// Element `index`, read under the lock (a previous owner's death is not reported, as for
-    /// [`Value::get`]).
+    /// [`Value::get`](crate::Value::get)).
     ///
     /// # Errors
-    /// As [`Value::get`]: the lock is broken.
+    /// As [`Value::get`](crate::Value::get): the lock is broken.
     ///
     /// # Panics
     /// If `index >= len()`.
@@ -277,7 +277,7 @@ impl<T: Pod> Array<T> {
     /// Writes element `index` under the lock.
     ///
     /// # Errors
-    /// As [`Value::get`]: the lock is broken.
+    /// As [`Value::get`](crate::Value::get): the lock is broken.
     ///
     /// # Panics
     /// If `index >= len()`.
@@ -297,7 +297,7 @@ impl<T: Pod> Array<T> {
     /// A copy of all elements, taken under the lock.
     ///
     /// # Errors
-    /// As [`Value::get`]: the lock is broken.
+    /// As [`Value::get`](crate::Value::get): the lock is broken.
     ///
     /// # Examples
     ///
@@ -312,7 +312,7 @@ impl<T: Pod> Array<T> {
     /// Overwrites all elements under the lock.
     ///
     /// # Errors
-    /// As [`Value::get`]: the lock is broken.
+    /// As [`Value::get`](crate::Value::get): the lock is broken.
     ///
     /// # Panics
     /// If `items.len() != len()`.
@@ -335,7 +335,7 @@ impl<T: AtomicPod> Array<T> {
     /// The elements as atomics, bypassing the lock.
     ///
     /// # Safety
-    /// As for [`Value::atomic`]: while the slice is used, no [`ArrayGuard`] of this array may
+    /// As for [`Value::atomic`](crate::Value::atomic): while the slice is used, no [`ArrayGuard`] of this array may
     /// be alive and no `get`/`set`/`to_vec`/`copy_from_slice` may run, in any thread of any
     /// process.
     ///

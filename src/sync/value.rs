@@ -54,7 +54,7 @@ pod!(
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 
 /// A [`Pod`] integer with a matching atomic type, for lock-free access to a [`Value`] or
-/// [`Array`].
+/// [`Array`](crate::Array).
 ///
 /// # Examples
 ///
