@@ -128,3 +128,4 @@ pub use sync::{
     LockError, LockGuard, LockResult, OverRelease, OwnerDied, Pod, RLock, RLockGuard, Recover,
     Semaphore, SemaphorePermit, TryLockError, TryLockResult, Value, ValueGuard, WaitTimeoutResult,
 };
+pub use sync::{BarrierTimeoutError, DataGuard, LockTimeoutError, LockTimeoutResult};

@@ -80,7 +80,8 @@ impl<T: DeserializeOwned> Queue<T> {
         let acquired = lock_side(&c.lock, d)
             .map_err(GetFail::Error)?
             .ok_or(GetFail::Nothing)?;
-        let _guard = SideGuard { cell: &c.lock };
+        // SAFETY: `lock_side` has just acquired it for this thread.
+        let _guard = unsafe { SideGuard::adopt(&c.lock) };
         if acquired == Acquired::OwnerDied {
             self.recover_get();
         }
@@ -295,10 +296,9 @@ impl<T: DeserializeOwned> Queue<T> {
     fn check_stream_writer(&self, head: u64, assembling: &mut Option<u64>) {
         let st = self.st();
         let p = &st.prod;
-        let Ok(Some(a)) = p.lock.try_lock() else {
+        let Ok(Some((_g, a))) = SideGuard::try_lock(&p.lock) else {
             return; // a live producer holds it (or the lock is broken: the put fails then)
         };
-        let _g = SideGuard { cell: &p.lock };
         let died = a == Acquired::OwnerDied;
         if (died
             || p.busy.load(Ordering::Relaxed) != put_state::IDLE

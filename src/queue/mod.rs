@@ -73,7 +73,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
 use crate::shm::{Kind, Shared, type_tag};
 use crate::sync::shim::Ordering;
-use crate::sync::{Acquired, LockCell};
+use crate::sync::{Acquired, CellGuard, LockCell};
 use crate::sys;
 
 /// The ring size of [`Queue::new`]: 4 MiB. Messages up to this size (minus a 16-byte header)
@@ -209,16 +209,7 @@ fn broken_side(e: Error) -> Error {
 }
 
 /// Releases a side's lock.
-struct SideGuard<'a> {
-    cell: &'a LockCell,
-}
-
-impl Drop for SideGuard<'_> {
-    fn drop(&mut self) {
-        // SAFETY: a SideGuard is made right after this thread acquired the lock.
-        unsafe { self.cell.release() };
-    }
-}
+type SideGuard<'a> = CellGuard<'a>;
 
 /// A queue shared between processes: Python's `multiprocessing.Queue`, over a ring buffer in
 /// shared memory.

@@ -142,7 +142,8 @@ impl<T: Serialize> Queue<T> {
         let acquired = lock_side(&p.lock, d)
             .map_err(PutFail::Error)?
             .ok_or(PutFail::NoRoom)?;
-        let _guard = SideGuard { cell: &p.lock };
+        // SAFETY: `lock_side` has just acquired it for this thread.
+        let _guard = unsafe { SideGuard::adopt(&p.lock) };
         if acquired == Acquired::OwnerDied
             || p.busy.load(Ordering::Relaxed) != put_state::IDLE
             || p.stream_open.load(Ordering::Relaxed) != 0

@@ -66,8 +66,7 @@ impl<T> Queue<T> {
             return;
         }
         // A broken lock is left alone: the next put reports it.
-        if let Ok(Some(a)) = p.lock.try_lock() {
-            let _g = SideGuard { cell: &p.lock };
+        if let Ok(Some((_g, a))) = SideGuard::try_lock(&p.lock) {
             let died = a == Acquired::OwnerDied;
             if died
                 || p.busy.load(Ordering::Relaxed) != put_state::IDLE

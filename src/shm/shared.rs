@@ -123,9 +123,9 @@ impl<T> Shared<T> {
         })
     }
 
-    /// Another view of the same segment's state as a `U` at the start of the data (`U` must be
-    /// a prefix of `T`, as a `LockCell` is of a `Value`'s state).
-    pub(crate) fn prefix<U>(&self) -> Shared<U> {
+    /// A handle on the `U` that the object starts with (`U` must be a prefix of `T`, as a
+    /// `LockCell` is of a `Value`'s state): the same mapping, viewed as a `U`.
+    pub(crate) fn handle_on_prefix<U>(&self) -> Shared<U> {
         const { fits::<U>() };
         debug_assert!(std::mem::size_of::<U>() <= std::mem::size_of::<T>());
         Shared {
@@ -135,8 +135,9 @@ impl<T> Shared<T> {
         }
     }
 
-    /// The `extra` bytes after the `T`, aligned for `U` at `offset` from the object's start.
-    pub(crate) fn at<U>(&self, offset: usize) -> NonNull<U> {
+    /// A pointer to a `U` at `offset` bytes from the object's start (in the `extra` bytes
+    /// after the `T`), which must be aligned for `U`.
+    pub(crate) fn ptr_at_offset<U>(&self, offset: usize) -> NonNull<U> {
         debug_assert!(offset.is_multiple_of(std::mem::align_of::<U>()));
         // SAFETY: callers pass offsets inside the object they sized at creation (checked again
         // at open through the size check).

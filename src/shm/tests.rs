@@ -44,7 +44,7 @@ fn a_lock_leaked_by_a_thread_that_ended_is_reported_owner_died() {
         .unwrap();
     assert!(lock.is_locked());
     match lock.lock_timeout(Duration::from_secs(30)) {
-        Err(crate::TryLockError::OwnerDied(d)) => drop(d.make_consistent()),
+        Err(crate::LockTimeoutError::OwnerDied(d)) => drop(d.make_consistent()),
         other => panic!("expected OwnerDied, got {other:?}"),
     }
     assert!(!lock.is_locked());

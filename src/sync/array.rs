@@ -2,16 +2,13 @@
 //! its layout, creation and opening with [`Value`](super::Value) (see `value.rs`).
 
 use std::fmt;
-use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::{LockResult, Recover, TryLockResult, sealed};
-use super::lock::{Lock, LockGuard};
-use super::value::{AtomicPod, Head, Pod, create, data_offset, locked, open};
+use super::error::{LockResult, LockTimeoutResult, TryLockResult};
+use super::lock::Lock;
+use super::value::{AtomicPod, DataGuard, Head, LockedData, Pod, create, open};
 use crate::error::Result;
 use crate::shm::{Kind, Shared};
 
@@ -34,19 +31,12 @@ use crate::shm::{Kind, Shared};
 /// ```
 pub struct Array<T: Pod> {
     shared: Shared<Head>,
-    lock: Lock,
-    ptr: NonNull<T>,
-    len: usize,
+    data: LockedData<[T]>,
 }
-
-// SAFETY: as for Value.
-unsafe impl<T: Pod> Send for Array<T> {}
-// SAFETY: as for Value.
-unsafe impl<T: Pod> Sync for Array<T> {}
 
 impl<T: Pod> Clone for Array<T> {
     fn clone(&self) -> Self {
-        Array::from_shared(self.shared.clone(), self.len)
+        Array::from_shared(self.shared.clone(), self.len())
     }
 }
 
@@ -60,13 +50,7 @@ impl<T: Pod> Clone for Array<T> {
 /// assert_eq!(g.iter().sum::<u8>(), 3);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ArrayGuard<'a, T: Pod> {
-    _lock: LockGuard<'a>,
-    ptr: NonNull<T>,
-    len: usize,
-    _marker: PhantomData<&'a mut [T]>,
-}
+pub type ArrayGuard<'a, T> = DataGuard<'a, [T]>;
 
 impl<T: Pod> Array<T> {
     /// The segment's descriptor (tests reopen it as other objects).
@@ -118,14 +102,8 @@ impl<T: Pod> Array<T> {
     }
 
     fn from_shared(shared: Shared<Head>, len: usize) -> Array<T> {
-        let lock = Lock::from_cell(shared.prefix());
-        let ptr = shared.at(data_offset::<T>(shared.in_arena()));
-        Array {
-            shared,
-            lock,
-            ptr,
-            len,
-        }
+        let data = LockedData::many(&shared, len);
+        Array { shared, data }
     }
 
     /// The number of elements.
@@ -137,7 +115,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.len
+        self.data.ptr().len()
     }
 
     /// True for an empty array.
@@ -149,7 +127,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The array's lock (Python's `get_lock()`).
@@ -162,16 +140,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get_lock(&self) -> &Lock {
-        &self.lock
-    }
-
-    fn guard<'a>(&'a self, lock: LockGuard<'a>) -> ArrayGuard<'a, T> {
-        ArrayGuard {
-            _lock: lock,
-            ptr: self.ptr,
-            len: self.len,
-            _marker: PhantomData,
-        }
+        self.data.get_lock()
     }
 
     /// Takes the lock and gives access to the elements.
@@ -189,10 +158,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        self.lock
-            .lock()
-            .map(|g| self.guard(g))
-            .map_err(|e| e.map(|g| self.guard(g)))
+        self.data.lock()
     }
 
     /// Takes the lock, waiting at most `timeout`.
@@ -208,8 +174,8 @@ impl<T: Pod> Array<T> {
     /// assert!(a.lock_timeout(Duration::from_millis(1)).is_ok());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<ArrayGuard<'_, T>> {
-        self.map_try(self.lock.lock_timeout(timeout))
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<ArrayGuard<'_, T>> {
+        self.data.lock_timeout(timeout)
     }
 
     /// Takes the lock if free, without blocking.
@@ -227,7 +193,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_lock(&self) -> TryLockResult<ArrayGuard<'_, T>> {
-        self.map_try(self.lock.try_lock())
+        self.data.try_lock()
     }
 
     /// Takes the lock, waiting until `deadline` at the latest.
@@ -242,17 +208,12 @@ impl<T: Pod> Array<T> {
     /// assert!(a.lock_deadline(std::time::Instant::now()).is_ok());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<ArrayGuard<'_, T>> {
-        self.map_try(self.lock.lock_deadline(deadline))
-    }
-
-    fn map_try<'a>(&'a self, r: TryLockResult<LockGuard<'a>>) -> TryLockResult<ArrayGuard<'a, T>> {
-        r.map(|g| self.guard(g))
-            .map_err(|e| e.map(|g| self.guard(g)))
+    pub fn lock_deadline(&self, deadline: Instant) -> LockTimeoutResult<ArrayGuard<'_, T>> {
+        self.data.lock_until(Some(deadline))
     }
 
     fn locked(&self) -> Result<ArrayGuard<'_, T>> {
-        locked(self.lock())
+        self.data.locked()
     }
 
     /// Element `index`, read under the lock (a previous owner's death is not reported, as for
@@ -352,43 +313,17 @@ impl<T: AtomicPod> Array<T> {
     /// ```
     pub unsafe fn atomics(&self) -> &[T::Atomic] {
         // SAFETY: as in `Value::atomic`, for `len` consecutive elements (checked at open).
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<T::Atomic>().as_ptr(), self.len) }
-    }
-}
-
-impl<T: Pod> sealed::Sealed for ArrayGuard<'_, T> {}
-impl<T: Pod> Recover for ArrayGuard<'_, T> {
-    fn mark_consistent(&self) {
-        self._lock.mark_consistent();
-    }
-}
-
-impl<T: Pod> Deref for ArrayGuard<'_, T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        // SAFETY: the lock is held; `len` elements start at `ptr`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: the lock is held and the guard borrowed mutably.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe {
+            std::slice::from_raw_parts(self.data.ptr().cast::<T::Atomic>().as_ptr(), self.len())
+        }
     }
 }
 
 impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Array")
-            .field("len", &self.len)
+            .field("len", &self.len())
             .finish_non_exhaustive()
-    }
-}
-
-impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::BrokenBarrier;
-use super::lock::{Acquired, LockCell, deadline_after};
+use super::error::{BarrierTimeoutError, BrokenBarrier};
+use super::lock::{Acquired, CellGuard, LockCell, deadline_after};
 use super::shim::{self, AtomicU32, AtomicU64, FutexWait, Ordering};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, Shared};
@@ -16,7 +16,7 @@ use crate::shm::{Kind, Shared};
 /// passing, breaking, or being reset.
 ///
 /// Each passage of the barrier is a generation. A waiter remembers its generation; when the
-/// generation has moved on, bit `generation % 64` of `history` tells whether that generation passed (0)
+/// generation has moved on, bit `generation % HISTORY_LEN` of `history` tells whether that generation passed (0)
 /// or was broken by a reset (1).
 #[repr(C)]
 pub(crate) struct BarrierState {
@@ -31,14 +31,23 @@ pub(crate) struct BarrierState {
 }
 
 /// Holds the internal lock; a death of its previous holder breaks the barrier.
-struct Held<'a>(&'a BarrierState);
+type Held<'a> = CellGuard<'a>;
 
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        // SAFETY: `Held` exists only while this thread holds the lock.
-        unsafe { self.0.lock.release() };
-    }
+/// `BarrierState::broken`: the barrier can be passed.
+const INTACT: u32 = 0;
+/// `BarrierState::broken`: every wait fails until a reset.
+const BROKEN: u32 = 1;
+
+/// How many generations `BarrierState::history` remembers (one bit each).
+const HISTORY_LEN: u32 = u64::BITS;
+
+/// The bit of `BarrierState::history` that records `generation`.
+fn history_bit(generation: u32) -> u64 {
+    1 << (generation % HISTORY_LEN)
 }
+
+/// Wake every sleeper.
+const WAKE_ALL: u32 = u32::MAX;
 
 impl BarrierState {
     /// # Safety
@@ -51,38 +60,45 @@ impl BarrierState {
             (&raw mut (*this).parties).write(AtomicU32::new(parties));
             (&raw mut (*this).count).write(AtomicU32::new(0));
             (&raw mut (*this).generation).write(AtomicU32::new(0));
-            (&raw mut (*this).broken).write(AtomicU32::new(0));
+            (&raw mut (*this).broken).write(AtomicU32::new(INTACT));
             (&raw mut (*this).history).write(AtomicU64::new(0));
         }
         Ok(())
     }
 
-    /// Takes the internal lock, waiting until `deadline`. `None` if the deadline passed or the
-    /// lock is broken (its shared state overwritten): the barrier cannot be used then.
-    fn hold(&self, deadline: Option<Instant>) -> Option<Held<'_>> {
-        let a = self.lock.lock(deadline).ok().flatten()?;
-        let held = Held(self);
+    /// Takes the internal lock, waiting until `deadline`. `Timeout` if the deadline passed,
+    /// `Broken` if the lock is broken (its shared state overwritten): the barrier cannot be
+    /// used then.
+    fn hold(&self, deadline: Option<Instant>) -> Result<Held<'_>, BarrierTimeoutError> {
+        let (held, a) = Held::lock(&self.lock, deadline)
+            .map_err(|_| BarrierTimeoutError::Broken)?
+            .ok_or(BarrierTimeoutError::Timeout)?;
         if a == Acquired::OwnerDied {
             // A party died inside the barrier's critical section: the counts cannot be trusted.
             self.break_locked(&held);
-            self.lock.mark_consistent();
+            held.mark_consistent();
         }
-        Some(held)
+        Ok(held)
+    }
+
+    /// Whether the barrier is broken; read with the lock held.
+    fn broken(&self, _held: &Held<'_>) -> bool {
+        self.broken.load(Ordering::Relaxed) != INTACT
     }
 
     fn bump(&self, _held: &Held<'_>) {
         self.seq.fetch_add(1, Ordering::Release);
-        shim::wake(&self.seq, u32::MAX);
+        shim::wake(&self.seq, WAKE_ALL);
     }
 
     fn break_locked(&self, held: &Held<'_>) {
-        self.broken.store(1, Ordering::Relaxed);
+        self.broken.store(BROKEN, Ordering::Relaxed);
         self.bump(held);
     }
 
-    fn outcome(&self, generation: u32) -> Result<(), BrokenBarrier> {
-        if self.history.load(Ordering::Relaxed) & (1 << (generation % 64)) != 0 {
-            Err(BrokenBarrier)
+    fn outcome(&self, generation: u32) -> Result<(), BarrierTimeoutError> {
+        if self.history.load(Ordering::Relaxed) & history_bit(generation) != 0 {
+            Err(BarrierTimeoutError::Broken)
         } else {
             Ok(())
         }
@@ -90,7 +106,7 @@ impl BarrierState {
 
     fn end_generation(&self, broken: bool, held: &Held<'_>) {
         let generation = self.generation.load(Ordering::Relaxed);
-        let bit = 1u64 << (generation % 64);
+        let bit = history_bit(generation);
         let h = self.history.load(Ordering::Relaxed);
         self.history
             .store(if broken { h | bit } else { h & !bit }, Ordering::Relaxed);
@@ -100,15 +116,17 @@ impl BarrierState {
         self.bump(held);
     }
 
-    /// Arrives and waits; the arrival index (0 for the first) or `BrokenBarrier`.
+    /// Arrives and waits; the arrival index (0 for the first), or why not: `Timeout` when
+    /// `deadline` passed (which breaks the barrier if this party had arrived), `Broken` when
+    /// the barrier is or became broken otherwise.
     pub(crate) fn wait(
         &self,
         parties: u32,
         deadline: Option<Instant>,
-    ) -> Result<u32, BrokenBarrier> {
-        let held = self.hold(deadline).ok_or(BrokenBarrier)?;
-        if self.broken.load(Ordering::Relaxed) != 0 {
-            return Err(BrokenBarrier);
+    ) -> Result<u32, BarrierTimeoutError> {
+        let held = self.hold(deadline)?;
+        if self.broken(&held) {
+            return Err(BarrierTimeoutError::Broken);
         }
         let index = self.count.fetch_add(1, Ordering::Relaxed);
         if index.wrapping_add(1) == parties {
@@ -120,36 +138,36 @@ impl BarrierState {
         drop(held);
         loop {
             let r = shim::wait(&self.seq, seen, deadline);
-            let held = self.hold(deadline).ok_or(BrokenBarrier)?;
+            let held = self.hold(deadline)?;
             if self.generation.load(Ordering::Relaxed) != generation {
                 return self.outcome(generation).map(|()| index);
             }
-            if self.broken.load(Ordering::Relaxed) != 0 {
-                return Err(BrokenBarrier);
+            if self.broken(&held) {
+                return Err(BarrierTimeoutError::Broken);
             }
             if r == FutexWait::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
                 self.break_locked(&held);
-                return Err(BrokenBarrier);
+                return Err(BarrierTimeoutError::Timeout);
             }
             seen = self.seq.load(Ordering::Relaxed);
         }
     }
 
     pub(crate) fn abort(&self) {
-        if let Some(held) = self.hold(None) {
+        if let Ok(held) = self.hold(None) {
             self.break_locked(&held);
         }
     }
 
     pub(crate) fn reset(&self) {
-        let Some(held) = self.hold(None) else {
+        let Ok(held) = self.hold(None) else {
             return;
         };
         let waiting = self.count.load(Ordering::Relaxed) > 0;
         if waiting {
             self.end_generation(true, &held);
         }
-        self.broken.store(0, Ordering::Relaxed);
+        self.broken.store(INTACT, Ordering::Relaxed);
         self.count.store(0, Ordering::Relaxed);
         if !waiting {
             self.bump(&held);
@@ -157,10 +175,10 @@ impl BarrierState {
     }
 
     pub(crate) fn n_waiting(&self) -> u32 {
-        let Some(_held) = self.hold(None) else {
+        let Ok(held) = self.hold(None) else {
             return 0;
         };
-        if self.broken.load(Ordering::Relaxed) != 0 {
+        if self.broken(&held) {
             0
         } else {
             self.count.load(Ordering::Relaxed)
@@ -168,10 +186,10 @@ impl BarrierState {
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        let Some(_held) = self.hold(None) else {
+        let Ok(held) = self.hold(None) else {
             return true;
         };
-        self.broken.load(Ordering::Relaxed) != 0
+        self.broken(&held)
     }
 }
 
@@ -264,7 +282,8 @@ impl Barrier {
     ///
     /// # Errors
     /// [`BrokenBarrier`] if the barrier is or becomes broken, or the default timeout passes
-    /// (which breaks it for everyone).
+    /// (which breaks it for everyone, as in Python; [`wait_timeout`](Self::wait_timeout) tells
+    /// the two apart).
     ///
     /// # Examples
     ///
@@ -276,29 +295,34 @@ impl Barrier {
     pub fn wait(&self) -> Result<u32, BrokenBarrier> {
         self.state
             .wait(self.parties, self.default_timeout.and_then(deadline_after))
+            .map_err(BrokenBarrier::from)
     }
 
-    /// Arrives and waits at most `timeout`; running out breaks the barrier for everyone.
+    /// Arrives and waits at most `timeout` (not the default timeout); running out breaks the
+    /// barrier for everyone. A timeout too large for an `Instant` waits forever.
     ///
     /// # Errors
-    /// As [`wait`](Self::wait).
+    /// [`BarrierTimeoutError::Timeout`] if the time ran out (the barrier is broken now);
+    /// [`BarrierTimeoutError::Broken`] if the barrier is or becomes broken otherwise.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
+    /// use multiproc::BarrierTimeoutError;
     /// let b = multiproc::Barrier::new(2)?;
-    /// assert_eq!(b.wait_timeout(Duration::from_millis(1)), Err(multiproc::BrokenBarrier));
+    /// assert_eq!(b.wait_timeout(Duration::from_millis(1)), Err(BarrierTimeoutError::Timeout));
+    /// assert!(b.is_broken());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BrokenBarrier> {
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BarrierTimeoutError> {
         self.state.wait(self.parties, deadline_after(timeout))
     }
 
     /// Arrives and waits until `deadline` at the latest.
     ///
     /// # Errors
-    /// As [`wait`](Self::wait).
+    /// As [`wait_timeout`](Self::wait_timeout).
     ///
     /// # Examples
     ///
@@ -307,7 +331,7 @@ impl Barrier {
     /// assert_eq!(b.wait_deadline(std::time::Instant::now()), Ok(0));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait_deadline(&self, deadline: Instant) -> Result<u32, BrokenBarrier> {
+    pub fn wait_deadline(&self, deadline: Instant) -> Result<u32, BarrierTimeoutError> {
         self.state.wait(self.parties, Some(deadline))
     }
 

@@ -5,8 +5,9 @@ use std::fmt;
 /// The lock was acquired, but its previous owner died holding it (a crash, a SIGKILL), so the
 /// data it protects may be half-updated. Like `std::sync::PoisonError`, it carries the guard.
 ///
-/// It reaches the caller as [`LockError::OwnerDied`] (from `lock`) or
-/// [`TryLockError::OwnerDied`] (from `try_lock` and the timed locks).
+/// It reaches the caller as [`LockError::OwnerDied`] (from `lock`),
+/// [`TryLockError::OwnerDied`] (from `try_lock`) or [`LockTimeoutError::OwnerDied`] (from
+/// `lock_timeout` and `lock_deadline`).
 ///
 /// Every acquirer sees this until one of them declares the state consistent with
 /// [`make_consistent`](Self::make_consistent) (or [`Lock::clear_owner_died`](crate::Lock::clear_owner_died)).
@@ -257,16 +258,7 @@ impl<G> fmt::Display for LockError<G> {
 
 impl<G> std::error::Error for LockError<G> {}
 
-impl<G> From<LockError<G>> for TryLockError<G> {
-    fn from(e: LockError<G>) -> Self {
-        match e {
-            LockError::OwnerDied(d) => TryLockError::OwnerDied(d),
-            LockError::Broken(e) => TryLockError::Broken(e),
-        }
-    }
-}
-
-/// Why `try_lock` or `lock_timeout` did not give a clean guard.
+/// Why `try_lock` did not give a clean guard.
 ///
 /// # Examples
 ///
@@ -284,7 +276,7 @@ impl<G> From<LockError<G>> for TryLockError<G> {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub enum TryLockError<G> {
-    /// The lock is held (for `lock_timeout`: it stayed held until the deadline).
+    /// The lock is held by someone else (for an `RLock`: by another thread).
     WouldBlock,
     /// Acquired, but the previous owner died holding it.
     OwnerDied(OwnerDied<G>),
@@ -292,45 +284,83 @@ pub enum TryLockError<G> {
     Broken(crate::Error),
 }
 
-impl<G> TryLockError<G> {
-    pub(crate) fn map<H>(self, f: impl FnOnce(G) -> H) -> TryLockError<H> {
-        match self {
-            TryLockError::WouldBlock => TryLockError::WouldBlock,
-            TryLockError::OwnerDied(d) => {
-                TryLockError::OwnerDied(OwnerDied::new(f(d.into_inner())))
+/// Why `lock_timeout` or `lock_deadline` did not give a clean guard.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Lock, LockTimeoutError};
+///
+/// let lock = Lock::new()?;
+/// let _held = lock.lock().unwrap();
+/// let other = lock.clone();
+/// std::thread::spawn(move || {
+///     let r = other.lock_timeout(Duration::from_millis(1));
+///     assert!(matches!(r, Err(LockTimeoutError::Timeout)));
+/// })
+/// .join()
+/// .unwrap();
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub enum LockTimeoutError<G> {
+    /// The lock stayed held by someone else until the deadline.
+    Timeout,
+    /// Acquired, but the previous owner died holding it.
+    OwnerDied(OwnerDied<G>),
+    /// Not acquired: the lock cannot be used (see [`LockError::Broken`]).
+    Broken(crate::Error),
+}
+
+/// What [`TryLockError`] and [`LockTimeoutError`] have in common beside the variant that
+/// names why the lock was not taken: their guard-carrying and broken cases, spelled once.
+macro_rules! lock_attempt_error {
+    ($name:ident, $not_taken:ident, $why:literal) => {
+        impl<G> From<OwnerDied<G>> for $name<G> {
+            fn from(e: OwnerDied<G>) -> Self {
+                $name::OwnerDied(e)
             }
-            TryLockError::Broken(e) => TryLockError::Broken(e),
         }
-    }
-}
 
-impl<G> From<OwnerDied<G>> for TryLockError<G> {
-    fn from(e: OwnerDied<G>) -> Self {
-        TryLockError::OwnerDied(e)
-    }
-}
-
-impl<G> fmt::Debug for TryLockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TryLockError::WouldBlock => f.write_str("WouldBlock"),
-            TryLockError::OwnerDied(e) => fmt::Debug::fmt(e, f),
-            TryLockError::Broken(e) => f.debug_tuple("Broken").field(e).finish(),
+        impl<G> From<LockError<G>> for $name<G> {
+            fn from(e: LockError<G>) -> Self {
+                match e {
+                    LockError::OwnerDied(d) => $name::OwnerDied(d),
+                    LockError::Broken(e) => $name::Broken(e),
+                }
+            }
         }
-    }
-}
 
-impl<G> fmt::Display for TryLockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TryLockError::WouldBlock => f.write_str("the lock is held by someone else"),
-            TryLockError::OwnerDied(e) => fmt::Display::fmt(e, f),
-            TryLockError::Broken(e) => fmt::Display::fmt(e, f),
+        impl<G> fmt::Debug for $name<G> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $name::$not_taken => f.write_str(stringify!($not_taken)),
+                    $name::OwnerDied(e) => fmt::Debug::fmt(e, f),
+                    $name::Broken(e) => f.debug_tuple("Broken").field(e).finish(),
+                }
+            }
         }
-    }
+
+        impl<G> fmt::Display for $name<G> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $name::$not_taken => f.write_str($why),
+                    $name::OwnerDied(e) => fmt::Display::fmt(e, f),
+                    $name::Broken(e) => fmt::Display::fmt(e, f),
+                }
+            }
+        }
+
+        impl<G> std::error::Error for $name<G> {}
+    };
 }
 
-impl<G> std::error::Error for TryLockError<G> {}
+lock_attempt_error!(TryLockError, WouldBlock, "the lock is held by someone else");
+lock_attempt_error!(
+    LockTimeoutError,
+    Timeout,
+    "the lock stayed held by someone else until the deadline"
+);
 
 /// The result of a blocking lock: the guard, the guard wrapped in [`OwnerDied`], or a broken
 /// lock ([`LockError`]).
@@ -345,7 +375,7 @@ impl<G> std::error::Error for TryLockError<G> {}
 /// ```
 pub type LockResult<G> = Result<G, LockError<G>>;
 
-/// The result of `try_lock` and `lock_timeout`.
+/// The result of `try_lock`.
 ///
 /// # Examples
 ///
@@ -356,6 +386,20 @@ pub type LockResult<G> = Result<G, LockError<G>>;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub type TryLockResult<G> = Result<G, TryLockError<G>>;
+
+/// The result of `lock_timeout` and `lock_deadline`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let lock = multiproc::Lock::new()?;
+/// let r: multiproc::LockTimeoutResult<multiproc::LockGuard<'_>> =
+///     lock.lock_timeout(Duration::from_millis(1));
+/// assert!(r.is_ok());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub type LockTimeoutResult<G> = Result<G, LockTimeoutError<G>>;
 
 /// A semaphore or bounded semaphore was released more times than allowed, like Python's
 /// `ValueError('semaphore or lock released too many times')`.
@@ -399,3 +443,55 @@ impl fmt::Display for BrokenBarrier {
 }
 
 impl std::error::Error for BrokenBarrier {}
+
+/// Why [`Barrier::wait_timeout`](crate::Barrier::wait_timeout) or
+/// [`Barrier::wait_deadline`](crate::Barrier::wait_deadline) did not pass the barrier.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::BarrierTimeoutError;
+///
+/// let b = multiproc::Barrier::new(2)?;
+/// assert_eq!(b.wait_timeout(Duration::from_millis(1)), Err(BarrierTimeoutError::Timeout));
+/// // This party's timeout broke the barrier for everyone:
+/// assert_eq!(b.wait_timeout(Duration::from_millis(1)), Err(BarrierTimeoutError::Broken));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BarrierTimeoutError {
+    /// This party's deadline passed before the others arrived. As in Python, that breaks the
+    /// barrier: the parties waiting with it fail with [`Broken`](Self::Broken) (or
+    /// [`BrokenBarrier`]).
+    Timeout,
+    /// The barrier is or became broken by something else (see [`BrokenBarrier`]).
+    Broken,
+}
+
+impl From<BrokenBarrier> for BarrierTimeoutError {
+    fn from(_: BrokenBarrier) -> Self {
+        BarrierTimeoutError::Broken
+    }
+}
+
+impl From<BarrierTimeoutError> for BrokenBarrier {
+    /// A timeout breaks the barrier, so both cases are a broken barrier to whoever does not
+    /// need to tell them apart.
+    fn from(_: BarrierTimeoutError) -> Self {
+        BrokenBarrier
+    }
+}
+
+impl fmt::Display for BarrierTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BarrierTimeoutError::Timeout => {
+                f.write_str("timed out waiting at the barrier (which is now broken)")
+            }
+            BarrierTimeoutError::Broken => fmt::Display::fmt(&BrokenBarrier, f),
+        }
+    }
+}
+
+impl std::error::Error for BarrierTimeoutError {}

@@ -1,5 +1,6 @@
 //! `Lock` and `RLock`: robust locks in shared memory.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
@@ -7,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{
-    LockError, LockResult, OwnerDied, Recover, TryLockError, TryLockResult, sealed,
+    LockError, LockResult, LockTimeoutError, LockTimeoutResult, OwnerDied, Recover, TryLockError,
+    TryLockResult, sealed,
 };
 use super::shim::{AtomicU32, LockFailed, Locked, Mutex, Ordering};
 use crate::error::{Error, ErrorKind, Result};
@@ -19,8 +21,15 @@ use crate::shm::{Kind, Shared};
 #[repr(C)]
 pub(crate) struct LockCell {
     mutex: Mutex,
+    /// [`OWNER_DIED`] or [`CONSISTENT`].
     owner_died: AtomicU32,
 }
+
+/// `LockCell::owner_died`: nobody died holding the lock since it was last declared consistent.
+const CONSISTENT: u32 = 0;
+/// `LockCell::owner_died`: an owner died holding the lock; nobody declared the state
+/// consistent since.
+const OWNER_DIED: u32 = 1;
 
 /// How an acquisition went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +48,7 @@ impl LockCell {
         // SAFETY: the caller's contract covers both fields.
         unsafe {
             Mutex::init(&raw mut (*this).mutex, recursive)?;
-            (&raw mut (*this).owner_died).write(AtomicU32::new(0));
+            (&raw mut (*this).owner_died).write(AtomicU32::new(CONSISTENT));
         }
         Ok(())
     }
@@ -49,18 +58,18 @@ impl LockCell {
     /// over the mutex can cause any of them).
     fn settle(&self, r: Result<Locked, LockFailed>) -> Result<Option<Acquired>, Error> {
         match r {
-            Ok(Locked::Clean) if self.owner_died.load(Ordering::Relaxed) == 0 => {
+            Ok(Locked::Clean) if self.owner_died.load(Ordering::Relaxed) == CONSISTENT => {
                 Ok(Some(Acquired::Clean))
             }
             Ok(_) => {
-                self.owner_died.store(1, Ordering::Relaxed);
+                self.owner_died.store(OWNER_DIED, Ordering::Relaxed);
                 Ok(Some(Acquired::OwnerDied))
             }
             Err(LockFailed::Busy) => Ok(None),
             Err(LockFailed::Deadlock) => Err(Error::os(
                 "the lock is already held by this thread (or its shared state was overwritten \
                  with this thread's id)",
-                std::io::Error::from_raw_os_error(libc_edeadlk()),
+                LockFailed::deadlock_os_error(),
             )),
             Err(LockFailed::Os(e)) => Err(Error::os(
                 "the lock cannot be used: its shared state is corrupt",
@@ -95,13 +104,10 @@ impl LockCell {
     /// As [`try_lock`](Self::try_lock), for a recursive lock when `recursive`.
     #[inline]
     pub(crate) fn try_lock_as(&self, recursive: bool) -> Result<Option<Acquired>, Error> {
-        match self.settle(self.mutex.try_lock(recursive)) {
-            Err(e)
-                if e.io_error().and_then(std::io::Error::raw_os_error) == Some(libc_edeadlk()) =>
-            {
-                Ok(None)
-            }
-            r => r,
+        match self.mutex.try_lock(recursive) {
+            // Held by this very thread: not free, as for anyone else's hold.
+            Err(LockFailed::Deadlock) => Ok(None),
+            r => self.settle(r),
         }
     }
 
@@ -133,20 +139,103 @@ impl LockCell {
 
     /// Declares the protected state consistent. Called with the mutex held.
     pub(crate) fn mark_consistent(&self) {
-        self.owner_died.store(0, Ordering::Relaxed);
+        self.owner_died.store(CONSISTENT, Ordering::Relaxed);
     }
 
     /// Whether an owner died and the state was not declared consistent since (a snapshot).
     pub(crate) fn owner_died(&self) -> bool {
-        self.owner_died.load(Ordering::Relaxed) != 0
+        self.owner_died.load(Ordering::Relaxed) != CONSISTENT
     }
 }
 
-/// `EDEADLK`, without naming libc outside `sys/`.
-fn libc_edeadlk() -> i32 {
-    std::io::Error::from(std::io::ErrorKind::Deadlock)
-        .raw_os_error()
-        .unwrap_or(35)
+/// Holds a [`LockCell`]'s mutex (one level of it when `RECURSIVE`) and releases it when
+/// dropped: the one unlocker under every guard of the crate (a [`LockGuard`], an
+/// [`RLockGuard`], a `Value`'s or `Array`'s guard, the barrier's internal lock, a queue side's
+/// lock). `C` is how the cell is reached: the cell itself, or a [`Shared`] handle on it when the
+/// guard must also tell which segment it locks (a `Condition` checks that).
+///
+/// It is made only by a successful acquisition ([`lock`](Self::lock),
+/// [`try_lock`](Self::try_lock)) or, for a hold taken otherwise, by the `unsafe`
+/// [`adopt`](Self::adopt). Guards release in the thread that acquired (the lock records its
+/// owner's thread id), so it is not `Send`.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub(crate) struct CellGuard<'a, C: Borrow<LockCell> = LockCell, const RECURSIVE: bool = false> {
+    cell: &'a C,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: sharing `&CellGuard` between threads only allows `mark_consistent`, an atomic store,
+// and reading the cell's address.
+unsafe impl<C: Borrow<LockCell> + Sync, const RECURSIVE: bool> Sync
+    for CellGuard<'_, C, RECURSIVE>
+{
+}
+
+/// An acquisition: `Ok(None)` when the lock was not free (by the deadline), a typed error when
+/// it cannot be used.
+pub(crate) type Acquisition<G> = Result<Option<(G, Acquired)>, Error>;
+
+impl<'a, C: Borrow<LockCell>, const RECURSIVE: bool> CellGuard<'a, C, RECURSIVE> {
+    /// Acquires `cell`, waiting until `deadline` (`None`: as long as it takes).
+    #[inline]
+    pub(crate) fn lock(cell: &'a C, deadline: Option<Instant>) -> Acquisition<Self> {
+        let acquired = cell.borrow().lock_as(deadline, RECURSIVE)?;
+        // SAFETY: the calling thread has just acquired `cell` (one level of it).
+        Ok(acquired.map(|a| (unsafe { Self::adopt(cell) }, a)))
+    }
+
+    /// Acquires `cell` if it is free (for a recursive lock: or held by this thread).
+    #[inline]
+    pub(crate) fn try_lock(cell: &'a C) -> Acquisition<Self> {
+        let acquired = cell.borrow().try_lock_as(RECURSIVE)?;
+        // SAFETY: the calling thread has just acquired `cell` (one level of it).
+        Ok(acquired.map(|a| (unsafe { Self::adopt(cell) }, a)))
+    }
+
+    /// A guard for a hold the calling thread already has.
+    ///
+    /// # Safety
+    /// The calling thread holds `cell`'s mutex (one level of it when `RECURSIVE`), and no
+    /// other guard stands for that hold: this one releases it.
+    #[inline]
+    pub(crate) unsafe fn adopt(cell: &'a C) -> Self {
+        CellGuard {
+            cell,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// How the guard reaches its cell.
+    pub(crate) fn cell(&self) -> &'a C {
+        self.cell
+    }
+
+    /// Gives up the guard without unlocking: the caller takes over the hold (a condition
+    /// variable releases it while it sleeps, then [`adopt`](Self::adopt)s it again).
+    pub(crate) fn into_held(self) -> &'a C {
+        let cell = self.cell;
+        std::mem::forget(self);
+        cell
+    }
+
+    /// Declares the protected state consistent (the lock is held: this guard holds it).
+    pub(crate) fn mark_consistent(&self) {
+        self.cell.borrow().mark_consistent();
+    }
+}
+
+impl<C: Borrow<LockCell>, const RECURSIVE: bool> Drop for CellGuard<'_, C, RECURSIVE> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: a guard stands for exactly one hold of the calling thread (see `adopt`).
+        unsafe { self.cell.borrow().release_as(RECURSIVE) };
+    }
+}
+
+impl Borrow<LockCell> for Shared<LockCell> {
+    fn borrow(&self) -> &LockCell {
+        self
+    }
 }
 
 /// Turns an acquisition into a guard, wrapped in `OwnerDied` if it applies.
@@ -157,33 +246,96 @@ pub(crate) fn wrap<G>(acquired: Acquired, guard: G) -> LockResult<G> {
     }
 }
 
+/// The result of an acquisition as the caller's guard `G` (made by `guard`) and error `E`:
+/// `not_taken()` when the lock was not free, `Broken` when it cannot be used.
+#[inline]
+fn settle_into<H, G, E: From<LockError<G>>>(
+    r: Acquisition<H>,
+    not_taken: impl FnOnce() -> E,
+    guard: impl FnOnce(H) -> G,
+) -> Result<G, E> {
+    match r {
+        Ok(Some((held, a))) => wrap(a, guard(held)).map_err(E::from),
+        Ok(None) => Err(not_taken()),
+        Err(e) => Err(E::from(LockError::Broken(e))),
+    }
+}
+
 /// A blocking acquisition (no deadline) as a guard.
+#[inline]
+fn settle_lock<H, G>(r: Acquisition<H>, guard: impl FnOnce(H) -> G) -> LockResult<G> {
+    // Without a deadline the lock waits; a `None` here can only be a peer's doing.
+    settle_into(
+        r,
+        || {
+            LockError::Broken(Error::new(
+                ErrorKind::Io,
+                "an untimed lock gave up: its shared state is corrupt",
+            ))
+        },
+        guard,
+    )
+}
+
+/// A blocking acquisition (no deadline) of a cell as a guard made by `guard`.
 pub(crate) fn wrap_lock<G>(
     r: Result<Option<Acquired>, Error>,
     guard: impl FnOnce() -> G,
 ) -> LockResult<G> {
-    match r {
-        Ok(Some(a)) => wrap(a, guard()),
-        // Without a deadline the C library waits; a `None` here can only be a peer's doing.
-        Ok(None) => Err(LockError::Broken(Error::new(
-            ErrorKind::Io,
-            "an untimed lock gave up: its shared state is corrupt",
-        ))),
-        Err(e) => Err(LockError::Broken(e)),
-    }
-}
-
-fn wrap_try<G>(r: Result<Option<Acquired>, Error>, guard: impl FnOnce() -> G) -> TryLockResult<G> {
-    match r {
-        Ok(None) => Err(TryLockError::WouldBlock),
-        Ok(Some(a)) => wrap(a, guard()).map_err(TryLockError::from),
-        Err(e) => Err(TryLockError::Broken(e)),
-    }
+    settle_lock(r.map(|a| a.map(|a| ((), a))), |()| guard())
 }
 
 /// `Instant::now() + timeout`, or `None` (forever) when that overflows.
 pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
+}
+
+/// The four acquisitions of a [`Lock`] or an [`RLock`] (`RECURSIVE`), written once: each takes
+/// the lock's cell and makes the handle's guard from the held cell.
+mod acquire {
+    use super::*;
+
+    type Held<'a, const RECURSIVE: bool> = CellGuard<'a, Shared<LockCell>, RECURSIVE>;
+
+    #[inline]
+    pub(super) fn lock<'a, G, const RECURSIVE: bool>(
+        cell: &'a Shared<LockCell>,
+        guard: impl FnOnce(Held<'a, RECURSIVE>) -> G,
+    ) -> LockResult<G> {
+        settle_lock(Held::lock(cell, None), guard)
+    }
+
+    #[inline]
+    pub(super) fn try_lock<'a, G, const RECURSIVE: bool>(
+        cell: &'a Shared<LockCell>,
+        guard: impl FnOnce(Held<'a, RECURSIVE>) -> G,
+    ) -> TryLockResult<G> {
+        settle_into(Held::try_lock(cell), || TryLockError::WouldBlock, guard)
+    }
+
+    #[inline]
+    pub(super) fn lock_until<'a, G, const RECURSIVE: bool>(
+        cell: &'a Shared<LockCell>,
+        deadline: Option<Instant>,
+        guard: impl FnOnce(Held<'a, RECURSIVE>) -> G,
+    ) -> LockTimeoutResult<G> {
+        settle_into(
+            Held::lock(cell, deadline),
+            || LockTimeoutError::Timeout,
+            guard,
+        )
+    }
+
+    /// The `Debug` of a lock handle named `name`.
+    pub(super) fn debug(
+        name: &str,
+        cell: &Shared<LockCell>,
+        f: &mut fmt::Formatter<'_>,
+    ) -> fmt::Result {
+        f.debug_struct(name)
+            .field("owner_died", &cell.owner_died())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A mutual-exclusion lock shared between processes, that survives its holder's death.
@@ -193,9 +345,10 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
 /// [`lock_deadline`](Self::lock_deadline) give up at a time. The guard unlocks on drop.
 ///
 /// If a process (or thread) dies holding the lock, the next acquirer gets it with an
-/// [`OwnerDied`] error (inside [`LockError`] or [`TryLockError`]) that carries the guard, as with `std::sync::PoisonError`; it can repair
-/// the protected state and call [`OwnerDied::make_consistent`]. Until someone does, every
-/// acquirer is told. Python's lock, an owner-less semaphore, stays locked forever instead.
+/// [`OwnerDied`] error (inside [`LockError`], [`TryLockError`] or [`LockTimeoutError`]) that
+/// carries the guard, as with `std::sync::PoisonError`; it can repair the protected state and
+/// call [`OwnerDied::make_consistent`]. Until someone does, every acquirer is told. Python's
+/// lock, an owner-less semaphore, stays locked forever instead.
 ///
 /// The lock is a futex word in a slot of a shared arena (4096 locks per descriptor, so a
 /// program can have hundreds of thousands): waiters notice a dead owner within about 10 ms and
@@ -237,14 +390,7 @@ pub struct Lock {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct LockGuard<'a> {
-    lock: &'a Shared<LockCell>,
-    /// Guards release in the thread that acquired (a pthread mutex requires it).
-    _not_send: PhantomData<*const ()>,
-}
-
-// SAFETY: sharing `&LockGuard` between threads only allows `mark_consistent`, an atomic store.
-unsafe impl Sync for LockGuard<'_> {}
+pub struct LockGuard<'a>(CellGuard<'a, Shared<LockCell>>);
 
 impl Lock {
     /// Creates an unlocked lock in a free slot of this process's arena.
@@ -260,11 +406,7 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Lock> {
-        let cell = Shared::create_in_arena(Kind::Lock, 0, |p| {
-            // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
-            unsafe { LockCell::init(p, false) }
-        })?;
-        Ok(Lock { cell })
+        Ok(Lock::from_cell(new_cell(Kind::Lock, false)?))
     }
 
     pub(crate) fn from_cell(cell: Shared<LockCell>) -> Lock {
@@ -274,13 +416,6 @@ impl Lock {
     #[cfg(all(test, not(loom)))]
     pub(crate) fn cell(&self) -> &LockCell {
         &self.cell
-    }
-
-    fn guard(&self) -> LockGuard<'_> {
-        LockGuard {
-            lock: &self.cell,
-            _not_send: PhantomData,
-        }
     }
 
     /// The segment's identity: equal for every handle on this lock, in any process, however
@@ -318,15 +453,44 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     #[doc(alias = "acquire")]
+    #[inline]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
-        wrap_lock(self.cell.lock(None), || self.guard())
+        acquire::lock(&self.cell, LockGuard)
+    }
+
+    /// As [`lock`](Self::lock), with the guard turned into the caller's by `guard` (also
+    /// inside an `OwnerDied`): the guards of `Value` and `Array` hold a `LockGuard`.
+    #[inline]
+    pub(super) fn lock_into<'a, G>(
+        &'a self,
+        guard: impl FnOnce(LockGuard<'a>) -> G,
+    ) -> LockResult<G> {
+        acquire::lock(&self.cell, |held| guard(LockGuard(held)))
+    }
+
+    /// As [`try_lock`](Self::try_lock), with the guard turned into the caller's by `guard`.
+    pub(super) fn try_lock_into<'a, G>(
+        &'a self,
+        guard: impl FnOnce(LockGuard<'a>) -> G,
+    ) -> TryLockResult<G> {
+        acquire::try_lock(&self.cell, |held| guard(LockGuard(held)))
+    }
+
+    /// As [`lock_deadline`](Self::lock_deadline) (`None`: no deadline, yet with the errors of a
+    /// timed lock), with the guard turned into the caller's by `guard`.
+    pub(super) fn lock_until_into<'a, G>(
+        &'a self,
+        deadline: Option<Instant>,
+        guard: impl FnOnce(LockGuard<'a>) -> G,
+    ) -> LockTimeoutResult<G> {
+        acquire::lock_until(&self.cell, deadline, |held| guard(LockGuard(held)))
     }
 
     /// Acquires the lock if it is free, without blocking.
     ///
     /// # Errors
-    /// [`TryLockError::WouldBlock`] if it is held; [`TryLockError::OwnerDied`] as for
-    /// [`lock`](Self::lock).
+    /// [`TryLockError::WouldBlock`] if it is held (this thread's own hold included);
+    /// [`TryLockError::OwnerDied`] and [`TryLockError::Broken`] as for [`lock`](Self::lock).
     ///
     /// # Examples
     ///
@@ -337,14 +501,15 @@ impl Lock {
     /// ```
     #[doc(alias = "acquire")]
     pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
-        wrap_try(self.cell.try_lock(), || self.guard())
+        acquire::try_lock(&self.cell, LockGuard)
     }
 
-    /// Acquires the lock, waiting at most `timeout` (Python's `acquire(timeout=...)`).
+    /// Acquires the lock, waiting at most `timeout` (Python's `acquire(timeout=...)`). A
+    /// timeout too large for an `Instant` waits forever.
     ///
     /// # Errors
-    /// [`TryLockError::WouldBlock`] if the lock stayed held; [`TryLockError::OwnerDied`] and
-    /// [`TryLockError::Broken`] as for [`lock`](Self::lock).
+    /// [`LockTimeoutError::Timeout`] if the lock stayed held; [`LockTimeoutError::OwnerDied`]
+    /// and [`LockTimeoutError::Broken`] as for [`lock`](Self::lock).
     ///
     /// # Examples
     ///
@@ -354,8 +519,8 @@ impl Lock {
     /// let _g = lock.lock_timeout(Duration::from_millis(10)).unwrap();
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<LockGuard<'_>> {
-        self.lock_until(deadline_after(timeout))
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<LockGuard<'_>> {
+        acquire::lock_until(&self.cell, deadline_after(timeout), LockGuard)
     }
 
     /// Acquires the lock, waiting until `deadline` at the latest.
@@ -371,12 +536,8 @@ impl Lock {
     /// let _g = lock.lock_deadline(Instant::now() + Duration::from_secs(1)).unwrap();
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<LockGuard<'_>> {
-        self.lock_until(Some(deadline))
-    }
-
-    fn lock_until(&self, deadline: Option<Instant>) -> TryLockResult<LockGuard<'_>> {
-        wrap_try(self.cell.lock(deadline), || self.guard())
+    pub fn lock_deadline(&self, deadline: Instant) -> LockTimeoutResult<LockGuard<'_>> {
+        acquire::lock_until(&self.cell, Some(deadline), LockGuard)
     }
 
     /// Whether the lock is held right now (by anyone, this thread included). A snapshot, for
@@ -427,25 +588,31 @@ impl Lock {
     }
 }
 
+/// A fresh, unlocked cell in a free slot of this process's arena.
+fn new_cell(kind: Kind, recursive: bool) -> Result<Shared<LockCell>> {
+    Shared::create_in_arena(kind, 0, |p| {
+        // SAFETY: `create_in_arena` passes fresh, aligned memory sized for a LockCell.
+        unsafe { LockCell::init(p, recursive) }
+    })
+}
+
 impl sealed::Sealed for LockGuard<'_> {}
 impl Recover for LockGuard<'_> {
     fn mark_consistent(&self) {
-        self.lock.mark_consistent();
+        self.0.mark_consistent();
     }
 }
 
 impl<'a> LockGuard<'a> {
     /// The identity of the guarded lock's segment (see [`Lock::id`]).
     pub(crate) fn lock_id(&self) -> (u64, u64, usize) {
-        self.lock.id()
+        self.0.cell().id()
     }
 
     /// Gives up the guard without unlocking: the caller takes over the held mutex (a condition
     /// variable releases it while it sleeps) and rebuilds a guard with [`rebuild`](Self::rebuild).
     pub(crate) fn into_held(self) -> &'a Shared<LockCell> {
-        let lock = self.lock;
-        std::mem::forget(self);
-        lock
+        self.0.into_held()
     }
 
     /// A guard for a mutex that the calling thread holds (see [`into_held`](Self::into_held)).
@@ -453,25 +620,14 @@ impl<'a> LockGuard<'a> {
     /// # Safety
     /// The calling thread holds `lock`'s mutex, and no other guard stands for that hold.
     pub(crate) unsafe fn rebuild(lock: &'a Shared<LockCell>) -> LockGuard<'a> {
-        LockGuard {
-            lock,
-            _not_send: PhantomData,
-        }
-    }
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        // SAFETY: a guard exists only while its thread holds the mutex.
-        unsafe { self.lock.release() };
+        // SAFETY: forwarded from the caller.
+        LockGuard(unsafe { CellGuard::adopt(lock) })
     }
 }
 
 impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lock")
-            .field("owner_died", &self.is_owner_died())
-            .finish_non_exhaustive()
+        acquire::debug("Lock", &self.cell, f)
     }
 }
 
@@ -527,13 +683,7 @@ pub struct RLock {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct RLockGuard<'a> {
-    cell: &'a LockCell,
-    _not_send: PhantomData<*const ()>,
-}
-
-// SAFETY: as for LockGuard.
-unsafe impl Sync for RLockGuard<'_> {}
+pub struct RLockGuard<'a>(CellGuard<'a, Shared<LockCell>, true>);
 
 impl RLock {
     /// Creates an unlocked recursive lock in a free slot of this process's arena.
@@ -548,18 +698,9 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<RLock> {
-        let cell = Shared::create_in_arena(Kind::RLock, 0, |p| {
-            // SAFETY: `create` passes fresh, aligned memory sized for a LockCell.
-            unsafe { LockCell::init(p, true) }
-        })?;
-        Ok(RLock { cell })
-    }
-
-    fn guard(&self) -> RLockGuard<'_> {
-        RLockGuard {
-            cell: &self.cell,
-            _not_send: PhantomData,
-        }
+        Ok(RLock {
+            cell: new_cell(Kind::RLock, true)?,
+        })
     }
 
     /// Acquires one level, blocking as long as it takes.
@@ -578,13 +719,14 @@ impl RLock {
     /// ```
     #[doc(alias = "acquire")]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
-        wrap_lock(self.cell.lock_as(None, true), || self.guard())
+        acquire::lock(&self.cell, RLockGuard)
     }
 
     /// Acquires one level if the lock is free or already held by this thread.
     ///
     /// # Errors
-    /// As [`Lock::try_lock`].
+    /// [`TryLockError::WouldBlock`] if another thread holds it; otherwise as
+    /// [`Lock::try_lock`].
     ///
     /// # Examples
     ///
@@ -595,7 +737,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_lock(&self) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.try_lock_as(true), || self.guard())
+        acquire::try_lock(&self.cell, RLockGuard)
     }
 
     /// Acquires one level, waiting at most `timeout`.
@@ -611,10 +753,8 @@ impl RLock {
     /// let _g = rlock.lock_timeout(Duration::from_millis(5)).unwrap();
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.lock_as(deadline_after(timeout), true), || {
-            self.guard()
-        })
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<RLockGuard<'_>> {
+        acquire::lock_until(&self.cell, deadline_after(timeout), RLockGuard)
     }
 
     /// Acquires one level, waiting until `deadline` at the latest.
@@ -630,8 +770,8 @@ impl RLock {
     /// let _g = rlock.lock_deadline(Instant::now() + Duration::from_millis(5)).unwrap();
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<RLockGuard<'_>> {
-        wrap_try(self.cell.lock_as(Some(deadline), true), || self.guard())
+    pub fn lock_deadline(&self, deadline: Instant) -> LockTimeoutResult<RLockGuard<'_>> {
+        acquire::lock_until(&self.cell, Some(deadline), RLockGuard)
     }
 
     /// Whether the lock is held right now (by anyone, this thread included). A snapshot, for
@@ -667,22 +807,13 @@ impl RLock {
 impl sealed::Sealed for RLockGuard<'_> {}
 impl Recover for RLockGuard<'_> {
     fn mark_consistent(&self) {
-        self.cell.mark_consistent();
-    }
-}
-
-impl Drop for RLockGuard<'_> {
-    fn drop(&mut self) {
-        // SAFETY: a guard exists only while its thread holds (one level of) the mutex.
-        unsafe { self.cell.release_as(true) };
+        self.0.mark_consistent();
     }
 }
 
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLock")
-            .field("owner_died", &self.is_owner_died())
-            .finish_non_exhaustive()
+        acquire::debug("RLock", &self.cell, f)
     }
 }
 

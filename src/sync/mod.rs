@@ -22,16 +22,16 @@ pub use array::{Array, ArrayGuard};
 pub use barrier::Barrier;
 pub use condition::{Condition, WaitTimeoutResult};
 pub use error::{
-    BrokenBarrier, LockError, LockResult, OverRelease, OwnerDied, Recover, TryLockError,
-    TryLockResult,
+    BarrierTimeoutError, BrokenBarrier, LockError, LockResult, LockTimeoutError, LockTimeoutResult,
+    OverRelease, OwnerDied, Recover, TryLockError, TryLockResult,
 };
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
-pub use value::{AtomicPod, Pod, Value, ValueGuard};
+pub use value::{AtomicPod, DataGuard, Pod, Value, ValueGuard};
 
 #[allow(unused_imports)]
-pub(crate) use lock::{Acquired, LockCell};
+pub(crate) use lock::{Acquired, CellGuard, LockCell};
 
 #[cfg(all(test, loom))]
 mod model_tests;

@@ -9,7 +9,7 @@ use loom::thread;
 
 use super::barrier::BarrierState;
 use super::condition::CondState;
-use super::error::BrokenBarrier;
+use super::error::BarrierTimeoutError;
 use super::event::EventState;
 use super::lock::LockCell;
 use super::semaphore::SemState;
@@ -194,7 +194,7 @@ fn barrier_abort_releases_a_waiter() {
         let b2 = b.clone();
         let t = thread::spawn(move || b2.wait(2, None));
         b.abort();
-        assert_eq!(t.join().unwrap(), Err(BrokenBarrier));
+        assert_eq!(t.join().unwrap(), Err(BarrierTimeoutError::Broken));
     });
 }
 
@@ -208,7 +208,7 @@ fn barrier_reset_then_abort_releases_a_waiter_and_reopens() {
         // is released by the abort.
         b.reset();
         b.abort();
-        assert_eq!(t.join().unwrap(), Err(BrokenBarrier));
+        assert_eq!(t.join().unwrap(), Err(BarrierTimeoutError::Broken));
         b.reset();
         assert!(!b.is_broken());
         assert_eq!(b.n_waiting(), 0);

@@ -167,7 +167,7 @@ fn timeouts_that_overflow_mean_forever_and_zero_means_now() {
     std::thread::spawn(move || {
         assert!(matches!(
             l2.lock_timeout(Duration::ZERO),
-            Err(crate::TryLockError::WouldBlock)
+            Err(crate::LockTimeoutError::Timeout)
         ));
     })
     .join()
@@ -259,7 +259,7 @@ fn a_lock_scribbled_with_our_own_thread_id_is_a_typed_error_not_a_panic() {
     }
     assert!(matches!(
         lock.lock_timeout(Duration::from_millis(1)),
-        Err(crate::TryLockError::Broken(_))
+        Err(crate::LockTimeoutError::Broken(_))
     ));
     assert!(matches!(
         lock.try_lock(),
@@ -319,7 +319,7 @@ fn a_lock_scribbled_with_a_dead_owner_is_taken_over_as_owner_died() {
     poke(lock.segment_fd(), lock.data_offset(), 0x3fff_fff0);
     assert!(lock.is_locked());
     match lock.lock_timeout(Duration::from_secs(30)) {
-        Err(crate::TryLockError::OwnerDied(d)) => drop(d.make_consistent()),
+        Err(crate::LockTimeoutError::OwnerDied(d)) => drop(d.make_consistent()),
         other => panic!("expected OwnerDied, got {other:?}"),
     }
     drop(lock.try_lock().unwrap());
@@ -362,7 +362,7 @@ fn the_families_are_even() {
         ));
         assert!(matches!(
             a2.lock_deadline(Instant::now() + Duration::from_millis(5)),
-            Err(crate::TryLockError::WouldBlock)
+            Err(crate::LockTimeoutError::Timeout)
         ));
     })
     .join()
@@ -410,12 +410,12 @@ fn short_timeouts_still_see_a_dead_owner() {
     let mut seen = false;
     for _ in 0..3 {
         match lock.lock_timeout(Duration::from_micros(100)) {
-            Err(crate::TryLockError::OwnerDied(d)) => {
+            Err(crate::LockTimeoutError::OwnerDied(d)) => {
                 drop(d.make_consistent());
                 seen = true;
                 break;
             }
-            Err(crate::TryLockError::WouldBlock) => {}
+            Err(crate::LockTimeoutError::Timeout) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -485,5 +485,161 @@ fn a_scribbled_recursion_flag_never_gives_one_thread_two_guards() {
     assert!(
         !v.get_lock().is_locked(),
         "one unlock releases a non-recursive lock"
+    );
+}
+
+/// Runs `f` in another thread (a lock held here is "held by someone else" there).
+fn elsewhere<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    std::thread::spawn(f).join().unwrap()
+}
+
+#[test]
+fn would_block_and_timeout_are_told_apart_for_every_lock() {
+    use crate::{LockTimeoutError, TryLockError};
+    let short = Duration::from_millis(2);
+    let lock = Lock::new().unwrap();
+    let rlock = RLock::new().unwrap();
+    let v = Value::new(0u32).unwrap();
+    let a = Array::new(3, 0u8).unwrap();
+    let held = (
+        lock.lock().unwrap(),
+        rlock.lock().unwrap(),
+        v.lock().unwrap(),
+        a.lock().unwrap(),
+    );
+    let (l2, r2, v2, a2) = (lock.clone(), rlock.clone(), v.clone(), a.clone());
+    elsewhere(move || {
+        assert!(matches!(l2.try_lock(), Err(TryLockError::WouldBlock)));
+        assert!(matches!(r2.try_lock(), Err(TryLockError::WouldBlock)));
+        assert!(matches!(v2.try_lock(), Err(TryLockError::WouldBlock)));
+        assert!(matches!(a2.try_lock(), Err(TryLockError::WouldBlock)));
+        assert!(matches!(
+            l2.lock_timeout(short),
+            Err(LockTimeoutError::Timeout)
+        ));
+        assert!(matches!(
+            r2.lock_timeout(short),
+            Err(LockTimeoutError::Timeout)
+        ));
+        assert!(matches!(
+            v2.lock_timeout(short),
+            Err(LockTimeoutError::Timeout)
+        ));
+        assert!(matches!(
+            a2.lock_timeout(short),
+            Err(LockTimeoutError::Timeout)
+        ));
+        let past = Instant::now() - Duration::from_secs(1);
+        assert!(matches!(
+            l2.lock_deadline(past),
+            Err(LockTimeoutError::Timeout)
+        ));
+        assert!(matches!(
+            r2.lock_deadline(past),
+            Err(LockTimeoutError::Timeout)
+        ));
+        assert!(matches!(
+            v2.lock_deadline(past),
+            Err(LockTimeoutError::Timeout)
+        ));
+        assert!(matches!(
+            a2.lock_deadline(past),
+            Err(LockTimeoutError::Timeout)
+        ));
+    });
+    // This thread's own hold: `try_lock` says it would block, the timed and blocking locks
+    // say the lock cannot be used (EDEADLK), never that time ran out.
+    assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+    match lock.lock_timeout(short) {
+        Err(LockTimeoutError::Broken(e)) => assert_eq!(
+            e.io_error().and_then(std::io::Error::raw_os_error),
+            Some(libc::EDEADLK)
+        ),
+        other => panic!("expected Broken, got {other:?}"),
+    }
+    // The recursive lock is this thread's to take again, in every form.
+    drop(rlock.try_lock().unwrap());
+    drop(rlock.lock_timeout(short).unwrap());
+    drop(held);
+    assert!(!lock.is_locked() && !rlock.is_locked());
+    assert!(!v.get_lock().is_locked() && !a.get_lock().is_locked());
+}
+
+#[test]
+fn the_timeout_errors_say_what_happened() {
+    use crate::{LockTimeoutError, TryLockError};
+    let t: TryLockError<()> = TryLockError::WouldBlock;
+    let l: LockTimeoutError<()> = LockTimeoutError::Timeout;
+    assert_eq!(format!("{t:?}"), "WouldBlock");
+    assert_eq!(format!("{l:?}"), "Timeout");
+    assert!(t.to_string().contains("held"), "{t}");
+    assert!(l.to_string().contains("deadline"), "{l}");
+    let b = crate::BarrierTimeoutError::Timeout;
+    assert!(b.to_string().contains("timed out"), "{b}");
+    assert_eq!(crate::BrokenBarrier::from(b), crate::BrokenBarrier);
+}
+
+#[test]
+fn a_guard_dropped_by_a_panic_unlocks_cleanly() {
+    // A thread that panics while holding a guard unwinds through the one unlocker: the lock is
+    // free and clean (no owner died), for a Lock, an RLock held twice, a Value and an Array.
+    let lock = Lock::new().unwrap();
+    let rlock = RLock::new().unwrap();
+    let v = Value::new(1u64).unwrap();
+    let a = Array::new(2, 1u16).unwrap();
+    let (l2, r2, v2, a2) = (lock.clone(), rlock.clone(), v.clone(), a.clone());
+    let panicked = std::thread::spawn(move || {
+        let _l = l2.lock().unwrap();
+        let _r1 = r2.lock().unwrap();
+        let _r2 = r2.try_lock().unwrap();
+        let mut g = v2.lock().unwrap();
+        *g = 2;
+        let mut h = a2.lock().unwrap();
+        h[1] = 2;
+        panic!("half-way");
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert!(!lock.is_locked() && !lock.is_owner_died());
+    assert!(!rlock.is_locked() && !rlock.is_owner_died());
+    assert_eq!(*v.try_lock().unwrap(), 2);
+    assert_eq!(*a.try_lock().unwrap(), [1, 2]);
+}
+
+#[test]
+fn a_barrier_wait_that_times_out_says_so_and_breaks_it_for_the_others() {
+    use crate::{BarrierTimeoutError, BrokenBarrier};
+    let b = Barrier::new(3).unwrap();
+    let b2 = b.clone();
+    let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
+    let patient = std::thread::spawn(move || {
+        arrived_tx.send(()).unwrap();
+        b2.wait_timeout(Duration::from_secs(60))
+    });
+    arrived_rx.recv().unwrap();
+    while b.n_waiting() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        b.wait_timeout(Duration::from_millis(5)),
+        Err(BarrierTimeoutError::Timeout)
+    );
+    assert_eq!(patient.join().unwrap(), Err(BarrierTimeoutError::Broken));
+    // Broken until reset, in every form; the untimed wait says `BrokenBarrier`.
+    assert_eq!(b.wait(), Err(BrokenBarrier));
+    assert_eq!(
+        b.wait_deadline(Instant::now() + Duration::from_secs(60)),
+        Err(BarrierTimeoutError::Broken)
+    );
+    // A default timeout running out is a broken barrier to `wait`, as in Python.
+    b.reset();
+    let b3 = b.clone().with_timeout(Duration::from_millis(5));
+    assert_eq!(b3.wait(), Err(BrokenBarrier));
+    assert!(b.is_broken());
+    b.reset();
+    let one = Barrier::new(1).unwrap();
+    assert_eq!(
+        one.wait_deadline(Instant::now() - Duration::from_secs(1)),
+        Ok(0)
     );
 }

@@ -1,6 +1,5 @@
 //! `Value<T>` and `Array<T>`: plain data in shared memory with a lock.
 
-use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -9,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::{LockError, LockResult, Recover, TryLockResult, sealed};
-use super::lock::{Lock, LockCell, LockGuard};
+use super::error::{LockError, LockResult, LockTimeoutResult, Recover, TryLockResult, sealed};
+use super::lock::{Lock, LockCell, LockGuard, deadline_after};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, SLOT_ALIGN, SLOT_PAYLOAD, Shared, type_tag};
 use crate::sync::shim::{AtomicU64, Ordering};
@@ -102,13 +101,17 @@ pub(crate) struct Head {
     len: AtomicU64,
 }
 
+/// Where the data of an object with a segment of its own starts, at the latest: a cache line
+/// boundary, so that the lock and the data do not share a line.
+const SEGMENT_DATA_ALIGN: usize = 64;
+
 /// Offset of the first element from the head's start, for `T`, in an arena slot or not.
 pub(super) const fn data_offset<T>(in_arena: bool) -> usize {
     let head = std::mem::size_of::<Head>();
-    let align = if in_arena || std::mem::align_of::<T>() > 64 {
+    let align = if in_arena || std::mem::align_of::<T>() > SEGMENT_DATA_ALIGN {
         std::mem::align_of::<T>()
     } else {
-        64
+        SEGMENT_DATA_ALIGN
     };
     head.div_ceil(align) * align
 }
@@ -148,14 +151,95 @@ pub(super) fn create<T: Pod>(
             .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "array too large"))?;
         Shared::create(kind, type_tag::<T>(), bytes, init)?
     };
-    fill(shared.at::<T>(data_offset::<T>(shared.in_arena())).as_ptr());
+    fill(first_element::<T>(&shared).as_ptr());
     Ok(shared)
 }
 
-/// The guard for `get`/`set`-style accessors: a dead owner's state is accepted as it is (the
-/// indication stays for `lock`), a broken lock is the accessor's error.
-pub(super) fn locked<G>(r: LockResult<G>) -> Result<G> {
-    r.or_else(LockError::into_inner)
+/// The first element of the object behind `shared`.
+fn first_element<T>(shared: &Shared<Head>) -> NonNull<T> {
+    shared.ptr_at_offset(data_offset::<T>(shared.in_arena()))
+}
+
+/// The lock and the data of a [`Value`] (`S` is `T`) or an [`Array`](crate::Array) (`S` is
+/// `[T]`): what the two do alike, written once. Each handle has one (beside the `Shared` that
+/// keeps the mapping alive); its public methods forward here.
+pub(super) struct LockedData<S: ?Sized> {
+    lock: Lock,
+    ptr: NonNull<S>,
+}
+
+// SAFETY: the data is only accessed under the process-shared lock, by copy, or through atomics;
+// `S` (a `Pod` or a slice of them) is `Send` and `Sync` itself.
+unsafe impl<S: ?Sized + Send + Sync> Send for LockedData<S> {}
+// SAFETY: as above.
+unsafe impl<S: ?Sized + Send + Sync> Sync for LockedData<S> {}
+
+impl<T: Pod> LockedData<T> {
+    /// The single element of a `Value`'s object.
+    pub(super) fn one(shared: &Shared<Head>) -> LockedData<T> {
+        LockedData::new(shared, first_element(shared))
+    }
+}
+
+impl<T: Pod> LockedData<[T]> {
+    /// The `len` elements of an `Array`'s object (checked at creation or open).
+    pub(super) fn many(shared: &Shared<Head>, len: usize) -> LockedData<[T]> {
+        LockedData::new(
+            shared,
+            NonNull::slice_from_raw_parts(first_element(shared), len),
+        )
+    }
+}
+
+impl<S: ?Sized> LockedData<S> {
+    fn new(shared: &Shared<Head>, ptr: NonNull<S>) -> LockedData<S> {
+        LockedData {
+            lock: Lock::from_cell(shared.handle_on_prefix()),
+            ptr,
+        }
+    }
+
+    /// The data, for atomic access.
+    pub(super) fn ptr(&self) -> NonNull<S> {
+        self.ptr
+    }
+
+    pub(super) fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    fn guard<'a>(&'a self, lock: LockGuard<'a>) -> DataGuard<'a, S> {
+        DataGuard {
+            _lock: lock,
+            ptr: self.ptr,
+            _marker: PhantomData,
+        }
+    }
+
+    pub(super) fn lock(&self) -> LockResult<DataGuard<'_, S>> {
+        self.lock.lock_into(|g| self.guard(g))
+    }
+
+    pub(super) fn try_lock(&self) -> TryLockResult<DataGuard<'_, S>> {
+        self.lock.try_lock_into(|g| self.guard(g))
+    }
+
+    pub(super) fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<DataGuard<'_, S>> {
+        self.lock_until(deadline_after(timeout))
+    }
+
+    pub(super) fn lock_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> LockTimeoutResult<DataGuard<'_, S>> {
+        self.lock.lock_until_into(deadline, |g| self.guard(g))
+    }
+
+    /// The guard for `get`/`set`-style accessors: a dead owner's state is accepted as it is
+    /// (the indication stays for `lock`), a broken lock is the accessor's error.
+    pub(super) fn locked(&self) -> Result<DataGuard<'_, S>> {
+        self.lock().or_else(LockError::into_inner)
+    }
 }
 
 /// Opens a `Value` (`kind` `Value`: exactly one element, whatever the shared length says) or an
@@ -213,19 +297,34 @@ pub(super) fn open<'de, T: Pod, D: Deserializer<'de>>(
 /// ```
 pub struct Value<T: Pod> {
     shared: Shared<Head>,
-    lock: Lock,
-    ptr: NonNull<UnsafeCell<T>>,
+    data: LockedData<T>,
 }
-
-// SAFETY: the value is only accessed under the process-shared lock, by copy, or through atomics.
-unsafe impl<T: Pod> Send for Value<T> {}
-// SAFETY: as above.
-unsafe impl<T: Pod> Sync for Value<T> {}
 
 impl<T: Pod> Clone for Value<T> {
     fn clone(&self) -> Self {
         Value::from_shared(self.shared.clone())
     }
+}
+
+/// Exclusive access to the data of a [`Value`] (`S` is its `T`) or an
+/// [`Array`](crate::Array) (`S` is `[T]`) while its lock is held; it dereferences to `S`.
+/// Usually named by its aliases [`ValueGuard`] and [`ArrayGuard`](crate::ArrayGuard).
+///
+/// # Examples
+///
+/// ```
+/// let v = multiproc::Value::new(1u8)?;
+/// let a = multiproc::Array::new(2, 1u8)?;
+/// let g: multiproc::DataGuard<'_, u8> = v.lock().unwrap();
+/// let h: multiproc::DataGuard<'_, [u8]> = a.lock().unwrap();
+/// assert_eq!(*g, h[1]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct DataGuard<'a, S: ?Sized> {
+    _lock: LockGuard<'a>,
+    ptr: NonNull<S>,
+    _marker: PhantomData<&'a mut S>,
 }
 
 /// Exclusive access to a [`Value`]'s data while the lock is held.
@@ -238,12 +337,7 @@ impl<T: Pod> Clone for Value<T> {
 /// g[2] = 9;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ValueGuard<'a, T: Pod> {
-    _lock: LockGuard<'a>,
-    ptr: NonNull<T>,
-    _marker: PhantomData<&'a mut T>,
-}
+pub type ValueGuard<'a, T> = DataGuard<'a, T>;
 
 impl<T: Pod> Value<T> {
     /// The segment's descriptor (tests reopen it as other objects).
@@ -273,17 +367,8 @@ impl<T: Pod> Value<T> {
     }
 
     fn from_shared(shared: Shared<Head>) -> Value<T> {
-        let lock = Lock::from_cell(shared.prefix());
-        let ptr = shared.at(data_offset::<T>(shared.in_arena()));
-        Value { shared, lock, ptr }
-    }
-
-    fn guard<'a>(&'a self, lock: LockGuard<'a>) -> ValueGuard<'a, T> {
-        ValueGuard {
-            _lock: lock,
-            ptr: self.ptr.cast(),
-            _marker: PhantomData,
-        }
+        let data = LockedData::one(&shared);
+        Value { shared, data }
     }
 
     /// The value's lock (Python's `get_lock()`), for example to build a
@@ -298,7 +383,7 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get_lock(&self) -> &Lock {
-        &self.lock
+        self.data.get_lock()
     }
 
     /// Takes the lock and gives access to the value.
@@ -317,10 +402,7 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        self.lock
-            .lock()
-            .map(|g| self.guard(g))
-            .map_err(|e| e.map(|g| self.guard(g)))
+        self.data.lock()
     }
 
     /// Takes the lock if free.
@@ -336,7 +418,7 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_lock(&self) -> TryLockResult<ValueGuard<'_, T>> {
-        self.map_try(self.lock.try_lock())
+        self.data.try_lock()
     }
 
     /// Takes the lock, waiting at most `timeout`.
@@ -352,8 +434,8 @@ impl<T: Pod> Value<T> {
     /// assert_eq!(*v.lock_timeout(Duration::from_millis(1)).unwrap(), 1);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<ValueGuard<'_, T>> {
-        self.map_try(self.lock.lock_timeout(timeout))
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<ValueGuard<'_, T>> {
+        self.data.lock_timeout(timeout)
     }
 
     /// Takes the lock, waiting until `deadline` at the latest.
@@ -368,13 +450,8 @@ impl<T: Pod> Value<T> {
     /// assert!(v.lock_deadline(std::time::Instant::now()).is_ok());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn lock_deadline(&self, deadline: Instant) -> TryLockResult<ValueGuard<'_, T>> {
-        self.map_try(self.lock.lock_deadline(deadline))
-    }
-
-    fn map_try<'a>(&'a self, r: TryLockResult<LockGuard<'a>>) -> TryLockResult<ValueGuard<'a, T>> {
-        r.map(|g| self.guard(g))
-            .map_err(|e| e.map(|g| self.guard(g)))
+    pub fn lock_deadline(&self, deadline: Instant) -> LockTimeoutResult<ValueGuard<'_, T>> {
+        self.data.lock_until(Some(deadline))
     }
 
     /// Reads the value under the lock (Python's `v.value`). A previous owner's death is not
@@ -391,7 +468,7 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get(&self) -> Result<T> {
-        locked(self.lock()).map(|g| *g)
+        self.data.locked().map(|g| *g)
     }
 
     /// Writes the value under the lock (Python's `v.value = x`).
@@ -408,7 +485,7 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn set(&self, value: T) -> Result<()> {
-        *locked(self.lock())? = value;
+        *self.data.locked()? = value;
         Ok(())
     }
 }
@@ -438,27 +515,28 @@ impl<T: AtomicPod> Value<T> {
     pub unsafe fn atomic(&self) -> &T::Atomic {
         // SAFETY: T and T::Atomic have the same size and alignment (checked at compile time);
         // the caller rules out non-atomic accesses while the reference is used.
-        unsafe { self.ptr.cast::<T::Atomic>().as_ref() }
+        unsafe { self.data.ptr().cast::<T::Atomic>().as_ref() }
     }
 }
 
-impl<T: Pod> sealed::Sealed for ValueGuard<'_, T> {}
-impl<T: Pod> Recover for ValueGuard<'_, T> {
+impl<S: ?Sized> sealed::Sealed for DataGuard<'_, S> {}
+impl<S: ?Sized> Recover for DataGuard<'_, S> {
     fn mark_consistent(&self) {
         self._lock.mark_consistent();
     }
 }
 
-impl<T: Pod> Deref for ValueGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the lock is held, so no process writes the value through this API meanwhile.
+impl<S: ?Sized> Deref for DataGuard<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        // SAFETY: the lock is held, so no process writes the data through this API meanwhile;
+        // the pointer covers the object's elements (checked at creation or open).
         unsafe { self.ptr.as_ref() }
     }
 }
 
-impl<T: Pod> DerefMut for ValueGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
+impl<S: ?Sized> DerefMut for DataGuard<'_, S> {
+    fn deref_mut(&mut self) -> &mut S {
         // SAFETY: the lock is held, and the guard is borrowed mutably.
         unsafe { self.ptr.as_mut() }
     }
@@ -473,7 +551,7 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
     }
 }
 
-impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
+impl<S: ?Sized + fmt::Debug> fmt::Debug for DataGuard<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }

@@ -189,6 +189,14 @@ pub(crate) enum LockFailed {
     Os(io::Error),
 }
 
+impl LockFailed {
+    /// The OS error that [`Deadlock`](Self::Deadlock) stands for, `EDEADLK`, for callers
+    /// outside `sys/` that report it.
+    pub(crate) fn deadlock_os_error() -> io::Error {
+        io::Error::from_raw_os_error(libc::EDEADLK)
+    }
+}
+
 impl RobustMutex {
     /// Initializes a lock in place.
     ///
