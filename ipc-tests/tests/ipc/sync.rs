@@ -4,8 +4,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use multiproc::{
-    Array, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, LockError, Process,
-    RLock, Semaphore, TryLockError, Value,
+    Array, Barrier, BarrierTimeoutError, BoundedSemaphore, Condition, Event, Lock, LockError,
+    LockTimeoutError, Process, RLock, Semaphore, TryLockError, Value,
 };
 
 use crate::{Context, TestFn, ensure};
@@ -103,22 +103,22 @@ fn hold_forever(args: (Held, Event)) {
 /// Acquires `held` with a deadline; `Ok(true)` if the owner-died indication came with it, after
 /// which the state is declared consistent.
 fn acquire_after_death(held: &Held) -> Result<bool, String> {
-    fn settle<G: multiproc::Recover>(r: Result<G, TryLockError<G>>) -> Result<bool, String> {
+    fn settle<G: multiproc::Recover>(r: Result<G, LockTimeoutError<G>>) -> Result<bool, String> {
         match r {
             Ok(_) => Ok(false),
-            Err(TryLockError::OwnerDied(d)) => {
+            Err(LockTimeoutError::OwnerDied(d)) => {
                 drop(d.make_consistent());
                 Ok(true)
             }
-            Err(TryLockError::WouldBlock) => Err("still locked after the holder died".into()),
-            Err(TryLockError::Broken(e)) => Err(format!("the lock broke: {e}")),
+            Err(LockTimeoutError::Timeout) => Err("still locked after the holder died".into()),
+            Err(LockTimeoutError::Broken(e)) => Err(format!("the lock broke: {e}")),
         }
     }
     match held {
         Held::Lock(l) => settle(l.lock_timeout(PATIENCE)),
         Held::RLock(l) => settle(l.lock_timeout(PATIENCE)),
         Held::Value(v) => match v.lock_timeout(PATIENCE) {
-            Err(TryLockError::OwnerDied(mut d)) => {
+            Err(LockTimeoutError::OwnerDied(mut d)) => {
                 if **d.get_ref() != u64::MAX {
                     return Err("the dead holder's write is not visible".into());
                 }
@@ -127,8 +127,8 @@ fn acquire_after_death(held: &Held) -> Result<bool, String> {
                 Ok(true)
             }
             Ok(_) => Ok(false),
-            Err(TryLockError::WouldBlock) => Err("still locked after the holder died".into()),
-            Err(TryLockError::Broken(e)) => Err(format!("the lock broke: {e}")),
+            Err(LockTimeoutError::Timeout) => Err("still locked after the holder died".into()),
+            Err(LockTimeoutError::Broken(e)) => Err(format!("the lock broke: {e}")),
         },
         Held::Condition(c) => settle(c.get_lock().lock_timeout(PATIENCE)),
     }
@@ -248,7 +248,7 @@ fn lock_timeout_while_held() -> Result<(), String> {
     ensure!(
         matches!(
             lock.lock_timeout(Duration::from_millis(50)),
-            Err(TryLockError::WouldBlock)
+            Err(LockTimeoutError::Timeout)
         ),
         "lock_timeout must time out"
     );
@@ -403,7 +403,7 @@ fn condition_across() -> Result<(), String> {
     Ok(())
 }
 
-fn barrier_party(b: Barrier) -> Result<Vec<u32>, BrokenBarrier> {
+fn barrier_party(b: Barrier) -> Result<Vec<u32>, BarrierTimeoutError> {
     (0..3).map(|_| b.wait_timeout(PATIENCE)).collect()
 }
 
@@ -428,7 +428,7 @@ fn barrier_across() -> Result<(), String> {
     Ok(())
 }
 
-fn wait_once(args: (Barrier, Duration)) -> Result<u32, BrokenBarrier> {
+fn wait_once(args: (Barrier, Duration)) -> Result<u32, BarrierTimeoutError> {
     args.0.wait_timeout(args.1)
 }
 
@@ -453,13 +453,16 @@ fn barrier_dead_party() -> Result<(), String> {
     );
     let t = Instant::now();
     let r = b.wait_timeout(Duration::from_millis(300));
-    ensure!(r == Err(BrokenBarrier), "parent: {r:?}");
+    ensure!(r == Err(BarrierTimeoutError::Timeout), "parent: {r:?}");
     ensure!(
         t.elapsed() < PATIENCE,
         "the parent's wait overran its timeout"
     );
     let w = waiter.join().ctx("join waiter")?;
-    ensure!(w == Err(BrokenBarrier), "the waiting child got {w:?}");
+    ensure!(
+        w == Err(BarrierTimeoutError::Broken),
+        "the waiting child got {w:?}"
+    );
     ensure!(b.is_broken(), "broken after a timeout");
     b.reset();
     ensure!(!b.is_broken() && b.n_waiting() == 0, "reset");

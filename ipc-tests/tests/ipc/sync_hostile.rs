@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use multiproc::{Barrier, Condition, Event, Lock, LockError, Process, Semaphore, TryLockError};
+use multiproc::{
+    Barrier, Condition, Event, Lock, LockError, LockTimeoutError, Process, Semaphore, TryLockError,
+};
 
 use crate::{Context, ensure};
 
@@ -139,15 +141,22 @@ pub fn scribbled_segments_give_typed_errors() -> Result<(), String> {
         let (lock, stop, tally) = (lock.clone(), stop.clone(), tally.clone());
         threads.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                for r in [lock.lock_timeout(short), lock.try_lock()] {
-                    tally.ops.fetch_add(1, Ordering::Relaxed);
-                    match r {
-                        Ok(g) => drop(g),
-                        Err(TryLockError::WouldBlock) => {}
-                        Err(TryLockError::OwnerDied(d)) => drop(d.make_consistent()),
-                        Err(TryLockError::Broken(_)) => {
-                            tally.broken.fetch_add(1, Ordering::Relaxed);
-                        }
+                tally.ops.fetch_add(1, Ordering::Relaxed);
+                match lock.lock_timeout(short) {
+                    Ok(g) => drop(g),
+                    Err(LockTimeoutError::Timeout) => {}
+                    Err(LockTimeoutError::OwnerDied(d)) => drop(d.make_consistent()),
+                    Err(LockTimeoutError::Broken(_)) => {
+                        tally.broken.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tally.ops.fetch_add(1, Ordering::Relaxed);
+                match lock.try_lock() {
+                    Ok(g) => drop(g),
+                    Err(TryLockError::WouldBlock) => {}
+                    Err(TryLockError::OwnerDied(d)) => drop(d.make_consistent()),
+                    Err(TryLockError::Broken(_)) => {
+                        tally.broken.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 let _ = lock.is_locked();
@@ -182,7 +191,7 @@ pub fn scribbled_segments_give_typed_errors() -> Result<(), String> {
                 tally.ops.fetch_add(1, Ordering::Relaxed);
                 let g = match cond.get_lock().lock_timeout(short) {
                     Ok(g) => Some(g),
-                    Err(TryLockError::OwnerDied(d)) => Some(d.make_consistent()),
+                    Err(LockTimeoutError::OwnerDied(d)) => Some(d.make_consistent()),
                     Err(_) => None,
                 };
                 if let Some(g) = g {
