@@ -29,6 +29,9 @@ pub(crate) const SLOT: usize = 128;
 pub(crate) const PAYLOAD_AT: usize = 16;
 /// Slots per chunk (512 KiB chunks).
 const SLOTS: usize = 4096;
+/// At least this many allocations pass between two rechecks of the pending slots, however few
+/// are pending (a recheck reads every pending slot's header).
+const MIN_RECHECK_INTERVAL: usize = 64;
 
 #[repr(C)]
 struct SlotHeader {
@@ -177,7 +180,7 @@ fn take_slot(st: &mut State) -> Result<(usize, usize)> {
         let (now_free, still): (Vec<_>, Vec<_>) = pending
             .into_iter()
             .partition(|&(c, s)| header(&st.chunks[c].region, s).refs.load(Ordering::Acquire) == 0);
-        st.recheck_in = still.len().max(64);
+        st.recheck_in = still.len().max(MIN_RECHECK_INTERVAL);
         st.pending = still;
         st.free = now_free;
         while let Some(cs) = st.free.pop() {

@@ -558,7 +558,12 @@ impl SharedMemory {
     pub fn atomic_u64s(&self) -> &[AtomicU64] {
         // SAFETY: the data is 128-byte aligned and `len / 8` words fit in it; atomics may alias
         // memory that other processes access atomically.
-        unsafe { std::slice::from_raw_parts(self.as_ptr().cast(), self.len() / 8) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.as_ptr().cast(),
+                self.len() / std::mem::size_of::<AtomicU64>(),
+            )
+        }
     }
 
     /// The segment as 32-bit atomics (its first `len / 4` words).
@@ -584,7 +589,12 @@ impl SharedMemory {
     /// ```
     pub unsafe fn atomic_u32s(&self) -> &[AtomicU32] {
         // SAFETY: as in `atomic_u64s`.
-        unsafe { std::slice::from_raw_parts(self.as_ptr().cast(), self.len() / 4) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.as_ptr().cast(),
+                self.len() / std::mem::size_of::<AtomicU32>(),
+            )
+        }
     }
 }
 
@@ -610,11 +620,15 @@ impl std::fmt::Debug for SharedMemory {
     }
 }
 
+/// The longest segment name accepted (without the leading `/`), well below the 255 bytes a
+/// file name in `/dev/shm` may have, leaving room for the temporary names of `create`.
+const MAX_NAME_LEN: usize = 200;
+
 /// Checks a user-supplied segment name and strips a leading `/`.
 fn validate_name(name: &str) -> Result<&str> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     let ok = !bare.is_empty()
-        && bare.len() <= 200
+        && bare.len() <= MAX_NAME_LEN
         && !bare.starts_with('.')
         && bare
             .bytes()
@@ -625,7 +639,7 @@ fn validate_name(name: &str) -> Result<&str> {
         Err(Error::new(
             ErrorKind::InvalidArgument,
             format!(
-                "invalid shared memory name {name:?}: use 1 to 200 characters from \
+                "invalid shared memory name {name:?}: use 1 to {MAX_NAME_LEN} characters from \
                  A-Z a-z 0-9 . _ -, not starting with '.'"
             ),
         ))

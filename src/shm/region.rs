@@ -64,7 +64,7 @@ impl Header {
         (
             self.creator_pid,
             self.creator_start,
-            self.persistent.load(Ordering::Acquire) != 0,
+            self.persistent.load(Ordering::Acquire) != NOT_PERSISTENT,
         )
     }
 }
@@ -73,6 +73,10 @@ const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
 
 /// Offset of `Header::persistent`, for reading it from the file without a mapping.
 const PERSISTENT_AT: usize = std::mem::offset_of!(Header, persistent);
+
+/// `Header::persistent` of a segment whose name goes with its creator's last handle (any other
+/// value: it stays, as `persist()` asked).
+const NOT_PERSISTENT: u32 = 0;
 
 /// Reads the header of the segment behind `fd` with `pread`: a truncated file gives `None`,
 /// never SIGBUS. The copy is private, so peers writing the segment cannot change it under us.
@@ -90,8 +94,9 @@ pub(crate) fn read_header(fd: BorrowedFd<'_>) -> Option<Header> {
 /// Whether the segment behind `fd` is marked persistent, read from the file rather than a
 /// mapping (so that a truncated named segment cannot kill us with SIGBUS).
 pub(crate) fn read_persistent(fd: BorrowedFd<'_>) -> bool {
-    let mut raw = [0u8; 4];
-    matches!(sys::read_file_at(fd, PERSISTENT_AT, &mut raw), Ok(4)) && u32::from_ne_bytes(raw) != 0
+    let mut raw = [0u8; std::mem::size_of::<u32>()];
+    matches!(sys::read_file_at(fd, PERSISTENT_AT, &mut raw), Ok(n) if n == raw.len())
+        && u32::from_ne_bytes(raw) != NOT_PERSISTENT
 }
 
 /// One mapping of a segment: its descriptor, its address, and what its header said when it was
@@ -110,13 +115,18 @@ unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
 
+/// The 64-bit FNV-1a offset basis (the hash of nothing).
+const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+/// The 64-bit FNV prime.
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
 /// A stable 64-bit hash of a type's name (FNV-1a), to recognise the type in another process of
 /// the same build.
 pub(crate) fn type_tag<T: ?Sized>() -> u64 {
     std::any::type_name::<T>()
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        .fold(FNV_OFFSET_BASIS, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
         })
 }
 
@@ -161,8 +171,7 @@ impl Region {
         })?;
         let info = sys::file_info(fd.as_fd())
             .map_err(|e| Error::os("cannot inspect a shared memory segment", e))?;
-        let ptr = sys::map_shared(fd.as_fd(), map_len, true)
-            .map_err(|e| Error::os("cannot map a shared memory segment", e))?;
+        let region = Region::map(fd, data_len, info.id)?;
         let pid = sys::getpid();
         let header = Header {
             magic: MAGIC,
@@ -173,18 +182,27 @@ impl Region {
             data_len: data_len as u64,
             type_tag,
             creator_pid: pid,
-            persistent: AtomicU32::new(0),
+            persistent: AtomicU32::new(NOT_PERSISTENT),
             creator_start: sys::process_start_time(pid).unwrap_or(0),
         };
         // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned, and not yet visible to
         // any other process or any Rust reference.
-        unsafe { ptr.cast::<Header>().as_ptr().write(header) };
+        unsafe { region.ptr.cast::<Header>().as_ptr().write(header) };
+        Ok(region)
+    }
+
+    /// Maps the header and `data_len` bytes of data of the segment behind `fd`, whose identity
+    /// is `id`: exactly that much, whatever the file's size.
+    fn map(fd: OwnedFd, data_len: usize, id: (u64, u64)) -> Result<Region> {
+        let map_len = total_len(data_len)?;
+        let ptr = sys::map_shared(fd.as_fd(), map_len, true)
+            .map_err(|e| Error::os("cannot map a shared memory segment", e))?;
         Ok(Region {
             fd,
             ptr,
             map_len,
             data_len,
-            id: info.id,
+            id,
         })
     }
 
@@ -267,17 +285,7 @@ impl Region {
         if let Some(p) = problem {
             return Err(bad(p));
         }
-        let data_len = h.data_len as usize;
-        let map_len = total_len(data_len)?;
-        let ptr = sys::map_shared(fd.as_fd(), map_len, true)
-            .map_err(|e| Error::os("cannot map a shared memory segment", e))?;
-        Ok(Region {
-            fd,
-            ptr,
-            map_len,
-            data_len,
-            id: info.id,
-        })
+        Region::map(fd, h.data_len as usize, info.id)
     }
 
     /// Start of the data, `HEADER_LEN` bytes into the mapping (128-byte aligned).

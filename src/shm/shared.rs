@@ -43,6 +43,9 @@ const fn fits<T>() {
     assert!(std::mem::align_of::<T>() <= super::region::HEADER_LEN);
 }
 
+/// The slot offset in a handle of an object that has a segment of its own (no slot).
+const OWN_SEGMENT: u32 = u32::MAX;
+
 /// The bytes of an object in an arena slot.
 pub(crate) const SLOT_PAYLOAD: usize = arena::SLOT - arena::PAYLOAD_AT;
 
@@ -175,7 +178,7 @@ impl<T> Shared<T> {
     }
 
     /// Writes the handle of an object that may live in an arena slot: the descriptor and the
-    /// slot's offset (`u32::MAX` for an object with a segment of its own).
+    /// slot's offset ([`OWN_SEGMENT`] for an object with a segment of its own).
     pub(crate) fn serialize_slot_handle<S: Serializer>(
         &self,
         serializer: S,
@@ -187,7 +190,7 @@ impl<T> Shared<T> {
                 claim.export();
                 u32::try_from(claim.payload_offset()).map_err(serde::ser::Error::custom)?
             }
-            None => u32::MAX,
+            None => OWN_SEGMENT,
         };
         (handle, offset).serialize(serializer)
     }
@@ -204,7 +207,7 @@ impl<T> Shared<T> {
         const { fits_slot::<T>() };
         let (handle, offset) = <(u32, u32)>::deserialize(deserializer)?;
         let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
-        if offset == u32::MAX {
+        if offset == OWN_SEGMENT {
             return Shared::open(fd, kinds, type_tag, 0).map_err(serde::de::Error::custom);
         }
         let tag = (type_tag != 0).then_some(type_tag);

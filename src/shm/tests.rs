@@ -83,6 +83,17 @@ fn an_unsealed_memfd_is_refused_where_a_sealed_one_is_required() {
     assert!(Region::open(plain, Kind::Lock, 0, Sealing::NotAvailable).is_ok());
 }
 
+/// Drops an attacher, then the creator of the segment `name`, and checks that the creator's
+/// drop removed the name.
+fn assert_name_removed_with(creator: SharedMemory, attached: SharedMemory, name: &str) {
+    drop(attached);
+    drop(creator);
+    assert_eq!(
+        SharedMemory::open(name).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
 #[test]
 fn a_truncated_named_segment_is_dropped_and_refused_without_sigbus() {
     let shm = SharedMemory::create_unique(1 << 16).unwrap();
@@ -93,12 +104,7 @@ fn a_truncated_named_segment_is_dropped_and_refused_without_sigbus() {
     let err = SharedMemory::open(&name).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadHeader);
     // Dropping the creator reads nothing through the mapping (that would be SIGBUS).
-    drop(attached);
-    drop(shm);
-    assert_eq!(
-        SharedMemory::open(&name).unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    assert_name_removed_with(shm, attached, &name);
 }
 
 #[test]
@@ -117,13 +123,8 @@ fn persist_on_an_attacher_is_not_owner_and_changes_nothing() {
     let name = shm.name().unwrap().to_string();
     let attached = SharedMemory::open(&name).unwrap();
     assert_eq!(attached.persist().unwrap_err().kind(), ErrorKind::NotOwner);
-    drop(attached);
-    drop(shm);
-    // The creator's cleanup still ran.
-    assert_eq!(
-        SharedMemory::open(&name).unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    // The creator's cleanup still runs.
+    assert_name_removed_with(shm, attached, &name);
 }
 
 #[test]

@@ -414,13 +414,20 @@ pub type LockTimeoutResult<G> = Result<G, LockTimeoutError<G>>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OverRelease;
 
-impl fmt::Display for OverRelease {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("semaphore released too many times")
-    }
+/// `Display` (a fixed message) and `std::error::Error` for an error that carries nothing.
+macro_rules! message_error {
+    ($t:ty, $message:literal) => {
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($message)
+            }
+        }
+
+        impl std::error::Error for $t {}
+    };
 }
 
-impl std::error::Error for OverRelease {}
+message_error!(OverRelease, "semaphore released too many times");
 
 /// A [`Barrier`](crate::Barrier) is broken: it was aborted, a party timed out or died holding its
 /// internal lock, or it was reset while this party waited (Python's `BrokenBarrierError`).
@@ -436,13 +443,7 @@ impl std::error::Error for OverRelease {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BrokenBarrier;
 
-impl fmt::Display for BrokenBarrier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the barrier is broken")
-    }
-}
-
-impl std::error::Error for BrokenBarrier {}
+message_error!(BrokenBarrier, "the barrier is broken");
 
 /// Why [`Barrier::wait_timeout`](crate::Barrier::wait_timeout) or
 /// [`Barrier::wait_deadline`](crate::Barrier::wait_deadline) did not pass the barrier.

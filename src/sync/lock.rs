@@ -325,18 +325,107 @@ mod acquire {
             guard,
         )
     }
-
-    /// The `Debug` of a lock handle named `name`.
-    pub(super) fn debug(
-        name: &str,
-        cell: &Shared<LockCell>,
-        f: &mut fmt::Formatter<'_>,
-    ) -> fmt::Result {
-        f.debug_struct(name)
-            .field("owner_died", &cell.owner_died())
-            .finish_non_exhaustive()
-    }
 }
+
+/// What `Lock` and `RLock` have in common beyond their cores: the timed acquisitions, the
+/// snapshots, and the guard's traits, for the handle `$lock` with guard `$guard`, where one
+/// acquisition takes `$what` ("the lock", "one level").
+macro_rules! lock_handle_common {
+    ($lock:ident, $guard:ident, $what:literal) => {
+        impl $lock {
+            #[doc = concat!("Acquires ", $what, ", waiting at most `timeout` (Python's ")]
+            /// `acquire(timeout=...)`). A timeout too large for an `Instant` waits forever.
+            ///
+            /// # Errors
+            /// [`LockTimeoutError::Timeout`] if the lock stayed held by someone else;
+            /// [`LockTimeoutError::OwnerDied`] and [`LockTimeoutError::Broken`] as for
+            /// [`lock`](Self::lock).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use std::time::Duration;
+            #[doc = concat!("let lock = multiproc::", stringify!($lock), "::new()?;")]
+            /// let _g = lock.lock_timeout(Duration::from_millis(10)).unwrap();
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<$guard<'_>> {
+                acquire::lock_until(&self.cell, deadline_after(timeout), $guard)
+            }
+
+            #[doc = concat!("Acquires ", $what, ", waiting until `deadline` at the latest.")]
+            ///
+            /// # Errors
+            /// As [`lock_timeout`](Self::lock_timeout).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use std::time::{Duration, Instant};
+            #[doc = concat!("let lock = multiproc::", stringify!($lock), "::new()?;")]
+            /// let _g = lock.lock_deadline(Instant::now() + Duration::from_secs(1)).unwrap();
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn lock_deadline(&self, deadline: Instant) -> LockTimeoutResult<$guard<'_>> {
+                acquire::lock_until(&self.cell, Some(deadline), $guard)
+            }
+
+            /// Whether the lock is held right now (by anyone, this thread included). A
+            /// snapshot, for diagnostics.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("let lock = multiproc::", stringify!($lock), "::new()?;")]
+            /// assert!(!lock.is_locked());
+            /// let _g = lock.lock().unwrap();
+            /// assert!(lock.is_locked());
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn is_locked(&self) -> bool {
+                self.cell.is_locked()
+            }
+
+            /// Whether a previous owner died holding the lock and nobody declared the state
+            /// consistent since (a snapshot).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("let lock = multiproc::", stringify!($lock), "::new()?;")]
+            /// assert!(!lock.is_owner_died());
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn is_owner_died(&self) -> bool {
+                self.cell.owner_died()
+            }
+        }
+
+        impl sealed::Sealed for $guard<'_> {}
+        impl Recover for $guard<'_> {
+            fn mark_consistent(&self) {
+                self.0.mark_consistent();
+            }
+        }
+
+        impl fmt::Debug for $lock {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($lock))
+                    .field("owner_died", &self.is_owner_died())
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl fmt::Debug for $guard<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($guard)).finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+lock_handle_common!(Lock, LockGuard, "the lock");
+lock_handle_common!(RLock, RLockGuard, "one level");
 
 /// A mutual-exclusion lock shared between processes, that survives its holder's death.
 ///
@@ -504,70 +593,6 @@ impl Lock {
         acquire::try_lock(&self.cell, LockGuard)
     }
 
-    /// Acquires the lock, waiting at most `timeout` (Python's `acquire(timeout=...)`). A
-    /// timeout too large for an `Instant` waits forever.
-    ///
-    /// # Errors
-    /// [`LockTimeoutError::Timeout`] if the lock stayed held; [`LockTimeoutError::OwnerDied`]
-    /// and [`LockTimeoutError::Broken`] as for [`lock`](Self::lock).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let lock = multiproc::Lock::new()?;
-    /// let _g = lock.lock_timeout(Duration::from_millis(10)).unwrap();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<LockGuard<'_>> {
-        acquire::lock_until(&self.cell, deadline_after(timeout), LockGuard)
-    }
-
-    /// Acquires the lock, waiting until `deadline` at the latest.
-    ///
-    /// # Errors
-    /// As [`lock_timeout`](Self::lock_timeout).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::{Duration, Instant};
-    /// let lock = multiproc::Lock::new()?;
-    /// let _g = lock.lock_deadline(Instant::now() + Duration::from_secs(1)).unwrap();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn lock_deadline(&self, deadline: Instant) -> LockTimeoutResult<LockGuard<'_>> {
-        acquire::lock_until(&self.cell, Some(deadline), LockGuard)
-    }
-
-    /// Whether the lock is held right now (by anyone, this thread included). A snapshot, for
-    /// diagnostics.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let lock = multiproc::Lock::new()?;
-    /// assert!(!lock.is_locked());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn is_locked(&self) -> bool {
-        self.cell.is_locked()
-    }
-
-    /// Whether a previous owner died holding the lock and nobody declared the state consistent
-    /// since (a snapshot).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let lock = multiproc::Lock::new()?;
-    /// assert!(!lock.is_owner_died());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn is_owner_died(&self) -> bool {
-        self.cell.owner_died()
-    }
-
     /// Declares the state consistent without taking a guard: acquires, clears the owner-died
     /// indication, releases.
     ///
@@ -596,13 +621,6 @@ fn new_cell(kind: Kind, recursive: bool) -> Result<Shared<LockCell>> {
     })
 }
 
-impl sealed::Sealed for LockGuard<'_> {}
-impl Recover for LockGuard<'_> {
-    fn mark_consistent(&self) {
-        self.0.mark_consistent();
-    }
-}
-
 impl<'a> LockGuard<'a> {
     /// The identity of the guarded lock's segment (see [`Lock::id`]).
     pub(crate) fn lock_id(&self) -> (u64, u64, usize) {
@@ -622,18 +640,6 @@ impl<'a> LockGuard<'a> {
     pub(crate) unsafe fn rebuild(lock: &'a Shared<LockCell>) -> LockGuard<'a> {
         // SAFETY: forwarded from the caller.
         LockGuard(unsafe { CellGuard::adopt(lock) })
-    }
-}
-
-impl fmt::Debug for Lock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        acquire::debug("Lock", &self.cell, f)
-    }
-}
-
-impl fmt::Debug for LockGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockGuard").finish_non_exhaustive()
     }
 }
 
@@ -738,88 +744,6 @@ impl RLock {
     /// ```
     pub fn try_lock(&self) -> TryLockResult<RLockGuard<'_>> {
         acquire::try_lock(&self.cell, RLockGuard)
-    }
-
-    /// Acquires one level, waiting at most `timeout`.
-    ///
-    /// # Errors
-    /// As [`Lock::lock_timeout`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let rlock = multiproc::RLock::new()?;
-    /// let _g = rlock.lock_timeout(Duration::from_millis(5)).unwrap();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<RLockGuard<'_>> {
-        acquire::lock_until(&self.cell, deadline_after(timeout), RLockGuard)
-    }
-
-    /// Acquires one level, waiting until `deadline` at the latest.
-    ///
-    /// # Errors
-    /// As [`Lock::lock_timeout`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::{Duration, Instant};
-    /// let rlock = multiproc::RLock::new()?;
-    /// let _g = rlock.lock_deadline(Instant::now() + Duration::from_millis(5)).unwrap();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn lock_deadline(&self, deadline: Instant) -> LockTimeoutResult<RLockGuard<'_>> {
-        acquire::lock_until(&self.cell, Some(deadline), RLockGuard)
-    }
-
-    /// Whether the lock is held right now (by anyone, this thread included). A snapshot, for
-    /// diagnostics.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let rlock = multiproc::RLock::new()?;
-    /// assert!(!rlock.is_locked());
-    /// let _g = rlock.lock().unwrap();
-    /// assert!(rlock.is_locked());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn is_locked(&self) -> bool {
-        self.cell.is_locked()
-    }
-
-    /// Whether a previous owner died holding the lock and nobody declared the state consistent
-    /// since (a snapshot).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(!multiproc::RLock::new()?.is_owner_died());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn is_owner_died(&self) -> bool {
-        self.cell.owner_died()
-    }
-}
-
-impl sealed::Sealed for RLockGuard<'_> {}
-impl Recover for RLockGuard<'_> {
-    fn mark_consistent(&self) {
-        self.0.mark_consistent();
-    }
-}
-
-impl fmt::Debug for RLock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        acquire::debug("RLock", &self.cell, f)
-    }
-}
-
-impl fmt::Debug for RLockGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLockGuard").finish_non_exhaustive()
     }
 }
 

@@ -509,43 +509,18 @@ fn would_block_and_timeout_are_told_apart_for_every_lock() {
     );
     let (l2, r2, v2, a2) = (lock.clone(), rlock.clone(), v.clone(), a.clone());
     elsewhere(move || {
-        assert!(matches!(l2.try_lock(), Err(TryLockError::WouldBlock)));
-        assert!(matches!(r2.try_lock(), Err(TryLockError::WouldBlock)));
-        assert!(matches!(v2.try_lock(), Err(TryLockError::WouldBlock)));
-        assert!(matches!(a2.try_lock(), Err(TryLockError::WouldBlock)));
-        assert!(matches!(
-            l2.lock_timeout(short),
-            Err(LockTimeoutError::Timeout)
-        ));
-        assert!(matches!(
-            r2.lock_timeout(short),
-            Err(LockTimeoutError::Timeout)
-        ));
-        assert!(matches!(
-            v2.lock_timeout(short),
-            Err(LockTimeoutError::Timeout)
-        ));
-        assert!(matches!(
-            a2.lock_timeout(short),
-            Err(LockTimeoutError::Timeout)
-        ));
         let past = Instant::now() - Duration::from_secs(1);
-        assert!(matches!(
-            l2.lock_deadline(past),
-            Err(LockTimeoutError::Timeout)
-        ));
-        assert!(matches!(
-            r2.lock_deadline(past),
-            Err(LockTimeoutError::Timeout)
-        ));
-        assert!(matches!(
-            v2.lock_deadline(past),
-            Err(LockTimeoutError::Timeout)
-        ));
-        assert!(matches!(
-            a2.lock_deadline(past),
-            Err(LockTimeoutError::Timeout)
-        ));
+        // The four handles have no trait in common: the same checks, once per handle.
+        macro_rules! held_elsewhere {
+            ($($handle:expr),*) => { $(
+                assert!(matches!($handle.try_lock(), Err(TryLockError::WouldBlock)));
+                let r = $handle.lock_timeout(short);
+                assert!(matches!(r, Err(LockTimeoutError::Timeout)));
+                let r = $handle.lock_deadline(past);
+                assert!(matches!(r, Err(LockTimeoutError::Timeout)));
+            )* };
+        }
+        held_elsewhere!(l2, r2, v2, a2);
     });
     // This thread's own hold: `try_lock` says it would block, the timed and blocking locks
     // say the lock cannot be used (EDEADLK), never that time ran out.
