@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
 use crate::sys;
 
-pub(crate) use region::{HEADER_LEN, Kind, Region, Sealing, type_tag};
+pub(crate) use region::{HEADER_LEN, Kind, NO_TYPE_TAG, Region, Sealing, type_tag};
 pub(crate) use shared::{SLOT_ALIGN, SLOT_PAYLOAD, Shared};
 
 /// Prefix of the temporary names under which named segments are built before they are published.

@@ -44,7 +44,8 @@ pub(crate) struct Header {
     header_len: u32,
     _pad: u32,
     data_len: u64,
-    /// A hash of the Rust type stored (for `Value<T>`, `Array<T>`, queues), 0 for none.
+    /// A hash of the Rust type stored (for `Value<T>`, `Array<T>`, queues), [`NO_TYPE_TAG`]
+    /// for none.
     type_tag: u64,
     creator_pid: i32,
     /// Set when the creator chose to leave a named segment behind on purpose.
@@ -114,6 +115,10 @@ pub(crate) struct Region {
 unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
+
+/// The type tag of an object that holds no Rust type to check (a lock, a semaphore, ...), and
+/// the tag an opener passes to accept any.
+pub(crate) const NO_TYPE_TAG: u64 = 0;
 
 /// The 64-bit FNV-1a offset basis (the hash of nothing).
 const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
@@ -271,7 +276,7 @@ impl Region {
                 "it holds object type #{}, not a {:?}",
                 h.kind, kinds[0]
             ))
-        } else if type_tag != 0 && h.type_tag != type_tag {
+        } else if type_tag != NO_TYPE_TAG && h.type_tag != type_tag {
             Some("it holds values of another Rust type".to_string())
         } else if h.data_len > info.len.saturating_sub(HEADER_LEN) as u64 {
             Some(format!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::arena::{self, SlotClaim};
-use super::{Kind, Region, Sealing};
+use super::{Kind, NO_TYPE_TAG, Region, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::handles;
 
@@ -81,8 +81,8 @@ impl<T> Shared<T> {
     }
 
     /// A `T` in a slot of this process's arena (initialized in place by `init`): no segment,
-    /// descriptor or mapping of its own. `type_tag` is checked when a handle is opened (0:
-    /// no type to check).
+    /// descriptor or mapping of its own. `type_tag` is checked when a handle is opened
+    /// ([`NO_TYPE_TAG`]: no type to check).
     pub(crate) fn create_in_arena(
         kind: Kind,
         type_tag: u64,
@@ -197,7 +197,7 @@ impl<T> Shared<T> {
 
     /// Reads a handle written by [`serialize_slot_handle`](Self::serialize_slot_handle): an
     /// arena slot of one of `slot_kinds`, or a segment of one of `kinds`, holding type
-    /// `type_tag` (0: any).
+    /// `type_tag` ([`NO_TYPE_TAG`]: any).
     pub(crate) fn deserialize_slot_handle<'de, D: Deserializer<'de>>(
         deserializer: D,
         slot_kinds: &[Kind],
@@ -210,7 +210,7 @@ impl<T> Shared<T> {
         if offset == OWN_SEGMENT {
             return Shared::open(fd, kinds, type_tag, 0).map_err(serde::de::Error::custom);
         }
-        let tag = (type_tag != 0).then_some(type_tag);
+        let tag = (type_tag != NO_TYPE_TAG).then_some(type_tag);
         arena::open(fd, offset as usize, slot_kinds, tag)
             .map(Shared::from_claim)
             .map_err(serde::de::Error::custom)

@@ -9,7 +9,7 @@ use super::error::{BarrierTimeoutError, BrokenBarrier};
 use super::lock::{Acquired, CellGuard, LockCell, deadline_after};
 use super::shim::{self, AtomicU32, AtomicU64, FutexWait, Ordering};
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::{Kind, Shared};
+use crate::shm::{Kind, NO_TYPE_TAG, Shared};
 
 /// The shared state of a barrier. Everything but `seq` is read and written with the internal
 /// lock held; `seq` (the futex word) advances on every change a waiter must notice: the barrier
@@ -250,7 +250,7 @@ impl Barrier {
                 "a barrier needs at least one party",
             ));
         }
-        let state = Shared::create(Kind::Barrier, 0, 0, |p| {
+        let state = Shared::create(Kind::Barrier, NO_TYPE_TAG, 0, |p| {
             // SAFETY: `create` passes fresh, aligned memory sized for the state.
             unsafe { BarrierState::init(p, parties) }
         })?;

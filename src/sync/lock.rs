@@ -13,7 +13,7 @@ use super::error::{
 };
 use super::shim::{AtomicU32, LockFailed, Locked, Mutex, Ordering};
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::{Kind, Shared};
+use crate::shm::{Kind, NO_TYPE_TAG, Shared};
 
 /// A robust mutex plus the "owner died and nobody declared the state consistent yet" flag.
 /// Placed at the start of every segment that has a lock (a `Lock`, `RLock`, `Value`, `Array`,
@@ -626,7 +626,7 @@ impl Lock {
 
 /// A fresh, unlocked cell in a free slot of this process's arena.
 fn new_cell(kind: Kind, recursive: bool) -> Result<Shared<LockCell>> {
-    Shared::create_in_arena(kind, 0, |p| {
+    Shared::create_in_arena(kind, NO_TYPE_TAG, |p| {
         // SAFETY: `create_in_arena` passes fresh, aligned memory sized for a LockCell.
         unsafe { LockCell::init(p, recursive) }
     })
