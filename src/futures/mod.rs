@@ -1,25 +1,31 @@
 //! Python's `concurrent.futures`: the [`Executor`] trait, [`ThreadPoolExecutor`],
-//! [`ProcessPoolExecutor`] (a second face of the pool engine), [`Future`], [`wait`] and
-//! [`as_completed`].
+//! [`ProcessPoolExecutor`] (a second face of the pool engine), [`Future`], [`wait`],
+//! [`wait_timeout`] and [`as_completed`].
 //!
 //! [`Future`] here is `multiproc::Future`, the result of a submitted call; it implements
 //! [`std::future::Future`], so it can be `.await`ed in any async executor.
 
 #![forbid(unsafe_code)]
 
+mod error;
 mod executor;
 mod future;
 mod process;
+mod shim;
 mod thread;
 mod wait;
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
+pub use error::{AsCompletedTimeoutError, ResultTimeoutError, WaitTimeoutError};
 pub use executor::{Executor, Map};
 pub use future::Future;
 pub use process::{ProcessPoolExecutor, ProcessPoolExecutorBuilder};
 pub use thread::{ThreadPoolExecutor, ThreadPoolExecutorBuilder};
-pub use wait::{AsCompleted, ReturnWhen, as_completed, wait};
+pub use wait::{
+    AsCompleted, AsCompletedTimeout, ReturnWhen, as_completed, as_completed_deadline,
+    as_completed_timeout, wait, wait_deadline, wait_timeout,
+};
 
 use future::Inner;
 
@@ -34,12 +40,44 @@ impl<R: Send + 'static> Cancel for Inner<R> {
     }
 }
 
-/// Drops the entries of futures that are gone, when the list has grown.
-pub(crate) fn prune(list: &mut Vec<Weak<dyn Cancel>>) {
-    if list.len() >= 64 && list.len().is_power_of_two() {
-        list.retain(|w| w.strong_count() > 0);
+/// The futures an executor has handed out and not seen dropped, so that
+/// `shutdown(cancel_futures)` can cancel the ones no worker has started.
+#[derive(Default)]
+pub(crate) struct Outstanding(Mutex<Vec<Weak<dyn Cancel>>>);
+
+impl std::fmt::Debug for Outstanding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = crate::pool::result::lock(&self.0).len();
+        f.debug_struct("Outstanding").field("tracked", &n).finish()
     }
 }
 
-#[cfg(test)]
+impl Outstanding {
+    /// Remembers `fs` (weakly: a dropped future is forgotten).
+    pub(crate) fn track<R: Send + 'static>(&self, fs: &[Arc<Inner<R>>]) {
+        let mut out = crate::pool::result::lock(&self.0);
+        // Drops the entries of futures that are gone, when the list has grown.
+        if out.len() >= 64 && out.len().is_power_of_two() {
+            out.retain(|w| w.strong_count() > 0);
+        }
+        for f in fs {
+            let weak: Weak<dyn Cancel> = Arc::downgrade(&(f.clone() as Arc<dyn Cancel>));
+            out.push(weak);
+        }
+    }
+
+    /// Cancels every remembered future that no worker has started, and forgets them all.
+    pub(crate) fn cancel_all(&self) {
+        let out: Vec<_> = crate::pool::result::lock(&self.0).drain(..).collect();
+        for w in out {
+            if let Some(c) = w.upgrade() {
+                c.cancel_waiting_arc();
+            }
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod model_tests;
+#[cfg(all(test, not(loom)))]
 mod tests;

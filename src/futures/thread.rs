@@ -1,17 +1,15 @@
 //! [`ThreadPoolExecutor`]: Python's `concurrent.futures.ThreadPoolExecutor`, on the
 //! [`ThreadPool`](crate::ThreadPool).
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::Outstanding;
 use super::executor::Executor;
 use super::future::{Future, Inner, cancelled_error};
-use super::{Cancel, prune};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pool::result::{lock, panic_message};
 use crate::{ThreadPool, ThreadPoolBuilder};
 
 /// Settings for a [`ThreadPoolExecutor`].
@@ -117,7 +115,7 @@ impl ThreadPoolExecutorBuilder {
         Ok(ThreadPoolExecutor {
             pool: b.build()?,
             workers,
-            outstanding: Mutex::new(Vec::new()),
+            outstanding: Outstanding::default(),
         })
     }
 }
@@ -139,7 +137,7 @@ impl ThreadPoolExecutorBuilder {
 pub struct ThreadPoolExecutor {
     pool: ThreadPool,
     workers: usize,
-    outstanding: Mutex<Vec<Weak<dyn Cancel>>>,
+    outstanding: Outstanding,
 }
 
 impl std::fmt::Debug for ThreadPoolExecutor {
@@ -156,7 +154,7 @@ struct Job<R: Send + 'static>(Arc<Inner<R>>);
 impl<R: Send + 'static> Drop for Job<R> {
     fn drop(&mut self) {
         self.0
-            .finish(Err(cancelled_error("the executor dropped the call")), false);
+            .finish(Err(cancelled_error("the executor dropped the call")));
     }
 }
 
@@ -169,13 +167,7 @@ struct Call<F, R: Send + 'static> {
 impl<F: FnOnce() -> R + Send, R: Send + 'static> crate::pool::thread::Job for Call<F, R> {
     fn run(self: Box<Self>) {
         let Call { f, job } = *self;
-        if job.0.set_running() {
-            let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
-                Error::new(ErrorKind::Panicked, "the task panicked in its thread")
-                    .with_panic(panic_message(&p), None)
-            });
-            job.0.finish(outcome, false);
-        }
+        job.0.run(f);
     }
 
     fn cancel(self: Box<Self>) {
@@ -240,12 +232,7 @@ impl ThreadPoolExecutor {
             f,
             job: Job(inner.clone()),
         })])?;
-        {
-            let mut out = lock(&self.outstanding);
-            prune(&mut out);
-            let weak: Weak<dyn Cancel> = Arc::downgrade(&(inner.clone() as Arc<dyn Cancel>));
-            out.push(weak);
-        }
+        self.outstanding.track(std::slice::from_ref(&inner));
         Ok(Future::from_inner(inner))
     }
 }
@@ -265,12 +252,7 @@ impl Executor for ThreadPoolExecutor {
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
         if cancel_futures {
-            let out: Vec<_> = lock(&self.outstanding).drain(..).collect();
-            for w in out {
-                if let Some(c) = w.upgrade() {
-                    c.cancel_waiting_arc();
-                }
-            }
+            self.outstanding.cancel_all();
         }
         self.pool.close();
         if wait {
