@@ -40,22 +40,51 @@ impl<R: Send + 'static> Cancel for Inner<R> {
     }
 }
 
-/// The futures an executor has handed out and not seen dropped, so that
-/// `shutdown(cancel_futures)` can cancel the ones no worker has started.
-#[derive(Default)]
-pub(crate) struct Outstanding(Mutex<Vec<Weak<dyn Cancel>>>);
+/// What an executor needs of the pool under it to shut down.
+pub(crate) trait Shut {
+    fn close(&self);
+    fn join(&self) -> crate::Result<()>;
+}
 
-impl std::fmt::Debug for Outstanding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = crate::pool::result::lock(&self.0).len();
-        f.debug_struct("Outstanding").field("tracked", &n).finish()
+impl Shut for crate::Pool {
+    fn close(&self) {
+        crate::Pool::close(self)
+    }
+    fn join(&self) -> crate::Result<()> {
+        crate::Pool::join(self)
     }
 }
 
-impl Outstanding {
+impl Shut for crate::ThreadPool {
+    fn close(&self) {
+        crate::ThreadPool::close(self)
+    }
+    fn join(&self) -> crate::Result<()> {
+        crate::ThreadPool::join(self)
+    }
+}
+
+/// What both executors keep: the pool that runs their calls, its size, and the futures handed
+/// out and not seen dropped (so that `shutdown(cancel_futures)` can cancel the ones no worker
+/// has started). Dropping it is `shutdown(true, false)`, like leaving Python's `with` block.
+pub(crate) struct Base<P: Shut> {
+    pub(crate) pool: P,
+    pub(crate) workers: usize,
+    outstanding: Mutex<Vec<Weak<dyn Cancel>>>,
+}
+
+impl<P: Shut> Base<P> {
+    pub(crate) fn new(pool: P, workers: usize) -> Base<P> {
+        Base {
+            pool,
+            workers,
+            outstanding: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Remembers `fs` (weakly: a dropped future is forgotten).
     pub(crate) fn track<R: Send + 'static>(&self, fs: &[Arc<Inner<R>>]) {
-        let mut out = crate::pool::result::lock(&self.0);
+        let mut out = crate::pool::result::lock(&self.outstanding);
         // Drops the entries of futures that are gone, when the list has grown.
         if out.len() >= 64 && out.len().is_power_of_two() {
             out.retain(|w| w.strong_count() > 0);
@@ -66,14 +95,38 @@ impl Outstanding {
         }
     }
 
-    /// Cancels every remembered future that no worker has started, and forgets them all.
-    pub(crate) fn cancel_all(&self) {
-        let out: Vec<_> = crate::pool::result::lock(&self.0).drain(..).collect();
-        for w in out {
-            if let Some(c) = w.upgrade() {
-                c.cancel_waiting_arc();
+    /// [`Executor::shutdown`]: with `cancel_futures`, cancels every remembered future that no
+    /// worker has started; closes the pool; with `wait`, joins it.
+    pub(crate) fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        if cancel_futures {
+            let out: Vec<_> = crate::pool::result::lock(&self.outstanding)
+                .drain(..)
+                .collect();
+            for w in out {
+                if let Some(c) = w.upgrade() {
+                    c.cancel_waiting_arc();
+                }
             }
         }
+        self.pool.close();
+        if wait {
+            let _ = self.pool.join();
+        }
+    }
+}
+
+impl<P: Shut + std::fmt::Debug> std::fmt::Debug for Base<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("pool", &self.pool)
+            .field("max_workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Shut> Drop for Base<P> {
+    fn drop(&mut self) {
+        self.shutdown(true, false);
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Outstanding;
+use super::Base;
 use super::executor::Executor;
 use super::future::{Control, FanOut, Future, Inner, One};
 use crate::error::Result;
@@ -122,10 +122,9 @@ impl ProcessPoolExecutorBuilder {
             pool = pool.processes(n);
         }
         let pool = pool.build()?;
+        let workers = pool.processes();
         Ok(ProcessPoolExecutor {
-            workers: pool.processes(),
-            pool,
-            outstanding: Outstanding::default(),
+            base: Base::new(pool, workers),
         })
     }
 }
@@ -154,9 +153,7 @@ impl ProcessPoolExecutorBuilder {
 /// ```
 #[derive(Debug)]
 pub struct ProcessPoolExecutor {
-    pool: Pool,
-    workers: usize,
-    outstanding: Outstanding,
+    base: Base<Pool>,
 }
 
 /// A future's hold on its engine task (weak: a future does not keep the workers alive).
@@ -231,7 +228,7 @@ impl ProcessPoolExecutor {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn pids(&self) -> Vec<u32> {
-        self.pool.pids()
+        self.base.pool.pids()
     }
 
     /// Submits the items `args` as one engine task; `complete` resolves `inners` (the futures
@@ -251,18 +248,16 @@ impl ProcessPoolExecutor {
         let target = Target::of(f)?;
         let e = encode_items(args)?;
         let sink = Arc::new(Decode::<R, C>::new(Arc::new(complete)));
-        let ids = self
-            .pool
-            .engine
-            .submit(vec![e.into_task(target, sink, 0)])?;
+        let engine = &self.base.pool.engine;
+        let ids = engine.submit(vec![e.into_task(target, sink, 0)])?;
         for inner in inners {
             let _ = inner.control.set(Box::new(Task {
-                engine: Arc::downgrade(&self.pool.engine),
+                engine: Arc::downgrade(engine),
                 id: ids.start,
                 chunked: inners.len() > 1,
             }));
         }
-        self.outstanding.track(inners);
+        self.base.track(inners);
         Ok(())
     }
 }
@@ -296,22 +291,10 @@ impl Executor for ProcessPoolExecutor {
     }
 
     fn max_workers(&self) -> usize {
-        self.workers
+        self.base.workers
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        if cancel_futures {
-            self.outstanding.cancel_all();
-        }
-        self.pool.close();
-        if wait {
-            let _ = self.pool.join();
-        }
-    }
-}
-
-impl Drop for ProcessPoolExecutor {
-    fn drop(&mut self) {
-        self.shutdown(true, false);
+        self.base.shutdown(wait, cancel_futures)
     }
 }

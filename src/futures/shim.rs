@@ -18,38 +18,25 @@ pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 
 /// Locks `m`, ignoring poisoning: every critical section here leaves the state consistent
 /// before it can panic (the user's callbacks run outside the lock).
-#[cfg(not(loom))]
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    crate::pool::result::lock(m)
-}
-
-/// Locks `m`, ignoring poisoning.
-#[cfg(loom)]
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Waits on `cv` (with `guard`, a guard of `m`) until notified or `deadline`; true if the
-/// deadline has passed.
-#[cfg(not(loom))]
-pub(crate) fn wait_until<'a, T>(
-    cv: &Condvar,
-    _m: &'a Mutex<T>,
-    guard: MutexGuard<'a, T>,
-    deadline: Option<Instant>,
-) -> (MutexGuard<'a, T>, bool) {
-    crate::pool::result::wait_until(cv, guard, deadline)
-}
-
-/// The model's wait: untimed, a real (model) condvar wait; timed, the deadline passes while
-/// the lock is released.
-#[cfg(loom)]
+/// deadline has passed. Under loom: untimed, a real (model) condvar wait; timed, the
+/// deadline passes while the lock is released.
 pub(crate) fn wait_until<'a, T>(
     cv: &Condvar,
     m: &'a Mutex<T>,
     guard: MutexGuard<'a, T>,
     deadline: Option<Instant>,
 ) -> (MutexGuard<'a, T>, bool) {
+    #[cfg(not(loom))]
+    {
+        let _ = m;
+        crate::pool::result::wait_until(cv, guard, deadline)
+    }
+    #[cfg(loom)]
     match deadline {
         None => (cv.wait(guard).unwrap_or_else(|p| p.into_inner()), false),
         Some(_) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Outstanding;
+use super::Base;
 use super::executor::Executor;
 use super::future::{Future, Inner, cancelled_error};
 use crate::error::{Error, ErrorKind, Result};
@@ -113,9 +113,7 @@ impl ThreadPoolExecutorBuilder {
             b = b.initializer(move || init());
         }
         Ok(ThreadPoolExecutor {
-            pool: b.build()?,
-            workers,
-            outstanding: Outstanding::default(),
+            base: Base::new(b.build()?, workers),
         })
     }
 }
@@ -135,15 +133,13 @@ impl ThreadPoolExecutorBuilder {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct ThreadPoolExecutor {
-    pool: ThreadPool,
-    workers: usize,
-    outstanding: Outstanding,
+    base: Base<ThreadPool>,
 }
 
 impl std::fmt::Debug for ThreadPoolExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ThreadPoolExecutor")
-            .field("max_workers", &self.workers)
+            .field("max_workers", &self.base.workers)
             .finish()
     }
 }
@@ -228,11 +224,11 @@ impl ThreadPoolExecutor {
         R: Send + 'static,
     {
         let inner = Inner::<R>::new();
-        self.pool.push(vec![Box::new(Call {
+        self.base.pool.push(vec![Box::new(Call {
             f,
             job: Job(inner.clone()),
         })])?;
-        self.outstanding.track(std::slice::from_ref(&inner));
+        self.base.track(std::slice::from_ref(&inner));
         Ok(Future::from_inner(inner))
     }
 }
@@ -247,22 +243,10 @@ impl Executor for ThreadPoolExecutor {
     }
 
     fn max_workers(&self) -> usize {
-        self.workers
+        self.base.workers
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        if cancel_futures {
-            self.outstanding.cancel_all();
-        }
-        self.pool.close();
-        if wait {
-            let _ = self.pool.join();
-        }
-    }
-}
-
-impl Drop for ThreadPoolExecutor {
-    fn drop(&mut self) {
-        self.shutdown(true, false);
+        self.base.shutdown(wait, cancel_futures)
     }
 }

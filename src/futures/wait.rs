@@ -82,7 +82,7 @@ pub fn wait<'a, R: 'a>(
 /// use multiproc::{ReturnWhen, ThreadPoolExecutor, futures::wait_timeout};
 /// let ex = ThreadPoolExecutor::new(2)?;
 /// let fast = ex.submit_closure(|| 1)?;
-/// let slow = ex.submit_closure(|| std::thread::sleep(Duration::from_millis(300)))?;
+/// let slow = ex.submit_closure(|| { std::thread::sleep(Duration::from_millis(300)); 2 })?;
 /// let (done, _) = wait_timeout([&fast, &slow], Duration::from_secs(10), ReturnWhen::FirstCompleted)?;
 /// assert!(!done.is_empty());
 /// # Ok::<(), multiproc::Error>(())
