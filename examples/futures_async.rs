@@ -1,5 +1,5 @@
 //! Futures `.await`ed: a `join_all` under a 20-line `block_on` (no runtime crate), then
-//! `as_completed` printing results as they finish. `--processes` switches to processes.
+//! `as_completed_timeout` printing results as they finish. `--processes` switches to processes.
 
 use std::future::Future as StdFuture;
 use std::pin::Pin;
@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use multiproc::{Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed};
+use multiproc::{Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed_timeout};
 
 /// Wakes the thread blocked in `block_on`.
 struct Unpark {
@@ -82,7 +82,7 @@ fn run(ex: &impl Executor) -> multiproc::Result<()> {
     let fs = (0..6)
         .map(|i| ex.submit(work, i))
         .collect::<multiproc::Result<Vec<_>>>()?;
-    for f in as_completed(&fs, Some(Duration::from_secs(60))) {
+    for f in as_completed_timeout(&fs, Duration::from_secs(60)) {
         println!("as_completed: {}", f?.result()?);
     }
     println!("done my work");

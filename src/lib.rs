@@ -72,7 +72,7 @@
 //! | `concurrent.futures.ProcessPoolExecutor(n)`, `ThreadPoolExecutor(n)` | [`ProcessPoolExecutor::new(n)`](ProcessPoolExecutor::new), [`ThreadPoolExecutor::new(n)`](ThreadPoolExecutor::new), one [`Executor`] trait |
 //! | `ex.submit(f, x)`, `ex.map(f, it)`, `ex.shutdown()` | [`submit`](Executor::submit) → [`Future`], [`map`](Executor::map) (lazy, bounded), [`shutdown`](Executor::shutdown) |
 //! | `f.result()`, `f.cancel()`, `f.add_done_callback(c)`, `await` | [`Future::result`], [`Future::cancel`], [`Future::add_done_callback`], `f.await` |
-//! | `wait(fs, return_when=...)`, `as_completed(fs)` | [`futures::wait`], [`as_completed`] |
+//! | `wait(fs, timeout, return_when)`, `as_completed(fs, timeout)` | [`futures::wait`] / [`futures::wait_timeout`], [`as_completed`] / [`as_completed_timeout`] |
 //! | `BrokenProcessPool` after a worker death | only that call fails ([`ErrorKind::WorkerDied`]) |
 //!
 //! See `docs/python-to-rust.md` in the repository for the whole mapping and the places where
@@ -98,8 +98,10 @@ mod sys;
 
 pub use error::{Error, ErrorKind, Result};
 pub use futures::{
-    AsCompleted, Executor, Future, Map, ProcessPoolExecutor, ProcessPoolExecutorBuilder,
-    ReturnWhen, ThreadPoolExecutor, ThreadPoolExecutorBuilder, as_completed,
+    AsCompleted, AsCompletedTimeout, AsCompletedTimeoutError, Executor, Future, Map,
+    ProcessPoolExecutor, ProcessPoolExecutorBuilder, ResultTimeoutError, ReturnWhen,
+    ThreadPoolExecutor, ThreadPoolExecutorBuilder, WaitTimeoutError, as_completed,
+    as_completed_deadline, as_completed_timeout,
 };
 pub use manager::{
     AuthKey, DEFAULT_HANDSHAKE_TIMEOUT, DictProxy, ErasedObject, EventProxy, ListProxy, LockProxy,

@@ -116,13 +116,15 @@ pub trait Executor {
     /// assert_eq!(firsts, [1, 4, 9]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    fn map<'a, A, R, I>(&'a self, f: fn(A) -> R, iterable: I) -> Result<Map<'a, R>>
+    fn map<'a, A, R>(
+        &'a self,
+        f: fn(A) -> R,
+        iterable: impl IntoIterator<Item = A, IntoIter: 'a>,
+    ) -> Result<Map<'a, R>>
     where
         Self: Sized,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: 'a,
     {
         self.map_with(f, iterable, None, 1)
     }
@@ -143,10 +145,10 @@ pub trait Executor {
     /// assert_eq!(v, [0, 1, 2, 3]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    fn map_with<'a, A, R, I>(
+    fn map_with<'a, A, R>(
         &'a self,
         f: fn(A) -> R,
-        iterable: I,
+        iterable: impl IntoIterator<Item = A, IntoIter: 'a>,
         timeout: Option<Duration>,
         chunksize: usize,
     ) -> Result<Map<'a, R>>
@@ -154,8 +156,6 @@ pub trait Executor {
         Self: Sized,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: 'a,
     {
         let chunk = chunksize.max(1);
         let mut items = iterable.into_iter();
@@ -231,7 +231,7 @@ impl<R> Iterator for Map<'_, R> {
     fn next(&mut self) -> Option<Result<R>> {
         self.fill();
         match self.queue.pop_front() {
-            Some(f) => Some(f.result_deadline(self.deadline)),
+            Some(f) => Some(f.result_until(self.deadline).map_err(crate::Error::from)),
             None => self.error.take().map(Err),
         }
     }

@@ -7,13 +7,16 @@
 //! runs exactly once.
 
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::error::{ResultTimeoutError, timeout_error};
+use super::shim::{Condvar, Mutex, MutexGuard, lock, wait_until};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pool::result::{Complete, guarded, lock, wait_until};
+use crate::pool::result::{Complete, guarded, panic_message};
 
 /// What an executor lets a future do to its task.
 pub(crate) trait Control: Send + Sync {
@@ -137,14 +140,25 @@ impl<R> Inner<R> {
         }
     }
 
+    /// Runs the call `f` in this thread unless the future was cancelled first, and resolves
+    /// the future with its value or its panic (a thread executor's worker).
+    pub(crate) fn run(self: &Arc<Self>, f: impl FnOnce() -> R) {
+        if self.set_running() {
+            let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+                Error::new(ErrorKind::Panicked, "the task panicked in its thread")
+                    .with_panic(panic_message(&p), None)
+            });
+            self.finish(outcome);
+        }
+    }
+
     /// Resolves the future (once; later outcomes are ignored). An error of kind
     /// [`ErrorKind::Cancelled`] on a future that never started makes it cancelled.
-    pub(crate) fn finish(self: &Arc<Self>, outcome: Result<R>, force_cancel: bool) {
+    pub(crate) fn finish(self: &Arc<Self>, outcome: Result<R>) {
         let mut st = lock(&self.slot);
-        let pending = matches!(st.state, State::Pending);
         match (&st.state, outcome) {
             (State::Done(_) | State::Cancelled(_), _) => return,
-            (_, Err(e)) if force_cancel || (pending && e.kind() == ErrorKind::Cancelled) => {
+            (State::Pending, Err(e)) if e.kind() == ErrorKind::Cancelled => {
                 st.state = State::Cancelled(e);
             }
             (_, outcome) => {
@@ -154,6 +168,27 @@ impl<R> Inner<R> {
                 st.state = State::Done(Some(outcome));
             }
         }
+        self.resolved(st);
+    }
+
+    /// Cancels the future if no worker has started it, in one step under the lock: a worker
+    /// starting it at the same moment either finds it cancelled or wins. True if it is
+    /// (now) cancelled.
+    pub(crate) fn cancel_pending(self: &Arc<Self>, why: &'static str) -> bool {
+        let mut st = lock(&self.slot);
+        match st.state {
+            State::Pending => st.state = State::Cancelled(cancelled_error(why)),
+            State::Cancelled(_) => return true,
+            State::Running | State::Done(_) => return false,
+        }
+        self.resolved(st);
+        true
+    }
+
+    /// The state has just become final: takes every waiter under the lock (so that one that
+    /// registers afterwards sees the final state instead), then wakes and calls them with the
+    /// lock released.
+    fn resolved(self: &Arc<Self>, mut st: MutexGuard<'_, Slot<R>>) {
         let callbacks = std::mem::take(&mut st.callbacks);
         let wakers = std::mem::take(&mut st.wakers);
         let watchers = std::mem::take(&mut st.watchers);
@@ -201,7 +236,7 @@ pub(crate) struct One<R>(pub(crate) Arc<Inner<R>>);
 
 impl<R: Send> Complete<R> for One<R> {
     fn complete(&self, _index: usize, outcome: Result<R>) {
-        self.0.finish(outcome, false);
+        self.0.finish(outcome);
     }
 }
 
@@ -211,7 +246,7 @@ pub(crate) struct FanOut<R>(pub(crate) Vec<Arc<Inner<R>>>);
 impl<R: Send> Complete<R> for FanOut<R> {
     fn complete(&self, index: usize, outcome: Result<R>) {
         if let Some(f) = self.0.get(index) {
-            f.finish(outcome, false);
+            f.finish(outcome);
         }
     }
 }
@@ -307,11 +342,7 @@ impl<R> Future<R> {
         }
         match self.inner.control.get() {
             Some(c) => c.cancel_waiting() && self.cancelled(),
-            None => {
-                self.inner
-                    .finish(Err(cancelled_error("the future was cancelled")), true);
-                self.cancelled()
-            }
+            None => self.inner.cancel_pending("the future was cancelled"),
         }
     }
 
@@ -343,7 +374,7 @@ impl<R> Future<R> {
             Some(c) => {
                 c.kill();
                 // The kill resolves the future as cancelled (unless it finished first).
-                let _ = self.wait_deadline(None);
+                drop(self.wait_final(None));
                 self.cancelled()
             }
             None => false,
@@ -351,28 +382,21 @@ impl<R> Future<R> {
     }
 
     /// Waits until done; false if `deadline` passed first.
-    pub(crate) fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+    /// The state once it is final, locked; `None` if `deadline` passed first.
+    fn wait_final(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, Slot<R>>> {
         let mut st = lock(&self.inner.slot);
         loop {
             if matches!(st.state, State::Done(_) | State::Cancelled(_)) {
-                return true;
+                return Some(st);
             }
             let timed_out;
             st.blocked += 1;
-            (st, timed_out) = wait_until(&self.inner.cv, st, deadline);
+            (st, timed_out) = wait_until(&self.inner.cv, &self.inner.slot, st, deadline);
             st.blocked -= 1;
             if timed_out && !matches!(st.state, State::Done(_) | State::Cancelled(_)) {
-                return false;
+                return None;
             }
         }
-    }
-
-    pub(crate) fn result_deadline(&self, deadline: Option<Instant>) -> Result<R> {
-        if !self.wait_deadline(deadline) {
-            return Err(timeout_error());
-        }
-        let mut st = lock(&self.inner.slot);
-        take(&mut st.state)
     }
 
     /// Waits for the call and returns its value (moved out: a second call is
@@ -392,27 +416,61 @@ impl<R> Future<R> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn result(&self) -> Result<R> {
-        self.result_deadline(None)
+        match self.wait_final(None) {
+            Some(mut st) => take(&mut st.state),
+            None => unreachable!("a wait without a deadline cannot time out"),
+        }
     }
 
     /// [`result`](Self::result) waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`] if the call has not finished by then (it goes on), or as
-    /// [`result`](Self::result).
+    /// [`ResultTimeoutError::Timeout`] if the call has not finished by then (it goes on, and
+    /// its value stays to be taken), or [`ResultTimeoutError::Failed`] with the error
+    /// [`result`](Self::result) returns.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
+    /// use multiproc::ResultTimeoutError;
     /// let ex = multiproc::ThreadPoolExecutor::new(1)?;
     /// let f = ex.submit_closure(|| std::thread::sleep(Duration::from_millis(300)))?;
-    /// assert_eq!(f.result_timeout(Duration::from_millis(1)).unwrap_err().kind(), multiproc::ErrorKind::Timeout);
+    /// assert!(matches!(f.result_timeout(Duration::from_millis(1)), Err(ResultTimeoutError::Timeout)));
     /// f.result()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn result_timeout(&self, timeout: Duration) -> Result<R> {
-        self.result_deadline(Some(Instant::now() + timeout))
+    pub fn result_timeout(&self, timeout: Duration) -> std::result::Result<R, ResultTimeoutError> {
+        self.result_deadline(Instant::now() + timeout)
+    }
+
+    /// [`result`](Self::result) waiting until `deadline`.
+    ///
+    /// # Errors
+    /// As [`result_timeout`](Self::result_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let ex = multiproc::ThreadPoolExecutor::new(1)?;
+    /// let f = ex.submit_closure(|| 7)?;
+    /// assert_eq!(f.result_deadline(Instant::now() + Duration::from_secs(30))?, 7);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn result_deadline(&self, deadline: Instant) -> std::result::Result<R, ResultTimeoutError> {
+        self.result_until(Some(deadline))
+    }
+
+    /// [`result`](Self::result) with an optional deadline (a [`Map`](super::Map) item).
+    pub(crate) fn result_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<R, ResultTimeoutError> {
+        match self.wait_final(deadline) {
+            Some(mut st) => take(&mut st.state).map_err(ResultTimeoutError::Failed),
+            None => Err(ResultTimeoutError::Timeout),
+        }
     }
 
     /// Waits for the call and returns its error, or `None` if it succeeded (the value stays).
@@ -430,13 +488,17 @@ impl<R> Future<R> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn exception(&self) -> Result<Option<Error>> {
-        self.exception_deadline(None)
+        match self.wait_final(None) {
+            Some(st) => exception_of(&st),
+            None => unreachable!("a wait without a deadline cannot time out"),
+        }
     }
 
     /// [`exception`](Self::exception) waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`], or as [`exception`](Self::exception).
+    /// [`ResultTimeoutError::Timeout`], or [`ResultTimeoutError::Failed`] with the
+    /// [`ErrorKind::Cancelled`] error of a cancelled future.
     ///
     /// # Examples
     ///
@@ -446,18 +508,34 @@ impl<R> Future<R> {
     /// assert!(f.exception_timeout(std::time::Duration::from_secs(10))?.is_none());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<Error>> {
-        self.exception_deadline(Some(Instant::now() + timeout))
+    pub fn exception_timeout(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<Option<Error>, ResultTimeoutError> {
+        self.exception_deadline(Instant::now() + timeout)
     }
 
-    fn exception_deadline(&self, deadline: Option<Instant>) -> Result<Option<Error>> {
-        if !self.wait_deadline(deadline) {
-            return Err(timeout_error());
-        }
-        let st = lock(&self.inner.slot);
-        match &st.state {
-            State::Cancelled(e) => Err(e.duplicate()),
-            _ => Ok(st.failed.as_ref().map(Error::duplicate)),
+    /// [`exception`](Self::exception) waiting until `deadline`.
+    ///
+    /// # Errors
+    /// As [`exception_timeout`](Self::exception_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let ex = multiproc::ThreadPoolExecutor::new(1)?;
+    /// let f = ex.submit_closure(|| 1)?;
+    /// assert!(f.exception_deadline(Instant::now() + Duration::from_secs(10))?.is_none());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn exception_deadline(
+        &self,
+        deadline: Instant,
+    ) -> std::result::Result<Option<Error>, ResultTimeoutError> {
+        match self.wait_final(Some(deadline)) {
+            Some(st) => exception_of(&st).map_err(ResultTimeoutError::Failed),
+            None => Err(ResultTimeoutError::Timeout),
         }
     }
 
@@ -510,6 +588,7 @@ impl<R> Future<R> {
     }
 }
 
+/// Moves the value out of a final state.
 fn take<R>(state: &mut State<R>) -> Result<R> {
     match state {
         State::Done(v) => v.take().unwrap_or_else(|| {
@@ -519,16 +598,20 @@ fn take<R>(state: &mut State<R>) -> Result<R> {
             ))
         }),
         State::Cancelled(e) => Err(e.duplicate()),
-        _ => Err(timeout_error()),
+        State::Pending | State::Running => Err(timeout_error()),
+    }
+}
+
+/// The error of a final state: `Err` if cancelled, else the call's error if it failed.
+fn exception_of<R>(st: &Slot<R>) -> Result<Option<Error>> {
+    match &st.state {
+        State::Cancelled(e) => Err(e.duplicate()),
+        _ => Ok(st.failed.as_ref().map(Error::duplicate)),
     }
 }
 
 pub(crate) fn cancelled_error(why: &'static str) -> Error {
     Error::new(ErrorKind::Cancelled, why)
-}
-
-pub(crate) fn timeout_error() -> Error {
-    Error::new(ErrorKind::Timeout, "the future did not finish in time")
 }
 
 impl<R> std::future::Future for Future<R> {

@@ -1,19 +1,19 @@
 //! [`ProcessPoolExecutor`]: Python's `concurrent.futures.ProcessPoolExecutor`, as a second
 //! face of the pool engine (no pool of its own).
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::Base;
 use super::executor::Executor;
 use super::future::{Control, FanOut, Future, Inner, One};
-use super::{Cancel, prune};
 use crate::error::Result;
 use crate::pool::api::encode_items;
-use crate::pool::engine::{Engine, NewTask};
-use crate::pool::result::{Decode, lock};
+use crate::pool::engine::Engine;
+use crate::pool::result::Decode;
 use crate::process::Target;
 use crate::{Pool, PoolBuilder, StartMethod};
 
@@ -122,10 +122,9 @@ impl ProcessPoolExecutorBuilder {
             pool = pool.processes(n);
         }
         let pool = pool.build()?;
+        let workers = pool.processes();
         Ok(ProcessPoolExecutor {
-            workers: pool.processes(),
-            pool,
-            outstanding: Mutex::new(Vec::new()),
+            base: Base::new(pool, workers),
         })
     }
 }
@@ -154,9 +153,7 @@ impl ProcessPoolExecutorBuilder {
 /// ```
 #[derive(Debug)]
 pub struct ProcessPoolExecutor {
-    pool: Pool,
-    workers: usize,
-    outstanding: Mutex<Vec<Weak<dyn Cancel>>>,
+    base: Base<Pool>,
 }
 
 /// A future's hold on its engine task (weak: a future does not keep the workers alive).
@@ -231,16 +228,37 @@ impl ProcessPoolExecutor {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn pids(&self) -> Vec<u32> {
-        self.pool.pids()
+        self.base.pool.pids()
     }
 
-    fn track<R: Send + 'static>(&self, fs: &[Arc<Inner<R>>]) {
-        let mut out = lock(&self.outstanding);
-        prune(&mut out);
-        for f in fs {
-            let weak: Weak<dyn Cancel> = Arc::downgrade(&(f.clone() as Arc<dyn Cancel>));
-            out.push(weak);
+    /// Submits the items `args` as one engine task; `complete` resolves `inners` (the futures
+    /// of its items: with more than one, only the whole task can be cancelled).
+    fn submit_task<'a, A, R, C>(
+        &self,
+        f: fn(A) -> R,
+        args: impl IntoIterator<Item = &'a A>,
+        inners: &[Arc<Inner<R>>],
+        complete: C,
+    ) -> Result<()>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        C: crate::pool::result::Complete<R> + 'static,
+    {
+        let target = Target::of(f)?;
+        let e = encode_items(args)?;
+        let sink = Arc::new(Decode::<R, C>::new(Arc::new(complete)));
+        let engine = &self.base.pool.engine;
+        let ids = engine.submit(vec![e.into_task(target, sink, 0)])?;
+        for inner in inners {
+            let _ = inner.control.set(Box::new(Task {
+                engine: Arc::downgrade(engine),
+                id: ids.start,
+                chunked: inners.len() > 1,
+            }));
         }
+        self.base.track(inners);
+        Ok(())
     }
 }
 
@@ -250,26 +268,9 @@ impl Executor for ProcessPoolExecutor {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let target = Target::of(f)?;
-        let e = encode_items(std::iter::once(&arg))?;
         let inner = Inner::<R>::new();
-        let sink = Arc::new(Decode::<R, One<R>>::new(Arc::new(One(inner.clone()))));
-        let ids = self.pool.engine.submit(vec![NewTask {
-            target,
-            data: e.data,
-            ends: e.ends,
-            fds: e.fds,
-            fd_counts: e.fd_counts,
-            transits: e.transits,
-            sink,
-            first: 0,
-        }])?;
-        let _ = inner.control.set(Box::new(Task {
-            engine: Arc::downgrade(&self.pool.engine),
-            id: ids.start,
-            chunked: false,
-        }));
-        self.track(std::slice::from_ref(&inner));
+        let one = One(inner.clone());
+        self.submit_task(f, std::iter::once(&arg), std::slice::from_ref(&inner), one)?;
         Ok(Future::from_inner(inner))
     }
 
@@ -284,55 +285,16 @@ impl Executor for ProcessPoolExecutor {
         if args.is_empty() {
             return Ok(Vec::new());
         }
-        let target = Target::of(f)?;
-        let e = encode_items(args.iter())?;
         let inners: Vec<Arc<Inner<R>>> = args.iter().map(|_| Inner::new()).collect();
-        let sink = Arc::new(Decode::<R, FanOut<R>>::new(Arc::new(FanOut(
-            inners.clone(),
-        ))));
-        let ids = self.pool.engine.submit(vec![NewTask {
-            target,
-            data: e.data,
-            ends: e.ends,
-            fds: e.fds,
-            fd_counts: e.fd_counts,
-            transits: e.transits,
-            sink,
-            first: 0,
-        }])?;
-        for inner in &inners {
-            let _ = inner.control.set(Box::new(Task {
-                engine: Arc::downgrade(&self.pool.engine),
-                id: ids.start,
-                chunked: true,
-            }));
-        }
-        self.track(&inners);
+        self.submit_task(f, args.iter(), &inners, FanOut(inners.clone()))?;
         Ok(inners.into_iter().map(Future::from_inner).collect())
     }
 
     fn max_workers(&self) -> usize {
-        self.workers
+        self.base.workers
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        if cancel_futures {
-            let out: Vec<_> = lock(&self.outstanding).drain(..).collect();
-            for w in out {
-                if let Some(c) = w.upgrade() {
-                    c.cancel_waiting_arc();
-                }
-            }
-        }
-        self.pool.close();
-        if wait {
-            let _ = self.pool.join();
-        }
-    }
-}
-
-impl Drop for ProcessPoolExecutor {
-    fn drop(&mut self) {
-        self.shutdown(true, false);
+        self.base.shutdown(wait, cancel_futures)
     }
 }

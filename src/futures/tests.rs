@@ -76,6 +76,10 @@ fn panic_is_an_exception() {
     assert_eq!(e.kind(), ErrorKind::Panicked);
     assert!(e.to_string().contains("boom") || format!("{e:?}").contains("boom"));
     assert!(f.done() && !f.cancelled());
+    match f.result_timeout(LONG) {
+        Err(ResultTimeoutError::Failed(e)) => assert_eq!(e.kind(), ErrorKind::Panicked),
+        other => panic!("expected the panic, got {other:?}"),
+    }
 }
 
 #[test]
@@ -83,16 +87,25 @@ fn timeouts_leave_the_call_going() {
     let ex = ThreadPoolExecutor::new(1).unwrap();
     let (stop, stop2) = gate();
     let f = ex.submit_closure(move || stop2.wait()).unwrap();
+    assert!(matches!(
+        f.result_timeout(Duration::from_millis(10)),
+        Err(ResultTimeoutError::Timeout)
+    ));
+    assert!(matches!(
+        f.exception_timeout(Duration::from_millis(10)),
+        Err(ResultTimeoutError::Timeout)
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_millis(10);
+    assert!(matches!(
+        f.result_deadline(deadline),
+        Err(ResultTimeoutError::Timeout)
+    ));
+    assert!(matches!(
+        f.exception_deadline(deadline),
+        Err(ResultTimeoutError::Timeout)
+    ));
     assert_eq!(
-        f.result_timeout(Duration::from_millis(10))
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Timeout
-    );
-    assert_eq!(
-        f.exception_timeout(Duration::from_millis(10))
-            .unwrap_err()
-            .kind(),
+        crate::Error::from(ResultTimeoutError::Timeout).kind(),
         ErrorKind::Timeout
     );
     stop.wait();
@@ -136,9 +149,13 @@ fn resolves_exactly_once() {
     f.add_done_callback(move |_| {
         n1.fetch_add(1, Ordering::SeqCst);
     });
-    inner.finish(Ok(1), false);
-    inner.finish(Ok(2), false);
-    inner.finish(Err(crate::Error::new(ErrorKind::Cancelled, "late")), true);
+    inner.finish(Ok(1));
+    inner.finish(Ok(2));
+    inner.finish(Err(crate::Error::new(ErrorKind::Cancelled, "late")));
+    assert!(
+        !inner.cancel_pending("late"),
+        "a finished future cannot be cancelled"
+    );
     assert_eq!(n.load(Ordering::SeqCst), 1);
     assert!(!f.cancelled());
     assert_eq!(f.result().unwrap(), 1);
@@ -155,7 +172,7 @@ fn many_threads_wait_on_one_future() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(20));
-    inner.finish(Ok(3), false);
+    inner.finish(Ok(3));
     for w in waiters {
         assert!(w.join().unwrap());
     }
@@ -179,7 +196,7 @@ fn poll_registers_a_waker_woken_once() {
     let pinned = std::pin::Pin::new(&mut f);
     assert!(std::future::Future::poll(pinned, &mut cx).is_pending());
     assert!(std::future::Future::poll(std::pin::Pin::new(&mut f), &mut cx).is_pending());
-    inner.finish(Ok(9), false);
+    inner.finish(Ok(9));
     assert_eq!(count.0.load(Ordering::SeqCst), 1);
     match std::future::Future::poll(std::pin::Pin::new(&mut f), &mut cx) {
         Poll::Ready(Ok(9)) => {}
@@ -193,27 +210,36 @@ fn wait_modes() {
     let b = Inner::<u8>::new();
     let fa = Future::from_inner(a.clone());
     let fb = Future::from_inner(b.clone());
-    let short = Some(Duration::from_millis(20));
-    let (d, nd) = wait([&fa, &fb, &fa], short, ReturnWhen::AllCompleted);
-    assert_eq!((d.len(), nd.len()), (0, 2), "timeout; duplicates once");
-    a.finish(Ok(1), false);
-    let (d, nd) = wait([&fa, &fb], Some(LONG), ReturnWhen::FirstCompleted);
+    let short = Duration::from_millis(20);
+    match wait_timeout([&fa, &fb, &fa], short, ReturnWhen::AllCompleted) {
+        Err(WaitTimeoutError::Timeout { done, not_done }) => {
+            assert_eq!((done.len(), not_done.len()), (0, 2), "duplicates once")
+        }
+        Ok(_) => panic!("nothing is done: must time out"),
+    }
+    a.finish(Ok(1));
+    let (d, nd) = wait_timeout([&fa, &fb], LONG, ReturnWhen::FirstCompleted).unwrap();
     assert_eq!((d.len(), nd.len()), (1, 1));
     assert!(d[0].same(&fa));
-    let (d, _) = wait([&fa, &fb], short, ReturnWhen::FirstException);
-    assert_eq!(
-        d.len(),
-        1,
-        "a success is not an exception: waits to the timeout"
-    );
+    let (d, nd) = wait([&fa, &fb], ReturnWhen::FirstCompleted);
+    assert_eq!((d.len(), nd.len()), (1, 1));
+    match wait_timeout([&fa, &fb], short, ReturnWhen::FirstException) {
+        Err(WaitTimeoutError::Timeout { done, not_done }) => assert_eq!(
+            (done.len(), not_done.len()),
+            (1, 1),
+            "a success is not an exception: waits to the timeout"
+        ),
+        Ok(_) => panic!("no exception yet: must time out"),
+    }
     let waker = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(20));
-        b.finish(Err(crate::Error::new(ErrorKind::Panicked, "x")), false);
+        b.finish(Err(crate::Error::new(ErrorKind::Panicked, "x")));
     });
-    let (d, nd) = wait([&fa, &fb], Some(LONG), ReturnWhen::FirstException);
+    let deadline = std::time::Instant::now() + LONG;
+    let (d, nd) = wait_deadline([&fa, &fb], deadline, ReturnWhen::FirstException).unwrap();
     assert_eq!((d.len(), nd.len()), (2, 0));
     waker.join().unwrap();
-    let (d, nd) = wait([&fa, &fb], None, ReturnWhen::AllCompleted);
+    let (d, nd) = wait([&fa, &fb], ReturnWhen::AllCompleted);
     assert_eq!((d.len(), nd.len()), (2, 0));
 }
 
@@ -225,22 +251,30 @@ fn as_completed_modes() {
     let fa = Future::from_inner(a.clone());
     let fb = Future::from_inner(b.clone());
     let fc = Future::from_inner(c.clone());
-    c.finish(Ok(3), false);
-    let mut it = as_completed([&fa, &fb, &fc, &fc], Some(Duration::from_millis(50)));
+    c.finish(Ok(3));
+    let mut it = as_completed_timeout([&fa, &fb, &fc, &fc], Duration::from_millis(50));
     assert!(it.next().unwrap().unwrap().same(&fc), "already done first");
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(5));
-        b.finish(Ok(2), false);
+        b.finish(Ok(2));
     });
     assert!(it.next().unwrap().unwrap().same(&fb));
     t.join().unwrap();
-    assert_eq!(it.next().unwrap().unwrap_err().kind(), ErrorKind::Timeout);
+    match it.next() {
+        Some(Err(AsCompletedTimeoutError::Timeout(left))) => {
+            assert_eq!(left.len(), 1);
+            assert!(left[0].same(&fa), "the unfinished future comes back");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
     assert!(it.next().is_none());
-    a.finish(Ok(1), false);
-    let order: Vec<_> = as_completed([&fa, &fb, &fc], None)
-        .map(|f| f.unwrap().result().unwrap())
+    a.finish(Ok(1));
+    let order: Vec<_> = as_completed([&fa, &fb, &fc])
+        .map(|f| f.result().unwrap())
         .collect();
     assert_eq!(order.len(), 3);
+    let deadline = std::time::Instant::now() + LONG;
+    assert_eq!(as_completed_deadline([&fa, &fb, &fc], deadline).count(), 3);
 }
 
 #[test]
@@ -284,7 +318,17 @@ fn shutdown_cancels_queued_and_refuses_new() {
         .unwrap();
     start.wait();
     let queued: Vec<_> = (0..5).map(|_| ex.submit_closure(|| ()).unwrap()).collect();
-    let t = std::thread::spawn(move || stop.wait());
+    let queued = Arc::new(queued);
+    let q = queued.clone();
+    // The running call ends only once shutdown has dealt with the queued ones (or after a
+    // bound, so that a broken cancel fails the assertion below instead of hanging).
+    let t = std::thread::spawn(move || {
+        let until = std::time::Instant::now() + LONG;
+        while !q.iter().all(|f| f.done()) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.wait()
+    });
     ex.shutdown(true, true);
     t.join().unwrap();
     assert!(running.done() && !running.cancelled());
@@ -313,7 +357,7 @@ fn no_lost_wakeup_under_races() {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let calls = Arc::new(AtomicUsize::new(0));
-        let finisher = std::thread::spawn(move || inner.finish(Ok(1), false));
+        let finisher = std::thread::spawn(move || inner.finish(Ok(1)));
         let c = calls.clone();
         f.add_done_callback(move |_| {
             c.fetch_add(1, Ordering::SeqCst);

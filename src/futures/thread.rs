@@ -1,17 +1,15 @@
 //! [`ThreadPoolExecutor`]: Python's `concurrent.futures.ThreadPoolExecutor`, on the
 //! [`ThreadPool`](crate::ThreadPool).
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::Base;
 use super::executor::Executor;
 use super::future::{Future, Inner, cancelled_error};
-use super::{Cancel, prune};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pool::result::{lock, panic_message};
 use crate::{ThreadPool, ThreadPoolBuilder};
 
 /// Settings for a [`ThreadPoolExecutor`].
@@ -115,9 +113,7 @@ impl ThreadPoolExecutorBuilder {
             b = b.initializer(move || init());
         }
         Ok(ThreadPoolExecutor {
-            pool: b.build()?,
-            workers,
-            outstanding: Mutex::new(Vec::new()),
+            base: Base::new(b.build()?, workers),
         })
     }
 }
@@ -137,15 +133,13 @@ impl ThreadPoolExecutorBuilder {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct ThreadPoolExecutor {
-    pool: ThreadPool,
-    workers: usize,
-    outstanding: Mutex<Vec<Weak<dyn Cancel>>>,
+    base: Base<ThreadPool>,
 }
 
 impl std::fmt::Debug for ThreadPoolExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ThreadPoolExecutor")
-            .field("max_workers", &self.workers)
+            .field("max_workers", &self.base.workers)
             .finish()
     }
 }
@@ -156,7 +150,7 @@ struct Job<R: Send + 'static>(Arc<Inner<R>>);
 impl<R: Send + 'static> Drop for Job<R> {
     fn drop(&mut self) {
         self.0
-            .finish(Err(cancelled_error("the executor dropped the call")), false);
+            .finish(Err(cancelled_error("the executor dropped the call")));
     }
 }
 
@@ -169,13 +163,7 @@ struct Call<F, R: Send + 'static> {
 impl<F: FnOnce() -> R + Send, R: Send + 'static> crate::pool::thread::Job for Call<F, R> {
     fn run(self: Box<Self>) {
         let Call { f, job } = *self;
-        if job.0.set_running() {
-            let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
-                Error::new(ErrorKind::Panicked, "the task panicked in its thread")
-                    .with_panic(panic_message(&p), None)
-            });
-            job.0.finish(outcome, false);
-        }
+        job.0.run(f);
     }
 
     fn cancel(self: Box<Self>) {
@@ -236,16 +224,11 @@ impl ThreadPoolExecutor {
         R: Send + 'static,
     {
         let inner = Inner::<R>::new();
-        self.pool.push(vec![Box::new(Call {
+        self.base.pool.push(vec![Box::new(Call {
             f,
             job: Job(inner.clone()),
         })])?;
-        {
-            let mut out = lock(&self.outstanding);
-            prune(&mut out);
-            let weak: Weak<dyn Cancel> = Arc::downgrade(&(inner.clone() as Arc<dyn Cancel>));
-            out.push(weak);
-        }
+        self.base.track(std::slice::from_ref(&inner));
         Ok(Future::from_inner(inner))
     }
 }
@@ -260,27 +243,10 @@ impl Executor for ThreadPoolExecutor {
     }
 
     fn max_workers(&self) -> usize {
-        self.workers
+        self.base.workers
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        if cancel_futures {
-            let out: Vec<_> = lock(&self.outstanding).drain(..).collect();
-            for w in out {
-                if let Some(c) = w.upgrade() {
-                    c.cancel_waiting_arc();
-                }
-            }
-        }
-        self.pool.close();
-        if wait {
-            let _ = self.pool.join();
-        }
-    }
-}
-
-impl Drop for ThreadPoolExecutor {
-    fn drop(&mut self) {
-        self.shutdown(true, false);
+        self.base.shutdown(wait, cancel_futures)
     }
 }

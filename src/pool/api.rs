@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 pub use super::builder::PoolBuilder;
 use super::engine::{Engine, NewTask, Status};
 use super::imap::Imap;
-use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink};
+use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink, Sink};
 use super::wire::Bytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::Target;
@@ -112,6 +112,23 @@ pub(crate) struct Encoded {
     pub(crate) fds: Vec<std::os::fd::OwnedFd>,
     pub(crate) fd_counts: Vec<u32>,
     pub(crate) transits: Transits,
+}
+
+impl Encoded {
+    /// The engine task that runs `target` on these items, its results going to `sink` as
+    /// items `first`, `first + 1`, ... of their job.
+    pub(crate) fn into_task(self, target: Target, sink: Arc<dyn Sink>, first: usize) -> NewTask {
+        NewTask {
+            target,
+            data: self.data,
+            ends: self.ends,
+            fds: self.fds,
+            fd_counts: self.fd_counts,
+            transits: self.transits,
+            sink,
+            first,
+        }
+    }
 }
 
 /// Encodes items into one buffer, back to back, recording where each ends; handles inside
@@ -334,16 +351,7 @@ impl Pool {
         let e = encode_items(std::iter::once(&arg))?;
         let cell = Arc::new(Cell::new(callbacks));
         let sink = Arc::new(Decode::<R, Cell<R>>::new(cell.clone()));
-        let ids = self.engine.submit(vec![NewTask {
-            target,
-            data: e.data,
-            ends: e.ends,
-            fds: e.fds,
-            fd_counts: e.fd_counts,
-            transits: e.transits,
-            sink,
-            first: 0,
-        }])?;
+        let ids = self.engine.submit(vec![e.into_task(target, sink, 0)])?;
         Ok(AsyncResult::new(cell).with_cancel(self.canceller(ids)))
     }
 

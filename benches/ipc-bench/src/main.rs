@@ -11,6 +11,7 @@
 //!
 //! `cargo run --release -p ipc-bench -- --help` lists the options.
 
+mod pools;
 mod report;
 mod transports;
 
@@ -129,6 +130,9 @@ struct Options {
     transports: Vec<Transport>,
     placements: Vec<Placement>,
     python: bool,
+    /// Which groups run: the transports, the pools.
+    transports_group: bool,
+    pool_group: bool,
     json: Option<PathBuf>,
     out: Option<PathBuf>,
     reps: usize,
@@ -147,6 +151,8 @@ USAGE: ipc-bench [OPTIONS]
   --placement LIST      same-cpu,cross-cpu,unpinned (default: same-cpu,cross-cpu; cross-cpu
                         needs two CPUs)
   --no-python           skip CPython
+  --no-pool             skip the pool group (Pool, ThreadPool, the executors, CPython's)
+  --pool-only           run only the pool group
   --json FILE           write every measurement as JSON
   --out DIR             write DIR/report.md and DIR/throughput.svg
   --help                this text
@@ -176,6 +182,8 @@ fn parse_args() -> Result<Options, String> {
         transports: Transport::ALL.to_vec(),
         placements: vec![Placement::SameCpu, Placement::CrossCpu],
         python: true,
+        transports_group: true,
+        pool_group: true,
         json: None,
         out: None,
         reps: 7,
@@ -187,6 +195,8 @@ fn parse_args() -> Result<Options, String> {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--no-python" => o.python = false,
+            "--no-pool" => o.pool_group = false,
+            "--pool-only" => o.transports_group = false,
             "--sizes" => {
                 o.sizes = value()?
                     .split(',')
@@ -320,6 +330,20 @@ fn run_ours(o: &Options, t: Transport, size: usize, pl: Placement, out: &mut Vec
     push(out, t, size, pl, "rtt_p99_ns", p99);
 }
 
+/// Measures one of our pool rows: throughput or map rate, or round-trip percentiles.
+fn run_pool_row(o: &Options, row: pools::Row, out: &mut Vec<pools::PoolMeasurement>) {
+    let shape = row.shape();
+    let reps = timed_reps(pools::run_ours(row, &mut policy(o, pools::start_n(shape))));
+    let mut push = |metric, value| out.push(pools::PoolMeasurement { row, metric, value });
+    if shape == pools::Shape::RoundTrip {
+        let (p50, p99) = latencies(reps);
+        push("rtt_p50_ns", p50);
+        push("rtt_p99_ns", p99);
+    } else {
+        push("tasks_per_s", throughput(&reps));
+    }
+}
+
 fn python_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../python/ipc_bench.py")
 }
@@ -388,7 +412,9 @@ fn main() {
         placements.retain(|&p| p != Placement::CrossCpu);
         notes.push("cross-cpu skipped: this machine has one CPU".into());
     }
-    let mut python = o.python && o.transports.iter().any(|t| t.python().is_some());
+    let wants_python =
+        o.pool_group || (o.transports_group && o.transports.iter().any(|t| t.python().is_some()));
+    let mut python = o.python && wants_python;
     if python
         && Command::new("python3")
             .arg("--version")
@@ -403,7 +429,7 @@ fn main() {
 
     // The plan, so that progress can say "k of n".
     let mut plan: Vec<(Transport, usize, Placement)> = Vec::new();
-    for &pl in &placements {
+    for &pl in placements.iter().filter(|_| o.transports_group) {
         for &size in &o.sizes {
             for &t in &o.transports {
                 let wanted = match t {
@@ -419,12 +445,18 @@ fn main() {
             }
         }
     }
+    let pool_plan: Vec<pools::Row> = if o.pool_group {
+        pools::Row::OURS.to_vec()
+    } else {
+        Vec::new()
+    };
+    let steps = plan.len() + pool_plan.len() + usize::from(o.pool_group && python);
     let mut results = Vec::new();
     for (k, &(t, size, pl)) in plan.iter().enumerate() {
         eprintln!(
             "[{:>3}/{}] {:<15} {:>9} {:<9} ({:.0?} so far)",
             k + 1,
-            plan.len(),
+            steps,
             t.name(),
             report::size_label(size),
             pl.name(),
@@ -464,10 +496,41 @@ fn main() {
             _ => run_ours(&o, t, size, pl, &mut results),
         }
     }
+    let mut pool_results = Vec::new();
+    for (k, &row) in pool_plan.iter().enumerate() {
+        eprintln!(
+            "[{:>3}/{}] {:<36} ({:.0?} so far)",
+            plan.len() + k + 1,
+            steps,
+            row.name(),
+            started.elapsed()
+        );
+        run_pool_row(&o, row, &mut pool_results);
+    }
+    if o.pool_group && python {
+        eprintln!(
+            "[{:>3}/{}] {:<36} ({:.0?} so far)",
+            steps,
+            steps,
+            "python-pool-group",
+            started.elapsed()
+        );
+        match pools::run_python(o.reps, o.target.as_secs_f64()) {
+            Ok(m) => pool_results.extend(m),
+            Err(e) => notes.push(format!("CPython's pool group: {e}")),
+        }
+    }
     let elapsed = started.elapsed();
     eprintln!("done in {elapsed:.1?}");
 
-    let table = report::table(&results, &o.sizes, &placements);
+    let mut table = if o.transports_group {
+        report::table(&results, &o.sizes, &placements)
+    } else {
+        String::new()
+    };
+    if o.pool_group {
+        table.push_str(&report::pool_table(&pool_results));
+    }
     print!("{table}");
     for n in &notes {
         println!("note: {n}");
@@ -476,7 +539,7 @@ fn main() {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Err(e) = std::fs::write(path, report::json(&results)) {
+        if let Err(e) = std::fs::write(path, report::json(&results, &pool_results)) {
             eprintln!("ipc-bench: cannot write {}: {e}", path.display());
             std::process::exit(1);
         }
@@ -486,7 +549,15 @@ fn main() {
             .and_then(|()| {
                 std::fs::write(
                     dir.join("report.md"),
-                    report::markdown(&results, &o.sizes, &placements, &notes, elapsed, o.quick),
+                    report::markdown(
+                        &results,
+                        &pool_results,
+                        &o.sizes,
+                        &placements,
+                        &notes,
+                        elapsed,
+                        o.quick,
+                    ),
                 )
             })
             .and_then(|()| {

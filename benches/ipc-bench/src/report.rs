@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::pools::{PoolMeasurement, Row, Shape};
 use crate::{Measurement, Placement, Transport};
 
 pub fn size_label(size: usize) -> String {
@@ -208,22 +209,168 @@ pub fn table(r: &[Measurement], sizes: &[usize], placements: &[Placement]) -> St
     s
 }
 
-/// Every measurement as a JSON array of objects.
-pub fn json(r: &[Measurement]) -> String {
+/// Every measurement as a JSON array of objects; a pool row's is named in `transport`, with
+/// size 0 and placement `unpinned`.
+pub fn json(r: &[Measurement], pools: &[PoolMeasurement]) -> String {
+    let objects: Vec<(&str, usize, &str, &str, f64)> = r
+        .iter()
+        .map(|m| {
+            (
+                m.transport.name(),
+                m.size,
+                m.placement.name(),
+                m.metric,
+                m.value,
+            )
+        })
+        .chain(pools.iter().map(|m| {
+            (
+                m.row.name(),
+                0,
+                Placement::Unpinned.name(),
+                m.metric,
+                m.value,
+            )
+        }))
+        .collect();
     let mut s = String::from("[\n");
-    for (i, m) in r.iter().enumerate() {
+    for (i, (transport, size, placement, metric, value)) in objects.iter().enumerate() {
         let _ = write!(
             s,
-            "  {{\"transport\": \"{}\", \"size_bytes\": {}, \"placement\": \"{}\", \"metric\": \"{}\", \"value\": {}}}",
-            m.transport.name(),
-            m.size,
-            m.placement.name(),
-            m.metric,
-            if m.value.is_finite() { m.value } else { 0.0 }
+            "  {{\"transport\": \"{transport}\", \"size_bytes\": {size}, \"placement\": \"{placement}\", \"metric\": \"{metric}\", \"value\": {}}}",
+            if value.is_finite() { *value } else { 0.0 }
         );
-        s.push_str(if i + 1 < r.len() { ",\n" } else { "\n" });
+        s.push_str(if i + 1 < objects.len() { ",\n" } else { "\n" });
     }
     s.push_str("]\n");
+    s
+}
+
+fn pool_get(r: &[PoolMeasurement], row: Row, metric: &str) -> Option<f64> {
+    r.iter()
+        .find(|m| m.row == row && m.metric == metric)
+        .map(|m| m.value)
+}
+
+/// The pool group's rows: cells as strings, the first row the header.
+fn pool_rows(r: &[PoolMeasurement]) -> Vec<Vec<String>> {
+    let mut out = vec![
+        [
+            "row",
+            "what",
+            "tasks/s",
+            "RTT p50",
+            "RTT p99",
+            "tp vs CPython",
+            "RTT vs CPython",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for ours in Row::OURS {
+        for row in [ours, ours.python_twin()] {
+            let tp = pool_get(r, row, "tasks_per_s");
+            let p50 = pool_get(r, row, "rtt_p50_ns");
+            let p99 = pool_get(r, row, "rtt_p99_ns");
+            if tp.is_none() && p50.is_none() {
+                continue;
+            }
+            let twin = ours.python_twin();
+            let mine = !row.is_python();
+            out.push(vec![
+                row.name().to_string(),
+                format!("{}{}", if mine { "" } else { "CPython's " }, row.what()),
+                tp.map_or("-".into(), rate),
+                p50.map_or("-".into(), micros),
+                p99.map_or("-".into(), micros),
+                if mine {
+                    ratio(tp, pool_get(r, twin, "tasks_per_s"))
+                } else {
+                    "-".into()
+                },
+                if mine {
+                    ratio(p50, pool_get(r, twin, "rtt_p50_ns"))
+                } else {
+                    "-".into()
+                },
+            ]);
+        }
+    }
+    out
+}
+
+/// The executor's round trip against the Pool's `apply` (issue: at most 2×).
+fn pool_line(r: &[PoolMeasurement]) -> Option<String> {
+    let ppe = pool_get(r, Row::PpeRtt, "rtt_p50_ns")?;
+    let apply = pool_get(r, Row::PoolApply, "rtt_p50_ns")?;
+    Some(format!(
+        "ProcessPoolExecutor submit().result() p50 = {:.2}× Pool.apply p50",
+        ppe / apply
+    ))
+}
+
+const POOL_LEGEND: &str = "2 workers each, unpinned, a trivial task (x + 1 on an integer): \
+the machinery's cost. tasks/s: calls (items, for a map) per second, the median of the \
+repetitions; a map uses the pool's default chunking. \"vs CPython\": against the python- row \
+below it, from the same run (throughput: higher is better; RTT p50: lower is better).";
+
+fn pool_shape_note() -> String {
+    let shapes: Vec<String> = Row::OURS
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r.name(),
+                match r.shape() {
+                    Shape::RoundTrip => "round trip",
+                    Shape::Throughput => "throughput",
+                    Shape::Map => "map",
+                }
+            )
+        })
+        .collect();
+    shapes.join(", ")
+}
+
+/// The pool group as text, for stdout.
+pub fn pool_table(r: &[PoolMeasurement]) -> String {
+    let rows = pool_rows(r);
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| {
+            rows.iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut s = String::from("\n== pool (2 workers, unpinned) ==\n");
+    for (i, row) in rows.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, &w))| {
+                let pad = w - cell.chars().count();
+                if c < 2 {
+                    format!("{cell}{}", " ".repeat(pad))
+                } else {
+                    format!("{}{cell}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        let _ = writeln!(s, "{}", line.join("  "));
+        if i == 0 {
+            let _ = writeln!(
+                s,
+                "{}",
+                "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+            );
+        }
+    }
+    if let Some(l) = pool_line(r) {
+        let _ = writeln!(s, "{l}");
+    }
+    let _ = writeln!(s, "{POOL_LEGEND}");
     s
 }
 
@@ -245,6 +392,7 @@ fn machine() -> String {
 /// report.md: the tables in Markdown, the notes, and the chart.
 pub fn markdown(
     r: &[Measurement],
+    pools: &[PoolMeasurement],
     sizes: &[usize],
     placements: &[Placement],
     notes: &[String],
@@ -277,6 +425,20 @@ pub fn markdown(
         let _ = writeln!(s, "{m}.\n");
     }
     let _ = writeln!(s, "{LEGEND}\n");
+    if !pools.is_empty() {
+        let _ = writeln!(s, "## pool (2 workers, unpinned)\n");
+        for (i, row) in pool_rows(pools).iter().enumerate() {
+            let _ = writeln!(s, "| {} |", row.join(" | "));
+            if i == 0 {
+                let _ = writeln!(s, "|{}", "---|".repeat(row.len()));
+            }
+        }
+        s.push('\n');
+        if let Some(l) = pool_line(pools) {
+            let _ = writeln!(s, "{l}.\n");
+        }
+        let _ = writeln!(s, "{POOL_LEGEND} Shapes: {}.\n", pool_shape_note());
+    }
     for n in notes {
         let _ = writeln!(s, "- note: {n}");
     }

@@ -5,6 +5,17 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+const POOL_ROWS: [&str; 9] = [
+    "pool-apply",
+    "pool-apply-async",
+    "pool-map",
+    "threadpool-apply",
+    "threadpool-apply-async",
+    "threadpool-map",
+    "ppe-submit",
+    "ppe-submit-result",
+    "tpe-submit",
+];
 const TRANSPORTS: [&str; 11] = [
     "queue",
     "pipe",
@@ -18,7 +29,18 @@ const TRANSPORTS: [&str; 11] = [
     "python-pipe",
     "python-shm",
 ];
-const METRICS: [&str; 4] = ["msgs_per_s", "bytes_per_s", "rtt_p50_ns", "rtt_p99_ns"];
+const METRICS: [&str; 5] = [
+    "msgs_per_s",
+    "bytes_per_s",
+    "rtt_p50_ns",
+    "rtt_p99_ns",
+    "tasks_per_s",
+];
+
+/// A pool row's JSON name: one of ours, or CPython's twin of one.
+fn is_pool_row(t: &str) -> bool {
+    POOL_ROWS.contains(&t.strip_prefix("python-").unwrap_or(t))
+}
 
 fn field<'a>(obj: &'a str, key: &str) -> &'a str {
     let at = obj
@@ -106,6 +128,30 @@ fn quick_run_has_the_expected_shape() {
     }
     assert!(stdout.contains("raw-memcpy: 16 B"), "{stdout}");
 
+    // The pool group's table: every row of ours, and CPython's twin when python3 is here.
+    assert!(
+        stdout.contains("== pool (2 workers, unpinned) =="),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ProcessPoolExecutor submit().result() p50 ="),
+        "{stdout}"
+    );
+    for row in POOL_ROWS {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("{row} "))),
+            "no pool row {row}:\n{stdout}"
+        );
+        if python {
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with(&format!("python-{row} "))),
+                "python3 is here but no row python-{row}:\n{stdout}"
+            );
+        }
+    }
+
     // The JSON: every object has the five fields with allowed values.
     let text = std::fs::read_to_string(&json).expect("the JSON file");
     let objects: Vec<&str> = text
@@ -120,13 +166,18 @@ fn quick_run_has_the_expected_shape() {
     let mut seen = std::collections::BTreeSet::new();
     for o in &objects {
         let t = field(o, "transport");
-        assert!(TRANSPORTS.contains(&t), "transport {t}");
+        assert!(TRANSPORTS.contains(&t) || is_pool_row(t), "transport {t}");
         let size: usize = field(o, "size_bytes").parse().expect("size_bytes");
         assert!([0, 16, 1024].contains(&size), "size {size}");
         let pl = field(o, "placement");
         assert!(["same-cpu", "unpinned"].contains(&pl), "placement {pl}");
         let m = field(o, "metric");
         assert!(METRICS.contains(&m), "metric {m}");
+        assert_eq!(
+            m == "tasks_per_s",
+            is_pool_row(t) && !m.starts_with("rtt"),
+            "metric {m} for {t}"
+        );
         let v: f64 = field(o, "value").parse().expect("value");
         assert!(v.is_finite() && v > 0.0, "value {v} in {o}");
         seen.insert(t.to_string());
@@ -142,15 +193,27 @@ fn quick_run_has_the_expected_shape() {
     ] {
         assert!(seen.contains(t), "no measurement of {t}");
     }
+    for row in POOL_ROWS {
+        assert!(seen.contains(row), "no measurement of {row}");
+    }
     if python {
         for t in ["python-queue", "python-pipe", "python-shm"] {
             assert!(seen.contains(t), "python3 is here but {t} was not measured");
+        }
+        for row in POOL_ROWS {
+            let t = format!("python-{row}");
+            assert!(
+                seen.contains(&t),
+                "python3 is here but {t} was not measured"
+            );
         }
     }
 
     // The report and the chart.
     let report = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
     assert!(report.contains("| transport | size |"), "{report}");
+    assert!(report.contains("## pool (2 workers, unpinned)"), "{report}");
+    assert!(report.contains("| row | what |"), "{report}");
     let svg = std::fs::read_to_string(dir.join("throughput.svg")).expect("throughput.svg");
     assert!(
         svg.starts_with("<svg") && svg.contains("<polyline"),

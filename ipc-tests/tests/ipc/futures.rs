@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use multiproc::{ErrorKind, Executor, ProcessPoolExecutor, as_completed};
+use multiproc::{ErrorKind, Executor, ProcessPoolExecutor, as_completed_timeout};
 
 use crate::{Context, TestFn, ensure};
 
@@ -239,7 +239,7 @@ fn thousand_awaited() -> Result<(), String> {
         .map(|i| ex.submit(square, i))
         .collect::<Result<_, _>>()
         .ctx("submit again")?;
-    let n = as_completed(&fs, Some(BOUND))
+    let n = as_completed_timeout(&fs, BOUND)
         .map(|f| f.map(|_| ()))
         .collect::<Result<Vec<_>, _>>();
     ensure!(n.ctx("as_completed")?.len() == 100, "as_completed count");
