@@ -87,6 +87,7 @@
 pub mod codec;
 mod error;
 pub mod futures;
+mod handles;
 mod manager;
 mod pipe;
 mod pool;

@@ -59,7 +59,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, CodecError, FrameDecoder, HEADER_LEN};
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::handles;
+use crate::handles;
 use crate::sys;
 
 mod io;
@@ -69,6 +69,9 @@ mod wait;
 use slot::{Lent, RecvSlot, RecvState};
 
 pub use wait::{Sentinel, Waitable, wait};
+
+// For the process layer's control channel, which reads frames and descriptors the same way.
+pub(crate) use io::{Filled, read_into};
 
 /// The frame limit of a new connection: 1 GiB. See [`Connection::set_max_frame`].
 pub const DEFAULT_PIPE_FRAME_LIMIT: usize = codec::DEFAULT_MAX_FRAME;

@@ -70,7 +70,7 @@ use registry::{Hold, QueueTransit, me};
 
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::handles;
+use crate::handles;
 use crate::shm::{Kind, Shared, type_tag};
 use crate::sync::shim::Ordering;
 use crate::sync::{Acquired, LockCell};

@@ -568,7 +568,7 @@ fn joinable_counts_tasks() {
 
 #[test]
 fn handles_pass_as_their_own_type_only() {
-    use crate::process::handles;
+    use crate::handles;
     let q = Queue::<u32>::new().unwrap();
     let (bytes, fds) = handles::encode_with_fds(&q).unwrap();
     let back: Queue<u32> = handles::with_incoming(fds, || codec::decode(&bytes)).unwrap();

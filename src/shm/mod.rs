@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::handles;
+use crate::handles;
 use crate::sys;
 
 pub(crate) use region::{HEADER_LEN, Kind, Region, Sealing, type_tag};

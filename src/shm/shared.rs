@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::arena::{self, SlotClaim};
 use super::{Kind, Region, Sealing};
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::handles;
+use crate::handles;
 
 /// A handle on shared state of type `T` placed at the start of a segment's data, followed by
 /// `extra` bytes the owner uses as it likes. Cloning shares the mapping.
