@@ -79,3 +79,34 @@ macro_rules! handle_serde {
     };
 }
 pub(crate) use handle_serde;
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::super::{encode_with_fds, with_incoming};
+    use crate::codec;
+
+    /// The wire shape is `(index, wire)`, the same bytes as before the one mechanism: a handle
+    /// with nothing beside it is its index alone, and a connection is its index then its
+    /// fields.
+    #[test]
+    fn a_handle_is_its_index_then_its_wire() {
+        let event = crate::Event::new().unwrap();
+        let (bytes, fds) = encode_with_fds(&(&event, &event)).unwrap();
+        assert_eq!((bytes, fds.len()), (vec![0, 0], 1));
+
+        let (a, _b) = crate::pipe::<u8>().unwrap();
+        a.set_max_frame(5);
+        let (bytes, fds) = encode_with_fds(&a).unwrap();
+        assert_eq!(bytes, [0, 1, 1, 5]);
+        let back: crate::Connection<u8> = with_incoming(fds, || codec::decode(&bytes)).unwrap();
+        assert_eq!(back.max_frame(), 5);
+    }
+
+    /// Outside a child's arguments a handle neither encodes nor decodes.
+    #[test]
+    fn a_handle_outside_arguments_is_refused() {
+        let event = crate::Event::new().unwrap();
+        assert!(codec::encode(&event).is_err());
+        assert!(codec::decode::<crate::Event>(&[0]).is_err());
+    }
+}

@@ -55,11 +55,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError, FrameDecoder, HEADER_LEN};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handles;
+use crate::handles::{Handle, handle_serde};
 use crate::sys;
 
 mod io;
@@ -668,10 +668,9 @@ fn unreachable_timeout() -> Error {
     )
 }
 
-/// How a connection travels inside a process's arguments.
+/// What travels beside a connection's descriptor inside a process's arguments.
 #[derive(Serialize, Deserialize)]
-struct WireConnection {
-    handle: u32,
+pub(crate) struct WireConnection {
     readable: bool,
     writable: bool,
     limit: u64,
@@ -680,28 +679,25 @@ struct WireConnection {
 /// A connection can be passed to a child process as (part of) its arguments, and only so; the
 /// child gets a working connection (the parent's own copy is closed when the argument is
 /// consumed).
-impl<S, R> Serialize for Connection<S, R> {
-    fn serialize<Z: Serializer>(&self, serializer: Z) -> std::result::Result<Z::Ok, Z::Error> {
-        let handle = handles::export_fd(self.fd.as_fd()).map_err(serde::ser::Error::custom)?;
-        WireConnection {
-            handle,
+impl<S, R> Handle for Connection<S, R> {
+    type Wire = WireConnection;
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+    fn wire(&self) -> std::result::Result<WireConnection, String> {
+        Ok(WireConnection {
             readable: self.readable,
             writable: self.writable,
             limit: self.max_frame() as u64,
-        }
-        .serialize(serializer)
+        })
     }
-}
-
-impl<'de, S, R> Deserialize<'de> for Connection<S, R> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let w = WireConnection::deserialize(deserializer)?;
-        let fd = handles::import_fd(w.handle).map_err(serde::de::Error::custom)?;
+    fn import(fd: OwnedFd, w: WireConnection) -> Result<Self> {
         let c = Connection::new(fd, w.readable, w.writable);
-        c.set_max_frame(w.limit as usize);
+        c.set_max_frame(usize::try_from(w.limit).unwrap_or(usize::MAX));
         Ok(c)
     }
 }
+handle_serde!([S, R] Connection<S, R>);
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,8 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
+use serde::Serializer;
+
 use super::*;
 
 /// Runs a test body that blocks on pipes with a bound: a hang fails the test instead of

@@ -5,6 +5,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Deserializer, Serializer};
+
 use super::layout::put_state;
 use super::*;
 
