@@ -5,9 +5,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use super::slot::RecvState;
-use super::{Connection, broken};
+use super::{Connection, SendError, broken};
 use crate::codec::{CodecError, FrameDecoder, HEADER_LEN};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::sys;
 
 /// What one read from a descriptor gave.
@@ -125,7 +125,7 @@ impl<S, R> Connection<S, R> {
 
     /// Writes the parts with non-blocking sends; while the socket is full, reads what the peer
     /// sends so that two large sends in opposite directions cannot wait on each other forever.
-    pub(super) fn write_parts(&self, parts: &[&[u8]]) -> Result<()> {
+    pub(super) fn write_parts(&self, parts: &[&[u8]]) -> std::result::Result<(), SendError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
@@ -136,12 +136,9 @@ impl<S, R> Connection<S, R> {
                 Err(e) => {
                     return Err(match e.kind() {
                         std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                            Error::new(
-                                ErrorKind::Disconnected,
-                                "the other end of the pipe is closed",
-                            )
+                            SendError::Disconnected
                         }
-                        _ => Error::io("sending on a pipe failed", e),
+                        _ => SendError::Failed(Error::io("sending on a pipe failed", e)),
                     });
                 }
             }
