@@ -311,6 +311,9 @@ fn a_failed_serialize_names_the_type_and_says_so_once() {
     assert_eq!(err.kind(), ErrorKind::Codec);
     assert!(text.contains("Refuses"), "{text}");
     assert_eq!(text.matches("could not be serialized").count(), 1, "{text}");
+    // The impl's own message, once (postcard alone would say "Serde Serialization Error").
+    assert_eq!(text.matches("refused").count(), 1, "{text}");
+    assert!(!text.contains("Serde Serialization Error"), "{text}");
 }
 
 #[test]
