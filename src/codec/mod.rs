@@ -230,11 +230,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// ```
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = buf.len();
-    keep::reset();
-    postcard::serialize_with_flavor(&keep::Wrap(value), AppendTo(buf)).map_err(|e| {
+    postcard::serialize_with_flavor(value, AppendTo(buf)).map_err(|e| {
         buf.truncate(start);
-        // postcard keeps no message of a `Serialize` that failed: `keep` did.
-        CodecError::Encode(match keep::take_failure() {
+        // postcard keeps no message of a `Serialize` that failed: serialize once more, into
+        // nothing, through `keep`, which does. Only a failure pays for it.
+        CodecError::Encode(match keep::failure_of(value) {
             Some((ty, msg)) if ty == std::any::type_name::<T>() => msg,
             Some((ty, msg)) => format!("{msg} (in the Serialize of {ty})"),
             None => e.to_string(),
