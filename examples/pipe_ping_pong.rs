@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use multiproc::{Connection, ErrorKind, Process};
+use multiproc::{Connection, Process, RecvError, RecvTimeoutError};
 
 /// Answers each ping with a pong carrying the same number, until the parent hangs up.
 fn ponger(conn: Connection<(String, u32)>) -> u32 {
@@ -42,11 +42,16 @@ fn main() -> Result<(), multiproc::Error> {
     drop(ours);
     println!("ponger served {}", child.join()?);
 
-    // A peer that is gone is a Disconnected error (Python's EOFError), never a hang.
+    // Waiting with a timeout: Timeout is its own error, not an empty success.
     let (a, b) = multiproc::pipe::<u8>()?;
+    let err = a.recv_timeout(Duration::from_millis(10)).unwrap_err();
+    assert!(matches!(err, RecvTimeoutError::Timeout));
+    println!("with nothing sent: {err}");
+
+    // A peer that is gone is Disconnected (Python's EOFError), never a hang.
     drop(b);
     let err = a.recv().unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Disconnected);
+    assert!(matches!(err, RecvError::Disconnected));
     println!("after the peer closed: {err}");
     Ok(())
 }

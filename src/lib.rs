@@ -52,7 +52,7 @@
 //! | exception in the child | [`ErrorKind::Panicked`] with message and location |
 //! | `a, b = Pipe()` | [`let (a, b) = pipe::<T>()?`](pipe) |
 //! | `Pipe(duplex=False)` | [`simplex`] |
-//! | `conn.send(x)`, `conn.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) (`Disconnected` for `EOFError`) |
+//! | `conn.send(x)`, `conn.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) ([`RecvError::Disconnected`] for `EOFError`) |
 //! | `connection.wait(objs, timeout)` | [`wait`] with connections and [`Process::sentinel`]s |
 //! | `q = Queue(maxsize=n)`, `q.put(x)`, `q.get()` | [`Queue::builder().max_items(n).build()`](Queue::builder), [`put`](Queue::put), [`get`](Queue::get) (`Disconnected` once every producer is gone) |
 //! | `SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
@@ -87,6 +87,7 @@
 pub mod codec;
 mod error;
 pub mod futures;
+mod handles;
 mod manager;
 mod pipe;
 mod pool;
@@ -109,8 +110,8 @@ pub use manager::{
     Registry, SharedObject,
 };
 pub use pipe::{
-    Connection, DEFAULT_PIPE_FRAME_LIMIT, Nothing, RecvIntoError, Sentinel, Waitable, pipe,
-    pipe_typed, simplex, wait,
+    Connection, DEFAULT_PIPE_FRAME_LIMIT, Nothing, RecvError, RecvIntoError, RecvTimeoutError,
+    SendError, Sentinel, TryRecvError, Waitable, pipe, pipe_typed, simplex, wait,
 };
 pub use pool::{
     AsyncResult, Callbacks, Imap, Pool, PoolBuilder, Progress, ThreadImap, ThreadPool,

@@ -101,17 +101,6 @@ enum Target {
     Large,
 }
 
-/// What one read from a descriptor gave.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Filled {
-    /// This many bytes arrived.
-    Bytes(usize),
-    /// Nothing was available (non-blocking read).
-    Empty,
-    /// The peer closed its end (or reset the connection).
-    Closed,
-}
-
 impl FrameDecoder {
     /// A decoder that refuses frames longer than `limit` bytes.
     ///
@@ -226,25 +215,19 @@ impl FrameDecoder {
         vec.truncate(start + n);
     }
 
-    /// Reads once from `fd` straight into the decoder (no zero-filling), collecting passed
-    /// descriptors into `fds` if given.
-    pub(crate) fn read_from(
-        &mut self,
-        fd: std::os::fd::BorrowedFd<'_>,
-        nonblocking: bool,
-        fds: Option<&mut Vec<std::os::fd::OwnedFd>>,
-    ) -> std::io::Result<Filled> {
+    /// Lets `append` add received bytes straight to the decoder's storage (no zero-filling):
+    /// it gets the vector to append to and how many bytes it may append at most (at least one),
+    /// and returns what its own source gave. The decoder does no I/O itself; the transports
+    /// (`pipe/`) read their descriptors through this.
+    ///
+    /// `append` must only append, and at most the bytes it was offered.
+    pub(crate) fn append_with<T>(&mut self, append: impl FnOnce(&mut Vec<u8>, usize) -> T) -> T {
         let (target, room) = self.prepare(1, true);
-        match crate::sys::recv_append(fd, self.vec(target), room, fds, nonblocking) {
-            Ok(0) => Ok(Filled::Closed),
-            Ok(n) => Ok(Filled::Bytes(n)),
-            Err(e) => match e.kind() {
-                std::io::ErrorKind::WouldBlock => Ok(Filled::Empty),
-                // The peer died with data of ours unread: its stream is over.
-                std::io::ErrorKind::ConnectionReset => Ok(Filled::Closed),
-                _ => Err(e),
-            },
-        }
+        let vec = self.vec(target);
+        let before = vec.len();
+        let out = append(vec, room);
+        debug_assert!(vec.len() >= before && vec.len() - before <= room);
+        out
     }
 
     fn vec(&mut self, target: Target) -> &mut Vec<u8> {

@@ -55,6 +55,7 @@ use serde::de::DeserializeOwned;
 
 mod de;
 pub(crate) mod frame;
+mod keep;
 
 pub use frame::{FrameDecoder, HEADER_LEN, encode_frame_header};
 
@@ -141,7 +142,8 @@ pub const MAX_DEPTH: usize = 128;
 #[non_exhaustive]
 pub enum CodecError {
     /// The value could not be serialized (a serde `Serialize` impl failed, or a map or sequence
-    /// did not announce its length). Nothing was sent.
+    /// did not announce its length). Nothing was sent. The text is the failing impl's own
+    /// message, with the name of the type that failed when it is not the value's own.
     Encode(String),
     /// The bytes ended before the value was complete.
     Truncated,
@@ -230,7 +232,13 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
     let start = buf.len();
     postcard::serialize_with_flavor(value, AppendTo(buf)).map_err(|e| {
         buf.truncate(start);
-        CodecError::Encode(e.to_string())
+        // postcard keeps no message of a `Serialize` that failed: serialize once more, into
+        // nothing, through `keep`, which does. Only a failure pays for it.
+        CodecError::Encode(match keep::failure_of(value) {
+            Some((ty, msg)) if ty == std::any::type_name::<T>() => msg,
+            Some((ty, msg)) => format!("{msg} (in the Serialize of {ty})"),
+            None => e.to_string(),
+        })
     })
 }
 

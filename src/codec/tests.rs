@@ -72,6 +72,14 @@ proptest! {
         prop_assert_eq!(decode::<Message>(&bytes).unwrap(), m);
     }
 
+    /// The serializer that keeps failure messages forwards every call: a value that encodes
+    /// encodes through it too, with no failure recorded.
+    #[test]
+    fn the_message_keeping_pass_agrees_with_postcard(m in message()) {
+        prop_assert!(encode(&m).is_ok());
+        prop_assert_eq!(keep::failure_of(&m), None);
+    }
+
     #[test]
     fn every_strict_prefix_is_an_error(m in message()) {
         let bytes = encode(&m).unwrap();
@@ -188,10 +196,71 @@ fn encode_failure_leaves_the_buffer_untouched() {
     }
     let mut buf = vec![1, 2, 3];
     let err = encode_into(&(5u8, Fails), &mut buf).unwrap_err();
-    assert!(
-        matches!(err, CodecError::Encode(ref why) if why.contains("refused") || !why.is_empty())
-    );
+    assert!(matches!(err, CodecError::Encode(ref why) if why.contains("refused")));
     assert_eq!(buf, [1, 2, 3]);
+}
+
+/// A `Serialize` that fails with a message, deep inside other values.
+struct Refuses(&'static str);
+impl Serialize for Refuses {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(self.0))
+    }
+}
+
+#[derive(Serialize)]
+struct Job {
+    id: u32,
+    parts: Vec<Option<Refuses>>,
+}
+
+#[derive(Serialize)]
+enum Wrapped {
+    Job(Job),
+}
+
+#[test]
+fn a_failed_serialize_keeps_its_message_and_names_the_type_that_failed() {
+    // The value itself: its message, once (the caller knows the type it encoded).
+    let err = encode(&Refuses("no thanks")).unwrap_err();
+    assert_eq!(err, CodecError::Encode("no thanks".into()));
+    assert_eq!(err.to_string(), "value could not be serialized: no thanks");
+    // Deep inside: the message and the type whose Serialize failed.
+    let job = Wrapped::Job(Job {
+        id: 1,
+        parts: vec![None, Some(Refuses("part 2 is poisoned"))],
+    });
+    let CodecError::Encode(why) = encode(&job).unwrap_err() else {
+        panic!("an encode error");
+    };
+    assert_eq!(why.matches("part 2 is poisoned").count(), 1, "{why}");
+    assert!(why.contains("Refuses"), "{why}");
+    // A map's value that fails, right after an earlier encoding's failure: only this one's.
+    let mut map = BTreeMap::new();
+    map.insert(7u8, Refuses("bad entry"));
+    let CodecError::Encode(why) = encode(&map).unwrap_err() else {
+        panic!("an encode error");
+    };
+    assert!(why.starts_with("bad entry ("), "{why}");
+    assert!(!why.contains("poisoned"), "{why}");
+    // Postcard's own refusals still say what they are.
+    struct NoLen;
+    impl Serialize for NoLen {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            s.serialize_seq(None)?.end()
+        }
+    }
+    let CodecError::Encode(why) = encode(&NoLen).unwrap_err() else {
+        panic!("an encode error");
+    };
+    assert!(!why.is_empty());
+    // And a value that serializes is unaffected by the last failure.
+    let fine = BTreeMap::from([(1u8, "one".to_string())]);
+    assert_eq!(
+        encode(&fine).unwrap(),
+        postcard::to_allocvec(&fine).unwrap()
+    );
 }
 
 #[test]

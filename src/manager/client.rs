@@ -17,7 +17,7 @@ use super::auth::{self, AuthError, KEY_LEN, Session, Stream};
 use super::protocol::{Refusal, Reply, Request};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::handles;
+use crate::handles;
 
 /// How long a client waits for a manager's handshake.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);

@@ -1,15 +1,46 @@
 //! The byte moving under a [`Connection`]: sends that read the peer while they wait, receives
 //! that wait for readiness (never spin), and the direct read of a frame into a caller's buffer.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use super::slot::RecvState;
-use super::{Connection, broken};
-use crate::codec::frame::Filled;
-use crate::codec::{CodecError, HEADER_LEN};
-use crate::error::{Error, ErrorKind, Result};
+use super::{Connection, SendError, broken};
+use crate::codec::{CodecError, FrameDecoder, HEADER_LEN};
+use crate::error::{Error, Result};
 use crate::sys;
+
+/// What one read from a descriptor gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// This many bytes arrived.
+    Bytes(usize),
+    /// Nothing was available (non-blocking read).
+    Empty,
+    /// The peer closed its end (or reset the connection).
+    Closed,
+}
+
+/// Reads once from the stream socket `fd` straight into `decoder` (no zero-filling),
+/// collecting descriptors passed with SCM_RIGHTS into `fds` if given. The codec stays pure:
+/// reading a descriptor is the transport's business, here and in the process layer's channel.
+pub(crate) fn read_into(
+    decoder: &mut FrameDecoder,
+    fd: BorrowedFd<'_>,
+    nonblocking: bool,
+    fds: Option<&mut Vec<OwnedFd>>,
+) -> std::io::Result<Filled> {
+    match decoder.append_with(|vec, room| sys::recv_append(fd, vec, room, fds, nonblocking)) {
+        Ok(0) => Ok(Filled::Closed),
+        Ok(n) => Ok(Filled::Bytes(n)),
+        Err(e) => match e.kind() {
+            std::io::ErrorKind::WouldBlock => Ok(Filled::Empty),
+            // The peer died with data of ours unread: its stream is over.
+            std::io::ErrorKind::ConnectionReset => Ok(Filled::Closed),
+            _ => Err(e),
+        },
+    }
+}
 
 impl<S, R> Connection<S, R> {
     /// Receives the next frame with the header read apart and the payload read into `out`.
@@ -94,7 +125,7 @@ impl<S, R> Connection<S, R> {
 
     /// Writes the parts with non-blocking sends; while the socket is full, reads what the peer
     /// sends so that two large sends in opposite directions cannot wait on each other forever.
-    pub(super) fn write_parts(&self, parts: &[&[u8]]) -> Result<()> {
+    pub(super) fn write_parts(&self, parts: &[&[u8]]) -> std::result::Result<(), SendError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
@@ -105,12 +136,9 @@ impl<S, R> Connection<S, R> {
                 Err(e) => {
                     return Err(match e.kind() {
                         std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                            Error::new(
-                                ErrorKind::Disconnected,
-                                "the other end of the pipe is closed",
-                            )
+                            SendError::Disconnected
                         }
-                        _ => Error::io("sending on a pipe failed", e),
+                        _ => SendError::Failed(Error::io("sending on a pipe failed", e)),
                     });
                 }
             }
@@ -147,7 +175,7 @@ impl<S, R> Connection<S, R> {
 
     /// Reads once into the decoder, noting the end of the stream.
     pub(super) fn read(&self, st: &mut RecvState, nonblocking: bool) -> Result<Filled> {
-        match st.decoder.read_from(self.fd.as_fd(), nonblocking, None) {
+        match read_into(&mut st.decoder, self.fd.as_fd(), nonblocking, None) {
             Ok(Filled::Closed) => {
                 st.eof = true;
                 Ok(Filled::Closed)

@@ -28,12 +28,18 @@
 //! with poll(2) instead of spinning.
 //!
 //! # Failures
-//! - The peer closed its end (or died) and nothing is left: [`ErrorKind::Disconnected`] — Python's
+//! - The peer closed its end (or died) and nothing is left: [`RecvError::Disconnected`] — Python's
 //!   `EOFError` — never a hang.
-//! - The peer wrote a length above the limit, garbage, or stopped in the middle of a frame: a
-//!   [`ErrorKind::Codec`] error, and the connection is *broken* (every later receive returns the
+//! - The peer wrote a length above the limit, garbage, or stopped in the middle of a frame:
+//!   [`RecvError::Failed`] with an [`ErrorKind::Codec`] error, and the connection is *broken* (every later receive returns the
 //!   same error: a byte stream cannot be resynchronised). Nothing is allocated beyond the limit.
 //! - A value that does not serialize fails in `send`, and nothing reaches the wire.
+//!
+//! Each form of receive has its own error, as in crossbeam-channel: [`recv`](Connection::recv)
+//! gives [`RecvError`], [`try_recv`](Connection::try_recv) [`TryRecvError`] (`Empty`),
+//! [`recv_timeout`](Connection::recv_timeout) and [`recv_deadline`](Connection::recv_deadline)
+//! [`RecvTimeoutError`] (`Timeout`); sends give [`SendError`]. Each converts into the crate's
+//! [`Error`] for `?`.
 //!
 //! # Examples
 //!
@@ -42,7 +48,7 @@
 //! left.send(&"ping".to_string()).unwrap();
 //! assert_eq!(right.recv().unwrap(), "ping");
 //! drop(left);
-//! assert_eq!(right.recv().unwrap_err().kind(), multiproc::ErrorKind::Disconnected);
+//! assert!(matches!(right.recv(), Err(multiproc::RecvError::Disconnected)));
 //! ```
 
 #![forbid(unsafe_code)]
@@ -55,20 +61,25 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError, FrameDecoder, HEADER_LEN};
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::handles;
+use crate::handles::{Handle, handle_serde};
 use crate::sys;
 
+mod error;
 mod io;
 mod slot;
 mod wait;
 
+pub use error::{RecvError, RecvIntoError, RecvTimeoutError, SendError, TryRecvError};
 use slot::{Lent, RecvSlot, RecvState};
 
 pub use wait::{Sentinel, Waitable, wait};
+
+// For the process layer's control channel, which reads frames and descriptors the same way.
+pub(crate) use io::{Filled, read_into};
 
 /// The frame limit of a new connection: 1 GiB. See [`Connection::set_max_frame`].
 pub const DEFAULT_PIPE_FRAME_LIMIT: usize = codec::DEFAULT_MAX_FRAME;
@@ -98,9 +109,10 @@ pub enum Nothing {}
 ///
 /// Sends are serialized by one lock and receives by another, so threads sharing an end never
 /// interleave frames. A sender blocked on a full socket reads what the peer sends meanwhile (up
-/// to one whole message), so large messages sent both ways at once cannot deadlock. A peer that closed or died gives
-/// [`ErrorKind::Disconnected`] once everything it sent has been received; a garbage, oversized
-/// or truncated frame gives [`ErrorKind::Codec`] and breaks the connection for good.
+/// to one whole message), so large messages sent both ways at once cannot deadlock. A peer that
+/// closed or died gives [`RecvError::Disconnected`] once everything it sent has been received;
+/// a garbage, oversized or truncated frame gives an [`ErrorKind::Codec`] error and breaks the
+/// connection for good.
 ///
 /// # Examples
 ///
@@ -203,42 +215,6 @@ pub fn simplex<T>() -> Result<(Connection<Nothing, T>, Connection<T, Nothing>)> 
     ))
 }
 
-/// What [`Connection::recv_bytes_into`] returns when the buffer is too small: Python's
-/// `BufferTooShort`, which hands back the whole message so that nothing is lost.
-///
-/// # Examples
-///
-/// ```
-/// use multiproc::RecvIntoError;
-/// let (a, b) = multiproc::pipe::<()>().unwrap();
-/// a.send_bytes(b"hello world").unwrap();
-/// let mut small = [0u8; 4];
-/// match b.recv_bytes_into(&mut small) {
-///     Err(RecvIntoError::BufferTooShort(msg)) => assert_eq!(msg, b"hello world"),
-///     other => panic!("{other:?}"),
-/// }
-/// ```
-#[derive(Debug)]
-pub enum RecvIntoError {
-    /// The message did not fit; here it is, whole.
-    BufferTooShort(Vec<u8>),
-    /// Receiving failed (disconnected, broken stream, I/O).
-    Failed(Error),
-}
-
-impl fmt::Display for RecvIntoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecvIntoError::BufferTooShort(m) => {
-                write!(f, "buffer too short for a message of {} bytes", m.len())
-            }
-            RecvIntoError::Failed(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for RecvIntoError {}
-
 impl<S, R> Connection<S, R> {
     fn new(fd: OwnedFd, readable: bool, writable: bool) -> Connection<S, R> {
         sys::set_socket_buffers(fd.as_fd(), SOCKET_BUFFER);
@@ -292,7 +268,10 @@ impl<S, R> Connection<S, R> {
     /// let (a, b) = multiproc::pipe::<()>().unwrap();
     /// b.set_max_frame(4);
     /// a.send_bytes(b"too long").unwrap();
-    /// assert_eq!(b.recv_bytes().unwrap_err().kind(), multiproc::ErrorKind::Codec);
+    /// match b.recv_bytes() {
+    ///     Err(multiproc::RecvError::Failed(e)) => assert_eq!(e.kind(), multiproc::ErrorKind::Codec),
+    ///     other => panic!("{other:?}"),
+    /// }
     /// ```
     pub fn set_max_frame(&self, limit: usize) {
         let limit = limit.min(codec::MAX_FRAME_LIMIT);
@@ -328,11 +307,12 @@ impl<S, R> Connection<S, R> {
         self.limit.load(Ordering::Relaxed)
     }
 
-    /// Sends `bytes` as one message (Python's `send_bytes`).
+    /// Sends `bytes` as one message (Python's `send_bytes`), waiting while the socket is full.
     ///
     /// # Errors
-    /// [`ErrorKind::Disconnected`] if the peer is gone; [`ErrorKind::Codec`] if the message is
-    /// longer than the frame limit (nothing is sent); [`ErrorKind::Io`] otherwise.
+    /// [`SendError::Disconnected`] if the peer is gone; [`SendError::Failed`] with
+    /// [`ErrorKind::Codec`] if the message is longer than the frame limit (nothing is sent),
+    /// [`ErrorKind::Io`] otherwise.
     ///
     /// # Examples
     ///
@@ -341,7 +321,7 @@ impl<S, R> Connection<S, R> {
     /// a.send_bytes(&[1, 2, 3]).unwrap();
     /// assert_eq!(b.recv_bytes().unwrap(), [1, 2, 3]);
     /// ```
-    pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+    pub fn send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError> {
         self.check_writable()?;
         let header = codec::encode_frame_header(bytes.len(), self.max_frame())
             .map_err(|e| Error::codec("message too large", e))?;
@@ -352,8 +332,9 @@ impl<S, R> Connection<S, R> {
     /// Receives one message as bytes (Python's `recv_bytes`), blocking until one arrives.
     ///
     /// # Errors
-    /// [`ErrorKind::Disconnected`] when the peer has closed and nothing is left;
-    /// [`ErrorKind::Codec`] for a broken stream; [`ErrorKind::Io`] otherwise.
+    /// [`RecvError::Disconnected`] when the peer has closed and nothing is left;
+    /// [`RecvError::Failed`] with [`ErrorKind::Codec`] for a broken stream, [`ErrorKind::Io`]
+    /// otherwise.
     ///
     /// # Examples
     ///
@@ -362,7 +343,7 @@ impl<S, R> Connection<S, R> {
     /// a.send_bytes(b"").unwrap();
     /// assert_eq!(b.recv_bytes().unwrap(), b"");
     /// ```
-    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+    pub fn recv_bytes(&self) -> std::result::Result<Vec<u8>, RecvError> {
         // A large frame was assembled in a vector of its own: it is handed over, not copied.
         self.recv_with(None, |step| match step {
             Step::Ready(dec) => Ok(Some(dec.next_frame().map_err(broken)?.unwrap_or_default())),
@@ -375,7 +356,8 @@ impl<S, R> Connection<S, R> {
     ///
     /// # Errors
     /// [`RecvIntoError::BufferTooShort`] with the whole message if it does not fit (nothing is
-    /// lost); [`RecvIntoError::Failed`] as [`recv_bytes`](Self::recv_bytes).
+    /// lost); [`RecvIntoError::Disconnected`] and [`RecvIntoError::Failed`] as
+    /// [`recv_bytes`](Self::recv_bytes).
     ///
     /// # Examples
     ///
@@ -413,8 +395,8 @@ impl<S, R> Connection<S, R> {
         match got {
             Ok(Some(Ok(n))) => Ok(n),
             Ok(Some(Err(msg))) => Err(RecvIntoError::BufferTooShort(msg)),
-            Ok(None) => Err(RecvIntoError::Failed(unreachable_timeout())),
-            Err(e) => Err(RecvIntoError::Failed(e)),
+            Ok(None) => Err(unreachable_timeout().into()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -457,7 +439,7 @@ impl<S, R> Connection<S, R> {
     }
 
     /// Closes this end (dropping it does the same). The peer's receives then drain what was
-    /// sent and fail with [`ErrorKind::Disconnected`].
+    /// sent and fail with [`RecvError::Disconnected`].
     ///
     /// # Examples
     ///
@@ -488,12 +470,12 @@ impl<S, R> Connection<S, R> {
         &self,
         deadline: Option<Instant>,
         mut f: impl FnMut(Step<'_>) -> Result<Option<T>>,
-    ) -> Result<Option<T>> {
+    ) -> std::result::Result<Option<T>, RecvError> {
         if !self.readable {
-            return Err(Error::new(
+            return Err(RecvError::Failed(Error::new(
                 ErrorKind::Io,
                 "this end of a one-way pipe cannot receive",
-            ));
+            )));
         }
         // Another thread receiving past our deadline: nothing for us in time.
         let Some(mut st) = self.lend(deadline) else {
@@ -502,7 +484,7 @@ impl<S, R> Connection<S, R> {
         let mut first = true;
         loop {
             if let Some(e) = &st.broken {
-                return Err(broken(e.clone()));
+                return Err(broken(e.clone()).into());
             }
             match st.decoder.has_frame() {
                 Ok(true) => {
@@ -513,18 +495,15 @@ impl<S, R> Connection<S, R> {
                 Ok(false) => {}
                 Err(e) => {
                     st.broken = Some(e.clone());
-                    return Err(broken(e));
+                    return Err(broken(e).into());
                 }
             }
             if st.eof {
                 if st.decoder.buffered() > 0 {
                     st.broken = Some(CodecError::Truncated);
-                    return Err(broken(CodecError::Truncated));
+                    return Err(broken(CodecError::Truncated).into());
                 }
-                return Err(Error::new(
-                    ErrorKind::Disconnected,
-                    "the other end of the pipe is closed and nothing is left to receive",
-                ));
+                return Err(RecvError::Disconnected);
             }
             if let Some(v) = f(Step::Pending(&mut st))? {
                 return Ok(Some(v));
@@ -543,12 +522,13 @@ impl<S, R> Connection<S, R> {
 }
 
 impl<S: Serialize, R> Connection<S, R> {
-    /// Sends a value. It is serialized here, in the caller: a value that does not serialize
-    /// fails now and nothing reaches the wire.
+    /// Sends a value, waiting while the socket is full. It is serialized here, in the caller: a
+    /// value that does not serialize fails now and nothing reaches the wire.
     ///
     /// # Errors
-    /// [`ErrorKind::Codec`] if it does not serialize or is longer than the frame limit;
-    /// [`ErrorKind::Disconnected`] if the peer is gone; [`ErrorKind::Io`] otherwise.
+    /// [`SendError::Disconnected`] if the peer is gone; [`SendError::Failed`] with
+    /// [`ErrorKind::Codec`] if the value does not serialize or is longer than the frame limit
+    /// (nothing is sent), [`ErrorKind::Io`] otherwise.
     ///
     /// # Examples
     ///
@@ -557,7 +537,7 @@ impl<S: Serialize, R> Connection<S, R> {
     /// a.send(&vec![1, 2]).unwrap();
     /// assert_eq!(b.recv().unwrap(), [1, 2]);
     /// ```
-    pub fn send(&self, value: &S) -> Result<()> {
+    pub fn send(&self, value: &S) -> std::result::Result<(), SendError> {
         self.check_writable()?;
         let limit = self.max_frame();
         let mut buf = lock(&self.send);
@@ -581,9 +561,9 @@ impl<S, R: DeserializeOwned> Connection<S, R> {
     /// Receives a value, blocking until one arrives.
     ///
     /// # Errors
-    /// [`ErrorKind::Disconnected`] when the peer has closed (or died) and nothing is left —
-    /// Python's `EOFError`; [`ErrorKind::Codec`] if the bytes are not an `R` (that message is
-    /// consumed) or the stream is broken; [`ErrorKind::Io`] otherwise.
+    /// [`RecvError::Disconnected`] when the peer has closed (or died) and nothing is left —
+    /// Python's `EOFError`; [`RecvError::Failed`] with [`ErrorKind::Codec`] if the bytes are not
+    /// an `R` (that message is consumed) or the stream is broken, [`ErrorKind::Io`] otherwise.
     ///
     /// # Examples
     ///
@@ -592,44 +572,80 @@ impl<S, R: DeserializeOwned> Connection<S, R> {
     /// a.send(&'x').unwrap();
     /// assert_eq!(b.recv().unwrap(), 'x');
     /// ```
-    pub fn recv(&self) -> Result<R> {
-        self.recv_deadline(None)?.ok_or_else(unreachable_timeout)
+    pub fn recv(&self) -> std::result::Result<R, RecvError> {
+        self.recv_until(None)?.ok_or_else(unreachable_timeout)
     }
 
-    /// Receives a value if one is ready now; `Ok(None)` if not.
+    /// Receives a value if a whole one has arrived; never blocks, not even behind another
+    /// thread's receive.
     ///
     /// # Errors
-    /// As [`recv`](Self::recv).
+    /// [`TryRecvError::Empty`] if no whole message is there (or another thread is receiving);
+    /// otherwise as [`recv`](Self::recv).
     ///
     /// # Examples
     ///
     /// ```
+    /// use multiproc::TryRecvError;
     /// let (a, b) = multiproc::pipe::<u8>().unwrap();
-    /// assert_eq!(b.try_recv().unwrap(), None);
+    /// assert!(matches!(b.try_recv(), Err(TryRecvError::Empty)));
     /// a.send(&3).unwrap();
-    /// assert_eq!(b.try_recv().unwrap(), Some(3));
+    /// assert_eq!(b.try_recv().unwrap(), 3);
     /// ```
-    pub fn try_recv(&self) -> Result<Option<R>> {
-        self.recv_deadline(Some(Instant::now()))
+    pub fn try_recv(&self) -> std::result::Result<R, TryRecvError> {
+        self.recv_until(Some(Instant::now()))?
+            .ok_or(TryRecvError::Empty)
     }
 
-    /// Receives a value, waiting at most `timeout`; `Ok(None)` if none came.
+    /// Receives a value, waiting at most `timeout` for the whole call (a `timeout` too large
+    /// for an [`Instant`] waits forever).
     ///
     /// # Errors
-    /// As [`recv`](Self::recv).
+    /// [`RecvTimeoutError::Timeout`] if no whole message arrived in time (what has arrived of
+    /// one stays buffered); otherwise as [`recv`](Self::recv).
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// let (_a, b) = multiproc::pipe::<u8>().unwrap();
-    /// assert_eq!(b.recv_timeout(Duration::from_millis(10)).unwrap(), None);
+    /// use multiproc::RecvTimeoutError;
+    /// let (a, b) = multiproc::pipe::<u8>().unwrap();
+    /// let r = b.recv_timeout(Duration::from_millis(10));
+    /// assert!(matches!(r, Err(RecvTimeoutError::Timeout)));
+    /// a.send(&4).unwrap();
+    /// assert_eq!(b.recv_timeout(Duration::from_secs(5)).unwrap(), 4);
     /// ```
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<R>> {
-        self.recv_deadline(Instant::now().checked_add(timeout))
+    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<R, RecvTimeoutError> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.recv_deadline(deadline),
+            None => Ok(self.recv()?),
+        }
     }
 
-    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Option<R>> {
+    /// Receives a value, waiting until `deadline` at most for the whole call.
+    ///
+    /// # Errors
+    /// As [`recv_timeout`](Self::recv_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use multiproc::RecvTimeoutError;
+    /// let (a, b) = multiproc::pipe::<u8>().unwrap();
+    /// let soon = Instant::now() + Duration::from_millis(10);
+    /// assert!(matches!(b.recv_deadline(soon), Err(RecvTimeoutError::Timeout)));
+    /// drop(a);
+    /// let later = Instant::now() + Duration::from_secs(5);
+    /// assert!(matches!(b.recv_deadline(later), Err(RecvTimeoutError::Disconnected)));
+    /// ```
+    pub fn recv_deadline(&self, deadline: Instant) -> std::result::Result<R, RecvTimeoutError> {
+        self.recv_until(Some(deadline))?
+            .ok_or(RecvTimeoutError::Timeout)
+    }
+
+    /// Every receive of a value: `Ok(None)` if `deadline` passed first.
+    fn recv_until(&self, deadline: Option<Instant>) -> std::result::Result<Option<R>, RecvError> {
         self.recv_with(deadline, |step| match step {
             Step::Ready(dec) => {
                 let frame = dec.next_frame_ref().map_err(broken)?.unwrap_or_default();
@@ -658,17 +674,17 @@ fn broken(e: CodecError) -> Error {
     Error::codec("the pipe's byte stream is broken", e)
 }
 
-fn unreachable_timeout() -> Error {
-    Error::new(
+/// A blocking receive that came back without a message (it cannot: no deadline).
+fn unreachable_timeout() -> RecvError {
+    RecvError::Failed(Error::new(
         ErrorKind::Io,
         "a blocking receive returned without a message",
-    )
+    ))
 }
 
-/// How a connection travels inside a process's arguments.
+/// What travels beside a connection's descriptor inside a process's arguments.
 #[derive(Serialize, Deserialize)]
-struct WireConnection {
-    handle: u32,
+pub(crate) struct WireConnection {
     readable: bool,
     writable: bool,
     limit: u64,
@@ -677,28 +693,25 @@ struct WireConnection {
 /// A connection can be passed to a child process as (part of) its arguments, and only so; the
 /// child gets a working connection (the parent's own copy is closed when the argument is
 /// consumed).
-impl<S, R> Serialize for Connection<S, R> {
-    fn serialize<Z: Serializer>(&self, serializer: Z) -> std::result::Result<Z::Ok, Z::Error> {
-        let handle = handles::export_fd(self.fd.as_fd()).map_err(serde::ser::Error::custom)?;
-        WireConnection {
-            handle,
+impl<S, R> Handle for Connection<S, R> {
+    type Wire = WireConnection;
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+    fn wire(&self) -> std::result::Result<WireConnection, String> {
+        Ok(WireConnection {
             readable: self.readable,
             writable: self.writable,
             limit: self.max_frame() as u64,
-        }
-        .serialize(serializer)
+        })
     }
-}
-
-impl<'de, S, R> Deserialize<'de> for Connection<S, R> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let w = WireConnection::deserialize(deserializer)?;
-        let fd = handles::import_fd(w.handle).map_err(serde::de::Error::custom)?;
+    fn import(fd: OwnedFd, w: WireConnection) -> Result<Self> {
         let c = Connection::new(fd, w.readable, w.writable);
-        c.set_max_frame(w.limit as usize);
+        c.set_max_frame(usize::try_from(w.limit).unwrap_or(usize::MAX));
         Ok(c)
     }
 }
+handle_serde!([S, R] Connection<S, R>);
 
 #[cfg(test)]
 mod tests;

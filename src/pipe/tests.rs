@@ -2,6 +2,8 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
+use serde::Serializer;
+
 use super::*;
 
 /// Runs a test body that blocks on pipes with a bound: a hang fails the test instead of
@@ -116,10 +118,10 @@ fn peer_closing_mid_frame_is_truncated_on_the_direct_path() {
             other => panic!("expected a truncated frame, got {other:?}"),
         }
         // Broken for good.
-        assert_eq!(
-            a.recv_bytes().unwrap_err().codec_error(),
-            Some(&CodecError::Truncated)
-        );
+        match a.recv_bytes() {
+            Err(RecvError::Failed(e)) => assert_eq!(e.codec_error(), Some(&CodecError::Truncated)),
+            other => panic!("expected a broken stream, got {other:?}"),
+        }
     });
 }
 
@@ -131,10 +133,10 @@ fn peer_closing_mid_frame_is_truncated_on_the_decoder_path() {
         // 100 kB: past the large-frame threshold, and within what the socket holds unread.
         raw.write_all(&[7u8; 100_000]).unwrap();
         drop(raw);
-        assert_eq!(
-            a.recv_bytes().unwrap_err().codec_error(),
-            Some(&CodecError::Truncated)
-        );
+        match a.recv_bytes() {
+            Err(RecvError::Failed(e)) => assert_eq!(e.codec_error(), Some(&CodecError::Truncated)),
+            other => panic!("expected a truncated frame, got {other:?}"),
+        }
     });
 }
 
@@ -173,12 +175,16 @@ fn try_and_timed_calls_never_wait_behind_a_blocking_recv() {
         };
         until_receiving(&b);
         // Each of these took the receive lock and waited for the blocked `recv` before.
-        assert_eq!(b.try_recv().unwrap(), None);
-        assert_eq!(
-            b.recv_timeout(std::time::Duration::from_millis(20))
-                .unwrap(),
-            None
-        );
+        assert!(matches!(b.try_recv(), Err(TryRecvError::Empty)));
+        assert!(matches!(
+            b.recv_timeout(std::time::Duration::from_millis(20)),
+            Err(RecvTimeoutError::Timeout)
+        ));
+        let soon = Instant::now() + std::time::Duration::from_millis(20);
+        assert!(matches!(
+            b.recv_deadline(soon),
+            Err(RecvTimeoutError::Timeout)
+        ));
         assert!(!b.poll(Some(std::time::Duration::ZERO)).unwrap());
         b.set_max_frame(1 << 20);
         assert_eq!(b.max_frame(), 1 << 20);
@@ -198,7 +204,7 @@ fn deadlines_hold_while_a_large_frame_streams_in() {
         // One read cannot complete a 64 MiB frame: a zero timeout must give up after it
         // instead of reading for as long as bytes keep coming.
         assert!(!a.poll(Some(std::time::Duration::ZERO)).unwrap());
-        assert_eq!(a.try_recv().unwrap(), None);
+        assert!(matches!(a.try_recv(), Err(TryRecvError::Empty)));
         assert_eq!(a.recv_bytes().unwrap(), msg);
         sender.join().unwrap();
     });
@@ -298,9 +304,84 @@ impl Serialize for Refuses {
 #[test]
 fn a_failed_serialize_names_the_type_and_says_so_once() {
     let (a, _b) = pipe::<Refuses>().unwrap();
-    let err = a.send(&Refuses).unwrap_err();
+    let Err(SendError::Failed(err)) = a.send(&Refuses) else {
+        panic!("a refused value must fail the send");
+    };
     let text = err.to_string();
     assert_eq!(err.kind(), ErrorKind::Codec);
     assert!(text.contains("Refuses"), "{text}");
     assert_eq!(text.matches("could not be serialized").count(), 1, "{text}");
+    // The impl's own message, once (postcard alone would say "Serde Serialization Error").
+    assert_eq!(text.matches("refused").count(), 1, "{text}");
+    assert!(!text.contains("Serde Serialization Error"), "{text}");
+}
+
+#[test]
+fn every_form_names_a_gone_peer_disconnected_after_what_it_sent() {
+    bounded(|| {
+        use std::time::Duration;
+        let (a, b) = pipe::<u8>().unwrap();
+        a.send(&1).unwrap();
+        a.send_bytes(&[2]).unwrap();
+        drop(a);
+        // What was sent comes first, whatever the form.
+        assert_eq!(b.try_recv().unwrap(), 1);
+        assert_eq!(b.recv_deadline(Instant::now()).unwrap(), 2);
+        assert!(matches!(b.recv(), Err(RecvError::Disconnected)));
+        assert!(matches!(b.try_recv(), Err(TryRecvError::Disconnected)));
+        assert!(matches!(
+            b.recv_timeout(Duration::from_secs(5)),
+            Err(RecvTimeoutError::Disconnected)
+        ));
+        // A timeout past what an Instant can hold waits forever, and still sees the end.
+        assert!(matches!(
+            b.recv_timeout(Duration::MAX),
+            Err(RecvTimeoutError::Disconnected)
+        ));
+        assert!(matches!(
+            b.recv_deadline(Instant::now()),
+            Err(RecvTimeoutError::Disconnected)
+        ));
+        assert!(matches!(b.recv_bytes(), Err(RecvError::Disconnected)));
+        let mut buf = [0u8; 4];
+        assert!(matches!(
+            b.recv_bytes_into(&mut buf),
+            Err(RecvIntoError::Disconnected)
+        ));
+        assert!(matches!(b.send(&3), Err(SendError::Disconnected)));
+        assert!(matches!(b.send_bytes(b"x"), Err(SendError::Disconnected)));
+        // Through `?` the crate error keeps the kind.
+        let e: Error = b.recv().unwrap_err().into();
+        assert_eq!(e.kind(), ErrorKind::Disconnected);
+        let e: Error = b.send(&4).unwrap_err().into();
+        assert_eq!(e.kind(), ErrorKind::Disconnected);
+    });
+}
+
+#[test]
+fn a_broken_stream_is_failed_in_every_form() {
+    bounded(|| {
+        let (x, mut raw) = UnixStream::pair().unwrap();
+        let a: Connection<(), u8> = Connection::new(OwnedFd::from(x), true, true);
+        a.set_max_frame(16);
+        raw.write_all(&[0xff, 0xff, 0xff, 0x7f]).unwrap();
+        let oversized = |e: &Error| matches!(e.codec_error(), Some(CodecError::Oversized { .. }));
+        match a.try_recv() {
+            Err(TryRecvError::Failed(e)) => assert!(oversized(&e), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        match a.recv_timeout(std::time::Duration::from_secs(5)) {
+            Err(RecvTimeoutError::Failed(e)) => assert!(oversized(&e), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        match a.recv_bytes() {
+            Err(RecvError::Failed(e)) => assert!(oversized(&e), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        drop(raw);
+        match a.recv() {
+            Err(RecvError::Failed(e)) => assert!(oversized(&e), "{e}"),
+            other => panic!("a broken stream stays broken after the peer left: {other:?}"),
+        }
+    });
 }

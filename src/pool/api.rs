@@ -13,8 +13,8 @@ use super::imap::Imap;
 use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink, Sink};
 use super::wire::Bytes;
 use crate::error::{Error, ErrorKind, Result};
+use crate::handles::Transits;
 use crate::process::Target;
-use crate::process::handles::Transits;
 
 /// Counts of a pool's work so far, in items (a `map` chunk counts its items).
 ///
@@ -142,9 +142,8 @@ pub(crate) fn encode_items<'a, A: Serialize + 'a>(
     let mut fd_counts = Vec::new();
     let mut transits = Transits::default();
     for item in items {
-        let (bytes, item_fds, item_transits) =
-            crate::process::handles::encode_with_handles(item)
-                .map_err(|e| Error::codec("the task's argument could not be serialized", e))?;
+        let (bytes, item_fds, item_transits) = crate::handles::encode_with_handles(item)
+            .map_err(|e| Error::codec("the task's argument could not be serialized", e))?;
         data.extend_from_slice(&bytes);
         let end = u32::try_from(data.len()).map_err(|_| {
             Error::new(

@@ -106,7 +106,7 @@ impl PoolBuilder {
     {
         let init = Target::of(f).and_then(|target| {
             // Serialize once now, so that an argument that cannot be serialized fails here.
-            crate::process::handles::encode_with_handles(&arg).map_err(|e| {
+            crate::handles::encode_with_handles(&arg).map_err(|e| {
                 Error::codec("the initializer's argument could not be serialized", e)
             })?;
             let encode = move || codec::encode(&arg);

@@ -229,7 +229,7 @@ fn run_task(
         let ran = if fds.is_empty() {
             run_item(target, item)
         } else {
-            crate::process::handles::with_incoming(fds, || run_item(target, item))
+            crate::handles::with_incoming(fds, || run_item(target, item))
         };
         match ran {
             Ok(bytes) => match u32::try_from(bytes.len()) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::result::Sink;
 use super::wire::{Bytes, TaskMsg};
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::handles::Transits;
+use crate::handles::Transits;
 use crate::process::{Outcome, Target};
 use crate::sys::Exit;
 

@@ -155,8 +155,7 @@ pub(crate) struct FdSocket(pub(crate) std::os::fd::OwnedFd);
 impl Serialize for FdSocket {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use std::os::fd::AsFd;
-        let index = crate::process::handles::export_fd(self.0.as_fd())
-            .map_err(serde::ser::Error::custom)?;
+        let index = crate::handles::export_fd(self.0.as_fd()).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)
     }
 }
@@ -164,7 +163,7 @@ impl Serialize for FdSocket {
 impl<'de> Deserialize<'de> for FdSocket {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FdSocket, D::Error> {
         let index = u32::deserialize(d)?;
-        crate::process::handles::import_fd(index)
+        crate::handles::import_fd(index)
             .map(FdSocket)
             .map_err(de::Error::custom)
     }

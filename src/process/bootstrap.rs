@@ -404,7 +404,7 @@ pub(crate) fn serve(chan: &mut Channel) {
 /// panic.
 fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<Vec<u8>>) {
     capture_in_child(false);
-    let call = || super::handles::with_incoming(fds, || target.invoke(args));
+    let call = || crate::handles::with_incoming(fds, || target.invoke(args));
     match panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(bytes)) => (Outcome::Returned, Some(bytes)),
         Ok(Err(CallError::Arguments(e))) => (Outcome::BadArguments(e.to_string()), None),

@@ -11,9 +11,9 @@ use std::time::Instant;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::frame::Filled;
 use crate::codec::{self, FrameDecoder, HEADER_LEN};
 use crate::error::{Error, ErrorKind, Result};
+use crate::pipe::{Filled, read_into};
 use crate::sys;
 
 /// One end of a framed stream socket.
@@ -149,10 +149,12 @@ impl Channel {
         if self.eof {
             return Ok(false);
         }
-        match self
-            .decoder
-            .read_from(self.fd.as_fd(), nonblocking, Some(&mut self.fds))
-        {
+        match read_into(
+            &mut self.decoder,
+            self.fd.as_fd(),
+            nonblocking,
+            Some(&mut self.fds),
+        ) {
             Ok(Filled::Bytes(_)) => Ok(true),
             Ok(Filled::Empty) => Ok(false),
             Ok(Filled::Closed) => {

@@ -35,11 +35,11 @@ use serde::{Deserialize, Serialize};
 use super::channel::Channel;
 use super::child::{Child, FrameWait, ended_error};
 use super::function::Target;
-use super::handles::Transits;
 use super::launch::{self, SpawnJob};
 use super::protocol::Identity;
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
+use crate::handles::Transits;
 use crate::sys::{self, Exit};
 
 mod server;
@@ -480,7 +480,7 @@ where
     R: Serialize + DeserializeOwned,
 {
     let target = Target::of(f)?;
-    let (args, fds, transits) = super::handles::encode_with_handles(&arg)
+    let (args, fds, transits) = crate::handles::encode_with_handles(&arg)
         .map_err(|e| Error::codec("the preload call's argument", e))?;
     if !fds.is_empty() || !transits.is_empty() {
         return Err(Error::new(

@@ -77,7 +77,7 @@ pub(crate) struct Call {
     /// Descriptors of handles inside the arguments (see `handles`).
     pub(crate) fds: Vec<std::os::fd::OwnedFd>,
     /// Handles inside the arguments that want to know which child receives them.
-    pub(crate) transits: super::handles::Transits,
+    pub(crate) transits: crate::handles::Transits,
 }
 
 /// The two offsets that name a function and its trampoline.
@@ -95,7 +95,7 @@ impl Call {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let (args, fds, transits) = super::handles::encode_with_handles(arg)
+        let (args, fds, transits) = crate::handles::encode_with_handles(arg)
             .map_err(|e| Error::codec("the process arguments could not be serialized", e))?;
         Ok(Call {
             target,

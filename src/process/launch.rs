@@ -210,7 +210,7 @@ pub(crate) fn fork(
     // The thread-local list a child's handles are decoded from: touched here once, so that its
     // destructor is registered in the parent (glibc takes a loader lock for that, and writes
     // pages that every child would otherwise have to copy).
-    super::handles::with_incoming(Vec::new(), || ());
+    crate::handles::with_incoming(Vec::new(), || ());
     // Whatever sits in stdout's buffer would be printed twice, by us and by the copy (stderr
     // has no buffer).
     {
@@ -267,7 +267,7 @@ pub(crate) fn fork(
     let pid = match forked {
         Some(Ok(pid)) => {
             // The copy holds copies of this process's handles (the child itself does nothing).
-            super::handles::forked(pid);
+            crate::handles::forked(pid);
             transits.handed_to(pid);
             pid
         }

@@ -13,7 +13,6 @@ mod child;
 mod finished;
 mod forkserver;
 mod function;
-pub(crate) mod handles;
 mod identity;
 mod launch;
 mod panics;

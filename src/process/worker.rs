@@ -212,7 +212,7 @@ impl Worker {
         R: Serialize + DeserializeOwned,
     {
         let target = Target::of(f)?;
-        let (args, fds, transits) = super::handles::encode_with_handles(&arg).map_err(|e| {
+        let (args, fds, transits) = crate::handles::encode_with_handles(&arg).map_err(|e| {
             Error::codec(
                 format!("the call's argument ({})", std::any::type_name::<A>()),
                 e,

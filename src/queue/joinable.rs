@@ -2,14 +2,16 @@
 //! `multiprocessing.JoinableQueue`).
 
 use std::ops::Deref;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
 
 use super::ring::{Waited, read};
 use super::{POLL, Queue, TaskDoneError};
 use crate::error::{Error, ErrorKind, Result};
+use crate::handles::Handle;
 use crate::sync::shim::Ordering;
 
 /// A [`Queue`] that also counts unfinished tasks: Python's `multiprocessing.JoinableQueue`.
@@ -155,14 +157,22 @@ impl<T> Deref for JoinableQueue<T> {
     }
 }
 
-impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for JoinableQueue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let queue = Queue::deserialize(d)?;
+/// Travels as the [`Queue`] it wraps, which must have been created joinable.
+impl<T: Serialize + DeserializeOwned> Handle for JoinableQueue<T> {
+    type Wire = ();
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.queue.descriptor()
+    }
+    fn wire(&self) -> std::result::Result<(), String> {
+        self.queue.wire()
+    }
+    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
+        let queue = Queue::import(fd, ())?;
         if !queue.seg.joinable {
-            return Err(serde::de::Error::custom(Error::new(
+            return Err(Error::new(
                 ErrorKind::BadHeader,
                 "a plain queue cannot be received as a JoinableQueue",
-            )));
+            ));
         }
         Ok(JoinableQueue { queue })
     }

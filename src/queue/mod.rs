@@ -50,13 +50,13 @@ mod model_tests;
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use builder::QueueBuilder;
 pub use error::{
@@ -70,7 +70,7 @@ use registry::{Hold, QueueTransit, me};
 
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::handles;
+use crate::handles::{self, Handle, handle_serde};
 use crate::shm::{Kind, Shared, type_tag};
 use crate::sync::shim::Ordering;
 use crate::sync::{Acquired, CellGuard, LockCell};
@@ -460,22 +460,20 @@ impl<T> fmt::Debug for Queue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Serialize for Queue<T> {
-    /// Only as (part of) a child process's arguments. The child that receives the handle counts
-    /// as a producer from the moment it is started (see `registry.rs`).
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let r = self.seg.state.serialize_handle(s)?;
-        handles::export_transit(Box::new(QueueTransit(self.seg.clone())))
-            .map_err(serde::ser::Error::custom)?;
-        Ok(r)
+/// Only as (part of) a child process's arguments: the segment's descriptor alone. The child
+/// that receives the handle counts as a producer from the moment it is started (see
+/// `registry.rs`).
+impl<T: Serialize + DeserializeOwned> Handle for Queue<T> {
+    type Wire = ();
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.seg.state.fd().as_fd()
     }
-}
-
-impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Queue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let state: Shared<State> =
-            Shared::deserialize_handle(d, &[Kind::Queue], type_tag::<T>(), 0)?;
-        let q = Queue::attach(state).map_err(serde::de::Error::custom)?;
+    fn wire(&self) -> std::result::Result<(), String> {
+        handles::export_transit(Box::new(QueueTransit(self.seg.clone())))
+    }
+    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
+        let state: Shared<State> = Shared::open(fd, &[Kind::Queue], type_tag::<T>(), 0)?;
+        let q = Queue::attach(state)?;
         if let Some(i) = q.slot {
             // The handle has arrived: it no longer counts as on its way (see `registry.rs`).
             let _ =
@@ -486,6 +484,7 @@ impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Queue<T> {
         Ok(q)
     }
 }
+handle_serde!([T: Serialize + DeserializeOwned] Queue<T>);
 
 #[cfg(all(test, not(loom)))]
 mod tests;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI32 as StdAtomicI32;
 
 use super::layout::{SLOTS, Segment, Slot, State};
-use crate::process::handles::{ForkAware, Transit};
+use crate::handles::{ForkAware, Transit};
 use crate::sync::shim::Ordering;
 use crate::sys;
 

@@ -1,12 +1,14 @@
 //! [`SimpleQueue`]: Python's `multiprocessing.SimpleQueue`, a thin wrapper over [`Queue`].
 
 use std::fmt;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{GetError, JoinableQueue, PutError, Queue};
 use crate::error::Result;
+use crate::handles::Handle;
 
 /// A queue without a size limit on the number of messages: Python's
 /// `multiprocessing.SimpleQueue` (`put`, `get`, `is_empty`, `close`).
@@ -119,20 +121,24 @@ macro_rules! queue_wrapper {
             }
         }
 
-        impl<T: Serialize + DeserializeOwned> Serialize for $name<T> {
-            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                self.queue.serialize(s)
-            }
-        }
+        crate::handles::handle_serde!([T: Serialize + DeserializeOwned] $name<T>);
     };
 }
 queue_wrapper!(SimpleQueue);
 queue_wrapper!(JoinableQueue);
 
-impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for SimpleQueue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+/// Travels as the [`Queue`] it wraps.
+impl<T: Serialize + DeserializeOwned> Handle for SimpleQueue<T> {
+    type Wire = ();
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.queue.descriptor()
+    }
+    fn wire(&self) -> std::result::Result<(), String> {
+        self.queue.wire()
+    }
+    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
         Ok(SimpleQueue {
-            queue: Queue::deserialize(d)?,
+            queue: Queue::import(fd, ())?,
         })
     }
 }

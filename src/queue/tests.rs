@@ -5,6 +5,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Deserializer, Serializer};
+
 use super::layout::put_state;
 use super::*;
 
@@ -568,7 +570,7 @@ fn joinable_counts_tasks() {
 
 #[test]
 fn handles_pass_as_their_own_type_only() {
-    use crate::process::handles;
+    use crate::handles;
     let q = Queue::<u32>::new().unwrap();
     let (bytes, fds) = handles::encode_with_fds(&q).unwrap();
     let back: Queue<u32> = handles::with_incoming(fds, || codec::decode(&bytes)).unwrap();

@@ -8,14 +8,12 @@ mod shared;
 mod tests;
 
 use std::ffi::CString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::handles;
+use crate::handles::{self, Handle};
 use crate::sys;
 
 pub(crate) use region::{HEADER_LEN, Kind, NO_TYPE_TAG, Region, Sealing, type_tag};
@@ -681,24 +679,24 @@ fn is_stale(name: &str, uid: u32) -> bool {
     header.is_ours() && !persistent && !alive(pid, start)
 }
 
-impl Serialize for SharedMemory {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let handle = handles::export_fd(self.inner.region.fd().as_fd())
-            .map_err(serde::ser::Error::custom)?;
-        (handle, &self.inner.name).serialize(serializer)
+/// A segment travels as its descriptor and its name (a named segment cannot be sealed; an
+/// anonymous one must be).
+impl Handle for SharedMemory {
+    type Wire = Option<String>;
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.inner.region.fd().as_fd()
     }
-}
-
-impl<'de> Deserialize<'de> for SharedMemory {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let (handle, name) = <(u32, Option<String>)>::deserialize(deserializer)?;
-        let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
+    fn wire(&self) -> std::result::Result<Option<String>, String> {
+        Ok(self.inner.name.clone())
+    }
+    fn import(fd: OwnedFd, name: Option<String>) -> Result<Self> {
         let sealing = if name.is_some() {
             Sealing::NotAvailable
         } else {
             Sealing::Required
         };
-        let region = Region::open(fd, Kind::Bytes, 0, sealing).map_err(serde::de::Error::custom)?;
+        let region = Region::open(fd, Kind::Bytes, 0, sealing)?;
         Ok(SharedMemory::from_parts(region, name, false))
     }
 }
+handles::handle_serde!([] SharedMemory);

@@ -1,15 +1,12 @@
 //! `Shared<T>`: a per-process handle on a `T` that lives at the start of a segment's data.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::arena::{self, SlotClaim};
 use super::{Kind, NO_TYPE_TAG, Region, Sealing};
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::handles;
 
 /// A handle on shared state of type `T` placed at the start of a segment's data, followed by
 /// `extra` bytes the owner uses as it likes. Cloning shares the mapping.
@@ -177,66 +174,36 @@ impl<T> Shared<T> {
         (dev, ino, offset)
     }
 
-    /// Writes the handle of an object that may live in an arena slot: the descriptor and the
-    /// slot's offset ([`OWN_SEGMENT`] for an object with a segment of its own).
-    pub(crate) fn serialize_slot_handle<S: Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        let handle =
-            handles::export_fd(self.region.fd().as_fd()).map_err(serde::ser::Error::custom)?;
-        let offset = match &self.claim {
+    /// What travels beside the descriptor of an object that may live in an arena slot (see
+    /// [`Handle`](crate::handles::Handle)): the slot's offset, or [`OWN_SEGMENT`] for an object with
+    /// a segment of its own. An arena slot counts one more holder for the handle on its way.
+    pub(crate) fn slot_wire(&self) -> std::result::Result<u32, String> {
+        match &self.claim {
             Some(claim) => {
+                let offset = u32::try_from(claim.payload_offset()).map_err(|e| e.to_string())?;
                 claim.export();
-                u32::try_from(claim.payload_offset()).map_err(serde::ser::Error::custom)?
+                Ok(offset)
             }
-            None => OWN_SEGMENT,
-        };
-        (handle, offset).serialize(serializer)
+            None => Ok(OWN_SEGMENT),
+        }
     }
 
-    /// Reads a handle written by [`serialize_slot_handle`](Self::serialize_slot_handle): an
-    /// arena slot of one of `slot_kinds`, or a segment of one of `kinds`, holding type
-    /// `type_tag` ([`NO_TYPE_TAG`]: any).
-    pub(crate) fn deserialize_slot_handle<'de, D: Deserializer<'de>>(
-        deserializer: D,
+    /// Opens what [`slot_wire`](Self::slot_wire) described: an arena slot of one of
+    /// `slot_kinds` at `offset`, or a segment of one of `kinds`, holding type `type_tag` ([`NO_TYPE_TAG`]:
+    /// any).
+    pub(crate) fn open_slot(
+        fd: OwnedFd,
+        offset: u32,
         slot_kinds: &[Kind],
         kinds: &[Kind],
         type_tag: u64,
-    ) -> std::result::Result<Shared<T>, D::Error> {
+    ) -> Result<Shared<T>> {
         const { fits_slot::<T>() };
-        let (handle, offset) = <(u32, u32)>::deserialize(deserializer)?;
-        let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
         if offset == OWN_SEGMENT {
-            return Shared::open(fd, kinds, type_tag, 0).map_err(serde::de::Error::custom);
+            return Shared::open(fd, kinds, type_tag, 0);
         }
         let tag = (type_tag != NO_TYPE_TAG).then_some(type_tag);
-        arena::open(fd, offset as usize, slot_kinds, tag)
-            .map(Shared::from_claim)
-            .map_err(serde::de::Error::custom)
-    }
-
-    /// Writes the handle for a child: the descriptor plus nothing else (everything else is in
-    /// the header).
-    pub(crate) fn serialize_handle<S: Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        let handle =
-            handles::export_fd(self.region.fd().as_fd()).map_err(serde::ser::Error::custom)?;
-        handle.serialize(serializer)
-    }
-
-    /// Reads a handle written by [`serialize_handle`](Self::serialize_handle).
-    pub(crate) fn deserialize_handle<'de, D: Deserializer<'de>>(
-        deserializer: D,
-        kinds: &[Kind],
-        type_tag: u64,
-        extra: usize,
-    ) -> std::result::Result<Shared<T>, D::Error> {
-        let handle = u32::deserialize(deserializer)?;
-        let fd = handles::import_fd(handle).map_err(serde::de::Error::custom)?;
-        Shared::open(fd, kinds, type_tag, extra).map_err(serde::de::Error::custom)
+        arena::open(fd, offset as usize, slot_kinds, tag).map(Shared::from_claim)
     }
 }
 

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::handles::{Handle, handle_serde};
 
 use super::error::{LockResult, LockTimeoutResult, TryLockResult};
 use super::lock::Lock;
@@ -327,15 +329,19 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
     }
 }
 
-impl<T: Pod> Serialize for Array<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.shared.serialize_slot_handle(s)
+/// An array travels as its segment's descriptor and its arena slot's offset; its length is
+/// read back from the shared header and checked against the segment.
+impl<T: Pod> Handle for Array<T> {
+    type Wire = u32;
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.shared.fd().as_fd()
     }
-}
-
-impl<'de, T: Pod> Deserialize<'de> for Array<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (shared, len) = open::<T, D>(d, Kind::Array)?;
+    fn wire(&self) -> std::result::Result<u32, String> {
+        self.shared.slot_wire()
+    }
+    fn import(fd: OwnedFd, offset: u32) -> Result<Self> {
+        let (shared, len) = open::<T>(fd, offset, Kind::Array)?;
         Ok(Array::from_shared(shared, len))
     }
 }
+handle_serde!([T: Pod] Array<T>);

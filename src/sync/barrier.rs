@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::handles::{Handle, handle_serde};
 
 use super::error::{BarrierTimeoutError, BrokenBarrier};
 use super::lock::{Acquired, CellGuard, LockCell, deadline_after};
@@ -413,37 +415,24 @@ impl fmt::Debug for Barrier {
     }
 }
 
-impl Serialize for Barrier {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        struct H<'a>(&'a Shared<BarrierState>);
-        impl Serialize for H<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                self.0.serialize_handle(s)
-            }
-        }
-        let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(&H(&self.state))?;
-        t.serialize_element(&self.default_timeout)?;
-        t.end()
+/// A barrier travels as its segment's descriptor and its default timeout; the number of
+/// parties is read back from the segment and checked.
+impl Handle for Barrier {
+    type Wire = Option<Duration>;
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.state.fd().as_fd()
     }
-}
-
-impl<'de> Deserialize<'de> for Barrier {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct H(Shared<BarrierState>);
-        impl<'de> Deserialize<'de> for H {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                Shared::deserialize_handle(d, &[Kind::Barrier], 0, 0).map(H)
-            }
-        }
-        let (H(state), default_timeout) = <(H, Option<Duration>)>::deserialize(d)?;
+    fn wire(&self) -> std::result::Result<Option<Duration>, String> {
+        Ok(self.default_timeout)
+    }
+    fn import(fd: OwnedFd, default_timeout: Option<Duration>) -> Result<Self> {
+        let state: Shared<BarrierState> = Shared::open(fd, &[Kind::Barrier], 0, 0)?;
         let parties = state.parties.load(Ordering::Relaxed);
         if parties == 0 {
-            return Err(serde::de::Error::custom(Error::new(
+            return Err(Error::new(
                 ErrorKind::BadHeader,
                 "the barrier's segment says it has 0 parties",
-            )));
+            ));
         }
         Ok(Barrier {
             state,
@@ -452,3 +441,4 @@ impl<'de> Deserialize<'de> for Barrier {
         })
     }
 }
+handle_serde!([] Barrier);

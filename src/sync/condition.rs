@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::handles::{Handle, handle_serde};
 
 #[cfg(doc)]
 use super::error::LockError;
@@ -402,31 +404,18 @@ impl fmt::Debug for Condition {
     }
 }
 
-impl Serialize for Condition {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        struct H<'a>(&'a Shared<CondState>);
-        impl Serialize for H<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                self.0.serialize_handle(s)
-            }
-        }
-        let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(&H(&self.state))?;
-        t.serialize_element(&self.lock)?;
-        t.end()
+/// A condition travels as its own segment's descriptor, followed by its lock (a handle too).
+impl Handle for Condition {
+    type Wire = Lock;
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.state.fd().as_fd()
     }
-}
-
-impl<'de> Deserialize<'de> for Condition {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct H(Shared<CondState>);
-        impl<'de> Deserialize<'de> for H {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                Shared::deserialize_handle(d, &[Kind::Condition], 0, 0).map(H)
-            }
-        }
-        let (H(state), lock) = <(H, Lock)>::deserialize(d)?;
+    fn wire(&self) -> std::result::Result<Lock, String> {
+        Ok(self.lock.clone())
+    }
+    fn import(fd: OwnedFd, lock: Lock) -> Result<Self> {
+        let state = Shared::open(fd, &[Kind::Condition], 0, 0)?;
         Ok(Condition { state, lock })
     }
 }
+handle_serde!([] Condition);

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::handles::{Handle, handle_serde};
 
 use super::lock::deadline_after;
 use super::shim::{self, AtomicU32, FutexWait, Ordering};
@@ -223,14 +225,17 @@ impl fmt::Debug for Event {
     }
 }
 
-impl Serialize for Event {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.state.serialize_handle(s)
+/// An event travels as its segment's descriptor alone.
+impl Handle for Event {
+    type Wire = ();
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.state.fd().as_fd()
+    }
+    fn wire(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
+        Shared::open(fd, &[Kind::Event], 0, 0).map(|state| Event { state })
     }
 }
-
-impl<'de> Deserialize<'de> for Event {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_handle(d, &[Kind::Event], 0, 0).map(|state| Event { state })
-    }
-}
+handle_serde!([] Event);

@@ -5,7 +5,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::handles::{Handle, handle_serde};
 
 use super::error::{
     LockError, LockResult, LockTimeoutError, LockTimeoutResult, OwnerDied, Recover, TryLockError,
@@ -657,18 +659,20 @@ impl<'a> LockGuard<'a> {
 /// Objects (segments or arena slots) that start with a non-recursive `LockCell`.
 pub(crate) const LOCK_KINDS: &[Kind] = &[Kind::Lock, Kind::Value, Kind::Array];
 
-impl Serialize for Lock {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        self.cell.serialize_slot_handle(serializer)
+/// A lock travels as its segment's descriptor and its arena slot's offset.
+impl Handle for Lock {
+    type Wire = u32;
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.cell.fd().as_fd()
+    }
+    fn wire(&self) -> std::result::Result<u32, String> {
+        self.cell.slot_wire()
+    }
+    fn import(fd: OwnedFd, offset: u32) -> Result<Self> {
+        Shared::open_slot(fd, offset, LOCK_KINDS, LOCK_KINDS, 0).map(Lock::from_cell)
     }
 }
-
-impl<'de> Deserialize<'de> for Lock {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_slot_handle(deserializer, LOCK_KINDS, LOCK_KINDS, 0)
-            .map(Lock::from_cell)
-    }
-}
+handle_serde!([] Lock);
 
 /// A recursive lock shared between processes, that survives its holder's death.
 ///
@@ -758,15 +762,17 @@ impl RLock {
     }
 }
 
-impl Serialize for RLock {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        self.cell.serialize_slot_handle(serializer)
+/// As a [`Lock`]: the descriptor and the arena slot's offset.
+impl Handle for RLock {
+    type Wire = u32;
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.cell.fd().as_fd()
+    }
+    fn wire(&self) -> std::result::Result<u32, String> {
+        self.cell.slot_wire()
+    }
+    fn import(fd: OwnedFd, offset: u32) -> Result<Self> {
+        Shared::open_slot(fd, offset, &[Kind::RLock], &[Kind::RLock], 0).map(|cell| RLock { cell })
     }
 }
-
-impl<'de> Deserialize<'de> for RLock {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_slot_handle(deserializer, &[Kind::RLock], &[Kind::RLock], 0)
-            .map(|cell| RLock { cell })
-    }
-}
+handle_serde!([] RLock);

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::handles::{Handle, handle_serde};
 
 use super::error::OverRelease;
 use super::lock::deadline_after;
@@ -485,36 +487,42 @@ impl fmt::Debug for BoundedSemaphore {
     }
 }
 
-impl Serialize for Semaphore {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.state.serialize_handle(s)
+/// A semaphore travels as its segment's descriptor alone.
+impl Handle for Semaphore {
+    type Wire = ();
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.state.fd().as_fd()
     }
-}
-
-impl<'de> Deserialize<'de> for Semaphore {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize_handle(d, &[Kind::Semaphore], type_tag::<Semaphore>(), 0)
+    fn wire(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
+        Shared::open(fd, &[Kind::Semaphore], type_tag::<Semaphore>(), 0)
             .map(|state| Semaphore { state })
     }
 }
+handle_serde!([] Semaphore);
 
-impl Serialize for BoundedSemaphore {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.state.serialize_handle(s)
+/// As a [`Semaphore`]; its maximum is read back from the segment and checked.
+impl Handle for BoundedSemaphore {
+    type Wire = ();
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.state.fd().as_fd()
     }
-}
-
-impl<'de> Deserialize<'de> for BoundedSemaphore {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+    fn wire(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
         let state: Shared<SemState> =
-            Shared::deserialize_handle(d, &[Kind::Semaphore], type_tag::<BoundedSemaphore>(), 0)?;
+            Shared::open(fd, &[Kind::Semaphore], type_tag::<BoundedSemaphore>(), 0)?;
         let max = state.max.load(Ordering::Relaxed);
         if max == u32::MAX {
-            return Err(serde::de::Error::custom(Error::new(
+            return Err(Error::new(
                 ErrorKind::BadHeader,
                 "the bounded semaphore's segment announces an impossible maximum",
-            )));
+            ));
         }
         Ok(BoundedSemaphore { state, max })
     }
 }
+handle_serde!([] BoundedSemaphore);

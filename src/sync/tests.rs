@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::codec;
-use crate::process::handles;
+use crate::handles;
 use crate::{Array, Barrier, ErrorKind, Event, Lock, RLock, Semaphore, Value};
 
 /// Encodes `value` as a process argument and decodes it as a `U`, as a child would.

@@ -6,7 +6,9 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::handles::{Handle, handle_serde};
 
 use super::error::{LockError, LockResult, LockTimeoutResult, Recover, TryLockResult, sealed};
 use super::lock::{Lock, LockCell, LockGuard, deadline_after};
@@ -245,12 +247,8 @@ impl<S: ?Sized> LockedData<S> {
 /// Opens a `Value` (`kind` `Value`: exactly one element, whatever the shared length says) or an
 /// `Array` (its length, read once here). The segment must hold that many elements; the length
 /// returned is the one checked, never re-read from shared memory.
-pub(super) fn open<'de, T: Pod, D: Deserializer<'de>>(
-    d: D,
-    kind: Kind,
-) -> std::result::Result<(Shared<Head>, usize), D::Error> {
-    let shared: Shared<Head> =
-        Shared::deserialize_slot_handle(d, &[kind], &[kind], type_tag::<T>())?;
+pub(super) fn open<T: Pod>(fd: OwnedFd, offset: u32, kind: Kind) -> Result<(Shared<Head>, usize)> {
+    let shared: Shared<Head> = Shared::open_slot(fd, offset, &[kind], &[kind], type_tag::<T>())?;
     let len = if kind == Kind::Value {
         1
     } else {
@@ -261,10 +259,10 @@ pub(super) fn open<'de, T: Pod, D: Deserializer<'de>>(
     if (arena && std::mem::align_of::<T>() > SLOT_ALIGN)
         || need.is_none_or(|n| n > shared.object_len())
     {
-        return Err(serde::de::Error::custom(Error::new(
+        return Err(Error::new(
             ErrorKind::BadHeader,
             "the shared value's segment is smaller than its elements need",
-        )));
+        ));
     }
     Ok((shared, len))
 }
@@ -557,15 +555,18 @@ impl<S: ?Sized + fmt::Debug> fmt::Debug for DataGuard<'_, S> {
     }
 }
 
-impl<T: Pod> Serialize for Value<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.shared.serialize_slot_handle(s)
+/// A value travels as its segment's descriptor and its arena slot's offset.
+impl<T: Pod> Handle for Value<T> {
+    type Wire = u32;
+    fn descriptor(&self) -> BorrowedFd<'_> {
+        self.shared.fd().as_fd()
     }
-}
-
-impl<'de, T: Pod> Deserialize<'de> for Value<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (shared, _) = open::<T, D>(d, Kind::Value)?;
+    fn wire(&self) -> std::result::Result<u32, String> {
+        self.shared.slot_wire()
+    }
+    fn import(fd: OwnedFd, offset: u32) -> Result<Self> {
+        let (shared, _) = open::<T>(fd, offset, Kind::Value)?;
         Ok(Value::from_shared(shared))
     }
 }
+handle_serde!([T: Pod] Value<T>);

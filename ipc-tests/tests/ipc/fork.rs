@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use multiproc::{ErrorKind, Process, StartMethod};
+use multiproc::{Process, StartMethod};
 
 use crate::{Context, TestFn, ensure};
 
@@ -215,7 +215,7 @@ fn fork_sibling_and_pipe_ends(_: ()) -> Result<(bool, u64), String> {
     let seen = a.recv_timeout(Duration::from_secs(10));
     let _ = sibling.kill();
     let _ = sibling.join();
-    let disconnected = matches!(&seen, Err(e) if e.kind() == ErrorKind::Disconnected);
+    let disconnected = matches!(&seen, Err(multiproc::RecvTimeoutError::Disconnected));
     // A handle passed as the argument survives the cleanup.
     let (c, d) = multiproc::pipe::<u64>().map_err(|e| e.to_string())?;
     let mut user = Process::new(send_back, d).with_start_method(StartMethod::Fork);
@@ -223,8 +223,7 @@ fn fork_sibling_and_pipe_ends(_: ()) -> Result<(bool, u64), String> {
     user.join().map_err(|e| e.to_string())?;
     let got = c
         .recv_timeout(Duration::from_secs(30))
-        .map_err(|e| e.to_string())?
-        .unwrap_or(0);
+        .map_err(|e| e.to_string())?;
     Ok((disconnected, got))
 }
 

@@ -241,11 +241,7 @@ fn handles_as_arguments() -> Result<(), String> {
     ensure!(p.join().ctx("join")? == 41, "result");
     // The child had only its copy of the other end: it is gone now.
     let err = ours.recv().err().ctx("recv after the child ended")?;
-    ensure!(
-        err.kind() == ErrorKind::Disconnected,
-        "kind {:?}",
-        err.kind()
-    );
+    ensure!(matches!(err, multiproc::RecvError::Disconnected), "{err:?}");
 
     // A queue (a handle that is told which child receives it) both ways.
     let there = Queue::<u64>::new().ctx("queue")?;

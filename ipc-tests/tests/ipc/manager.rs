@@ -269,7 +269,7 @@ fn proxy_outside_arguments() -> Result<(), String> {
     let (a, _b) = multiproc::pipe::<DictProxy<u8, u8>>().ctx("pipe")?;
     let e = a.send(&d).err().ctx("sending a proxy through a pipe")?;
     ensure!(
-        e.kind() == ErrorKind::Codec,
+        matches!(&e, multiproc::SendError::Failed(f) if f.kind() == ErrorKind::Codec),
         "a proxy (with its key) only travels as process arguments: {e}"
     );
     Ok(())

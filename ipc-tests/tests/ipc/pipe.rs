@@ -4,7 +4,10 @@ use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use multiproc::{Connection, ErrorKind, Process, RecvIntoError, StartMethod};
+use multiproc::{
+    Connection, ErrorKind, Process, RecvError, RecvIntoError, RecvTimeoutError, SendError,
+    StartMethod,
+};
 
 use crate::{Context, TestFn, ensure};
 
@@ -117,29 +120,28 @@ fn killed_peer_is_disconnected() -> Result<(), String> {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     });
     let err = ours.recv().err().ctx("recv must fail")?;
-    ensure!(
-        err.kind() == ErrorKind::Disconnected,
-        "kind {:?}",
-        err.kind()
-    );
+    ensure!(matches!(err, RecvError::Disconnected), "{err:?}");
     let err = ours
         .recv_timeout(Duration::from_secs(5))
         .err()
         .ctx("again")?;
     ensure!(
-        err.kind() == ErrorKind::Disconnected,
-        "kind again {:?}",
-        err.kind()
+        matches!(err, RecvTimeoutError::Disconnected),
+        "again {err:?}"
     );
     // Sending to a dead peer is Disconnected too, not SIGPIPE.
     let err = ours.send(&1).err().ctx("send must fail")?;
-    ensure!(
-        err.kind() == ErrorKind::Disconnected,
-        "send kind {:?}",
-        err.kind()
-    );
+    ensure!(matches!(err, SendError::Disconnected), "send {err:?}");
     let _ = p.join();
     Ok(())
+}
+
+/// The fault inside a receive that failed (not one that found the peer gone).
+fn failed(e: RecvError) -> Result<multiproc::Error, String> {
+    match e {
+        RecvError::Failed(e) => Ok(e),
+        RecvError::Disconnected => Err("expected a failed receive, got Disconnected".into()),
+    }
 }
 
 /// Writes raw bytes on the connection's socket, then exits.
@@ -156,7 +158,7 @@ fn garbage_length() -> Result<(), String> {
     let mut p = Process::new(write_raw, (theirs, vec![0xff, 0xff, 0xff, 0x7f, 1, 2, 3]));
     p.start().ctx("start")?;
     p.join().ctx("join")?;
-    let err = ours.recv().err().ctx("recv must fail")?;
+    let err = failed(ours.recv().err().ctx("recv must fail")?)?;
     ensure!(err.kind() == ErrorKind::Codec, "kind {:?}", err.kind());
     ensure!(
         matches!(
@@ -167,7 +169,7 @@ fn garbage_length() -> Result<(), String> {
         err.codec_error()
     );
     // Broken for good, with the same error.
-    let again = ours.recv().err().ctx("again")?;
+    let again = failed(ours.recv().err().ctx("again")?)?;
     ensure!(
         again.kind() == ErrorKind::Codec,
         "kind again {:?}",
@@ -182,7 +184,7 @@ fn truncated_frame() -> Result<(), String> {
     let mut p = Process::new(write_raw, (theirs, vec![100, 0, 0, 0, 9, 9, 9]));
     p.start().ctx("start")?;
     p.join().ctx("join")?;
-    let err = ours.recv().err().ctx("recv must fail")?;
+    let err = failed(ours.recv().err().ctx("recv must fail")?)?;
     ensure!(err.kind() == ErrorKind::Codec, "kind {:?}", err.kind());
     ensure!(
         err.codec_error() == Some(&multiproc::codec::CodecError::Truncated),
@@ -194,7 +196,7 @@ fn truncated_frame() -> Result<(), String> {
     a.send_bytes(&[1, 2, 3]).ctx("send bytes")?;
     a.send(&5).ctx("send")?;
     ensure!(
-        b.recv().err().map(|e| e.kind()) == Some(ErrorKind::Codec),
+        matches!(b.recv(), Err(RecvError::Failed(e)) if e.kind() == ErrorKind::Codec),
         "wrong type"
     );
     ensure!(b.recv().ctx("next")? == 5, "next message lost");
@@ -229,7 +231,7 @@ fn peer_dies_mid_frame() -> Result<(), String> {
     if let Ok(m) = &got {
         return Err(format!("received a whole frame of {} bytes", m.len()));
     }
-    let err = got.err().ctx("recv must fail")?;
+    let err = failed(got.err().ctx("recv must fail")?)?;
     ensure!(
         err.kind() == ErrorKind::Codec,
         "kind {:?}: {err}",
@@ -359,10 +361,7 @@ fn simplex_and_bytes_api() -> Result<(), String> {
     p.start().ctx("start")?;
     ensure!(reader.recv().ctx("recv")? == "from child", "message");
     p.join().ctx("join")?;
-    ensure!(
-        reader.recv().err().map(|e| e.kind()) == Some(ErrorKind::Disconnected),
-        "eof"
-    );
+    ensure!(matches!(reader.recv(), Err(RecvError::Disconnected)), "eof");
     let (a, b) = multiproc::pipe::<()>().ctx("pipe")?;
     a.send_bytes(b"hello world").ctx("send")?;
     let mut small = [0u8; 5];
@@ -392,7 +391,10 @@ impl serde::Serialize for Refuses {
 
 fn unserializable_send_sends_nothing() -> Result<(), String> {
     let (a, b) = multiproc::pipe_typed::<Refuses, u8>().ctx("pipe")?;
-    let err = a.send(&Refuses).err().ctx("send must fail")?;
+    let err = match a.send(&Refuses) {
+        Err(SendError::Failed(e)) => e,
+        other => return Err(format!("send must fail, got {other:?}")),
+    };
     ensure!(err.kind() == ErrorKind::Codec, "kind {:?}", err.kind());
     ensure!(
         !b.poll(Some(Duration::from_millis(20))).ctx("poll")?,
@@ -402,7 +404,7 @@ fn unserializable_send_sends_nothing() -> Result<(), String> {
     let (c, _d) = multiproc::pipe::<Connection<u8>>().ctx("pipe 2")?;
     let (x, _y) = multiproc::pipe::<u8>().ctx("pipe 3")?;
     ensure!(
-        c.send(&x).err().map(|e| e.kind()) == Some(ErrorKind::Codec),
+        matches!(c.send(&x), Err(SendError::Failed(e)) if e.kind() == ErrorKind::Codec),
         "connection over a pipe"
     );
     Ok(())

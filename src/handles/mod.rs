@@ -21,20 +21,29 @@
 //! dropped before `start()`, a start that failed before the child existed) drop their transits
 //! unannounced.
 //!
+//! Every handle type says what it carries through one trait, [`Handle`], and gets its serde
+//! impls from [`handle_serde!`]: one wire shape and one place for the checks (see `wire.rs`).
+//!
 //! A forked child is a copy of its parent and holds a copy of every handle the parent had:
 //! [`forked`] tells every live [`ForkAware`] object of this process about the new child. The
 //! child itself does nothing.
+//!
+//! This module sits below every handle type (`shm/`, `sync/`, `pipe/`, `queue/`) and above
+//! `codec/` and `sys/` only: the process layer is its client, never the other way round.
 
+use serde::Serialize;
 use std::cell::RefCell;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-
-use serde::Serialize;
 
 use crate::codec::{self, CodecError};
 use crate::sys;
+
+mod fork;
+pub(crate) mod wire;
+
+pub(crate) use fork::{ForkAware, forked, register_fork_aware};
+pub(crate) use wire::{Handle, handle_serde};
 
 /// A handle inside encoded arguments that wants to know which process receives it.
 pub(crate) trait Transit: Send + Sync {
@@ -222,74 +231,6 @@ pub(crate) fn import_fd(index: u32) -> Result<OwnedFd, String> {
             .ok_or_else(|| format!("handle #{index} did not arrive with the message"))?;
         sys::dup_cloexec(fd.as_fd()).map_err(|e| format!("cannot take handle #{index}: {e}"))
     })
-}
-
-/// Shared state that a forked child holds a copy of.
-pub(crate) trait ForkAware: Send + Sync {
-    /// This process was just copied into the child `pid`.
-    fn forked(&self, pid: i32);
-}
-
-/// The live [`ForkAware`] objects of one process. A forked child that registers objects of its
-/// own starts a fresh list (the parent's may have been locked by another thread at the fork).
-struct Registry {
-    pid: i32,
-    list: Mutex<Vec<Weak<dyn ForkAware>>>,
-}
-
-static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
-
-/// This process's registry; `None` if it has none yet and `create` is false.
-fn registry(create: bool) -> Option<&'static Registry> {
-    let pid = sys::getpid();
-    let current = REGISTRY.load(Ordering::Acquire);
-    // SAFETY: a non-null REGISTRY points to a leaked (never freed) Registry.
-    if let Some(r) = unsafe { current.as_ref() }
-        && r.pid == pid
-    {
-        return Some(r);
-    }
-    if !create {
-        return None;
-    }
-    let fresh = Box::into_raw(Box::new(Registry {
-        pid,
-        list: Mutex::new(Vec::new()),
-    }));
-    match REGISTRY.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
-        // The replaced one (if any) was a parent's, copied by fork: leaked on purpose.
-        // SAFETY: just leaked.
-        Ok(_) => Some(unsafe { &*fresh }),
-        Err(winner) => {
-            // SAFETY: `fresh` was never shared; `winner` is a leaked Registry.
-            unsafe {
-                drop(Box::from_raw(fresh));
-                winner.as_ref()
-            }
-            .filter(|r| r.pid == pid)
-        }
-    }
-}
-
-/// Registers `object` to be told about forked children for as long as it lives.
-pub(crate) fn register_fork_aware(object: &Arc<dyn ForkAware>) {
-    if let Some(r) = registry(true) {
-        let mut list = r.list.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(object));
-    }
-}
-
-/// In the parent, right after `fork()` returned `pid`: tells every live registered object.
-pub(crate) fn forked(pid: i32) {
-    let Some(r) = registry(false) else { return };
-    let live: Vec<Arc<dyn ForkAware>> = {
-        let list = r.list.lock().unwrap_or_else(|e| e.into_inner());
-        list.iter().filter_map(Weak::upgrade).collect()
-    };
-    for object in live {
-        object.forked(pid);
-    }
 }
 
 #[cfg(test)]
