@@ -11,12 +11,13 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 
 use super::layout::{HDR, flags, padded, put_state, skip_state};
-use super::ring::{Waited, advance, read};
+use super::ring::{advance, read};
 use super::{Deadline, GetFail, POLL, Queue, SideGuard, lock_side};
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind};
 use crate::sync::Acquired;
 use crate::sync::shim::Ordering;
+use crate::sync::wait_word::Waited;
 use crate::sys;
 
 fn corrupt(what: &str) -> GetFail {

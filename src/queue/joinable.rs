@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::ring::{Waited, read};
+use super::ring::read;
 use super::{POLL, Queue, TaskDoneError};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sync::shim::Ordering;
+use crate::sync::wait_word::Waited;
 
 /// A [`Queue`] that also counts unfinished tasks: Python's `multiprocessing.JoinableQueue`.
 ///
@@ -74,7 +75,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .map_err(|_| TaskDoneError)?;
         if before == 1 {
-            misc.join.notify_all();
+            misc.join.notify_all_unconditionally();
         }
         Ok(())
     }

@@ -11,10 +11,10 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicUsize};
 
-use super::ring::Wake;
 use crate::shm::Shared;
 use crate::sync::LockCell;
 use crate::sync::shim::{AtomicU32, AtomicU64};
+use crate::sync::wait_word::WaitWord;
 use crate::sys;
 
 /// Size of a chunk header; chunks start at multiples of it.
@@ -148,7 +148,7 @@ pub(super) struct Consumer {
 pub(super) struct Misc {
     pub(super) lost: AtomicU64,
     pub(super) unfinished: AtomicU64,
-    pub(super) join: Wake,
+    pub(super) join: WaitWord,
     /// Handles that could not get a slot (more than `SLOTS` processes): never known gone.
     pub(super) untracked: AtomicU32,
 }
@@ -180,8 +180,8 @@ pub(crate) struct State {
     pub(super) joinable: u32,
     pub(super) prod: CachePadded<Producer>,
     pub(super) cons: CachePadded<Consumer>,
-    pub(super) data: CachePadded<Wake>,
-    pub(super) space: CachePadded<Wake>,
+    pub(super) data: CachePadded<WaitWord>,
+    pub(super) space: CachePadded<WaitWord>,
     pub(super) misc: CachePadded<Misc>,
     pub(super) slots: [Slot; SLOTS],
 }

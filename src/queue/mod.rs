@@ -430,7 +430,7 @@ impl<T> Queue<T> {
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
             }
         }
-        st.data.notify_all();
+        st.data.notify_all_unconditionally();
     }
 }
 

@@ -96,7 +96,7 @@ impl<T> Queue<T> {
                 },
                 || false,
             );
-            if waited == super::ring::Waited::Ready {
+            if waited == crate::sync::wait_word::Waited::Ready {
                 return true;
             }
             if deadline.is_some_and(|at| Instant::now() >= at) {

@@ -32,7 +32,7 @@ impl<T> Queue<T> {
                                 n.checked_sub(1)
                             });
                     if before == Ok(1) {
-                        st.misc.join.notify_all();
+                        st.misc.join.notify_all_unconditionally();
                     }
                 }
             } else {

@@ -184,7 +184,7 @@ impl State {
             changed = true;
         }
         if changed {
-            self.data.notify_all();
+            self.data.notify_all_unconditionally();
         }
     }
 

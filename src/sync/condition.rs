@@ -9,27 +9,27 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::error::LockError;
 use super::error::{LockResult, Recover, sealed};
 use super::lock::{Acquired, Lock, LockCell, LockGuard, deadline_after, wrap_lock};
-use super::shim::{self, AtomicU32, FutexWait, Ordering};
+use super::shim::Ordering;
+use super::wait_word::{Slept, WAKE_ALL, WaitWord};
 use crate::error::{Error, Result};
 use crate::shm::{Kind, Shared};
 
-/// The shared state of a condition variable: a sequence number that every notification
-/// advances (the futex word) and a count of registered sleepers.
+/// The shared state of a condition variable: a [`WaitWord`] whose word is a sequence number that
+/// notifications advance.
 ///
-/// A waiter reads `seq` and registers while holding the lock, releases the lock, and sleeps
-/// only while `seq` is unchanged. A notifier that changed the protected state under the lock
-/// advances `seq` after that, so it cannot slip between the waiter's check and its sleep.
+/// A waiter registers and reads the sequence while holding the lock, releases the lock, and
+/// sleeps only while the sequence is unchanged. A notifier that changed the protected state under
+/// the lock calls [`WaitWord::notify`] after that, which advances the sequence if anyone is
+/// registered, so it cannot slip between the waiter's check and its sleep.
 #[repr(C)]
 pub(crate) struct CondState {
-    seq: AtomicU32,
-    sleepers: AtomicU32,
+    seq: WaitWord,
 }
 
 impl CondState {
     pub(crate) fn new() -> CondState {
         CondState {
-            seq: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
+            seq: WaitWord::new(0),
         }
     }
 
@@ -43,20 +43,17 @@ impl CondState {
         cell: &LockCell,
         deadline: Option<Instant>,
     ) -> (Result<Option<Acquired>, Error>, bool) {
-        let seen = self.seq.load(Ordering::Relaxed);
-        self.sleepers.fetch_add(1, Ordering::AcqRel);
-        // SAFETY: the caller holds the lock.
-        unsafe { cell.release() };
-        let r = shim::wait(&self.seq, seen, deadline);
-        self.sleepers.fetch_sub(1, Ordering::AcqRel);
-        (cell.lock(None), r == FutexWait::TimedOut)
+        let slept = self.seq.sleep(deadline, |seq| {
+            let seen = seq.load(Ordering::Relaxed);
+            // SAFETY: the caller holds the lock.
+            unsafe { cell.release() };
+            Some(seen)
+        });
+        (cell.lock(None), slept == Slept::TimedOut)
     }
 
     pub(crate) fn notify(&self, n: u32) {
-        self.seq.fetch_add(1, Ordering::AcqRel);
-        if self.sleepers.fetch_add(0, Ordering::AcqRel) > 0 {
-            shim::wake(&self.seq, n);
-        }
+        self.seq.notify(n);
     }
 }
 
@@ -390,7 +387,7 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn notify_all(&self) {
-        self.state.notify(u32::MAX);
+        self.state.notify(WAKE_ALL);
     }
 }
 

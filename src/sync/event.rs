@@ -6,44 +6,48 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::lock::deadline_after;
-use super::shim::{self, AtomicU32, FutexWait, Ordering};
+use super::shim::{self, Ordering};
+use super::wait_word::{Slept, WAKE_ALL, WaitWord};
 use crate::error::Result;
 use crate::shm::{Kind, Shared};
 
-/// The shared state of an event.
+/// The flag bit of the event's word; the bits above it count the `set`s that turned it on.
+const FLAG: u32 = 1;
+/// What one flag-raising `set` adds to the generation bits.
+const GENERATION: u32 = 2;
+
+/// The shared state of an event: `generation << 1 | flag`, the futex word of a [`WaitWord`].
 ///
-/// `word` is `generation << 1 | flag`: every `set` that turns the flag on also advances the
-/// generation, so a waiter that saw the word change knows a `set` happened while it waited, even
-/// if a `clear` followed. Waiters register in `sleepers` before their final read-modify-write of
-/// `word`; `set` reads `sleepers` with a read-modify-write after changing `word` (the same pairing
-/// as the semaphore's), and wakes everyone.
+/// Every `set` that turns the flag on also advances the generation, so a waiter that saw the
+/// word change knows a `set` happened while it waited, even if a `clear` followed. A waiter
+/// sleeps through [`WaitWord::sleep`] while the word is the one it first saw (re-read with a
+/// read-modify-write); `set` changes the word with a read-modify-write and wakes everyone.
 #[repr(C)]
 pub(crate) struct EventState {
-    word: AtomicU32,
-    sleepers: AtomicU32,
+    word: WaitWord,
 }
 
 impl EventState {
     pub(crate) fn new() -> EventState {
         EventState {
-            word: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
+            word: WaitWord::new(0),
         }
     }
 
     pub(crate) fn is_set(&self) -> bool {
-        self.word.load(Ordering::Acquire) & 1 == 1
+        self.word.word().load(Ordering::Acquire) & FLAG == FLAG
     }
 
     pub(crate) fn set(&self) {
-        let mut w = self.word.load(Ordering::Relaxed);
+        let word = self.word.word();
+        let mut w = word.load(Ordering::Relaxed);
         loop {
-            if w & 1 == 1 {
+            if w & FLAG == FLAG {
                 return;
             }
-            match self.word.compare_exchange_weak(
+            match word.compare_exchange_weak(
                 w,
-                w.wrapping_add(2) | 1,
+                w.wrapping_add(GENERATION) | FLAG,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -51,32 +55,30 @@ impl EventState {
                 Err(now) => w = now,
             }
         }
-        if self.sleepers.fetch_add(0, Ordering::AcqRel) > 0 {
-            shim::wake(&self.word, u32::MAX);
-        }
+        self.word.wake(WAKE_ALL);
     }
 
     pub(crate) fn clear(&self) {
-        self.word.fetch_and(!1, Ordering::AcqRel);
+        self.word.word().fetch_and(!FLAG, Ordering::AcqRel);
     }
 
     /// True when the flag is set or a `set` happened while waiting; false at the deadline.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
-        let seen = self.word.load(Ordering::Acquire);
-        if seen & 1 == 1 || shim::spin_until(|| self.word.load(Ordering::Acquire) != seen) {
+        let word = self.word.word();
+        let seen = word.load(Ordering::Acquire);
+        if seen & FLAG == FLAG || shim::spin_until(|| word.load(Ordering::Acquire) != seen) {
             return true;
         }
-        self.sleepers.fetch_add(1, Ordering::AcqRel);
-        let set = loop {
-            if self.word.fetch_add(0, Ordering::AcqRel) != seen {
-                break true;
+        loop {
+            let slept = self.word.sleep(deadline, |w| {
+                (w.fetch_add(0, Ordering::AcqRel) == seen).then_some(seen)
+            });
+            match slept {
+                Slept::NotNeeded => return true,
+                Slept::Woken => {}
+                Slept::TimedOut => return word.load(Ordering::Acquire) != seen,
             }
-            if shim::wait(&self.word, seen, deadline) == FutexWait::TimedOut {
-                break self.word.load(Ordering::Acquire) != seen;
-            }
-        };
-        self.sleepers.fetch_sub(1, Ordering::AcqRel);
-        set
+        }
     }
 }
 

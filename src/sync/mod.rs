@@ -17,6 +17,7 @@ mod lock;
 mod semaphore;
 pub(crate) mod shim;
 mod value;
+pub(crate) mod wait_word;
 
 pub use array::{Array, ArrayGuard};
 pub use barrier::Barrier;

@@ -7,52 +7,48 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::OverRelease;
 use super::lock::deadline_after;
-use super::shim::{self, AtomicU32, FutexWait, Ordering};
+use super::shim::{self, AtomicU32, Ordering};
+use super::wait_word::{Slept, WAKE_ALL, WaitWord};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, Shared, type_tag};
 
-/// The shared state of a semaphore.
+/// The shared state of a semaphore: the count is the futex word of a [`WaitWord`].
 ///
-/// Protocol: an acquirer that finds the count at 0 registers in `sleepers`, then re-reads the
-/// count with a read-modify-write and sleeps on it only if it is still 0 (the futex re-checks
-/// atomically). A releaser raises the count with a read-modify-write, then reads `sleepers` the
-/// same way and wakes if anyone registered. The two read-modify-write pairs make it impossible
-/// for both sides to miss each other. Releases wake *all* sleepers: a sleeper that was woken and
-/// then killed before taking its permit cannot strand the others.
+/// An acquirer that finds the count at 0 sleeps through [`WaitWord::sleep`], re-reading the
+/// count with a read-modify-write; a releaser raises the count with a read-modify-write and
+/// calls [`WaitWord::wake`]. Releases wake *all* sleepers: a sleeper that was woken and then
+/// killed before taking its permit cannot strand the others.
 #[repr(C)]
 pub(crate) struct SemState {
-    count: AtomicU32,
-    sleepers: AtomicU32,
-    /// `u32::MAX - 1` for a plain semaphore. Written once by the creator; handles keep the
-    /// copy they read when they were opened.
+    count: WaitWord,
+    /// [`SEM_MAX`] for a plain semaphore. Written once by the creator; handles keep the copy
+    /// they read when they were opened.
     max: AtomicU32,
 }
 
 impl SemState {
     pub(crate) fn new(value: u32, max: u32) -> SemState {
         SemState {
-            count: AtomicU32::new(value),
-            sleepers: AtomicU32::new(0),
+            count: WaitWord::new(value),
             max: AtomicU32::new(max),
         }
     }
 
     pub(crate) fn try_acquire(&self) -> bool {
-        let mut c = self.count.load(Ordering::Relaxed);
+        let count = self.count.word();
+        let mut c = count.load(Ordering::Relaxed);
         loop {
             if c == 0 {
                 return false;
             }
-            match self
-                .count
-                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match count.compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(now) => c = now,
             }
         }
     }
 
+    /// Takes a permit, waiting until `deadline` (`None`: for ever); false if none came.
     pub(crate) fn acquire(&self, deadline: Option<Instant>) -> bool {
         if shim::spin_until(|| self.try_acquire()) {
             return true;
@@ -61,14 +57,10 @@ impl SemState {
             if self.try_acquire() {
                 return true;
             }
-            self.sleepers.fetch_add(1, Ordering::AcqRel);
-            let r = if self.count.fetch_add(0, Ordering::AcqRel) == 0 {
-                shim::wait(&self.count, 0, deadline)
-            } else {
-                FutexWait::Returned
-            };
-            self.sleepers.fetch_sub(1, Ordering::AcqRel);
-            if r == FutexWait::TimedOut {
+            let slept = self.count.sleep(deadline, |count| {
+                (count.fetch_add(0, Ordering::AcqRel) == 0).then_some(0)
+            });
+            if slept == Slept::TimedOut {
                 return self.try_acquire();
             }
         }
@@ -76,25 +68,21 @@ impl SemState {
 
     /// Adds `n` permits unless that would take the count above `max` (this handle's copy).
     pub(crate) fn release(&self, n: u32, max: u32) -> Result<(), OverRelease> {
-        let mut c = self.count.load(Ordering::Relaxed);
+        let count = self.count.word();
+        let mut c = count.load(Ordering::Relaxed);
         loop {
             let new = c.checked_add(n).filter(|&v| v <= max).ok_or(OverRelease)?;
-            match self
-                .count
-                .compare_exchange_weak(c, new, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match count.compare_exchange_weak(c, new, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(now) => c = now,
             }
         }
-        if self.sleepers.fetch_add(0, Ordering::AcqRel) > 0 {
-            shim::wake(&self.count, u32::MAX);
-        }
+        self.count.wake(WAKE_ALL);
         Ok(())
     }
 
     pub(crate) fn value(&self) -> u32 {
-        self.count.load(Ordering::Relaxed)
+        self.count.word().load(Ordering::Relaxed)
     }
 }
 
@@ -121,8 +109,8 @@ pub struct Semaphore {
     state: Shared<SemState>,
 }
 
-/// The largest count of a plain [`Semaphore`].
-const SEM_MAX: u32 = u32::MAX - 1;
+/// The largest count of any semaphore (and the maximum of a plain [`Semaphore`]).
+pub(crate) const SEM_MAX: u32 = u32::MAX - 1;
 
 /// Like [`Semaphore`], but releasing beyond the initial value is an error (Python's
 /// `multiprocessing.BoundedSemaphore`).
@@ -195,7 +183,7 @@ impl fmt::Debug for SemaphorePermit<'_> {
 }
 
 fn create(value: u32, max: u32, tag: u64) -> Result<Shared<SemState>> {
-    if value == u32::MAX {
+    if value > SEM_MAX {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
             "a semaphore's value must be below u32::MAX",
@@ -509,7 +497,7 @@ impl<'de> Deserialize<'de> for BoundedSemaphore {
         let state: Shared<SemState> =
             Shared::deserialize_handle(d, &[Kind::Semaphore], type_tag::<BoundedSemaphore>(), 0)?;
         let max = state.max.load(Ordering::Relaxed);
-        if max == u32::MAX {
+        if max > SEM_MAX {
             return Err(serde::de::Error::custom(Error::new(
                 ErrorKind::BadHeader,
                 "the bounded semaphore's segment announces an impossible maximum",
