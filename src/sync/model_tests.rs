@@ -14,7 +14,7 @@ use super::event::EventState;
 use super::lock::LockCell;
 use super::semaphore::SemState;
 use super::shim::{AtomicU32, Ordering};
-use super::wait_word::{Slept, WAKE_ALL, WaitWord};
+use super::wait_word::{Slept, WAKE_ALL, WaitWord, Waited};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
@@ -94,6 +94,44 @@ fn wait_word_sequence_word_loses_no_notification() {
             s.join().unwrap();
         }
         assert_eq!(tokens.load(Ordering::Relaxed), 0);
+    });
+}
+
+/// The batched flavour: two sleepers of `wait_until` wait for two publications, each followed
+/// by `notify_batched`. The second publication may find the word already disarmed (no wake
+/// sent); a sleeper that armed after the first wake must still see it or be woken.
+#[test]
+fn wait_word_batched_wakes_reach_every_sleeper() {
+    model(|| {
+        let w = Arc::new(WaitWord::new(0));
+        let count = Arc::new(AtomicU32::new(0));
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                let (w, count) = (w.clone(), count.clone());
+                thread::spawn(move || {
+                    let waited = w.wait_until(
+                        None,
+                        |sync| {
+                            let c = if sync {
+                                count.fetch_add(0, Ordering::AcqRel)
+                            } else {
+                                count.load(Ordering::Acquire)
+                            };
+                            c == 2
+                        },
+                        || false,
+                    );
+                    assert_eq!(waited, Waited::Ready);
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            count.fetch_add(1, Ordering::AcqRel);
+            w.notify_batched();
+        }
+        for s in sleepers {
+            s.join().unwrap();
+        }
     });
 }
 

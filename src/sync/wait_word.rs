@@ -124,13 +124,57 @@ impl WaitWord {
         }
     }
 
-    /// Advances the sequence word and wakes every sleeper without looking at the count first:
-    /// for rare events (a queue closed, a producer gone, the last task done), where a wake
-    /// must not depend on a count a peer could have scribbled.
+    /// For the sleepers of [`wait_until`](Self::wait_until), after the caller changed the state
+    /// they wait on with a read-modify-write: wakes them all, at most once per sleep.
+    ///
+    /// A sleeper *arms* the sequence word (sets [`ARMED`] with a read-modify-write) before its
+    /// re-check and sleeps on the armed value. The first waker to find the word armed moves it
+    /// to the next unarmed value and makes the one `FUTEX_WAKE` call; wakers after it find the
+    /// word unarmed and make none, until a sleeper arms it again. This is what spares a producer
+    /// a system call per message while a consumer it already woke is still getting up (tens of
+    /// microseconds across CPUs). The word's read-modify-write pairs with the sleeper's arming
+    /// as the `sleepers` pair does in [`notify`](Self::notify); it is also the only cost while
+    /// nobody sleeps.
+    ///
+    /// Only for words whose every sleeper goes through `wait_until`: a sleeper that did not arm
+    /// would not be woken.
+    #[inline]
+    pub(crate) fn notify_batched(&self) {
+        let w = self.word.fetch_add(0, Ordering::AcqRel);
+        // A failed exchange means another waker disarmed the word, and woke.
+        if w & ARMED != 0
+            && self
+                .word
+                .compare_exchange(w, disarmed(w), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            shim::wake(&self.word, WAKE_ALL);
+        }
+    }
+
+    /// Moves the sequence word to its next unarmed value and wakes every sleeper of
+    /// [`wait_until`](Self::wait_until), armed or not, without looking at anything first: for
+    /// rare events (a queue closed, a producer gone, the last task done), where a wake must
+    /// not depend on state a peer could have scribbled.
     pub(crate) fn notify_all_unconditionally(&self) {
-        self.word.fetch_add(1, Ordering::AcqRel);
+        let mut w = self.word.load(Ordering::Relaxed);
+        while let Err(now) =
+            self.word
+                .compare_exchange_weak(w, disarmed(w), Ordering::AcqRel, Ordering::Relaxed)
+        {
+            w = now;
+        }
         shim::wake(&self.word, WAKE_ALL);
     }
+}
+
+/// The bit of a sequence word that says "a sleeper of `wait_until` sleeps on this value".
+pub(crate) const ARMED: u32 = 1;
+
+/// The next unarmed value after `w`: it differs from `w` and from `w`'s armed form, so that a
+/// sleeper on either finds the word changed.
+fn disarmed(w: u32) -> u32 {
+    (w | ARMED).wrapping_add(1)
 }
 
 /// How [`WaitWord::wait_until`] ended.
@@ -150,7 +194,7 @@ impl WaitWord {
     ///
     /// `ready(sync)` reads the shared state it depends on; when `sync` is true it must read it
     /// with a read-modify-write, which is what pairs with the waker's (whose change is
-    /// followed by [`notify`](Self::notify)). `stop` reads state whose writers call
+    /// followed by [`notify_batched`](Self::notify_batched)). `stop` reads state whose writers call
     /// [`notify_all_unconditionally`](Self::notify_all_unconditionally).
     pub(crate) fn wait_until(
         &self,
@@ -164,7 +208,8 @@ impl WaitWord {
         loop {
             let mut ended = None;
             let slept = self.sleep(deadline, |seq| {
-                let seen = seq.load(Ordering::Acquire);
+                // Arming is the read-modify-write that `notify_batched` pairs with.
+                let seen = seq.fetch_or(ARMED, Ordering::AcqRel) | ARMED;
                 if ready(true) {
                     ended = Some(Waited::Ready);
                 } else if stop() {
