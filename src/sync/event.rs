@@ -82,19 +82,51 @@ impl EventState {
     }
 }
 
+/// Why [`Event::wait_timeout`] or [`Event::wait_deadline`] returned without the flag.
+///
+/// # Examples
+///
+/// ```
+/// let ev = multiproc::Event::new()?;
+/// let r = ev.wait_timeout(std::time::Duration::ZERO);
+/// assert_eq!(r, Err(multiproc::WaitTimeoutError::Timeout));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitTimeoutError {
+    /// The flag was not set (and no `set` happened) before the deadline.
+    Timeout,
+}
+
+impl fmt::Display for WaitTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out waiting for the event")
+    }
+}
+
+impl std::error::Error for WaitTimeoutError {}
+
+fn set_or_timeout(set: bool) -> std::result::Result<(), WaitTimeoutError> {
+    if set {
+        Ok(())
+    } else {
+        Err(WaitTimeoutError::Timeout)
+    }
+}
+
 /// A flag shared between processes, that processes can wait for (Python's
 /// `multiprocessing.Event`).
 ///
 /// [`set`](Self::set) turns it on and wakes every waiter; [`clear`](Self::clear) turns it off;
 /// [`wait`](Self::wait) returns once it is on. A waiter that was waiting when `set` was called
-/// returns `true` even if the flag was cleared again before it woke (as in Python's `threading`).
+/// returns even if the flag was cleared again before it woke (as in Python's `threading`).
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::Duration;
 /// let ev = multiproc::Event::new()?;
-/// assert!(!ev.wait_timeout(Duration::from_millis(1)));
+/// assert!(ev.wait_timeout(Duration::from_millis(1)).is_err());
 /// ev.set();
 /// assert!(ev.is_set());
 /// ev.wait();
@@ -186,22 +218,29 @@ impl Event {
         self.state.wait(None);
     }
 
-    /// Waits at most `timeout` for the flag; returns whether it was set (Python's
-    /// `wait(timeout)`).
+    /// Waits at most `timeout` for the flag (Python's `wait(timeout)`: its `True` is `Ok(())`,
+    /// its `False` is `Err(Timeout)`). `Ok` also when a `set` happened while waiting and a
+    /// `clear` followed before this waiter looked.
+    ///
+    /// # Errors
+    /// [`WaitTimeoutError::Timeout`] if the flag was not set in time.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
     /// let ev = multiproc::Event::new()?;
-    /// assert!(!ev.wait_timeout(Duration::ZERO));
+    /// assert_eq!(ev.wait_timeout(Duration::ZERO), Err(multiproc::WaitTimeoutError::Timeout));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.state.wait(deadline_after(timeout))
+    pub fn wait_timeout(&self, timeout: Duration) -> std::result::Result<(), WaitTimeoutError> {
+        set_or_timeout(self.state.wait(deadline_after(timeout)))
     }
 
-    /// Waits until `deadline` at the latest for the flag; returns whether it was set.
+    /// Waits until `deadline` at the latest for the flag.
+    ///
+    /// # Errors
+    /// [`WaitTimeoutError::Timeout`] if the flag was not set in time.
     ///
     /// # Examples
     ///
@@ -209,11 +248,11 @@ impl Event {
     /// use std::time::Instant;
     /// let ev = multiproc::Event::new()?;
     /// ev.set();
-    /// assert!(ev.wait_deadline(Instant::now()));
-    /// # Ok::<(), multiproc::Error>(())
+    /// ev.wait_deadline(Instant::now())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn wait_deadline(&self, deadline: Instant) -> bool {
-        self.state.wait(Some(deadline))
+    pub fn wait_deadline(&self, deadline: Instant) -> std::result::Result<(), WaitTimeoutError> {
+        set_or_timeout(self.state.wait(Some(deadline)))
     }
 }
 

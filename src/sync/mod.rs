@@ -21,14 +21,16 @@ pub(crate) mod wait_word;
 
 pub use array::{Array, ArrayGuard};
 pub use barrier::Barrier;
-pub use condition::{Condition, WaitTimeoutResult};
+pub use condition::{Condition, ConditionTimeoutError};
 pub use error::{
     BrokenBarrier, LockError, LockResult, OverRelease, OwnerDied, Recover, TryLockError,
     TryLockResult,
 };
-pub use event::Event;
+pub use event::{Event, WaitTimeoutError};
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
-pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
+pub use semaphore::{
+    AcquireTimeoutError, BoundedSemaphore, Semaphore, SemaphorePermit, TryAcquireError,
+};
 pub use value::{AtomicPod, Pod, Value, ValueGuard};
 
 #[allow(unused_imports)]

@@ -86,6 +86,64 @@ impl SemState {
     }
 }
 
+/// Why [`Semaphore::try_acquire`] (or `try_permit`, or the [`BoundedSemaphore`] ones) took no
+/// permit.
+///
+/// # Examples
+///
+/// ```
+/// let sem = multiproc::Semaphore::new(0)?;
+/// assert_eq!(sem.try_acquire(), Err(multiproc::TryAcquireError::NoPermit));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TryAcquireError {
+    /// Every permit is taken.
+    NoPermit,
+}
+
+impl fmt::Display for TryAcquireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no permit is available")
+    }
+}
+
+impl std::error::Error for TryAcquireError {}
+
+/// Why [`Semaphore::acquire_timeout`] (or `acquire_deadline`, `permit_timeout`,
+/// `permit_deadline`, or the [`BoundedSemaphore`] ones) took no permit.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let sem = multiproc::Semaphore::new(0)?;
+/// let r = sem.acquire_timeout(Duration::ZERO);
+/// assert_eq!(r, Err(multiproc::AcquireTimeoutError::Timeout));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcquireTimeoutError {
+    /// No permit became available before the deadline.
+    Timeout,
+}
+
+impl fmt::Display for AcquireTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out waiting for a permit")
+    }
+}
+
+impl std::error::Error for AcquireTimeoutError {}
+
+fn timed(acquired: bool) -> Result<(), AcquireTimeoutError> {
+    if acquired {
+        Ok(())
+    } else {
+        Err(AcquireTimeoutError::Timeout)
+    }
+}
+
 /// A counting semaphore shared between processes (Python's `multiprocessing.Semaphore`).
 ///
 /// [`acquire`](Self::acquire) takes a permit, waiting while there is none;
@@ -97,10 +155,10 @@ impl SemState {
 ///
 /// ```
 /// let sem = multiproc::Semaphore::new(2)?;
-/// assert!(sem.try_acquire());
-/// assert!(sem.try_acquire());
-/// assert!(!sem.try_acquire());
-/// sem.release();
+/// assert!(sem.try_acquire().is_ok());
+/// assert!(sem.try_acquire().is_ok());
+/// assert_eq!(sem.try_acquire(), Err(multiproc::TryAcquireError::NoPermit));
+/// sem.release().unwrap();
 /// assert_eq!(sem.value(), 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -212,45 +270,64 @@ macro_rules! common_methods {
         }
 
         /// Takes a permit if one is available, without waiting (Python's
-        /// `acquire(block=False)`).
+        /// `acquire(block=False)`, whose `False` is `Err(NoPermit)` here).
+        ///
+        /// # Errors
+        /// [`TryAcquireError::NoPermit`] if none is available now.
         ///
         /// # Examples
         ///
         /// ```
+        /// use multiproc::TryAcquireError;
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
-        /// assert!(!sem.try_acquire());
+        /// assert_eq!(sem.try_acquire(), Err(TryAcquireError::NoPermit));
         /// # Ok::<(), multiproc::Error>(())
         /// ```
-        pub fn try_acquire(&self) -> bool {
-            self.state.try_acquire()
+        pub fn try_acquire(&self) -> Result<(), TryAcquireError> {
+            if self.state.try_acquire() {
+                Ok(())
+            } else {
+                Err(TryAcquireError::NoPermit)
+            }
         }
 
-        /// Takes a permit, waiting at most `timeout`; false if none came.
+        /// Takes a permit, waiting at most `timeout` (Python's `acquire(timeout=...)`, whose
+        /// `False` is `Err(Timeout)` here).
+        ///
+        /// # Errors
+        /// [`AcquireTimeoutError::Timeout`] if no permit came in time.
         ///
         /// # Examples
         ///
         /// ```
         /// use std::time::Duration;
+        /// use multiproc::AcquireTimeoutError;
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
-        /// assert!(!sem.acquire_timeout(Duration::from_millis(1)));
+        /// assert_eq!(
+        ///     sem.acquire_timeout(Duration::from_millis(1)),
+        ///     Err(AcquireTimeoutError::Timeout)
+        /// );
         /// # Ok::<(), multiproc::Error>(())
         /// ```
-        pub fn acquire_timeout(&self, timeout: Duration) -> bool {
-            self.state.acquire(deadline_after(timeout))
+        pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), AcquireTimeoutError> {
+            timed(self.state.acquire(deadline_after(timeout)))
         }
 
-        /// Takes a permit, waiting until `deadline` at the latest; false if none came.
+        /// Takes a permit, waiting until `deadline` at the latest.
+        ///
+        /// # Errors
+        /// [`AcquireTimeoutError::Timeout`] if no permit came in time.
         ///
         /// # Examples
         ///
         /// ```
         /// use std::time::Instant;
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
-        /// assert!(sem.acquire_deadline(Instant::now()));
-        /// # Ok::<(), multiproc::Error>(())
+        /// sem.acquire_deadline(Instant::now())?;
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
-        pub fn acquire_deadline(&self, deadline: Instant) -> bool {
-            self.state.acquire(Some(deadline))
+        pub fn acquire_deadline(&self, deadline: Instant) -> Result<(), AcquireTimeoutError> {
+            timed(self.state.acquire(Some(deadline)))
         }
 
         /// Takes a permit, waiting as long as it takes, and gives it back when the returned
@@ -261,9 +338,9 @@ macro_rules! common_methods {
         /// ```
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
         /// let permit = sem.permit();
-        /// assert!(!sem.try_acquire());
+        /// assert!(sem.try_acquire().is_err());
         /// drop(permit);
-        /// assert!(sem.try_acquire());
+        /// assert!(sem.try_acquire().is_ok());
         /// # Ok::<(), multiproc::Error>(())
         /// ```
         pub fn permit(&self) -> SemaphorePermit<'_> {
@@ -271,50 +348,61 @@ macro_rules! common_methods {
             self.permit_held()
         }
 
-        /// Like [`permit`](Self::permit), without waiting; `None` if no permit is available.
+        /// Like [`permit`](Self::permit), without waiting.
+        ///
+        /// # Errors
+        /// [`TryAcquireError::NoPermit`] if none is available now.
         ///
         /// # Examples
         ///
         /// ```
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
-        /// let held = sem.try_permit().unwrap();
-        /// assert!(sem.try_permit().is_none());
+        /// let held = sem.try_permit()?;
+        /// assert!(sem.try_permit().is_err());
         /// # drop(held);
-        /// # Ok::<(), multiproc::Error>(())
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
-        pub fn try_permit(&self) -> Option<SemaphorePermit<'_>> {
-            self.state.try_acquire().then(|| self.permit_held())
+        pub fn try_permit(&self) -> Result<SemaphorePermit<'_>, TryAcquireError> {
+            self.try_acquire().map(|()| self.permit_held())
         }
 
-        /// Like [`permit`](Self::permit), waiting at most `timeout`; `None` if none came.
+        /// Like [`permit`](Self::permit), waiting at most `timeout`.
+        ///
+        /// # Errors
+        /// [`AcquireTimeoutError::Timeout`] if no permit came in time.
         ///
         /// # Examples
         ///
         /// ```
         /// use std::time::Duration;
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
-        /// assert!(sem.permit_timeout(Duration::from_millis(1)).is_none());
+        /// assert!(sem.permit_timeout(Duration::from_millis(1)).is_err());
         /// # Ok::<(), multiproc::Error>(())
         /// ```
-        pub fn permit_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
-            self.state
-                .acquire(deadline_after(timeout))
-                .then(|| self.permit_held())
+        pub fn permit_timeout(
+            &self,
+            timeout: Duration,
+        ) -> Result<SemaphorePermit<'_>, AcquireTimeoutError> {
+            self.acquire_timeout(timeout).map(|()| self.permit_held())
         }
 
-        /// Like [`permit`](Self::permit), waiting until `deadline`; `None` if none came.
+        /// Like [`permit`](Self::permit), waiting until `deadline`.
+        ///
+        /// # Errors
+        /// [`AcquireTimeoutError::Timeout`] if no permit came in time.
         ///
         /// # Examples
         ///
         /// ```
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
-        /// assert!(sem.permit_deadline(std::time::Instant::now()).is_some());
-        /// # Ok::<(), multiproc::Error>(())
+        /// let _permit = sem.permit_deadline(std::time::Instant::now())?;
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
-        pub fn permit_deadline(&self, deadline: Instant) -> Option<SemaphorePermit<'_>> {
-            self.state
-                .acquire(Some(deadline))
-                .then(|| self.permit_held())
+        pub fn permit_deadline(
+            &self,
+            deadline: Instant,
+        ) -> Result<SemaphorePermit<'_>, AcquireTimeoutError> {
+            self.acquire_deadline(deadline).map(|()| self.permit_held())
         }
 
         /// Gives `n` permits back at once (Python 3.9's `release(n)`); all or none.
@@ -326,7 +414,8 @@ macro_rules! common_methods {
         ///
         /// ```
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(3)?;")]
-        /// assert!(sem.try_acquire() && sem.try_acquire());
+        /// sem.try_acquire()?;
+        /// sem.try_acquire()?;
         /// sem.release_n(2)?;
         /// assert_eq!(sem.value(), 3);
         /// assert!(sem.release_n(u32::MAX).is_err());
@@ -397,7 +486,7 @@ impl Semaphore {
     /// ```
     /// let sem = multiproc::Semaphore::new(0)?;
     /// sem.release()?;
-    /// assert!(sem.try_acquire());
+    /// sem.try_acquire()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&self) -> Result<(), OverRelease> {
