@@ -1,5 +1,6 @@
 //! In-process unit tests: handles decoded as the wrong object, layout, deadlines.
 
+use super::shim::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::codec;
@@ -244,7 +245,7 @@ fn poke(fd: &std::os::fd::OwnedFd, offset: usize, value: u32) {
         (*p.as_ptr()
             .add(crate::shm::HEADER_LEN + offset)
             .cast::<std::sync::atomic::AtomicU32>())
-        .store(value, std::sync::atomic::Ordering::SeqCst);
+        .store(value, Ordering::SeqCst);
         crate::sys::unmap(p, len);
     }
 }
