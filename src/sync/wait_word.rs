@@ -16,6 +16,10 @@
 //!   kept elsewhere, it first advances the sequence word, so that a sleeper about to sleep on
 //!   the old value cannot.
 //!
+//! - A sleeper of [`WaitWord::wait_until`] (the queue's) also *arms* the sequence word before its
+//!   re-check, so that [`WaitWord::notify_batched`] makes one `FUTEX_WAKE` per sleep instead of
+//!   one per change.
+//!
 //! Of the two pairs of read-modify-writes (sleepers, then state; state, then sleepers) each
 //! reads the latest value in its location's modification order, so at least one side sees the
 //! other: either the sleeper's re-check sees the change and it does not sleep, or the waker
