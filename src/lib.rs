@@ -127,8 +127,9 @@ pub use queue::{
 };
 pub use shm::SharedMemory;
 pub use sync::{
-    Array, ArrayGuard, AtomicPod, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock,
-    LockError, LockGuard, LockResult, OverRelease, OwnerDied, Pod, RLock, RLockGuard, Recover,
-    Semaphore, SemaphorePermit, TryLockError, TryLockResult, Value, ValueGuard, WaitTimeoutResult,
+    AcquireTimeoutError, Array, ArrayGuard, AtomicPod, Barrier, BoundedSemaphore, BrokenBarrier,
+    Condition, ConditionTimeoutError, Event, EventTimeoutError, Lock, LockError, LockGuard,
+    LockResult, OverRelease, OwnerDied, Pod, RLock, RLockGuard, Recover, Semaphore,
+    SemaphorePermit, TryAcquireError, TryLockError, TryLockResult, Value, ValueGuard,
 };
 pub use sync::{BarrierTimeoutError, DataGuard, LockTimeoutError, LockTimeoutResult};

@@ -1,6 +1,7 @@
 //! Unit tests on threads: every state transition, callbacks, wakers, `wait`, `as_completed`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::shim::Ordering;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;

@@ -2,12 +2,13 @@
 //! objects it owns. One thread per connection; the objects sit behind one mutex, and every
 //! change wakes the requests that wait (a lock, an event, a queue, a held object).
 
+use crate::sync::shim::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 

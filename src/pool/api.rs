@@ -1,7 +1,7 @@
 //! [`Pool`]: Python's `multiprocessing.Pool`, on the pool engine.
 
+use crate::sync::shim::Ordering;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;

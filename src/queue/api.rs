@@ -30,10 +30,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn put(&self, value: T) -> std::result::Result<(), PutError<T>> {
-        match self.put_inner(&value, Deadline::At(None)) {
+        match self.put_inner(&value, Deadline::Never) {
             Ok(()) => Ok(()),
             Err(PutFail::Error(error)) => Err(PutError { value, error }),
-            Err(PutFail::NoRoom) => unreachable!("an untimed put waits for room"),
+            Err(PutFail::OutOfTime) => unreachable!("an untimed put waits for room"),
         }
     }
 
@@ -55,10 +55,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn put_ref(&self, value: &T) -> Result<()> {
-        match self.put_inner(value, Deadline::At(None)) {
+        match self.put_inner(value, Deadline::Never) {
             Ok(()) => Ok(()),
             Err(PutFail::Error(e)) => Err(e),
-            Err(PutFail::NoRoom) => unreachable!("an untimed put waits for room"),
+            Err(PutFail::OutOfTime) => unreachable!("an untimed put waits for room"),
         }
     }
 
@@ -80,7 +80,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn try_put(&self, value: T) -> std::result::Result<(), TryPutError<T>> {
         match self.put_inner(&value, Deadline::Now) {
             Ok(()) => Ok(()),
-            Err(PutFail::NoRoom) => Err(TryPutError::Full(value)),
+            Err(PutFail::OutOfTime) => Err(TryPutError::Full(value)),
             Err(PutFail::Error(error)) => Err(TryPutError::Failed(PutError { value, error })),
         }
     }
@@ -132,9 +132,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         value: T,
         deadline: Option<Instant>,
     ) -> std::result::Result<(), PutTimeoutError<T>> {
-        match self.put_inner(&value, Deadline::At(deadline)) {
+        match self.put_inner(&value, Deadline::until(deadline)) {
             Ok(()) => Ok(()),
-            Err(PutFail::NoRoom) => Err(PutTimeoutError::Timeout(value)),
+            Err(PutFail::OutOfTime) => Err(PutTimeoutError::Timeout(value)),
             Err(PutFail::Error(error)) => Err(PutTimeoutError::Failed(PutError { value, error })),
         }
     }
@@ -154,7 +154,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get(&self) -> std::result::Result<T, GetError> {
-        self.get_inner(Deadline::At(None)).map_err(|e| match e {
+        self.get_inner(Deadline::Never).map_err(|e| match e {
             GetFail::Nothing => unreachable!("an untimed get waits"),
             GetFail::Disconnected => GetError::Disconnected,
             GetFail::Error(e) => GetError::Failed(e),
@@ -220,11 +220,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_until(&self, deadline: Option<Instant>) -> std::result::Result<T, GetTimeoutError> {
-        self.get_inner(Deadline::At(deadline)).map_err(|e| match e {
-            GetFail::Nothing => GetTimeoutError::Timeout,
-            GetFail::Disconnected => GetTimeoutError::Disconnected,
-            GetFail::Error(e) => GetTimeoutError::Failed(e),
-        })
+        self.get_inner(Deadline::until(deadline))
+            .map_err(|e| match e {
+                GetFail::Nothing => GetTimeoutError::Timeout,
+                GetFail::Disconnected => GetTimeoutError::Disconnected,
+                GetFail::Error(e) => GetTimeoutError::Failed(e),
+            })
     }
 
     /// The number of messages in the queue: exact (Python's is approximate), though it can
@@ -311,7 +312,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn lost_messages(&self) -> u64 {
         self.st().reap_dead();
-        self.st().misc.lost.load(Ordering::Acquire)
+        self.st().counts.lost.load(Ordering::Acquire)
     }
 
     /// Declares that this handle will put nothing more (Python's `close()`): later puts on it
@@ -327,7 +328,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn close(&self) {
-        if !self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
             self.unregister();
         }
     }
@@ -341,6 +342,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn is_closed(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::Acquire)
+        self.closed.load(Ordering::Acquire)
     }
 }

@@ -10,13 +10,14 @@ use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
-use super::layout::{HDR, flags, padded, put_state, skip_state};
-use super::ring::{Waited, advance, read};
+use super::layout::{HDR, NO_PART_OWNER, RESUMED, flags, get_state, padded, put_state, skip_state};
+use super::ring::{advance, read};
 use super::{Deadline, GetFail, POLL, Queue, SideGuard, lock_side};
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind};
 use crate::sync::Acquired;
 use crate::sync::shim::Ordering;
+use crate::sync::wait_word::Waited;
 use crate::sys;
 
 fn corrupt(what: &str) -> GetFail {
@@ -33,15 +34,13 @@ impl<T> Queue<T> {
     /// Published bytes after `head`: 0 if none, an error if the cursors are inconsistent.
     fn published(&self, head: u64) -> std::result::Result<u64, GetFail> {
         let cap = self.seg.cap;
-        let cached = self.cache.tail.load(std::sync::atomic::Ordering::Relaxed);
+        let cached = self.cache.tail.load(Ordering::Relaxed);
         let n = cached.wrapping_sub(head);
         if n != 0 && n <= cap {
             return Ok(n);
         }
         let t = self.st().prod.tail.load(Ordering::Acquire);
-        self.cache
-            .tail
-            .store(t, std::sync::atomic::Ordering::Relaxed);
+        self.cache.tail.store(t, Ordering::Relaxed);
         let n = t.wrapping_sub(head);
         if n > cap {
             return Err(corrupt("the tail is not within one ring of the head"));
@@ -90,14 +89,14 @@ impl<T: DeserializeOwned> Queue<T> {
         let mut assembling: Option<u64> = None;
         let mut scratch = None;
         let owner = c.part_owner.load(Ordering::Relaxed);
-        if owner != 0 {
+        if owner != NO_PART_OWNER {
             let seq = c.part_seq.load(Ordering::Relaxed);
-            c.part_owner.store(0, Ordering::Relaxed);
+            c.part_owner.store(NO_PART_OWNER, Ordering::Relaxed);
             if owner == self.owner_id() {
                 // Ours, left when a deadline passed: go on with it.
                 scratch = Some(self.scratch.lock().unwrap_or_else(|e| e.into_inner()));
                 assembling = Some(seq);
-                self.mark_taking(seq, u64::MAX);
+                self.mark_taking(seq, RESUMED);
             } else {
                 c.skip_seq.store(seq, Ordering::Relaxed);
                 c.skip.store(skip_state::COUNT_AT_END, Ordering::Relaxed);
@@ -130,7 +129,7 @@ impl<T: DeserializeOwned> Queue<T> {
                 if h.flags & flags::LAST != 0 {
                     if skip == skip_state::COUNT_AT_END {
                         c.gets.fetch_add(1, Ordering::AcqRel);
-                        st.misc.lost.fetch_add(1, Ordering::AcqRel);
+                        st.counts.lost.fetch_add(1, Ordering::AcqRel);
                     }
                     c.skip.store(skip_state::NONE, Ordering::Relaxed);
                 } else if h.flags & flags::ABORT != 0 {
@@ -143,7 +142,7 @@ impl<T: DeserializeOwned> Queue<T> {
             if h.flags & flags::ABORT != 0 {
                 if assembling == Some(h.seq) {
                     assembling = None;
-                    c.busy.store(0, Ordering::Relaxed);
+                    c.busy.store(get_state::IDLE, Ordering::Relaxed);
                 }
                 head = next;
                 self.advance_head(head);
@@ -177,7 +176,7 @@ impl<T: DeserializeOwned> Queue<T> {
                     // A peer streamed more than the limit: drop the message.
                     c.skip_seq.store(h.seq, Ordering::Relaxed);
                     c.skip.store(skip_state::COUNT_AT_END, Ordering::Relaxed);
-                    c.busy.store(0, Ordering::Relaxed);
+                    c.busy.store(get_state::IDLE, Ordering::Relaxed);
                     **buf = Vec::new();
                     return Err(corrupt("a streamed message is larger than the limit"));
                 }
@@ -215,7 +214,7 @@ impl<T: DeserializeOwned> Queue<T> {
             st.slot(word).map_or(0, |s| s.taken.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
-        c.busy.store(1, Ordering::Release);
+        c.busy.store(get_state::TAKING, Ordering::Release);
     }
 
     /// A deadline passed mid-stream: the part received so far stays with this handle.
@@ -224,7 +223,7 @@ impl<T: DeserializeOwned> Queue<T> {
         if let Some(seq) = assembling {
             c.part_seq.store(seq, Ordering::Relaxed);
             c.part_owner.store(self.owner_id(), Ordering::Relaxed);
-            c.busy.store(0, Ordering::Release);
+            c.busy.store(get_state::IDLE, Ordering::Release);
         }
     }
 
@@ -246,7 +245,7 @@ impl<T: DeserializeOwned> Queue<T> {
             Ordering::Relaxed,
         );
         self.advance_head(new_head);
-        c.busy.store(0, Ordering::Release);
+        c.busy.store(get_state::IDLE, Ordering::Release);
         value.map_err(|e| GetFail::Error(Error::codec("a queued message could not be decoded", e)))
     }
 
@@ -310,8 +309,8 @@ impl<T: DeserializeOwned> Queue<T> {
         if p.tail.load(Ordering::Acquire) == head {
             // Nobody writes, nothing is left to read, and the stream has no end.
             *assembling = None;
-            st.cons.busy.store(0, Ordering::Release);
-            st.misc.lost.fetch_add(1, Ordering::AcqRel);
+            st.cons.busy.store(get_state::IDLE, Ordering::Release);
+            st.counts.lost.fetch_add(1, Ordering::AcqRel);
         }
     }
 }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::ring::{Waited, read};
+use super::ring::read;
 use super::{POLL, Queue, TaskDoneError};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handles::Handle;
 use crate::sync::shim::Ordering;
+use crate::sync::wait_word::Waited;
 
 /// A [`Queue`] that also counts unfinished tasks: Python's `multiprocessing.JoinableQueue`.
 ///
@@ -70,13 +71,13 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn task_done(&self) -> std::result::Result<(), TaskDoneError> {
-        let misc = &self.queue.st().misc;
-        let before = misc
+        let counts = &self.queue.st().counts;
+        let before = counts
             .unfinished
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .map_err(|_| TaskDoneError)?;
         if before == 1 {
-            misc.join.notify_all();
+            counts.join.notify_all_unconditionally();
         }
         Ok(())
     }
@@ -93,7 +94,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// ```
     pub fn unfinished_tasks(&self) -> u64 {
         self.queue.repair_dead_producer();
-        self.queue.st().misc.unfinished.load(Ordering::Acquire)
+        self.queue.st().counts.unfinished.load(Ordering::Acquire)
     }
 
     /// Waits until every task put so far is done.
@@ -124,15 +125,15 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     }
 
     fn join_until(&self, deadline: Option<Instant>) -> bool {
-        let misc = &self.queue.st().misc;
+        let counts = &self.queue.st().counts;
         loop {
             // Wake up now and then: a producer that died between counting a task and
             // publishing it is found and undone by `repair_dead_producer`.
             let tick = Instant::now() + POLL;
             let until = deadline.map_or(tick, |d| d.min(tick));
-            let waited = misc.join.wait_until(
+            let waited = counts.join.wait_until(
                 Some(until),
-                |sync| read(&misc.unfinished, sync) == 0,
+                |sync| read(&counts.unfinished, sync) == 0,
                 || false,
             );
             if waited == Waited::Ready {

@@ -11,10 +11,10 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicUsize};
 
-use super::ring::Wake;
 use crate::shm::Shared;
 use crate::sync::LockCell;
 use crate::sync::shim::{AtomicU32, AtomicU64};
+use crate::sync::wait_word::WaitWord;
 use crate::sys;
 
 /// Size of a chunk header; chunks start at multiples of it.
@@ -99,6 +99,21 @@ pub(super) mod skip_state {
     pub(crate) const COUNTED: u32 = 2;
 }
 
+/// `Consumer::busy` values.
+pub(super) mod get_state {
+    /// No get in progress.
+    pub(crate) const IDLE: u32 = 0;
+    /// Taking message `busy_seq`.
+    pub(crate) const TAKING: u32 = 1;
+}
+
+/// `Consumer::busy_head` of a message resumed after a deadline, whose first chunks are gone.
+pub(super) const RESUMED: u64 = u64::MAX;
+/// `Consumer::busy_slot` of a consumer without a process-table slot.
+pub(super) const NO_SLOT: u32 = u32::MAX;
+/// `Consumer::part_owner` when no half-received message is waiting for its handle.
+pub(super) const NO_PART_OWNER: u64 = 0;
+
 /// Written by the put-lock holder.
 #[repr(C)]
 pub(super) struct Producer {
@@ -123,8 +138,8 @@ pub(super) struct Consumer {
     pub(super) head: AtomicU64,
     /// Complete messages taken (or skipped as lost).
     pub(super) gets: AtomicU64,
-    /// 0: idle; 1: taking message `busy_seq`, which started at `busy_head` (`u64::MAX`: a
-    /// message resumed after a deadline, whose first chunks are gone already).
+    /// One of [`get_state`]: with `TAKING`, message `busy_seq` started at `busy_head`
+    /// ([`RESUMED`]: a message resumed after a deadline, whose first chunks are gone already).
     pub(super) busy: AtomicU32,
     /// One of [`skip_state`].
     pub(super) skip: AtomicU32,
@@ -132,23 +147,25 @@ pub(super) struct Consumer {
     pub(super) busy_gets: AtomicU64,
     pub(super) busy_seq: AtomicU64,
     pub(super) skip_seq: AtomicU64,
-    /// The process-table slot of the consumer taking `busy_seq` (`u32::MAX`: none), and that
+    /// The process-table slot of the consumer taking `busy_seq` ([`NO_SLOT`]: none), and that
     /// slot's `taken` count when it started.
     pub(super) busy_slot: AtomicU32,
     pub(super) busy_taken: AtomicU64,
     /// A streamed message left half-received by a get whose deadline passed: its number and
-    /// the handle that holds its first part (0: none). Only that handle can finish it; any
+    /// the handle that holds its first part ([`NO_PART_OWNER`]: none). Only that handle can finish it; any
     /// other get skips it and counts it lost.
     pub(super) part_seq: AtomicU64,
     pub(super) part_owner: AtomicU64,
     pub(super) lock: LockCell,
 }
 
+/// The queue's bookkeeping that belongs to neither side: messages lost, tasks not yet done,
+/// handles not tracked, and the wake word `join` sleeps on.
 #[repr(C)]
-pub(super) struct Misc {
+pub(super) struct Counts {
     pub(super) lost: AtomicU64,
     pub(super) unfinished: AtomicU64,
-    pub(super) join: Wake,
+    pub(super) join: WaitWord,
     /// Handles that could not get a slot (more than `SLOTS` processes): never known gone.
     pub(super) untracked: AtomicU32,
 }
@@ -180,9 +197,9 @@ pub(crate) struct State {
     pub(super) joinable: u32,
     pub(super) prod: CachePadded<Producer>,
     pub(super) cons: CachePadded<Consumer>,
-    pub(super) data: CachePadded<Wake>,
-    pub(super) space: CachePadded<Wake>,
-    pub(super) misc: CachePadded<Misc>,
+    pub(super) data: CachePadded<WaitWord>,
+    pub(super) space: CachePadded<WaitWord>,
+    pub(super) counts: CachePadded<Counts>,
     pub(super) slots: [Slot; SLOTS],
 }
 

@@ -118,28 +118,43 @@ struct Cache {
 /// How long an operation may wait.
 #[derive(Clone, Copy)]
 enum Deadline {
+    /// Not at all (the `try_` forms).
     Now,
-    At(Option<Instant>),
+    /// As long as it takes (the blocking forms).
+    Never,
+    /// Until then (the `_timeout` and `_deadline` forms).
+    At(Instant),
 }
 
 impl Deadline {
+    /// `None` (a timeout too long to represent) waits for ever.
+    fn until(at: Option<Instant>) -> Deadline {
+        at.map_or(Deadline::Never, Deadline::At)
+    }
+
+    /// The instant to sleep until; `None` for ever.
     fn instant(self) -> Option<Instant> {
         match self {
             Deadline::Now => Some(Instant::now()),
-            Deadline::At(d) => d,
+            Deadline::Never => None,
+            Deadline::At(at) => Some(at),
         }
     }
 
     fn passed(self) -> bool {
         match self {
             Deadline::Now => true,
-            Deadline::At(d) => d.is_some_and(|d| Instant::now() >= d),
+            Deadline::Never => false,
+            Deadline::At(at) => Instant::now() >= at,
         }
     }
 }
 
+/// Why a put did not happen.
 enum PutFail {
-    NoRoom,
+    /// Its deadline (now, for `try_put`) came before it could go in: no room, too many items,
+    /// or the put lock held by another producer.
+    OutOfTime,
     Error(Error),
 }
 
@@ -175,8 +190,10 @@ fn lock_side(cell: &LockCell, d: Deadline) -> Result<Option<Acquired>> {
     if let Some(a) = cell.try_lock().map_err(broken_side)? {
         return Ok(Some(a));
     }
-    let Deadline::At(at) = d else {
-        return Ok(None);
+    let at = match d {
+        Deadline::Now => return Ok(None),
+        Deadline::Never => None,
+        Deadline::At(at) => Some(at),
     };
     loop {
         let tick = Instant::now() + POLL;
@@ -377,14 +394,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let (pid, start) = me();
         let slot = seg.state.hold_or_untracked(pid, start, Hold::Handle);
-        seg.local_open
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        seg.local_open.fetch_add(1, Ordering::AcqRel);
         Queue {
             seg,
             cache: Cache::default(),
             slot,
             pid,
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             closed: AtomicBool::new(false),
             scratch: Mutex::new(Vec::new()),
             _type: PhantomData,
@@ -404,9 +420,7 @@ impl<T> Queue<T> {
             return; // a forked copy: the registration belongs to the parent
         }
         let st: &State = &self.seg.state;
-        self.seg
-            .local_open
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.seg.local_open.fetch_sub(1, Ordering::AcqRel);
         match self.slot {
             Some(i) => {
                 let _ =
@@ -415,19 +429,19 @@ impl<T> Queue<T> {
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
             }
             None => {
-                let _ = st
-                    .misc
-                    .untracked
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+                let _ =
+                    st.counts
+                        .untracked
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
             }
         }
-        st.data.notify_all();
+        st.data.notify_all_unconditionally();
     }
 }
 
 impl<T> Drop for Queue<T> {
     fn drop(&mut self) {
-        if !self.closed.load(std::sync::atomic::Ordering::Acquire) {
+        if !self.closed.load(Ordering::Acquire) {
             self.unregister();
         }
     }
@@ -452,10 +466,7 @@ impl<T> fmt::Debug for Queue<T> {
                     .load(Ordering::Relaxed)
                     .saturating_sub(st.cons.gets.load(Ordering::Relaxed)),
             )
-            .field(
-                "closed",
-                &self.closed.load(std::sync::atomic::Ordering::Relaxed),
-            )
+            .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }

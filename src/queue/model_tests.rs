@@ -1,4 +1,4 @@
-//! Loom models of the ring's sleep/wake protocol, with the real `Wake` and `advance`: one
+//! Loom models of the ring's sleep/wake protocol, with the real `WaitWord` and `advance`: one
 //! producer and one consumer over a two-slot ring (so both the "full" and the "empty" sleeps
 //! happen), and a consumer told to stop by a producer leaving. A lost wakeup shows as loom's
 //! deadlock report; a data race on a slot as loom's causality error.
@@ -9,16 +9,17 @@ use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
 
-use super::ring::{Waited, Wake, advance, read};
+use super::ring::{advance, read};
 use crate::sync::shim::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::wait_word::{WaitWord, Waited};
 
 const CAP: u64 = 2;
 
 struct Ring {
     tail: AtomicU64,
     head: AtomicU64,
-    data: Wake,
-    space: Wake,
+    data: WaitWord,
+    space: WaitWord,
     slots: [UnsafeCell<u64>; CAP as usize],
     producers: AtomicU32,
 }
@@ -28,8 +29,8 @@ impl Ring {
         Ring {
             tail: AtomicU64::new(0),
             head: AtomicU64::new(0),
-            data: Wake::new(),
-            space: Wake::new(),
+            data: WaitWord::new(0),
+            space: WaitWord::new(0),
             slots: [UnsafeCell::new(0), UnsafeCell::new(0)],
             producers: AtomicU32::new(1),
         }
@@ -95,7 +96,7 @@ fn a_leaving_producer_wakes_the_consumer() {
         let producer = thread::spawn(move || {
             p.put(7);
             p.producers.fetch_sub(1, Ordering::AcqRel);
-            p.data.notify_all();
+            p.data.notify_all_unconditionally();
         });
         assert_eq!(r.get(), Some(7));
         assert_eq!(r.get(), None);

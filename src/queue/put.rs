@@ -44,13 +44,11 @@ impl<T> Queue<T> {
     /// more than the ring's size, whatever the shared cursors say.
     pub(super) fn free(&self, tail: u64, want: u64) -> u64 {
         let cap = self.seg.cap;
-        let mut head = self.cache.head.load(std::sync::atomic::Ordering::Relaxed);
+        let mut head = self.cache.head.load(Ordering::Relaxed);
         // A stale cached head can be more than a ring behind: saturate.
         if cap.saturating_sub(tail.wrapping_sub(head)) < want {
             head = self.st().cons.head.load(Ordering::Acquire);
-            self.cache
-                .head
-                .store(head, std::sync::atomic::Ordering::Relaxed);
+            self.cache.head.store(head, Ordering::Relaxed);
         }
         cap.saturating_sub(tail.wrapping_sub(head))
     }
@@ -61,12 +59,10 @@ impl<T> Queue<T> {
             return true;
         }
         let puts = self.st().prod.puts.load(Ordering::Relaxed);
-        let mut gets = self.cache.gets.load(std::sync::atomic::Ordering::Relaxed);
+        let mut gets = self.cache.gets.load(Ordering::Relaxed);
         if puts.saturating_sub(gets) >= max {
             gets = self.st().cons.gets.load(Ordering::Acquire);
-            self.cache
-                .gets
-                .store(gets, std::sync::atomic::Ordering::Relaxed);
+            self.cache.gets.store(gets, Ordering::Relaxed);
         }
         puts.saturating_sub(gets) < max
     }
@@ -96,7 +92,7 @@ impl<T> Queue<T> {
                 },
                 || false,
             );
-            if waited == super::ring::Waited::Ready {
+            if waited == crate::sync::wait_word::Waited::Ready {
                 return true;
             }
             if deadline.is_some_and(|at| Instant::now() >= at) {
@@ -131,7 +127,7 @@ impl<T> Queue<T> {
 
 impl<T: Serialize> Queue<T> {
     pub(super) fn put_inner(&self, value: &T, d: Deadline) -> std::result::Result<(), PutFail> {
-        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.closed.load(Ordering::Relaxed) {
             return Err(PutFail::Error(Error::new(
                 ErrorKind::Closed,
                 "put on a closed queue handle",
@@ -141,7 +137,7 @@ impl<T: Serialize> Queue<T> {
         let p = &st.prod;
         let acquired = lock_side(&p.lock, d)
             .map_err(PutFail::Error)?
-            .ok_or(PutFail::NoRoom)?;
+            .ok_or(PutFail::OutOfTime)?;
         // SAFETY: `lock_side` has just acquired it for this thread.
         let _guard = unsafe { SideGuard::adopt(&p.lock) };
         if acquired == Acquired::OwnerDied
@@ -151,7 +147,7 @@ impl<T: Serialize> Queue<T> {
             self.recover_put(d, acquired == Acquired::OwnerDied)?;
         }
         if !self.wait_space(d, || self.items_ok()) {
-            return Err(PutFail::NoRoom);
+            return Err(PutFail::OutOfTime);
         }
         let tail = p.tail.load(Ordering::Relaxed);
         let seq = p.next_seq.load(Ordering::Relaxed);
@@ -220,7 +216,7 @@ impl<T: Serialize> Queue<T> {
         let need = padded(size) as u64;
         if need <= self.seg.cap {
             if !self.wait_space(d, || self.free(tail, need) >= need) {
-                return Err(PutFail::NoRoom);
+                return Err(PutFail::OutOfTime);
             }
             // SAFETY: `need` bytes after the tail are free and ours.
             let room = unsafe { self.seg.ring(tail.wrapping_add(HDR as u64), size) };
@@ -229,7 +225,7 @@ impl<T: Serialize> Queue<T> {
         }
         if matches!(d, Deadline::Now) {
             // Larger than the ring: it can only go in while a consumer makes room.
-            return Err(PutFail::NoRoom);
+            return Err(PutFail::OutOfTime);
         }
         self.stream(value, tail, seq, d)
     }
@@ -253,7 +249,7 @@ impl<T: Serialize> Queue<T> {
         // Counted before it is published, so that a consumer never takes (and marks done) a
         // task that is not counted yet; a death in between is undone by `recover_put`.
         if self.seg.joinable {
-            st.misc.unfinished.fetch_add(1, Ordering::AcqRel);
+            st.counts.unfinished.fetch_add(1, Ordering::AcqRel);
         }
         p.puts.store(
             p.busy_puts.load(Ordering::Relaxed).wrapping_add(1),
@@ -285,7 +281,7 @@ impl<T: Serialize> Queue<T> {
             fail: None,
         };
         if !w.open() {
-            return Err(PutFail::NoRoom);
+            return Err(PutFail::OutOfTime);
         }
         match postcard::serialize_with_flavor::<T, _, ()>(value, StreamFlavor(&mut w)) {
             Ok(()) => {
@@ -340,7 +336,7 @@ impl<T> Streamer<'_, T> {
         let start = self.chunk_start;
         let q = self.q;
         if !q.wait_space(self.deadline, || q.free(start, want) >= want) {
-            self.fail = Some(PutFail::NoRoom);
+            self.fail = Some(PutFail::OutOfTime);
             return false;
         }
         self.chunk_len = 0;

@@ -7,7 +7,7 @@
 //! a stream is out", and repairs. Consumers do not wait for a producer to come: a consumer
 //! blocked mid-stream, `qsize`, and `join` look at the put lock themselves.
 
-use super::layout::{put_state, skip_state};
+use super::layout::{get_state, put_state, skip_state};
 use super::{Deadline, PutFail, Queue, SideGuard};
 use crate::sync::Acquired;
 use crate::sync::shim::Ordering;
@@ -25,14 +25,13 @@ impl<T> Queue<T> {
                 p.puts
                     .store(p.busy_puts.load(Ordering::Relaxed), Ordering::Relaxed);
                 if self.seg.joinable {
-                    let before =
-                        st.misc
-                            .unfinished
-                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                                n.checked_sub(1)
-                            });
+                    let before = st.counts.unfinished.fetch_update(
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                        |n| n.checked_sub(1),
+                    );
                     if before == Ok(1) {
-                        st.misc.join.notify_all();
+                        st.counts.join.notify_all_unconditionally();
                     }
                 }
             } else {
@@ -43,10 +42,10 @@ impl<T> Queue<T> {
         let had_stream = p.stream_open.load(Ordering::Relaxed) != 0;
         if !self.abort_open_stream(d) {
             // Leave the side marked: the next holder tries again.
-            return Err(PutFail::NoRoom);
+            return Err(PutFail::OutOfTime);
         }
         if had_stream && died {
-            st.misc.lost.fetch_add(1, Ordering::AcqRel);
+            st.counts.lost.fetch_add(1, Ordering::AcqRel);
         }
         p.busy.store(put_state::IDLE, Ordering::Relaxed);
         if died {
@@ -81,7 +80,7 @@ impl<T> Queue<T> {
     pub(super) fn recover_get(&self) {
         let st = self.st();
         let c = &st.cons;
-        if c.busy.load(Ordering::Relaxed) == 1 {
+        if c.busy.load(Ordering::Relaxed) == get_state::TAKING {
             let busy_gets = c.busy_gets.load(Ordering::Relaxed);
             let seq = c.busy_seq.load(Ordering::Relaxed);
             let slot = st.slot(c.busy_slot.load(Ordering::Relaxed));
@@ -100,7 +99,7 @@ impl<T> Queue<T> {
                 if counted && !marked {
                     // Taken whole by a process that could not record it: count it here (a
                     // marked one is counted when its process is found dead).
-                    st.misc.lost.fetch_add(1, Ordering::AcqRel);
+                    st.counts.lost.fetch_add(1, Ordering::AcqRel);
                 }
                 c.skip_seq.store(seq, Ordering::Relaxed);
                 c.skip.store(
@@ -112,7 +111,7 @@ impl<T> Queue<T> {
                     Ordering::Relaxed,
                 );
             }
-            c.busy.store(0, Ordering::Release);
+            c.busy.store(get_state::IDLE, Ordering::Release);
         }
         c.lock.mark_consistent();
         st.reap_dead();

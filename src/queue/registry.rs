@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicI32 as StdAtomicI32;
 
-use super::layout::{SLOTS, Segment, Slot, State};
+use super::layout::{NO_SLOT, SLOTS, Segment, Slot, State, get_state};
 use crate::handles::{ForkAware, Transit};
 use crate::sync::shim::Ordering;
 use crate::sys;
@@ -26,12 +26,12 @@ pub(super) fn me() -> (i32, u64) {
     static PID: StdAtomicI32 = StdAtomicI32::new(0);
     static START: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let pid = sys::getpid();
-    if PID.load(std::sync::atomic::Ordering::Acquire) == pid {
-        return (pid, START.load(std::sync::atomic::Ordering::Acquire));
+    if PID.load(Ordering::Acquire) == pid {
+        return (pid, START.load(Ordering::Acquire));
     }
     let start = sys::process_start_time(pid).unwrap_or(0);
-    START.store(start, std::sync::atomic::Ordering::Release);
-    PID.store(pid, std::sync::atomic::Ordering::Release);
+    START.store(start, Ordering::Release);
+    PID.store(pid, Ordering::Release);
     (pid, start)
 }
 
@@ -70,7 +70,8 @@ impl State {
     /// has recovered yet: the slot's counts must wait for that recovery.
     fn recovery_pending(&self, i: usize) -> bool {
         let c = &self.cons;
-        c.busy.load(Ordering::Acquire) == 1 && c.busy_slot.load(Ordering::Acquire) as usize == i
+        c.busy.load(Ordering::Acquire) == get_state::TAKING
+            && c.busy_slot.load(Ordering::Acquire) as usize == i
     }
 
     /// Counts what the dead process of a slot we own exclusively (its pid is our claim marker)
@@ -80,7 +81,7 @@ impl State {
         let returned = s.returned.swap(taken, Ordering::AcqRel);
         let lost = taken.saturating_sub(returned);
         if lost > 0 {
-            self.misc.lost.fetch_add(lost, Ordering::AcqRel);
+            self.counts.lost.fetch_add(lost, Ordering::AcqRel);
         }
     }
 
@@ -131,7 +132,7 @@ impl State {
     pub(super) fn hold_or_untracked(&self, pid: i32, start: u64, what: Hold) -> Option<usize> {
         let slot = self.hold(pid, start, what);
         if slot.is_none() {
-            self.misc.untracked.fetch_add(1, Ordering::AcqRel);
+            self.counts.untracked.fetch_add(1, Ordering::AcqRel);
         }
         slot
     }
@@ -139,7 +140,7 @@ impl State {
     /// Whether any process may still put: one holding or about to receive a handle, or one
     /// that could not be tracked.
     pub(super) fn may_have_producers(&self) -> bool {
-        if self.misc.untracked.load(Ordering::Acquire) > 0 {
+        if self.counts.untracked.load(Ordering::Acquire) > 0 {
             return true;
         }
         self.slots.iter().any(|s| {
@@ -184,13 +185,13 @@ impl State {
             changed = true;
         }
         if changed {
-            self.data.notify_all();
+            self.data.notify_all_unconditionally();
         }
     }
 
     /// The slot index as stored in `Consumer::busy_slot`.
     pub(super) fn slot_word(slot: Option<usize>) -> u32 {
-        slot.map_or(u32::MAX, |i| i as u32)
+        slot.map_or(NO_SLOT, |i| i as u32)
     }
 
     pub(super) fn slot(&self, word: u32) -> Option<&Slot> {
@@ -198,7 +199,7 @@ impl State {
     }
 }
 
-const _: () = assert!(SLOTS < u32::MAX as usize);
+const _: () = assert!(SLOTS < NO_SLOT as usize);
 
 /// A queue handle inside a child's encoded arguments.
 pub(super) struct QueueTransit(pub(super) Arc<Segment>);
@@ -212,7 +213,7 @@ impl Transit for QueueTransit {
 
 impl ForkAware for Segment {
     fn forked(&self, pid: i32) {
-        if self.local_open.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        if self.local_open.load(Ordering::Acquire) == 0 {
             return; // every handle of ours is closed: so are the child's copies
         }
         let start = sys::process_start_time(pid).unwrap_or(0);

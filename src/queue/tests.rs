@@ -512,7 +512,7 @@ fn die_after_counting<T: Serialize + DeserializeOwned + Send + 'static>(q: &Queu
         p.busy_tail
             .store(p.tail.load(Ordering::Relaxed), Ordering::Relaxed);
         if q.seg.joinable {
-            st.misc.unfinished.fetch_add(1, Ordering::AcqRel);
+            st.counts.unfinished.fetch_add(1, Ordering::AcqRel);
         }
         p.puts.store(puts + 1, Ordering::Relaxed);
         p.busy.store(put_state::PUBLISHING, Ordering::Release);

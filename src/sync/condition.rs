@@ -7,31 +7,29 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::handles::{Handle, handle_serde};
 
-#[cfg(doc)]
-use super::error::LockError;
-use super::error::{LockResult, Recover, sealed};
+use super::error::{LockError, LockResult};
 use super::lock::{Acquired, Lock, LockCell, LockGuard, deadline_after, wrap_lock};
-use super::shim::{self, AtomicU32, FutexWait, Ordering};
+use super::shim::Ordering;
+use super::wait_word::{Slept, WAKE_ALL, WaitWord};
 use crate::error::{Error, Result};
 use crate::shm::{Kind, Shared};
 
-/// The shared state of a condition variable: a sequence number that every notification
-/// advances (the futex word) and a count of registered sleepers.
+/// The shared state of a condition variable: a [`WaitWord`] whose word is a sequence number that
+/// notifications advance.
 ///
-/// A waiter reads `seq` and registers while holding the lock, releases the lock, and sleeps
-/// only while `seq` is unchanged. A notifier that changed the protected state under the lock
-/// advances `seq` after that, so it cannot slip between the waiter's check and its sleep.
+/// A waiter registers and reads the sequence while holding the lock, releases the lock, and
+/// sleeps only while the sequence is unchanged. A notifier that changed the protected state under
+/// the lock calls [`WaitWord::notify`] after that, which advances the sequence if anyone is
+/// registered, so it cannot slip between the waiter's check and its sleep.
 #[repr(C)]
 pub(crate) struct CondState {
-    seq: AtomicU32,
-    sleepers: AtomicU32,
+    seq: WaitWord,
 }
 
 impl CondState {
     pub(crate) fn new() -> CondState {
         CondState {
-            seq: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
+            seq: WaitWord::new(0),
         }
     }
 
@@ -45,61 +43,123 @@ impl CondState {
         cell: &LockCell,
         deadline: Option<Instant>,
     ) -> (Result<Option<Acquired>, Error>, bool) {
-        let seen = self.seq.load(Ordering::Relaxed);
-        self.sleepers.fetch_add(1, Ordering::AcqRel);
-        // SAFETY: the caller holds the lock.
-        unsafe { cell.release() };
-        let r = shim::wait(&self.seq, seen, deadline);
-        self.sleepers.fetch_sub(1, Ordering::AcqRel);
-        (cell.lock(None), r == FutexWait::TimedOut)
+        let slept = self.seq.sleep(deadline, |seq| {
+            let seen = seq.load(Ordering::Relaxed);
+            // SAFETY: the caller holds the lock.
+            unsafe { cell.release() };
+            Some(seen)
+        });
+        (cell.lock(None), slept == Slept::TimedOut)
     }
 
     pub(crate) fn notify(&self, n: u32) {
-        self.seq.fetch_add(1, Ordering::AcqRel);
-        if self.sleepers.fetch_add(0, Ordering::AcqRel) > 0 {
-            shim::wake(&self.seq, n);
-        }
+        self.seq.notify(n);
     }
 }
 
-/// Whether a timed wait ended because the time ran out.
+/// Why a timed wait on a [`Condition`] ([`wait_timeout`](Condition::wait_timeout),
+/// [`wait_deadline`](Condition::wait_deadline), [`wait_for_timeout`](Condition::wait_for_timeout),
+/// [`wait_for_deadline`](Condition::wait_for_deadline)) did not end with a plain `Ok`. Like
+/// Python's `wait(timeout)`, a timed-out wait takes the lock back before it returns: the guard
+/// comes back inside the error.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::Duration;
+/// use multiproc::ConditionTimeoutError;
+///
 /// let cond = multiproc::Condition::new()?;
 /// let guard = cond.lock().unwrap();
-/// let (_guard, res) = cond.wait_timeout(guard, Duration::from_millis(1)).unwrap();
-/// assert!(res.timed_out());
+/// match cond.wait_timeout(guard, Duration::from_millis(1)) {
+///     Ok(_guard) => {}                                    // notified (or spurious)
+///     Err(ConditionTimeoutError::Timeout(_guard)) => {}   // time ran out, lock held again
+///     Err(ConditionTimeoutError::Lock(e)) => panic!("{e}"), // a dead owner or a broken lock
+/// }
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WaitTimeoutResult(bool);
+pub enum ConditionTimeoutError<G> {
+    /// The deadline passed (for the `wait_for` forms: with the predicate still false). The
+    /// lock is held again: here is its guard.
+    Timeout(G),
+    /// Taking the lock back reported a dead owner (with the guard; whether the time also ran
+    /// out is then not reported: check the state, which the dead owner may have left half
+    /// changed) or failed (without it).
+    Lock(LockError<G>),
+}
 
-impl WaitTimeoutResult {
-    /// True if the wait ended at its deadline (for `wait_for_timeout`: with the predicate still
-    /// false).
+impl<G> ConditionTimeoutError<G> {
+    /// The guard, whether the wait timed out or an owner died; the error of a broken lock.
+    ///
+    /// # Errors
+    /// [`LockError::Broken`]'s error.
     ///
     /// # Examples
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # let cond = multiproc::Condition::new()?;
-    /// # let guard = cond.lock().unwrap();
-    /// let (_g, res) = cond.wait_timeout(guard, Duration::ZERO).unwrap();
-    /// println!("timed out: {}", res.timed_out());
+    /// let cond = multiproc::Condition::new()?;
+    /// let g = cond.lock().unwrap();
+    /// let _g = cond
+    ///     .wait_timeout(g, Duration::ZERO)
+    ///     .or_else(multiproc::ConditionTimeoutError::into_inner)?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn timed_out(&self) -> bool {
-        self.0
+    pub fn into_inner(self) -> Result<G> {
+        match self {
+            ConditionTimeoutError::Timeout(g) => Ok(g),
+            ConditionTimeoutError::Lock(e) => e.into_inner(),
+        }
+    }
+
+    /// True for [`Timeout`](Self::Timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let cond = multiproc::Condition::new()?;
+    /// let g = cond.lock().unwrap();
+    /// assert!(cond.wait_timeout(g, Duration::ZERO).unwrap_err().is_timeout());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ConditionTimeoutError::Timeout(_))
     }
 }
 
-impl<G: Recover> sealed::Sealed for (G, WaitTimeoutResult) {}
-impl<G: Recover> Recover for (G, WaitTimeoutResult) {
-    fn mark_consistent(&self) {
-        self.0.mark_consistent();
+impl<G> From<LockError<G>> for ConditionTimeoutError<G> {
+    fn from(e: LockError<G>) -> Self {
+        ConditionTimeoutError::Lock(e)
+    }
+}
+
+impl<G> fmt::Debug for ConditionTimeoutError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConditionTimeoutError::Timeout(_) => f.write_str("Timeout(..)"),
+            ConditionTimeoutError::Lock(e) => f.debug_tuple("Lock").field(e).finish(),
+        }
+    }
+}
+
+impl<G> fmt::Display for ConditionTimeoutError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConditionTimeoutError::Timeout(_) => f.write_str("timed out waiting on the condition"),
+            ConditionTimeoutError::Lock(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<G> std::error::Error for ConditionTimeoutError<G> {}
+
+/// A timed wait's outcome as its result.
+fn timed<G>(r: LockResult<G>, timed_out: bool) -> std::result::Result<G, ConditionTimeoutError<G>> {
+    match r {
+        Ok(g) if timed_out => Err(ConditionTimeoutError::Timeout(g)),
+        Ok(g) => Ok(g),
+        Err(e) => Err(ConditionTimeoutError::Lock(e)),
     }
 }
 
@@ -266,10 +326,12 @@ impl Condition {
         self.wait_until(guard, None).0
     }
 
-    /// Like [`wait`](Self::wait), giving up after `timeout`.
+    /// Like [`wait`](Self::wait), giving up after `timeout` (Python's `wait(timeout)`: its
+    /// `False` is `Err(Timeout(guard))` here).
     ///
     /// # Errors
-    /// As [`wait`](Self::wait).
+    /// [`ConditionTimeoutError::Timeout`] (holding the guard) if the time ran out;
+    /// [`ConditionTimeoutError::Lock`] as [`wait`](Self::wait)'s errors.
     ///
     /// # Panics
     /// If `guard` belongs to another lock.
@@ -280,18 +342,43 @@ impl Condition {
     /// use std::time::Duration;
     /// let cond = multiproc::Condition::new()?;
     /// let g = cond.lock().unwrap();
-    /// let (_g, r) = cond.wait_timeout(g, Duration::from_millis(1)).unwrap();
-    /// assert!(r.timed_out());
+    /// let r = cond.wait_timeout(g, Duration::from_millis(1));
+    /// assert!(r.unwrap_err().is_timeout());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait_timeout<'a>(
         &'a self,
         guard: LockGuard<'a>,
         timeout: Duration,
-    ) -> LockResult<(LockGuard<'a>, WaitTimeoutResult)> {
+    ) -> std::result::Result<LockGuard<'a>, ConditionTimeoutError<LockGuard<'a>>> {
         let (r, timed_out) = self.wait_until(guard, deadline_after(timeout));
-        let res = WaitTimeoutResult(timed_out);
-        r.map(|g| (g, res)).map_err(|e| e.map(|g| (g, res)))
+        timed(r, timed_out)
+    }
+
+    /// Like [`wait`](Self::wait), giving up at `deadline`.
+    ///
+    /// # Errors
+    /// As [`wait_timeout`](Self::wait_timeout).
+    ///
+    /// # Panics
+    /// If `guard` belongs to another lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// let g = cond.lock().unwrap();
+    /// let r = cond.wait_deadline(g, std::time::Instant::now());
+    /// assert!(r.unwrap_err().is_timeout());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_deadline<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+        deadline: Instant,
+    ) -> std::result::Result<LockGuard<'a>, ConditionTimeoutError<LockGuard<'a>>> {
+        let (r, timed_out) = self.wait_until(guard, Some(deadline));
+        timed(r, timed_out)
     }
 
     /// Waits until `pred` returns true (checked with the lock held, first before any wait).
@@ -322,12 +409,12 @@ impl Condition {
         Ok(guard)
     }
 
-    /// Waits until `pred` returns true or `timeout` passes (Python's `wait_for(pred, timeout)`);
-    /// the result's [`timed_out`](WaitTimeoutResult::timed_out) is true when `pred` was still
-    /// false at the end.
+    /// Waits until `pred` returns true or `timeout` passes (Python's `wait_for(pred, timeout)`,
+    /// whose `False` is `Err(Timeout(guard))` here).
     ///
     /// # Errors
-    /// As [`wait_for`](Self::wait_for).
+    /// [`ConditionTimeoutError::Timeout`] (holding the guard) if `pred` was still false at the
+    /// deadline; [`ConditionTimeoutError::Lock`] as [`wait_for`](Self::wait_for)'s errors.
     ///
     /// # Panics
     /// If `guard` belongs to another lock.
@@ -338,36 +425,60 @@ impl Condition {
     /// use std::time::Duration;
     /// let cond = multiproc::Condition::new()?;
     /// let g = cond.lock().unwrap();
-    /// let (_g, r) = cond.wait_for_timeout(g, Duration::from_millis(2), || false).unwrap();
-    /// assert!(r.timed_out());
+    /// let r = cond.wait_for_timeout(g, Duration::from_millis(2), || false);
+    /// assert!(r.unwrap_err().is_timeout());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait_for_timeout<'a>(
         &'a self,
-        mut guard: LockGuard<'a>,
+        guard: LockGuard<'a>,
         timeout: Duration,
+        pred: impl FnMut() -> bool,
+    ) -> std::result::Result<LockGuard<'a>, ConditionTimeoutError<LockGuard<'a>>> {
+        self.wait_for_until(guard, deadline_after(timeout), pred)
+    }
+
+    /// Like [`wait_for_timeout`](Self::wait_for_timeout), giving up at `deadline`.
+    ///
+    /// # Errors
+    /// As [`wait_for_timeout`](Self::wait_for_timeout).
+    ///
+    /// # Panics
+    /// If `guard` belongs to another lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// let g = cond.lock().unwrap();
+    /// let _g = cond.wait_for_deadline(g, std::time::Instant::now(), || true).unwrap();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_for_deadline<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+        deadline: Instant,
+        pred: impl FnMut() -> bool,
+    ) -> std::result::Result<LockGuard<'a>, ConditionTimeoutError<LockGuard<'a>>> {
+        self.wait_for_until(guard, Some(deadline), pred)
+    }
+
+    fn wait_for_until<'a>(
+        &'a self,
+        mut guard: LockGuard<'a>,
+        deadline: Option<Instant>,
         mut pred: impl FnMut() -> bool,
-    ) -> LockResult<(LockGuard<'a>, WaitTimeoutResult)> {
-        let deadline = deadline_after(timeout);
+    ) -> std::result::Result<LockGuard<'a>, ConditionTimeoutError<LockGuard<'a>>> {
         loop {
             if pred() {
-                return Ok((guard, WaitTimeoutResult(false)));
+                return Ok(guard);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok((guard, WaitTimeoutResult(true)));
+                return Err(ConditionTimeoutError::Timeout(guard));
             }
-            guard = match self.wait_until(guard, deadline).0 {
-                Ok(g) => g,
-                Err(e) => {
-                    // The lock is held again if an owner died: `pred` may be checked.
-                    let mut timed_out = false;
-                    let e = e.map(|g| {
-                        timed_out = !pred();
-                        g
-                    });
-                    return Err(e.map(|g| (g, WaitTimeoutResult(timed_out))));
-                }
-            };
+            // A dead owner's report ends the wait (the lock is held again: `pred` may be
+            // checked by the caller, who must look at the state anyway).
+            guard = self.wait_until(guard, deadline).0?;
         }
     }
 
@@ -392,7 +503,7 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn notify_all(&self) {
-        self.state.notify(u32::MAX);
+        self.state.notify(WAKE_ALL);
     }
 }
 

@@ -201,13 +201,6 @@ impl<G> LockError<G> {
             LockError::Broken(e) => Err(e),
         }
     }
-
-    pub(crate) fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
-        match self {
-            LockError::OwnerDied(d) => LockError::OwnerDied(OwnerDied::new(f(d.into_inner()))),
-            LockError::Broken(e) => LockError::Broken(e),
-        }
-    }
 }
 
 impl<G: Recover> LockError<G> {

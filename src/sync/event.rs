@@ -8,44 +8,48 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use crate::handles::{Handle, handle_serde};
 
 use super::lock::deadline_after;
-use super::shim::{self, AtomicU32, FutexWait, Ordering};
+use super::shim::{self, Ordering};
+use super::wait_word::{Slept, WAKE_ALL, WaitWord};
 use crate::error::Result;
 use crate::shm::{Kind, Shared};
 
-/// The shared state of an event.
+/// The flag bit of the event's word; the bits above it count the `set`s that turned it on.
+const FLAG: u32 = 1;
+/// What one flag-raising `set` adds to the generation bits.
+const GENERATION: u32 = 2;
+
+/// The shared state of an event: `generation << 1 | flag`, the futex word of a [`WaitWord`].
 ///
-/// `word` is `generation << 1 | flag`: every `set` that turns the flag on also advances the
-/// generation, so a waiter that saw the word change knows a `set` happened while it waited, even
-/// if a `clear` followed. Waiters register in `sleepers` before their final read-modify-write of
-/// `word`; `set` reads `sleepers` with a read-modify-write after changing `word` (the same pairing
-/// as the semaphore's), and wakes everyone.
+/// Every `set` that turns the flag on also advances the generation, so a waiter that saw the
+/// word change knows a `set` happened while it waited, even if a `clear` followed. A waiter
+/// sleeps through [`WaitWord::sleep`] while the word is the one it first saw (re-read with a
+/// read-modify-write); `set` changes the word with a read-modify-write and wakes everyone.
 #[repr(C)]
 pub(crate) struct EventState {
-    word: AtomicU32,
-    sleepers: AtomicU32,
+    word: WaitWord,
 }
 
 impl EventState {
     pub(crate) fn new() -> EventState {
         EventState {
-            word: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
+            word: WaitWord::new(0),
         }
     }
 
     pub(crate) fn is_set(&self) -> bool {
-        self.word.load(Ordering::Acquire) & 1 == 1
+        self.word.word().load(Ordering::Acquire) & FLAG == FLAG
     }
 
     pub(crate) fn set(&self) {
-        let mut w = self.word.load(Ordering::Relaxed);
+        let word = self.word.word();
+        let mut w = word.load(Ordering::Relaxed);
         loop {
-            if w & 1 == 1 {
+            if w & FLAG == FLAG {
                 return;
             }
-            match self.word.compare_exchange_weak(
+            match word.compare_exchange_weak(
                 w,
-                w.wrapping_add(2) | 1,
+                w.wrapping_add(GENERATION) | FLAG,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -53,32 +57,62 @@ impl EventState {
                 Err(now) => w = now,
             }
         }
-        if self.sleepers.fetch_add(0, Ordering::AcqRel) > 0 {
-            shim::wake(&self.word, u32::MAX);
-        }
+        self.word.wake(WAKE_ALL);
     }
 
     pub(crate) fn clear(&self) {
-        self.word.fetch_and(!1, Ordering::AcqRel);
+        self.word.word().fetch_and(!FLAG, Ordering::AcqRel);
     }
 
     /// True when the flag is set or a `set` happened while waiting; false at the deadline.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
-        let seen = self.word.load(Ordering::Acquire);
-        if seen & 1 == 1 || shim::spin_until(|| self.word.load(Ordering::Acquire) != seen) {
+        let word = self.word.word();
+        let seen = word.load(Ordering::Acquire);
+        if seen & FLAG == FLAG || shim::spin_until(|| word.load(Ordering::Acquire) != seen) {
             return true;
         }
-        self.sleepers.fetch_add(1, Ordering::AcqRel);
-        let set = loop {
-            if self.word.fetch_add(0, Ordering::AcqRel) != seen {
-                break true;
+        loop {
+            let slept = self.word.sleep(deadline, |w| {
+                (w.fetch_add(0, Ordering::AcqRel) == seen).then_some(seen)
+            });
+            match slept {
+                Slept::NotNeeded => return true,
+                Slept::Woken => {}
+                Slept::TimedOut => return word.load(Ordering::Acquire) != seen,
             }
-            if shim::wait(&self.word, seen, deadline) == FutexWait::TimedOut {
-                break self.word.load(Ordering::Acquire) != seen;
-            }
-        };
-        self.sleepers.fetch_sub(1, Ordering::AcqRel);
-        set
+        }
+    }
+}
+
+/// Why [`Event::wait_timeout`] or [`Event::wait_deadline`] returned without the flag.
+///
+/// # Examples
+///
+/// ```
+/// let ev = multiproc::Event::new()?;
+/// let r = ev.wait_timeout(std::time::Duration::ZERO);
+/// assert_eq!(r, Err(multiproc::EventTimeoutError::Timeout));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventTimeoutError {
+    /// The flag was not set (and no `set` happened) before the deadline.
+    Timeout,
+}
+
+impl fmt::Display for EventTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out waiting for the event")
+    }
+}
+
+impl std::error::Error for EventTimeoutError {}
+
+fn set_or_timeout(set: bool) -> std::result::Result<(), EventTimeoutError> {
+    if set {
+        Ok(())
+    } else {
+        Err(EventTimeoutError::Timeout)
     }
 }
 
@@ -87,14 +121,14 @@ impl EventState {
 ///
 /// [`set`](Self::set) turns it on and wakes every waiter; [`clear`](Self::clear) turns it off;
 /// [`wait`](Self::wait) returns once it is on. A waiter that was waiting when `set` was called
-/// returns `true` even if the flag was cleared again before it woke (as in Python's `threading`).
+/// returns even if the flag was cleared again before it woke (as in Python's `threading`).
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::Duration;
 /// let ev = multiproc::Event::new()?;
-/// assert!(!ev.wait_timeout(Duration::from_millis(1)));
+/// assert!(ev.wait_timeout(Duration::from_millis(1)).is_err());
 /// ev.set();
 /// assert!(ev.is_set());
 /// ev.wait();
@@ -186,22 +220,29 @@ impl Event {
         self.state.wait(None);
     }
 
-    /// Waits at most `timeout` for the flag; returns whether it was set (Python's
-    /// `wait(timeout)`).
+    /// Waits at most `timeout` for the flag (Python's `wait(timeout)`: its `True` is `Ok(())`,
+    /// its `False` is `Err(Timeout)`). `Ok` also when a `set` happened while waiting and a
+    /// `clear` followed before this waiter looked.
+    ///
+    /// # Errors
+    /// [`EventTimeoutError::Timeout`] if the flag was not set in time.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
     /// let ev = multiproc::Event::new()?;
-    /// assert!(!ev.wait_timeout(Duration::ZERO));
+    /// assert_eq!(ev.wait_timeout(Duration::ZERO), Err(multiproc::EventTimeoutError::Timeout));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.state.wait(deadline_after(timeout))
+    pub fn wait_timeout(&self, timeout: Duration) -> std::result::Result<(), EventTimeoutError> {
+        set_or_timeout(self.state.wait(deadline_after(timeout)))
     }
 
-    /// Waits until `deadline` at the latest for the flag; returns whether it was set.
+    /// Waits until `deadline` at the latest for the flag.
+    ///
+    /// # Errors
+    /// [`EventTimeoutError::Timeout`] if the flag was not set in time.
     ///
     /// # Examples
     ///
@@ -209,11 +250,11 @@ impl Event {
     /// use std::time::Instant;
     /// let ev = multiproc::Event::new()?;
     /// ev.set();
-    /// assert!(ev.wait_deadline(Instant::now()));
-    /// # Ok::<(), multiproc::Error>(())
+    /// ev.wait_deadline(Instant::now())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn wait_deadline(&self, deadline: Instant) -> bool {
-        self.state.wait(Some(deadline))
+    pub fn wait_deadline(&self, deadline: Instant) -> std::result::Result<(), EventTimeoutError> {
+        set_or_timeout(self.state.wait(Some(deadline)))
     }
 }
 

@@ -17,17 +17,20 @@ mod lock;
 mod semaphore;
 pub(crate) mod shim;
 mod value;
+pub(crate) mod wait_word;
 
 pub use array::{Array, ArrayGuard};
 pub use barrier::Barrier;
-pub use condition::{Condition, WaitTimeoutResult};
+pub use condition::{Condition, ConditionTimeoutError};
 pub use error::{
     BarrierTimeoutError, BrokenBarrier, LockError, LockResult, LockTimeoutError, LockTimeoutResult,
     OverRelease, OwnerDied, Recover, TryLockError, TryLockResult,
 };
-pub use event::Event;
+pub use event::{Event, EventTimeoutError};
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
-pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
+pub use semaphore::{
+    AcquireTimeoutError, BoundedSemaphore, Semaphore, SemaphorePermit, TryAcquireError,
+};
 pub use value::{AtomicPod, DataGuard, Pod, Value, ValueGuard};
 
 #[allow(unused_imports)]

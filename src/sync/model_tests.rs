@@ -14,6 +14,7 @@ use super::event::EventState;
 use super::lock::LockCell;
 use super::semaphore::SemState;
 use super::shim::{AtomicU32, Ordering};
+use super::wait_word::{Slept, WAKE_ALL, WaitWord, Waited};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
@@ -27,6 +28,111 @@ fn in_place<T>(init: impl FnOnce(*mut T)) -> Arc<T> {
     init(b.as_mut_ptr());
     // SAFETY: `init` wrote every field.
     Arc::new(*unsafe { b.assume_init() })
+}
+
+/// The protocol itself, with the word as the state: two sleepers wait for a flag that one
+/// `swap` raises, and a single `wake` must reach both.
+#[test]
+fn wait_word_state_word_wakes_every_sleeper() {
+    model(|| {
+        let w = Arc::new(WaitWord::new(0));
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                let w = w.clone();
+                thread::spawn(move || {
+                    while w.word().load(Ordering::Acquire) == 0 {
+                        w.sleep(None, |word| {
+                            (word.fetch_add(0, Ordering::AcqRel) == 0).then_some(0)
+                        });
+                    }
+                })
+            })
+            .collect();
+        w.word().swap(1, Ordering::AcqRel);
+        w.wake(WAKE_ALL);
+        for s in sleepers {
+            s.join().unwrap();
+        }
+    });
+}
+
+/// The protocol with the word as a sequence for state kept elsewhere: two sleepers each take
+/// one token; each token is published with its own `notify(1)`. A notification that slipped
+/// between a sleeper's re-check and its sleep would leave one asleep for good.
+#[test]
+fn wait_word_sequence_word_loses_no_notification() {
+    model(|| {
+        let w = Arc::new(WaitWord::new(0));
+        let tokens = Arc::new(AtomicU32::new(0));
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                let (w, tokens) = (w.clone(), tokens.clone());
+                thread::spawn(move || {
+                    loop {
+                        let t = tokens.load(Ordering::Acquire);
+                        if t > 0
+                            && tokens
+                                .compare_exchange(t, t - 1, Ordering::AcqRel, Ordering::Acquire)
+                                .is_ok()
+                        {
+                            return;
+                        }
+                        let slept = w.sleep(None, |seq| {
+                            let seen = seq.load(Ordering::Acquire);
+                            (tokens.fetch_add(0, Ordering::AcqRel) == 0).then_some(seen)
+                        });
+                        assert_ne!(slept, Slept::TimedOut, "no deadline was given");
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            tokens.fetch_add(1, Ordering::AcqRel);
+            w.notify(1);
+        }
+        for s in sleepers {
+            s.join().unwrap();
+        }
+        assert_eq!(tokens.load(Ordering::Relaxed), 0);
+    });
+}
+
+/// The batched flavour: two sleepers of `wait_until` wait for two publications, each followed
+/// by `notify_batched`. The second publication may find the word already disarmed (no wake
+/// sent); a sleeper that armed after the first wake must still see it or be woken.
+#[test]
+fn wait_word_batched_wakes_reach_every_sleeper() {
+    model(|| {
+        let w = Arc::new(WaitWord::new(0));
+        let count = Arc::new(AtomicU32::new(0));
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                let (w, count) = (w.clone(), count.clone());
+                thread::spawn(move || {
+                    let waited = w.wait_until(
+                        None,
+                        |sync| {
+                            let c = if sync {
+                                count.fetch_add(0, Ordering::AcqRel)
+                            } else {
+                                count.load(Ordering::Acquire)
+                            };
+                            c == 2
+                        },
+                        || false,
+                    );
+                    assert_eq!(waited, Waited::Ready);
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            count.fetch_add(1, Ordering::AcqRel);
+            w.notify_batched();
+        }
+        for s in sleepers {
+            s.join().unwrap();
+        }
+    });
 }
 
 #[test]

@@ -9,52 +9,48 @@ use crate::handles::{Handle, handle_serde};
 
 use super::error::OverRelease;
 use super::lock::deadline_after;
-use super::shim::{self, AtomicU32, FutexWait, Ordering};
+use super::shim::{self, AtomicU32, Ordering};
+use super::wait_word::{Slept, WAKE_ALL, WaitWord};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, Shared, type_tag};
 
-/// The shared state of a semaphore.
+/// The shared state of a semaphore: the count is the futex word of a [`WaitWord`].
 ///
-/// Protocol: an acquirer that finds the count at 0 registers in `sleepers`, then re-reads the
-/// count with a read-modify-write and sleeps on it only if it is still 0 (the futex re-checks
-/// atomically). A releaser raises the count with a read-modify-write, then reads `sleepers` the
-/// same way and wakes if anyone registered. The two read-modify-write pairs make it impossible
-/// for both sides to miss each other. Releases wake *all* sleepers: a sleeper that was woken and
-/// then killed before taking its permit cannot strand the others.
+/// An acquirer that finds the count at 0 sleeps through [`WaitWord::sleep`], re-reading the
+/// count with a read-modify-write; a releaser raises the count with a read-modify-write and
+/// calls [`WaitWord::wake`]. Releases wake *all* sleepers: a sleeper that was woken and then
+/// killed before taking its permit cannot strand the others.
 #[repr(C)]
 pub(crate) struct SemState {
-    count: AtomicU32,
-    sleepers: AtomicU32,
-    /// `u32::MAX - 1` for a plain semaphore. Written once by the creator; handles keep the
-    /// copy they read when they were opened.
+    count: WaitWord,
+    /// [`SEM_MAX`] for a plain semaphore. Written once by the creator; handles keep the copy
+    /// they read when they were opened.
     max: AtomicU32,
 }
 
 impl SemState {
     pub(crate) fn new(value: u32, max: u32) -> SemState {
         SemState {
-            count: AtomicU32::new(value),
-            sleepers: AtomicU32::new(0),
+            count: WaitWord::new(value),
             max: AtomicU32::new(max),
         }
     }
 
     pub(crate) fn try_acquire(&self) -> bool {
-        let mut c = self.count.load(Ordering::Relaxed);
+        let count = self.count.word();
+        let mut c = count.load(Ordering::Relaxed);
         loop {
             if c == 0 {
                 return false;
             }
-            match self
-                .count
-                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match count.compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(now) => c = now,
             }
         }
     }
 
+    /// Takes a permit, waiting until `deadline` (`None`: for ever); false if none came.
     pub(crate) fn acquire(&self, deadline: Option<Instant>) -> bool {
         if shim::spin_until(|| self.try_acquire()) {
             return true;
@@ -63,14 +59,10 @@ impl SemState {
             if self.try_acquire() {
                 return true;
             }
-            self.sleepers.fetch_add(1, Ordering::AcqRel);
-            let r = if self.count.fetch_add(0, Ordering::AcqRel) == 0 {
-                shim::wait(&self.count, 0, deadline)
-            } else {
-                FutexWait::Returned
-            };
-            self.sleepers.fetch_sub(1, Ordering::AcqRel);
-            if r == FutexWait::TimedOut {
+            let slept = self.count.sleep(deadline, |count| {
+                (count.fetch_add(0, Ordering::AcqRel) == 0).then_some(0)
+            });
+            if slept == Slept::TimedOut {
                 return self.try_acquire();
             }
         }
@@ -78,25 +70,79 @@ impl SemState {
 
     /// Adds `n` permits unless that would take the count above `max` (this handle's copy).
     pub(crate) fn release(&self, n: u32, max: u32) -> Result<(), OverRelease> {
-        let mut c = self.count.load(Ordering::Relaxed);
+        let count = self.count.word();
+        let mut c = count.load(Ordering::Relaxed);
         loop {
             let new = c.checked_add(n).filter(|&v| v <= max).ok_or(OverRelease)?;
-            match self
-                .count
-                .compare_exchange_weak(c, new, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match count.compare_exchange_weak(c, new, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(now) => c = now,
             }
         }
-        if self.sleepers.fetch_add(0, Ordering::AcqRel) > 0 {
-            shim::wake(&self.count, u32::MAX);
-        }
+        self.count.wake(WAKE_ALL);
         Ok(())
     }
 
     pub(crate) fn value(&self) -> u32 {
-        self.count.load(Ordering::Relaxed)
+        self.count.word().load(Ordering::Relaxed)
+    }
+}
+
+/// Why [`Semaphore::try_acquire`] (or `try_permit`, or the [`BoundedSemaphore`] ones) took no
+/// permit.
+///
+/// # Examples
+///
+/// ```
+/// let sem = multiproc::Semaphore::new(0)?;
+/// assert_eq!(sem.try_acquire(), Err(multiproc::TryAcquireError::NoPermit));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TryAcquireError {
+    /// Every permit is taken.
+    NoPermit,
+}
+
+impl fmt::Display for TryAcquireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no permit is available")
+    }
+}
+
+impl std::error::Error for TryAcquireError {}
+
+/// Why [`Semaphore::acquire_timeout`] (or `acquire_deadline`, `permit_timeout`,
+/// `permit_deadline`, or the [`BoundedSemaphore`] ones) took no permit.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let sem = multiproc::Semaphore::new(0)?;
+/// let r = sem.acquire_timeout(Duration::ZERO);
+/// assert_eq!(r, Err(multiproc::AcquireTimeoutError::Timeout));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcquireTimeoutError {
+    /// No permit became available before the deadline.
+    Timeout,
+}
+
+impl fmt::Display for AcquireTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out waiting for a permit")
+    }
+}
+
+impl std::error::Error for AcquireTimeoutError {}
+
+fn timed(acquired: bool) -> Result<(), AcquireTimeoutError> {
+    if acquired {
+        Ok(())
+    } else {
+        Err(AcquireTimeoutError::Timeout)
     }
 }
 
@@ -111,10 +157,10 @@ impl SemState {
 ///
 /// ```
 /// let sem = multiproc::Semaphore::new(2)?;
-/// assert!(sem.try_acquire());
-/// assert!(sem.try_acquire());
-/// assert!(!sem.try_acquire());
-/// sem.release();
+/// assert!(sem.try_acquire().is_ok());
+/// assert!(sem.try_acquire().is_ok());
+/// assert_eq!(sem.try_acquire(), Err(multiproc::TryAcquireError::NoPermit));
+/// sem.release().unwrap();
 /// assert_eq!(sem.value(), 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -123,8 +169,8 @@ pub struct Semaphore {
     state: Shared<SemState>,
 }
 
-/// The largest count of a plain [`Semaphore`].
-const SEM_MAX: u32 = u32::MAX - 1;
+/// The largest count of any semaphore (and the maximum of a plain [`Semaphore`]).
+pub(crate) const SEM_MAX: u32 = u32::MAX - 1;
 
 /// Like [`Semaphore`], but releasing beyond the initial value is an error (Python's
 /// `multiprocessing.BoundedSemaphore`).
@@ -197,7 +243,7 @@ impl fmt::Debug for SemaphorePermit<'_> {
 }
 
 fn create(value: u32, max: u32, tag: u64) -> Result<Shared<SemState>> {
-    if value == u32::MAX {
+    if value > SEM_MAX {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
             "a semaphore's value must be below u32::MAX",
@@ -226,45 +272,64 @@ macro_rules! common_methods {
         }
 
         /// Takes a permit if one is available, without waiting (Python's
-        /// `acquire(block=False)`).
+        /// `acquire(block=False)`, whose `False` is `Err(NoPermit)` here).
+        ///
+        /// # Errors
+        /// [`TryAcquireError::NoPermit`] if none is available now.
         ///
         /// # Examples
         ///
         /// ```
+        /// use multiproc::TryAcquireError;
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
-        /// assert!(!sem.try_acquire());
+        /// assert_eq!(sem.try_acquire(), Err(TryAcquireError::NoPermit));
         /// # Ok::<(), multiproc::Error>(())
         /// ```
-        pub fn try_acquire(&self) -> bool {
-            self.state.try_acquire()
+        pub fn try_acquire(&self) -> Result<(), TryAcquireError> {
+            if self.state.try_acquire() {
+                Ok(())
+            } else {
+                Err(TryAcquireError::NoPermit)
+            }
         }
 
-        /// Takes a permit, waiting at most `timeout`; false if none came.
+        /// Takes a permit, waiting at most `timeout` (Python's `acquire(timeout=...)`, whose
+        /// `False` is `Err(Timeout)` here).
+        ///
+        /// # Errors
+        /// [`AcquireTimeoutError::Timeout`] if no permit came in time.
         ///
         /// # Examples
         ///
         /// ```
         /// use std::time::Duration;
+        /// use multiproc::AcquireTimeoutError;
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
-        /// assert!(!sem.acquire_timeout(Duration::from_millis(1)));
+        /// assert_eq!(
+        ///     sem.acquire_timeout(Duration::from_millis(1)),
+        ///     Err(AcquireTimeoutError::Timeout)
+        /// );
         /// # Ok::<(), multiproc::Error>(())
         /// ```
-        pub fn acquire_timeout(&self, timeout: Duration) -> bool {
-            self.state.acquire(deadline_after(timeout))
+        pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), AcquireTimeoutError> {
+            timed(self.state.acquire(deadline_after(timeout)))
         }
 
-        /// Takes a permit, waiting until `deadline` at the latest; false if none came.
+        /// Takes a permit, waiting until `deadline` at the latest.
+        ///
+        /// # Errors
+        /// [`AcquireTimeoutError::Timeout`] if no permit came in time.
         ///
         /// # Examples
         ///
         /// ```
         /// use std::time::Instant;
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
-        /// assert!(sem.acquire_deadline(Instant::now()));
-        /// # Ok::<(), multiproc::Error>(())
+        /// sem.acquire_deadline(Instant::now())?;
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
-        pub fn acquire_deadline(&self, deadline: Instant) -> bool {
-            self.state.acquire(Some(deadline))
+        pub fn acquire_deadline(&self, deadline: Instant) -> Result<(), AcquireTimeoutError> {
+            timed(self.state.acquire(Some(deadline)))
         }
 
         /// Takes a permit, waiting as long as it takes, and gives it back when the returned
@@ -275,9 +340,9 @@ macro_rules! common_methods {
         /// ```
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
         /// let permit = sem.permit();
-        /// assert!(!sem.try_acquire());
+        /// assert!(sem.try_acquire().is_err());
         /// drop(permit);
-        /// assert!(sem.try_acquire());
+        /// assert!(sem.try_acquire().is_ok());
         /// # Ok::<(), multiproc::Error>(())
         /// ```
         pub fn permit(&self) -> SemaphorePermit<'_> {
@@ -285,50 +350,61 @@ macro_rules! common_methods {
             self.permit_held()
         }
 
-        /// Like [`permit`](Self::permit), without waiting; `None` if no permit is available.
+        /// Like [`permit`](Self::permit), without waiting.
+        ///
+        /// # Errors
+        /// [`TryAcquireError::NoPermit`] if none is available now.
         ///
         /// # Examples
         ///
         /// ```
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
-        /// let held = sem.try_permit().unwrap();
-        /// assert!(sem.try_permit().is_none());
+        /// let held = sem.try_permit()?;
+        /// assert!(sem.try_permit().is_err());
         /// # drop(held);
-        /// # Ok::<(), multiproc::Error>(())
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
-        pub fn try_permit(&self) -> Option<SemaphorePermit<'_>> {
-            self.state.try_acquire().then(|| self.permit_held())
+        pub fn try_permit(&self) -> Result<SemaphorePermit<'_>, TryAcquireError> {
+            self.try_acquire().map(|()| self.permit_held())
         }
 
-        /// Like [`permit`](Self::permit), waiting at most `timeout`; `None` if none came.
+        /// Like [`permit`](Self::permit), waiting at most `timeout`.
+        ///
+        /// # Errors
+        /// [`AcquireTimeoutError::Timeout`] if no permit came in time.
         ///
         /// # Examples
         ///
         /// ```
         /// use std::time::Duration;
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
-        /// assert!(sem.permit_timeout(Duration::from_millis(1)).is_none());
+        /// assert!(sem.permit_timeout(Duration::from_millis(1)).is_err());
         /// # Ok::<(), multiproc::Error>(())
         /// ```
-        pub fn permit_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
-            self.state
-                .acquire(deadline_after(timeout))
-                .then(|| self.permit_held())
+        pub fn permit_timeout(
+            &self,
+            timeout: Duration,
+        ) -> Result<SemaphorePermit<'_>, AcquireTimeoutError> {
+            self.acquire_timeout(timeout).map(|()| self.permit_held())
         }
 
-        /// Like [`permit`](Self::permit), waiting until `deadline`; `None` if none came.
+        /// Like [`permit`](Self::permit), waiting until `deadline`.
+        ///
+        /// # Errors
+        /// [`AcquireTimeoutError::Timeout`] if no permit came in time.
         ///
         /// # Examples
         ///
         /// ```
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
-        /// assert!(sem.permit_deadline(std::time::Instant::now()).is_some());
-        /// # Ok::<(), multiproc::Error>(())
+        /// let _permit = sem.permit_deadline(std::time::Instant::now())?;
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
-        pub fn permit_deadline(&self, deadline: Instant) -> Option<SemaphorePermit<'_>> {
-            self.state
-                .acquire(Some(deadline))
-                .then(|| self.permit_held())
+        pub fn permit_deadline(
+            &self,
+            deadline: Instant,
+        ) -> Result<SemaphorePermit<'_>, AcquireTimeoutError> {
+            self.acquire_deadline(deadline).map(|()| self.permit_held())
         }
 
         /// Gives `n` permits back at once (Python 3.9's `release(n)`); all or none.
@@ -340,7 +416,8 @@ macro_rules! common_methods {
         ///
         /// ```
         #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(3)?;")]
-        /// assert!(sem.try_acquire() && sem.try_acquire());
+        /// sem.try_acquire()?;
+        /// sem.try_acquire()?;
         /// sem.release_n(2)?;
         /// assert_eq!(sem.value(), 3);
         /// assert!(sem.release_n(u32::MAX).is_err());
@@ -411,7 +488,7 @@ impl Semaphore {
     /// ```
     /// let sem = multiproc::Semaphore::new(0)?;
     /// sem.release()?;
-    /// assert!(sem.try_acquire());
+    /// sem.try_acquire()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&self) -> Result<(), OverRelease> {
@@ -516,7 +593,7 @@ impl Handle for BoundedSemaphore {
         let state: Shared<SemState> =
             Shared::open(fd, &[Kind::Semaphore], type_tag::<BoundedSemaphore>(), 0)?;
         let max = state.max.load(Ordering::Relaxed);
-        if max == u32::MAX {
+        if max > SEM_MAX {
             return Err(Error::new(
                 ErrorKind::BadHeader,
                 "the bounded semaphore's segment announces an impossible maximum",

@@ -1,5 +1,6 @@
 //! In-process unit tests: handles decoded as the wrong object, layout, deadlines.
 
+use super::shim::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::codec;
@@ -144,12 +145,12 @@ fn timeouts_that_overflow_mean_forever_and_zero_means_now() {
     let sem = Semaphore::new(0).unwrap();
     let s2 = sem.clone();
     waits_until_released(
-        move || s2.acquire_timeout(Duration::MAX),
+        move || s2.acquire_timeout(Duration::MAX).is_ok(),
         || sem.release().unwrap(),
     );
     let ev = Event::new().unwrap();
     let e2 = ev.clone();
-    waits_until_released(move || e2.wait_timeout(Duration::MAX), || ev.set());
+    waits_until_released(move || e2.wait_timeout(Duration::MAX).is_ok(), || ev.set());
     let barrier = Barrier::new(2).unwrap();
     let b2 = barrier.clone();
     waits_until_released(
@@ -158,9 +159,15 @@ fn timeouts_that_overflow_mean_forever_and_zero_means_now() {
     );
     // Zero means now, and a deadline in the past too.
     let sem = Semaphore::new(0).unwrap();
-    assert!(!sem.acquire_timeout(Duration::ZERO));
+    assert_eq!(
+        sem.acquire_timeout(Duration::ZERO),
+        Err(crate::AcquireTimeoutError::Timeout)
+    );
     let ev = Event::new().unwrap();
-    assert!(!ev.wait_deadline(Instant::now() - Duration::from_secs(1)));
+    assert_eq!(
+        ev.wait_deadline(Instant::now() - Duration::from_secs(1)),
+        Err(crate::EventTimeoutError::Timeout)
+    );
     let lock = Lock::new().unwrap();
     let _held = lock.lock().unwrap();
     let l2 = lock.clone();
@@ -208,8 +215,11 @@ fn condition_accepts_a_guard_from_another_mapping_of_its_lock() {
     let (cond2, lock2): (crate::Condition, Lock) =
         pass_as(&(cond.clone(), cond.get_lock().clone())).unwrap();
     let g = lock2.lock().unwrap();
-    let (g, res) = cond2.wait_timeout(g, Duration::from_millis(1)).unwrap();
-    assert!(res.timed_out());
+    let g = match cond2.wait_timeout(g, Duration::from_millis(1)) {
+        Err(crate::ConditionTimeoutError::Timeout(g)) => g,
+        Ok(_) => panic!("nobody notified: the wait must time out"),
+        Err(e) => panic!("{e}"),
+    };
     assert!(cond.get_lock().is_locked());
     drop(g);
     assert!(!cond.get_lock().is_locked());
@@ -235,7 +245,7 @@ fn poke(fd: &std::os::fd::OwnedFd, offset: usize, value: u32) {
         (*p.as_ptr()
             .add(crate::shm::HEADER_LEN + offset)
             .cast::<std::sync::atomic::AtomicU32>())
-        .store(value, std::sync::atomic::Ordering::SeqCst);
+        .store(value, Ordering::SeqCst);
         crate::sys::unmap(p, len);
     }
 }
@@ -383,8 +393,14 @@ fn the_families_are_even() {
     let s = Semaphore::new(2).unwrap();
     let p1 = s.permit();
     let p2 = s.try_permit().unwrap();
-    assert!(s.try_permit().is_none());
-    assert!(s.permit_timeout(Duration::from_millis(1)).is_none());
+    assert_eq!(
+        s.try_permit().unwrap_err(),
+        crate::TryAcquireError::NoPermit
+    );
+    assert_eq!(
+        s.permit_timeout(Duration::from_millis(1)).unwrap_err(),
+        crate::AcquireTimeoutError::Timeout
+    );
     drop((p1, p2));
     assert_eq!(s.value(), 2);
     s.permit().forget();
@@ -392,7 +408,7 @@ fn the_families_are_even() {
     s.release_n(5).unwrap();
     assert_eq!(s.value(), 6);
     let b = crate::BoundedSemaphore::new(3).unwrap();
-    assert!(b.try_acquire() && b.try_acquire());
+    assert!(b.try_acquire().is_ok() && b.try_acquire().is_ok());
     assert_eq!(b.release_n(3), Err(crate::OverRelease));
     assert_eq!(b.value(), 1, "an over-release changes nothing");
     b.release_n(2).unwrap();

@@ -356,7 +356,7 @@ impl Serialize for Stalling {
                     && let Some((reached, resume)) = &self.stall
                 {
                     reached.set();
-                    resume.wait_timeout(PATIENCE);
+                    let _ = resume.wait_timeout(PATIENCE);
                 }
             }
             seq.serialize_element(&(i as u8))?;
@@ -513,7 +513,7 @@ fn forked_producer_keeps_the_queue_connected() -> Result<(), String> {
         // that another thread of this test process could have held at the fork.
         unsafe {
             Process::new_fork_unchecked(move || {
-                go.wait_timeout(PATIENCE);
+                let _ = go.wait_timeout(PATIENCE);
                 for i in 0..20 {
                     q.put(i).expect("forked put");
                 }
@@ -553,7 +553,10 @@ fn consumer_killed_mid_stream() -> Result<(), String> {
     let started = Event::new().ctx("event")?;
     let mut c = Process::new(get_one, (q.clone(), started.clone()));
     c.start().ctx("start")?;
-    ensure!(started.wait_timeout(PATIENCE), "the consumer never started");
+    ensure!(
+        started.wait_timeout(PATIENCE).is_ok(),
+        "the consumer never started"
+    );
     let (reached, resume) = (Event::new().ctx("event")?, Event::new().ctx("event")?);
     let producer = {
         let q = q.clone();
@@ -567,7 +570,7 @@ fn consumer_killed_mid_stream() -> Result<(), String> {
         })
     };
     ensure!(
-        reached.wait_timeout(PATIENCE),
+        reached.wait_timeout(PATIENCE).is_ok(),
         "the producer never got half-way"
     );
     c.kill().ctx("kill")?;
@@ -617,7 +620,10 @@ fn gone_producers_disconnect() -> Result<(), String> {
     let ready = Event::new().ctx("event")?;
     let mut p = Process::new(idle_producer, (q.clone(), ready.clone()));
     p.start().ctx("start")?;
-    ensure!(ready.wait_timeout(PATIENCE), "producer never started");
+    ensure!(
+        ready.wait_timeout(PATIENCE).is_ok(),
+        "producer never started"
+    );
     q.put(5).ctx("put")?;
     q.close();
     ensure!(q.get().ctx("get")? == 5, "first message");

@@ -183,7 +183,7 @@ fn stale_removed() -> Result<(), String> {
         let mut p = Process::new(create_and_hang, (name.clone(), persist, ready.clone()));
         p.start().ctx("start")?;
         ensure!(
-            ready.wait_timeout(Duration::from_secs(30)),
+            ready.wait_timeout(Duration::from_secs(30)).is_ok(),
             "child never created it"
         );
         p.kill().ctx("kill")?;

@@ -4,8 +4,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use multiproc::{
-    Array, Barrier, BarrierTimeoutError, BoundedSemaphore, Condition, Event, Lock, LockError,
-    LockTimeoutError, Process, RLock, Semaphore, TryLockError, Value,
+    Array, Barrier, BarrierTimeoutError, BoundedSemaphore, Condition, ConditionTimeoutError, Event,
+    Lock, LockError, LockTimeoutError, Process, RLock, Semaphore, TryLockError, Value,
 };
 
 use crate::{Context, TestFn, ensure};
@@ -170,7 +170,7 @@ fn holder_killed_rounds() -> Result<(), String> {
         let mut p = Process::new(hold_forever, (held, ready.clone()));
         p.start().ctx("start")?;
         ensure!(
-            ready.wait_timeout(PATIENCE),
+            ready.wait_timeout(PATIENCE).is_ok(),
             "round {round}: child never locked"
         );
         let held = match round % 4 {
@@ -227,7 +227,7 @@ fn hold_until_event(args: (Lock, Event, Event)) {
         .or_else(LockError::make_consistent)
         .expect("lock");
     locked.set();
-    release.wait_timeout(PATIENCE);
+    let _ = release.wait_timeout(PATIENCE);
 }
 
 fn lock_timeout_while_held() -> Result<(), String> {
@@ -238,7 +238,7 @@ fn lock_timeout_while_held() -> Result<(), String> {
         (lock.clone(), locked.clone(), release.clone()),
     );
     p.start().ctx("start")?;
-    ensure!(locked.wait_timeout(PATIENCE), "child never locked");
+    ensure!(locked.wait_timeout(PATIENCE).is_ok(), "child never locked");
     ensure!(lock.is_locked(), "is_locked while a child holds it");
     ensure!(
         matches!(lock.try_lock(), Err(TryLockError::WouldBlock)),
@@ -317,7 +317,7 @@ fn array_shared() -> Result<(), String> {
 /// Acquires twice (waiting for the parent's releases), then over-releases the bounded one.
 fn semaphore_child(args: (Semaphore, BoundedSemaphore)) -> (bool, bool) {
     let (sem, bounded) = args;
-    let got = sem.acquire_timeout(PATIENCE) && sem.acquire_timeout(PATIENCE);
+    let got = sem.acquire_timeout(PATIENCE).is_ok() && sem.acquire_timeout(PATIENCE).is_ok();
     bounded.acquire();
     let back = bounded.release().is_ok();
     let over = bounded.release().is_err();
@@ -339,7 +339,7 @@ fn semaphores() -> Result<(), String> {
 }
 
 fn wait_event(ev: Event) -> bool {
-    ev.wait_timeout(PATIENCE)
+    ev.wait_timeout(PATIENCE).is_ok()
 }
 
 fn event_wakes_children() -> Result<(), String> {
@@ -367,13 +367,11 @@ fn consume(args: (Condition, Value<u64>)) -> u64 {
         .lock()
         .or_else(LockError::make_consistent)
         .expect("lock");
-    let (g, res) = cond
-        .wait_for_timeout(g, PATIENCE, || v.load(Ordering::Acquire) > 0)
-        .or_else(LockError::make_consistent)
-        .expect("lock");
-    if res.timed_out() {
-        return 0;
-    }
+    let g = match cond.wait_for_timeout(g, PATIENCE, || v.load(Ordering::Acquire) > 0) {
+        Ok(g) => g,
+        Err(ConditionTimeoutError::Timeout(_)) => return 0,
+        Err(ConditionTimeoutError::Lock(e)) => e.make_consistent().expect("lock"),
+    };
     let seen = v.load(Ordering::Acquire);
     v.store(seen * 2, Ordering::Release);
     cond.notify_all();
@@ -395,10 +393,12 @@ fn condition_across() -> Result<(), String> {
         cond.notify(1);
     }
     let g = cond.lock().map_err(|_| "owner died")?;
-    let (_g, res) = cond
-        .wait_for_timeout(g, PATIENCE, || v.load(Ordering::Acquire) == 42)
-        .map_err(|_| "owner died")?;
-    ensure!(!res.timed_out(), "the child's notification never came");
+    let r = cond.wait_for_timeout(g, PATIENCE, || v.load(Ordering::Acquire) == 42);
+    ensure!(
+        !matches!(r, Err(ConditionTimeoutError::Timeout(_))),
+        "the child's notification never came"
+    );
+    let _g = r.map_err(|_| "owner died")?;
     ensure!(p.join().ctx("join")? == 21, "child saw another value");
     Ok(())
 }
@@ -485,8 +485,8 @@ fn barrier_dead_party() -> Result<(), String> {
 fn block_on(args: (Lock, Semaphore, Event, Condition)) {
     let (lock, sem, ev, cond) = args;
     let _ = lock.lock_timeout(PATIENCE);
-    sem.acquire_timeout(PATIENCE);
-    ev.wait_timeout(PATIENCE);
+    let _ = sem.acquire_timeout(PATIENCE);
+    let _ = ev.wait_timeout(PATIENCE);
     let g = cond
         .lock()
         .or_else(LockError::make_consistent)
@@ -542,10 +542,7 @@ fn wait_with_separate_lock(args: (Condition, Lock, Event)) -> bool {
         .or_else(LockError::make_consistent)
         .expect("lock");
     ready.set();
-    match cond.wait_timeout(g, PATIENCE) {
-        Ok((_g, res)) => !res.timed_out(),
-        Err(_) => false,
-    }
+    cond.wait_timeout(g, PATIENCE).is_ok()
 }
 
 fn condition_and_lock_as_two_arguments() -> Result<(), String> {
@@ -556,7 +553,10 @@ fn condition_and_lock_as_two_arguments() -> Result<(), String> {
         (cond.clone(), cond.get_lock().clone(), ready.clone()),
     );
     p.start().ctx("start")?;
-    ensure!(ready.wait_timeout(PATIENCE), "the child never locked");
+    ensure!(
+        ready.wait_timeout(PATIENCE).is_ok(),
+        "the child never locked"
+    );
     // Taking the lock proves the child's wait released it; notifying under it wakes the child.
     let g = cond.lock().map_err(|e| e.to_string())?;
     cond.notify_all();
@@ -588,7 +588,7 @@ fn peer_filled_semaphore() -> Result<(), String> {
         sem.release() == Err(multiproc::OverRelease),
         "releasing a full semaphore must be OverRelease"
     );
-    ensure!(sem.try_acquire(), "a permit is there");
+    ensure!(sem.try_acquire().is_ok(), "a permit is there");
     sem.release().map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use multiproc::{
-    Barrier, Condition, Event, Lock, LockError, LockTimeoutError, Process, Semaphore, TryLockError,
+    Barrier, Condition, ConditionTimeoutError, Event, Lock, LockError, LockTimeoutError, Process,
+    Semaphore, TryLockError,
 };
 
 use crate::{Context, ensure};
@@ -168,7 +169,7 @@ pub fn scribbled_segments_give_typed_errors() -> Result<(), String> {
         threads.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 tally.ops.fetch_add(1, Ordering::Relaxed);
-                if sem.acquire_timeout(short) {
+                if sem.acquire_timeout(short).is_ok() {
                     let _ = sem.release();
                 }
                 drop(sem.try_permit());
@@ -196,9 +197,11 @@ pub fn scribbled_segments_give_typed_errors() -> Result<(), String> {
                 };
                 if let Some(g) = g {
                     match cond.wait_timeout(g, short) {
-                        Ok((g, _)) => drop(g),
-                        Err(LockError::OwnerDied(d)) => drop(d.into_inner()),
-                        Err(LockError::Broken(_)) => {
+                        Ok(g) | Err(ConditionTimeoutError::Timeout(g)) => drop(g),
+                        Err(ConditionTimeoutError::Lock(LockError::OwnerDied(d))) => {
+                            drop(d.into_inner())
+                        }
+                        Err(ConditionTimeoutError::Lock(LockError::Broken(_))) => {
                             tally.broken.fetch_add(1, Ordering::Relaxed);
                         }
                     }

@@ -16,9 +16,10 @@
 //! [`ErrorKind::WorkerDied`] (or [`ErrorKind::TaskTimeout`] if the parent killed it for that).
 //! Nothing a worker holds is shared with another worker, so no death can wedge the others.
 
+use crate::sync::shim::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};

@@ -707,7 +707,8 @@ impl Drop for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::sync::shim::Ordering;
+    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn closures_and_panics() {

@@ -19,21 +19,18 @@ fn a_lost_lock_wake_delays_a_consumer_but_never_wedges_it() {
     let q = Queue::<u32>::new().unwrap();
     q.put(8).unwrap();
     let word = lock_word(&q.st().cons.lock);
-    assert_eq!(word.load(std::sync::atomic::Ordering::Acquire), 0);
+    assert_eq!(word.load(Ordering::Acquire), 0);
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() } as u32;
-    word.store(me, std::sync::atomic::Ordering::Release);
+    word.store(me, Ordering::Release);
     let consumer = {
         let q = q.clone();
         spawn_bounded(move || q.get_timeout(BOUND))
     };
     std::thread::sleep(Duration::from_millis(50)); // the consumer is asleep on the lock
     // Still ours: a live owner is not taken over.
-    assert_eq!(
-        word.load(std::sync::atomic::Ordering::Acquire) & 0x3fff_ffff,
-        me
-    );
-    word.store(0, std::sync::atomic::Ordering::Release);
+    assert_eq!(word.load(Ordering::Acquire) & 0x3fff_ffff, me);
+    word.store(0, Ordering::Release);
     assert_eq!(consumer.join().unwrap(), 8);
 }
 
@@ -46,7 +43,7 @@ fn a_side_lock_naming_this_thread_fails_the_operation_with_a_typed_error() {
     let st = q.st();
     let me = crate::sys::gettid() as u32;
     for word in [lock_word(&st.prod.lock), lock_word(&st.cons.lock)] {
-        word.store(me, std::sync::atomic::Ordering::Release);
+        word.store(me, Ordering::Release);
     }
     let deadlock = |e: &crate::Error| {
         e.io_error().and_then(std::io::Error::raw_os_error) == Some(libc::EDEADLK)
@@ -62,7 +59,7 @@ fn a_side_lock_naming_this_thread_fails_the_operation_with_a_typed_error() {
     // A try_ operation sees a lock held (by this thread, as far as it can tell): it is busy.
     assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
     for word in [lock_word(&st.prod.lock), lock_word(&st.cons.lock)] {
-        word.store(0, std::sync::atomic::Ordering::Release);
+        word.store(0, Ordering::Release);
     }
     q.put(4).unwrap();
     assert_eq!(q.get_timeout(BOUND).unwrap(), 1);
@@ -101,7 +98,7 @@ fn a_peer_scribbling_over_the_state_and_ring_causes_typed_errors_only() {
             spawn_bounded(move || {
                 let mut rng = XorShift(w * 7919 + 1);
                 let mut ops = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     if w % 2 == 0 {
                         let len = (rng.next() % (100 << 10)) as usize;
                         let _ = q.put_timeout(vec![w as u8; len], short);
@@ -138,11 +135,11 @@ fn a_peer_scribbling_over_the_state_and_ring_causes_typed_errors_only() {
             // SAFETY: a byte inside the mapped state or ring, written atomically: what a
             // hostile process holding the segment can do at any time.
             let byte = unsafe { &*(addr as *const std::sync::atomic::AtomicU8) };
-            byte.store(rng.next() as u8, std::sync::atomic::Ordering::Relaxed);
+            byte.store(rng.next() as u8, Ordering::Relaxed);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let ops: u64 = workers.into_iter().map(Bounded::join).sum();
     assert!(ops > 0);
 }
@@ -177,7 +174,7 @@ fn claims_left_by_dead_processes_are_taken_over() {
     }
     let h = q.clone();
     assert!(h.slot.is_some(), "stale claims must be reclaimable");
-    assert_eq!(st.misc.untracked.load(Ordering::Acquire), 0);
+    assert_eq!(st.counts.untracked.load(Ordering::Acquire), 0);
 }
 
 #[test]
