@@ -379,6 +379,11 @@ impl Client {
     }
 }
 
+/// The micros left until an optional deadline, for a request (`None`: no deadline).
+pub(crate) fn until(deadline: Option<std::time::Instant>) -> Option<u64> {
+    micros(deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())))
+}
+
 /// The micros of an optional timeout, for a request.
 pub(crate) fn micros(t: Option<Duration>) -> Option<u64> {
     t.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))

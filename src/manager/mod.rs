@@ -65,6 +65,7 @@ use crate::process::{Process, StartMethod};
 
 mod auth;
 mod client;
+mod error;
 mod object;
 mod protocol;
 mod proxy;
@@ -74,6 +75,9 @@ mod tests;
 
 pub use client::{AuthKey, ManagerAddress};
 use client::{Client, FdArg, KeyArg};
+pub use error::{
+    ProxyError, ProxyTimeoutError, ProxyTryAcquireError, ProxyTryGetError, ProxyTryPutError,
+};
 pub use object::{ErasedObject, Registry, SharedObject};
 use protocol::{Kind, Reply, Request};
 pub use proxy::{

@@ -28,6 +28,14 @@ fn server<R: Registry>(handshake: Duration) -> Server {
     Server { address, key, dir }
 }
 
+/// The object `id` through the connection of `m` (a second client of the same object).
+fn base_on(m: &Manager, id: u64) -> proxy::Base {
+    proxy::Base {
+        client: Arc::clone(&m.client),
+        id,
+    }
+}
+
 impl Server {
     fn connect(&self) -> Manager {
         Manager::connect(&self.address, &self.key).unwrap()
@@ -101,10 +109,7 @@ fn a_panicking_update_releases_the_dict_unchanged() {
     assert!(r.is_err());
     let other = s.connect();
     let d2 = DictProxy::<u8, u8> {
-        base: proxy::Base {
-            client: Arc::clone(&other.client),
-            id: d.base.id,
-        },
+        base: base_on(&other, d.base.id),
         _t: PhantomData,
     };
     assert_eq!(d2.get(&1).unwrap(), Some(1));
@@ -116,44 +121,76 @@ fn locks_events_and_queues_wait_with_deadlines() {
     let (a, b) = (s.connect(), s.connect());
     let lock = a.lock().unwrap();
     let lock_b = LockProxy {
-        base: proxy::Base {
-            client: Arc::clone(&b.client),
-            id: lock.base.id,
-        },
+        base: base_on(&b, lock.base.id),
         _t: PhantomData,
     };
     let g = lock.acquire().unwrap();
-    assert_eq!(
-        lock.try_acquire().unwrap_err().kind(),
-        ErrorKind::InvalidArgument
-    );
-    assert!(
-        lock_b
-            .acquire_timeout(Duration::from_millis(20))
-            .unwrap()
-            .is_none()
-    );
+    assert!(matches!(
+        lock.try_acquire(),
+        Err(ProxyTryAcquireError::Failed(e)) if e.kind() == ErrorKind::InvalidArgument
+    ));
+    assert!(matches!(
+        lock_b.acquire_timeout(Duration::from_millis(20)),
+        Err(ProxyTimeoutError::Timeout)
+    ));
+    assert!(matches!(
+        lock_b.acquire_deadline(Instant::now()),
+        Err(ProxyTimeoutError::Timeout)
+    ));
+    assert!(matches!(
+        lock_b.try_acquire(),
+        Err(ProxyTryAcquireError::WouldBlock)
+    ));
     assert_eq!(
         lock_b.release_raw().unwrap_err().kind(),
         ErrorKind::NotOwner
     );
     drop(g);
-    assert!(lock_b.try_acquire().unwrap().is_some());
+    let g = lock_b.try_acquire().unwrap();
+    drop(g);
+    drop(lock_b.acquire_deadline(Instant::now()).unwrap());
 
     let e = a.event().unwrap();
-    assert!(!e.wait_timeout(Duration::from_millis(10)).unwrap());
+    assert!(matches!(
+        e.wait_timeout(Duration::from_millis(10)),
+        Err(ProxyTimeoutError::Timeout)
+    ));
+    assert!(matches!(
+        e.wait_deadline(Instant::now()),
+        Err(ProxyTimeoutError::Timeout)
+    ));
     e.set().unwrap();
     e.wait().unwrap();
+    e.wait_deadline(Instant::now()).unwrap();
     assert!(e.is_set().unwrap());
     e.clear().unwrap();
     assert!(!e.is_set().unwrap());
 
     let q = a.queue::<u32>(Some(1)).unwrap();
     q.put(&1).unwrap();
-    assert!(!q.put_timeout(&2, Duration::from_millis(10)).unwrap());
+    assert!(matches!(
+        q.put_timeout(&2, Duration::from_millis(10)),
+        Err(ProxyTimeoutError::Timeout)
+    ));
+    assert!(matches!(q.try_put(&2), Err(ProxyTryPutError::Full)));
+    assert!(matches!(
+        q.put_deadline(&2, Instant::now()),
+        Err(ProxyTimeoutError::Timeout)
+    ));
     assert_eq!(q.len().unwrap(), 1);
     assert_eq!(q.get().unwrap(), 1);
-    assert_eq!(q.try_get().unwrap(), None);
+    assert!(matches!(q.try_get(), Err(ProxyTryGetError::Empty)));
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(10)),
+        Err(ProxyTimeoutError::Timeout)
+    ));
+    q.try_put(&3).unwrap();
+    assert_eq!(q.get_deadline(Instant::now()).unwrap(), 3);
+    q.put_deadline(&4, Instant::now()).unwrap();
+    assert_eq!(q.try_get().unwrap(), 4);
+    // A timeout too long for an `Instant` waits for as long as it takes.
+    q.put(&5).unwrap();
+    assert_eq!(q.get_timeout(Duration::MAX).unwrap(), 5);
 }
 
 #[test]
@@ -162,17 +199,14 @@ fn a_lock_is_released_when_its_connection_ends() {
     let (a, b) = (s.connect(), s.connect());
     let lock = a.lock().unwrap();
     let lock_b = LockProxy {
-        base: proxy::Base {
-            client: Arc::clone(&b.client),
-            id: lock.base.id,
-        },
+        base: base_on(&b, lock.base.id),
         _t: PhantomData,
     };
     std::mem::forget(lock.acquire().unwrap());
     drop(lock);
     drop(a); // the connection ends with the lock held
-    let got = lock_b.acquire_timeout(Duration::from_secs(30)).unwrap();
-    assert!(got.is_some());
+    let got = lock_b.acquire_timeout(Duration::from_secs(30));
+    assert!(got.is_ok(), "{got:?}");
 }
 
 #[test]
