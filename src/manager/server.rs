@@ -3,6 +3,7 @@
 //! change wakes the requests that wait (a lock, an event, a queue, a held object).
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
@@ -11,12 +12,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::auth::{self, Stream};
+use super::auth::{self, Session, Stream};
 use super::object::{ErasedObject, Registry};
 use super::protocol::{
     Bytes, DictOp, EventOp, Kind, ListOp, LockOp, NsOp, QueueOp, Refusal, Reply, Request,
 };
+use super::slot::{Side, Slot, SocketBell};
 use crate::codec;
+use crate::process::handles;
 
 /// At most this many connections may be in their handshake at once; more are closed at once.
 const MAX_PENDING: usize = 64;
@@ -28,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) handshake_timeout: Duration,
     /// The largest request accepted after authentication.
     pub(crate) max_frame: usize,
+    /// Whether Unix-socket clients may get a shared-memory slot.
+    pub(crate) slots: bool,
 }
 
 /// Where a server accepts connections.
@@ -142,11 +147,37 @@ fn connection(shared: &Shared, mut stream: Stream) {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut buf = Vec::new();
     let mut out = Vec::new();
-    // Any receive error (end of stream, a forged tag, an oversized frame) ends the connection.
-    // Reads are buffered: a request usually arrives whole, in one system call.
+    let mut rings = Vec::new();
+    let mut slot: Option<Slot> = None;
+    // Any receive error (end of stream, a forged tag, an oversized frame, a corrupt slot) ends
+    // the connection. Reads are buffered: a request usually arrives whole, in one system call.
     let mut reader = std::io::BufReader::with_capacity(64 << 10, &stream);
-    while session.recv(&mut reader, &mut buf).is_ok() {
+    loop {
+        let mut bell = SocketBell {
+            session: &mut session,
+            reader: &mut reader,
+            stream: &stream,
+            scratch: &mut rings,
+        };
+        let received = match &mut slot {
+            Some(sl) => sl.recv(&mut buf, shared.config.max_frame, &mut bell),
+            None => bell.session.recv(bell.reader, &mut buf),
+        };
+        if received.is_err() {
+            break;
+        }
         let reply = match codec::decode::<Request>(&buf) {
+            Ok(Request::Slot)
+                if slot.is_none() && shared.config.slots && matches!(stream, Stream::Unix(_)) =>
+            {
+                match offer_slot(&mut session, &stream) {
+                    Ok(s) => {
+                        slot = Some(s);
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            }
             Ok(req) => handle(
                 shared,
                 Peer {
@@ -158,9 +189,20 @@ fn connection(shared: &Shared, mut stream: Stream) {
             Err(e) => Reply::Refused(Refusal::Undecodable, format!("undecodable request: {e}")),
         };
         out.clear();
-        if codec::encode_into(&reply, &mut out).is_err()
-            || session.send(&mut &stream, &out).is_err()
-        {
+        if codec::encode_into(&reply, &mut out).is_err() {
+            break;
+        }
+        let mut bell = SocketBell {
+            session: &mut session,
+            reader: &mut reader,
+            stream: &stream,
+            scratch: &mut rings,
+        };
+        let sent = match &mut slot {
+            Some(sl) => sl.send(&out, &mut bell),
+            None => bell.session.send(&mut &stream, &out),
+        };
+        if sent.is_err() {
             break;
         }
     }
@@ -179,6 +221,22 @@ fn connection(shared: &Shared, mut stream: Stream) {
     }
     drop(store);
     shared.changed.notify_all();
+}
+
+/// Creates a slot for a Unix-socket connection (whose peer uid `serve` checked) and sends it:
+/// an authenticated `Reply::Slot` frame with the segment's descriptor attached.
+fn offer_slot(session: &mut Session, stream: &Stream) -> std::io::Result<Slot> {
+    let Stream::Unix(unix) = stream else {
+        return Err(std::io::ErrorKind::Unsupported.into());
+    };
+    let shm = Slot::create().map_err(std::io::Error::other)?;
+    let (handle, fds, _) = handles::encode_with_handles(&shm).map_err(std::io::Error::other)?;
+    let reply = codec::encode(&Reply::Slot(handle)).map_err(std::io::Error::other)?;
+    let frame = session.seal(&reply)?;
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    let n = crate::sys::sendmsg(unix.as_fd(), &[&frame], &borrowed, false)?;
+    (&*unix).write_all(&frame[n..])?;
+    Slot::new(shm, Side::Server)
 }
 
 fn deadline_of(micros: Option<u64>) -> Option<Instant> {
@@ -323,6 +381,11 @@ fn handle(shared: &Shared, peer: Peer<'_>, req: Request) -> Reply {
         Request::Event(id, op) => event(&mut cx, store, id, op),
         Request::Queue(id, op) => queue(&mut cx, store, id, op),
         Request::Custom(id, bytes) => custom(store, id, &bytes),
+        // One per connection, where slots are on (the connection's loop answers those).
+        Request::Slot => refused(
+            Refusal::NotFound,
+            "no shared-memory slot on this connection",
+        ),
     };
     if cx.changed {
         shared.changed.notify_all();

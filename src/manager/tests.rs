@@ -361,3 +361,87 @@ fn addresses_parse_and_refuse_abstract_names() {
     let a: ManagerAddress = "[::1]:80".parse().unwrap();
     assert_eq!(a.to_string().parse::<ManagerAddress>().unwrap(), a);
 }
+
+#[test]
+fn local_connections_use_a_shared_slot_and_tcp_never_does() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let m = s.connect();
+    assert!(m.client.slot_memory().is_some(), "no slot on a Unix socket");
+    let d = m.dict::<u32, Vec<u8>>().unwrap();
+    // Values larger than the slot travel in chunks, both ways.
+    let big = vec![7u8; 3 * slot::SLOT_DATA + 5];
+    d.insert(&1, &big).unwrap();
+    assert_eq!(d.get(&1).unwrap().as_deref(), Some(&big[..]));
+    // A second request for a slot on the same connection is refused, typed.
+    let again = crate::codec::encode(&protocol::Request::Slot).unwrap();
+    assert!(matches!(
+        m.client.call_raw(&again).unwrap(),
+        Reply::Refused(Refusal::NotFound, _)
+    ));
+    assert_eq!(d.len().unwrap(), 1);
+
+    // Over TCP, requests stay on the socket, each frame with its MAC.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = ManagerAddress::Tcp(listener.local_addr().unwrap());
+    let key = AuthKey::random().unwrap();
+    let server_key = key.as_bytes().to_vec();
+    std::thread::spawn(move || {
+        server::serve::<()>(
+            server::Listener::Tcp(listener),
+            server_key,
+            server::Config {
+                handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+                max_frame: 1 << 20,
+                slots: true,
+            },
+        )
+    });
+    let m = Manager::connect(&address, &key).unwrap();
+    assert!(m.client.slot_memory().is_none(), "a slot over TCP");
+    let d = m.dict::<u8, u8>().unwrap();
+    d.insert(&1, &2).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(2));
+    assert!(matches!(
+        m.client.call_raw(&again).unwrap(),
+        Reply::Refused(Refusal::NotFound, _)
+    ));
+}
+
+#[test]
+fn a_client_scribbling_its_slot_gets_typed_errors_and_the_server_goes_on() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    // Garbage of a plausible length: refused as undecodable, and the connection goes on.
+    let m = s.connect();
+    let d = m.dict::<u8, u8>().unwrap();
+    let junk = [0xffu8; 40];
+    assert!(matches!(
+        m.client
+            .call_scribbled(slot::Slot::header(junk.len(), false), &junk, 1)
+            .unwrap(),
+        Reply::Refused(Refusal::Undecodable, _)
+    ));
+    assert_eq!(d.len().unwrap(), 0);
+
+    // A length past the slot: the server drops the connection; every call then fails typed.
+    let e = m
+        .client
+        .call_scribbled(u64::MAX >> 1, &junk, 1)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert_eq!(d.len().unwrap_err().kind(), ErrorKind::Disconnected);
+
+    // A message that never ends: cut at the server's limit (1 MiB here), not read forever.
+    let m = s.connect();
+    let chunk = vec![0u8; slot::SLOT_DATA];
+    let e = m
+        .client
+        .call_scribbled(slot::Slot::header(chunk.len(), true), &chunk, 64)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+
+    // The server serves everyone else throughout.
+    let other = s.connect();
+    let d = other.dict::<u8, u8>().unwrap();
+    d.insert(&1, &2).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(2));
+}
