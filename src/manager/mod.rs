@@ -17,6 +17,14 @@
 //! random bytes unless you give one, and reaches children as an inherited descriptor inside
 //! the proxies passed to them, never on a command line.
 //!
+//! # The local fast path
+//! A client on the Unix socket gets a shared-memory slot after authentication (one per
+//! connection): requests and replies are copied through it, each side spinning briefly for
+//! its turn before it sleeps on the socket, which stays the doorbell and the liveness channel.
+//! A small request then costs a fraction of a socket round trip. The slot is reachable only
+//! through the two processes' descriptors, so it carries no MAC; everything read from it is
+//! checked and decoded like a frame ([`ManagerBuilder::shared_memory`] turns it off).
+//!
 //! # Failures
 //! - The server died: every proxy call returns [`ErrorKind::Disconnected`], at once.
 //! - A client died: its connection ends, and the locks and holds it had are released.

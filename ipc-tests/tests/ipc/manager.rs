@@ -24,6 +24,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ),
         ("manager::server_sigkilled_every_call_fails", server_killed),
         (
+            "manager::proxies_as_pool_task_arguments",
+            proxies_as_task_arguments,
+        ),
+        (
             "manager::a_killed_waiter_takes_nothing",
             killed_waiter_takes_nothing,
         ),
@@ -219,6 +223,34 @@ fn killed_waiter_takes_nothing() -> Result<(), String> {
     let _g = lock
         .acquire_timeout(PATIENCE)
         .ctx("the lock went to a dead client and stayed")?;
+    Ok(())
+}
+
+/// A pool task that counts through a dict proxy it received as its argument.
+fn count_in_task(args: (DictProxy<String, u64>, u64)) -> u64 {
+    let (dict, n) = args;
+    for _ in 0..n {
+        dict.update_with(&"tasks".into(), |v| v.unwrap_or(0) + 1)
+            .unwrap();
+    }
+    n
+}
+
+/// A proxy is a handle: it travels in a Pool task's arguments too, and connects anew there.
+fn proxies_as_task_arguments() -> Result<(), String> {
+    let m = Manager::start().ctx("start")?;
+    let dict = m.dict::<String, u64>().ctx("dict")?;
+    let pool = multiproc::Pool::new(2).ctx("pool")?;
+    let done: u64 = pool
+        .map(count_in_task, (0..6).map(|_| (dict.clone(), 50)))
+        .ctx("map")?
+        .into_iter()
+        .sum();
+    pool.close();
+    pool.join().ctx("join")?;
+    ensure!(done == 300, "tasks reported {done}");
+    let total = dict.get(&"tasks".into()).ctx("get")?;
+    ensure!(total == Some(300), "the dict holds {total:?}");
     Ok(())
 }
 
