@@ -21,7 +21,8 @@
 //! A client on the Unix socket gets a shared-memory slot after authentication (one per
 //! connection): requests and replies are copied through it, each side spinning briefly for
 //! its turn before it sleeps on the socket, which stays the doorbell and the liveness channel.
-//! A small request then costs a fraction of a socket round trip. The slot is reachable only
+//! When both processes have a CPU, a small request then costs a fraction of a socket round
+//! trip. The slot is reachable only
 //! through the two processes' descriptors, so it carries no MAC; everything read from it is
 //! checked and decoded like a frame ([`ManagerBuilder::shared_memory`] turns it off).
 //!
@@ -276,8 +277,10 @@ impl<R: Registry> ManagerBuilder<R> {
 
     /// Whether clients on the Unix socket may exchange requests through a shared-memory slot
     /// (`true` by default; TCP clients never do). A slot is set up after authentication, for
-    /// one connection, and makes a small request about ten times cheaper than through the
-    /// socket; `false` keeps every request on the socket, each frame with its MAC.
+    /// one connection. When both processes get a CPU, a small request then takes a microsecond or
+    /// two instead of a socket round trip; on a machine with more runnable threads than CPUs
+    /// both paths wait on the scheduler alike. `false` keeps every request on the socket, each
+    /// frame with its MAC.
     ///
     /// # Examples
     ///

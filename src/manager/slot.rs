@@ -47,8 +47,14 @@ const MORE: u64 = 1 << 63;
 
 /// How long a side spins for its turn before it sleeps on the socket.
 const SPIN: Duration = Duration::from_micros(50);
-/// Busy checks before the spin starts yielding the CPU.
-const BUSY_CHECKS: u32 = 64;
+/// How long the spin keeps its CPU (a peer on the other CPU answers within it) before it
+/// starts yielding (so that a peer on the same CPU can run).
+const BUSY: Duration = Duration::from_micros(3);
+/// At most this many yields: on a loaded machine one yield can give the CPU away for a whole
+/// time slice, and sleeping on the socket is then faster (a woken thread runs soon).
+const YIELDS: u32 = 2;
+/// Checks between two looks at the clock.
+const CHECKS_PER_CLOCK: u32 = 32;
 
 /// Which end of the slot this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,18 +176,24 @@ impl Slot {
     fn await_turn(&mut self, bell: &mut dyn Bell) -> io::Result<()> {
         let start = Instant::now();
         let mut checks = 0u32;
+        let mut yields = 0u32;
         loop {
             if self.mine()? {
                 self.seq += 1;
                 return Ok(());
             }
             checks += 1;
-            if checks < BUSY_CHECKS {
+            if checks % CHECKS_PER_CLOCK != 0 {
                 std::hint::spin_loop();
-            } else if start.elapsed() < SPIN {
-                std::thread::yield_now();
-            } else {
+                continue;
+            }
+            let spent = start.elapsed();
+            if spent >= SPIN || yields >= YIELDS {
                 break;
+            }
+            if spent >= BUSY {
+                yields += 1;
+                std::thread::yield_now();
             }
         }
         let flag = self.word(SLEEPING[self.side as usize]);
