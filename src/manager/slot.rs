@@ -183,7 +183,7 @@ impl Slot {
                 return Ok(());
             }
             checks += 1;
-            if checks % CHECKS_PER_CLOCK != 0 {
+            if !checks.is_multiple_of(CHECKS_PER_CLOCK) {
                 std::hint::spin_loop();
                 continue;
             }
