@@ -36,6 +36,17 @@ fn base_on(m: &Manager, id: u64) -> proxy::Base {
     }
 }
 
+/// Two connections to `s`, and one lock seen through each.
+fn one_lock_two_connections(s: &Server) -> (Manager, Manager, LockProxy, LockProxy) {
+    let (a, b) = (s.connect(), s.connect());
+    let lock = a.lock().unwrap();
+    let lock_b = LockProxy {
+        base: base_on(&b, lock.base.id),
+        _t: PhantomData,
+    };
+    (a, b, lock, lock_b)
+}
+
 impl Server {
     fn connect(&self) -> Manager {
         Manager::connect(&self.address, &self.key).unwrap()
@@ -118,12 +129,7 @@ fn a_panicking_update_releases_the_dict_unchanged() {
 #[test]
 fn locks_events_and_queues_wait_with_deadlines() {
     let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
-    let (a, b) = (s.connect(), s.connect());
-    let lock = a.lock().unwrap();
-    let lock_b = LockProxy {
-        base: base_on(&b, lock.base.id),
-        _t: PhantomData,
-    };
+    let (a, _b, lock, lock_b) = one_lock_two_connections(&s);
     let g = lock.acquire().unwrap();
     assert!(matches!(
         lock.try_acquire(),
@@ -196,12 +202,7 @@ fn locks_events_and_queues_wait_with_deadlines() {
 #[test]
 fn a_lock_is_released_when_its_connection_ends() {
     let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
-    let (a, b) = (s.connect(), s.connect());
-    let lock = a.lock().unwrap();
-    let lock_b = LockProxy {
-        base: base_on(&b, lock.base.id),
-        _t: PhantomData,
-    };
+    let (a, _b, lock, lock_b) = one_lock_two_connections(&s);
     std::mem::forget(lock.acquire().unwrap());
     drop(lock);
     drop(a); // the connection ends with the lock held
