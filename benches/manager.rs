@@ -2,12 +2,13 @@
 //! against CPython's `multiprocessing.Manager()` dict, in the same run.
 //!
 //! - `manager_round_trip_16B`: `multiproc_pipe` is a 16-byte Connection echo with a spawned
-//!   child; `multiproc_dict_get` is one `DictProxy::get` of a 16-byte value (a request, a MAC on
-//!   each frame, the server's lookup, the reply). Placements as in the pipe bench; the server's
-//!   connection thread is pinned with its process.
-//! - `manager_dict_set_get`: one `insert` plus one `get` of a small value, ours against
-//!   `benches/python/manager.py` (CPython's `Manager().dict()`, `d[k] = v; d[k]`) when `python3`
-//!   is on the PATH.
+//!   child; `multiproc_dict_get` is one `DictProxy::get` of a 16-byte value through the
+//!   connection's shared-memory slot (the default for local clients), `multiproc_dict_get_socket`
+//!   the same with slots turned off (a request and a reply on the socket, a MAC on each frame).
+//!   Placements as in the pipe bench; the server's connection thread is pinned with its process.
+//! - `manager_dict_set_get`: one `insert` plus one `get` of a small value, ours (slot, and
+//!   socket only) against `benches/python/manager.py` (CPython's `Manager().dict()`,
+//!   `d[k] = v; d[k]`) when `python3` is on the PATH.
 //!
 //! Run with `cargo bench --bench manager`.
 
@@ -68,20 +69,25 @@ fn round_trip(c: &mut Criterion) {
         p.join().unwrap();
         pin(None);
 
-        let m = Manager::start().unwrap();
-        pin_pid(m.server_pid().unwrap(), child_cpu);
-        // A connection made after pinning: its server thread inherits the placement.
-        let client = Manager::connect(m.address(), m.authkey()).unwrap();
-        let d = client.dict::<u8, [u8; SMALL]>().unwrap();
-        d.insert(&1, &[7u8; SMALL]).unwrap();
-        pin(parent_cpu);
-        g.bench_with_input(BenchmarkId::new("multiproc_dict_get", name), &(), |b, _| {
-            b.iter(|| d.get(&1).unwrap())
-        });
-        pin(None);
-        drop(d);
-        drop(client);
-        m.shutdown().unwrap();
+        for (row, slots) in [
+            ("multiproc_dict_get", true),
+            ("multiproc_dict_get_socket", false),
+        ] {
+            let m = Manager::builder().shared_memory(slots).start().unwrap();
+            pin_pid(m.server_pid().unwrap(), child_cpu);
+            // A connection made after pinning: its server thread inherits the placement.
+            let client = Manager::connect(m.address(), m.authkey()).unwrap();
+            let d = client.dict::<u8, [u8; SMALL]>().unwrap();
+            d.insert(&1, &[7u8; SMALL]).unwrap();
+            pin(parent_cpu);
+            g.bench_with_input(BenchmarkId::new(row, name), &(), |b, _| {
+                b.iter(|| d.get(&1).unwrap())
+            });
+            pin(None);
+            drop(d);
+            drop(client);
+            m.shutdown().unwrap();
+        }
     }
     g.finish();
 }
@@ -94,17 +100,21 @@ fn set_get(c: &mut Criterion) {
     }
     let mut g = c.benchmark_group("manager_dict_set_get");
     g.measurement_time(Duration::from_secs(3));
-    let m = Manager::start().unwrap();
-    let d = m.dict::<String, u64>().unwrap();
     let key = "k".to_string();
-    g.bench_function("multiproc", |b| {
-        let mut i = 0u64;
-        b.iter(|| {
-            i += 1;
-            d.insert(&key, &i).unwrap();
-            d.get(&key).unwrap()
-        })
-    });
+    for (row, slots) in [("multiproc", true), ("multiproc_socket", false)] {
+        let m = Manager::builder().shared_memory(slots).start().unwrap();
+        let d = m.dict::<String, u64>().unwrap();
+        g.bench_function(row, |b| {
+            let mut i = 0u64;
+            b.iter(|| {
+                i += 1;
+                d.insert(&key, &i).unwrap();
+                d.get(&key).unwrap()
+            })
+        });
+        drop(d);
+        m.shutdown().unwrap();
+    }
     if with_python {
         g.bench_function("python", |b| {
             b.iter_custom(|iters| {
@@ -114,7 +124,6 @@ fn set_get(c: &mut Criterion) {
         });
     }
     g.finish();
-    m.shutdown().unwrap();
 }
 
 criterion_group!(benches, round_trip, set_get);

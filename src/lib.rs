@@ -106,7 +106,8 @@ pub use futures::{
 };
 pub use manager::{
     AuthKey, DEFAULT_HANDSHAKE_TIMEOUT, DictProxy, ErasedObject, EventProxy, ListProxy, LockProxy,
-    LockProxyGuard, Manager, ManagerAddress, ManagerBuilder, NamespaceProxy, Proxy, QueueProxy,
+    LockProxyGuard, Manager, ManagerAddress, ManagerBuilder, NamespaceProxy, Proxy, ProxyError,
+    ProxyTimeoutError, ProxyTryAcquireError, ProxyTryGetError, ProxyTryPutError, QueueProxy,
     Registry, SharedObject,
 };
 pub use pipe::{

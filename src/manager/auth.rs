@@ -225,6 +225,12 @@ impl Session {
 
     /// Sends one authenticated frame.
     pub(crate) fn send(&mut self, s: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+        s.write_all(&self.seal(payload)?)
+    }
+
+    /// One authenticated frame, as the bytes to send (for a frame that goes out with
+    /// descriptors attached).
+    pub(crate) fn seal(&mut self, payload: &[u8]) -> io::Result<Vec<u8>> {
         let len = u32::try_from(payload.len()).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -240,7 +246,7 @@ impl Session {
         frame.extend_from_slice(&header);
         frame.extend_from_slice(payload);
         frame.extend_from_slice(&t);
-        s.write_all(&frame)
+        Ok(frame)
     }
 
     /// Receives one authenticated frame into `buf`. A length above the limit or a tag that does

@@ -15,9 +15,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::auth::{self, AuthError, KEY_LEN, Session, Stream};
 use super::protocol::{Refusal, Reply, Request};
+use super::slot::{Side, Slot, SocketBell};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handles;
+use crate::shm::SharedMemory;
 
 /// How long a client waits for a manager's handshake.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -232,8 +234,93 @@ struct Conn {
     reader: std::io::BufReader<Stream>,
     stream: Stream,
     session: Session,
+    /// The shared-memory slot requests go through, if the server gave one.
+    slot: Option<Slot>,
     buf: Vec<u8>,
     out: Vec<u8>,
+    rings: Vec<u8>,
+}
+
+impl Conn {
+    /// Sends `c.out` and receives the reply into `c.buf`, through the slot if there is one.
+    fn exchange(&mut self) -> io::Result<()> {
+        let mut bell = SocketBell {
+            session: &mut self.session,
+            reader: &mut self.reader,
+            stream: &self.stream,
+            scratch: &mut self.rings,
+        };
+        match &mut self.slot {
+            Some(slot) => {
+                slot.send(&self.out, &mut bell)?;
+                slot.recv(&mut self.buf, DEFAULT_MAX_FRAME, &mut bell)
+            }
+            None => {
+                bell.session.send(&mut &self.stream, &self.out)?;
+                bell.session.recv(bell.reader, &mut self.buf)
+            }
+        }
+    }
+
+    /// Asks for a shared-memory slot (Unix sockets only): `None` if the server offers none.
+    /// The reply carries the segment's descriptor, so it is read with `recvmsg`, past the
+    /// buffered reader (which holds nothing: no other reply is outstanding).
+    fn request_slot(&mut self) -> Result<Option<Slot>> {
+        let broken = |e: io::Error| Error::io("cannot set up the manager's shared slot", e);
+        self.out.clear();
+        codec::encode_into(&Request::Slot, &mut self.out)
+            .map_err(|e| Error::codec("cannot encode a manager request", e))?;
+        self.session
+            .send(&mut self.stream, &self.out)
+            .map_err(broken)?;
+        let mut fds = Vec::new();
+        let frame = recv_frame_with_fds(&self.stream, &mut fds).map_err(broken)?;
+        self.session
+            .recv(&mut &frame[..], &mut self.buf)
+            .map_err(broken)?;
+        let reply: Reply =
+            codec::decode(&self.buf).map_err(|e| Error::codec("undecodable manager reply", e))?;
+        match reply {
+            Reply::Slot(handle) => {
+                let shm: SharedMemory = handles::with_incoming(fds, || codec::decode(&handle))
+                    .map_err(|e| Error::codec("the manager's slot does not open", e))?;
+                Slot::new(shm, Side::Client).map(Some).map_err(broken)
+            }
+            Reply::Refused(..) => Ok(None),
+            r => Err(Error::new(
+                ErrorKind::Codec,
+                format!("unexpected reply from the manager: {r:?}"),
+            )),
+        }
+    }
+}
+
+/// The largest reply that carries a slot.
+const MAX_SLOT_REPLY: usize = 4096;
+
+/// Reads exactly one frame from `stream`, collecting the descriptors that come with it.
+fn recv_frame_with_fds(stream: &Stream, fds: &mut Vec<OwnedFd>) -> io::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(4);
+    let mut total = 4;
+    while frame.len() < total {
+        let want = total - frame.len();
+        let n = crate::sys::recv_append(stream.as_fd(), &mut frame, want, Some(fds), false)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if total == 4 && frame.len() == 4 {
+            let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+            if len > MAX_SLOT_REPLY {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the manager's slot reply is too large",
+                ));
+            }
+            total = 4 + len + KEY_LEN;
+            frame.reserve(total - frame.len());
+        }
+    }
+    Ok(frame)
 }
 
 /// One authenticated connection to a manager, shared by the proxies made through it.
@@ -295,16 +382,22 @@ impl Client {
                 .try_clone()
                 .map_err(|e| Error::io("cannot duplicate the connection", e))?,
         );
+        let mut conn = Conn {
+            reader,
+            stream,
+            session,
+            slot: None,
+            buf: Vec::new(),
+            out: Vec::new(),
+            rings: Vec::new(),
+        };
+        if matches!(address, ManagerAddress::Unix(_)) {
+            conn.slot = conn.request_slot()?;
+        }
         Ok(Client {
             address: address.clone(),
             key: key.clone(),
-            conn: Mutex::new(Some(Conn {
-                reader,
-                stream,
-                session,
-                buf: Vec::new(),
-                out: Vec::new(),
-            })),
+            conn: Mutex::new(Some(conn)),
         })
     }
 
@@ -324,9 +417,7 @@ impl Client {
         c.out.clear();
         codec::encode_into(req, &mut c.out)
             .map_err(|e| Error::codec("cannot encode a manager request", e))?;
-        let sent = c.session.send(&mut c.stream, &c.out);
-        let received = sent.and_then(|()| c.session.recv(&mut c.reader, &mut c.buf));
-        if let Err(e) = received {
+        if let Err(e) = c.exchange() {
             c.stream.shutdown();
             *guard = None;
             return Err(Error::new(
@@ -355,11 +446,51 @@ impl Client {
     pub(crate) fn call_raw(&self, payload: &[u8]) -> Result<Reply> {
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let c = guard.as_mut().ok_or_else(|| self.gone())?;
-        c.session
-            .send(&mut c.stream, payload)
-            .and_then(|()| c.session.recv(&mut c.reader, &mut c.buf))
-            .map_err(|e| Error::io("raw call", e))?;
+        c.out.clear();
+        c.out.extend_from_slice(payload);
+        c.exchange().map_err(|e| Error::io("raw call", e))?;
         codec::decode(&c.buf).map_err(|e| Error::codec("reply", e))
+    }
+
+    /// Hands the server a slot chunk with `header` and `data` as a scribbler wrote them, `times`
+    /// times, then waits for the reply as a call does (tests).
+    #[cfg(test)]
+    pub(crate) fn call_scribbled(&self, header: u64, data: &[u8], times: usize) -> Result<Reply> {
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let c = guard.as_mut().ok_or_else(|| self.gone())?;
+        let mut bell = SocketBell {
+            session: &mut c.session,
+            reader: &mut c.reader,
+            stream: &c.stream,
+            scratch: &mut c.rings,
+        };
+        let slot = c.slot.as_mut().expect("a connection with a slot");
+        let mut got = Ok(());
+        for i in 0..times {
+            if i > 0 {
+                // The server asks for the next chunk by handing the slot back.
+                got = slot.recv_ack(&mut bell);
+                if got.is_err() {
+                    break;
+                }
+            }
+            slot.send_raw(header, data, &mut bell);
+        }
+        let received = got.and_then(|()| slot.recv(&mut c.buf, DEFAULT_MAX_FRAME, &mut bell));
+        if let Err(e) = received {
+            c.stream.shutdown();
+            *guard = None;
+            return Err(Error::new(ErrorKind::Disconnected, e.to_string()));
+        }
+        codec::decode(&c.buf).map_err(|e| Error::codec("reply", e))
+    }
+
+    /// The shared slot's memory, if the connection has one (tests scribble on it).
+    #[cfg(test)]
+    pub(crate) fn slot_memory(&self) -> Option<SharedMemory> {
+        let guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = guard.as_ref()?.slot.as_ref()?;
+        Some(slot.memory().clone())
     }
 
     /// Writes bytes straight onto the stream, bypassing the session (tests).
@@ -377,6 +508,11 @@ impl Client {
         let mut b = [0u8; 1];
         c.stream.read(&mut b)
     }
+}
+
+/// The micros left until an optional deadline, for a request (`None`: no deadline).
+pub(crate) fn until(deadline: Option<std::time::Instant>) -> Option<u64> {
+    micros(deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())))
 }
 
 /// The micros of an optional timeout, for a request.

@@ -24,6 +24,9 @@ pub(crate) enum Request {
     Custom(u64, Bytes),
     /// Gives up an exclusive hold (of `update_with`) without changing anything.
     Unhold(u64),
+    /// Asks for a shared-memory slot for the requests that follow (`manager/slot.rs`); the
+    /// reply is `Slot`, or a refusal where there is none (TCP, or slots turned off).
+    Slot,
 }
 
 /// What to create.
@@ -119,6 +122,8 @@ pub(crate) enum Reply {
     Timeout,
     /// The request was refused (it did not decode, names no object of that kind, ...).
     Refused(Refusal, String),
+    /// The slot's segment, as an encoded handle whose descriptor came with the frame.
+    Slot(Bytes),
 }
 
 /// Why a request was refused.

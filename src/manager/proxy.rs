@@ -7,14 +7,13 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::client::{Client, KeyArg, ManagerAddress, micros};
+use super::client::{Client, KeyArg, ManagerAddress};
 use super::object::SharedObject;
-use super::protocol::{DictOp, EventOp, ListOp, LockOp, NsOp, QueueOp, Reply, Request};
+use super::protocol::{DictOp, ListOp, NsOp, Reply, Request};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -126,7 +125,17 @@ impl Drop for Unhold<'_> {
     }
 }
 
+/// The impls every proxy type has; with `Op => Variant`, also `fn op(&self, Op)`, which sends
+/// `Request::Variant(id, op)`.
 macro_rules! proxy_common {
+    ($name:ident $(<$($p:ident),*>)?, $op:ident => $variant:ident) => {
+        impl$(<$($p),*>)? $name$(<$($p),*>)? {
+            fn op(&self, op: $op) -> Result<Reply> {
+                self.base.call(&Request::$variant(self.base.id, op))
+            }
+        }
+        proxy_common!($name $(<$($p),*>)?);
+    };
     ($name:ident $(<$($p:ident),*>)?) => {
         impl$(<$($p),*>)? Clone for $name$(<$($p),*>)? {
             fn clone(&self) -> Self {
@@ -154,6 +163,9 @@ macro_rules! proxy_common {
     };
 }
 
+mod blocking;
+pub use blocking::{EventProxy, LockProxy, LockProxyGuard, QueueProxy};
+
 /// A dict owned by a manager — Python's `manager.dict()`: keys `K`, values `V`.
 ///
 /// The server keeps keys and values encoded; two keys are the same key when their encodings
@@ -179,13 +191,9 @@ pub struct DictProxy<K, V> {
     pub(crate) base: Base,
     pub(crate) _t: PhantomData<Pair<K, V>>,
 }
-proxy_common!(DictProxy<K, V>);
+proxy_common!(DictProxy<K, V>, DictOp => Dict);
 
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
-    fn op(&self, op: DictOp) -> Result<Reply> {
-        self.base.call(&Request::Dict(self.base.id, op))
-    }
-
     /// The value of `key`, if any.
     ///
     /// # Examples
@@ -329,13 +337,9 @@ pub struct ListProxy<T> {
     pub(crate) base: Base,
     pub(crate) _t: PhantomData<fn(T) -> T>,
 }
-proxy_common!(ListProxy<T>);
+proxy_common!(ListProxy<T>, ListOp => List);
 
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
-    fn op(&self, op: ListOp) -> Result<Reply> {
-        self.base.call(&Request::List(self.base.id, op))
-    }
-
     /// Appends `item`.
     ///
     /// # Examples
@@ -458,13 +462,9 @@ pub struct NamespaceProxy<T> {
     pub(crate) base: Base,
     pub(crate) _t: PhantomData<fn(T) -> T>,
 }
-proxy_common!(NamespaceProxy<T>);
+proxy_common!(NamespaceProxy<T>, NsOp => Namespace);
 
 impl<T: Serialize + DeserializeOwned> NamespaceProxy<T> {
-    fn op(&self, op: NsOp) -> Result<Reply> {
-        self.base.call(&Request::Namespace(self.base.id, op))
-    }
-
     fn some(r: Reply) -> Result<T> {
         value(r)?.ok_or_else(|| Error::new(ErrorKind::Codec, "no value in the reply"))
     }
@@ -501,276 +501,6 @@ impl<T: Serialize + DeserializeOwned> NamespaceProxy<T> {
         guard.1 = false;
         done(r?)?;
         Ok(new)
-    }
-}
-
-/// A lock owned by a manager, for processes that share no memory (or no machine). It belongs
-/// to the connection that acquired it and is released when that connection ends, so a client
-/// killed while holding it does not block the others (CPython's never is).
-///
-/// Acquiring a lock this connection already holds is an error (not a deadlock).
-///
-/// # Examples
-///
-/// ```no_run
-/// multiproc::init();
-/// let m = multiproc::Manager::start()?;
-/// let lock = m.lock()?;
-/// {
-///     let _held = lock.acquire()?;
-///     assert!(lock.is_locked()?);
-/// }
-/// assert!(!lock.is_locked()?);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
-pub struct LockProxy {
-    pub(crate) base: Base,
-    pub(crate) _t: PhantomData<()>,
-}
-proxy_common!(LockProxy);
-
-/// The proof that a [`LockProxy`] is held; dropping it releases the lock.
-///
-/// # Examples
-/// See [`LockProxy`].
-#[must_use = "the lock is released when the guard is dropped"]
-pub struct LockProxyGuard<'a> {
-    lock: &'a LockProxy,
-}
-
-impl fmt::Debug for LockProxyGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockProxyGuard")
-            .field("id", &self.lock.base.id)
-            .finish()
-    }
-}
-
-impl Drop for LockProxyGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.lock.release_raw();
-    }
-}
-
-impl LockProxy {
-    fn op(&self, op: LockOp) -> Result<Reply> {
-        self.base.call(&Request::Lock(self.base.id, op))
-    }
-
-    fn acquire_inner(&self, timeout: Option<Duration>) -> Result<Option<LockProxyGuard<'_>>> {
-        Ok(flag(self.op(LockOp::Acquire(micros(timeout)))?)?
-            .then_some(LockProxyGuard { lock: self }))
-    }
-
-    /// Waits for the lock and takes it.
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidArgument`] if this connection holds it already;
-    /// [`ErrorKind::Disconnected`] if the manager is gone.
-    ///
-    /// # Examples
-    /// See [`LockProxy`].
-    pub fn acquire(&self) -> Result<LockProxyGuard<'_>> {
-        self.acquire_inner(None)?
-            .ok_or_else(|| Error::new(ErrorKind::Codec, "an untimed acquire timed out"))
-    }
-
-    /// Takes the lock if it is free within `timeout`; `Ok(None)` if not.
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    ///
-    /// # Examples
-    /// See [`LockProxy`].
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<LockProxyGuard<'_>>> {
-        self.acquire_inner(Some(timeout))
-    }
-
-    /// Takes the lock only if it is free now.
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    ///
-    /// # Examples
-    /// See [`LockProxy`].
-    pub fn try_acquire(&self) -> Result<Option<LockProxyGuard<'_>>> {
-        self.acquire_inner(Some(Duration::ZERO))
-    }
-
-    /// Whether some connection holds the lock now.
-    ///
-    /// # Examples
-    /// See [`LockProxy`].
-    pub fn is_locked(&self) -> Result<bool> {
-        flag(self.op(LockOp::IsLocked)?)
-    }
-
-    pub(crate) fn release_raw(&self) -> Result<()> {
-        done(self.op(LockOp::Release)?)
-    }
-}
-
-/// An event owned by a manager — Python's `manager.Event()`.
-///
-/// # Examples
-///
-/// ```no_run
-/// multiproc::init();
-/// let m = multiproc::Manager::start()?;
-/// let e = m.event()?;
-/// assert!(!e.wait_timeout(std::time::Duration::from_millis(1))?);
-/// e.set()?;
-/// assert!(e.wait_timeout(std::time::Duration::from_millis(1))?);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
-pub struct EventProxy {
-    pub(crate) base: Base,
-    pub(crate) _t: PhantomData<()>,
-}
-proxy_common!(EventProxy);
-
-impl EventProxy {
-    fn op(&self, op: EventOp) -> Result<Reply> {
-        self.base.call(&Request::Event(self.base.id, op))
-    }
-
-    /// Sets the flag and wakes every waiter.
-    ///
-    /// # Examples
-    /// See [`EventProxy`].
-    pub fn set(&self) -> Result<()> {
-        done(self.op(EventOp::Set)?)
-    }
-
-    /// Clears the flag.
-    ///
-    /// # Examples
-    /// See [`EventProxy`].
-    pub fn clear(&self) -> Result<()> {
-        done(self.op(EventOp::Clear)?)
-    }
-
-    /// Whether the flag is set.
-    ///
-    /// # Examples
-    /// See [`EventProxy`].
-    pub fn is_set(&self) -> Result<bool> {
-        flag(self.op(EventOp::IsSet)?)
-    }
-
-    /// Waits until the flag is set.
-    ///
-    /// # Examples
-    /// See [`EventProxy`].
-    pub fn wait(&self) -> Result<()> {
-        flag(self.op(EventOp::Wait(None))?).map(drop)
-    }
-
-    /// Waits until the flag is set or `timeout` passes; whether it was set.
-    ///
-    /// # Examples
-    /// See [`EventProxy`].
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        flag(self.op(EventOp::Wait(micros(Some(timeout))))?)
-    }
-}
-
-/// A FIFO queue owned by a manager — Python's `manager.Queue(maxsize)`.
-///
-/// # Examples
-///
-/// ```no_run
-/// multiproc::init();
-/// let m = multiproc::Manager::start()?;
-/// let q = m.queue::<String>(None)?;
-/// q.put(&"job".into())?;
-/// assert_eq!(q.get()?, "job");
-/// assert_eq!(q.get_timeout(std::time::Duration::from_millis(1))?, None);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
-pub struct QueueProxy<T> {
-    pub(crate) base: Base,
-    pub(crate) _t: PhantomData<fn(T) -> T>,
-}
-proxy_common!(QueueProxy<T>);
-
-impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
-    fn op(&self, op: QueueOp) -> Result<Reply> {
-        self.base.call(&Request::Queue(self.base.id, op))
-    }
-
-    fn put_inner(&self, item: &T, timeout: Option<Duration>) -> Result<bool> {
-        match self.op(QueueOp::Put(enc(item)?, micros(timeout)))? {
-            Reply::Done => Ok(true),
-            Reply::Timeout => Ok(false),
-            r => Err(unexpected(r)),
-        }
-    }
-
-    fn get_inner(&self, timeout: Option<Duration>) -> Result<Option<T>> {
-        match self.op(QueueOp::Get(micros(timeout)))? {
-            Reply::Timeout => Ok(None),
-            r => value(r),
-        }
-    }
-
-    /// Appends `item`, waiting for room in a bounded queue.
-    ///
-    /// # Examples
-    /// See [`QueueProxy`].
-    pub fn put(&self, item: &T) -> Result<()> {
-        self.put_inner(item, None).map(drop)
-    }
-
-    /// Appends `item` if there is room within `timeout`; whether it was appended.
-    ///
-    /// # Examples
-    /// See [`QueueProxy`].
-    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<bool> {
-        self.put_inner(item, Some(timeout))
-    }
-
-    /// Takes the oldest item, waiting for one.
-    ///
-    /// # Examples
-    /// See [`QueueProxy`].
-    pub fn get(&self) -> Result<T> {
-        self.get_inner(None)?
-            .ok_or_else(|| Error::new(ErrorKind::Codec, "an untimed get timed out"))
-    }
-
-    /// Takes the oldest item if one comes within `timeout`.
-    ///
-    /// # Examples
-    /// See [`QueueProxy`].
-    pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>> {
-        self.get_inner(Some(timeout))
-    }
-
-    /// Takes the oldest item only if there is one now.
-    ///
-    /// # Examples
-    /// See [`QueueProxy`].
-    #[doc(alias = "get_nowait")]
-    pub fn try_get(&self) -> Result<Option<T>> {
-        self.get_inner(Some(Duration::ZERO))
-    }
-
-    /// The number of items (exact).
-    ///
-    /// # Examples
-    /// See [`QueueProxy`].
-    #[doc(alias = "qsize")]
-    pub fn len(&self) -> Result<usize> {
-        len(self.op(QueueOp::Len)?)
-    }
-
-    /// Whether the queue is empty now.
-    ///
-    /// # Examples
-    /// See [`QueueProxy`].
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::sync::shim::Ordering;
 use std::collections::{HashMap, VecDeque};
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
@@ -12,12 +13,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::auth::{self, Stream};
+use super::auth::{self, Session, Stream};
 use super::object::{ErasedObject, Registry};
 use super::protocol::{
     Bytes, DictOp, EventOp, Kind, ListOp, LockOp, NsOp, QueueOp, Refusal, Reply, Request,
 };
+use super::slot::{Side, Slot, SocketBell};
 use crate::codec;
+use crate::handles;
 
 /// At most this many connections may be in their handshake at once; more are closed at once.
 const MAX_PENDING: usize = 64;
@@ -29,6 +32,8 @@ pub(crate) struct Config {
     pub(crate) handshake_timeout: Duration,
     /// The largest request accepted after authentication.
     pub(crate) max_frame: usize,
+    /// Whether Unix-socket clients may get a shared-memory slot.
+    pub(crate) slots: bool,
 }
 
 /// Where a server accepts connections.
@@ -143,11 +148,37 @@ fn connection(shared: &Shared, mut stream: Stream) {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut buf = Vec::new();
     let mut out = Vec::new();
-    // Any receive error (end of stream, a forged tag, an oversized frame) ends the connection.
-    // Reads are buffered: a request usually arrives whole, in one system call.
+    let mut rings = Vec::new();
+    let mut slot: Option<Slot> = None;
+    // Any receive error (end of stream, a forged tag, an oversized frame, a corrupt slot) ends
+    // the connection. Reads are buffered: a request usually arrives whole, in one system call.
     let mut reader = std::io::BufReader::with_capacity(64 << 10, &stream);
-    while session.recv(&mut reader, &mut buf).is_ok() {
+    loop {
+        let mut bell = SocketBell {
+            session: &mut session,
+            reader: &mut reader,
+            stream: &stream,
+            scratch: &mut rings,
+        };
+        let received = match &mut slot {
+            Some(sl) => sl.recv(&mut buf, shared.config.max_frame, &mut bell),
+            None => bell.session.recv(bell.reader, &mut buf),
+        };
+        if received.is_err() {
+            break;
+        }
         let reply = match codec::decode::<Request>(&buf) {
+            Ok(Request::Slot)
+                if slot.is_none() && shared.config.slots && matches!(stream, Stream::Unix(_)) =>
+            {
+                match offer_slot(&mut session, &stream) {
+                    Ok(s) => {
+                        slot = Some(s);
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            }
             Ok(req) => handle(
                 shared,
                 Peer {
@@ -159,9 +190,20 @@ fn connection(shared: &Shared, mut stream: Stream) {
             Err(e) => Reply::Refused(Refusal::Undecodable, format!("undecodable request: {e}")),
         };
         out.clear();
-        if codec::encode_into(&reply, &mut out).is_err()
-            || session.send(&mut &stream, &out).is_err()
-        {
+        if codec::encode_into(&reply, &mut out).is_err() {
+            break;
+        }
+        let mut bell = SocketBell {
+            session: &mut session,
+            reader: &mut reader,
+            stream: &stream,
+            scratch: &mut rings,
+        };
+        let sent = match &mut slot {
+            Some(sl) => sl.send(&out, &mut bell),
+            None => bell.session.send(&mut &stream, &out),
+        };
+        if sent.is_err() {
             break;
         }
     }
@@ -180,6 +222,22 @@ fn connection(shared: &Shared, mut stream: Stream) {
     }
     drop(store);
     shared.changed.notify_all();
+}
+
+/// Creates a slot for a Unix-socket connection (whose peer uid `serve` checked) and sends it:
+/// an authenticated `Reply::Slot` frame with the segment's descriptor attached.
+fn offer_slot(session: &mut Session, stream: &Stream) -> std::io::Result<Slot> {
+    let Stream::Unix(unix) = stream else {
+        return Err(std::io::ErrorKind::Unsupported.into());
+    };
+    let shm = Slot::create().map_err(std::io::Error::other)?;
+    let (handle, fds, _) = handles::encode_with_handles(&shm).map_err(std::io::Error::other)?;
+    let reply = codec::encode(&Reply::Slot(handle)).map_err(std::io::Error::other)?;
+    let frame = session.seal(&reply)?;
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    let n = crate::sys::sendmsg(unix.as_fd(), &[&frame], &borrowed, false)?;
+    (&*unix).write_all(&frame[n..])?;
+    Slot::new(shm, Side::Server)
 }
 
 fn deadline_of(micros: Option<u64>) -> Option<Instant> {
@@ -267,56 +325,99 @@ fn usable(store: &Store, id: u64, conn: u64) -> bool {
     }
 }
 
+/// One request being served: where it came from, and whether it changed something that
+/// waiting requests must re-check.
+struct Ctx<'a, 'p> {
+    shared: &'a Shared,
+    peer: Peer<'p>,
+    changed: bool,
+}
+
+impl<'a> Ctx<'a, '_> {
+    /// Waits on the store until `ready` holds or `deadline` passes (see [`wait_for`]).
+    fn wait(
+        &self,
+        store: MutexGuard<'a, Store>,
+        deadline: Option<u64>,
+        ready: impl FnMut(&mut Store) -> bool,
+    ) -> (MutexGuard<'a, Store>, bool) {
+        wait_for(self.shared, store, self.peer, deadline_of(deadline), ready)
+    }
+
+    /// Waits until object `id` is held by nobody else (another connection's `update_with`).
+    fn wait_usable(&self, store: MutexGuard<'a, Store>, id: u64) -> MutexGuard<'a, Store> {
+        let conn = self.peer.conn;
+        wait_for(self.shared, store, self.peer, None, |s| usable(s, id, conn)).0
+    }
+
+    /// Ends this connection's hold after `write`; refused if it holds nothing.
+    fn commit(&mut self, held: &mut Option<u64>, what: &str, write: impl FnOnce()) -> Reply {
+        if *held != Some(self.peer.conn) {
+            return refused(
+                Refusal::NotOwner,
+                format!("the {what} is not held by this connection"),
+            );
+        }
+        write();
+        *held = None;
+        self.changed = true;
+        Reply::Done
+    }
+}
+
 fn handle(shared: &Shared, peer: Peer<'_>, req: Request) -> Reply {
-    let conn = peer.conn;
-    let store = shared.lock();
-    let (reply, changed) = match req {
-        Request::Create(kind) => create(shared, store, kind),
-        Request::Unhold(id) => {
-            let mut store = store;
-            match store.objects.get_mut(&id) {
-                Some(o) if o.held_by == Some(conn) => {
-                    o.held_by = None;
-                    (Reply::Done, true)
-                }
-                Some(_) => (Reply::Done, false),
-                None => (not_found(id, "object"), false),
-            }
-        }
-        Request::Dict(id, op) => dict(shared, store, peer, id, op),
-        Request::List(id, op) => list(shared, store, peer, id, op),
-        Request::Namespace(id, op) => namespace(shared, store, peer, id, op),
-        Request::Lock(id, op) => lock(shared, store, peer, id, op),
-        Request::Event(id, op) => event(shared, store, peer, id, op),
-        Request::Queue(id, op) => queue(shared, store, peer, id, op),
-        Request::Custom(id, bytes) => {
-            let mut store = store;
-            match store.objects.get_mut(&id).map(|o| &mut o.state) {
-                Some(State::Custom(obj)) => {
-                    let r = catch_unwind(AssertUnwindSafe(|| obj.0.call(&bytes)));
-                    match r {
-                        Ok(Ok(b)) => (Reply::Custom(b), false),
-                        Ok(Err(e)) => (
-                            refused(Refusal::Undecodable, format!("undecodable request: {e}")),
-                            false,
-                        ),
-                        Err(_) => (
-                            refused(Refusal::InvalidArgument, "the object's handle panicked"),
-                            false,
-                        ),
-                    }
-                }
-                _ => (not_found(id, "custom object"), false),
-            }
-        }
+    let mut cx = Ctx {
+        shared,
+        peer,
+        changed: false,
     };
-    if changed {
+    let store = shared.lock();
+    let reply = match req {
+        Request::Create(kind) => create(shared, store, kind),
+        Request::Unhold(id) => unhold(&mut cx, store, id),
+        Request::Dict(id, op) => dict(&mut cx, store, id, op),
+        Request::List(id, op) => list(&cx, store, id, op),
+        Request::Namespace(id, op) => namespace(&mut cx, store, id, op),
+        Request::Lock(id, op) => lock(&mut cx, store, id, op),
+        Request::Event(id, op) => event(&mut cx, store, id, op),
+        Request::Queue(id, op) => queue(&mut cx, store, id, op),
+        Request::Custom(id, bytes) => custom(store, id, &bytes),
+        // One per connection, where slots are on (the connection's loop answers those).
+        Request::Slot => refused(
+            Refusal::NotFound,
+            "no shared-memory slot on this connection",
+        ),
+    };
+    if cx.changed {
         shared.changed.notify_all();
     }
     reply
 }
 
-fn create<'a>(shared: &'a Shared, mut store: MutexGuard<'a, Store>, kind: Kind) -> (Reply, bool) {
+fn unhold(cx: &mut Ctx<'_, '_>, mut store: MutexGuard<'_, Store>, id: u64) -> Reply {
+    match store.objects.get_mut(&id) {
+        Some(o) if o.held_by == Some(cx.peer.conn) => {
+            o.held_by = None;
+            cx.changed = true;
+            Reply::Done
+        }
+        Some(_) => Reply::Done,
+        None => not_found(id, "object"),
+    }
+}
+
+fn custom(mut store: MutexGuard<'_, Store>, id: u64, bytes: &[u8]) -> Reply {
+    let Some(State::Custom(obj)) = store.objects.get_mut(&id).map(|o| &mut o.state) else {
+        return not_found(id, "custom object");
+    };
+    match catch_unwind(AssertUnwindSafe(|| obj.0.call(bytes))) {
+        Ok(Ok(b)) => Reply::Custom(b),
+        Ok(Err(e)) => refused(Refusal::Undecodable, format!("undecodable request: {e}")),
+        Err(_) => refused(Refusal::InvalidArgument, "the object's handle panicked"),
+    }
+}
+
+fn create(shared: &Shared, mut store: MutexGuard<'_, Store>, kind: Kind) -> Reply {
     let state = match kind {
         Kind::Dict => State::Dict(HashMap::new()),
         Kind::List => State::List(Vec::new()),
@@ -327,105 +428,72 @@ fn create<'a>(shared: &'a Shared, mut store: MutexGuard<'a, Store>, kind: Kind) 
         Kind::Custom(name, init) => match (shared.construct)(&name, &init) {
             Some(Ok(obj)) => State::Custom(obj),
             Some(Err(e)) => {
-                return (
-                    refused(
-                        Refusal::Undecodable,
-                        format!("initial value of {name}: {e}"),
-                    ),
-                    false,
+                return refused(
+                    Refusal::Undecodable,
+                    format!("initial value of {name}: {e}"),
                 );
             }
             None => {
-                return (
-                    refused(
-                        Refusal::NotFound,
-                        format!("type {name} is not registered with this manager"),
-                    ),
-                    false,
+                return refused(
+                    Refusal::NotFound,
+                    format!("type {name} is not registered with this manager"),
                 );
             }
         },
     };
     store.next_id += 1;
     let id = store.next_id;
-    store.objects.insert(
-        id,
-        Object {
-            held_by: None,
-            state,
-        },
-    );
-    (Reply::Created(id), false)
+    let object = Object {
+        held_by: None,
+        state,
+    };
+    store.objects.insert(id, object);
+    Reply::Created(id)
 }
 
-fn dict<'a>(
-    shared: &'a Shared,
-    store: MutexGuard<'a, Store>,
-    peer: Peer<'_>,
-    id: u64,
-    op: DictOp,
-) -> (Reply, bool) {
-    let conn = peer.conn;
-    let (mut store, _) = wait_for(shared, store, peer, None, |s| usable(s, id, conn));
-    let Some(obj) = store.objects.get_mut(&id) else {
-        return (not_found(id, "dict"), false);
-    };
-    let held = &mut obj.held_by;
-    let State::Dict(map) = &mut obj.state else {
-        return (not_found(id, "dict"), false);
+fn dict(cx: &mut Ctx<'_, '_>, store: MutexGuard<'_, Store>, id: u64, op: DictOp) -> Reply {
+    let mut store = cx.wait_usable(store, id);
+    let Some(Object {
+        held_by,
+        state: State::Dict(map),
+    }) = store.objects.get_mut(&id)
+    else {
+        return not_found(id, "dict");
     };
     match op {
-        DictOp::Get(k) => (Reply::Value(map.get(&k).cloned()), false),
-        DictOp::Insert(k, v) => (Reply::Value(map.insert(k, v)), false),
-        DictOp::Remove(k) => (Reply::Value(map.remove(&k)), false),
-        DictOp::Contains(k) => (Reply::Bool(map.contains_key(&k)), false),
-        DictOp::Len => (Reply::Len(map.len() as u64), false),
-        DictOp::Keys => (Reply::Values(map.keys().cloned().collect()), false),
-        DictOp::Values => (Reply::Values(map.values().cloned().collect()), false),
-        DictOp::Items => (
-            Reply::Pairs(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            false,
-        ),
+        DictOp::Get(k) => Reply::Value(map.get(&k).cloned()),
+        DictOp::Insert(k, v) => Reply::Value(map.insert(k, v)),
+        DictOp::Remove(k) => Reply::Value(map.remove(&k)),
+        DictOp::Contains(k) => Reply::Bool(map.contains_key(&k)),
+        DictOp::Len => Reply::Len(map.len() as u64),
+        DictOp::Keys => Reply::Values(map.keys().cloned().collect()),
+        DictOp::Values => Reply::Values(map.values().cloned().collect()),
+        DictOp::Items => Reply::Pairs(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         DictOp::Update(pairs) => {
             map.extend(pairs);
-            (Reply::Done, false)
+            Reply::Done
         }
         DictOp::Clear => {
             map.clear();
-            (Reply::Done, false)
+            Reply::Done
         }
         DictOp::Hold(k) => {
-            *held = Some(conn);
-            (Reply::Value(map.get(&k).cloned()), false)
+            *held_by = Some(cx.peer.conn);
+            Reply::Value(map.get(&k).cloned())
         }
-        DictOp::Commit(k, v) => {
-            if *held != Some(conn) {
-                return (
-                    refused(Refusal::NotOwner, "the dict is not held by this connection"),
-                    false,
-                );
-            }
+        DictOp::Commit(k, v) => cx.commit(held_by, "dict", || {
             match v {
                 Some(v) => map.insert(k, v),
                 None => map.remove(&k),
             };
-            *held = None;
-            (Reply::Done, true)
-        }
+        }),
     }
 }
 
-fn list<'a>(
-    shared: &'a Shared,
-    store: MutexGuard<'a, Store>,
-    peer: Peer<'_>,
-    id: u64,
-    op: ListOp,
-) -> (Reply, bool) {
-    let conn = peer.conn;
-    let (mut store, _) = wait_for(shared, store, peer, None, |s| usable(s, id, conn));
+fn list(cx: &Ctx<'_, '_>, store: MutexGuard<'_, Store>, id: u64, op: ListOp) -> Reply {
+    let mut store = cx.wait_usable(store, id);
     let Some(State::List(v)) = store.objects.get_mut(&id).map(|o| &mut o.state) else {
-        return (not_found(id, "list"), false);
+        return not_found(id, "list");
     };
     let out_of_range = |i: u64, len: usize| {
         refused(
@@ -433,7 +501,7 @@ fn list<'a>(
             format!("index {i} out of range for a list of length {len}"),
         )
     };
-    let reply = match op {
+    match op {
         ListOp::Push(x) => {
             v.push(x);
             Reply::Done
@@ -465,191 +533,123 @@ fn list<'a>(
             v.clear();
             Reply::Done
         }
-    };
-    (reply, false)
-}
-
-fn namespace<'a>(
-    shared: &'a Shared,
-    store: MutexGuard<'a, Store>,
-    peer: Peer<'_>,
-    id: u64,
-    op: NsOp,
-) -> (Reply, bool) {
-    let conn = peer.conn;
-    let (mut store, _) = wait_for(shared, store, peer, None, |s| usable(s, id, conn));
-    let Some(obj) = store.objects.get_mut(&id) else {
-        return (not_found(id, "namespace"), false);
-    };
-    let held = &mut obj.held_by;
-    let State::Namespace(value) = &mut obj.state else {
-        return (not_found(id, "namespace"), false);
-    };
-    match op {
-        NsOp::Get => (Reply::Value(Some(value.clone())), false),
-        NsOp::Set(v) => (Reply::Value(Some(std::mem::replace(value, v))), false),
-        NsOp::Hold => {
-            *held = Some(conn);
-            (Reply::Value(Some(value.clone())), false)
-        }
-        NsOp::Commit(v) => {
-            if *held != Some(conn) {
-                return (
-                    refused(
-                        Refusal::NotOwner,
-                        "the namespace is not held by this connection",
-                    ),
-                    false,
-                );
-            }
-            *value = v;
-            *held = None;
-            (Reply::Done, true)
-        }
     }
 }
 
-fn lock<'a>(
-    shared: &'a Shared,
-    store: MutexGuard<'a, Store>,
-    peer: Peer<'_>,
-    id: u64,
-    op: LockOp,
-) -> (Reply, bool) {
-    let conn = peer.conn;
-    let holder = |s: &mut Store| match s.objects.get(&id).map(|o| &o.state) {
-        Some(State::Lock(h)) => Ok(*h),
-        _ => Err(()),
-    };
-    let mut store = store;
-    let Ok(current) = holder(&mut store) else {
-        return (not_found(id, "lock"), false);
+fn namespace(cx: &mut Ctx<'_, '_>, store: MutexGuard<'_, Store>, id: u64, op: NsOp) -> Reply {
+    let mut store = cx.wait_usable(store, id);
+    let Some(Object {
+        held_by,
+        state: State::Namespace(value),
+    }) = store.objects.get_mut(&id)
+    else {
+        return not_found(id, "namespace");
     };
     match op {
-        LockOp::IsLocked => (Reply::Bool(current.is_some()), false),
+        NsOp::Get => Reply::Value(Some(value.clone())),
+        NsOp::Set(v) => Reply::Value(Some(std::mem::replace(value, v))),
+        NsOp::Hold => {
+            *held_by = Some(cx.peer.conn);
+            Reply::Value(Some(value.clone()))
+        }
+        NsOp::Commit(v) => cx.commit(held_by, "namespace", || *value = v),
+    }
+}
+
+/// The state of object `id` if it is a `State::$kind`, as `Some(&mut fields)`.
+macro_rules! state_of {
+    ($store:expr, $id:expr, $kind:ident($($f:ident),*)) => {
+        match $store.objects.get_mut(&$id).map(|o| &mut o.state) {
+            Some(State::$kind($($f),*)) => Some(($($f),*)),
+            _ => None,
+        }
+    };
+}
+
+fn lock(cx: &mut Ctx<'_, '_>, mut store: MutexGuard<'_, Store>, id: u64, op: LockOp) -> Reply {
+    let conn = cx.peer.conn;
+    let Some(current) = state_of!(store, id, Lock(h)).map(|h| *h) else {
+        return not_found(id, "lock");
+    };
+    match op {
+        LockOp::IsLocked => Reply::Bool(current.is_some()),
+        LockOp::Release if current != Some(conn) => {
+            refused(Refusal::NotOwner, "the lock is not held by this connection")
+        }
         LockOp::Release => {
-            if current != Some(conn) {
-                return (
-                    refused(Refusal::NotOwner, "the lock is not held by this connection"),
-                    false,
-                );
-            }
-            if let Some(State::Lock(h)) = store.objects.get_mut(&id).map(|o| &mut o.state) {
+            if let Some(h) = state_of!(store, id, Lock(h)) {
                 *h = None;
             }
-            (Reply::Done, true)
+            cx.changed = true;
+            Reply::Done
         }
+        LockOp::Acquire(_) if current == Some(conn) => refused(
+            Refusal::InvalidArgument,
+            "the lock is already held by this connection",
+        ),
         LockOp::Acquire(timeout) => {
-            if current == Some(conn) {
-                return (
-                    refused(
-                        Refusal::InvalidArgument,
-                        "the lock is already held by this connection",
-                    ),
-                    false,
-                );
-            }
-            let free = |s: &mut Store| !matches!(holder(s), Ok(Some(_)));
-            let (mut store, got) = wait_for(shared, store, peer, deadline_of(timeout), free);
-            if !got {
-                return (Reply::Bool(false), false);
-            }
-            match store.objects.get_mut(&id).map(|o| &mut o.state) {
-                Some(State::Lock(h)) => {
+            let free = |s: &mut Store| !matches!(state_of!(s, id, Lock(h)), Some(Some(_)));
+            let (mut store, got) = cx.wait(store, timeout, free);
+            match state_of!(store, id, Lock(h)) {
+                Some(h) if got => {
                     *h = Some(conn);
-                    (Reply::Bool(true), false)
+                    Reply::Bool(true)
                 }
-                _ => (not_found(id, "lock"), false),
+                Some(_) => Reply::Bool(false),
+                None => not_found(id, "lock"),
             }
         }
     }
 }
 
-fn event<'a>(
-    shared: &'a Shared,
-    store: MutexGuard<'a, Store>,
-    peer: Peer<'_>,
-    id: u64,
-    op: EventOp,
-) -> (Reply, bool) {
-    let flag = |s: &mut Store| match s.objects.get(&id).map(|o| &o.state) {
-        Some(State::Event(f)) => Some(*f),
-        _ => None,
-    };
-    let mut store = store;
-    if flag(&mut store).is_none() {
-        return (not_found(id, "event"), false);
-    }
-    let set = |s: &mut Store, v: bool| {
-        if let Some(State::Event(f)) = s.objects.get_mut(&id).map(|o| &mut o.state) {
-            *f = v;
-        }
+fn event(cx: &mut Ctx<'_, '_>, mut store: MutexGuard<'_, Store>, id: u64, op: EventOp) -> Reply {
+    let Some(flag) = state_of!(store, id, Event(f)) else {
+        return not_found(id, "event");
     };
     match op {
         EventOp::Set => {
-            set(&mut store, true);
-            (Reply::Done, true)
+            *flag = true;
+            cx.changed = true;
+            Reply::Done
         }
         EventOp::Clear => {
-            set(&mut store, false);
-            (Reply::Done, false)
+            *flag = false;
+            Reply::Done
         }
-        EventOp::IsSet => (Reply::Bool(flag(&mut store) == Some(true)), false),
+        EventOp::IsSet => Reply::Bool(*flag),
         EventOp::Wait(timeout) => {
-            let (_store, got) = wait_for(shared, store, peer, deadline_of(timeout), |s| {
-                flag(s) != Some(false)
-            });
-            (Reply::Bool(got), false)
+            let set = |s: &mut Store| state_of!(s, id, Event(f)).is_none_or(|f| *f);
+            Reply::Bool(cx.wait(store, timeout, set).1)
         }
     }
 }
 
-fn queue<'a>(
-    shared: &'a Shared,
-    store: MutexGuard<'a, Store>,
-    peer: Peer<'_>,
-    id: u64,
-    op: QueueOp,
-) -> (Reply, bool) {
-    let exists = |s: &Store| matches!(s.objects.get(&id).map(|o| &o.state), Some(State::Queue(..)));
-    if !exists(&store) {
-        return (not_found(id, "queue"), false);
+/// Whether a queue (its items, its bound) is ready for a request.
+type QueueReady = fn(&VecDeque<Bytes>, Option<u64>) -> bool;
+
+fn queue(cx: &mut Ctx<'_, '_>, mut store: MutexGuard<'_, Store>, id: u64, op: QueueOp) -> Reply {
+    let Some((q, _)) = state_of!(store, id, Queue(q, max)) else {
+        return not_found(id, "queue");
+    };
+    let (timeout, ready): (_, QueueReady) = match &op {
+        QueueOp::Len => return Reply::Len(q.len() as u64),
+        QueueOp::Put(_, t) => (*t, |q, max| max.is_none_or(|m| (q.len() as u64) < m)),
+        QueueOp::Get(t) => (*t, |q, _| !q.is_empty()),
+    };
+    let ready = |s: &mut Store| state_of!(s, id, Queue(q, max)).is_none_or(|(q, m)| ready(q, *m));
+    let (mut store, got) = cx.wait(store, timeout, ready);
+    let Some((q, _)) = state_of!(store, id, Queue(q, max)) else {
+        return not_found(id, "queue");
+    };
+    if !got {
+        return Reply::Timeout;
     }
+    cx.changed = true;
     match op {
-        QueueOp::Len => match store.objects.get(&id).map(|o| &o.state) {
-            Some(State::Queue(q, _)) => (Reply::Len(q.len() as u64), false),
-            _ => (not_found(id, "queue"), false),
-        },
-        QueueOp::Put(item, timeout) => {
-            let room = |s: &mut Store| match s.objects.get(&id).map(|o| &o.state) {
-                Some(State::Queue(q, max)) => max.is_none_or(|m| (q.len() as u64) < m),
-                _ => true,
-            };
-            let (mut store, got) = wait_for(shared, store, peer, deadline_of(timeout), room);
-            if !got {
-                return (Reply::Timeout, false);
-            }
-            match store.objects.get_mut(&id).map(|o| &mut o.state) {
-                Some(State::Queue(q, _)) => {
-                    q.push_back(item);
-                    (Reply::Done, true)
-                }
-                _ => (not_found(id, "queue"), false),
-            }
+        QueueOp::Put(item, _) => {
+            q.push_back(item);
+            Reply::Done
         }
-        QueueOp::Get(timeout) => {
-            let ready = |s: &mut Store| match s.objects.get(&id).map(|o| &o.state) {
-                Some(State::Queue(q, _)) => !q.is_empty(),
-                _ => true,
-            };
-            let (mut store, got) = wait_for(shared, store, peer, deadline_of(timeout), ready);
-            if !got {
-                return (Reply::Timeout, false);
-            }
-            match store.objects.get_mut(&id).map(|o| &mut o.state) {
-                Some(State::Queue(q, _)) => (Reply::Value(q.pop_front()), true),
-                _ => (not_found(id, "queue"), false),
-            }
-        }
+        _ => Reply::Value(q.pop_front()),
     }
 }

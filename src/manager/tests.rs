@@ -28,6 +28,25 @@ fn server<R: Registry>(handshake: Duration) -> Server {
     Server { address, key, dir }
 }
 
+/// The object `id` through the connection of `m` (a second client of the same object).
+fn base_on(m: &Manager, id: u64) -> proxy::Base {
+    proxy::Base {
+        client: Arc::clone(&m.client),
+        id,
+    }
+}
+
+/// Two connections to `s`, and one lock seen through each.
+fn one_lock_two_connections(s: &Server) -> (Manager, Manager, LockProxy, LockProxy) {
+    let (a, b) = (s.connect(), s.connect());
+    let lock = a.lock().unwrap();
+    let lock_b = LockProxy {
+        base: base_on(&b, lock.base.id),
+        _t: PhantomData,
+    };
+    (a, b, lock, lock_b)
+}
+
 impl Server {
     fn connect(&self) -> Manager {
         Manager::connect(&self.address, &self.key).unwrap()
@@ -101,10 +120,7 @@ fn a_panicking_update_releases_the_dict_unchanged() {
     assert!(r.is_err());
     let other = s.connect();
     let d2 = DictProxy::<u8, u8> {
-        base: proxy::Base {
-            client: Arc::clone(&other.client),
-            id: d.base.id,
-        },
+        base: base_on(&other, d.base.id),
         _t: PhantomData,
     };
     assert_eq!(d2.get(&1).unwrap(), Some(1));
@@ -113,66 +129,85 @@ fn a_panicking_update_releases_the_dict_unchanged() {
 #[test]
 fn locks_events_and_queues_wait_with_deadlines() {
     let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
-    let (a, b) = (s.connect(), s.connect());
-    let lock = a.lock().unwrap();
-    let lock_b = LockProxy {
-        base: proxy::Base {
-            client: Arc::clone(&b.client),
-            id: lock.base.id,
-        },
-        _t: PhantomData,
-    };
+    let (a, _b, lock, lock_b) = one_lock_two_connections(&s);
     let g = lock.acquire().unwrap();
-    assert_eq!(
-        lock.try_acquire().unwrap_err().kind(),
-        ErrorKind::InvalidArgument
-    );
-    assert!(
-        lock_b
-            .acquire_timeout(Duration::from_millis(20))
-            .unwrap()
-            .is_none()
-    );
+    assert!(matches!(
+        lock.try_acquire(),
+        Err(ProxyTryAcquireError::Failed(e)) if e.kind() == ErrorKind::InvalidArgument
+    ));
+    assert!(matches!(
+        lock_b.acquire_timeout(Duration::from_millis(20)),
+        Err(ProxyTimeoutError::Timeout)
+    ));
+    assert!(matches!(
+        lock_b.acquire_deadline(Instant::now()),
+        Err(ProxyTimeoutError::Timeout)
+    ));
+    assert!(matches!(
+        lock_b.try_acquire(),
+        Err(ProxyTryAcquireError::WouldBlock)
+    ));
     assert_eq!(
         lock_b.release_raw().unwrap_err().kind(),
         ErrorKind::NotOwner
     );
     drop(g);
-    assert!(lock_b.try_acquire().unwrap().is_some());
+    let g = lock_b.try_acquire().unwrap();
+    drop(g);
+    drop(lock_b.acquire_deadline(Instant::now()).unwrap());
 
     let e = a.event().unwrap();
-    assert!(!e.wait_timeout(Duration::from_millis(10)).unwrap());
+    assert!(matches!(
+        e.wait_timeout(Duration::from_millis(10)),
+        Err(ProxyTimeoutError::Timeout)
+    ));
+    assert!(matches!(
+        e.wait_deadline(Instant::now()),
+        Err(ProxyTimeoutError::Timeout)
+    ));
     e.set().unwrap();
     e.wait().unwrap();
+    e.wait_deadline(Instant::now()).unwrap();
     assert!(e.is_set().unwrap());
     e.clear().unwrap();
     assert!(!e.is_set().unwrap());
 
     let q = a.queue::<u32>(Some(1)).unwrap();
     q.put(&1).unwrap();
-    assert!(!q.put_timeout(&2, Duration::from_millis(10)).unwrap());
+    assert!(matches!(
+        q.put_timeout(&2, Duration::from_millis(10)),
+        Err(ProxyTimeoutError::Timeout)
+    ));
+    assert!(matches!(q.try_put(&2), Err(ProxyTryPutError::Full)));
+    assert!(matches!(
+        q.put_deadline(&2, Instant::now()),
+        Err(ProxyTimeoutError::Timeout)
+    ));
     assert_eq!(q.len().unwrap(), 1);
     assert_eq!(q.get().unwrap(), 1);
-    assert_eq!(q.try_get().unwrap(), None);
+    assert!(matches!(q.try_get(), Err(ProxyTryGetError::Empty)));
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(10)),
+        Err(ProxyTimeoutError::Timeout)
+    ));
+    q.try_put(&3).unwrap();
+    assert_eq!(q.get_deadline(Instant::now()).unwrap(), 3);
+    q.put_deadline(&4, Instant::now()).unwrap();
+    assert_eq!(q.try_get().unwrap(), 4);
+    // A timeout too long for an `Instant` waits for as long as it takes.
+    q.put(&5).unwrap();
+    assert_eq!(q.get_timeout(Duration::MAX).unwrap(), 5);
 }
 
 #[test]
 fn a_lock_is_released_when_its_connection_ends() {
     let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
-    let (a, b) = (s.connect(), s.connect());
-    let lock = a.lock().unwrap();
-    let lock_b = LockProxy {
-        base: proxy::Base {
-            client: Arc::clone(&b.client),
-            id: lock.base.id,
-        },
-        _t: PhantomData,
-    };
+    let (a, _b, lock, lock_b) = one_lock_two_connections(&s);
     std::mem::forget(lock.acquire().unwrap());
     drop(lock);
     drop(a); // the connection ends with the lock held
-    let got = lock_b.acquire_timeout(Duration::from_secs(30)).unwrap();
-    assert!(got.is_some());
+    let got = lock_b.acquire_timeout(Duration::from_secs(30));
+    assert!(got.is_ok(), "{got:?}");
 }
 
 #[test]
@@ -326,4 +361,88 @@ fn addresses_parse_and_refuse_abstract_names() {
     assert!("nonsense".parse::<ManagerAddress>().is_err());
     let a: ManagerAddress = "[::1]:80".parse().unwrap();
     assert_eq!(a.to_string().parse::<ManagerAddress>().unwrap(), a);
+}
+
+#[test]
+fn local_connections_use_a_shared_slot_and_tcp_never_does() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let m = s.connect();
+    assert!(m.client.slot_memory().is_some(), "no slot on a Unix socket");
+    let d = m.dict::<u32, Vec<u8>>().unwrap();
+    // Values larger than the slot travel in chunks, both ways.
+    let big = vec![7u8; 3 * slot::SLOT_DATA + 5];
+    d.insert(&1, &big).unwrap();
+    assert_eq!(d.get(&1).unwrap().as_deref(), Some(&big[..]));
+    // A second request for a slot on the same connection is refused, typed.
+    let again = crate::codec::encode(&protocol::Request::Slot).unwrap();
+    assert!(matches!(
+        m.client.call_raw(&again).unwrap(),
+        Reply::Refused(Refusal::NotFound, _)
+    ));
+    assert_eq!(d.len().unwrap(), 1);
+
+    // Over TCP, requests stay on the socket, each frame with its MAC.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = ManagerAddress::Tcp(listener.local_addr().unwrap());
+    let key = AuthKey::random().unwrap();
+    let server_key = key.as_bytes().to_vec();
+    std::thread::spawn(move || {
+        server::serve::<()>(
+            server::Listener::Tcp(listener),
+            server_key,
+            server::Config {
+                handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+                max_frame: 1 << 20,
+                slots: true,
+            },
+        )
+    });
+    let m = Manager::connect(&address, &key).unwrap();
+    assert!(m.client.slot_memory().is_none(), "a slot over TCP");
+    let d = m.dict::<u8, u8>().unwrap();
+    d.insert(&1, &2).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(2));
+    assert!(matches!(
+        m.client.call_raw(&again).unwrap(),
+        Reply::Refused(Refusal::NotFound, _)
+    ));
+}
+
+#[test]
+fn a_client_scribbling_its_slot_gets_typed_errors_and_the_server_goes_on() {
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    // Garbage of a plausible length: refused as undecodable, and the connection goes on.
+    let m = s.connect();
+    let d = m.dict::<u8, u8>().unwrap();
+    let junk = [0xffu8; 40];
+    assert!(matches!(
+        m.client
+            .call_scribbled(slot::Slot::header(junk.len(), false), &junk, 1)
+            .unwrap(),
+        Reply::Refused(Refusal::Undecodable, _)
+    ));
+    assert_eq!(d.len().unwrap(), 0);
+
+    // A length past the slot: the server drops the connection; every call then fails typed.
+    let e = m
+        .client
+        .call_scribbled(u64::MAX >> 1, &junk, 1)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert_eq!(d.len().unwrap_err().kind(), ErrorKind::Disconnected);
+
+    // A message that never ends: cut at the server's limit (1 MiB here), not read forever.
+    let m = s.connect();
+    let chunk = vec![0u8; slot::SLOT_DATA];
+    let e = m
+        .client
+        .call_scribbled(slot::Slot::header(chunk.len(), true), &chunk, 64)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+
+    // The server serves everyone else throughout.
+    let other = s.connect();
+    let d = other.dict::<u8, u8>().unwrap();
+    d.insert(&1, &2).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(2));
 }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use multiproc::{
-    DictProxy, ErrorKind, EventProxy, LockProxy, Manager, NamespaceProxy, Process, QueueProxy,
-    StartMethod,
+    DictProxy, ErrorKind, EventProxy, LockProxy, Manager, NamespaceProxy, Process, ProxyError,
+    ProxyTryAcquireError, QueueProxy, StartMethod,
 };
 
 use crate::{Context, TestFn, ensure};
@@ -23,6 +23,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             client_killed_holding_lock,
         ),
         ("manager::server_sigkilled_every_call_fails", server_killed),
+        (
+            "manager::proxies_as_pool_task_arguments",
+            proxies_as_task_arguments,
+        ),
         (
             "manager::a_killed_waiter_takes_nothing",
             killed_waiter_takes_nothing,
@@ -76,10 +80,9 @@ fn proxies_as_arguments() -> Result<(), String> {
         ),
     );
     p.start().ctx("start child")?;
-    ensure!(
-        event.wait_timeout(PATIENCE).ctx("wait")?,
-        "the child never set the event"
-    );
+    event
+        .wait_timeout(PATIENCE)
+        .ctx("the child never set the event")?;
     ensure!(
         p.join().ctx("join")? == 3,
         "the child read the parent's value"
@@ -88,10 +91,7 @@ fn proxies_as_arguments() -> Result<(), String> {
         dict.get(&"from-child".into()).ctx("get")? == Some(7),
         "child's insert"
     );
-    ensure!(
-        queue.get_timeout(PATIENCE).ctx("get")?.as_deref() == Some("hello"),
-        "queue"
-    );
+    ensure!(queue.get_timeout(PATIENCE).ctx("get")? == "hello", "queue");
     ensure!(
         ns.get().ctx("ns")? == (1, "child".to_string()),
         "namespace update"
@@ -161,19 +161,18 @@ fn client_killed_holding_lock() -> Result<(), String> {
     let held = m.event().ctx("event")?;
     let mut p = Process::new(hold_and_wait, (lock.clone(), held.clone()));
     p.start().ctx("start child")?;
+    held.wait_timeout(PATIENCE)
+        .ctx("the child never took the lock")?;
     ensure!(
-        held.wait_timeout(PATIENCE).ctx("wait")?,
-        "the child never took the lock"
-    );
-    ensure!(
-        lock.try_acquire().ctx("try")?.is_none(),
+        matches!(lock.try_acquire(), Err(ProxyTryAcquireError::WouldBlock)),
         "the lock is held by the child"
     );
     p.kill().ctx("kill")?;
     let e = p.join().err().ctx("join of a killed child")?;
     ensure!(e.kind() == ErrorKind::Signaled, "{e}");
-    let g = lock.acquire_timeout(PATIENCE).ctx("acquire")?;
-    ensure!(g.is_some(), "the dead client's lock was never released");
+    let _g = lock
+        .acquire_timeout(PATIENCE)
+        .ctx("the dead client's lock was never released")?;
     Ok(())
 }
 
@@ -203,14 +202,8 @@ fn killed_waiter_takes_nothing() -> Result<(), String> {
     let mut locker = Process::new(wait_for_lock, (lock.clone(), w2.clone()));
     getter.start().ctx("start getter")?;
     locker.start().ctx("start locker")?;
-    ensure!(
-        w1.wait_timeout(PATIENCE).ctx("wait")?,
-        "the getter never started"
-    );
-    ensure!(
-        w2.wait_timeout(PATIENCE).ctx("wait")?,
-        "the locker never started"
-    );
+    w1.wait_timeout(PATIENCE).ctx("the getter never started")?;
+    w2.wait_timeout(PATIENCE).ctx("the locker never started")?;
     // Let the blocking requests reach the server (if one has not, the test proves less, but
     // cannot fail for it).
     std::thread::sleep(Duration::from_millis(300));
@@ -221,11 +214,43 @@ fn killed_waiter_takes_nothing() -> Result<(), String> {
     queue.put(&7).ctx("put")?;
     drop(held);
     ensure!(
-        queue.get_timeout(PATIENCE).ctx("get")? == Some(7),
+        queue
+            .get_timeout(PATIENCE)
+            .ctx("the item went to a dead client")?
+            == 7,
         "the item went to a dead client"
     );
-    let g = lock.acquire_timeout(PATIENCE).ctx("acquire")?;
-    ensure!(g.is_some(), "the lock went to a dead client and stayed");
+    let _g = lock
+        .acquire_timeout(PATIENCE)
+        .ctx("the lock went to a dead client and stayed")?;
+    Ok(())
+}
+
+/// A pool task that counts through a dict proxy it received as its argument.
+fn count_in_task(args: (DictProxy<String, u64>, u64)) -> u64 {
+    let (dict, n) = args;
+    for _ in 0..n {
+        dict.update_with(&"tasks".into(), |v| v.unwrap_or(0) + 1)
+            .unwrap();
+    }
+    n
+}
+
+/// A proxy is a handle: it travels in a Pool task's arguments too, and connects anew there.
+fn proxies_as_task_arguments() -> Result<(), String> {
+    let m = Manager::start().ctx("start")?;
+    let dict = m.dict::<String, u64>().ctx("dict")?;
+    let pool = multiproc::Pool::new(2).ctx("pool")?;
+    let done: u64 = pool
+        .map(count_in_task, (0..6).map(|_| (dict.clone(), 50)))
+        .ctx("map")?
+        .into_iter()
+        .sum();
+    pool.close();
+    pool.join().ctx("join")?;
+    ensure!(done == 300, "tasks reported {done}");
+    let total = dict.get(&"tasks".into()).ctx("get")?;
+    ensure!(total == Some(300), "the dict holds {total:?}");
     Ok(())
 }
 
@@ -249,14 +274,18 @@ fn server_killed() -> Result<(), String> {
         dict.get(&1).err().map(|e| e.kind()),
         dict.get(&1).err().map(|e| e.kind()),
         list.push(&1).err().map(|e| e.kind()),
-        lock.acquire().err().map(|e| e.kind()),
-        event.wait().err().map(|e| e.kind()),
-        queue.get().err().map(|e| e.kind()),
         m.dict::<u8, u8>().err().map(|e| e.kind()),
     ];
     ensure!(
         kinds.iter().all(|k| *k == Some(ErrorKind::Disconnected)),
         "every call fails with Disconnected: {kinds:?}"
+    );
+    let waits = [lock.acquire().err(), event.wait().err(), queue.get().err()];
+    ensure!(
+        waits
+            .iter()
+            .all(|e| matches!(e, Some(ProxyError::Disconnected))),
+        "every waiting call fails with Disconnected: {waits:?}"
     );
     let e = Manager::connect(m.address(), m.authkey()).err();
     ensure!(e.is_some(), "connecting to a dead server fails");
