@@ -42,8 +42,10 @@ const RIGHTS_RECV_MAX: usize = 256 * 1024;
 /// byte as SCM_RIGHTS. Returns how many bytes went out (possibly fewer than asked).
 /// `nonblocking` adds MSG_DONTWAIT. See sendmsg(2), unix(7).
 ///
+/// More than [`MAX_FDS_PER_MESSAGE`] descriptors is `EINVAL`, as the kernel says.
+///
 /// # Panics
-/// With more than four parts, or more than [`MAX_FDS_PER_MESSAGE`] descriptors.
+/// With more than four parts.
 pub(crate) fn sendmsg(
     fd: BorrowedFd<'_>,
     parts: &[&[u8]],
@@ -55,10 +57,10 @@ pub(crate) fn sendmsg(
         parts.len() <= MAX_PARTS,
         "sendmsg: at most {MAX_PARTS} parts"
     );
-    assert!(
-        fds.len() <= MAX_FDS_PER_MESSAGE,
-        "sendmsg: at most {MAX_FDS_PER_MESSAGE} descriptors"
-    );
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        // What the kernel answers for more than SCM_MAX_FD descriptors.
+        return Err(super::einval());
+    }
     let mut iov = [IoSlice::new(&[]); MAX_PARTS];
     let mut count = 0;
     for p in parts.iter().filter(|p| !p.is_empty()) {
@@ -305,6 +307,14 @@ mod tests {
         let (mut buf, mut fds) = (Vec::with_capacity(4), Vec::new());
         recv_append(b.as_fd(), &mut buf, 4, Some(&mut fds), false).unwrap();
         assert_eq!(fds.len(), MAX_FDS_PER_MESSAGE);
+    }
+
+    #[test]
+    fn more_descriptors_than_one_message_carries_is_refused_like_the_kernel_does() {
+        let (a, _b) = stream_socketpair().unwrap();
+        let too_many = vec![a.as_fd(); MAX_FDS_PER_MESSAGE + 1];
+        let err = sendmsg(a.as_fd(), &[b"z"], &too_many, false).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]
