@@ -194,9 +194,9 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
 }
 
-/// The start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), which
-/// with the pid identifies one process even after the pid is reused. `None` when the process no
-/// longer exists. See proc_pid_stat(5).
+/// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`),
+/// which with the pid identifies one process even after the pid is reused. `None` when the
+/// process no longer exists. See proc_pid_stat(5).
 pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
     process_stat(pid).map(|(_, start)| start)
 }

@@ -11,10 +11,11 @@
 //! poll(2) over libc's `pollfd`, and calls on bare descriptor numbers. See
 //! docs/architecture.md, "sys: one door to the OS", for the measurements behind the choice.
 //!
-//! By area: [`fds`] (descriptors), [`socket`] (socket pairs and SCM_RIGHTS), [`poll`] (poll and
-//! eventfd), [`process`] (ids, waiting, signals), [`mem`] (memfd, shm, mappings), [`futex`] and
-//! `robust` (waiting on shared words, the robust lock), [`image`] (the program image),
-//! [`overflow`] (stack overflows before `main`), [`random`] (kernel randomness).
+//! By area: [`fds`] (descriptors), [`socket`] (socket pairs and SCM_RIGHTS),
+//! [`poll`](mod@poll) (poll and eventfd), [`process`] (ids, waiting, signals), [`mem`] (memfd,
+//! shm, mappings), [`futex`] and `robust` (waiting on shared words, the robust lock), [`image`]
+//! (the program image), [`overflow`] (stack overflows before `main`), [`random`] (kernel
+//! randomness).
 
 use std::io;
 
