@@ -2,7 +2,6 @@
 //! their build-id notes and their constructors.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::os::fd::RawFd;
 
 /// A constructor in `.init_array`, called as glibc calls it: `(argc, argv, envp)`.
 pub(crate) type InitFn = extern "C" fn(c_int, *const *const c_char, *const *const c_char);
@@ -54,10 +53,14 @@ pub(crate) fn mapped_file(addr: usize) -> Option<(u64, u64, String)> {
     })
 }
 
-/// True when descriptor `fd` is open. See fcntl(2), `F_GETFD`.
-pub(crate) fn fd_is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD only queries the descriptor table.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+/// The load address of the executable or shared object that contains `addr`, if any.
+/// See dladdr(3).
+pub(crate) fn object_base(addr: usize) -> Option<usize> {
+    // SAFETY: an all-zero Dl_info is a valid value to be overwritten.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the address value; `info` is writable.
+    let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
+    (found != 0).then_some(info.dli_fbase as usize)
 }
 
 /// The mapped object that contains `addr`: its load bias and program headers.

@@ -2,71 +2,85 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
-use super::cvt;
+use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
+use rustix::io::Errno;
+
+use super::einval;
 
 /// An anonymous memory file, freed by the kernel with its last descriptor and mapping.
 /// Close-on-exec, and open to seals (see [`seal_size`]). See memfd_create(2).
 pub(crate) fn memfd(name: &CStr) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is NUL-terminated; the flags are valid for memfd_create.
-    let fd = cvt(unsafe {
-        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-    })?;
-    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::fs::memfd_create(
+        name,
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?)
 }
 
 /// Creates the POSIX shared memory object `name` (which starts with `/`), failing if it exists.
 /// Mode 0600, close-on-exec. See shm_open(3).
 pub(crate) fn shm_create_exclusive(name: &CStr) -> io::Result<OwnedFd> {
-    shm_open(name, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR)
+    shm_open(name, OFlags::CREATE | OFlags::EXCL | OFlags::RDWR)
 }
 
 /// Opens the existing POSIX shared memory object `name` for reading and writing. See shm_open(3).
 pub(crate) fn shm_open_existing(name: &CStr, write: bool) -> io::Result<OwnedFd> {
-    shm_open(name, if write { libc::O_RDWR } else { libc::O_RDONLY })
+    shm_open(name, if write { OFlags::RDWR } else { OFlags::RDONLY })
 }
 
-fn shm_open(name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is NUL-terminated; shm_open adds O_CLOEXEC itself on Linux, and the mode
-    // argument is read only with O_CREAT.
-    let fd = cvt(unsafe {
-        libc::shm_open(
-            name.as_ptr(),
-            flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            0o600,
-        )
-    })?;
-    // SAFETY: shm_open returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// The file behind shared memory object `name`, as glibc's shm_open(3) and shm_unlink(3) find
+/// it: leading slashes dropped, then `/dev/shm/<rest>`; `EINVAL` for a name that is empty, `.`,
+/// `..` or holds another slash, `ENAMETOOLONG` past NAME_MAX.
+fn shm_path(name: &CStr) -> io::Result<CString> {
+    const NAME_MAX: usize = 255;
+    let bytes = name.to_bytes();
+    let rest = &bytes[bytes.iter().take_while(|&&b| b == b'/').count()..];
+    if rest.is_empty() || rest == b"." || rest == b".." || rest.contains(&b'/') {
+        return Err(einval());
+    }
+    if rest.len() > NAME_MAX {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    let mut path = b"/dev/shm/".to_vec();
+    path.extend_from_slice(rest);
+    // `rest` comes from a `CStr`: it holds no NUL.
+    CString::new(path).map_err(|_| einval())
+}
+
+/// Opens shared memory object `name` as glibc's shm_open(3) does: never through a symbolic
+/// link, close-on-exec, mode 0600 if created.
+fn shm_open(name: &CStr, flags: OFlags) -> io::Result<OwnedFd> {
+    let path = shm_path(name)?;
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    loop {
+        match rustix::fs::open(path.as_c_str(), flags, Mode::from_raw_mode(0o600)) {
+            Err(Errno::INTR) => continue,
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// Removes the name of a POSIX shared memory object. See shm_unlink(3).
 pub(crate) fn shm_unlink(name: &CStr) -> io::Result<()> {
-    // SAFETY: `name` is NUL-terminated.
-    cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
+    Ok(rustix::fs::unlink(shm_path(name)?.as_c_str())?)
 }
 
-/// Gives the file `fd` refers to the name `/dev/shm/<to>`, failing with `EEXIST` if taken: an
-/// atomic publication of a fully initialized object. See link(2).
+/// Gives the file `/dev/shm/<from>` the further name `/dev/shm/<to>`, failing with `EEXIST` if
+/// taken: an atomic publication of a fully initialized object. See link(2).
 pub(crate) fn shm_link(from: &str, to: &str) -> io::Result<()> {
-    let from = CString::new(format!("/dev/shm/{from}"))?;
-    let to = CString::new(format!("/dev/shm/{to}"))?;
-    // SAFETY: both paths are NUL-terminated.
-    cvt(unsafe { libc::link(from.as_ptr(), to.as_ptr()) }).map(drop)
+    std::fs::hard_link(format!("/dev/shm/{from}"), format!("/dev/shm/{to}"))
 }
 
 /// Sets the size of a file. See ftruncate(2).
 pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
-    let len =
-        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // Past i64::MAX the kernel would read a negative size.
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
-        // SAFETY: ftruncate on a descriptor we borrow; no memory is passed.
-        match cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r.map(drop),
+        match rustix::fs::ftruncate(fd, len as u64) {
+            Err(Errno::INTR) => continue,
+            other => return Ok(other?),
         }
     }
 }
@@ -80,15 +94,15 @@ pub(crate) const SIZE_SEALS: u32 =
 /// truncate it under a mapping (which would kill whoever touches the lost pages with SIGBUS).
 /// See memfd_create(2), "File sealing".
 pub(crate) fn seal_size(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we borrow, with an integer argument.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SIZE_SEALS as libc::c_int) })
-        .map(drop)
+    Ok(rustix::fs::fcntl_add_seals(
+        fd,
+        SealFlags::from_bits_retain(SIZE_SEALS),
+    )?)
 }
 
 /// The seals of a file (`EINVAL` for a file that cannot be sealed). See fcntl(2), F_GET_SEALS.
 pub(crate) fn seals(fd: BorrowedFd<'_>) -> io::Result<u32> {
-    // SAFETY: fcntl on a descriptor we borrow; F_GET_SEALS takes no argument.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) }).map(|s| s as u32)
+    Ok(rustix::fs::fcntl_get_seals(fd)?.bits())
 }
 
 /// What fstat(2) says about a file that matters for shared memory.
@@ -107,14 +121,11 @@ pub(crate) struct FileInfo {
 // `dev_t` and `ino_t` are u64 here but narrower on some targets: the casts are for those.
 #[allow(clippy::unnecessary_cast)]
 pub(crate) fn file_info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
-    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is writable memory for one `stat`.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    let st = rustix::fs::fstat(fd)?;
     Ok(FileInfo {
         len: usize::try_from(st.st_size).unwrap_or(0),
         uid: st.st_uid,
-        regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        regular: FileType::from_raw_mode(st.st_mode) == FileType::RegularFile,
         id: (st.st_dev as u64, st.st_ino as u64),
     })
 }
@@ -124,22 +135,13 @@ pub(crate) fn file_info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
 pub(crate) fn read_file_at(fd: BorrowedFd<'_>, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        let off = libc::off_t::try_from(offset + done)
+        let off = i64::try_from(offset + done)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: the pointer and length describe the unfilled part of `buf`.
-        let r = unsafe {
-            libc::pread(
-                fd.as_raw_fd(),
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                off,
-            )
-        };
-        match super::cvt_size(r) {
+        match rustix::io::pread(fd, &mut buf[done..], off as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(done)
@@ -149,13 +151,12 @@ pub(crate) fn read_file_at(fd: BorrowedFd<'_>, offset: usize, buf: &mut [u8]) ->
 /// following a symbolic link, and without blocking (a FIFO would otherwise wait for a writer
 /// forever). Check its type with [`file_info`] before reading. See shm_open(3), open(2).
 pub(crate) fn shm_open_inspect(name: &CStr) -> io::Result<OwnedFd> {
-    shm_open(name, libc::O_RDONLY | libc::O_NONBLOCK)
+    shm_open(name, OFlags::RDONLY | OFlags::NONBLOCK)
 }
 
 /// The effective user id of the caller. See geteuid(2).
 pub(crate) fn geteuid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Maps `len` bytes of `fd` from offset 0, shared, readable and (if `write`) writable.
@@ -193,9 +194,9 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
 }
 
-/// The start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), which
-/// with the pid identifies one process even after the pid is reused. `None` when the process no
-/// longer exists. See proc_pid_stat(5).
+/// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`),
+/// which with the pid identifies one process even after the pid is reused. `None` when the
+/// process no longer exists. See proc_pid_stat(5).
 pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
     process_stat(pid).map(|(_, start)| start)
 }
@@ -271,7 +272,5 @@ pub(crate) fn map_mirrored(
 
 /// The page size. See sysconf(3).
 pub(crate) fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(p).unwrap_or(4096).max(4096)
+    rustix::param::page_size().max(4096)
 }

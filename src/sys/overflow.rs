@@ -18,15 +18,16 @@ const MAX_MAIN_STACK: usize = 256 << 20;
 /// main thread's stack grow to), at most 256 MiB (also when the limit is infinite), at least
 /// 1 MiB.
 pub(crate) fn main_stack_size() -> usize {
-    // SAFETY: an all-zero rlimit is a valid value to be overwritten.
-    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: getrlimit writes the limit into `limit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
-        return MAX_MAIN_STACK;
+    match stack_limit() {
+        None => MAX_MAIN_STACK,
+        Some(limit) => limit.clamp(1 << 20, MAX_MAIN_STACK),
     }
-    (limit.rlim_cur as usize).clamp(1 << 20, MAX_MAIN_STACK)
+}
+
+/// The soft `RLIMIT_STACK` in bytes; `None` when it is infinite. See getrlimit(2).
+fn stack_limit() -> Option<usize> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Stack).current?;
+    Some(usize::try_from(limit).unwrap_or(usize::MAX))
 }
 
 /// Makes a stack overflow of the calling thread, the main thread of a process whose `main` has
@@ -38,16 +39,10 @@ pub(crate) fn report_stack_overflow() {
     // below that limit the kernel keeps a guard gap (256 pages by default).
     let marker = std::hint::black_box(0u8);
     let here = std::hint::black_box(&marker) as *const u8 as usize;
-    // SAFETY: an all-zero rlimit is a valid value to be overwritten.
-    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: getrlimit writes the limit into `limit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-        || limit.rlim_cur as usize >= here
-    {
+    let Some(limit) = stack_limit().filter(|&limit| limit < here) else {
         return;
-    }
-    let floor = here - limit.rlim_cur as usize;
+    };
+    let floor = here - limit;
     watch(floor.saturating_sub(2 << 20), floor + (1 << 20));
 }
 

@@ -2,26 +2,27 @@
 //! forked child.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 
-use super::{cvt, cvt_size};
+use rustix::io::Errno;
+use rustix::process::{PidfdFlags, WaitId, WaitIdOptions, WaitOptions};
+
+use super::{cvt, one_pid, signal};
 
 /// The id of the calling process. See getpid(2).
 pub(crate) fn getpid() -> i32 {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    unsafe { libc::getpid() }
+    std::process::id() as i32
 }
 
-/// The id of the parent process. See getppid(2).
+/// The id of the parent process (0 when it lies outside our pid namespace). See getppid(2).
 pub(crate) fn getppid() -> i32 {
-    // SAFETY: getppid has no preconditions and cannot fail.
-    unsafe { libc::getppid() }
+    std::os::unix::process::parent_id() as i32
 }
 
 /// The kernel thread id of the calling thread. See gettid(2).
 pub(crate) fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    unsafe { libc::gettid() }
+    rustix::thread::gettid().as_raw_nonzero().get()
 }
 
 /// True when the caller is the process's initial thread, whose exit ends the process.
@@ -32,11 +33,8 @@ pub(crate) fn is_main_thread() -> bool {
 /// Number of threads in the calling process: the link count of `/proc/self/task` is the number
 /// of its entries (one per thread) plus two (`.` and `..`). One stat(2), no parsing. See proc(5).
 pub(crate) fn thread_count() -> io::Result<usize> {
-    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: the path is NUL-terminated and `st` is writable memory for one `stat`.
-    cvt(unsafe { libc::stat(c"/proc/self/task".as_ptr(), &mut st) })?;
-    Ok((st.st_nlink as usize).saturating_sub(2).max(1))
+    let links = std::fs::metadata("/proc/self/task")?.nlink();
+    Ok((links as usize).saturating_sub(2).max(1))
 }
 
 /// How a child process ended.
@@ -57,13 +55,12 @@ impl Exit {
         }
     }
 
-    fn from_wait_status(status: libc::c_int) -> Option<Exit> {
-        if libc::WIFEXITED(status) {
-            Some(Exit::Code(libc::WEXITSTATUS(status)))
-        } else if libc::WIFSIGNALED(status) {
-            Some(Exit::Signal(libc::WTERMSIG(status)))
-        } else {
-            None
+    fn from_wait_status(status: rustix::process::WaitStatus) -> Option<Exit> {
+        match (status.exit_status(), status.terminating_signal()) {
+            (Some(code), _) => Some(Exit::Code(code)),
+            (None, Some(signal)) => Some(Exit::Signal(signal)),
+            // Stopped or continued.
+            (None, None) => None,
         }
     }
 }
@@ -71,16 +68,18 @@ impl Exit {
 /// Reaps `pid` if it has ended; `Ok(None)` while it runs (or, with `block`, waits for it).
 /// See waitpid(2).
 pub(crate) fn waitpid(pid: i32, block: bool) -> io::Result<Option<Exit>> {
-    let flags = if block { 0 } else { libc::WNOHANG };
+    let pid = one_pid(pid)?;
+    let flags = if block {
+        WaitOptions::empty()
+    } else {
+        WaitOptions::NOHANG
+    };
     loop {
-        let mut status = 0;
-        // SAFETY: `status` is a valid, writable int; waitpid has no other preconditions.
-        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
-        match ret {
-            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
-            -1 => return Err(io::Error::last_os_error()),
-            0 => return Ok(None),
-            _ => match Exit::from_wait_status(status) {
+        match rustix::process::waitpid(Some(pid), flags) {
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(None) => return Ok(None),
+            Ok(Some((_, status))) => match Exit::from_wait_status(status) {
                 Some(exit) => return Ok(Some(exit)),
                 // Stopped or continued: not an end; keep waiting if asked to.
                 None if block => continue,
@@ -92,50 +91,33 @@ pub(crate) fn waitpid(pid: i32, block: bool) -> io::Result<Option<Exit>> {
 
 /// A descriptor that becomes readable when process `pid` ends. See pidfd_open(2).
 pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    Ok(rustix::process::pidfd_open(
+        one_pid(pid)?,
+        PidfdFlags::empty(),
+    )?)
 }
 
 /// Sends `signal` to the process behind `pidfd`. Unlike kill(2) this cannot hit a recycled pid.
 /// See pidfd_send_signal(2).
-pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
-    // SAFETY: the descriptor is valid for the duration of the call; a null siginfo is allowed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if ret < 0 {
-        let err = io::Error::last_os_error();
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    match rustix::process::pidfd_send_signal(pidfd, signal(sig)?) {
         // ESRCH: it already ended (it may be a zombie we have not reaped): nothing to do.
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
-        }
-        return Err(err);
+        Ok(()) | Err(Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
-/// Sends `signal` to process `pid`. See kill(2).
-pub(crate) fn kill(pid: i32, signal: i32) -> io::Result<()> {
-    // SAFETY: kill takes plain integers.
-    cvt(unsafe { libc::kill(pid, signal) }).map(drop)
+/// Sends `signal` to process `pid` (`EINVAL` for a pid of zero or less, which would signal a
+/// whole group). See kill(2).
+pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    Ok(rustix::process::kill_process(one_pid(pid)?, signal(sig)?)?)
 }
 
 /// Asks the kernel to send `signal` to the calling process when the thread that created it ends.
 /// See PR_SET_PDEATHSIG in prctl(2).
-pub(crate) fn set_parent_death_signal(signal: i32) -> io::Result<()> {
-    // SAFETY: PR_SET_PDEATHSIG takes the signal number as its only argument.
-    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) }).map(drop)
+pub(crate) fn set_parent_death_signal(sig: i32) -> io::Result<()> {
+    let sig = if sig == 0 { None } else { Some(signal(sig)?) };
+    Ok(rustix::process::set_parent_process_death_signal(sig)?)
 }
 
 /// Sets `SIGPIPE` to be ignored, so that writing to a closed pipe returns `EPIPE` instead of
@@ -170,35 +152,26 @@ pub(crate) fn exit_immediately(code: i32) -> ! {
 /// `ECHILD` means that the status is gone: collected by someone else (a `waitpid(-1)` elsewhere
 /// in the program), or never kept because SIGCHLD is ignored. See waitid(2), `P_PIDFD`.
 pub(crate) fn wait_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<Exit>> {
-    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
-    loop {
-        // SAFETY: an all-zero siginfo_t is valid; with WNOHANG and no change, si_pid stays 0.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is valid writable memory; the descriptor is borrowed for the call.
-        let ret = unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                flags,
-            )
+    let flags = WaitIdOptions::EXITED
+        | if block {
+            WaitIdOptions::empty()
+        } else {
+            WaitIdOptions::NOHANG
         };
-        if ret == -1 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
+    loop {
+        match rustix::process::waitid(WaitId::PidFd(pidfd), flags) {
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            // With WNOHANG and no change the kernel reports no pid.
+            Ok(None) => return Ok(None),
+            // Asked for WEXITED only, the kernel reports an exit, a kill or a core dump.
+            Ok(Some(status)) => {
+                return Ok(Some(match status.exit_status() {
+                    Some(code) => Exit::Code(code),
+                    None => Exit::Signal(status.terminating_signal().unwrap_or(0)),
+                }));
             }
-            return Err(err);
         }
-        // SAFETY: waitid filled `info` (or left it zeroed); these fields are valid for SIGCHLD.
-        let (pid, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
-        if pid == 0 {
-            return Ok(None);
-        }
-        return Ok(Some(match code {
-            libc::CLD_EXITED => Exit::Code(status),
-            _ => Exit::Signal(status),
-        }));
     }
 }
 
@@ -206,21 +179,6 @@ pub(crate) fn wait_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Optio
 /// but nobody can tell us how.
 pub(crate) fn is_status_lost(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::ECHILD)
-}
-
-/// Writes all of `bytes` to descriptor `fd` with plain write(2) calls: no buffer, no lock (for
-/// a forked child, whose stdio locks another thread may have held). Errors are ignored.
-pub(crate) fn write_all_raw(fd: RawFd, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is valid readable memory for its length; a bad fd gives EBADF.
-        let ret = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        match cvt_size(ret) {
-            Ok(0) => return,
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        }
-    }
 }
 
 /// Closes every descriptor from 3 up except those in `keep`, with a few close_range(2) calls

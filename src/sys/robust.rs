@@ -41,6 +41,10 @@ use std::time::{Duration, Instant};
 
 use super::futex::{FutexWait, futex_wait, futex_wake};
 
+mod owner;
+
+use owner::{my_stamp, stamp_tid, thread_is_dead, thread_is_gone};
+
 /// Low 30 bits of the word: the owner's tid (0: free).
 const TID_MASK: u32 = 0x3fff_ffff;
 /// A waiter may be asleep on the word: the unlocker must wake one.
@@ -51,90 +55,9 @@ const WAITERS: u32 = 0x8000_0000;
 pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(10);
 
 thread_local! {
-    /// This thread's stamp, cached: its tid in the high 32 bits, the low 32 bits of its start
-    /// time in the low ones (0: not looked up yet). Reset in a forked child, whose thread has
-    /// a new tid and start time.
-    static STAMP: Cell<u64> = const { Cell::new(0) };
-}
-
-thread_local! {
     /// The last lock (address and word) this thread's `try_lock` found held, and since when:
     /// rate-limits the expensive liveness check.
     static SUSPECT: Cell<Option<(usize, u32, Instant)>> = const { Cell::new(None) };
-}
-
-extern "C" fn forget_tid_after_fork() {
-    STAMP.with(|t| t.set(0));
-}
-
-/// The tid in a stamp.
-fn stamp_tid(stamp: u64) -> u32 {
-    (stamp >> 32) as u32
-}
-
-/// This thread's stamp (see [`STAMP`]); its tid is [`stamp_tid`] of it.
-#[inline]
-fn my_stamp() -> u64 {
-    let stamp = STAMP.with(Cell::get);
-    if stamp != 0 {
-        return stamp;
-    }
-    look_up_my_stamp()
-}
-
-#[cold]
-fn look_up_my_stamp() -> u64 {
-    static AT_FORK: std::sync::Once = std::sync::Once::new();
-    AT_FORK.call_once(|| {
-        // SAFETY: registers a handler that only resets a thread-local cell.
-        unsafe { libc::pthread_atfork(None, None, Some(forget_tid_after_fork)) };
-    });
-    let tid = (super::gettid() as u32) & TID_MASK;
-    // Without /proc the start time reads as 0: reuse then goes undetected (the lock looks held
-    // until the new thread of that tid ends), which is never unsound.
-    let start = thread_stat(&format!("/proc/self/task/{tid}/stat")).map_or(0, |(_, start)| start);
-    let stamp = (u64::from(tid) << 32) | u64::from(start);
-    STAMP.with(|t| t.set(stamp));
-    stamp
-}
-
-/// The state letter and the low 32 bits of the start time of the thread whose `stat` file is
-/// at `path` (`None` if it cannot be read). See proc_pid_stat(5): the state is field 3, the
-/// start time field 22, both after the command name, which is in parentheses.
-fn thread_stat(path: &str) -> Option<(u8, u32)> {
-    let s = std::fs::read_to_string(path).ok()?;
-    let mut fields = s[s.rfind(')')? + 1..].split_ascii_whitespace();
-    let state = *fields.next()?.as_bytes().first()?;
-    let start: u64 = fields.nth(22 - 4)?.parse().ok()?;
-    Some((state, start as u32))
-}
-
-/// Whether no thread `tid` exists in our pid namespace (one system call). A thread we may not
-/// signal (another user's) exists. See tkill(2).
-fn thread_is_gone(tid: u32) -> bool {
-    // SAFETY: signal 0 sends nothing: the call only checks that the thread exists.
-    let r = unsafe { libc::syscall(libc::SYS_tkill, tid as libc::c_int, 0) };
-    r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-}
-
-/// Whether thread `tid` is dead: gone, or a zombie (a killed or exited process's main thread
-/// lingers until its parent reaps it). See proc_pid_stat(5).
-///
-/// `stamp` is the lock's stamp (see the module docs): if it names `tid` with a start time other
-/// than that of the thread now called `tid`, the owner was an earlier thread of that tid, which
-/// has ended.
-fn thread_is_dead(tid: u32, stamp: u64) -> bool {
-    if thread_is_gone(tid) {
-        return true;
-    }
-    match thread_stat(&format!("/proc/{tid}/stat")) {
-        // Gone between the two checks.
-        None => true,
-        Some((state, start)) => {
-            matches!(state, b'Z' | b'X' | b'x')
-                || (stamp_tid(stamp) == tid && stamp as u32 != start)
-        }
-    }
 }
 
 /// Polls `ready` a little before a sleep: a few dozen checks, then a few yields (the same
@@ -455,110 +378,4 @@ impl RobustMutex {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A live thread parked until the returned sender drops, and its stamp.
-    fn live_thread() -> (
-        std::sync::mpsc::Sender<()>,
-        std::thread::JoinHandle<()>,
-        u64,
-    ) {
-        let (stamp_tx, stamp_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            stamp_tx.send(my_stamp()).unwrap();
-            let _ = stop_rx.recv();
-        });
-        let stamp = stamp_rx.recv().unwrap();
-        (stop_tx, t, stamp)
-    }
-
-    fn forged(word: u32, stamp: u64) -> RobustMutex {
-        RobustMutex {
-            word: AtomicU32::new(word),
-            depth: AtomicU32::new(0),
-            stamp: AtomicU64::new(stamp),
-            recursive: AtomicU32::new(0),
-        }
-    }
-
-    #[test]
-    fn own_stamp_names_this_thread_and_its_start_time() {
-        let stamp = my_stamp();
-        let tid = stamp_tid(stamp);
-        assert_eq!(tid, (super::super::gettid() as u32) & TID_MASK);
-        let (_, start) = thread_stat(&format!("/proc/{tid}/stat")).unwrap();
-        assert_eq!(stamp as u32, start);
-    }
-
-    #[test]
-    fn an_owner_whose_tid_was_reused_by_a_live_thread_is_taken_over() {
-        let (stop, t, stamp) = live_thread();
-        let tid = stamp_tid(stamp);
-        // The word names a live thread, but the stamp says the holder started at another time:
-        // an earlier thread of that tid, now gone.
-        let reused = stamp ^ 1;
-        let m = forged(tid, reused);
-        let r = m.lock(Some(Instant::now() + Duration::from_secs(10)), false);
-        assert!(matches!(r, Ok(Locked::OwnerDied)), "{r:?}");
-        assert_eq!(
-            m.word.load(Ordering::Relaxed) & TID_MASK,
-            stamp_tid(my_stamp())
-        );
-        assert_eq!(m.stamp.load(Ordering::Relaxed), my_stamp());
-        // SAFETY: held just above.
-        unsafe { m.unlock(false) };
-        assert_eq!(m.stamp.load(Ordering::Relaxed), 0);
-
-        // `try_lock` sees it too, once it has looked for CHECK_EVERY.
-        let m = forged(tid, reused);
-        let give_up = Instant::now() + Duration::from_secs(10);
-        let r = loop {
-            match m.try_lock(false) {
-                Err(LockFailed::Busy) if Instant::now() < give_up => {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                r => break r,
-            }
-        };
-        assert!(matches!(r, Ok(Locked::OwnerDied)), "{r:?}");
-        drop(stop);
-        t.join().unwrap();
-    }
-
-    #[test]
-    fn a_live_owner_is_never_taken_over_stamped_or_not() {
-        let (stop, t, stamp) = live_thread();
-        let tid = stamp_tid(stamp);
-        // Not stamped yet (between its compare-and-swap and its stamp), stamped, and a stamp
-        // of another tid (left by a scribbler): none proves the owner dead.
-        for s in [0, stamp, (u64::from(tid ^ 1) << 32) | 7] {
-            let m = forged(tid, s);
-            let r = m.lock(Some(Instant::now() + 3 * CHECK_EVERY), false);
-            assert!(matches!(r, Err(LockFailed::Busy)), "stamp {s:#x}: {r:?}");
-            let until = Instant::now() + 3 * CHECK_EVERY;
-            while Instant::now() < until {
-                let r = m.try_lock(false);
-                assert!(matches!(r, Err(LockFailed::Busy)), "stamp {s:#x}: {r:?}");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-        drop(stop);
-        t.join().unwrap();
-    }
-
-    #[test]
-    fn release_clears_the_stamp_and_recursion_keeps_it() {
-        let m = forged(0, 0);
-        assert!(matches!(m.lock(None, true), Ok(Locked::Clean)));
-        assert!(matches!(m.try_lock(true), Ok(Locked::Clean)));
-        // SAFETY: held twice just above.
-        unsafe { m.unlock(true) };
-        assert_eq!(m.stamp.load(Ordering::Relaxed), my_stamp());
-        // SAFETY: as above.
-        unsafe { m.unlock(true) };
-        assert_eq!(m.stamp.load(Ordering::Relaxed), 0);
-        assert_eq!(m.word.load(Ordering::Relaxed), 0);
-    }
-}
+mod tests;
