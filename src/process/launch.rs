@@ -75,14 +75,7 @@ pub(crate) fn spawn(me: Identity, parent_name: String, job: SpawnJob) -> Result<
         })
         .map_err(|e| Error::io("cannot start the child process", e))?;
     // Our copy of `theirs` was moved into `cmd` and dropped with it: only the child holds it.
-    let pidfd = match sys::pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = sys::kill(pid, sys::SIGKILL);
-            let _ = sys::waitpid(pid, true);
-            return Err(Error::io("cannot open a pidfd for the child", e));
-        }
-    };
+    let pidfd = pidfd_or_kill(pid)?;
     if let SpawnJob::Call(call) = &job {
         // Before the arguments are sent: the child counts as holding their handles from now.
         call.transits.handed_to(pid);
@@ -189,6 +182,16 @@ fn handshake(
     Ok(())
 }
 
+/// A pidfd for our new child `pid`; without one the child cannot be watched, so it is killed
+/// and reaped.
+fn pidfd_or_kill(pid: i32) -> Result<OwnedFd> {
+    sys::pidfd_open(pid).map_err(|e| {
+        let _ = sys::kill(pid, sys::SIGKILL);
+        let _ = sys::waitpid(pid, true);
+        Error::io("cannot open a pidfd for the child", e)
+    })
+}
+
 /// Copies this process; the copy runs `job` and exits.
 ///
 /// With `checked`, refuses unless this process has exactly one thread besides the library's own
@@ -279,14 +282,7 @@ pub(crate) fn fork(
             ));
         }
     };
-    let pidfd = match sys::pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = sys::kill(pid, sys::SIGKILL);
-            let _ = sys::waitpid(pid, true);
-            return Err(Error::io("cannot open a pidfd for the child", e));
-        }
-    };
+    let pidfd = pidfd_or_kill(pid)?;
     Ok(Child::new(pid, pidfd, Channel::new(ours)))
 }
 
@@ -306,8 +302,11 @@ fn run_forked(
     exe: Option<RawFd>,
 ) -> ! {
     let checked = !matches!(job, ForkJob::Closure(_));
-    // The parent's end, copied by fork: close it so that our exit is seen as end of stream.
-    sys::close_raw(ours);
+    // The parent's end, copied by fork: closed so that our exit is seen as end of stream (by
+    // the descriptor cleanup below in a checked child, which keeps only what it needs).
+    if !checked {
+        sys::close_raw(ours);
+    }
     let _ = sys::set_parent_death_signal(sys::SIGKILL);
     if sys::getppid() != parent {
         sys::exit_immediately(3);
@@ -318,15 +317,25 @@ fn run_forked(
             _ => &[],
         };
         // Only what a spawned child would have: stdio, the control socket, the handles passed
-        // as arguments, and the executable's descriptor (kept open for the crate's use).
-        // On the stack: every heap page written here would be copied for this child.
-        let mut keep = [-1 as RawFd; sys::MAX_FDS_PER_MESSAGE + 2];
+        // as arguments, and the executable's descriptor (kept open for the crate's use). The
+        // parent's end of the socket is not kept: closing it makes our exit an end of stream.
+        // On the stack: every heap page written here would be copied for this child; and
+        // small when it can be, so that filling it calls no `memset` (a code page to fault in).
+        let mut few = [-1 as RawFd; 8];
+        let mut many;
+        let keep: &mut [RawFd] = if fds.len() + 2 <= few.len() {
+            &mut few
+        } else {
+            many = [-1 as RawFd; sys::MAX_FDS_PER_MESSAGE + 2];
+            &mut many
+        };
         keep[0] = theirs.as_raw_fd();
         keep[1] = exe.unwrap_or(-1);
         for (slot, fd) in keep[2..].iter_mut().zip(fds) {
             *slot = fd.as_raw_fd();
         }
         let used = 2 + fds.len().min(sys::MAX_FDS_PER_MESSAGE);
+        debug_assert!(!keep[..used].contains(&ours));
         sys::close_all_except(&mut keep[..used]);
     }
     panics::capture_in_child(!checked);
