@@ -55,8 +55,9 @@ const EAGER_ARGS: usize = 32 * 1024;
 /// What a forked child does.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ForkedJob {
-    /// Run this once with the arguments that follow.
-    Call(Target),
+    /// Run this once with the arguments that follow, sending back a result of at most this
+    /// many bytes.
+    Call(Target, u64),
     /// Serve worker requests.
     Worker,
 }

@@ -35,7 +35,11 @@ pub(crate) enum SpawnJob {
 pub(crate) enum ForkJob {
     Call(Call),
     Worker,
-    Closure(Box<dyn FnOnce() -> std::result::Result<Vec<u8>, CodecError> + Send>),
+    /// The closure, and the largest encoded result it may send back.
+    Closure(
+        Box<dyn FnOnce() -> std::result::Result<Vec<u8>, CodecError> + Send>,
+        u64,
+    ),
 }
 
 pub(crate) fn ensure_initialized() -> Result<()> {
@@ -98,7 +102,11 @@ fn handshake(
     job: SpawnJob,
 ) -> Result<()> {
     let (job, args, fds) = match job {
-        SpawnJob::Call(call) => (Job::Call(call.target), Some(call.args), call.fds),
+        SpawnJob::Call(call) => (
+            Job::Call(call.target, call.max_result),
+            Some(call.args),
+            call.fds,
+        ),
         SpawnJob::Worker => (Job::Worker, None, Vec::new()),
         SpawnJob::Forkserver(preload) => (Job::Forkserver(preload), None, Vec::new()),
     };
@@ -206,7 +214,7 @@ pub(crate) fn fork(
     bootstrap::hook_anchor();
     let transits = match &mut job {
         ForkJob::Call(call) => std::mem::take(&mut call.transits),
-        ForkJob::Closure(_) | ForkJob::Worker => Default::default(),
+        ForkJob::Closure(..) | ForkJob::Worker => Default::default(),
     };
     // In place before the copy is made: the child never has to take the panic hook's lock.
     panics::install();
@@ -301,7 +309,7 @@ fn run_forked(
     ours: RawFd,
     exe: Option<RawFd>,
 ) -> ! {
-    let checked = !matches!(job, ForkJob::Closure(_));
+    let checked = !matches!(job, ForkJob::Closure(..));
     // The parent's end, copied by fork: closed so that our exit is seen as end of stream (by
     // the descriptor cleanup below in a checked child, which keeps only what it needs).
     if !checked {
@@ -348,8 +356,10 @@ fn run_forked(
             0
         }
         // The handles' descriptors were duplicated before the fork: this copy owns them.
-        ForkJob::Call(call) => bootstrap::run_once(&chan, call.target, &call.args, call.fds),
-        ForkJob::Closure(f) => bootstrap::run_closure(&chan, f),
+        ForkJob::Call(call) => {
+            bootstrap::run_once(&chan, call.target, &call.args, call.fds, call.max_result)
+        }
+        ForkJob::Closure(f, max_result) => bootstrap::run_closure(&chan, f, max_result),
     };
     if checked {
         // One thread at the fork: nobody else can hold stdout's lock. (Stderr has no buffer.)

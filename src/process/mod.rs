@@ -234,6 +234,8 @@ pub struct Process<R> {
     identity: Identity,
     daemon: bool,
     method: StartMethod,
+    /// The largest encoded result the child may send back.
+    max_result: u64,
     state: State,
     _result: PhantomData<fn() -> R>,
 }
@@ -341,6 +343,7 @@ impl<R> Process<R> {
             identity,
             daemon: false,
             method: StartMethod::Spawn,
+            max_result: codec::MAX_FRAME_LIMIT as u64,
             state: State::Created(job),
             _result: PhantomData,
         }
@@ -373,6 +376,29 @@ impl<R> Process<R> {
     /// ```
     pub fn with_daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
+        self
+    }
+
+    /// Sets the largest result, in encoded bytes, that the child may send back; by default
+    /// the most one frame can carry ([`MAX_FRAME_LIMIT`](crate::codec::MAX_FRAME_LIMIT),
+    /// which is also the ceiling of what can be set).
+    ///
+    /// A larger result is not sent: the child reports it, and [`join`](Self::join) fails with
+    /// [`ErrorKind::Codec`] (the child's exit code is 1), as for a result that does not
+    /// serialize. Use it to bound the memory a join may take.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use multiproc::{ErrorKind, Process};
+    /// fn big(n: usize) -> Vec<u8> { vec![7; n] }
+    /// multiproc::init();
+    /// let mut p = Process::new(big, 1 << 20).with_max_result(4096);
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap_err().kind(), ErrorKind::Codec);
+    /// ```
+    pub fn with_max_result(mut self, bytes: usize) -> Self {
+        self.max_result = (bytes as u64).min(codec::MAX_FRAME_LIMIT as u64);
         self
     }
 
@@ -505,6 +531,11 @@ impl<R> Process<R> {
             }
         };
         let parent_name = current_process().name;
+        let max_result = self.max_result;
+        let job = match job {
+            Job::Call(call) => Job::Call(call.map(|call| Call { max_result, ..call })),
+            closure => closure,
+        };
         let started = match (job, self.method) {
             (Job::Call(call), StartMethod::Spawn) => call.and_then(|call| {
                 launch::spawn(self.identity.clone(), parent_name, SpawnJob::Call(call))
@@ -521,7 +552,7 @@ impl<R> Process<R> {
                 forkserver::start(
                     self.identity.clone(),
                     parent_name,
-                    forkserver::ForkedJob::Call(call.target),
+                    forkserver::ForkedJob::Call(call.target, call.max_result),
                     call.args,
                     call.fds,
                     call.transits,
@@ -530,7 +561,7 @@ impl<R> Process<R> {
             (Job::Closure(f), _) => launch::fork(
                 self.identity.clone(),
                 parent_name,
-                ForkJob::Closure(f),
+                ForkJob::Closure(f, max_result),
                 false,
             ),
         };

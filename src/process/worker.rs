@@ -52,6 +52,8 @@ pub struct Worker {
     child: Option<Child>,
     /// Why the worker can no longer be used, once it cannot.
     broken: Option<String>,
+    /// The largest encoded result a call may send back.
+    max_result: u64,
 }
 
 impl std::fmt::Debug for Child {
@@ -113,7 +115,30 @@ impl Worker {
             name,
             child: Some(child),
             broken: None,
+            max_result: codec::MAX_FRAME_LIMIT as u64,
         })
+    }
+
+    /// Sets the largest result, in encoded bytes, that each later call may send back; by
+    /// default the most one frame can carry
+    /// ([`MAX_FRAME_LIMIT`](crate::codec::MAX_FRAME_LIMIT), also the ceiling of what can be set).
+    ///
+    /// A larger result is not sent: that call fails with [`ErrorKind::Codec`], and the worker
+    /// stays usable for the next one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use multiproc::{ErrorKind, Worker};
+    /// fn big(n: usize) -> Vec<u8> { vec![7; n] }
+    /// multiproc::init();
+    /// let mut w = Worker::start().unwrap().with_max_result(4096);
+    /// assert_eq!(w.call(big, 1 << 20).unwrap_err().kind(), ErrorKind::Codec);
+    /// assert_eq!(w.call(big, 3).unwrap(), vec![7; 3]); // still usable
+    /// ```
+    pub fn with_max_result(mut self, bytes: usize) -> Self {
+        self.max_result = (bytes as u64).min(codec::MAX_FRAME_LIMIT as u64);
+        self
     }
 
     /// The worker's name.
@@ -261,15 +286,18 @@ impl Worker {
                 e,
             )
         })?;
+        let max_result = self.max_result;
         let child = self.usable()?;
         let pid = child.pid();
         transits.handed_to(pid as i32);
         // The deadline bounds every phase of the call, the send included (a worker that stops
         // reading cannot hold us past it).
-        let sent =
-            child
-                .chan
-                .send_message_until(&Request::Call(target), Some(&args), &fds, deadline);
+        let sent = child.chan.send_message_until(
+            &Request::Call(target, max_result),
+            Some(&args),
+            &fds,
+            deadline,
+        );
         match sent {
             Ok(()) => {}
             Err(e) if is_timeout(&e) => {

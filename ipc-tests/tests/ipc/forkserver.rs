@@ -436,10 +436,18 @@ fn kill_server() -> Result<i32, String> {
     // SAFETY: signalling the forkserver, our own child.
     unsafe { libc::kill(server, libc::SIGKILL) };
     ensure!(
-        ipc_tests::eventually(Duration::from_secs(30), || ipc_tests::is_gone(server)),
+        ipc_tests::eventually(Duration::from_secs(30), || all_threads_gone(server)),
         "server {server} survived SIGKILL"
     );
     Ok(server)
+}
+
+/// True once `pid` is gone or a zombie with no thread left but its first. The server runs its
+/// work on a second thread, which may still be ending (its descriptors still open) while the
+/// first already shows as a zombie; a start made then reaches a server that is dying.
+fn all_threads_gone(pid: i32) -> bool {
+    ipc_tests::is_gone(pid)
+        && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |d| d.count() <= 1)
 }
 
 fn server_killed_between_starts() -> Result<(), String> {
