@@ -128,7 +128,7 @@ macro_rules! stopped_early {
         }
 
         impl From<$name> for Error {
-            /// See [`into_error`](Self::into_error): so that `?` works in functions returning
+            #[doc = concat!("See [`", stringify!($name), "::into_error`]: so that `?` works in functions returning")]
             /// [`crate::Result`].
             fn from(e: $name) -> Error {
                 e.into_error()
