@@ -54,7 +54,10 @@ fn main() -> Result<(), multiproc::Error> {
     // join with a timeout, then terminate.
     let mut p = Process::new(sleep_ms, 60_000);
     p.start()?;
-    let still_running = p.join_timeout(Duration::from_millis(100))?.is_none();
+    let still_running = matches!(
+        p.join_timeout(Duration::from_millis(100)),
+        Err(multiproc::JoinTimeoutError::Timeout)
+    );
     println!(
         "after 100 ms: still running = {still_running}, alive = {}",
         p.is_alive()

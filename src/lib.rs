@@ -44,7 +44,7 @@
 //! | `Process(target=f, args=(x,))` | [`Process::new(f, x)`](Process::new) |
 //! | `p.name = "w"`, `p.daemon = True` | [`with_name`](Process::with_name), [`with_daemon`](Process::with_daemon) |
 //! | `p.start()`, `p.join()` | [`start`](Process::start), [`join`](Process::join) (returns `f`'s value) |
-//! | `p.join(timeout)` | [`join_timeout`](Process::join_timeout) (`Ok(None)` while running) |
+//! | `p.join(timeout)` | [`join_timeout`](Process::join_timeout) ([`JoinTimeoutError::Timeout`] while running) |
 //! | `p.is_alive()`, `p.exitcode`, `p.pid` | [`is_alive`](Process::is_alive), [`exitcode`](Process::exitcode), [`pid`](Process::pid) |
 //! | `p.terminate()`, `p.kill()` | [`terminate`](Process::terminate), [`kill`](Process::kill) |
 //! | `get_context("fork")` | [`with_start_method(StartMethod::Fork)`](Process::with_start_method) |
@@ -119,8 +119,8 @@ pub use pool::{
     ThreadPoolBuilder,
 };
 pub use process::{
-    Process, ProcessInfo, StartMethod, Worker, add_forkserver_preload, current_process,
-    forkserver_pid, init, parent_process, stop_forkserver,
+    CallTimeoutError, JoinTimeoutError, Process, ProcessInfo, StartMethod, TryJoinError, Worker,
+    add_forkserver_preload, current_process, forkserver_pid, init, parent_process, stop_forkserver,
 };
 pub use queue::{
     DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, GetError, GetTimeoutError, JoinableQueue, PutError,

@@ -19,9 +19,10 @@ fn fail(_: ()) -> i32 {
 fn join_bounded<R: serde::Serialize + serde::de::DeserializeOwned>(
     p: &mut Process<R>,
 ) -> multiproc::Result<R> {
-    match p.join_timeout(Duration::from_secs(60))? {
-        Some(v) => Ok(v),
-        None => {
+    match p.join_timeout(Duration::from_secs(60)) {
+        Ok(v) => Ok(v),
+        Err(multiproc::JoinTimeoutError::Failed(e)) => Err(e),
+        Err(multiproc::JoinTimeoutError::Timeout) => {
             let _ = p.kill();
             panic!("watchdog: child did not finish within 60 s");
         }
@@ -53,7 +54,7 @@ fn workers_in_a_test() {
     for i in 0..50 {
         assert_eq!(
             w.call_timeout(triple, i, Duration::from_secs(60)).unwrap(),
-            Some(3 * i)
+            3 * i
         );
     }
     w.shutdown().unwrap();

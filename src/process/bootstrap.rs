@@ -304,13 +304,13 @@ fn child_work(parent: i32) -> ! {
         sys::exit_immediately(EXIT_REFUSED);
     }
     match boot.job {
-        Job::Call(target) => {
+        Job::Call(target, max_result) => {
             let args = match chan.recv_frame_blocking() {
                 Ok(Some(a)) => a,
                 _ => sys::exit_immediately(EXIT_REFUSED),
             };
             let fds = chan.take_fds();
-            let code = run_once(&chan, target, &args, fds);
+            let code = run_once(&chan, target, &args, fds, max_result);
             finish(code)
         }
         Job::Worker => {
@@ -333,16 +333,24 @@ pub(crate) fn finish(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Runs one call and reports how it went; returns the exit status to use.
-pub(crate) fn run_once(chan: &Channel, target: Target, args: &[u8], fds: Vec<OwnedFd>) -> i32 {
+/// Runs one call and reports how it went (a result over `max_result` bytes as a failure to
+/// serialize it); returns the exit status to use.
+pub(crate) fn run_once(
+    chan: &Channel,
+    target: Target,
+    args: &[u8],
+    fds: Vec<OwnedFd>,
+    max_result: u64,
+) -> i32 {
     let (outcome, result) = execute(target, args, fds);
-    report(chan, &outcome, result.as_deref()).unwrap_or(EXIT_FAILED)
+    report(chan, &outcome, result.as_deref(), max_result).unwrap_or(EXIT_FAILED)
 }
 
 /// Runs a closure-made result (unsafe fork) and reports it like a call.
 pub(crate) fn run_closure(
     chan: &Channel,
     f: Box<dyn FnOnce() -> Result<Vec<u8>, crate::codec::CodecError>>,
+    max_result: u64,
 ) -> i32 {
     capture_in_child(false);
     let (outcome, result) = match panic::catch_unwind(AssertUnwindSafe(f)) {
@@ -350,21 +358,31 @@ pub(crate) fn run_closure(
         Ok(Err(e)) => (Outcome::BadResult(e.to_string()), None),
         Err(payload) => (panicked(payload), None),
     };
-    report(chan, &outcome, result.as_deref()).unwrap_or(EXIT_FAILED)
+    report(chan, &outcome, result.as_deref(), max_result).unwrap_or(EXIT_FAILED)
 }
 
 /// Sends the outcome (and result) to the parent; returns the exit status that goes with it,
 /// or `Err` when the parent can no longer be told.
-fn report(chan: &Channel, outcome: &Outcome, result: Option<&[u8]>) -> Result<i32, ()> {
-    // Too large for a frame: a codec failure of this call, reported as such (a worker stays
-    // usable), not a dead child.
-    if let Some(r) = result.filter(|r| r.len() > crate::codec::MAX_FRAME_LIMIT) {
+fn report(
+    chan: &Channel,
+    outcome: &Outcome,
+    result: Option<&[u8]>,
+    max_result: u64,
+) -> Result<i32, ()> {
+    // Too large: a codec failure of this call, reported as such (a worker stays usable), not a
+    // dead child. Never more than one frame can carry, whatever the limit asked for.
+    let limit = max_result.min(crate::codec::MAX_FRAME_LIMIT as u64);
+    if let Some(r) = result.filter(|r| r.len() as u64 > limit) {
         let why = format!(
-            "the result is {} bytes, more than one frame can carry ({} bytes)",
+            "the result is {} bytes, more than the limit of {limit} bytes{}",
             r.len(),
-            crate::codec::MAX_FRAME_LIMIT
+            if limit == crate::codec::MAX_FRAME_LIMIT as u64 {
+                " that one frame can carry"
+            } else {
+                " set by with_max_result"
+            }
         );
-        return report(chan, &Outcome::BadResult(why), None);
+        return report(chan, &Outcome::BadResult(why), None, max_result);
     }
     // One system call for both frames: the parent wakes once, usually after we have exited.
     chan.send_message(outcome, result, &[]).map_err(drop)?;
@@ -386,13 +404,13 @@ pub(crate) fn serve(chan: &mut Channel) {
         };
         match request {
             Request::Exit => return,
-            Request::Call(target) => {
+            Request::Call(target, max_result) => {
                 let Ok(Some(args)) = chan.recv_frame_blocking() else {
                     return;
                 };
                 let fds = chan.take_fds();
                 let (outcome, result) = execute(target, &args, fds);
-                if report(chan, &outcome, result.as_deref()).is_err() {
+                if report(chan, &outcome, result.as_deref(), max_result).is_err() {
                     return;
                 }
             }

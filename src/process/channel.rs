@@ -5,7 +5,7 @@
 //! can always make progress while its parent waits for it to exit. The child side reads with
 //! plain blocking calls: its parent is its only peer.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -15,6 +15,9 @@ use crate::codec::{self, FrameDecoder, HEADER_LEN};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipe::{Filled, read_into};
 use crate::sys;
+
+/// Room on the stack for a control message and its header; larger ones go to the heap.
+const SMALL_MESSAGE: usize = 256;
 
 /// One end of a framed stream socket.
 pub(crate) struct Channel {
@@ -102,23 +105,12 @@ impl Channel {
         fds: &[OwnedFd],
         deadline: Option<Instant>,
     ) -> Result<()> {
-        let mut buf = vec![0; HEADER_LEN];
-        codec::encode_into(value, &mut buf)
-            .map_err(|e| Error::codec("a control message could not be serialized", e))?;
-        let header = codec::encode_frame_header(buf.len() - HEADER_LEN, codec::MAX_FRAME_LIMIT)?;
-        buf[..HEADER_LEN].copy_from_slice(&header);
-        let payload_header = match payload {
-            Some(p) => codec::encode_frame_header(p.len(), codec::MAX_FRAME_LIMIT)
-                .map_err(|e| Error::codec("message too large for one frame", e))?,
-            None => [0; HEADER_LEN],
-        };
-        let parts: [&[u8]; 3] = match payload {
-            Some(p) => [&buf, &payload_header, p],
-            None => [&buf, &[], &[]],
-        };
-        let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-        sys::send_all_parts_until(self.fd.as_fd(), &parts, &fds, deadline)
-            .map_err(|e| send_error(e, "sending to the other process failed"))
+        send_message_on(self.fd.as_fd(), value, payload, fds, deadline)
+    }
+
+    /// Takes the first descriptor received and not yet taken.
+    pub(crate) fn take_first_fd(&mut self) -> Option<OwnedFd> {
+        (!self.fds.is_empty()).then(|| self.fds.remove(0))
     }
 
     /// Takes the next buffered frame, if one is complete.
@@ -236,6 +228,51 @@ impl Channel {
             .has_frame()
             .map_err(|e| Error::codec("the other process sent a malformed frame", e))
     }
+}
+
+/// [`Channel::send_message_until`] on a socket shared with a `Channel` (whose reads it leaves
+/// alone): `value` in one frame, `payload` in the next, `fds` attached, in one system call
+/// when the socket has room.
+pub(crate) fn send_message_on<T: Serialize>(
+    fd: BorrowedFd<'_>,
+    value: &T,
+    payload: Option<&[u8]>,
+    fds: &[OwnedFd],
+    deadline: Option<Instant>,
+) -> Result<()> {
+    // A control message is a few bytes: encoded on the stack, so that a forked child's
+    // report allocates nothing (each heap page it wrote would be copied for it).
+    let mut small = [0u8; SMALL_MESSAGE];
+    let mut large = Vec::new();
+    let buf: &[u8] = match postcard::to_slice(value, &mut small[HEADER_LEN..]) {
+        Ok(encoded) => {
+            let len = encoded.len();
+            let header = codec::encode_frame_header(len, codec::MAX_FRAME_LIMIT)?;
+            small[..HEADER_LEN].copy_from_slice(&header);
+            &small[..HEADER_LEN + len]
+        }
+        Err(_) => {
+            large.resize(HEADER_LEN, 0);
+            codec::encode_into(value, &mut large)
+                .map_err(|e| Error::codec("a control message could not be serialized", e))?;
+            let header =
+                codec::encode_frame_header(large.len() - HEADER_LEN, codec::MAX_FRAME_LIMIT)?;
+            large[..HEADER_LEN].copy_from_slice(&header);
+            &large
+        }
+    };
+    let payload_header = match payload {
+        Some(p) => codec::encode_frame_header(p.len(), codec::MAX_FRAME_LIMIT)
+            .map_err(|e| Error::codec("message too large for one frame", e))?,
+        None => [0; HEADER_LEN],
+    };
+    let parts: [&[u8]; 3] = match payload {
+        Some(p) => [buf, &payload_header, p],
+        None => [buf, &[], &[]],
+    };
+    let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    sys::send_all_parts_until(fd, &parts, &fds, deadline)
+        .map_err(|e| send_error(e, "sending to the other process failed"))
 }
 
 /// True for the error of a send whose deadline passed (see [`is_timeout`]).

@@ -1,7 +1,7 @@
 //! The parent's handle on one running child: its pid, a pidfd, and the control channel.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::channel::{Channel, Ready};
 use super::service;
@@ -16,7 +16,12 @@ pub(crate) struct Child {
     /// A child of the forkserver (of this generation), not of this process: its exit status
     /// comes from the server.
     remote: Option<u64>,
+    /// `wait_exit` has had its one quiet wait on the pidfd alone (see there).
+    waited_quietly: bool,
 }
+
+/// How long the first wait for a child's end watches its pidfd alone (see `Child::wait_exit`).
+const QUIET_WAIT: Duration = Duration::from_millis(1);
 
 /// What `wait_frame` found.
 pub(crate) enum FrameWait {
@@ -34,6 +39,7 @@ impl Child {
             chan,
             exit: None,
             remote: None,
+            waited_quietly: false,
         }
     }
 
@@ -77,7 +83,20 @@ impl Child {
 
     /// Waits for the child to end, reading its messages meanwhile so that it can never block
     /// on a full socket. `Ok(None)` when the deadline passed first.
+    ///
+    /// The first wait watches the pidfd alone, for at most [`QUIET_WAIT`]: a child that ends
+    /// meanwhile (as a short job does) wakes us once, at its exit, instead of a first time when
+    /// its report arrives and again when it exits (one context switch each, on a start path
+    /// that costs a few of them in all). A report too large for the socket's buffer blocks its
+    /// child for that long at most, once; from then on the socket is read as data arrives.
     pub(crate) fn wait_exit(&mut self, deadline: Option<Instant>) -> Result<Option<Exit>> {
+        if !self.waited_quietly && self.exit.is_none() {
+            self.waited_quietly = true;
+            let quiet = Instant::now() + QUIET_WAIT;
+            let until = deadline.map_or(quiet, |d| d.min(quiet));
+            sys::wait_fd(self.pidfd.as_fd(), sys::POLLIN, Some(until))
+                .map_err(|e| Error::io("waiting for a child process failed", e))?;
+        }
         loop {
             if let Some(exit) = self.poll_exit()? {
                 self.chan.drain()?;

@@ -26,18 +26,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
-use super::child::{Child, FrameWait, ended_error};
+use super::child::Child;
 use super::function::Target;
 use super::launch::{self, SpawnJob};
 use super::protocol::Identity;
-use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handles::Transits;
 use crate::sys::{self, Exit};
@@ -56,8 +55,9 @@ const EAGER_ARGS: usize = 32 * 1024;
 /// What a forked child does.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ForkedJob {
-    /// Run this once with the arguments that follow.
-    Call(Target),
+    /// Run this once with the arguments that follow, sending back a result of at most this
+    /// many bytes.
+    Call(Target, u64),
     /// Serve worker requests.
     Worker,
 }
@@ -92,9 +92,17 @@ struct Server {
     /// Which server this is, of those this process started: a child's report can only come
     /// from the server that made it.
     generation: u64,
-    /// A duplicate of the server's socket, polled by threads that wait for a report without
-    /// holding the registry's lock.
+    /// A duplicate of the server's socket: polled by threads that wait for a report or a reply
+    /// without holding the registry's lock, and written by the start whose turn it is.
     watch: Arc<OwnedFd>,
+    /// Requests sent so far: the next request's ticket. The server answers each with one
+    /// `Forked` or `Failed`, in order.
+    sent: u64,
+    /// Answers taken in so far: the ticket of the next one to arrive.
+    answered: u64,
+    /// Answers taken in (by whichever thread read the socket) and not yet collected by the
+    /// start that waits for them, by ticket; a `Forked` with its pidfd.
+    answers: HashMap<u64, (Reply, Option<OwnedFd>)>,
 }
 
 struct Registry {
@@ -107,9 +115,18 @@ struct Registry {
     detached: HashSet<(u64, i32)>,
     generations: u64,
     preload: Vec<(Target, Vec<u8>)>,
+    /// A start is starting the server or writing its request: the others wait for their turn
+    /// (on [`TURN`], never holding the lock).
+    busy: bool,
 }
 
+/// The registry. Never held across a wait: a start waits for its turn, for a new server's
+/// hello and for the server's answer with the lock released, so that another thread's join
+/// (which reads the reports under it) keeps its deadline even when the server is stalled.
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+
+/// Signalled when a start gives up its turn.
+static TURN: Condvar = Condvar::new();
 
 /// This process's registry, made on first use (and anew in a forked child).
 fn registry() -> MutexGuard<'static, Option<Registry>> {
@@ -134,6 +151,7 @@ fn registry() -> MutexGuard<'static, Option<Registry>> {
             detached: HashSet::new(),
             generations: 0,
             preload,
+            busy: false,
         });
     }
     guard
@@ -157,12 +175,22 @@ impl Registry {
         let drained = server.child.chan.drain();
         loop {
             match server.child.chan.take::<Reply>() {
-                Ok(Some(reply)) => record(
+                Ok(Some(reply @ Reply::Exited { .. })) => record(
                     &mut self.statuses,
                     &mut self.detached,
                     server.generation,
                     reply,
                 ),
+                Ok(Some(answer)) => {
+                    // A `Forked` carries its pidfd, the first descriptor not yet taken (the
+                    // server attaches nothing else).
+                    let pidfd = match answer {
+                        Reply::Forked { .. } => server.child.chan.take_first_fd(),
+                        _ => None,
+                    };
+                    server.answers.insert(server.answered, (answer, pidfd));
+                    server.answered += 1;
+                }
                 Ok(None) => break,
                 Err(_) => {
                     // Gibberish from the server: it is no longer trusted.
@@ -171,8 +199,6 @@ impl Registry {
                 }
             }
         }
-        // Descriptors of a reply nobody waited for (a start that gave up).
-        drop(server.child.chan.take_fds());
         let dead = drained.is_err()
             || server.child.chan.is_closed()
             || !matches!(server.child.poll_exit(), Ok(None));
@@ -186,41 +212,6 @@ impl Registry {
             server.child.kill_and_reap();
             // Reports for the dead server's children will never come.
             self.detached.retain(|(g, _)| *g != server.generation);
-        }
-    }
-
-    /// The running server, started if there is none.
-    fn server(&mut self, parent_name: &str) -> Result<&mut Server> {
-        self.absorb();
-        if self.server.is_none() {
-            let me = Identity {
-                name: "ForkServer".to_string(),
-                path: Vec::new(),
-            };
-            let job = SpawnJob::Forkserver(self.preload.clone());
-            let child = launch::spawn(me, parent_name.to_string(), job)?;
-            let watch = sys::dup_cloexec(child.chan.socket())
-                .map(Arc::new)
-                .map_err(|e| Error::io("cannot duplicate the forkserver's socket", e));
-            match watch {
-                Ok(watch) => {
-                    self.generations += 1;
-                    self.server = Some(Server {
-                        child,
-                        generation: self.generations,
-                        watch,
-                    });
-                }
-                Err(e) => {
-                    let mut child = child;
-                    child.kill_and_reap();
-                    return Err(e);
-                }
-            }
-        }
-        match self.server.as_mut() {
-            Some(server) => Ok(server),
-            None => unreachable!("a server was just put in place"),
         }
     }
 }
@@ -247,7 +238,106 @@ fn record(
     }
 }
 
+/// A start's turn to start the server or write to it (see [`Registry::busy`]); given back on
+/// drop, however the start ends.
+struct Turn;
+
+impl Turn {
+    /// Waits for the turn until `deadline`; `None` if another start kept it that long.
+    fn take(deadline: Instant) -> Option<Turn> {
+        let mut guard = registry();
+        loop {
+            let reg = guard.as_mut()?;
+            if !reg.busy {
+                reg.busy = true;
+                return Some(Turn);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            guard = TURN
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        with_registry(|reg| reg.busy = false);
+        TURN.notify_one();
+    }
+}
+
+/// The running server's socket, generation and pid, and a ticket for one request: the server
+/// is started first if there is none (with the lock released: only `_turn`'s holder does it).
+fn server_for_request(_turn: &Turn, parent_name: &str) -> Result<(Arc<OwnedFd>, u64, u32, u64)> {
+    let preload = with_registry(|reg| {
+        reg.absorb();
+        reg.server.is_none().then(|| reg.preload.clone())
+    });
+    if let Some(preload) = preload {
+        let me = Identity {
+            name: "ForkServer".to_string(),
+            path: Vec::new(),
+        };
+        let mut child = launch::spawn(me, parent_name.to_string(), SpawnJob::Forkserver(preload))?;
+        let watch = match sys::dup_cloexec(child.chan.socket()) {
+            Ok(watch) => Arc::new(watch),
+            Err(e) => {
+                child.kill_and_reap();
+                return Err(Error::io("cannot duplicate the forkserver's socket", e));
+            }
+        };
+        with_registry(|reg| {
+            reg.generations += 1;
+            reg.server = Some(Server {
+                child,
+                generation: reg.generations,
+                watch,
+                sent: 0,
+                answered: 0,
+                answers: HashMap::new(),
+            });
+        });
+    }
+    with_registry(|reg| match reg.server.as_mut() {
+        Some(server) => {
+            let ticket = server.sent;
+            server.sent += 1;
+            Ok((
+                server.watch.clone(),
+                server.generation,
+                server.child.pid(),
+                ticket,
+            ))
+        }
+        // Only the holder of the turn starts or replaces a server, and a server found dead
+        // is dropped only by `absorb`, which ran above.
+        None => Err(Error::new(
+            ErrorKind::Bootstrap,
+            "the forkserver ended as soon as it had started",
+        )),
+    })
+}
+
+/// Drops the server of `generation` (stalled, or its stream broken), if it is still the one.
+fn lose_server_of(generation: u64) {
+    with_registry(|reg| {
+        if reg
+            .server
+            .as_ref()
+            .is_some_and(|s| s.generation == generation)
+        {
+            reg.lose_server();
+        }
+    });
+}
+
 /// Has the forkserver (started now if needed) fork a child that runs `job`.
+///
+/// The registry's lock is only held for moments: the start waits for its turn, for a new
+/// server, for its request to be written and for the answer without it, so that a stalled
+/// server holds up the starts (each until its own deadline) and never another thread's join.
 pub(crate) fn start(
     me: Identity,
     parent_name: String,
@@ -257,6 +347,7 @@ pub(crate) fn start(
     transits: Transits,
 ) -> Result<Child> {
     launch::ensure_initialized()?;
+    let deadline = Instant::now() + START_TIMEOUT;
     let (ours, theirs) =
         sys::stream_socketpair().map_err(|e| Error::io("cannot create the control socket", e))?;
     // Handles that want to know their receiver are told before the child can decode them: their
@@ -274,103 +365,99 @@ pub(crate) fn start(
     passed.push(theirs);
     passed.extend(fds);
 
-    let mut guard = registry();
-    let Some(reg) = guard.as_mut() else {
-        unreachable!("the registry was just made")
+    let Some(turn) = Turn::take(deadline) else {
+        return Err(Error::new(
+            ErrorKind::Bootstrap,
+            format!(
+                "another start kept the forkserver busy for {START_TIMEOUT:?} (the server is                  stalled or starting slowly)"
+            ),
+        ));
     };
-    let deadline = Instant::now() + START_TIMEOUT;
-    let server = reg.server(&parent_name)?;
-    let server_pid = server.child.pid();
-    let generation = server.generation;
-    drop(server.child.chan.take_fds());
-    let eager: &[u8] = if args_follow { &[] } else { &args };
-    let sent = server
-        .child
-        .chan
-        .send_message_until(&request, Some(eager), &passed, Some(deadline));
-    // Only the server (and then the child) holds the child's end now.
-    drop(passed);
+    let (watch, generation, server_pid, ticket) = server_for_request(&turn, &parent_name)?;
     let died = |how: String| -> Error {
         Error::new(
             ErrorKind::Bootstrap,
             format!(
-                "the forkserver (pid {server_pid}) {how} while starting the child; the next \
-                 start will start a new server"
+                "the forkserver (pid {server_pid}) {how} while starting the child; the next                  start will start a new server"
             ),
         )
     };
+    let eager: &[u8] = if args_follow { &[] } else { &args };
+    // Written with the turn held (requests must not interleave), the lock released.
+    let sent = super::channel::send_message_on(
+        watch.as_fd(),
+        &request,
+        Some(eager),
+        &passed,
+        Some(deadline),
+    );
+    drop(turn);
+    // Only the server (and then the child) holds the child's end now.
+    drop(passed);
     if let Err(e) = sent {
-        reg.lose_server();
+        lose_server_of(generation);
         return Err(died(format!("stopped reading ({e})")));
     }
-    loop {
-        let Some(server) = reg.server.as_mut() else {
-            return Err(died("disappeared".into()));
-        };
-        let frame = match server.child.wait_frame(Some(deadline)) {
-            Ok(FrameWait::Frame(frame)) => frame,
-            Ok(FrameWait::Ended(exit)) => {
-                let err = ended_error(ErrorKind::Bootstrap, "the forkserver", server_pid, exit);
-                reg.lose_server();
-                return Err(died(format!("ended ({err})")));
+    let (answer, pidfd) = loop {
+        let answer = with_registry(|reg| {
+            reg.absorb();
+            match reg.server.as_mut().filter(|s| s.generation == generation) {
+                Some(server) => Ok(server.answers.remove(&ticket)),
+                None => Err(()),
             }
-            Ok(FrameWait::Timeout) => {
-                reg.lose_server();
-                return Err(died(format!("did not answer within {START_TIMEOUT:?}")));
-            }
-            Err(e) => {
-                reg.lose_server();
-                return Err(died(format!("could not be read from ({e})")));
-            }
-        };
-        match decode::<Reply>(&frame) {
-            Ok(Reply::Forked { pid }) => {
-                let pidfd = server.child.chan.take_fds().pop();
-                let Some(pidfd) = pidfd else {
-                    reg.lose_server();
-                    return Err(died("sent no pidfd".into()));
-                };
-                let mut child = Child::new_remote(pid, pidfd, generation, Channel::new(ours));
-                drop(guard);
-                transits.handed_to(pid);
-                if args_follow
-                    && let Err(e) = child
-                        .chan
-                        .send_bytes_with_fds_until(&args, &[], Some(deadline))
-                {
-                    child.kill_and_reap();
-                    return Err(Error::new(
-                        ErrorKind::Bootstrap,
-                        format!("the child did not read its arguments: {e}"),
-                    )
-                    .with_pid(pid as u32));
-                }
-                return Ok(child);
-            }
-            Ok(Reply::Failed { threaded, why }) => {
-                let kind = if threaded {
-                    ErrorKind::ThreadedFork
-                } else {
-                    ErrorKind::Io
-                };
-                return Err(Error::new(
-                    kind,
-                    format!("the forkserver could not fork: {why}"),
-                ));
-            }
-            Ok(reply @ Reply::Exited { .. }) => {
-                record(&mut reg.statuses, &mut reg.detached, generation, reply)
-            }
-            Err(e) => {
-                reg.lose_server();
-                return Err(died(format!("sent a malformed reply ({e})")));
-            }
+        });
+        match answer {
+            Ok(Some(answer)) => break answer,
+            Ok(None) => {}
+            Err(()) => return Err(died("ended or sent garbage".into())),
         }
+        let now = Instant::now();
+        if now >= deadline {
+            lose_server_of(generation);
+            return Err(died(format!("did not answer within {START_TIMEOUT:?}")));
+        }
+        // Another thread may take the answer in for us (a join reads the server's reports):
+        // look again soon rather than wait for data that may already be gone.
+        let until = deadline.min(now + Duration::from_millis(10));
+        sys::wait_fd(watch.as_fd(), sys::POLLIN, Some(until))
+            .map_err(|e| Error::io("waiting for the forkserver failed", e))?;
+    };
+    match answer {
+        Reply::Forked { pid } => {
+            let Some(pidfd) = pidfd else {
+                lose_server_of(generation);
+                return Err(died("sent no pidfd".into()));
+            };
+            let mut child = Child::new_remote(pid, pidfd, generation, Channel::new(ours));
+            transits.handed_to(pid);
+            if args_follow
+                && let Err(e) = child
+                    .chan
+                    .send_bytes_with_fds_until(&args, &[], Some(deadline))
+            {
+                child.kill_and_reap();
+                return Err(Error::new(
+                    ErrorKind::Bootstrap,
+                    format!("the child did not read its arguments: {e}"),
+                )
+                .with_pid(pid as u32));
+            }
+            Ok(child)
+        }
+        Reply::Failed { threaded, why } => {
+            let kind = if threaded {
+                ErrorKind::ThreadedFork
+            } else {
+                ErrorKind::Io
+            };
+            Err(Error::new(
+                kind,
+                format!("the forkserver could not fork: {why}"),
+            ))
+        }
+        // `absorb` records reports; it never files one as an answer.
+        Reply::Exited { .. } => Err(died("sent a report as an answer".into())),
     }
-}
-
-fn decode<T: DeserializeOwned>(frame: &[u8]) -> std::result::Result<T, codec::CodecError> {
-    codec::decode(frame)
 }
 
 /// How the forkserver's child `pid` ended, waiting until `deadline` (`None`: as long as it

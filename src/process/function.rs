@@ -78,6 +78,8 @@ pub(crate) struct Call {
     pub(crate) fds: Vec<std::os::fd::OwnedFd>,
     /// Handles inside the arguments that want to know which child receives them.
     pub(crate) transits: crate::handles::Transits,
+    /// The largest encoded result the child may send back (see `Process::with_max_result`).
+    pub(crate) max_result: u64,
 }
 
 /// The two offsets that name a function and its trampoline.
@@ -102,6 +104,7 @@ impl Call {
             args,
             fds,
             transits,
+            max_result: crate::codec::MAX_FRAME_LIMIT as u64,
         })
     }
 }

@@ -35,7 +35,11 @@ pub(crate) enum SpawnJob {
 pub(crate) enum ForkJob {
     Call(Call),
     Worker,
-    Closure(Box<dyn FnOnce() -> std::result::Result<Vec<u8>, CodecError> + Send>),
+    /// The closure, and the largest encoded result it may send back.
+    Closure(
+        Box<dyn FnOnce() -> std::result::Result<Vec<u8>, CodecError> + Send>,
+        u64,
+    ),
 }
 
 pub(crate) fn ensure_initialized() -> Result<()> {
@@ -75,14 +79,7 @@ pub(crate) fn spawn(me: Identity, parent_name: String, job: SpawnJob) -> Result<
         })
         .map_err(|e| Error::io("cannot start the child process", e))?;
     // Our copy of `theirs` was moved into `cmd` and dropped with it: only the child holds it.
-    let pidfd = match sys::pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = sys::kill(pid, sys::SIGKILL);
-            let _ = sys::waitpid(pid, true);
-            return Err(Error::io("cannot open a pidfd for the child", e));
-        }
-    };
+    let pidfd = pidfd_or_kill(pid)?;
     if let SpawnJob::Call(call) = &job {
         // Before the arguments are sent: the child counts as holding their handles from now.
         call.transits.handed_to(pid);
@@ -105,7 +102,11 @@ fn handshake(
     job: SpawnJob,
 ) -> Result<()> {
     let (job, args, fds) = match job {
-        SpawnJob::Call(call) => (Job::Call(call.target), Some(call.args), call.fds),
+        SpawnJob::Call(call) => (
+            Job::Call(call.target, call.max_result),
+            Some(call.args),
+            call.fds,
+        ),
         SpawnJob::Worker => (Job::Worker, None, Vec::new()),
         SpawnJob::Forkserver(preload) => (Job::Forkserver(preload), None, Vec::new()),
     };
@@ -189,6 +190,16 @@ fn handshake(
     Ok(())
 }
 
+/// A pidfd for our new child `pid`; without one the child cannot be watched, so it is killed
+/// and reaped.
+fn pidfd_or_kill(pid: i32) -> Result<OwnedFd> {
+    sys::pidfd_open(pid).map_err(|e| {
+        let _ = sys::kill(pid, sys::SIGKILL);
+        let _ = sys::waitpid(pid, true);
+        Error::io("cannot open a pidfd for the child", e)
+    })
+}
+
 /// Copies this process; the copy runs `job` and exits.
 ///
 /// With `checked`, refuses unless this process has exactly one thread besides the library's own
@@ -203,7 +214,7 @@ pub(crate) fn fork(
     bootstrap::hook_anchor();
     let transits = match &mut job {
         ForkJob::Call(call) => std::mem::take(&mut call.transits),
-        ForkJob::Closure(_) | ForkJob::Worker => Default::default(),
+        ForkJob::Closure(..) | ForkJob::Worker => Default::default(),
     };
     // In place before the copy is made: the child never has to take the panic hook's lock.
     panics::install();
@@ -279,14 +290,7 @@ pub(crate) fn fork(
             ));
         }
     };
-    let pidfd = match sys::pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = sys::kill(pid, sys::SIGKILL);
-            let _ = sys::waitpid(pid, true);
-            return Err(Error::io("cannot open a pidfd for the child", e));
-        }
-    };
+    let pidfd = pidfd_or_kill(pid)?;
     Ok(Child::new(pid, pidfd, Channel::new(ours)))
 }
 
@@ -305,9 +309,12 @@ fn run_forked(
     ours: RawFd,
     exe: Option<RawFd>,
 ) -> ! {
-    let checked = !matches!(job, ForkJob::Closure(_));
-    // The parent's end, copied by fork: close it so that our exit is seen as end of stream.
-    sys::close_raw(ours);
+    let checked = !matches!(job, ForkJob::Closure(..));
+    // The parent's end, copied by fork: closed so that our exit is seen as end of stream (by
+    // the descriptor cleanup below in a checked child, which keeps only what it needs).
+    if !checked {
+        sys::close_raw(ours);
+    }
     let _ = sys::set_parent_death_signal(sys::SIGKILL);
     if sys::getppid() != parent {
         sys::exit_immediately(3);
@@ -318,15 +325,25 @@ fn run_forked(
             _ => &[],
         };
         // Only what a spawned child would have: stdio, the control socket, the handles passed
-        // as arguments, and the executable's descriptor (kept open for the crate's use).
-        // On the stack: every heap page written here would be copied for this child.
-        let mut keep = [-1 as RawFd; sys::MAX_FDS_PER_MESSAGE + 2];
+        // as arguments, and the executable's descriptor (kept open for the crate's use). The
+        // parent's end of the socket is not kept: closing it makes our exit an end of stream.
+        // On the stack: every heap page written here would be copied for this child; and
+        // small when it can be, so that filling it calls no `memset` (a code page to fault in).
+        let mut few = [-1 as RawFd; 8];
+        let mut many;
+        let keep: &mut [RawFd] = if fds.len() + 2 <= few.len() {
+            &mut few
+        } else {
+            many = [-1 as RawFd; sys::MAX_FDS_PER_MESSAGE + 2];
+            &mut many
+        };
         keep[0] = theirs.as_raw_fd();
         keep[1] = exe.unwrap_or(-1);
         for (slot, fd) in keep[2..].iter_mut().zip(fds) {
             *slot = fd.as_raw_fd();
         }
         let used = 2 + fds.len().min(sys::MAX_FDS_PER_MESSAGE);
+        debug_assert!(!keep[..used].contains(&ours));
         sys::close_all_except(&mut keep[..used]);
     }
     panics::capture_in_child(!checked);
@@ -339,8 +356,10 @@ fn run_forked(
             0
         }
         // The handles' descriptors were duplicated before the fork: this copy owns them.
-        ForkJob::Call(call) => bootstrap::run_once(&chan, call.target, &call.args, call.fds),
-        ForkJob::Closure(f) => bootstrap::run_closure(&chan, f),
+        ForkJob::Call(call) => {
+            bootstrap::run_once(&chan, call.target, &call.args, call.fds, call.max_result)
+        }
+        ForkJob::Closure(f, max_result) => bootstrap::run_closure(&chan, f, max_result),
     };
     if checked {
         // One thread at the fork: nobody else can hold stdout's lock. (Stderr has no buffer.)

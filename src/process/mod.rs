@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 mod bootstrap;
 mod channel;
 mod child;
+mod error;
 mod finished;
 mod forkserver;
 mod function;
@@ -21,6 +22,7 @@ mod service;
 mod worker;
 
 pub use bootstrap::init;
+pub use error::{CallTimeoutError, JoinTimeoutError, TryJoinError};
 pub use forkserver::{add_forkserver_preload, forkserver_pid, stop_forkserver};
 pub use worker::Worker;
 
@@ -231,6 +233,8 @@ pub struct Process<R> {
     identity: Identity,
     daemon: bool,
     method: StartMethod,
+    /// The largest encoded result the child may send back.
+    max_result: u64,
     state: State,
     _result: PhantomData<fn() -> R>,
 }
@@ -338,6 +342,7 @@ impl<R> Process<R> {
             identity,
             daemon: false,
             method: StartMethod::Spawn,
+            max_result: codec::MAX_FRAME_LIMIT as u64,
             state: State::Created(job),
             _result: PhantomData,
         }
@@ -370,6 +375,29 @@ impl<R> Process<R> {
     /// ```
     pub fn with_daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
+        self
+    }
+
+    /// Sets the largest result, in encoded bytes, that the child may send back; by default
+    /// the most one frame can carry ([`MAX_FRAME_LIMIT`](crate::codec::MAX_FRAME_LIMIT),
+    /// which is also the ceiling of what can be set).
+    ///
+    /// A larger result is not sent: the child reports it, and [`join`](Self::join) fails with
+    /// [`ErrorKind::Codec`] (the child's exit code is 1), as for a result that does not
+    /// serialize. Use it to bound the memory a join may take.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use multiproc::{ErrorKind, Process};
+    /// fn big(n: usize) -> Vec<u8> { vec![7; n] }
+    /// multiproc::init();
+    /// let mut p = Process::new(big, 1 << 20).with_max_result(4096);
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap_err().kind(), ErrorKind::Codec);
+    /// ```
+    pub fn with_max_result(mut self, bytes: usize) -> Self {
+        self.max_result = (bytes as u64).min(codec::MAX_FRAME_LIMIT as u64);
         self
     }
 
@@ -502,6 +530,11 @@ impl<R> Process<R> {
             }
         };
         let parent_name = current_process().name;
+        let max_result = self.max_result;
+        let job = match job {
+            Job::Call(call) => Job::Call(call.map(|call| Call { max_result, ..call })),
+            closure => closure,
+        };
         let started = match (job, self.method) {
             (Job::Call(call), StartMethod::Spawn) => call.and_then(|call| {
                 launch::spawn(self.identity.clone(), parent_name, SpawnJob::Call(call))
@@ -518,7 +551,7 @@ impl<R> Process<R> {
                 forkserver::start(
                     self.identity.clone(),
                     parent_name,
-                    forkserver::ForkedJob::Call(call.target),
+                    forkserver::ForkedJob::Call(call.target, call.max_result),
                     call.args,
                     call.fds,
                     call.transits,
@@ -527,7 +560,7 @@ impl<R> Process<R> {
             (Job::Closure(f), _) => launch::fork(
                 self.identity.clone(),
                 parent_name,
-                ForkJob::Closure(f),
+                ForkJob::Closure(f, max_result),
                 false,
             ),
         };
@@ -557,7 +590,7 @@ impl<R> Process<R> {
     where
         R: DeserializeOwned,
     {
-        match self.join_deadline(None)? {
+        match self.join_until(None)? {
             Some(r) => Ok(r),
             // Without a deadline the wait only ends when the child has ended.
             None => Err(Error::new(
@@ -567,56 +600,100 @@ impl<R> Process<R> {
         }
     }
 
-    /// Waits at most `timeout` for the child to end: `Ok(Some(value))` if it ended and
-    /// returned, `Ok(None)` if it is still running. A timeout too large for an `Instant` means
-    /// forever.
+    /// Waits at most `timeout` for the child to end, and returns what its function returned.
+    /// A timeout too large for an `Instant` means forever.
     ///
     /// # Errors
-    /// As [`join`](Self::join).
+    /// [`JoinTimeoutError::Timeout`] if the child is still running at the deadline (it is left
+    /// running and can be joined again); [`JoinTimeoutError::Failed`] with the error
+    /// [`join`](Self::join) would have returned.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use std::time::Duration;
+    /// use multiproc::JoinTimeoutError;
     /// fn nap(ms: u64) { std::thread::sleep(Duration::from_millis(ms)) }
     /// multiproc::init();
     /// let mut p = multiproc::Process::new(nap, 10_000);
     /// p.start().unwrap();
-    /// assert!(p.join_timeout(Duration::from_millis(50)).unwrap().is_none());
+    /// let early = p.join_timeout(Duration::from_millis(50));
+    /// assert!(matches!(early, Err(JoinTimeoutError::Timeout)));
     /// assert!(p.is_alive());
     /// p.kill().unwrap();
     /// ```
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>>
+    pub fn join_timeout(&mut self, timeout: Duration) -> std::result::Result<R, JoinTimeoutError>
     where
         R: DeserializeOwned,
     {
-        self.join_deadline(Instant::now().checked_add(timeout))
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.join_deadline(deadline),
+            None => self.join().map_err(JoinTimeoutError::Failed),
+        }
     }
 
-    /// Like [`join_timeout`](Self::join_timeout) but never waits.
+    /// Like [`join_timeout`](Self::join_timeout), with the deadline as an instant.
     ///
     /// # Errors
-    /// As [`join`](Self::join).
+    /// As [`join_timeout`](Self::join_timeout).
     ///
     /// # Examples
     ///
     /// ```no_run
+    /// use std::time::{Duration, Instant};
+    /// fn id(x: u8) -> u8 { x }
+    /// multiproc::init();
+    /// let mut p = multiproc::Process::new(id, 3);
+    /// p.start().unwrap();
+    /// assert_eq!(p.join_deadline(Instant::now() + Duration::from_secs(60)).unwrap(), 3);
+    /// ```
+    pub fn join_deadline(&mut self, deadline: Instant) -> std::result::Result<R, JoinTimeoutError>
+    where
+        R: DeserializeOwned,
+    {
+        match self.join_until(Some(deadline)) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(JoinTimeoutError::Timeout),
+            Err(e) => Err(JoinTimeoutError::Failed(e)),
+        }
+    }
+
+    /// Like [`join`](Self::join) but never waits.
+    ///
+    /// # Errors
+    /// [`TryJoinError::Running`] while the child runs; [`TryJoinError::Failed`] with the error
+    /// [`join`](Self::join) would have returned.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use multiproc::TryJoinError;
     /// fn id(x: u8) -> u8 { x }
     /// multiproc::init();
     /// let mut p = multiproc::Process::new(id, 1);
     /// p.start().unwrap();
-    /// while p.try_join().unwrap().is_none() {
-    ///     std::thread::yield_now();
-    /// }
+    /// let value = loop {
+    ///     match p.try_join() {
+    ///         Ok(v) => break v,
+    ///         Err(TryJoinError::Running) => std::thread::yield_now(),
+    ///         Err(TryJoinError::Failed(e)) => panic!("{e}"),
+    ///     }
+    /// };
+    /// assert_eq!(value, 1);
     /// ```
-    pub fn try_join(&mut self) -> Result<Option<R>>
+    pub fn try_join(&mut self) -> std::result::Result<R, TryJoinError>
     where
         R: DeserializeOwned,
     {
-        self.join_deadline(Some(Instant::now()))
+        match self.join_until(Some(Instant::now())) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(TryJoinError::Running),
+            Err(e) => Err(TryJoinError::Failed(e)),
+        }
     }
 
-    fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<Option<R>>
+    /// The one join: `Ok(None)` while the child runs at `deadline` (`None`: forever).
+    fn join_until(&mut self, deadline: Option<Instant>) -> Result<Option<R>>
     where
         R: DeserializeOwned,
     {

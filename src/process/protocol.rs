@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::function::{BuildId, Target};
 
 /// Bumped whenever a message below, or the environment value, changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// The environment variable that tells a starting executable it is a multiproc child.
 /// Its value is `<protocol version>:<parent pid>:<copy tag>` (see [`ChildEnv`]); the control
@@ -74,8 +74,9 @@ pub(crate) struct Identity {
 /// What the child is for.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Job {
-    /// Run this once; its arguments follow in the next frame.
-    Call(Target),
+    /// Run this once, sending back a result of at most this many bytes; its arguments follow
+    /// in the next frame.
+    Call(Target, u64),
     /// Serve `Request`s until told to exit.
     Worker,
     /// Be this process's forkserver: run these calls once, then fork children on request
@@ -115,8 +116,9 @@ mod tests {
 /// A request to a long-lived worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
-    /// Run this; its arguments follow in the next frame.
-    Call(Target),
+    /// Run this, sending back a result of at most this many bytes; its arguments follow in
+    /// the next frame.
+    Call(Target, u64),
     /// Finish and exit with status 0.
     Exit,
 }

@@ -10,7 +10,7 @@ use super::child::{Child, FrameWait, ended_error};
 use super::function::Target;
 use super::launch::{self, ForkJob, SpawnJob};
 use super::protocol::{Outcome, Request};
-use super::{StartMethod, forkserver};
+use super::{CallTimeoutError, StartMethod, forkserver};
 use super::{current_process, next_identity};
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind, Result};
@@ -52,6 +52,8 @@ pub struct Worker {
     child: Option<Child>,
     /// Why the worker can no longer be used, once it cannot.
     broken: Option<String>,
+    /// The largest encoded result a call may send back.
+    max_result: u64,
 }
 
 impl std::fmt::Debug for Child {
@@ -113,7 +115,30 @@ impl Worker {
             name,
             child: Some(child),
             broken: None,
+            max_result: codec::MAX_FRAME_LIMIT as u64,
         })
+    }
+
+    /// Sets the largest result, in encoded bytes, that each later call may send back; by
+    /// default the most one frame can carry
+    /// ([`MAX_FRAME_LIMIT`](crate::codec::MAX_FRAME_LIMIT), also the ceiling of what can be set).
+    ///
+    /// A larger result is not sent: that call fails with [`ErrorKind::Codec`], and the worker
+    /// stays usable for the next one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use multiproc::{ErrorKind, Worker};
+    /// fn big(n: usize) -> Vec<u8> { vec![7; n] }
+    /// multiproc::init();
+    /// let mut w = Worker::start().unwrap().with_max_result(4096);
+    /// assert_eq!(w.call(big, 1 << 20).unwrap_err().kind(), ErrorKind::Codec);
+    /// assert_eq!(w.call(big, 3).unwrap(), vec![7; 3]); // still usable
+    /// ```
+    pub fn with_max_result(mut self, bytes: usize) -> Self {
+        self.max_result = (bytes as u64).min(codec::MAX_FRAME_LIMIT as u64);
+        self
     }
 
     /// The worker's name.
@@ -163,7 +188,7 @@ impl Worker {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.call_deadline(f, arg, None)?.ok_or_else(|| {
+        self.call_until(f, arg, None)?.ok_or_else(|| {
             Error::new(
                 ErrorKind::Io,
                 "the call returned before the worker answered",
@@ -171,21 +196,27 @@ impl Worker {
         })
     }
 
-    /// Like [`call`](Self::call), giving up after `timeout`: on a timeout the worker is killed
-    /// (it is in the middle of the call and cannot be reused), and `Ok(None)` is returned.
+    /// Like [`call`](Self::call), giving up after `timeout` (a timeout too large for an
+    /// `Instant` means forever). The deadline bounds every phase of the call: the send of the
+    /// argument to a worker that stopped reading, the run, and the result's arrival.
     ///
     /// # Errors
-    /// As [`call`](Self::call).
+    /// [`CallTimeoutError::Timeout`] if the result has not arrived by the deadline: the worker
+    /// is in the middle of the call and cannot be reused, so it is killed and reaped, and later
+    /// calls fail with [`ErrorKind::Disconnected`]. [`CallTimeoutError::Failed`] with the error
+    /// [`call`](Self::call) would have returned.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use std::time::Duration;
+    /// use multiproc::CallTimeoutError;
     /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
     /// multiproc::init();
     /// let mut w = multiproc::Worker::start().unwrap();
-    /// assert_eq!(w.call_timeout(nap, 1, Duration::from_secs(10)).unwrap(), Some(1));
-    /// assert_eq!(w.call_timeout(nap, 10_000, Duration::from_millis(10)).unwrap(), None);
+    /// assert_eq!(w.call_timeout(nap, 1, Duration::from_secs(10)).unwrap(), 1);
+    /// let late = w.call_timeout(nap, 10_000, Duration::from_millis(10));
+    /// assert!(matches!(late, Err(CallTimeoutError::Timeout)));
     /// assert!(!w.is_alive());
     /// ```
     pub fn call_timeout<A, R>(
@@ -193,15 +224,52 @@ impl Worker {
         f: fn(A) -> R,
         arg: A,
         timeout: Duration,
-    ) -> Result<Option<R>>
+    ) -> std::result::Result<R, CallTimeoutError>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.call_deadline(f, arg, Instant::now().checked_add(timeout))
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.call_deadline(f, arg, deadline),
+            None => self.call(f, arg).map_err(CallTimeoutError::Failed),
+        }
     }
 
-    fn call_deadline<A, R>(
+    /// Like [`call_timeout`](Self::call_timeout), with the deadline as an instant.
+    ///
+    /// # Errors
+    /// As [`call_timeout`](Self::call_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, Instant};
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let mut w = multiproc::Worker::start().unwrap();
+    /// let deadline = Instant::now() + Duration::from_secs(10);
+    /// assert_eq!(w.call_deadline(inc, 1, deadline).unwrap(), 2);
+    /// assert_eq!(w.call_deadline(inc, 2, deadline).unwrap(), 3);
+    /// ```
+    pub fn call_deadline<A, R>(
+        &mut self,
+        f: fn(A) -> R,
+        arg: A,
+        deadline: Instant,
+    ) -> std::result::Result<R, CallTimeoutError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        match self.call_until(f, arg, Some(deadline)) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(CallTimeoutError::Timeout),
+            Err(e) => Err(CallTimeoutError::Failed(e)),
+        }
+    }
+
+    /// The one call: `Ok(None)` when `deadline` passed (the worker is then killed).
+    fn call_until<A, R>(
         &mut self,
         f: fn(A) -> R,
         arg: A,
@@ -218,15 +286,18 @@ impl Worker {
                 e,
             )
         })?;
+        let max_result = self.max_result;
         let child = self.usable()?;
         let pid = child.pid();
         transits.handed_to(pid as i32);
         // The deadline bounds every phase of the call, the send included (a worker that stops
         // reading cannot hold us past it).
-        let sent =
-            child
-                .chan
-                .send_message_until(&Request::Call(target), Some(&args), &fds, deadline);
+        let sent = child.chan.send_message_until(
+            &Request::Call(target, max_result),
+            Some(&args),
+            &fds,
+            deadline,
+        );
         match sent {
             Ok(()) => {}
             Err(e) if is_timeout(&e) => {

@@ -91,7 +91,7 @@ fn start_one_env() -> Result<String, String> {
         .lines()
         .find_map(|l| l.strip_prefix("tag "))
         .ctx("start_one printed no tag")?;
-    ensure!(value.starts_with("2:"), "unexpected value {value:?}");
+    ensure!(value.starts_with("3:"), "unexpected value {value:?}");
     Ok(value.to_string())
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use multiproc::{Process, StartMethod};
+use multiproc::{JoinTimeoutError, Process, StartMethod};
 
 use crate::{Context, TestFn, ensure};
 
@@ -121,9 +121,10 @@ fn unchecked_1000_while_threads_hammer_locks() -> Result<(), String> {
             };
             let name_len = p.name().len() as u64;
             p.start().ctx("start")?;
-            match p.join_timeout(Duration::from_secs(30)).ctx("join")? {
-                Some(v) => ensure!(v == i * (i + 1) / 2 + name_len, "fork {i}: value {v}"),
-                None => {
+            match p.join_timeout(Duration::from_secs(30)) {
+                Ok(v) => ensure!(v == i * (i + 1) / 2 + name_len, "fork {i}: value {v}"),
+                Err(JoinTimeoutError::Failed(e)) => return Err(format!("fork {i}: join: {e}")),
+                Err(JoinTimeoutError::Timeout) => {
                     let _ = p.kill();
                     let _ = p.join();
                     return Err(format!("fork {i}: the child hung (no result within 30 s)"));
@@ -194,9 +195,10 @@ fn unchecked_from_thread_child_starts_from_thread() -> Result<(), String> {
         })
     };
     p.start().ctx("start")?;
-    match p.join_timeout(Duration::from_secs(60)).ctx("join")? {
-        Some(v) => ensure!(v == Ok(Some(49)), "child said {v:?}"),
-        None => {
+    match p.join_timeout(Duration::from_secs(60)) {
+        Ok(v) => ensure!(v == Ok(49), "child said {v:?}"),
+        Err(JoinTimeoutError::Failed(e)) => return Err(format!("join: {e}")),
+        Err(JoinTimeoutError::Timeout) => {
             let _ = p.kill();
             let _ = p.join();
             return Err("the forked child hung starting a process from a thread".into());

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use multiproc::{Connection, ErrorKind, Process, Queue, StartMethod, Worker};
+use multiproc::{Connection, ErrorKind, JoinTimeoutError, Process, Queue, StartMethod, Worker};
 
 use crate::{Context, TestFn, ensure};
 
@@ -37,6 +37,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         (
             "forkserver::server_killed_during_a_start",
             server_killed_during_a_start,
+        ),
+        (
+            "forkserver::stalled_server_does_not_hold_up_a_join",
+            stalled_server_does_not_hold_up_a_join,
         ),
         (
             "forkserver::server_killed_children_end",
@@ -206,11 +210,10 @@ fn exit_codes() -> Result<(), String> {
     for (signal, code) in [(libc::SIGTERM, -15), (libc::SIGKILL, -9)] {
         let mut p = fs(Process::new(sleep_ms, 60_000));
         p.start().ctx("start sleeper")?;
+        let early = p.join_timeout(Duration::from_millis(20));
         ensure!(
-            p.join_timeout(Duration::from_millis(20))
-                .ctx("join_timeout")?
-                .is_none(),
-            "sleeper ended early"
+            matches!(early, Err(JoinTimeoutError::Timeout)),
+            "sleeper's join_timeout gave {early:?}"
         );
         ensure!(p.is_alive(), "sleeper not alive");
         if signal == libc::SIGTERM {
@@ -429,10 +432,18 @@ fn kill_server() -> Result<i32, String> {
     // SAFETY: signalling the forkserver, our own child.
     unsafe { libc::kill(server, libc::SIGKILL) };
     ensure!(
-        ipc_tests::eventually(Duration::from_secs(30), || ipc_tests::is_gone(server)),
+        ipc_tests::eventually(Duration::from_secs(30), || all_threads_gone(server)),
         "server {server} survived SIGKILL"
     );
     Ok(server)
+}
+
+/// True once `pid` is gone or a zombie with no thread left but its first. The server runs its
+/// work on a second thread, which may still be ending (its descriptors still open) while the
+/// first already shows as a zombie; a start made then reaches a server that is dying.
+fn all_threads_gone(pid: i32) -> bool {
+    ipc_tests::is_gone(pid)
+        && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |d| d.count() <= 1)
 }
 
 fn server_killed_between_starts() -> Result<(), String> {
@@ -502,6 +513,71 @@ fn server_killed_during_a_start() -> Result<(), String> {
         }
     }
     Err("the start never got in before the kill".into())
+}
+
+/// Continues a stopped server however the test ends.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: signalling the forkserver, our own child.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// A start waits on a stalled (SIGSTOPped) server; meanwhile another thread's `join_timeout`
+/// on a forkserver child keeps its own deadline instead of waiting behind the start (it used to
+/// wait for the registry's lock, which the start held for up to 60 s, and the start then gave
+/// up and killed the server).
+fn stalled_server_does_not_hold_up_a_join() -> Result<(), String> {
+    let _s = serial();
+    let mut sleeper = fs(Process::new(sleep_ms, 60_000));
+    sleeper.start().ctx("start sleeper")?;
+    let server = multiproc::forkserver_pid().ctx("server pid")? as i32;
+    // SAFETY: signalling the forkserver, our own child; `Resume` continues it.
+    unsafe { libc::kill(server, libc::SIGSTOP) };
+    let resume = Resume(server);
+    let in_flight = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let starter = {
+        let (in_flight, done) = (in_flight.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut p = fs(Process::new(square, 5));
+            in_flight.store(true, Ordering::SeqCst);
+            let r = p.start().and_then(|()| p.join());
+            done.store(true, Ordering::SeqCst);
+            r.map_err(|e| e.to_string())
+        })
+    };
+    ensure!(
+        ipc_tests::eventually(Duration::from_secs(30), || in_flight.load(Ordering::SeqCst)),
+        "the starting thread never ran"
+    );
+    // Let the start send its request and settle into waiting for the answer.
+    std::thread::sleep(Duration::from_millis(200));
+    let early = sleeper.join_timeout(Duration::from_millis(100));
+    ensure!(
+        matches!(early, Err(JoinTimeoutError::Timeout)),
+        "the sleeper's join_timeout gave {early:?}"
+    );
+    // The join came back while the start still waited on the stopped server.
+    ensure!(
+        !done.load(Ordering::SeqCst),
+        "the join returned only after the start had given up"
+    );
+    drop(resume);
+    let value = starter.join().map_err(|_| "starter panicked")?;
+    ensure!(
+        value == Ok(25),
+        "the start on the resumed server gave {value:?}"
+    );
+    sleeper.kill().ctx("kill sleeper")?;
+    let err = sleeper
+        .join()
+        .err()
+        .ctx("the killed sleeper's join must fail")?;
+    ensure!(err.kind() == ErrorKind::Signaled, "kind {:?}", err.kind());
+    Ok(())
 }
 
 fn server_killed_children_end() -> Result<(), String> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use multiproc::{ErrorKind, Process, Worker};
+use multiproc::{ErrorKind, Process, StartMethod, Worker};
 use serde::{Deserialize, Serialize};
 
 use crate::{Context, TestFn, ensure};
@@ -28,7 +28,85 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "outcomes::garbage_report_is_a_codec_error",
             garbage_report_is_a_codec_error,
         ),
+        (
+            "outcomes::result_over_the_limit_is_a_codec_error",
+            result_over_the_limit_is_a_codec_error,
+        ),
     ]
+}
+
+/// `n` bytes of sevens: encoded, `n` plus a length prefix (two bytes below 16 KiB).
+fn sevens(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+/// A result over the limit set with `with_max_result` is a codec error of that call, not a
+/// dead child: the worker goes on serving (and its process is the same one), and
+/// `Process::join` says so with exit code 1. At the limit exactly, the result arrives.
+fn result_over_the_limit_is_a_codec_error() -> Result<(), String> {
+    const LIMIT: usize = 4096;
+    // 4094 bytes plus a two-byte length prefix: exactly the limit.
+    let at_limit = LIMIT - 2;
+    for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+        let mut w = Worker::start_with(method)
+            .ctx("start worker")?
+            .with_max_result(LIMIT);
+        let pid = w.pid();
+        let err = w
+            .call(sevens, at_limit + 1)
+            .err()
+            .ctx("a result one byte over the limit must fail")?;
+        ensure!(
+            err.kind() == ErrorKind::Codec,
+            "{method:?} worker: kind {:?}: {err}",
+            err.kind()
+        );
+        ensure!(
+            err.to_string().contains("4096"),
+            "{method:?} worker: the message does not name the limit: {err}"
+        );
+        ensure!(
+            w.is_alive(),
+            "{method:?}: the worker died over a large result"
+        );
+        let v = w.call(sevens, at_limit).ctx("a result at the limit")?;
+        ensure!(
+            v.len() == at_limit,
+            "{method:?}: {} bytes came back",
+            v.len()
+        );
+        let v = w.call(square, 12).ctx("the next call")?;
+        ensure!(v == 144, "{method:?}: square gave {v}");
+        ensure!(w.pid() == pid, "{method:?}: another process answered");
+        let err = w
+            .call(sevens, 1 << 20)
+            .err()
+            .ctx("a 1 MiB result must fail")?;
+        ensure!(err.kind() == ErrorKind::Codec, "kind {:?}", err.kind());
+        w.shutdown().ctx("shutdown")?;
+
+        let mut p = Process::new(sevens, 1 << 20)
+            .with_start_method(method)
+            .with_max_result(LIMIT);
+        p.start().ctx("start process")?;
+        let err = p
+            .join()
+            .err()
+            .ctx("join of a result over the limit must fail")?;
+        ensure!(
+            err.kind() == ErrorKind::Codec,
+            "{method:?} process: kind {:?}: {err}",
+            err.kind()
+        );
+        ensure!(p.exitcode() == Some(1), "exitcode {:?}", p.exitcode());
+        let mut p = Process::new(sevens, at_limit)
+            .with_start_method(method)
+            .with_max_result(LIMIT);
+        p.start().ctx("start process at the limit")?;
+        let v = p.join().ctx("join at the limit")?;
+        ensure!(v.len() == at_limit, "{} bytes came back", v.len());
+    }
+    Ok(())
 }
 
 fn square(x: u64) -> u64 {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use multiproc::{ErrorKind, Process, StartMethod};
+use multiproc::{ErrorKind, JoinTimeoutError, Process, StartMethod, TryJoinError};
 use serde::{Deserialize, Serialize};
 
 use crate::{Context, TestFn, ensure};
@@ -221,10 +221,11 @@ fn join_timeout_on_sleeping_child() -> Result<(), String> {
     let mut p = Process::new(sleep_ms, 60_000);
     p.start().ctx("start")?;
     let t = Instant::now();
-    let r = p
-        .join_timeout(Duration::from_millis(200))
-        .ctx("join_timeout")?;
-    ensure!(r.is_none(), "returned a value");
+    let r = p.join_timeout(Duration::from_millis(200));
+    ensure!(
+        matches!(r, Err(JoinTimeoutError::Timeout)),
+        "join_timeout gave {r:?}"
+    );
     ensure!(
         t.elapsed() >= Duration::from_millis(200),
         "returned early: {:?}",
@@ -232,14 +233,16 @@ fn join_timeout_on_sleeping_child() -> Result<(), String> {
     );
     ensure!(p.is_alive(), "not alive");
     ensure!(p.exitcode().is_none(), "exitcode {:?}", p.exitcode());
+    let r = p.try_join();
     ensure!(
-        p.try_join().ctx("try_join")?.is_none(),
-        "try_join returned a value"
+        matches!(r, Err(TryJoinError::Running)),
+        "try_join gave {r:?}"
     );
     p.kill().ctx("kill")?;
+    let r = p.join_timeout(Duration::from_secs(30));
     ensure!(
-        p.join_timeout(Duration::from_secs(30)).is_err(),
-        "join after kill must fail"
+        matches!(&r, Err(JoinTimeoutError::Failed(e)) if e.kind() == ErrorKind::Signaled),
+        "join after kill must fail with the signal: {r:?}"
     );
     ensure!(!p.is_alive(), "still alive");
     Ok(())

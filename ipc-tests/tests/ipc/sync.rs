@@ -521,11 +521,12 @@ fn killed_waiters() -> Result<(), String> {
     sem.release().map_err(|e| e.to_string())?;
     ev.set();
     let t = Instant::now();
-    while p
-        .join_timeout(Duration::from_millis(10))
-        .ctx("join")?
-        .is_none()
-    {
+    loop {
+        match p.join_timeout(Duration::from_millis(10)) {
+            Ok(v) => break v,
+            Err(multiproc::JoinTimeoutError::Timeout) => {}
+            Err(multiproc::JoinTimeoutError::Failed(e)) => return Err(format!("join: {e}")),
+        }
         cond.notify_all();
         ensure!(t.elapsed() < PATIENCE, "the fresh child is stuck");
     }

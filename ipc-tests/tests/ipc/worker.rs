@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use multiproc::{ErrorKind, Worker};
+use multiproc::{CallTimeoutError, ErrorKind, Worker};
 use serde::{Deserialize, Serialize};
 
 use crate::{Context, TestFn, ensure};
@@ -134,13 +134,14 @@ fn call_timeout_kills() -> Result<(), String> {
     ensure!(
         w.call_timeout(nap, 1, Duration::from_secs(30))
             .ctx("quick")?
-            == Some(1),
+            == 1,
         "quick call"
     );
-    let r = w
-        .call_timeout(nap, 60_000, Duration::from_millis(100))
-        .ctx("slow")?;
-    ensure!(r.is_none(), "slow call returned");
+    let r = w.call_timeout(nap, 60_000, Duration::from_millis(100));
+    ensure!(
+        matches!(r, Err(CallTimeoutError::Timeout)),
+        "slow call gave {r:?}"
+    );
     ensure!(!w.is_alive(), "worker still alive after timeout");
     let err = w.call(square, 1).err().ctx("call after timeout")?;
     ensure!(
@@ -231,7 +232,12 @@ fn call_timeout_bounds_the_send_to_a_stopped_worker() -> Result<(), String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let r = w.call_timeout(checksum, make_blob(64 << 20), Duration::from_millis(300));
-        let _ = tx.send((r.map_err(|e| e.to_string()), w.is_alive()));
+        let r = match r {
+            Ok(v) => Ok(Some(v)),
+            Err(CallTimeoutError::Timeout) => Ok(None),
+            Err(CallTimeoutError::Failed(e)) => Err(e.to_string()),
+        };
+        let _ = tx.send((r, w.is_alive()));
     });
     let (r, alive) = match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(got) => got,

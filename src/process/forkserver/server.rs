@@ -208,7 +208,9 @@ fn run_child(
         args
     };
     let code = match job {
-        ForkedJob::Call(target) => bootstrap::run_once(&chan, target, &args, handles),
+        ForkedJob::Call(target, max_result) => {
+            bootstrap::run_once(&chan, target, &args, handles, max_result)
+        }
         ForkedJob::Worker => {
             bootstrap::serve(&mut chan);
             0
