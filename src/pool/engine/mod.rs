@@ -68,6 +68,10 @@ pub(crate) struct Config {
     pub(crate) name_prefix: String,
 }
 
+/// How long the collector waits for the status of a worker that has ended (a forkserver
+/// worker's comes from the server, a moment after the death).
+const DEATH_REPORT_WAIT: Duration = Duration::from_secs(2);
+
 /// Why the parent killed a worker.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kill {
@@ -686,22 +690,20 @@ impl Engine {
     }
 
     fn on_died(&self, worker: u64) {
-        let mut st = self.state();
-        let Some(pos) = st.workers.iter().position(|w| w.id == worker) else {
-            return;
+        let mut slot = {
+            let mut st = self.state();
+            let Some(pos) = st.workers.iter().position(|w| w.id == worker) else {
+                return;
+            };
+            st.workers.remove(pos)
         };
-        let mut slot = st.workers.remove(pos);
         if let Some(flag) = &slot.streaming {
             flag.store(true, Ordering::Release);
         }
-        let code = slot.process.exitcode();
-        let exit = code.map(|c| {
-            if c < 0 {
-                Exit::Signal(-c)
-            } else {
-                Exit::Code(c)
-            }
-        });
+        // Out of the lock: a forkserver worker's status comes from the server, which may
+        // report it a moment after its pidfd told us of the death.
+        let exit = exit_status(&mut slot.process);
+        let mut st = self.state();
         // Tasks still in its queue were never taken: they go back to the front of the line.
         let untaken = slot.tasks.qsize().min(slot.in_flight.len());
         let taken = slot.in_flight.len() - untaken;
@@ -834,4 +836,17 @@ impl Engine {
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.state().workers.iter().map(|w| w.pid).collect()
     }
+}
+
+/// How a worker that has ended ended: at once for a child of ours, after the server's report
+/// (at most [`DEATH_REPORT_WAIT`]) for one the forkserver made.
+fn exit_status(process: &mut Process<()>) -> Option<Exit> {
+    let code = match process.exitcode() {
+        Some(c) => Some(c),
+        None => {
+            let _ = process.join_timeout(DEATH_REPORT_WAIT);
+            process.exitcode()
+        }
+    };
+    code.map(|c| if c < 0 { Exit::Signal(-c) } else { Exit::Code(c) })
 }
