@@ -8,13 +8,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use super::builder::PoolBuilder;
+pub(crate) use super::encode::encode_items;
 use super::engine::{Engine, NewTask, Status};
 use super::imap::Imap;
 use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink};
-use super::wire::Bytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::Target;
-use crate::process::handles::Transits;
 
 /// Counts of a pool's work so far, in items (a `map` chunk counts its items).
 ///
@@ -104,65 +103,6 @@ impl std::fmt::Debug for Pool {
             .finish()
     }
 }
-
-/// Items encoded back to back, where each ends, and the descriptors of their handles.
-pub(crate) struct Encoded {
-    pub(crate) data: Bytes,
-    pub(crate) ends: Vec<u32>,
-    pub(crate) fds: Vec<std::os::fd::OwnedFd>,
-    pub(crate) fd_counts: Vec<u32>,
-    pub(crate) transits: Transits,
-}
-
-/// Encodes items into one buffer, back to back, recording where each ends; handles inside
-/// them (queues, locks, shared memory, connections) travel as descriptors.
-pub(crate) fn encode_items<'a, A: Serialize + 'a>(
-    items: impl IntoIterator<Item = &'a A>,
-) -> Result<Encoded> {
-    let mut data = Vec::new();
-    let mut ends = Vec::new();
-    let mut fds = Vec::new();
-    let mut fd_counts = Vec::new();
-    let mut transits = Transits::default();
-    for item in items {
-        let (bytes, item_fds, item_transits) =
-            crate::process::handles::encode_with_handles(item)
-                .map_err(|e| Error::codec("the task's argument could not be serialized", e))?;
-        data.extend_from_slice(&bytes);
-        let end = u32::try_from(data.len()).map_err(|_| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                "a task's arguments exceed 4 GiB: use a smaller chunksize",
-            )
-        })?;
-        ends.push(end);
-        fd_counts.push(item_fds.len() as u32);
-        fds.extend(item_fds);
-        transits.extend(item_transits);
-    }
-    if fds.len() > MAX_TASK_FDS {
-        return Err(Error::new(
-            ErrorKind::InvalidArgument,
-            format!(
-                "{} handles in one task; at most {MAX_TASK_FDS} can be passed (use a smaller chunksize)",
-                fds.len()
-            ),
-        ));
-    }
-    if fds.is_empty() {
-        fd_counts.clear();
-    }
-    Ok(Encoded {
-        data: Bytes(data.into()),
-        ends,
-        fds,
-        fd_counts,
-        transits,
-    })
-}
-
-/// The most descriptors one message can carry (SCM_MAX_FD).
-const MAX_TASK_FDS: usize = 253;
 
 impl Pool {
     /// What cancels tasks `ids` from an `AsyncResult` (which does not keep the pool alive).
@@ -475,17 +415,7 @@ impl Pool {
         ))));
         let mut tasks = Vec::with_capacity(items.len().div_ceil(size));
         for (k, chunk) in items.chunks(size).enumerate() {
-            let e = encode_items(chunk)?;
-            tasks.push(NewTask {
-                target,
-                data: e.data,
-                ends: e.ends,
-                fds: e.fds,
-                fd_counts: e.fd_counts,
-                transits: e.transits,
-                sink: sink.clone(),
-                first: k * size,
-            });
+            tasks.push(encode_items(chunk)?.into_task(target, sink.clone(), k * size));
         }
         let mut result = AsyncResult::new(out);
         if !tasks.is_empty() {

@@ -7,15 +7,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::engine::{Engine, NewTask};
-use super::result::{Complete, Decode, ImapSink};
-use super::wire::Bytes;
-use crate::codec;
+use super::encode::{Batch, Encoded};
+use super::engine::Engine;
+use super::result::{Complete, Decode, ImapSink, Lazy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::Target;
 
-/// Encodes the next input item into the buffer: `None` when the input is exhausted.
-type Feed<'a> = Box<dyn FnMut(&mut Vec<u8>) -> Option<Result<()>> + 'a>;
+/// Encodes the next input item into the batch: `None` when the input is exhausted.
+type Feed<'a> = Box<dyn FnMut(&mut Batch) -> Option<Result<()>> + 'a>;
 
 /// The iterator returned by [`Pool::imap`](crate::Pool::imap) and
 /// [`Pool::imap_unordered`](crate::Pool::imap_unordered): one `Result` per input item.
@@ -23,7 +22,9 @@ type Feed<'a> = Box<dyn FnMut(&mut Vec<u8>) -> Option<Result<()>> + 'a>;
 /// The input is pulled only as results are taken: at most `window` tasks (of `chunksize`
 /// items each) are in flight or waiting to be taken, so an endless input runs in bounded
 /// memory (backpressure). An item whose argument does not serialize yields its error at its
-/// place; items submitted after the pool was closed yield [`ErrorKind::Closed`].
+/// place; items submitted after the pool was closed yield [`ErrorKind::Closed`]. Items may
+/// hold handles (a [`Queue`](crate::Queue), a [`Lock`](crate::Lock)...), as task arguments of
+/// [`Pool::apply`](crate::Pool::apply) do.
 ///
 /// # Examples
 ///
@@ -89,12 +90,9 @@ where
         }
         let target = Target::of(f)?;
         let mut it = input.into_iter();
-        let feed: Feed<'a> = Box::new(move |buf: &mut Vec<u8>| {
+        let feed: Feed<'a> = Box::new(move |batch: &mut Batch| {
             let item = it.next()?;
-            Some(
-                codec::encode_into(&item, buf)
-                    .map_err(|e| Error::codec("the task's argument could not be serialized", e)),
-            )
+            Some(batch.push(&item))
         });
         let mut imap = Imap {
             engine,
@@ -115,29 +113,23 @@ where
     fn fill(&mut self) {
         while !self.input_done && self.pulled - self.yielded < self.window * self.chunksize {
             let first = self.pulled;
-            let mut data = Vec::new();
-            let mut ends = Vec::with_capacity(self.chunksize);
+            let mut batch = Batch::default();
             let mut failed = None;
-            while ends.len() < self.chunksize {
-                let start = data.len();
-                match (self.feed)(&mut data) {
+            while batch.len() < self.chunksize {
+                match (self.feed)(&mut batch) {
                     None => {
                         self.input_done = true;
                         break;
                     }
-                    Some(Ok(())) => {
-                        ends.push(data.len() as u32);
-                        self.pulled += 1;
-                    }
+                    Some(Ok(())) => self.pulled += 1,
                     Some(Err(e)) => {
-                        data.truncate(start);
                         failed = Some(e);
                         break;
                     }
                 }
             }
-            if !ends.is_empty() {
-                self.submit(first, data, ends);
+            if batch.len() > 0 {
+                self.submit(first, batch.finish());
             }
             if let Some(e) = failed {
                 // The item that did not serialize fails at its own place.
@@ -147,19 +139,13 @@ where
         }
     }
 
-    fn submit(&mut self, first: usize, data: Vec<u8>, ends: Vec<u32>) {
-        let count = ends.len();
-        let task = NewTask {
-            target: self.target,
-            data: Bytes(data.into()),
-            ends,
-            fds: Vec::new(),
-            fd_counts: Vec::new(),
-            transits: Default::default(),
-            sink: Arc::new(Decode::<R, ImapSink<R>>::new(self.sink.clone())),
-            first,
-        };
-        if let Err(e) = self.engine.submit(vec![task]) {
+    fn submit(&mut self, first: usize, items: Encoded) {
+        let count = items.ends.len();
+        let sink = Arc::new(Decode::<R, ImapSink<R>>::new(self.sink.clone()));
+        if let Err(e) = self
+            .engine
+            .submit(vec![items.into_task(self.target, sink, first)])
+        {
             // The pool was closed: these items, and the rest of the input, cannot run.
             let kind = e.kind();
             let msg = e.to_string();
@@ -168,14 +154,6 @@ where
             }
             self.input_done = true;
         }
-    }
-
-    fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
-        self.fill();
-        let exhausted = self.input_done && self.yielded == self.pulled;
-        let next = self.sink.next_step(&mut self.yielded, exhausted, deadline);
-        self.fill();
-        next
     }
 
     /// Like `next`, waiting at most `timeout`: `Some(Err(e))` with
@@ -198,7 +176,7 @@ where
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
-        self.next_deadline(Instant::now().checked_add(timeout))
+        self.next_lazy(Instant::now().checked_add(timeout))
     }
 
     /// How many results have arrived from the workers so far (taken or not).
@@ -226,6 +204,20 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.next_deadline(None)
+        self.next_lazy(None)
+    }
+}
+
+impl<R> Lazy<R> for Imap<'_, R>
+where
+    R: DeserializeOwned + Send + 'static,
+{
+    fn fill(&mut self) {
+        Imap::fill(self);
+    }
+
+    fn cursor(&mut self) -> (&ImapSink<R>, &mut usize, bool) {
+        let exhausted = self.input_done && self.yielded == self.pulled;
+        (&self.sink, &mut self.yielded, exhausted)
     }
 }

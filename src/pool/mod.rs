@@ -11,6 +11,7 @@
 pub(crate) mod api;
 mod builder;
 mod child;
+mod encode;
 pub(crate) mod engine;
 mod imap;
 pub(crate) mod result;

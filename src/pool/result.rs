@@ -592,6 +592,25 @@ impl<R: Send> Complete<R> for MapSink<R> {
     }
 }
 
+/// An `imap` iterator of either pool: it pulls its input a window ahead of the caller
+/// ([`fill`](Lazy::fill)) and hands results out of an [`ImapSink`].
+pub(crate) trait Lazy<R> {
+    /// Pulls input and submits it until the window is full or the input ends.
+    fn fill(&mut self);
+
+    /// The sink, how many results were handed out, and whether everything pulled was.
+    fn cursor(&mut self) -> (&ImapSink<R>, &mut usize, bool);
+
+    /// The next result, waiting until `deadline`: the end, a result, or a timeout error.
+    fn next_lazy(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        self.fill();
+        let (sink, yielded, exhausted) = self.cursor();
+        let next = sink.next_step(yielded, exhausted, deadline);
+        self.fill();
+        next
+    }
+}
+
 struct ImapState<R> {
     ordered: BTreeMap<usize, Result<R>>,
     unordered: VecDeque<Result<R>>,

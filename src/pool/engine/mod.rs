@@ -848,5 +848,11 @@ fn exit_status(process: &mut Process<()>) -> Option<Exit> {
             process.exitcode()
         }
     };
-    code.map(|c| if c < 0 { Exit::Signal(-c) } else { Exit::Code(c) })
+    code.map(|c| {
+        if c < 0 {
+            Exit::Signal(-c)
+        } else {
+            Exit::Code(c)
+        }
+    })
 }
