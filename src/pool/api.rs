@@ -59,6 +59,12 @@ pub struct Progress {
 ///   affected.
 /// - With a [`task_timeout`](PoolBuilder::task_timeout), a task that runs too long has its
 ///   worker killed and replaced ([`ErrorKind::TaskTimeout`]).
+/// - A Ctrl-C: a terminal sends SIGINT to the whole process group, the workers included.
+///   A program that does not handle SIGINT ends, and its workers with it. In one that does,
+///   the first worker found dead of SIGINT stops the pool as [`terminate`](Self::terminate)
+///   would: every unfinished task fails with [`ErrorKind::Interrupted`] (so `map` returns
+///   that error at once) and no worker is started again. A SIGINT sent to the parent alone
+///   reaches only its handler, which may call `terminate` itself.
 ///
 /// # Ending a pool
 /// [`close`](Self::close) stops new tasks (the workers exit once everything submitted is

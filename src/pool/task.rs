@@ -39,6 +39,10 @@ pub(crate) enum Why {
         after: Duration,
     },
     Cancelled(&'static str),
+    /// A worker died of SIGINT (a Ctrl-C): the pool stopped.
+    Interrupted {
+        pid: u32,
+    },
     Broken(ErrorKind, String),
 }
 
@@ -70,6 +74,16 @@ impl Why {
             )
             .with_pid(*pid),
             Why::Cancelled(why) => Error::new(ErrorKind::Cancelled, *why),
+            Why::Interrupted { pid } => Error::new(
+                ErrorKind::Interrupted,
+                format!(
+                    "the pool was interrupted: its worker {pid} was killed by SIGINT (a Ctrl-C \
+                     reaches the terminal's whole process group), so the pool stopped its \
+                     workers and cancelled every unfinished task"
+                ),
+            )
+            .with_pid(*pid)
+            .with_exit(Exit::Signal(2)),
             Why::Broken(kind, why) => Error::new(*kind, why.clone()),
         }
     }

@@ -72,6 +72,9 @@ pub(crate) struct Config {
 /// worker's comes from the server, a moment after the death).
 const DEATH_REPORT_WAIT: Duration = Duration::from_secs(2);
 
+/// SIGINT's number on Linux (every architecture): what a Ctrl-C sends.
+const SIGINT: i32 = 2;
+
 /// Why the parent killed a worker.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kill {
@@ -703,6 +706,14 @@ impl Engine {
         // Out of the lock: a forkserver worker's status comes from the server, which may
         // report it a moment after its pidfd told us of the death.
         let exit = exit_status(&mut slot.process);
+        if exit == Some(Exit::Signal(SIGINT)) && slot.killed.is_none() {
+            // A Ctrl-C: the terminal sends SIGINT to the whole process group, and this
+            // program survived it (it handles SIGINT). Stop everything rather than start
+            // replacements that would go on with the work.
+            self.stop(Why::Interrupted { pid: slot.pid });
+            drop(slot);
+            return;
+        }
         let mut st = self.state();
         // Tasks still in its queue were never taken: they go back to the front of the line.
         let untaken = slot.tasks.qsize().min(slot.in_flight.len());
@@ -766,6 +777,14 @@ impl Engine {
 
     /// Stops now: kills every worker, fails every task it still holds as cancelled.
     pub(crate) fn terminate(&self) {
+        self.stop(Why::Cancelled(
+            "the pool was terminated before the task finished",
+        ));
+    }
+
+    /// Kills every worker and fails every unfinished task with `why`; the pool is then
+    /// terminated.
+    fn stop(&self, why: Why) {
         let (slots, tasks) = {
             let mut st = self.state();
             st.status = Status::Terminated;
@@ -781,7 +800,6 @@ impl Engine {
             (slots, tasks)
         };
         drop(slots); // daemons: killed and reaped
-        let why = Why::Cancelled("the pool was terminated before the task finished");
         for t in tasks {
             self.counters
                 .failed

@@ -13,7 +13,7 @@ mod chaos;
 mod handles;
 
 use crate::{Context, TestFn, ensure};
-use chaos::{chaos, chaos_deep, ctrl_c, lock};
+use chaos::{chaos, chaos_deep, ctrl_c, ctrl_c_handled, lock};
 use handles::{imap_handles, initializer_handles, task_handles};
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
@@ -56,6 +56,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("pool::chaos_1000_tasks_50_kills", chaos),
         ("pool::chaos_deep_prefetch", chaos_deep),
         ("pool::ctrl_c_during_map_ends_everything", ctrl_c),
+        (
+            "pool::ctrl_c_handled_by_the_program_is_a_typed_error",
+            ctrl_c_handled,
+        ),
     ]
 }
 
