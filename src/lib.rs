@@ -111,8 +111,8 @@ pub use pipe::{
     pipe_typed, simplex, wait,
 };
 pub use pool::{
-    AsyncResult, Callbacks, Imap, Pool, PoolBuilder, Progress, ThreadImap, ThreadPool,
-    ThreadPoolBuilder,
+    AsyncGetTimeoutError, AsyncResult, AsyncWaitTimeoutError, Callbacks, Imap, Pool, PoolBuilder,
+    PoolJoinTimeoutError, Progress, ThreadImap, ThreadPool, ThreadPoolBuilder,
 };
 pub use process::{
     Process, ProcessInfo, StartMethod, Worker, add_forkserver_preload, current_process,

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 pub use super::builder::PoolBuilder;
 pub(crate) use super::encode::encode_items;
 use super::engine::{Engine, NewTask, Status};
+use super::error::{PoolJoinTimeoutError, joined};
 use super::imap::Imap;
 use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink};
 use crate::error::{Error, ErrorKind, Result};
@@ -663,24 +664,47 @@ impl Pool {
         self.engine.join(None).map(drop)
     }
 
-    /// Like [`join`](Self::join), waiting at most `timeout`: `Ok(true)` once the pool has
-    /// ended, `Ok(false)` if it is still winding down.
+    /// Like [`join`](Self::join), waiting at most `timeout` (a timeout too large for an
+    /// `Instant` means forever).
     ///
     /// # Errors
-    /// As [`join`](Self::join).
+    /// [`PoolJoinTimeoutError::Timeout`] if the pool is still winding down (call again);
+    /// [`PoolJoinTimeoutError::Failed`] as [`join`](Self::join).
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use std::time::Duration;
+    /// use multiproc::PoolJoinTimeoutError;
     /// multiproc::init();
     /// let pool = multiproc::Pool::new(1)?;
     /// pool.close();
-    /// while !pool.join_timeout(Duration::from_millis(100))? {}
+    /// while let Err(e) = pool.join_timeout(Duration::from_millis(100)) {
+    ///     assert!(matches!(e, PoolJoinTimeoutError::Timeout), "{e}");
+    /// }
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.engine.join(Instant::now().checked_add(timeout))
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolJoinTimeoutError> {
+        joined(self.engine.join(Instant::now().checked_add(timeout)))
+    }
+
+    /// Like [`join_timeout`](Self::join_timeout), with a deadline.
+    ///
+    /// # Errors
+    /// As [`join_timeout`](Self::join_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, Instant};
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// pool.terminate();
+    /// pool.join_deadline(Instant::now() + Duration::from_secs(60))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_deadline(&self, deadline: Instant) -> Result<(), PoolJoinTimeoutError> {
+        joined(self.engine.join(Some(deadline)))
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::error::{AsyncGetTimeoutError, AsyncWaitTimeoutError};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -281,27 +282,23 @@ impl<R> Cell<R> {
         true
     }
 
-    fn take(&self, deadline: Option<Instant>) -> Result<R> {
+    /// The value (moved out), once resolved; `None` if `deadline` passed first.
+    fn take(&self, deadline: Option<Instant>) -> Option<Result<R>> {
         if !self.wait_deadline(deadline) {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                "the result was not ready before the timeout",
-            ));
+            return None;
         }
-        let mut st = lock(&self.st);
-        if st.taken {
-            return Err(Error::new(
-                ErrorKind::ResultTaken,
-                "the result was already returned by an earlier get",
-            ));
-        }
-        st.taken = true;
-        st.value.take().unwrap_or_else(|| {
+        let taken = || {
             Err(Error::new(
                 ErrorKind::ResultTaken,
                 "the result was already returned by an earlier get",
             ))
-        })
+        };
+        let mut st = lock(&self.st);
+        if st.taken {
+            return Some(taken());
+        }
+        st.taken = true;
+        Some(st.value.take().unwrap_or_else(taken))
     }
 }
 
@@ -400,30 +397,65 @@ impl<R> AsyncResult<R> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get(&self) -> Result<R> {
-        self.cell.take(None)
+        // Without a deadline the wait ends only once the result is there.
+        self.cell.take(None).unwrap_or_else(|| {
+            Err(Error::new(
+                ErrorKind::InvalidState,
+                "the wait for the result ended without one",
+            ))
+        })
     }
 
-    /// Like [`get`](Self::get), giving up after `timeout` with [`ErrorKind::Timeout`] (the
-    /// result stays to come: call again). A timeout too large for an `Instant` means forever.
+    /// Like [`get`](Self::get), giving up after `timeout` with
+    /// [`AsyncGetTimeoutError::Timeout`] (the result stays to come: call again). A timeout
+    /// too large for an `Instant` means forever. Python's `get(timeout)`.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`], or as [`get`](Self::get).
+    /// [`AsyncGetTimeoutError::Timeout`], or [`AsyncGetTimeoutError::Failed`] with what
+    /// [`get`](Self::get) would return.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use std::time::Duration;
+    /// use multiproc::AsyncGetTimeoutError;
     /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
     /// multiproc::init();
     /// let pool = multiproc::Pool::new(1)?;
     /// let r = pool.apply_async(nap, 500)?;
-    /// let e = r.get_timeout(Duration::from_millis(1)).unwrap_err();
-    /// assert_eq!(e.kind(), multiproc::ErrorKind::Timeout);
-    /// assert_eq!(r.get()?, 500);
+    /// assert!(matches!(r.get_timeout(Duration::from_millis(1)), Err(AsyncGetTimeoutError::Timeout)));
+    /// assert_eq!(r.get_timeout(Duration::from_secs(60))?, 500);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
-        self.cell.take(Instant::now().checked_add(timeout))
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, AsyncGetTimeoutError> {
+        self.get_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`get_timeout`](Self::get_timeout), with a deadline.
+    ///
+    /// # Errors
+    /// As [`get_timeout`](Self::get_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, Instant};
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(inc, 1)?;
+    /// assert_eq!(r.get_deadline(Instant::now() + Duration::from_secs(60))?, 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_deadline(&self, deadline: Instant) -> Result<R, AsyncGetTimeoutError> {
+        self.get_until(Some(deadline))
+    }
+
+    fn get_until(&self, deadline: Option<Instant>) -> Result<R, AsyncGetTimeoutError> {
+        match self.cell.take(deadline) {
+            None => Err(AsyncGetTimeoutError::Timeout),
+            Some(r) => r.map_err(AsyncGetTimeoutError::Failed),
+        }
     }
 
     /// Waits until the result is ready.
@@ -443,7 +475,12 @@ impl<R> AsyncResult<R> {
         self.cell.wait_deadline(None);
     }
 
-    /// Waits at most `timeout`; true if the result is ready.
+    /// Waits at most `timeout` for the result to be ready (Python's `wait(timeout)`, which
+    /// returns `None` either way: here a timeout is an error). A timeout too large for an
+    /// `Instant` means forever.
+    ///
+    /// # Errors
+    /// [`AsyncWaitTimeoutError`] if the result was not ready in time.
     ///
     /// # Examples
     ///
@@ -453,11 +490,40 @@ impl<R> AsyncResult<R> {
     /// multiproc::init();
     /// let pool = multiproc::Pool::new(1)?;
     /// let r = pool.apply_async(inc, 1)?;
-    /// while !r.wait_timeout(Duration::from_millis(10)) {}
+    /// while r.wait_timeout(Duration::from_millis(10)).is_err() {}
+    /// assert!(r.ready());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.cell.wait_deadline(Instant::now().checked_add(timeout))
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), AsyncWaitTimeoutError> {
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`wait_timeout`](Self::wait_timeout), with a deadline.
+    ///
+    /// # Errors
+    /// As [`wait_timeout`](Self::wait_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, Instant};
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(inc, 1)?;
+    /// r.wait_deadline(Instant::now() + Duration::from_secs(60))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_deadline(&self, deadline: Instant) -> Result<(), AsyncWaitTimeoutError> {
+        self.wait_until(Some(deadline))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<(), AsyncWaitTimeoutError> {
+        if self.cell.wait_deadline(deadline) {
+            Ok(())
+        } else {
+            Err(AsyncWaitTimeoutError)
+        }
     }
 
     /// Whether the result is ready (never waits).

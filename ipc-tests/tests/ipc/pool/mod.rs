@@ -147,9 +147,9 @@ fn apply_map_imap() -> Result<(), String> {
         .get_timeout(Duration::from_millis(1))
         .err()
         .ctx("timeout")?;
-    ensure!(e.kind() == ErrorKind::Timeout, "{e}");
+    ensure!(matches!(e, multiproc::AsyncGetTimeoutError::Timeout), "{e}");
     ensure!(
-        !r.wait_timeout(Duration::from_millis(1)) || r.ready(),
+        r.wait_timeout(Duration::from_millis(1)).is_err() || r.ready(),
         "wait"
     );
     ensure!(
