@@ -533,14 +533,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        Imap::new(
-            self.engine.clone(),
-            f,
-            iterable,
-            chunksize,
-            self.window,
-            true,
-        )
+        Imap::new(&self.engine, f, iterable, chunksize, self.window, true)
     }
 
     /// Like [`imap`](Self::imap), yielding results in the order they finish (Python's
@@ -567,7 +560,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        Imap::new(self.engine.clone(), f, iterable, 1, self.window, false)
+        self.imap_unordered_chunked(f, iterable, 1)
     }
 
     /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per task.
@@ -596,14 +589,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        Imap::new(
-            self.engine.clone(),
-            f,
-            iterable,
-            chunksize,
-            self.window,
-            false,
-        )
+        Imap::new(&self.engine, f, iterable, chunksize, self.window, false)
     }
 
     /// Accepts no more tasks; the workers exit once everything submitted is done (Python's

@@ -31,25 +31,46 @@ pub enum AsyncGetTimeoutError {
     Failed(Error),
 }
 
-impl fmt::Display for AsyncGetTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AsyncGetTimeoutError::Timeout => {
-                f.write_str("the result was not ready before the deadline")
+/// Display, `Error` (with the failure as its source) and the conversion into a crate
+/// [`Error`] for an error with `Timeout` and `Failed(Error)`.
+macro_rules! timeout_error {
+    ($name:ident, $timeout:literal, $failed:literal) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $name::Timeout => f.write_str($timeout),
+                    $name::Failed(e) => write!(f, concat!($failed, ": {}"), e),
+                }
             }
-            AsyncGetTimeoutError::Failed(e) => write!(f, "the call failed: {e}"),
         }
-    }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    $name::Timeout => None,
+                    $name::Failed(e) => Some(e),
+                }
+            }
+        }
+
+        impl From<$name> for Error {
+            /// A timeout becomes [`ErrorKind::Timeout`], so that `?` works in functions
+            /// returning [`crate::Result`].
+            fn from(e: $name) -> Error {
+                match e {
+                    $name::Timeout => Error::new(ErrorKind::Timeout, $timeout),
+                    $name::Failed(e) => e,
+                }
+            }
+        }
+    };
 }
 
-impl std::error::Error for AsyncGetTimeoutError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            AsyncGetTimeoutError::Timeout => None,
-            AsyncGetTimeoutError::Failed(e) => Some(e),
-        }
-    }
-}
+timeout_error!(
+    AsyncGetTimeoutError,
+    "the result was not ready before the deadline",
+    "the call failed"
+);
 
 /// The error of [`AsyncResult::wait_timeout`](crate::AsyncResult::wait_timeout) and
 /// [`wait_deadline`](crate::AsyncResult::wait_deadline): the result was not ready by the
@@ -111,25 +132,11 @@ pub enum PoolJoinTimeoutError {
     Failed(Error),
 }
 
-impl fmt::Display for PoolJoinTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PoolJoinTimeoutError::Timeout => {
-                f.write_str("the pool had not ended before the deadline")
-            }
-            PoolJoinTimeoutError::Failed(e) => write!(f, "join failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for PoolJoinTimeoutError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            PoolJoinTimeoutError::Timeout => None,
-            PoolJoinTimeoutError::Failed(e) => Some(e),
-        }
-    }
-}
+timeout_error!(
+    PoolJoinTimeoutError,
+    "the pool had not ended before the deadline",
+    "join failed"
+);
 
 /// The outcome of a join with a deadline (`Ok(false)`: not ended yet) in the shape of
 /// [`PoolJoinTimeoutError`].
@@ -141,36 +148,12 @@ pub(crate) fn joined(r: crate::Result<bool>) -> Result<(), PoolJoinTimeoutError>
     }
 }
 
-/// A timeout as a crate [`Error`] of kind [`ErrorKind::Timeout`], so that `?` works in
-/// functions returning [`crate::Result`].
-fn timed_out(what: &str) -> Error {
-    Error::new(ErrorKind::Timeout, what.to_string())
-}
-
-impl From<AsyncGetTimeoutError> for Error {
-    fn from(e: AsyncGetTimeoutError) -> Error {
-        match e {
-            AsyncGetTimeoutError::Timeout => {
-                timed_out("the result was not ready before the deadline")
-            }
-            AsyncGetTimeoutError::Failed(e) => e,
-        }
-    }
-}
-
 impl From<AsyncWaitTimeoutError> for Error {
+    /// [`ErrorKind::Timeout`], so that `?` works in functions returning [`crate::Result`].
     fn from(_: AsyncWaitTimeoutError) -> Error {
-        timed_out("the result was not ready before the deadline")
-    }
-}
-
-impl From<PoolJoinTimeoutError> for Error {
-    fn from(e: PoolJoinTimeoutError) -> Error {
-        match e {
-            PoolJoinTimeoutError::Timeout => {
-                timed_out("the pool had not ended before the deadline")
-            }
-            PoolJoinTimeoutError::Failed(e) => e,
-        }
+        Error::new(
+            ErrorKind::Timeout,
+            "the result was not ready before the deadline",
+        )
     }
 }

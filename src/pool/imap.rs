@@ -66,7 +66,7 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     pub(crate) fn new<A, I>(
-        engine: Arc<Engine>,
+        engine: &Arc<Engine>,
         f: fn(A) -> R,
         input: I,
         chunksize: usize,
@@ -95,7 +95,7 @@ where
             Some(batch.push(&item))
         });
         let mut imap = Imap {
-            engine,
+            engine: engine.clone(),
             target,
             feed,
             sink: Arc::new(ImapSink::new(in_order)),
