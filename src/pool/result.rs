@@ -27,6 +27,24 @@ pub(crate) trait Sink: Send + Sync {
             self.deliver(first + i, o);
         }
     }
+
+    /// Items `first`, `first + 1`, ... that all returned: their encoded results lie back to
+    /// back in `data`, `lens` giving their sizes.
+    fn deliver_ok(&self, first: usize, data: &[u8], lens: &[u32]) {
+        self.deliver_many(first, split(data, lens).collect());
+    }
+}
+
+/// The items of `data`, back to back, of the sizes in `lens`; an item past the end is an
+/// error.
+fn split<'a>(data: &'a [u8], lens: &'a [u32]) -> impl Iterator<Item = Result<&'a [u8]>> + 'a {
+    let mut at = 0usize;
+    lens.iter().map(move |&len| {
+        let end = at.saturating_add(len as usize);
+        let item = data.get(at..end);
+        at = end;
+        item.ok_or_else(|| Error::new(ErrorKind::Codec, "the worker sent a malformed result"))
+    })
 }
 
 /// Receives the decoded outcome of item `index` of a job.
@@ -38,6 +56,11 @@ pub(crate) trait Complete<R>: Send + Sync {
         for (i, o) in outcomes.into_iter().enumerate() {
             self.complete(first + i, o);
         }
+    }
+
+    /// Items `first`, `first + 1`, ... that all succeeded.
+    fn complete_all(&self, first: usize, values: Vec<R>) {
+        self.complete_many(first, values.into_iter().map(Ok).collect());
     }
 }
 
@@ -77,6 +100,29 @@ impl<R: DeserializeOwned, C: Complete<R> + ?Sized> Sink for Decode<R, C> {
         }
         let values = outcomes.into_iter().map(decoded).collect();
         self.cell.complete_many(first, values);
+    }
+
+    fn deliver_ok(&self, first: usize, data: &[u8], lens: &[u32]) {
+        // Straight into the values while every item decodes; from the first that does not,
+        // item by item with its error.
+        let mut values = Vec::with_capacity(lens.len());
+        let mut at = 0usize;
+        for &len in lens {
+            let end = at.saturating_add(len as usize);
+            match data.get(at..end).map(codec::decode::<R>) {
+                Some(Ok(v)) => values.push(v),
+                _ => break,
+            }
+            at = end;
+        }
+        if values.len() == lens.len() {
+            self.cell.complete_all(first, values);
+            return;
+        }
+        let done = values.len();
+        let mut outcomes: Vec<Result<R>> = values.into_iter().map(Ok).collect();
+        outcomes.extend(split(data.get(at..).unwrap_or_default(), &lens[done..]).map(decoded));
+        self.cell.complete_many(first, outcomes);
     }
 }
 
@@ -655,6 +701,30 @@ impl<R: Send> Complete<R> for MapSink<R> {
 
     fn complete(&self, index: usize, outcome: Result<R>) {
         self.complete_many(index, vec![outcome]);
+    }
+
+    fn complete_all(&self, first: usize, values: Vec<R>) {
+        let mut st = lock(&self.st);
+        if st.failed {
+            return;
+        }
+        let mut filled = 0;
+        if let Some(slots) = st.items.get_mut(first..first + values.len()) {
+            for (slot, v) in slots.iter_mut().zip(values) {
+                if slot.replace(v).is_none() {
+                    filled += 1;
+                }
+            }
+        }
+        st.left -= filled;
+        if st.left == 0 {
+            let all: Vec<R> = std::mem::take(&mut st.items)
+                .into_iter()
+                .flatten()
+                .collect();
+            drop(st);
+            self.out.resolve(Ok(all));
+        }
     }
 }
 

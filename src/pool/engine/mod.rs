@@ -30,7 +30,7 @@ use super::result::{lock, wait_until};
 pub(crate) use super::task::NewTask;
 use super::task::{Task, Why};
 use super::watch::{Watch, watch_loop};
-use super::wire::{InitArg, Msg, TaskMsg};
+use super::wire::{InitArg, Msg, TaskMsg, U32s};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::Target;
 use crate::sys;
@@ -255,8 +255,8 @@ impl Engine {
                     id,
                     target: t.target,
                     data: t.data,
-                    ends: t.ends,
-                    fds: t.fd_counts,
+                    ends: U32s(t.ends),
+                    fds: U32s(t.fd_counts),
                 },
                 fds: t.fds,
                 transits: t.transits,
