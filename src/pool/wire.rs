@@ -94,7 +94,7 @@ impl<'de> Deserialize<'de> for U32s {
                 f.write_str("a byte string of little-endian u32 words")
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<U32s, E> {
-                if v.len() % 4 != 0 {
+                if !v.len().is_multiple_of(4) {
                     return Err(E::invalid_length(v.len(), &self));
                 }
                 Ok(U32s(
