@@ -5,7 +5,6 @@
 //! cells with values directly ([`Complete`]). A cell resolves exactly once; callbacks run in
 //! the thread that resolves it, before waiters are released, inside `catch_unwind`.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -662,6 +661,20 @@ impl<R> MapSink<R> {
     }
 }
 
+impl<R> MapSink<R> {
+    /// Resolves the list once every item is in.
+    fn resolve_if_full(&self, mut st: MutexGuard<'_, MapState<R>>) {
+        if st.left == 0 {
+            let all: Vec<R> = std::mem::take(&mut st.items)
+                .into_iter()
+                .flatten()
+                .collect();
+            drop(st);
+            self.out.resolve(Ok(all));
+        }
+    }
+}
+
 impl<R: Send> Complete<R> for MapSink<R> {
     fn complete_many(&self, first: usize, outcomes: Vec<Result<R>>) {
         let mut st = lock(&self.st);
@@ -689,13 +702,8 @@ impl<R: Send> Complete<R> for MapSink<R> {
             st.items.clear();
             drop(st);
             self.out.resolve(Err(e));
-        } else if st.left == 0 {
-            let all: Vec<R> = std::mem::take(&mut st.items)
-                .into_iter()
-                .flatten()
-                .collect();
-            drop(st);
-            self.out.resolve(Ok(all));
+        } else {
+            self.resolve_if_full(st);
         }
     }
 
@@ -717,135 +725,6 @@ impl<R: Send> Complete<R> for MapSink<R> {
             }
         }
         st.left -= filled;
-        if st.left == 0 {
-            let all: Vec<R> = std::mem::take(&mut st.items)
-                .into_iter()
-                .flatten()
-                .collect();
-            drop(st);
-            self.out.resolve(Ok(all));
-        }
-    }
-}
-
-/// An `imap` iterator of either pool: it pulls its input a window ahead of the caller
-/// ([`fill`](Lazy::fill)) and hands results out of an [`ImapSink`].
-pub(crate) trait Lazy<R> {
-    /// Pulls input and submits it until the window is full or the input ends.
-    fn fill(&mut self);
-
-    /// The sink, how many results were handed out, and whether everything pulled was.
-    fn cursor(&mut self) -> (&ImapSink<R>, &mut usize, bool);
-
-    /// The next result, waiting until `deadline`: the end, a result, or a timeout error.
-    fn next_lazy(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
-        self.fill();
-        let (sink, yielded, exhausted) = self.cursor();
-        let next = sink.next_step(yielded, exhausted, deadline);
-        self.fill();
-        next
-    }
-}
-
-struct ImapState<R> {
-    ordered: BTreeMap<usize, Result<R>>,
-    unordered: VecDeque<Result<R>>,
-    arrived: usize,
-    waiters: usize,
-}
-
-/// The results of an `imap` or `imap_unordered` as they arrive.
-pub(crate) struct ImapSink<R> {
-    in_order: bool,
-    st: Mutex<ImapState<R>>,
-    cv: Condvar,
-}
-
-impl<R> ImapSink<R> {
-    pub(crate) fn new(in_order: bool) -> ImapSink<R> {
-        ImapSink {
-            in_order,
-            st: Mutex::new(ImapState {
-                ordered: BTreeMap::new(),
-                unordered: VecDeque::new(),
-                arrived: 0,
-                waiters: 0,
-            }),
-            cv: Condvar::new(),
-        }
-    }
-
-    /// The next result to hand out (item `next` if in order), waiting until `deadline`.
-    /// `None` on timeout.
-    pub(crate) fn next(&self, next: usize, deadline: Option<Instant>) -> Option<Result<R>> {
-        let mut st = lock(&self.st);
-        loop {
-            let found = if self.in_order {
-                st.ordered.remove(&next)
-            } else {
-                st.unordered.pop_front()
-            };
-            if found.is_some() {
-                return found;
-            }
-            st.waiters += 1;
-            let timed_out;
-            (st, timed_out) = wait_until(&self.cv, st, deadline);
-            st.waiters -= 1;
-            if timed_out {
-                return None;
-            }
-        }
-    }
-
-    /// The step both `imap` iterators share: the end once everything pulled was handed out,
-    /// else the next result (counted in `yielded`), or a timeout error.
-    pub(crate) fn next_step(
-        &self,
-        yielded: &mut usize,
-        exhausted: bool,
-        deadline: Option<Instant>,
-    ) -> Option<Result<R>> {
-        if exhausted {
-            return None;
-        }
-        match self.next(*yielded, deadline) {
-            Some(r) => {
-                *yielded += 1;
-                Some(r)
-            }
-            None => Some(Err(Error::new(
-                ErrorKind::Timeout,
-                "no result arrived before the timeout",
-            ))),
-        }
-    }
-
-    /// How many results have arrived so far.
-    pub(crate) fn arrived(&self) -> usize {
-        lock(&self.st).arrived
-    }
-}
-
-impl<R: Send> Complete<R> for ImapSink<R> {
-    fn complete_many(&self, first: usize, outcomes: Vec<Result<R>>) {
-        let mut st = lock(&self.st);
-        for (i, outcome) in outcomes.into_iter().enumerate() {
-            st.arrived += 1;
-            if self.in_order {
-                st.ordered.insert(first + i, outcome);
-            } else {
-                st.unordered.push_back(outcome);
-            }
-        }
-        let waiters = st.waiters;
-        drop(st);
-        if waiters > 0 {
-            self.cv.notify_all();
-        }
-    }
-
-    fn complete(&self, index: usize, outcome: Result<R>) {
-        self.complete_many(index, vec![outcome]);
+        self.resolve_if_full(st);
     }
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use super::{Call, Shared};
 use crate::error::Result;
 use crate::pool::engine::Status;
-use crate::pool::result::{Complete, ImapSink, Lazy, lock};
+use crate::pool::imap::{ImapSink, Lazy};
+use crate::pool::result::{Complete, lock};
 
 /// The iterator of [`ThreadPool::imap`](crate::ThreadPool::imap) and
 /// [`ThreadPool::imap_unordered`](crate::ThreadPool::imap_unordered).

@@ -16,8 +16,9 @@ pub use imap::ThreadImap;
 use super::builder::available_cpus;
 use super::engine::Status;
 use super::error::{PoolJoinTimeoutError, joined};
+use super::imap::ImapSink;
 use super::result::{
-    AsyncResult, Callbacks, Cell, Complete, ImapSink, MapSink, lock, panic_message, wait_until,
+    AsyncResult, Callbacks, Cell, Complete, MapSink, lock, panic_message, wait_until,
 };
 use crate::error::{Error, ErrorKind, Result};
 
