@@ -5,7 +5,9 @@
 //!   (throughput per task).
 //! - `pool_map_1M`: one `map` of a trivial function over 1,000,000 integers, CPython's
 //!   default chunk size on both sides (throughput per item).
-//! - `pool_apply`: one `apply` round trip (latency).
+//! - `pool_apply`: one `apply` round trip (latency), unpinned, with the parent and its one
+//!   worker pinned to one CPU and to two; the floor is a bare futex ping-pong between two
+//!   processes in the same placement (`raw_futex`). Compare medians (p50).
 //! - `pool_cpu_map`: `map` of 10 ms CPU-bound tasks on 2 workers, against running them in
 //!   sequence in this process (the speed-up).
 //! - `pool_replace`: SIGKILL a worker and time until the pool has answered a task from its
@@ -19,11 +21,17 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use multiproc::{Pool, Process, StartMethod};
 
+#[path = "common/affinity.rs"]
+mod affinity;
+#[path = "common/futex.rs"]
+mod futex;
 #[path = "common/python.rs"]
 mod python_script;
+
+use affinity::{pin, placements};
 
 fn python(shape: &str, n: u64) -> Option<Duration> {
     python_script::run("pool.py", &[shape.to_string()], n)
@@ -99,14 +107,36 @@ fn map_1m(c: &mut Criterion) {
     g.finish();
 }
 
+/// A pool worker's initializer: pins it to `cpu` (None: anywhere).
+fn pin_worker(cpu: Option<usize>) {
+    pin(cpu);
+}
+
 fn apply_latency(c: &mut Criterion) {
     multiproc::init();
-    let pool = Pool::new(2).unwrap();
     let mut g = c.benchmark_group("pool_apply");
     g.measurement_time(Duration::from_secs(5));
-    g.bench_function("multiproc", |b| {
-        b.iter(|| black_box(pool.apply(trivial, 1).unwrap()))
-    });
+    for (name, parent_cpu, child_cpu) in placements() {
+        // The floor first, while this process is single-threaded (it forks).
+        pin(parent_cpu);
+        let w = futex::SharedWord::new();
+        let echo = futex::echo_child(&w, move || pin(child_cpu));
+        g.bench_with_input(BenchmarkId::new("raw_futex", name), &(), |b, _| {
+            b.iter(|| futex::round_trip(&w))
+        });
+        futex::stop(echo);
+        // The pool's threads inherit the parent's placement; its worker pins itself.
+        let pool = Pool::builder()
+            .processes(1)
+            .initializer(pin_worker, child_cpu)
+            .build()
+            .unwrap();
+        g.bench_with_input(BenchmarkId::new("multiproc", name), &(), |b, _| {
+            b.iter(|| black_box(pool.apply(trivial, 1).unwrap()))
+        });
+        drop(pool);
+        pin(None);
+    }
     if python("apply", 10).is_some() {
         g.bench_function("python", |b| {
             b.iter_custom(|iters| python_scaled("apply", iters, 2000).expect("python run failed"))

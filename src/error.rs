@@ -72,6 +72,10 @@ pub enum ErrorKind {
     TaskTimeout,
     /// The task was cancelled before it finished (the pool was terminated).
     Cancelled,
+    /// A pool stopped because a worker was killed by SIGINT — a Ctrl-C, which a terminal
+    /// sends to the whole process group — in a program that itself survives SIGINT: every
+    /// unfinished task fails with this kind and the pool is terminated.
+    Interrupted,
     /// A pool's initializer failed (panicked) in its worker; see [`Error::panic_message`].
     Initializer,
     /// The call is not allowed in the object's current state (joining a pool that is still

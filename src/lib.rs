@@ -115,8 +115,8 @@ pub use pipe::{
     SendError, Sentinel, TryRecvError, Waitable, pipe, pipe_typed, simplex, wait,
 };
 pub use pool::{
-    AsyncResult, Callbacks, Imap, Pool, PoolBuilder, Progress, ThreadImap, ThreadPool,
-    ThreadPoolBuilder,
+    AsyncGetTimeoutError, AsyncResult, AsyncWaitTimeoutError, Callbacks, Imap, Pool, PoolBuilder,
+    PoolJoinTimeoutError, Progress, ThreadImap, ThreadPool, ThreadPoolBuilder,
 };
 pub use process::{
     CallTimeoutError, JoinTimeoutError, Process, ProcessInfo, StartMethod, TryJoinError, Worker,

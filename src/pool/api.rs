@@ -8,12 +8,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use super::builder::PoolBuilder;
-use super::engine::{Engine, NewTask, Status};
+pub(crate) use super::encode::encode_items;
+use super::engine::{Engine, Status};
+use super::error::{PoolJoinTimeoutError, joined};
 use super::imap::Imap;
-use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink, Sink};
-use super::wire::Bytes;
+use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handles::Transits;
 use crate::process::Target;
 
 /// Counts of a pool's work so far, in items (a `map` chunk counts its items).
@@ -60,6 +60,12 @@ pub struct Progress {
 ///   affected.
 /// - With a [`task_timeout`](PoolBuilder::task_timeout), a task that runs too long has its
 ///   worker killed and replaced ([`ErrorKind::TaskTimeout`]).
+/// - A Ctrl-C: a terminal sends SIGINT to the whole process group, the workers included.
+///   A program that does not handle SIGINT ends, and its workers with it. In one that does,
+///   the first worker found dead of SIGINT stops the pool as [`terminate`](Self::terminate)
+///   would: every unfinished task fails with [`ErrorKind::Interrupted`] (so `map` returns
+///   that error at once) and no worker is started again. A SIGINT sent to the parent alone
+///   reaches only its handler, which may call `terminate` itself.
 ///
 /// # Ending a pool
 /// [`close`](Self::close) stops new tasks (the workers exit once everything submitted is
@@ -104,81 +110,6 @@ impl std::fmt::Debug for Pool {
             .finish()
     }
 }
-
-/// Items encoded back to back, where each ends, and the descriptors of their handles.
-pub(crate) struct Encoded {
-    pub(crate) data: Bytes,
-    pub(crate) ends: Vec<u32>,
-    pub(crate) fds: Vec<std::os::fd::OwnedFd>,
-    pub(crate) fd_counts: Vec<u32>,
-    pub(crate) transits: Transits,
-}
-
-impl Encoded {
-    /// The engine task that runs `target` on these items, its results going to `sink` as
-    /// items `first`, `first + 1`, ... of their job.
-    pub(crate) fn into_task(self, target: Target, sink: Arc<dyn Sink>, first: usize) -> NewTask {
-        NewTask {
-            target,
-            data: self.data,
-            ends: self.ends,
-            fds: self.fds,
-            fd_counts: self.fd_counts,
-            transits: self.transits,
-            sink,
-            first,
-        }
-    }
-}
-
-/// Encodes items into one buffer, back to back, recording where each ends; handles inside
-/// them (queues, locks, shared memory, connections) travel as descriptors.
-pub(crate) fn encode_items<'a, A: Serialize + 'a>(
-    items: impl IntoIterator<Item = &'a A>,
-) -> Result<Encoded> {
-    let mut data = Vec::new();
-    let mut ends = Vec::new();
-    let mut fds = Vec::new();
-    let mut fd_counts = Vec::new();
-    let mut transits = Transits::default();
-    for item in items {
-        let (bytes, item_fds, item_transits) = crate::handles::encode_with_handles(item)
-            .map_err(|e| Error::codec("the task's argument could not be serialized", e))?;
-        data.extend_from_slice(&bytes);
-        let end = u32::try_from(data.len()).map_err(|_| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                "a task's arguments exceed 4 GiB: use a smaller chunksize",
-            )
-        })?;
-        ends.push(end);
-        fd_counts.push(item_fds.len() as u32);
-        fds.extend(item_fds);
-        transits.extend(item_transits);
-    }
-    if fds.len() > MAX_TASK_FDS {
-        return Err(Error::new(
-            ErrorKind::InvalidArgument,
-            format!(
-                "{} handles in one task; at most {MAX_TASK_FDS} can be passed (use a smaller chunksize)",
-                fds.len()
-            ),
-        ));
-    }
-    if fds.is_empty() {
-        fd_counts.clear();
-    }
-    Ok(Encoded {
-        data: Bytes(data.into()),
-        ends,
-        fds,
-        fd_counts,
-        transits,
-    })
-}
-
-/// The most descriptors one message can carry (SCM_MAX_FD).
-const MAX_TASK_FDS: usize = 253;
 
 impl Pool {
     /// What cancels tasks `ids` from an `AsyncResult` (which does not keep the pool alive).
@@ -482,17 +413,7 @@ impl Pool {
         ))));
         let mut tasks = Vec::with_capacity(items.len().div_ceil(size));
         for (k, chunk) in items.chunks(size).enumerate() {
-            let e = encode_items(chunk)?;
-            tasks.push(NewTask {
-                target,
-                data: e.data,
-                ends: e.ends,
-                fds: e.fds,
-                fd_counts: e.fd_counts,
-                transits: e.transits,
-                sink: sink.clone(),
-                first: k * size,
-            });
+            tasks.push(encode_items(chunk)?.into_task(target, sink.clone(), k * size));
         }
         let mut result = AsyncResult::new(out);
         if !tasks.is_empty() {
@@ -603,14 +524,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        Imap::new(
-            self.engine.clone(),
-            f,
-            iterable,
-            chunksize,
-            self.window,
-            true,
-        )
+        Imap::new(&self.engine, f, iterable, chunksize, self.window, true)
     }
 
     /// Like [`imap`](Self::imap), yielding results in the order they finish (Python's
@@ -637,7 +551,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        Imap::new(self.engine.clone(), f, iterable, 1, self.window, false)
+        self.imap_unordered_chunked(f, iterable, 1)
     }
 
     /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per task.
@@ -666,14 +580,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        Imap::new(
-            self.engine.clone(),
-            f,
-            iterable,
-            chunksize,
-            self.window,
-            false,
-        )
+        Imap::new(&self.engine, f, iterable, chunksize, self.window, false)
     }
 
     /// Accepts no more tasks; the workers exit once everything submitted is done (Python's
@@ -734,24 +641,47 @@ impl Pool {
         self.engine.join(None).map(drop)
     }
 
-    /// Like [`join`](Self::join), waiting at most `timeout`: `Ok(true)` once the pool has
-    /// ended, `Ok(false)` if it is still winding down.
+    /// Like [`join`](Self::join), waiting at most `timeout` (a timeout too large for an
+    /// `Instant` means forever).
     ///
     /// # Errors
-    /// As [`join`](Self::join).
+    /// [`PoolJoinTimeoutError::Timeout`] if the pool is still winding down (call again);
+    /// [`PoolJoinTimeoutError::Failed`] as [`join`](Self::join).
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use std::time::Duration;
+    /// use multiproc::PoolJoinTimeoutError;
     /// multiproc::init();
     /// let pool = multiproc::Pool::new(1)?;
     /// pool.close();
-    /// while !pool.join_timeout(Duration::from_millis(100))? {}
+    /// while let Err(e) = pool.join_timeout(Duration::from_millis(100)) {
+    ///     assert!(matches!(e, PoolJoinTimeoutError::Timeout), "{e}");
+    /// }
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.engine.join(Instant::now().checked_add(timeout))
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolJoinTimeoutError> {
+        joined(self.engine.join(Instant::now().checked_add(timeout)))
+    }
+
+    /// Like [`join_timeout`](Self::join_timeout), with a deadline.
+    ///
+    /// # Errors
+    /// As [`join_timeout`](Self::join_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, Instant};
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// pool.terminate();
+    /// pool.join_deadline(Instant::now() + Duration::from_secs(60))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_deadline(&self, deadline: Instant) -> Result<(), PoolJoinTimeoutError> {
+        joined(self.engine.join(Some(deadline)))
     }
 }
 

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::{Bytes, FdSocket, InitArg, Msg, TaskMsg};
+use super::wire::{Bytes, FdSocket, InitArg, Msg, TaskMsg, U32s};
 use crate::process::{CallError, Outcome, Target};
 use crate::{GetError, Queue};
 
@@ -81,7 +81,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
                     .map(|i| (i, Outcome::BadArguments(why.clone())))
                     .collect(),
                 data: Bytes::default(),
-                lens: Vec::new(),
+                lens: U32s::default(),
                 rss: None,
                 busy_ns: 0,
             },
@@ -98,7 +98,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
                     .map(|i| (i, Outcome::BadResult(why.clone())))
                     .collect(),
                 data: Bytes::default(),
-                lens: Vec::new(),
+                lens: U32s::default(),
                 rss: None,
                 busy_ns: 0,
             };
@@ -207,12 +207,84 @@ fn run_task(
     handles: Vec<Vec<std::os::fd::OwnedFd>>,
     rss: bool,
 ) -> Msg {
-    let mut handles = handles.into_iter();
     capture_panic_locations();
     let started = std::time::Instant::now();
     let mut failed = Vec::new();
     let mut out = Vec::new();
     let mut lens = Vec::with_capacity(ends.len());
+    if handles.is_empty() {
+        run_chunk(target, data, ends, &mut out, &mut lens, &mut failed);
+    } else {
+        run_items(
+            target,
+            data,
+            ends,
+            handles,
+            &mut out,
+            &mut lens,
+            &mut failed,
+        );
+    }
+    Msg::Done {
+        worker,
+        id,
+        failed,
+        data: Bytes(out.into()),
+        lens: U32s(lens),
+        rss: if rss { resident_bytes() } else { None },
+        busy_ns: started.elapsed().as_nanos().min(u64::MAX as u128) as u64,
+    }
+}
+
+/// Runs the items of a task that holds no handle through the function's chunk trampoline:
+/// results straight into `out`, no allocation per item. A failing or panicking item is
+/// recorded and the chunk goes on after it.
+fn run_chunk(
+    target: Target,
+    data: &[u8],
+    ends: &[u32],
+    out: &mut Vec<u8>,
+    lens: &mut Vec<u32>,
+    failed: &mut Vec<(u32, Outcome)>,
+) {
+    let mut next = 0usize;
+    while next < ends.len() {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            target.invoke_chunk(data, ends, &mut next, out, lens)
+        }));
+        let at = next.saturating_sub(1) as u32;
+        match ran {
+            Ok(Ok(())) => return,
+            Ok(Err(CallError::Arguments(e))) => {
+                failed.push((at, Outcome::BadArguments(e.to_string())))
+            }
+            Ok(Err(CallError::Result(e))) => failed.push((at, Outcome::BadResult(e.to_string()))),
+            Err(payload) => {
+                // A panic inside a result's encoding may have left part of it behind.
+                out.truncate(lens.iter().map(|&l| l as usize).sum());
+                failed.push((
+                    at,
+                    Outcome::Panicked {
+                        message: super::result::panic_message(&payload),
+                        location: PANICKED_AT.with(|slot| slot.borrow_mut().take()),
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// Runs the items of a task one by one, each with the descriptors of its handles at hand.
+fn run_items(
+    target: Target,
+    data: &[u8],
+    ends: &[u32],
+    handles: Vec<Vec<std::os::fd::OwnedFd>>,
+    out: &mut Vec<u8>,
+    lens: &mut Vec<u32>,
+    failed: &mut Vec<(u32, Outcome)>,
+) {
+    let mut handles = handles.into_iter();
     let mut start = 0usize;
     for (i, &end) in ends.iter().enumerate() {
         let i = i as u32;
@@ -247,15 +319,6 @@ fn run_task(
             },
             Err(outcome) => failed.push((i, outcome)),
         }
-    }
-    Msg::Done {
-        worker,
-        id,
-        failed,
-        data: Bytes(out.into()),
-        lens,
-        rss: if rss { resident_bytes() } else { None },
-        busy_ns: started.elapsed().as_nanos().min(u64::MAX as u128) as u64,
     }
 }
 

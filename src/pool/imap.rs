@@ -1,21 +1,21 @@
 //! `imap` and `imap_unordered`: results as an iterator, the input pulled lazily through a
 //! bounded window of tasks in flight.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::engine::{Engine, NewTask};
-use super::result::{Complete, Decode, ImapSink};
-use super::wire::Bytes;
-use crate::codec;
+use super::encode::{Batch, Encoded};
+use super::engine::Engine;
+use super::result::{Complete, Decode, lock, wait_until};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::Target;
 
-/// Encodes the next input item into the buffer: `None` when the input is exhausted.
-type Feed<'a> = Box<dyn FnMut(&mut Vec<u8>) -> Option<Result<()>> + 'a>;
+/// Encodes the next input item into the batch: `None` when the input is exhausted.
+type Feed<'a> = Box<dyn FnMut(&mut Batch) -> Option<Result<()>> + 'a>;
 
 /// The iterator returned by [`Pool::imap`](crate::Pool::imap) and
 /// [`Pool::imap_unordered`](crate::Pool::imap_unordered): one `Result` per input item.
@@ -23,7 +23,9 @@ type Feed<'a> = Box<dyn FnMut(&mut Vec<u8>) -> Option<Result<()>> + 'a>;
 /// The input is pulled only as results are taken: at most `window` tasks (of `chunksize`
 /// items each) are in flight or waiting to be taken, so an endless input runs in bounded
 /// memory (backpressure). An item whose argument does not serialize yields its error at its
-/// place; items submitted after the pool was closed yield [`ErrorKind::Closed`].
+/// place; items submitted after the pool was closed yield [`ErrorKind::Closed`]. Items may
+/// hold handles (a [`Queue`](crate::Queue), a [`Lock`](crate::Lock)...), as task arguments of
+/// [`Pool::apply`](crate::Pool::apply) do.
 ///
 /// # Examples
 ///
@@ -65,7 +67,7 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     pub(crate) fn new<A, I>(
-        engine: Arc<Engine>,
+        engine: &Arc<Engine>,
         f: fn(A) -> R,
         input: I,
         chunksize: usize,
@@ -89,15 +91,12 @@ where
         }
         let target = Target::of(f)?;
         let mut it = input.into_iter();
-        let feed: Feed<'a> = Box::new(move |buf: &mut Vec<u8>| {
+        let feed: Feed<'a> = Box::new(move |batch: &mut Batch| {
             let item = it.next()?;
-            Some(
-                codec::encode_into(&item, buf)
-                    .map_err(|e| Error::codec("the task's argument could not be serialized", e)),
-            )
+            Some(batch.push(&item))
         });
         let mut imap = Imap {
-            engine,
+            engine: engine.clone(),
             target,
             feed,
             sink: Arc::new(ImapSink::new(in_order)),
@@ -115,29 +114,23 @@ where
     fn fill(&mut self) {
         while !self.input_done && self.pulled - self.yielded < self.window * self.chunksize {
             let first = self.pulled;
-            let mut data = Vec::new();
-            let mut ends = Vec::with_capacity(self.chunksize);
+            let mut batch = Batch::default();
             let mut failed = None;
-            while ends.len() < self.chunksize {
-                let start = data.len();
-                match (self.feed)(&mut data) {
+            while batch.len() < self.chunksize {
+                match (self.feed)(&mut batch) {
                     None => {
                         self.input_done = true;
                         break;
                     }
-                    Some(Ok(())) => {
-                        ends.push(data.len() as u32);
-                        self.pulled += 1;
-                    }
+                    Some(Ok(())) => self.pulled += 1,
                     Some(Err(e)) => {
-                        data.truncate(start);
                         failed = Some(e);
                         break;
                     }
                 }
             }
-            if !ends.is_empty() {
-                self.submit(first, data, ends);
+            if batch.len() > 0 {
+                self.submit(first, batch.finish());
             }
             if let Some(e) = failed {
                 // The item that did not serialize fails at its own place.
@@ -147,19 +140,13 @@ where
         }
     }
 
-    fn submit(&mut self, first: usize, data: Vec<u8>, ends: Vec<u32>) {
-        let count = ends.len();
-        let task = NewTask {
-            target: self.target,
-            data: Bytes(data.into()),
-            ends,
-            fds: Vec::new(),
-            fd_counts: Vec::new(),
-            transits: Default::default(),
-            sink: Arc::new(Decode::<R, ImapSink<R>>::new(self.sink.clone())),
-            first,
-        };
-        if let Err(e) = self.engine.submit(vec![task]) {
+    fn submit(&mut self, first: usize, items: Encoded) {
+        let count = items.ends.len();
+        let sink = Arc::new(Decode::<R, ImapSink<R>>::new(self.sink.clone()));
+        if let Err(e) = self
+            .engine
+            .submit(vec![items.into_task(self.target, sink, first)])
+        {
             // The pool was closed: these items, and the rest of the input, cannot run.
             let kind = e.kind();
             let msg = e.to_string();
@@ -168,14 +155,6 @@ where
             }
             self.input_done = true;
         }
-    }
-
-    fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
-        self.fill();
-        let exhausted = self.input_done && self.yielded == self.pulled;
-        let next = self.sink.next_step(&mut self.yielded, exhausted, deadline);
-        self.fill();
-        next
     }
 
     /// Like `next`, waiting at most `timeout`: `Some(Err(e))` with
@@ -198,7 +177,7 @@ where
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
-        self.next_deadline(Instant::now().checked_add(timeout))
+        self.next_lazy(Instant::now().checked_add(timeout))
     }
 
     /// How many results have arrived from the workers so far (taken or not).
@@ -226,6 +205,142 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.next_deadline(None)
+        self.next_lazy(None)
+    }
+}
+
+impl<R> Lazy<R> for Imap<'_, R>
+where
+    R: DeserializeOwned + Send + 'static,
+{
+    fn fill(&mut self) {
+        Imap::fill(self);
+    }
+
+    fn cursor(&mut self) -> (&ImapSink<R>, &mut usize, bool) {
+        let exhausted = self.input_done && self.yielded == self.pulled;
+        (&self.sink, &mut self.yielded, exhausted)
+    }
+}
+
+/// An `imap` iterator of either pool: it pulls its input a window ahead of the caller
+/// ([`fill`](Lazy::fill)) and hands results out of an [`ImapSink`].
+pub(crate) trait Lazy<R> {
+    /// Pulls input and submits it until the window is full or the input ends.
+    fn fill(&mut self);
+
+    /// The sink, how many results were handed out, and whether everything pulled was.
+    fn cursor(&mut self) -> (&ImapSink<R>, &mut usize, bool);
+
+    /// The next result, waiting until `deadline`: the end, a result, or a timeout error.
+    fn next_lazy(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        self.fill();
+        let (sink, yielded, exhausted) = self.cursor();
+        let next = sink.next_step(yielded, exhausted, deadline);
+        self.fill();
+        next
+    }
+}
+
+struct ImapState<R> {
+    ordered: BTreeMap<usize, Result<R>>,
+    unordered: VecDeque<Result<R>>,
+    arrived: usize,
+    waiters: usize,
+}
+
+/// The results of an `imap` or `imap_unordered` as they arrive.
+pub(crate) struct ImapSink<R> {
+    in_order: bool,
+    st: Mutex<ImapState<R>>,
+    cv: Condvar,
+}
+
+impl<R> ImapSink<R> {
+    pub(crate) fn new(in_order: bool) -> ImapSink<R> {
+        ImapSink {
+            in_order,
+            st: Mutex::new(ImapState {
+                ordered: BTreeMap::new(),
+                unordered: VecDeque::new(),
+                arrived: 0,
+                waiters: 0,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// The next result to hand out (item `next` if in order), waiting until `deadline`.
+    /// `None` on timeout.
+    pub(crate) fn next(&self, next: usize, deadline: Option<Instant>) -> Option<Result<R>> {
+        let mut st = lock(&self.st);
+        loop {
+            let found = if self.in_order {
+                st.ordered.remove(&next)
+            } else {
+                st.unordered.pop_front()
+            };
+            if found.is_some() {
+                return found;
+            }
+            st.waiters += 1;
+            let timed_out;
+            (st, timed_out) = wait_until(&self.cv, st, deadline);
+            st.waiters -= 1;
+            if timed_out {
+                return None;
+            }
+        }
+    }
+
+    /// The step both `imap` iterators share: the end once everything pulled was handed out,
+    /// else the next result (counted in `yielded`), or a timeout error.
+    pub(crate) fn next_step(
+        &self,
+        yielded: &mut usize,
+        exhausted: bool,
+        deadline: Option<Instant>,
+    ) -> Option<Result<R>> {
+        if exhausted {
+            return None;
+        }
+        match self.next(*yielded, deadline) {
+            Some(r) => {
+                *yielded += 1;
+                Some(r)
+            }
+            None => Some(Err(Error::new(
+                ErrorKind::Timeout,
+                "no result arrived before the timeout",
+            ))),
+        }
+    }
+
+    /// How many results have arrived so far.
+    pub(crate) fn arrived(&self) -> usize {
+        lock(&self.st).arrived
+    }
+}
+
+impl<R: Send> Complete<R> for ImapSink<R> {
+    fn complete_many(&self, first: usize, outcomes: Vec<Result<R>>) {
+        let mut st = lock(&self.st);
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            st.arrived += 1;
+            if self.in_order {
+                st.ordered.insert(first + i, outcome);
+            } else {
+                st.unordered.push_back(outcome);
+            }
+        }
+        let waiters = st.waiters;
+        drop(st);
+        if waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    fn complete(&self, index: usize, outcome: Result<R>) {
+        self.complete_many(index, vec![outcome]);
     }
 }

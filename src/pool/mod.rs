@@ -11,7 +11,9 @@
 pub(crate) mod api;
 mod builder;
 mod child;
+mod encode;
 pub(crate) mod engine;
+mod error;
 mod imap;
 pub(crate) mod result;
 mod task;
@@ -20,6 +22,7 @@ mod watch;
 mod wire;
 
 pub use api::{Pool, PoolBuilder, Progress};
+pub use error::{AsyncGetTimeoutError, AsyncWaitTimeoutError, PoolJoinTimeoutError};
 pub use imap::Imap;
 pub use result::{AsyncResult, Callbacks};
 pub use thread::{ThreadImap, ThreadPool, ThreadPoolBuilder};

@@ -5,7 +5,6 @@
 //! cells with values directly ([`Complete`]). A cell resolves exactly once; callbacks run in
 //! the thread that resolves it, before waiters are released, inside `catch_unwind`.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::error::{AsyncGetTimeoutError, AsyncWaitTimeoutError};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -26,6 +26,24 @@ pub(crate) trait Sink: Send + Sync {
             self.deliver(first + i, o);
         }
     }
+
+    /// Items `first`, `first + 1`, ... that all returned: their encoded results lie back to
+    /// back in `data`, `lens` giving their sizes.
+    fn deliver_ok(&self, first: usize, data: &[u8], lens: &[u32]) {
+        self.deliver_many(first, split(data, lens).collect());
+    }
+}
+
+/// The items of `data`, back to back, of the sizes in `lens`; an item past the end is an
+/// error.
+fn split<'a>(data: &'a [u8], lens: &'a [u32]) -> impl Iterator<Item = Result<&'a [u8]>> + 'a {
+    let mut at = 0usize;
+    lens.iter().map(move |&len| {
+        let end = at.saturating_add(len as usize);
+        let item = data.get(at..end);
+        at = end;
+        item.ok_or_else(|| Error::new(ErrorKind::Codec, "the worker sent a malformed result"))
+    })
 }
 
 /// Receives the decoded outcome of item `index` of a job.
@@ -37,6 +55,11 @@ pub(crate) trait Complete<R>: Send + Sync {
         for (i, o) in outcomes.into_iter().enumerate() {
             self.complete(first + i, o);
         }
+    }
+
+    /// Items `first`, `first + 1`, ... that all succeeded.
+    fn complete_all(&self, first: usize, values: Vec<R>) {
+        self.complete_many(first, values.into_iter().map(Ok).collect());
     }
 }
 
@@ -76,6 +99,29 @@ impl<R: DeserializeOwned, C: Complete<R> + ?Sized> Sink for Decode<R, C> {
         }
         let values = outcomes.into_iter().map(decoded).collect();
         self.cell.complete_many(first, values);
+    }
+
+    fn deliver_ok(&self, first: usize, data: &[u8], lens: &[u32]) {
+        // Straight into the values while every item decodes; from the first that does not,
+        // item by item with its error.
+        let mut values = Vec::with_capacity(lens.len());
+        let mut at = 0usize;
+        for &len in lens {
+            let end = at.saturating_add(len as usize);
+            match data.get(at..end).map(codec::decode::<R>) {
+                Some(Ok(v)) => values.push(v),
+                _ => break,
+            }
+            at = end;
+        }
+        if values.len() == lens.len() {
+            self.cell.complete_all(first, values);
+            return;
+        }
+        let done = values.len();
+        let mut outcomes: Vec<Result<R>> = values.into_iter().map(Ok).collect();
+        outcomes.extend(split(data.get(at..).unwrap_or_default(), &lens[done..]).map(decoded));
+        self.cell.complete_many(first, outcomes);
     }
 }
 
@@ -281,27 +327,23 @@ impl<R> Cell<R> {
         true
     }
 
-    fn take(&self, deadline: Option<Instant>) -> Result<R> {
+    /// The value (moved out), once resolved; `None` if `deadline` passed first.
+    fn take(&self, deadline: Option<Instant>) -> Option<Result<R>> {
         if !self.wait_deadline(deadline) {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                "the result was not ready before the timeout",
-            ));
+            return None;
         }
-        let mut st = lock(&self.st);
-        if st.taken {
-            return Err(Error::new(
-                ErrorKind::ResultTaken,
-                "the result was already returned by an earlier get",
-            ));
-        }
-        st.taken = true;
-        st.value.take().unwrap_or_else(|| {
+        let taken = || {
             Err(Error::new(
                 ErrorKind::ResultTaken,
                 "the result was already returned by an earlier get",
             ))
-        })
+        };
+        let mut st = lock(&self.st);
+        if st.taken {
+            return Some(taken());
+        }
+        st.taken = true;
+        Some(st.value.take().unwrap_or_else(taken))
     }
 }
 
@@ -400,30 +442,65 @@ impl<R> AsyncResult<R> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get(&self) -> Result<R> {
-        self.cell.take(None)
+        // Without a deadline the wait ends only once the result is there.
+        self.cell.take(None).unwrap_or_else(|| {
+            Err(Error::new(
+                ErrorKind::InvalidState,
+                "the wait for the result ended without one",
+            ))
+        })
     }
 
-    /// Like [`get`](Self::get), giving up after `timeout` with [`ErrorKind::Timeout`] (the
-    /// result stays to come: call again). A timeout too large for an `Instant` means forever.
+    /// Like [`get`](Self::get), giving up after `timeout` with
+    /// [`AsyncGetTimeoutError::Timeout`] (the result stays to come: call again). A timeout
+    /// too large for an `Instant` means forever. Python's `get(timeout)`.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`], or as [`get`](Self::get).
+    /// [`AsyncGetTimeoutError::Timeout`], or [`AsyncGetTimeoutError::Failed`] with what
+    /// [`get`](Self::get) would return.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use std::time::Duration;
+    /// use multiproc::AsyncGetTimeoutError;
     /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
     /// multiproc::init();
     /// let pool = multiproc::Pool::new(1)?;
     /// let r = pool.apply_async(nap, 500)?;
-    /// let e = r.get_timeout(Duration::from_millis(1)).unwrap_err();
-    /// assert_eq!(e.kind(), multiproc::ErrorKind::Timeout);
-    /// assert_eq!(r.get()?, 500);
+    /// assert!(matches!(r.get_timeout(Duration::from_millis(1)), Err(AsyncGetTimeoutError::Timeout)));
+    /// assert_eq!(r.get_timeout(Duration::from_secs(60))?, 500);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
-        self.cell.take(Instant::now().checked_add(timeout))
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, AsyncGetTimeoutError> {
+        self.get_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`get_timeout`](Self::get_timeout), with a deadline.
+    ///
+    /// # Errors
+    /// As [`get_timeout`](Self::get_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, Instant};
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(inc, 1)?;
+    /// assert_eq!(r.get_deadline(Instant::now() + Duration::from_secs(60))?, 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_deadline(&self, deadline: Instant) -> Result<R, AsyncGetTimeoutError> {
+        self.get_until(Some(deadline))
+    }
+
+    fn get_until(&self, deadline: Option<Instant>) -> Result<R, AsyncGetTimeoutError> {
+        match self.cell.take(deadline) {
+            None => Err(AsyncGetTimeoutError::Timeout),
+            Some(r) => r.map_err(AsyncGetTimeoutError::Failed),
+        }
     }
 
     /// Waits until the result is ready.
@@ -443,7 +520,12 @@ impl<R> AsyncResult<R> {
         self.cell.wait_deadline(None);
     }
 
-    /// Waits at most `timeout`; true if the result is ready.
+    /// Waits at most `timeout` for the result to be ready (Python's `wait(timeout)`, which
+    /// returns `None` either way: here a timeout is an error). A timeout too large for an
+    /// `Instant` means forever.
+    ///
+    /// # Errors
+    /// [`AsyncWaitTimeoutError`] if the result was not ready in time.
     ///
     /// # Examples
     ///
@@ -453,11 +535,40 @@ impl<R> AsyncResult<R> {
     /// multiproc::init();
     /// let pool = multiproc::Pool::new(1)?;
     /// let r = pool.apply_async(inc, 1)?;
-    /// while !r.wait_timeout(Duration::from_millis(10)) {}
+    /// while r.wait_timeout(Duration::from_millis(10)).is_err() {}
+    /// assert!(r.ready());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.cell.wait_deadline(Instant::now().checked_add(timeout))
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), AsyncWaitTimeoutError> {
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`wait_timeout`](Self::wait_timeout), with a deadline.
+    ///
+    /// # Errors
+    /// As [`wait_timeout`](Self::wait_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, Instant};
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// multiproc::init();
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(inc, 1)?;
+    /// r.wait_deadline(Instant::now() + Duration::from_secs(60))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_deadline(&self, deadline: Instant) -> Result<(), AsyncWaitTimeoutError> {
+        self.wait_until(Some(deadline))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<(), AsyncWaitTimeoutError> {
+        if self.cell.wait_deadline(deadline) {
+            Ok(())
+        } else {
+            Err(AsyncWaitTimeoutError)
+        }
     }
 
     /// Whether the result is ready (never waits).
@@ -550,6 +661,20 @@ impl<R> MapSink<R> {
     }
 }
 
+impl<R> MapSink<R> {
+    /// Resolves the list once every item is in.
+    fn resolve_if_full(&self, mut st: MutexGuard<'_, MapState<R>>) {
+        if st.left == 0 {
+            let all: Vec<R> = std::mem::take(&mut st.items)
+                .into_iter()
+                .flatten()
+                .collect();
+            drop(st);
+            self.out.resolve(Ok(all));
+        }
+    }
+}
+
 impl<R: Send> Complete<R> for MapSink<R> {
     fn complete_many(&self, first: usize, outcomes: Vec<Result<R>>) {
         let mut st = lock(&self.st);
@@ -577,120 +702,29 @@ impl<R: Send> Complete<R> for MapSink<R> {
             st.items.clear();
             drop(st);
             self.out.resolve(Err(e));
-        } else if st.left == 0 {
-            let all: Vec<R> = std::mem::take(&mut st.items)
-                .into_iter()
-                .flatten()
-                .collect();
-            drop(st);
-            self.out.resolve(Ok(all));
+        } else {
+            self.resolve_if_full(st);
         }
     }
 
     fn complete(&self, index: usize, outcome: Result<R>) {
         self.complete_many(index, vec![outcome]);
     }
-}
 
-struct ImapState<R> {
-    ordered: BTreeMap<usize, Result<R>>,
-    unordered: VecDeque<Result<R>>,
-    arrived: usize,
-    waiters: usize,
-}
-
-/// The results of an `imap` or `imap_unordered` as they arrive.
-pub(crate) struct ImapSink<R> {
-    in_order: bool,
-    st: Mutex<ImapState<R>>,
-    cv: Condvar,
-}
-
-impl<R> ImapSink<R> {
-    pub(crate) fn new(in_order: bool) -> ImapSink<R> {
-        ImapSink {
-            in_order,
-            st: Mutex::new(ImapState {
-                ordered: BTreeMap::new(),
-                unordered: VecDeque::new(),
-                arrived: 0,
-                waiters: 0,
-            }),
-            cv: Condvar::new(),
-        }
-    }
-
-    /// The next result to hand out (item `next` if in order), waiting until `deadline`.
-    /// `None` on timeout.
-    pub(crate) fn next(&self, next: usize, deadline: Option<Instant>) -> Option<Result<R>> {
+    fn complete_all(&self, first: usize, values: Vec<R>) {
         let mut st = lock(&self.st);
-        loop {
-            let found = if self.in_order {
-                st.ordered.remove(&next)
-            } else {
-                st.unordered.pop_front()
-            };
-            if found.is_some() {
-                return found;
-            }
-            st.waiters += 1;
-            let timed_out;
-            (st, timed_out) = wait_until(&self.cv, st, deadline);
-            st.waiters -= 1;
-            if timed_out {
-                return None;
+        if st.failed {
+            return;
+        }
+        let mut filled = 0;
+        if let Some(slots) = st.items.get_mut(first..first + values.len()) {
+            for (slot, v) in slots.iter_mut().zip(values) {
+                if slot.replace(v).is_none() {
+                    filled += 1;
+                }
             }
         }
-    }
-
-    /// The step both `imap` iterators share: the end once everything pulled was handed out,
-    /// else the next result (counted in `yielded`), or a timeout error.
-    pub(crate) fn next_step(
-        &self,
-        yielded: &mut usize,
-        exhausted: bool,
-        deadline: Option<Instant>,
-    ) -> Option<Result<R>> {
-        if exhausted {
-            return None;
-        }
-        match self.next(*yielded, deadline) {
-            Some(r) => {
-                *yielded += 1;
-                Some(r)
-            }
-            None => Some(Err(Error::new(
-                ErrorKind::Timeout,
-                "no result arrived before the timeout",
-            ))),
-        }
-    }
-
-    /// How many results have arrived so far.
-    pub(crate) fn arrived(&self) -> usize {
-        lock(&self.st).arrived
-    }
-}
-
-impl<R: Send> Complete<R> for ImapSink<R> {
-    fn complete_many(&self, first: usize, outcomes: Vec<Result<R>>) {
-        let mut st = lock(&self.st);
-        for (i, outcome) in outcomes.into_iter().enumerate() {
-            st.arrived += 1;
-            if self.in_order {
-                st.ordered.insert(first + i, outcome);
-            } else {
-                st.unordered.push_back(outcome);
-            }
-        }
-        let waiters = st.waiters;
-        drop(st);
-        if waiters > 0 {
-            self.cv.notify_all();
-        }
-    }
-
-    fn complete(&self, index: usize, outcome: Result<R>) {
-        self.complete_many(index, vec![outcome]);
+        st.left -= filled;
+        self.resolve_if_full(st);
     }
 }

@@ -39,6 +39,10 @@ pub(crate) enum Why {
         after: Duration,
     },
     Cancelled(&'static str),
+    /// A worker died of SIGINT (a Ctrl-C): the pool stopped.
+    Interrupted {
+        pid: u32,
+    },
     Broken(ErrorKind, String),
 }
 
@@ -70,6 +74,16 @@ impl Why {
             )
             .with_pid(*pid),
             Why::Cancelled(why) => Error::new(ErrorKind::Cancelled, *why),
+            Why::Interrupted { pid } => Error::new(
+                ErrorKind::Interrupted,
+                format!(
+                    "the pool was interrupted: its worker {pid} was killed by SIGINT (a Ctrl-C \
+                     reaches the terminal's whole process group), so the pool stopped its \
+                     workers and cancelled every unfinished task"
+                ),
+            )
+            .with_pid(*pid)
+            .with_exit(Exit::Signal(2)),
             Why::Broken(kind, why) => Error::new(*kind, why.clone()),
         }
     }
@@ -110,6 +124,13 @@ impl Task {
         lens: &[u32],
     ) {
         self.resolved = true;
+        if failed.is_empty()
+            && lens.len() == self.count
+            && lens.iter().map(|&l| l as usize).sum::<usize>() == data.len()
+        {
+            self.sink.deliver_ok(self.first, data, lens);
+            return;
+        }
         let mut results: Vec<Result<&[u8]>> = Vec::with_capacity(self.count);
         let mut failed = failed.into_iter().peekable();
         let mut lens = lens.iter();

@@ -63,6 +63,51 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
+/// A list of `u32` that serializes as one byte string of little-endian words (a length and a
+/// `memcpy`), not as a sequence of varints: a map chunk's item boundaries and result sizes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct U32s(pub(crate) Vec<u32>);
+
+impl std::ops::Deref for U32s {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &self.0
+    }
+}
+
+impl Serialize for U32s {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(4 * self.0.len());
+        for w in &self.0 {
+            bytes.extend_from_slice(&w.to_le_bytes());
+        }
+        s.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for U32s {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<U32s, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = U32s;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string of little-endian u32 words")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<U32s, E> {
+                if !v.len().is_multiple_of(4) {
+                    return Err(E::invalid_length(v.len(), &self));
+                }
+                Ok(U32s(
+                    v.chunks_exact(4)
+                        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                        .collect(),
+                ))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
 /// Encodes a value on demand (the initializer's argument).
 pub(crate) type Encoder = Arc<dyn Fn() -> Result<Vec<u8>, crate::codec::CodecError> + Send + Sync>;
 
@@ -107,10 +152,10 @@ pub(crate) enum TaskMsg {
         id: u64,
         target: Target,
         data: Bytes,
-        ends: Vec<u32>,
+        ends: U32s,
         /// How many descriptors each item's handles need (empty: none). They come on the
         /// worker's descriptor socket, in one message that starts with the task's id.
-        fds: Vec<u32>,
+        fds: U32s,
     },
     /// Finish: the worker returns and its process exits with status 0.
     Exit,
@@ -131,7 +176,7 @@ pub(crate) enum Msg {
         id: u64,
         failed: Vec<(u32, Outcome)>,
         data: Bytes,
-        lens: Vec<u32>,
+        lens: U32s,
         /// The worker's resident set size after the task, when the pool recycles by memory.
         rss: Option<u64>,
         /// How long the task ran in the worker, in nanoseconds.
@@ -166,5 +211,20 @@ impl<'de> Deserialize<'de> for FdSocket {
         crate::handles::import_fd(index)
             .map(FdSocket)
             .map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::U32s;
+
+    #[test]
+    fn u32s_round_trip_and_refuse_a_ragged_length() {
+        let words = U32s(vec![0, 1, 0xdead_beef, u32::MAX]);
+        let bytes = crate::codec::encode(&words).expect("encode");
+        assert_eq!(bytes.len(), 1 + 16);
+        assert_eq!(crate::codec::decode::<U32s>(&bytes).expect("decode"), words);
+        let ragged = crate::codec::encode(&serde_bytes::Bytes::new(&[1, 2, 3])).expect("encode");
+        assert!(crate::codec::decode::<U32s>(&ragged).is_err());
     }
 }

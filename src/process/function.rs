@@ -51,6 +51,58 @@ fn entry<A: DeserializeOwned, R: Serialize>(
     codec::encode(&result).map_err(CallError::Result)
 }
 
+/// The chunk trampoline's signature: `(function address, items encoded back to back, where
+/// each ends, the next item to run, results out, their sizes)`. It runs items from `next` on,
+/// advancing `next` past each one before calling the function (so that, when a call panics or
+/// fails, `next - 1` is the item), and appends each encoded result to `out` and its size to
+/// `lens`.
+pub(crate) type ChunkFn = fn(
+    usize,
+    &[u8],
+    &[u32],
+    &mut usize,
+    &mut Vec<u8>,
+    &mut Vec<u32>,
+) -> std::result::Result<(), CallError>;
+
+/// Runs the `fn(A) -> R` at `func` on every item of a chunk, from `next` on, with no allocation
+/// per item (see [`ChunkFn`]).
+fn chunk_entry<A: DeserializeOwned, R: Serialize>(
+    func: usize,
+    data: &[u8],
+    ends: &[u32],
+    next: &mut usize,
+    out: &mut Vec<u8>,
+    lens: &mut Vec<u32>,
+) -> std::result::Result<(), CallError> {
+    // SAFETY: as in `entry`: `func` and this instantiation were paired by `Target::of::<A, R>`.
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
+    while let Some(&end) = ends.get(*next) {
+        let start = next
+            .checked_sub(1)
+            .and_then(|i| ends.get(i))
+            .map_or(0, |&e| e as usize);
+        *next += 1;
+        let item = data.get(start..end as usize).ok_or_else(|| {
+            CallError::Arguments(CodecError::Invalid(
+                "the task's item boundaries are out of range".into(),
+            ))
+        })?;
+        let arg: A = codec::decode(item).map_err(CallError::Arguments)?;
+        let result = f(arg);
+        let before = out.len();
+        codec::encode_into(&result, out).map_err(CallError::Result)?;
+        let Ok(len) = u32::try_from(out.len() - before) else {
+            out.truncate(before);
+            return Err(CallError::Result(CodecError::Encode(
+                "a result of 4 GiB or more is too large for a pool task".into(),
+            )));
+        };
+        lens.push(len);
+    }
+    Ok(())
+}
+
 /// The reference point for function offsets. Never called; only its address matters.
 #[inline(never)]
 fn anchor() -> u64 {
@@ -87,6 +139,8 @@ pub(crate) struct Call {
 pub(crate) struct Target {
     entry: u64,
     func: u64,
+    /// The chunk trampoline `chunk_entry::<A, R>` (pool tasks of many items).
+    chunk: u64,
 }
 
 impl Call {
@@ -118,8 +172,13 @@ impl Target {
     {
         let func = f as usize;
         let entry = entry::<A, R> as EntryFn as usize;
+        let chunk = chunk_entry::<A, R> as ChunkFn as usize;
         let home = sys::object_base(anchor_addr());
-        for (what, addr) in [("function", func), ("trampoline", entry)] {
+        for (what, addr) in [
+            ("function", func),
+            ("trampoline", entry),
+            ("trampoline", chunk),
+        ] {
             if sys::object_base(addr) != home {
                 return Err(Error::new(
                     ErrorKind::BuildMismatch,
@@ -133,6 +192,7 @@ impl Target {
         Ok(Target {
             entry: offset_of(entry),
             func: offset_of(func),
+            chunk: offset_of(chunk),
         })
     }
 
@@ -145,6 +205,23 @@ impl Target {
         // and the build was verified, so the rebased address is that function with type EntryFn.
         let entry = unsafe { std::mem::transmute::<usize, EntryFn>(addr_of(self.entry)) };
         entry(addr_of(self.func), args)
+    }
+
+    /// Runs the call on the items of a chunk, from `next` on (see [`ChunkFn`]). Panics
+    /// propagate to the caller, with `next - 1` the item that panicked. Valid as
+    /// [`invoke`](Self::invoke) is.
+    pub(crate) fn invoke_chunk(
+        self,
+        data: &[u8],
+        ends: &[u32],
+        next: &mut usize,
+        out: &mut Vec<u8>,
+        lens: &mut Vec<u32>,
+    ) -> std::result::Result<(), CallError> {
+        // SAFETY: `chunk` is the offset of a `chunk_entry::<A, R>` instantiation (see
+        // `Target::of`), and the build was verified, so the rebased address has type ChunkFn.
+        let chunk = unsafe { std::mem::transmute::<usize, ChunkFn>(addr_of(self.chunk)) };
+        chunk(addr_of(self.func), data, ends, next, out, lens)
     }
 }
 

@@ -24,17 +24,18 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod collector;
 mod workers;
 
 use super::result::{lock, wait_until};
 pub(crate) use super::task::NewTask;
 use super::task::{Task, Why};
 use super::watch::{Watch, watch_loop};
-use super::wire::{InitArg, Msg, TaskMsg};
+use super::wire::{InitArg, Msg, TaskMsg, U32s};
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::{Outcome, Target};
-use crate::sys::{self, Exit};
-use crate::{GetTimeoutError, Process, Queue, StartMethod, TryPutError};
+use crate::process::Target;
+use crate::sys;
+use crate::{Process, Queue, StartMethod, TryPutError};
 
 /// Ring size of each worker's task queue. Larger tasks are streamed through it.
 const TASK_RING: usize = 1 << 20;
@@ -68,6 +69,13 @@ pub(crate) struct Config {
     pub(crate) method: StartMethod,
     pub(crate) name_prefix: String,
 }
+
+/// How long the collector waits for the status of a worker that has ended (a forkserver
+/// worker's comes from the server, a moment after the death).
+const DEATH_REPORT_WAIT: Duration = Duration::from_secs(2);
+
+/// SIGINT's number on Linux (every architecture): what a Ctrl-C sends.
+const SIGINT: i32 = 2;
 
 /// Why the parent killed a worker.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -248,8 +256,8 @@ impl Engine {
                     id,
                     target: t.target,
                     data: t.data,
-                    ends: t.ends,
-                    fds: t.fd_counts,
+                    ends: U32s(t.ends),
+                    fds: U32s(t.fd_counts),
                 },
                 fds: t.fds,
                 transits: t.transits,
@@ -489,270 +497,6 @@ impl Engine {
         spawned.is_ok()
     }
 
-    /// The collector thread's loop.
-    fn collect(self: Arc<Self>, rx: Queue<Msg>) {
-        loop {
-            self.spawn_missing();
-            let deadline = {
-                let mut st = self.state();
-                if self.maybe_finish(&mut st) {
-                    break;
-                }
-                self.next_deadline(&st)
-            };
-            match rx.get_deadline(deadline) {
-                Ok(msg) => {
-                    self.handle(msg);
-                    // Whatever else has arrived, before looking at the clock again.
-                    for _ in 0..BATCH {
-                        match rx.try_get() {
-                            Ok(msg) => self.handle(msg),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Err(GetTimeoutError::Timeout) => {}
-                Err(GetTimeoutError::Disconnected) => break,
-                Err(GetTimeoutError::Failed(_)) => {
-                    // A message a dying worker tore is repaired by the queue; anything else
-                    // undecodable is dropped. Its task, if any, resolves when its worker ends.
-                }
-            }
-            self.enforce_timeouts();
-        }
-        self.watch.stop();
-        let mut st = self.state();
-        st.finished = true;
-        st.started = true;
-        drop(st);
-        self.changed.notify_all();
-    }
-
-    /// When the collector must next look at the clock.
-    fn next_deadline(&self, st: &State) -> Instant {
-        let mut at = Instant::now() + TICK;
-        if let Some(limit) = self.cfg.task_timeout {
-            for w in &st.workers {
-                if !w.in_flight.is_empty() && w.killed.is_none() {
-                    at = at.min(w.busy_since + limit);
-                }
-            }
-        }
-        at
-    }
-
-    fn enforce_timeouts(&self) {
-        let Some(limit) = self.cfg.task_timeout else {
-            return;
-        };
-        let now = Instant::now();
-        let mut st = self.state();
-        for w in st.workers.iter_mut() {
-            if let Some(&front) = w.in_flight.front()
-                && w.killed.is_none()
-                && now >= w.busy_since + limit
-            {
-                w.killed = Some(Kill::TimedOut(front));
-                w.accepting = false;
-                let _ = w.process.kill();
-            }
-        }
-    }
-
-    /// Ends the collector when there is nothing left to do. Sends `Exit` to idle workers of a
-    /// closed pool.
-    fn maybe_finish(&self, st: &mut State) -> bool {
-        match st.status {
-            Status::Running => false,
-            Status::Terminated => st.starting == 0,
-            Status::Closed => {
-                if !st.tasks.is_empty() && st.broken.is_none() {
-                    return false;
-                }
-                for w in st.workers.iter_mut() {
-                    if !w.exit_sent && w.in_flight.is_empty() && w.streaming.is_none() {
-                        w.exit_sent = w.tasks.try_put(TaskMsg::Exit).is_ok();
-                        w.accepting = false;
-                    }
-                }
-                st.workers.is_empty() && st.starting == 0
-            }
-        }
-    }
-
-    fn handle(&self, msg: Msg) {
-        match msg {
-            Msg::Done {
-                worker,
-                id,
-                failed,
-                data,
-                lens,
-                rss,
-                busy_ns,
-            } => {
-                let mut st = self.state();
-                st.avg_task_ns = if st.avg_task_ns <= 0.0 {
-                    busy_ns as f64
-                } else {
-                    0.8 * st.avg_task_ns + 0.2 * busy_ns as f64
-                };
-                let mut pid = 0;
-                if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
-                    pid = w.pid;
-                    if let Some(pos) = w.in_flight.iter().position(|&t| t == id) {
-                        w.in_flight.remove(pos);
-                    }
-                    w.busy_since = Instant::now();
-                    if let (Some(limit), Some(rss)) = (self.cfg.max_rss, rss)
-                        && rss > limit
-                    {
-                        w.accepting = false;
-                    }
-                    self.retire_if_done(w);
-                }
-                let task = st.tasks.remove(&id);
-                self.dispatch(&mut st);
-                self.release(st);
-                if let Some(task) = task {
-                    self.counters
-                        .completed
-                        .fetch_add(task.count as u64, Ordering::Relaxed);
-                    self.counters
-                        .failed
-                        .fetch_add(failed.len() as u64, Ordering::Relaxed);
-                    task.finish(pid, failed, &data, &lens);
-                }
-            }
-            Msg::Ready { worker } => {
-                let mut st = self.state();
-                if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
-                    w.ready = true;
-                    w.busy_since = Instant::now();
-                }
-                st.init_failures = 0;
-                if !st.started
-                    && st.workers.iter().filter(|w| w.ready).count() >= self.cfg.processes
-                {
-                    st.started = true;
-                    self.changed.notify_all();
-                }
-                self.dispatch(&mut st);
-                self.release(st);
-            }
-            Msg::InitFailed { worker, outcome } => {
-                let mut st = self.state();
-                st.init_failures += 1;
-                let why = match outcome {
-                    Outcome::Panicked { message, location } => match location {
-                        Some(l) => format!("the initializer panicked: {message} at {l}"),
-                        None => format!("the initializer panicked: {message}"),
-                    },
-                    Outcome::BadArguments(w) => {
-                        format!("the initializer's argument did not deserialize: {w}")
-                    }
-                    Outcome::BadResult(w) => format!("the initializer failed: {w}"),
-                    Outcome::Returned => "the initializer failed".to_string(),
-                };
-                st.last_init_error = Some((ErrorKind::Initializer, why));
-                if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
-                    w.accepting = false;
-                }
-            }
-            Msg::Died { worker } => self.on_died(worker),
-            Msg::Stopped { worker, why } => {
-                let mut st = self.state();
-                if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
-                    w.stopped = Some(why);
-                    w.accepting = false;
-                }
-            }
-            Msg::Streamed { worker } => {
-                let mut st = self.state();
-                if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker) {
-                    w.streaming = None;
-                }
-                self.dispatch(&mut st);
-                self.release(st);
-            }
-            Msg::Wake => {}
-        }
-    }
-
-    /// A retiring worker that holds nothing more is told to exit.
-    fn retire_if_done(&self, w: &mut Slot) {
-        if !w.accepting && !w.exit_sent && w.in_flight.is_empty() && w.killed.is_none() {
-            w.exit_sent = w.tasks.try_put(TaskMsg::Exit).is_ok();
-        }
-    }
-
-    fn on_died(&self, worker: u64) {
-        let mut st = self.state();
-        let Some(pos) = st.workers.iter().position(|w| w.id == worker) else {
-            return;
-        };
-        let mut slot = st.workers.remove(pos);
-        if let Some(flag) = &slot.streaming {
-            flag.store(true, Ordering::Release);
-        }
-        let code = slot.process.exitcode();
-        let exit = code.map(|c| {
-            if c < 0 {
-                Exit::Signal(-c)
-            } else {
-                Exit::Code(c)
-            }
-        });
-        // Tasks still in its queue were never taken: they go back to the front of the line.
-        let untaken = slot.tasks.qsize().min(slot.in_flight.len());
-        let taken = slot.in_flight.len() - untaken;
-        let back: Vec<u64> = slot.in_flight.split_off(taken).into_iter().collect();
-        for id in back.into_iter().rev() {
-            if st.tasks.contains_key(&id) {
-                st.pending.push_front(id);
-            }
-        }
-        let mut failed = Vec::new();
-        for id in slot.in_flight.drain(..) {
-            if let Some(task) = st.tasks.remove(&id) {
-                let why = match slot.killed {
-                    Some(Kill::TimedOut(t)) if t == id => Why::TimedOut {
-                        pid: slot.pid,
-                        after: self.cfg.task_timeout.unwrap_or_default(),
-                    },
-                    _ => Why::Died {
-                        pid: slot.pid,
-                        exit,
-                        why: slot.stopped.clone(),
-                    },
-                };
-                failed.push((task, why));
-            }
-        }
-        if !slot.ready && slot.accepting {
-            // Died before it was ready, without a word from its initializer: a failed start.
-            st.init_failures += 1;
-            let how = Why::Died {
-                pid: slot.pid,
-                exit,
-                why: slot.stopped.clone(),
-            }
-            .error();
-            st.last_init_error = Some((
-                ErrorKind::Initializer,
-                format!("a pool worker died while starting: {how}"),
-            ));
-        }
-        if slot.ready && !slot.exit_sent {
-            self.counters.replaced.fetch_add(1, Ordering::Relaxed);
-        }
-        st.doomed.extend(failed);
-        self.check_broken(&mut st);
-        self.dispatch(&mut st);
-        self.release(st);
-        drop(slot);
-    }
-
     /// Stops accepting tasks; the workers exit once every queued task is done.
     pub(crate) fn close(&self) {
         let mut st = self.state();
@@ -765,6 +509,14 @@ impl Engine {
 
     /// Stops now: kills every worker, fails every task it still holds as cancelled.
     pub(crate) fn terminate(&self) {
+        self.stop(Why::Cancelled(
+            "the pool was terminated before the task finished",
+        ));
+    }
+
+    /// Kills every worker and fails every unfinished task with `why`; the pool is then
+    /// terminated.
+    fn stop(&self, why: Why) {
         let (slots, tasks) = {
             let mut st = self.state();
             st.status = Status::Terminated;
@@ -780,7 +532,6 @@ impl Engine {
             (slots, tasks)
         };
         drop(slots); // daemons: killed and reaped
-        let why = Why::Cancelled("the pool was terminated before the task finished");
         for t in tasks {
             self.counters
                 .failed

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use super::{Call, Shared};
 use crate::error::Result;
 use crate::pool::engine::Status;
-use crate::pool::result::{Complete, ImapSink, lock};
+use crate::pool::imap::{ImapSink, Lazy};
+use crate::pool::result::{Complete, lock};
 
 /// The iterator of [`ThreadPool::imap`](crate::ThreadPool::imap) and
 /// [`ThreadPool::imap_unordered`](crate::ThreadPool::imap_unordered).
@@ -67,14 +68,6 @@ impl<A: Send + 'static, R: Send + 'static> ThreadImap<'_, A, R> {
         }
     }
 
-    fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
-        self.fill();
-        let exhausted = self.input_done && self.yielded == self.pulled;
-        let next = self.sink.next_step(&mut self.yielded, exhausted, deadline);
-        self.fill();
-        next
-    }
-
     /// Like `next`, waiting at most `timeout` (`Some(Err)` with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)).
     ///
     /// # Examples
@@ -86,7 +79,7 @@ impl<A: Send + 'static, R: Send + 'static> ThreadImap<'_, A, R> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
-        self.next_deadline(Instant::now().checked_add(timeout))
+        self.next_lazy(Instant::now().checked_add(timeout))
     }
 }
 
@@ -94,6 +87,17 @@ impl<A: Send + 'static, R: Send + 'static> Iterator for ThreadImap<'_, A, R> {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.next_deadline(None)
+        self.next_lazy(None)
+    }
+}
+
+impl<A: Send + 'static, R: Send + 'static> Lazy<R> for ThreadImap<'_, A, R> {
+    fn fill(&mut self) {
+        ThreadImap::fill(self);
+    }
+
+    fn cursor(&mut self) -> (&ImapSink<R>, &mut usize, bool) {
+        let exhausted = self.input_done && self.yielded == self.pulled;
+        (&self.sink, &mut self.yielded, exhausted)
     }
 }

@@ -15,8 +15,10 @@ pub use imap::ThreadImap;
 
 use super::builder::available_cpus;
 use super::engine::Status;
+use super::error::{PoolJoinTimeoutError, joined};
+use super::imap::ImapSink;
 use super::result::{
-    AsyncResult, Callbacks, Cell, Complete, ImapSink, MapSink, lock, panic_message, wait_until,
+    AsyncResult, Callbacks, Cell, Complete, MapSink, lock, panic_message, wait_until,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -646,27 +648,49 @@ impl ThreadPool {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn join(&self) -> Result<()> {
-        self.join_deadline(None).map(drop)
+        self.join_until(None).map(drop)
     }
 
-    /// Like [`join`](Self::join), waiting at most `timeout`; true once every thread ended.
+    /// Like [`join`](Self::join), waiting at most `timeout`.
     ///
     /// # Errors
-    /// As [`join`](Self::join).
+    /// [`PoolJoinTimeoutError::Timeout`] if a thread is still running a task;
+    /// [`PoolJoinTimeoutError::Failed`] as [`join`](Self::join).
     ///
     /// # Examples
     ///
     /// ```
     /// let pool = multiproc::ThreadPool::new(1)?;
     /// pool.close();
-    /// assert!(pool.join_timeout(std::time::Duration::from_secs(10))?);
+    /// pool.join_timeout(std::time::Duration::from_secs(10))?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.join_deadline(Instant::now().checked_add(timeout))
+    pub fn join_timeout(&self, timeout: Duration) -> std::result::Result<(), PoolJoinTimeoutError> {
+        joined(self.join_until(Instant::now().checked_add(timeout)))
     }
 
-    fn join_deadline(&self, deadline: Option<Instant>) -> Result<bool> {
+    /// Like [`join_timeout`](Self::join_timeout), with a deadline.
+    ///
+    /// # Errors
+    /// As [`join_timeout`](Self::join_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let pool = multiproc::ThreadPool::new(1)?;
+    /// pool.terminate();
+    /// pool.join_deadline(Instant::now() + Duration::from_secs(10))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_deadline(
+        &self,
+        deadline: Instant,
+    ) -> std::result::Result<(), PoolJoinTimeoutError> {
+        joined(self.join_until(Some(deadline)))
+    }
+
+    fn join_until(&self, deadline: Option<Instant>) -> Result<bool> {
         let mut st = lock(&self.shared.st);
         if st.status == Status::Running {
             return Err(Error::new(
@@ -772,6 +796,6 @@ mod tests {
         *lock(&gate.0) = true;
         gate.1.notify_all();
         running.get().unwrap();
-        assert!(pool.join_timeout(Duration::from_secs(30)).unwrap());
+        pool.join_timeout(Duration::from_secs(30)).unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! Pool under fire: workers SIGKILLed at random while tasks run, and a SIGINT to a program
 //! in the middle of a map.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -153,6 +154,71 @@ pub(super) fn ctrl_c() -> Result<(), String> {
         if let Some(status) = reap_orphan(w, Duration::from_secs(30))? {
             ensure!(libc::WIFSIGNALED(status), "worker {w} status {status:#x}");
         }
+    }
+    Ok(())
+}
+
+/// Set by the SIGINT handler of the program below.
+static SIGINT_SEEN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    SIGINT_SEEN.store(true, Ordering::SeqCst);
+}
+
+/// A program that handles SIGINT and leads a process group of its own (as a shell's job
+/// does), then runs a long map on a pool. It returns what the map returned, whether its
+/// handler ran, and whether the pool then dropped within the watchdog.
+fn program_handling_sigint(pids: Queue<u32>) -> (String, bool, Vec<u32>) {
+    // SAFETY: making this process a group leader, and installing a handler that only
+    // stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::setpgid(0, 0);
+        libc::signal(
+            libc::SIGINT,
+            on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+    let pool = Pool::new(2).expect("pool");
+    let workers = pool.pids();
+    for &pid in &workers {
+        pids.put(pid).expect("put");
+    }
+    let outcome = match pool.map_chunked(nap, vec![60_000u64; 8], 1) {
+        Ok(v) => format!("Ok({} results)", v.len()),
+        Err(e) => format!("{:?}|{:?}|{e}", e.kind(), e.signal()),
+    };
+    // Nothing may be left to wait for: dropping the pool joins it.
+    drop(pool);
+    (outcome, SIGINT_SEEN.load(Ordering::SeqCst), workers)
+}
+
+/// A Ctrl-C reaches a program that handles SIGINT, and its workers (a terminal signals the
+/// whole foreground process group): the map returns a typed error at once, the pool stops
+/// instead of replacing its workers, and nothing is left running.
+pub(super) fn ctrl_c_handled() -> Result<(), String> {
+    let q = Queue::<u32>::new().ctx("queue")?;
+    let mut program = Process::new(program_handling_sigint, q.clone());
+    program.start().ctx("start")?;
+    for i in 0..2 {
+        q.get_timeout(Duration::from_secs(60))
+            .ctx(&format!("pid {i}"))?;
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = program.pid().ctx("pid")?;
+    // SAFETY: signalling the process group that our own child leads, as a terminal does.
+    let r = unsafe { libc::kill(-(pid as i32), libc::SIGINT) };
+    ensure!(r == 0, "kill: {}", std::io::Error::last_os_error());
+    let (outcome, seen, workers) = program.join().ctx("the program survives the signal")?;
+    ensure!(seen, "the program's handler did not run");
+    ensure!(
+        outcome.starts_with("Interrupted|Some(2)|"),
+        "the map returned {outcome}"
+    );
+    for w in workers {
+        ensure!(
+            ipc_tests::eventually(Duration::from_secs(10), || ipc_tests::is_gone(w as i32)),
+            "worker {w} still there"
+        );
     }
     Ok(())
 }

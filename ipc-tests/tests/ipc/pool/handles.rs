@@ -1,0 +1,183 @@
+//! Handles (queues, locks, shared values) in the pool's task arguments and initializer: they
+//! arrive working in whichever worker runs the task, in `apply`, `map` and `imap` alike.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use multiproc::{ErrorKind, Pool, Queue, Value};
+
+use super::kill;
+use crate::{Context, ensure};
+
+static SINK: OnceLock<Queue<u32>> = OnceLock::new();
+
+fn keep_queue(q: Queue<u32>) {
+    let _ = SINK.set(q);
+}
+
+fn report_pid(_: ()) -> bool {
+    SINK.get()
+        .is_some_and(|q| q.put(std::process::id()).is_ok())
+}
+
+pub(super) fn initializer_handles() -> Result<(), String> {
+    let q = Queue::<u32>::new().ctx("queue")?;
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(keep_queue, q.clone())
+        .build()
+        .ctx("pool")?;
+    for _ in 0..10 {
+        ensure!(
+            pool.apply(report_pid, ()).ctx("report")?,
+            "put in the worker"
+        );
+    }
+    let pids = pool.pids();
+    for _ in 0..10 {
+        let pid = q.get_timeout(Duration::from_secs(10)).ctx("get")?;
+        ensure!(pids.contains(&pid), "pid {pid} not a worker");
+    }
+    Ok(())
+}
+
+fn put_into(args: (Queue<u64>, u64)) -> u32 {
+    let (q, x) = args;
+    q.put(x * 10).expect("put from the worker");
+    std::process::id()
+}
+
+pub(super) fn task_handles() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    let q = Queue::<u64>::new().ctx("queue")?;
+    for i in 0..20u64 {
+        let pid = pool
+            .apply(put_into, (q.clone(), i))
+            .ctx("apply with a handle")?;
+        ensure!(pool.pids().contains(&pid), "pid {pid}");
+    }
+    let pids = pool
+        .map_chunked(put_into, (20..60u64).map(|i| (q.clone(), i)), 7)
+        .ctx("map with handles")?;
+    ensure!(pids.len() == 40, "map");
+    let mut got: Vec<u64> = (0..60)
+        .map(|_| q.get_timeout(Duration::from_secs(10)))
+        .collect::<Result<_, _>>()
+        .ctx("get")?;
+    got.sort();
+    ensure!(
+        got == (0..60u64).map(|i| i * 10).collect::<Vec<_>>(),
+        "{got:?}"
+    );
+    Ok(())
+}
+
+/// Counts itself under the shared value's lock, then puts `x * 10` on the queue.
+fn count_and_put(args: (Queue<u64>, Value<u64>, u64)) -> u32 {
+    let (q, v, x) = args;
+    *v.lock()
+        .or_else(|e| e.into_inner())
+        .expect("the value's lock is broken") += 1;
+    q.put(x * 10).expect("put from the worker");
+    std::process::id()
+}
+
+/// Tells its pid on `who` if it is to nap, naps `ms`, then puts `x` on `out`.
+fn nap_then_put(args: (Queue<u32>, Queue<u64>, u64, u64)) -> u64 {
+    let (who, out, ms, x) = args;
+    if ms > 0 {
+        who.put(std::process::id()).expect("tell the pid");
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    out.put(x).expect("put from the worker");
+    x
+}
+
+/// Handles inside `imap` items work as in `apply` and `map`, ordered or not, one item or a
+/// chunk per task; a worker SIGKILLed while it holds such an item fails that item alone, and
+/// the queue it held goes on working for everyone else.
+pub(super) fn imap_handles() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    let q = Queue::<u64>::new().ctx("queue")?;
+    let v = Value::new(0u64).ctx("value")?;
+    let items = |r: std::ops::Range<u64>| {
+        let (q, v) = (q.clone(), v.clone());
+        r.map(move |i| (q.clone(), v.clone(), i))
+    };
+    let mut pids: Vec<u32> = pool
+        .imap(count_and_put, items(0..30))
+        .ctx("imap")?
+        .collect::<Result<_, _>>()
+        .ctx("imap with handles")?;
+    pids.extend(
+        pool.imap_unordered_chunked(count_and_put, items(30..100), 7)
+            .ctx("imap_unordered")?
+            .collect::<Result<Vec<u32>, _>>()
+            .ctx("imap_unordered with handles")?,
+    );
+    ensure!(pids.len() == 100, "{} results", pids.len());
+    let workers = pool.pids();
+    ensure!(
+        pids.iter().all(|p| workers.contains(p)),
+        "{pids:?} vs {workers:?}"
+    );
+    let mut got: Vec<u64> = (0..100)
+        .map(|_| q.get_timeout(Duration::from_secs(10)))
+        .collect::<Result<_, _>>()
+        .ctx("get")?;
+    got.sort();
+    ensure!(
+        got == (0..100).map(|i| i * 10).collect::<Vec<_>>(),
+        "{got:?}"
+    );
+    ensure!(v.get().ctx("value")? == 100, "count {:?}", v.get());
+
+    // One worker dies holding an item (and its queues); the other items all arrive.
+    let who = Queue::<u32>::new().ctx("who")?;
+    let out = Queue::<u64>::new().ctx("out")?;
+    let jobs = std::iter::once((who.clone(), out.clone(), 60_000, 0))
+        .chain((1..=10).map(|x| (who.clone(), out.clone(), 0, x)));
+    let mut it = pool.imap_unordered(nap_then_put, jobs).ctx("imap")?;
+    let holder = who
+        .get_timeout(Duration::from_secs(30))
+        .ctx("the holder's pid")?;
+    kill(holder);
+    let mut ok = HashSet::new();
+    let mut died = 0;
+    for r in it.by_ref() {
+        match r {
+            Ok(x) => {
+                ensure!(ok.insert(x), "{x} twice");
+            }
+            Err(e) if e.kind() == ErrorKind::WorkerDied => {
+                ensure!(e.pid() == Some(holder), "pid {:?} vs {holder}", e.pid());
+                ensure!(e.signal() == Some(9), "{e}");
+                died += 1;
+            }
+            Err(e) => return Err(format!("unexpected {e}")),
+        }
+    }
+    ensure!(
+        died == 1 && ok == (1..=10).collect(),
+        "{died} died, ok {ok:?}"
+    );
+    let mut put: Vec<u64> = (0..10)
+        .map(|_| out.get_timeout(Duration::from_secs(10)))
+        .collect::<Result<_, _>>()
+        .ctx("the survivors' puts")?;
+    put.sort();
+    ensure!(put == (1..=10).collect::<Vec<_>>(), "{put:?}");
+    // The queue the dead worker held still serves a new worker and this process.
+    let again: Vec<u64> = pool
+        .imap(nap_then_put, [(who.clone(), out.clone(), 0, 77)])
+        .ctx("imap after")?
+        .collect::<Result<_, _>>()
+        .ctx("after the death")?;
+    ensure!(again == [77], "{again:?}");
+    ensure!(
+        out.get_timeout(Duration::from_secs(10)).ctx("77")? == 77,
+        "77"
+    );
+    Ok(())
+}
