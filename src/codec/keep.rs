@@ -4,14 +4,19 @@
 //! so a value that refuses to serialize would only say "Serde Serialization Error". When an
 //! encoding fails, [`failure_of`] serializes the value once more through [`Keep`], a serializer
 //! that forwards every call to postcard's (writing into nothing) but has an error type that
-//! keeps the message ([`Kept`]). Every nested value goes through [`Wrap`], so the innermost
-//! value whose `Serialize` failed is known by its type: the first `Wrap` to see a kept message
-//! records it with its type's name in a per-thread slot. Successful encodings never come here
-//! (the wrapper costs about a third more per value; measured).
+//! keeps the message ([`Kept`]). Every nested value, down to [`KEEP_DEPTH`] levels, goes through
+//! [`Wrap`], so the innermost value whose `Serialize` failed is known by its type: the first
+//! `Wrap` to see a kept message records it with its type's name in a per-thread slot. Deeper
+//! values are serialized as in the failed encoding, so this pass needs at most a bounded margin
+//! of stack more than it did. Successful encodings never come here (the wrapper costs about a
+//! third more per value; measured).
 //!
 //! The second pass runs the value's `Serialize` again. For the handles of this crate that is
 //! harmless (a descriptor exported again reuses its entry; what a failed encoding collected is
-//! dropped); a user's `Serialize` with side effects sees them twice, on the failure path only.
+//! dropped) but for one thing: an arena slot's handle (a `Lock`, a small `Value`) counts its
+//! receiver once more, and a count whose handle never arrives leaks the slot, as a failed
+//! encoding's first count already did. A user's `Serialize` with side effects sees them twice,
+//! on the failure path only.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -28,8 +33,38 @@ thread_local! {
 /// and its message, if one failed with a message this time too.
 pub(super) fn failure_of<T: Serialize + ?Sized>(value: &T) -> Option<(&'static str, String)> {
     FAILURE.with(|f| f.borrow_mut().take());
+    // An encoding inside a `Serialize` gets its own depth count.
+    let outer = Depth::enter(0);
     let _ = postcard::serialize_with_flavor(&Wrap(value), Nowhere);
+    drop(outer);
     FAILURE.with(|f| f.borrow_mut().take())
+}
+
+/// How many values deep the pass goes through [`Wrap`]. Each wrapped level costs stack frames
+/// the failed encoding did not need; below this depth, values are serialized as the failed
+/// encoding did, so this pass needs at most a bounded margin more stack than it (a value that
+/// failed deep down must not overflow the stack the second time). A failure below that depth
+/// keeps postcard's message; such a value could not be decoded anyway ([`super::MAX_DEPTH`]).
+const KEEP_DEPTH: usize = super::MAX_DEPTH;
+
+thread_local! {
+    /// The wrapped levels of the pass running on this thread.
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Sets this thread's depth, and puts the earlier one back when dropped (on unwind too).
+struct Depth(usize);
+
+impl Depth {
+    fn enter(depth: usize) -> Depth {
+        Depth(DEPTH.replace(depth))
+    }
+}
+
+impl Drop for Depth {
+    fn drop(&mut self) {
+        DEPTH.set(self.0);
+    }
 }
 
 /// A postcard output that keeps nothing.
@@ -92,6 +127,11 @@ struct Wrap<'a, T: ?Sized>(&'a T);
 
 impl<T: Serialize + ?Sized> Serialize for Wrap<'_, T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let depth = DEPTH.get();
+        if depth >= KEEP_DEPTH {
+            return self.0.serialize(s);
+        }
+        let _deeper = Depth::enter(depth + 1);
         self.0.serialize(Keep(s)).map_err(|e| match e {
             Kept::Inner(e) => e,
             Kept::Custom(msg) => {

@@ -242,6 +242,19 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
     })
 }
 
+/// Serializes `value`, appending to `buf`, or leaves `buf` as it was and says `false`: for a
+/// caller that expects some failures and handles them by encoding another way (the pool tries
+/// a plain encoding before the one where handles travel), and so needs no message. A failure
+/// costs no second pass (see `keep.rs`).
+pub(crate) fn try_encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> bool {
+    let start = buf.len();
+    let ok = postcard::serialize_with_flavor(value, AppendTo(buf)).is_ok();
+    if !ok {
+        buf.truncate(start);
+    }
+    ok
+}
+
 /// A postcard output that appends to a borrowed vector, so that buffers can be reused.
 struct AppendTo<'a>(&'a mut Vec<u8>);
 

@@ -263,6 +263,78 @@ fn a_failed_serialize_keeps_its_message_and_names_the_type_that_failed() {
     );
 }
 
+thread_local! {
+    /// Where in the stack each call of a [`Probe`] ran.
+    static PROBES: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A `Serialize` that fails, noting how deep in the stack it was called.
+struct Probe;
+impl Serialize for Probe {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        let here = 0u8;
+        PROBES.with(|p| p.borrow_mut().push(std::ptr::addr_of!(here) as usize));
+        Err(serde::ser::Error::custom("the leaf refuses"))
+    }
+}
+
+/// A value nested far deeper than any decodable one, failing at its leaf.
+#[derive(Serialize)]
+enum Chain {
+    Link(Box<Chain>),
+    End(Probe),
+}
+
+#[test]
+fn keeping_a_message_needs_little_more_stack_than_the_failed_encoding() {
+    // The failed encoding went this deep without overflowing: the pass that recovers its
+    // message must not need much more, or a deep value that fails becomes a stack overflow
+    // (an abort of the whole process) instead of an error.
+    let run = |depth: usize| {
+        let mut chain = Chain::End(Probe);
+        for _ in 0..depth {
+            chain = Chain::Link(Box::new(chain));
+        }
+        let top = 0u8;
+        let top = std::ptr::addr_of!(top) as usize;
+        PROBES.with(|p| p.borrow_mut().clear());
+        let err = encode(&chain).unwrap_err();
+        let probes = PROBES.with(|p| p.borrow_mut().split_off(0));
+        // Unlink iteratively (the recursive drop of 20,000 boxes is deep too).
+        let mut next = Some(chain);
+        while let Some(Chain::Link(inner)) = next.take() {
+            next = Some(*inner);
+        }
+        (err, top, probes)
+    };
+    let (err, top, probes) = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || run(20_000))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(matches!(err, CodecError::Encode(_)), "{err:?}");
+    let [plain, keeping] = probes[..] else {
+        panic!("the leaf ran {} times, not twice", probes.len());
+    };
+    let (plain, keeping) = (top.abs_diff(plain), top.abs_diff(keeping));
+    assert!(
+        keeping <= plain + plain / 4,
+        "the failed encoding used {plain} bytes of stack, the message-keeping pass {keeping}"
+    );
+    // So a value whose encoding takes 60% of a thread's stack fails with an error there, not
+    // with an overflow that aborts the process.
+    let stack = 2 << 20;
+    let depth = stack * 6 / 10 / (plain / 20_000);
+    let (err, _, _) = std::thread::Builder::new()
+        .stack_size(stack)
+        .spawn(move || run(depth))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(matches!(err, CodecError::Encode(_)), "{err:?}");
+}
+
 #[test]
 fn frame_header_respects_limit() {
     assert_eq!(

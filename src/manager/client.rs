@@ -230,6 +230,8 @@ impl<'de> Deserialize<'de> for FdArg {
 }
 
 struct Conn {
+    /// The process that opened it: a forked child holds a copy, which is not its own.
+    pid: i32,
     /// Replies are read through a buffer (a reply usually arrives whole, in one system call).
     reader: std::io::BufReader<Stream>,
     stream: Stream,
@@ -369,9 +371,9 @@ pub(crate) fn dial(address: &ManagerAddress) -> Result<Stream> {
     stream.map_err(|e| Error::io(format!("cannot connect to the manager at {address}"), e))
 }
 
-impl Client {
+impl Conn {
     /// Connects and authenticates.
-    pub(crate) fn connect(address: &ManagerAddress, key: &AuthKey) -> Result<Client> {
+    fn open(address: &ManagerAddress, key: &AuthKey) -> Result<Conn> {
         let mut stream = dial(address)?;
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let session = auth::client_handshake(&mut stream, &key.0, deadline, DEFAULT_MAX_FRAME)
@@ -383,6 +385,7 @@ impl Client {
                 .map_err(|e| Error::io("cannot duplicate the connection", e))?,
         );
         let mut conn = Conn {
+            pid: crate::sys::getpid(),
             reader,
             stream,
             session,
@@ -394,10 +397,17 @@ impl Client {
         if matches!(address, ManagerAddress::Unix(_)) {
             conn.slot = conn.request_slot()?;
         }
+        Ok(conn)
+    }
+}
+
+impl Client {
+    /// Connects and authenticates.
+    pub(crate) fn connect(address: &ManagerAddress, key: &AuthKey) -> Result<Client> {
         Ok(Client {
             address: address.clone(),
             key: key.clone(),
-            conn: Mutex::new(Some(conn)),
+            conn: Mutex::new(Some(Conn::open(address, key)?)),
         })
     }
 
@@ -411,6 +421,18 @@ impl Client {
     /// Sends `req` and waits for the reply. Refusals become errors; `Timeout` is returned.
     pub(crate) fn call(&self, req: &Request) -> Result<Reply> {
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if guard
+            .as_ref()
+            .is_some_and(|c| c.pid != crate::sys::getpid())
+        {
+            // A forked child's copy of its parent's connection: its socket and its slot are
+            // the parent's, and two processes taking turns on one slot would read each other's
+            // replies. It is left alone (not even closed: a safe fork's child closed those
+            // descriptors, and their numbers may name other files now), and this process
+            // gets a connection of its own.
+            std::mem::forget(guard.take());
+            *guard = Some(Conn::open(&self.address, &self.key)?);
+        }
         let Some(c) = guard.as_mut() else {
             return Err(self.gone());
         };

@@ -59,8 +59,9 @@ impl Batch {
         let start = self.data.len();
         // Most items hold no handle: encode them straight into the buffer. A handle refuses
         // to serialize outside a process argument's encoding, so an item that holds one (or
-        // fails for any other reason) is encoded again below, where handles travel.
-        if crate::codec::encode_into(item, &mut self.data).is_ok() {
+        // fails for any other reason) is encoded again below, where handles travel; the
+        // failure's message is not wanted, so it is not recovered.
+        if crate::codec::try_encode_into(item, &mut self.data) {
             return self.end_item(start, Vec::new(), Transits::default());
         }
         let (bytes, fds, transits) = crate::handles::encode_with_handles(item)
@@ -146,5 +147,28 @@ mod tests {
         assert_eq!(e.fd_counts, [1, 0]);
         assert_eq!(e.fds.len(), 1);
         assert!(!e.transits.is_empty());
+    }
+
+    /// Holds a lock, and counts how often it is serialized.
+    struct Counted<'a>(&'a std::cell::Cell<u32>, &'a crate::Lock);
+    impl serde::Serialize for Counted<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.0.set(self.0.get() + 1);
+            self.1.serialize(s)
+        }
+    }
+
+    /// The plain attempt's failure is expected and its message unused: it must not pay for a
+    /// third pass (the one that recovers a failure's message), nor show a user's `Serialize`
+    /// a third time.
+    #[test]
+    fn an_item_with_a_handle_is_serialized_twice_not_three_times() {
+        let lock = crate::Lock::new().expect("lock");
+        let n = std::cell::Cell::new(0);
+        let mut batch = Batch::default();
+        batch.push(&Counted(&n, &lock)).expect("with handles");
+        assert_eq!(n.get(), 2, "a plain attempt, then one with handles");
+        let e = batch.finish();
+        assert_eq!((e.ends.len(), e.fds.len()), (1, 1));
     }
 }

@@ -36,6 +36,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             proxy_outside_arguments,
         ),
         ("manager::tcp_between_unrelated_processes", tcp_examples),
+        (
+            "manager::a_forked_copy_of_a_connection_is_not_shared",
+            forked_copy_of_a_connection,
+        ),
     ]
 }
 
@@ -350,6 +354,51 @@ fn tcp_examples() -> Result<(), String> {
     ensure!(
         stdout.contains("counter = 1000"),
         "unexpected output: {stdout}"
+    );
+    Ok(())
+}
+
+/// Gets `key` from `dict` `n` times: how many calls failed or brought another key's value.
+fn wrong_replies(dict: &DictProxy<u32, u32>, key: u32, n: u32) -> u32 {
+    (0..n)
+        .filter(|_| !matches!(dict.get(&key), Ok(Some(v)) if v == key))
+        .count() as u32
+}
+
+/// A child of an unchecked fork holds a copy of its parent's proxies, connection included
+/// (socket and shared slot). Both processes using it at once must not share it: each must get
+/// its own replies, and neither may break the other's connection.
+fn forked_copy_of_a_connection() -> Result<(), String> {
+    const N: u32 = 20_000;
+    let m = Manager::start().ctx("start")?;
+    let dict = m.dict::<u32, u32>().ctx("dict")?;
+    dict.insert(&1, &1).ctx("insert")?;
+    dict.insert(&2, &2).ctx("insert")?;
+    let copy = dict.clone();
+    // SAFETY: the closure takes the connection's lock, which no other thread of this process
+    // holds at the fork (only this thread uses the proxy, and it is between two calls); it
+    // prints nothing and panics on nothing.
+    let mut p = unsafe { Process::new_fork_unchecked(move || wrong_replies(&copy, 2, N)) };
+    p.start().ctx("start")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mine = dict.clone();
+    std::thread::spawn(move || tx.send(wrong_replies(&mine, 1, N)));
+    let parent = rx.recv_timeout(PATIENCE);
+    let child = p.join_timeout(PATIENCE);
+    if child.is_err() {
+        let _ = p.kill();
+        let _ = p.join();
+    }
+    let parent = parent.map_err(|_| "the parent's calls hung")?;
+    let child = child.map_err(|e| format!("the child: {e}"))?;
+    ensure!(
+        (parent, child) == (0, 0),
+        "wrong or failed replies: {parent} of {N} in the parent, {child} in the child"
+    );
+    // The parent's connection is intact.
+    ensure!(
+        dict.get(&1).ctx("get")? == Some(1),
+        "the parent's connection"
     );
     Ok(())
 }
