@@ -369,8 +369,19 @@ fn wrong_replies(dict: &DictProxy<u32, u32>, key: u32, n: u32) -> u32 {
 /// (socket and shared slot). Both processes using it at once must not share it: each must get
 /// its own replies, and neither may break the other's connection.
 fn forked_copy_of_a_connection() -> Result<(), String> {
-    const N: u32 = 20_000;
-    let m = Manager::start().ctx("start")?;
+    // Through the shared-memory slot (where sharing went unnoticed) and over the socket.
+    for slots in [true, false] {
+        forked_copy_of_a_connection_with(slots)?;
+    }
+    Ok(())
+}
+
+fn forked_copy_of_a_connection_with(slots: bool) -> Result<(), String> {
+    const N: u32 = 5_000;
+    let m = Manager::builder()
+        .shared_memory(slots)
+        .start()
+        .ctx("start")?;
     let dict = m.dict::<u32, u32>().ctx("dict")?;
     dict.insert(&1, &1).ctx("insert")?;
     dict.insert(&2, &2).ctx("insert")?;
@@ -393,7 +404,7 @@ fn forked_copy_of_a_connection() -> Result<(), String> {
     let child = child.map_err(|e| format!("the child: {e}"))?;
     ensure!(
         (parent, child) == (0, 0),
-        "wrong or failed replies: {parent} of {N} in the parent, {child} in the child"
+        "slots {slots}: wrong or failed replies: {parent} of {N} in the parent, {child} in the child"
     );
     // The parent's connection is intact.
     ensure!(
