@@ -18,6 +18,9 @@
 //!   with the server (the same signal, set towards the server): killing either ends them all.
 //!   The server reaps its children and reports each exit status; the parent keeps the reports it
 //!   has not been asked for yet in a table (a detached child's report is dropped on arrival).
+//! - **Ctrl-C.** The server ignores SIGINT, which a terminal sends to its whole process group:
+//!   its children (which get back the disposition it had) die of it and are reported as
+//!   such, instead of all dying with their server, their exit statuses lost.
 //! - **Failures.** A server found dead is reaped and replaced at the next start. A start in
 //!   flight when it dies fails with [`ErrorKind::Bootstrap`]; its child, if one was made, dies
 //!   with the server. When the server dies, the exit statuses of its running children go with

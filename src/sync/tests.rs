@@ -634,3 +634,71 @@ fn a_barrier_wait_that_times_out_says_so_and_breaks_it_for_the_others() {
         Ok(0)
     );
 }
+
+/// Four waiters, one `notify(1)` per token, each token added under the lock: the real kernel
+/// wakes one sleeper per call (the loom model wakes all), and `notify` advances the sequence
+/// only when someone is registered. A waiter between registering and sleeping, or a wake that
+/// lands on a waiter that then finds no token, must never leave a token with every waiter
+/// asleep: each wait has a deadline, and timing out with a token left is the failure.
+#[test]
+fn condition_notify_one_per_token_leaves_no_token_behind() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as O};
+
+    const TOKENS: u64 = 20_000;
+    let cond = crate::Condition::new().unwrap();
+    let tokens = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let (cond, tokens, done) = (cond.clone(), tokens.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut taken = 0u64;
+                let mut g = cond.lock().unwrap();
+                loop {
+                    while tokens.load(O::Relaxed) == 0 && !done.load(O::Relaxed) {
+                        g = match cond.wait_timeout(g, Duration::from_secs(20)) {
+                            Ok(g) => g,
+                            Err(crate::ConditionTimeoutError::Timeout(g)) => {
+                                // Nothing wakes a waiter for 20 s unless a wake was lost.
+                                let left = tokens.load(O::Relaxed);
+                                assert_eq!(left, 0, "a waiter slept through {left} tokens");
+                                g
+                            }
+                            Err(e) => panic!("{e}"),
+                        };
+                    }
+                    if tokens.load(O::Relaxed) > 0 {
+                        tokens.fetch_sub(1, O::Relaxed);
+                        taken += 1;
+                    } else {
+                        return taken;
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 0..TOKENS {
+        {
+            let _g = cond.lock().unwrap();
+            tokens.fetch_add(1, O::Relaxed);
+        }
+        cond.notify(1);
+        if i % 64 == 0 {
+            std::thread::yield_now();
+        }
+    }
+    // Every token is taken before the end is told.
+    let t = Instant::now();
+    while tokens.load(O::Relaxed) > 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "tokens left unseen");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    {
+        let _g = cond.lock().unwrap();
+        done.store(true, O::Relaxed);
+    }
+    cond.notify_all();
+    let taken: u64 = waiters.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(taken, TOKENS);
+}

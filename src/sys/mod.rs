@@ -48,6 +48,8 @@ pub(crate) use socket::*;
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 /// See [`SIGKILL`].
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+/// See [`SIGKILL`].
+pub(crate) const SIGINT: i32 = libc::SIGINT;
 
 /// Turns a `-1`-means-error return value of a libc call into an `io::Result`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {

@@ -130,6 +130,31 @@ pub(crate) fn ignore_sigpipe() {
     }
 }
 
+/// A signal's disposition as it was before [`ignore_signal`] changed it.
+pub(crate) struct SavedAction(libc::sigaction);
+
+/// Ignores `sig` from now on (and in children, which inherit it, across exec too); returns the
+/// disposition it had, for [`restore_signal`]. See sigaction(2).
+pub(crate) fn ignore_signal(sig: i32) -> io::Result<SavedAction> {
+    // SAFETY: all-zero sigaction structures are valid to fill in; SIG_IGN needs no handler.
+    unsafe {
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        libc::sigemptyset(&mut ignore.sa_mask);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        cvt(libc::sigaction(sig, &ignore, &mut old))?;
+        Ok(SavedAction(old))
+    }
+}
+
+/// Puts back the disposition [`ignore_signal`] saved. Async-signal-safe: usable in a child
+/// just forked. See sigaction(2).
+pub(crate) fn restore_signal(sig: i32, saved: &SavedAction) {
+    // SAFETY: `saved` is what sigaction(2) returned for this process (or the one it was forked
+    // from, whose handlers are at the same addresses).
+    unsafe { libc::sigaction(sig, &saved.0, std::ptr::null_mut()) };
+}
+
 /// Creates a child process that is a copy of the calling thread. See fork(2).
 ///
 /// # Safety

@@ -39,6 +39,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             server_killed_during_a_start,
         ),
         (
+            "forkserver::concurrent_starts_while_the_server_is_killed",
+            concurrent_starts_while_the_server_is_killed,
+        ),
+        (
             "forkserver::stalled_server_does_not_hold_up_a_join",
             stalled_server_does_not_hold_up_a_join,
         ),
@@ -513,6 +517,84 @@ fn server_killed_during_a_start() -> Result<(), String> {
         }
     }
     Err("the start never got in before the kill".into())
+}
+
+/// Six threads start and join forkserver children as fast as they can, taking turns and
+/// tickets, while the server is SIGKILLed under them: every start and every join returns (a
+/// start with the right value or a `Bootstrap` error), no answer is filed under the wrong
+/// ticket (a wrong value), and the next start makes a new server.
+fn concurrent_starts_while_the_server_is_killed() -> Result<(), String> {
+    let _s = serial();
+    let mut warm = fs(Process::new(square, 1));
+    warm.start().ctx("warm start")?;
+    warm.join().ctx("warm join")?;
+    let server = multiproc::forkserver_pid().ctx("server pid")? as i32;
+    let go = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..6u64)
+        .map(|t| {
+            let go = go.clone();
+            std::thread::spawn(move || {
+                let mut pids = Vec::new();
+                let mut outcomes = Vec::new();
+                while !go.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                for i in 0..8u64 {
+                    let x = t * 100 + i;
+                    let mut p = fs(Process::new(square, x));
+                    match p.start() {
+                        Ok(()) => {
+                            pids.push(p.pid().unwrap_or(0) as i32);
+                            match p.join() {
+                                Ok(v) if v == x * x => outcomes.push(Ok(true)),
+                                Ok(v) => outcomes.push(Err(format!("{x}: got {v}"))),
+                                // Its child was killed with the server.
+                                Err(_) => outcomes.push(Ok(false)),
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::Bootstrap => outcomes.push(Ok(false)),
+                        Err(e) => outcomes.push(Err(format!("{x}: start: {e}"))),
+                    }
+                }
+                (pids, outcomes)
+            })
+        })
+        .collect();
+    go.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(30));
+    // Stopped first, so that the children it made are known, also those whose answer never
+    // reaches us: they all end up orphaned to the suite (a subreaper), to be reaped here.
+    // SAFETY: signalling the forkserver, our own child.
+    unsafe { libc::kill(server, libc::SIGSTOP) };
+    ensure!(
+        ipc_tests::eventually(Duration::from_secs(10), || {
+            ipc_tests::proc_entry(server).is_none_or(|p| p.state == 'T')
+        }),
+        "server {server} did not stop"
+    );
+    let mut pids: Vec<i32> = ipc_tests::children_of(server)
+        .iter()
+        .map(|c| c.pid)
+        .collect();
+    // SAFETY: as above.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    let mut good = 0;
+    for t in threads {
+        let (mut started, outcomes) = t.join().map_err(|_| "a starting thread panicked")?;
+        pids.append(&mut started);
+        for o in outcomes {
+            good += usize::from(o?);
+        }
+    }
+    eprintln!("concurrent starts: {good} of 48 gave their value");
+    // Children of the killed server are orphaned to the suite (a subreaper).
+    for pid in pids {
+        reap_gone(pid, Duration::from_secs(10))?;
+    }
+    let mut p = fs(Process::new(square, 7));
+    p.start().ctx("start after")?;
+    ensure!(p.join().ctx("join after")? == 49, "value after");
+    Ok(())
 }
 
 /// Continues a stopped server however the test ends.

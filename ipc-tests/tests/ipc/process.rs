@@ -12,6 +12,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
     vec![
         ("process::small_values_round_trip", small_values_round_trip),
         ("process::sixteen_mib_round_trip", sixteen_mib_round_trip),
+        (
+            "process::short_joins_on_a_child_blocked_writing_its_result",
+            short_joins_on_a_blocked_writer,
+        ),
         ("process::exit_code_return_is_0", exit_code_return_is_0),
         (
             "process::exit_code_from_exit_call",
@@ -121,6 +125,53 @@ fn sixteen_mib_round_trip() -> Result<(), String> {
     let Blob(out) = p.join().ctx("join")?;
     ensure!(out.len() == LEN, "length {}", out.len());
     ensure!(out.iter().eq(input.iter().rev()), "contents differ");
+    Ok(())
+}
+
+fn make_blob((len, seed, made): (usize, u8, multiproc::Event)) -> Blob {
+    let blob = Blob(pattern(len, seed));
+    made.set();
+    blob
+}
+
+/// A child whose result (64 MiB) is far larger than the socket's buffer blocks writing it until
+/// the parent reads. A join with a deadline shorter than the first, quiet, wait on the pidfd
+/// alone (1 ms) comes back with `Timeout` (64 MiB cannot cross in 200 µs: `Ok` would mean the
+/// deadline was not kept), and so do the ones after it, each reading what has arrived, until
+/// the last gets all of it.
+fn short_joins_on_a_blocked_writer() -> Result<(), String> {
+    const LEN: usize = 64 << 20;
+    let made = multiproc::Event::new().ctx("event")?;
+    let mut p = Process::new(make_blob, (LEN, 3, made.clone()));
+    p.start().ctx("start")?;
+    ensure!(
+        made.wait_timeout(Duration::from_secs(60)).is_ok(),
+        "the child never made its result"
+    );
+    // Let it fill the socket and block.
+    std::thread::sleep(Duration::from_millis(50));
+    let first = p.join_timeout(Duration::from_micros(200));
+    ensure!(
+        matches!(first, Err(JoinTimeoutError::Timeout)),
+        "the first short join gave {:?}",
+        first.map(|b| b.0.len())
+    );
+    let mut joins = 1u32;
+    let t = Instant::now();
+    let Blob(out) = loop {
+        joins += 1;
+        match p.join_timeout(Duration::from_micros(200)) {
+            Ok(b) => break b,
+            Err(JoinTimeoutError::Timeout) => {}
+            Err(JoinTimeoutError::Failed(e)) => return Err(format!("join: {e}")),
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(60),
+            "no end after {joins} joins"
+        );
+    };
+    ensure!(out.len() == LEN, "length {}", out.len());
+    ensure!(out == pattern(LEN, 3), "contents differ");
     Ok(())
 }
 

@@ -26,6 +26,11 @@ pub(crate) fn serve(mut chan: Channel, preload: Vec<(Target, Vec<u8>)>) -> ! {
             Err(_) => say("a preload call panicked; skipped"),
         }
     }
+    // A Ctrl-C reaches the terminal's whole process group, the server included: the server
+    // lives on (as CPython's does), so that the children, which get back the disposition the
+    // server had, die of it themselves and it reports how. Were it to die of it, they would
+    // die of their parent-death signal instead, and their exit statuses would go with it.
+    let sigint = sys::ignore_signal(sys::SIGINT).ok();
     // Counted once: the server itself makes no thread, so only a preload call could have. The
     // bootstrap's own main thread, idle in a join and holding no lock, does not count.
     let threads = sys::thread_count()
@@ -67,7 +72,15 @@ pub(crate) fn serve(mut chan: Channel, preload: Vec<(Target, Vec<u8>)>) -> ! {
                     None,
                 )
             } else {
-                fork_one(request, args, passed, me, exe, &mut children)
+                fork_one(
+                    request,
+                    args,
+                    passed,
+                    me,
+                    sigint.as_ref(),
+                    exe,
+                    &mut children,
+                )
             };
             let attached: Vec<OwnedFd> = pidfd.into_iter().collect();
             if chan.send_message(&reply, None, &attached).is_err() {
@@ -126,6 +139,7 @@ fn fork_one(
     args: Vec<u8>,
     mut passed: Vec<OwnedFd>,
     me: i32,
+    sigint: Option<&sys::SavedAction>,
     exe: Option<RawFd>,
     children: &mut Vec<(i32, OwnedFd)>,
 ) -> (Reply, Option<OwnedFd>) {
@@ -148,6 +162,10 @@ fn fork_one(
     match unsafe { sys::fork() } {
         Ok(0) => {
             let job = (request.job, args, request.args_follow);
+            // The child dies of a Ctrl-C as a spawned one does.
+            if let Some(saved) = sigint {
+                sys::restore_signal(sys::SIGINT, saved);
+            }
             run_child(prepared, job, sock, passed, me, exe)
         }
         Ok(pid) => {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use multiproc::{Callbacks, ErrorKind, Pool, Process, Queue};
+use multiproc::{Callbacks, ErrorKind, Pool, Process, Queue, StartMethod};
 
 use super::{kill, nap, square};
 use crate::{Context, ensure};
@@ -166,9 +166,10 @@ extern "C" fn on_sigint(_: libc::c_int) {
 }
 
 /// A program that handles SIGINT and leads a process group of its own (as a shell's job
-/// does), then runs a long map on a pool. It returns what the map returned, whether its
-/// handler ran, and whether the pool then dropped within the watchdog.
-fn program_handling_sigint(pids: Queue<u32>) -> (String, bool, Vec<u32>) {
+/// does), then runs a long map on a pool (of forkserver workers if `forkserver`). It returns
+/// what the map returned, whether its handler ran, and whether the pool then dropped within
+/// the watchdog.
+fn program_handling_sigint((pids, forkserver): (Queue<u32>, bool)) -> (String, bool, Vec<u32>) {
     // SAFETY: making this process a group leader, and installing a handler that only
     // stores to an atomic (async-signal-safe).
     unsafe {
@@ -178,17 +179,55 @@ fn program_handling_sigint(pids: Queue<u32>) -> (String, bool, Vec<u32>) {
             on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
         );
     }
-    let pool = Pool::new(2).expect("pool");
+    let method = if forkserver {
+        StartMethod::Forkserver
+    } else {
+        StartMethod::Spawn
+    };
+    // Workers retire after two tasks; callbacks and an imap are pending too.
+    let pool = Pool::builder()
+        .processes(2)
+        .max_tasks_per_child(2)
+        .start_method(method)
+        .build()
+        .expect("pool");
     let workers = pool.pids();
     for &pid in &workers {
         pids.put(pid).expect("put");
     }
-    let outcome = match pool.map_chunked(nap, vec![60_000u64; 8], 1) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let pending: Vec<_> = (0..4)
+        .map(|i| {
+            let c = calls.clone();
+            let cbs = Callbacks::new()
+                .on_success({
+                    let c = calls.clone();
+                    move |_: &u64| lock(&c).push(format!("{i} ok"))
+                })
+                .on_error(move |e| lock(&c).push(format!("{i} {:?}", e.kind())));
+            pool.apply_async_with(nap, 3_000, cbs).expect("apply_async")
+        })
+        .collect();
+    let imap = pool.imap(nap, vec![3_000u64; 6]).expect("imap");
+    // Long enough to be running when the signal comes; short enough that a pool which goes
+    // on with the work after it still ends within the watchdog (and the test then fails on
+    // what the map returned).
+    let mut outcome = match pool.map_chunked(nap, vec![3_000u64; 8], 1) {
         Ok(v) => format!("Ok({} results)", v.len()),
         Err(e) => format!("{:?}|{:?}|{e}", e.kind(), e.signal()),
     };
+    let kinds: Vec<_> = imap.map(|r| r.map_err(|e| e.kind())).collect();
+    outcome += &format!("\nimap: {kinds:?}");
+    for r in &pending {
+        r.wait();
+    }
     // Nothing may be left to wait for: dropping the pool joins it.
     drop(pool);
+    // A forkserver would otherwise outlive us for a moment, orphaned to the suite.
+    multiproc::stop_forkserver();
+    let mut calls = lock(&calls).clone();
+    calls.sort();
+    outcome += &format!("\ncallbacks: {calls:?}");
     (outcome, SIGINT_SEEN.load(Ordering::SeqCst), workers)
 }
 
@@ -196,8 +235,20 @@ fn program_handling_sigint(pids: Queue<u32>) -> (String, bool, Vec<u32>) {
 /// whole foreground process group): the map returns a typed error at once, the pool stops
 /// instead of replacing its workers, and nothing is left running.
 pub(super) fn ctrl_c_handled() -> Result<(), String> {
+    ctrl_c_handled_with(false)
+}
+
+/// The same with forkserver workers: the server is in the process group too, and must
+/// survive the Ctrl-C (as CPython's does, which ignores SIGINT) rather than take its children
+/// and their exit statuses with it, which left the pool unable to tell a Ctrl-C from any
+/// other death: it replaced the workers and went on with the map.
+pub(super) fn ctrl_c_handled_forkserver() -> Result<(), String> {
+    ctrl_c_handled_with(true)
+}
+
+fn ctrl_c_handled_with(forkserver: bool) -> Result<(), String> {
     let q = Queue::<u32>::new().ctx("queue")?;
-    let mut program = Process::new(program_handling_sigint, q.clone());
+    let mut program = Process::new(program_handling_sigint, (q.clone(), forkserver));
     program.start().ctx("start")?;
     for i in 0..2 {
         q.get_timeout(Duration::from_secs(60))
@@ -214,11 +265,22 @@ pub(super) fn ctrl_c_handled() -> Result<(), String> {
         outcome.starts_with("Interrupted|Some(2)|"),
         "the map returned {outcome}"
     );
+    // Every imap item and every pending task ended, each callback once, with the Ctrl-C
+    // (imap items the window had not yet submitted meet a stopped pool).
+    let imap = outcome.lines().nth(1).unwrap_or("");
+    ensure!(
+        imap.contains("Err(Interrupted)") && !imap.contains("Ok("),
+        "imap items: {outcome}"
+    );
+    let calls = outcome.lines().nth(2).unwrap_or("");
+    let want = (0..4)
+        .map(|i| format!("\"{i} Interrupted\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ensure!(calls == format!("callbacks: [{want}]"), "{outcome}");
+    // A forkserver's children are orphaned to the suite (a subreaper) when their server ends.
     for w in workers {
-        ensure!(
-            ipc_tests::eventually(Duration::from_secs(10), || ipc_tests::is_gone(w as i32)),
-            "worker {w} still there"
-        );
+        reap_orphan(w, Duration::from_secs(10))?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ mod chaos;
 mod handles;
 
 use crate::{Context, TestFn, ensure};
-use chaos::{chaos, chaos_deep, ctrl_c, ctrl_c_handled, lock};
+use chaos::{chaos, chaos_deep, ctrl_c, ctrl_c_handled, ctrl_c_handled_forkserver, lock};
 use handles::{imap_handles, initializer_handles, task_handles};
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
@@ -59,6 +59,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         (
             "pool::ctrl_c_handled_by_the_program_is_a_typed_error",
             ctrl_c_handled,
+        ),
+        (
+            "pool::ctrl_c_handled_with_forkserver_workers",
+            ctrl_c_handled_forkserver,
         ),
     ]
 }
