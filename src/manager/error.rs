@@ -5,7 +5,6 @@
 //! A proxy's arguments are borrowed (`put(&item)`), so there is never a value to hand back: the
 //! caller still has it.
 
-
 use crate::error::{Error, ErrorKind};
 
 /// Why a blocking proxy operation (`acquire`, `wait`, `put`, `get`) failed.

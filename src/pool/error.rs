@@ -1,7 +1,6 @@
 //! The pool's control-flow errors: what its waits with a time limit return (the shape of
 //! every blocking operation in the crate: see "One shape of error" in docs/architecture.md).
 
-
 use crate::error::{Error, ErrorKind};
 
 /// The error of [`AsyncResult::get_timeout`](crate::AsyncResult::get_timeout) and

@@ -17,11 +17,7 @@ macro_rules! timeout_only {
         impl $name {
             /// `Ok(())` if the wait ended in time (`done`), else `Err(Timeout)`.
             fn unless(done: bool) -> std::result::Result<(), $name> {
-                if done {
-                    Ok(())
-                } else {
-                    Err($name::Timeout)
-                }
+                if done { Ok(()) } else { Err($name::Timeout) }
             }
         }
     };
