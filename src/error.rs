@@ -384,3 +384,63 @@ impl std::error::Error for Error {
 
 /// Short for `std::result::Result<T, multiproc::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `std::error::Error` for error enums of the crate that carry a `Failed(Error)` variant: the
+/// failure is the source, every other variant has none. With `from` first, also
+/// `From<Error>` (an error becomes `Failed`). Shared by the error modules of every layer (pipe,
+/// process, manager, pool, futures), whose `Display` texts differ.
+macro_rules! failed_error {
+    (from $($name:ident),+ $(,)?) => {
+        $crate::error::failed_error!($($name),+);
+        $(
+            impl From<$crate::Error> for $name {
+                fn from(e: $crate::Error) -> Self {
+                    $name::Failed(e)
+                }
+            }
+        )+
+    };
+    ($($name:ident),+ $(,)?) => {$(
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    $name::Failed(e) => Some(e),
+                    _ => None,
+                }
+            }
+        }
+    )+};
+}
+pub(crate) use failed_error;
+
+/// `Display` for an error enum of the crate: a text for each unit variant, and
+/// `"<prefix>: <error>"` for `Failed(error)`, e.g.
+/// `error_display!(GetError { Disconnected => "..." } Failed => "get failed")`.
+macro_rules! error_display {
+    ($name:ident { $($unit:ident => $msg:expr),* $(,)? } Failed => $failed:literal) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self {
+                    $($name::$unit => f.write_str($msg),)*
+                    $name::Failed(e) => write!(f, concat!($failed, ": {}"), e),
+                }
+            }
+        }
+    };
+}
+pub(crate) use error_display;
+
+/// `Display` (a fixed message) and `std::error::Error` for an error of the crate that carries
+/// nothing.
+macro_rules! message_error {
+    ($t:ty, $message:expr) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str($message)
+            }
+        }
+
+        impl std::error::Error for $t {}
+    };
+}
+pub(crate) use message_error;

@@ -84,6 +84,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 
+mod atomic;
 pub mod codec;
 mod error;
 pub mod futures;

@@ -36,23 +36,11 @@ pub enum ResultTimeoutError {
     Failed(Error),
 }
 
-impl fmt::Display for ResultTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ResultTimeoutError::Timeout => f.write_str("the future did not finish in time"),
-            ResultTimeoutError::Failed(e) => write!(f, "the future failed: {e}"),
-        }
-    }
-}
+crate::error::error_display!(ResultTimeoutError {
+    Timeout => "the future did not finish in time",
+} Failed => "the future failed");
 
-impl std::error::Error for ResultTimeoutError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ResultTimeoutError::Timeout => None,
-            ResultTimeoutError::Failed(e) => Some(e),
-        }
-    }
-}
+crate::error::failed_error!(ResultTimeoutError);
 
 impl From<ResultTimeoutError> for Error {
     /// `Timeout` becomes an [`ErrorKind::Timeout`] error, so that `?` works in functions

@@ -1,6 +1,6 @@
 //! Unit tests on threads: every state transition, callbacks, wakers, `wait`, `as_completed`.
 
-use crate::sync::shim::Ordering;
+use crate::atomic::Ordering;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};

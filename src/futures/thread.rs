@@ -27,8 +27,8 @@ use crate::{ThreadPool, ThreadPoolBuilder};
 /// ```
 pub struct ThreadPoolExecutorBuilder {
     workers: Option<usize>,
-    prefix: String,
-    init: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The thread name prefix and the initializer go straight to the pool's own builder.
+    pool: ThreadPoolBuilder,
 }
 
 impl std::fmt::Debug for ThreadPoolExecutorBuilder {
@@ -65,7 +65,7 @@ impl ThreadPoolExecutorBuilder {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.pool = self.pool.name_prefix(prefix);
         self
     }
 
@@ -79,7 +79,7 @@ impl ThreadPoolExecutorBuilder {
     /// assert_eq!(e.kind(), multiproc::ErrorKind::Initializer);
     /// ```
     pub fn initializer(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
-        self.init = Some(Arc::new(f));
+        self.pool = self.pool.initializer(f);
         self
     }
 
@@ -106,14 +106,8 @@ impl ThreadPoolExecutorBuilder {
                 "max_workers must be greater than 0",
             ));
         }
-        let mut b: ThreadPoolBuilder = ThreadPool::builder()
-            .threads(workers)
-            .name_prefix(self.prefix);
-        if let Some(init) = self.init {
-            b = b.initializer(move || init());
-        }
         Ok(ThreadPoolExecutor {
-            base: Base::new(b.build()?, workers),
+            base: Base::new(self.pool.threads(workers).build()?, workers),
         })
     }
 }
@@ -200,8 +194,7 @@ impl ThreadPoolExecutor {
     pub fn builder() -> ThreadPoolExecutorBuilder {
         ThreadPoolExecutorBuilder {
             workers: None,
-            prefix: "ThreadPoolExecutor".to_string(),
-            init: None,
+            pool: ThreadPool::builder().name_prefix("ThreadPoolExecutor"),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Objects that a forked child holds a copy of, told about each new child by the parent.
 
-use std::sync::atomic::{AtomicPtr, Ordering};
+use crate::atomic::Ordering;
+use std::sync::atomic::AtomicPtr;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::sys;

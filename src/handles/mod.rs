@@ -43,7 +43,7 @@ mod fork;
 pub(crate) mod wire;
 
 pub(crate) use fork::{ForkAware, forked, register_fork_aware};
-pub(crate) use wire::{Handle, handle_serde};
+pub(crate) use wire::{Handle, handle_serde, shared_handle};
 
 /// A handle inside encoded arguments that wants to know which process receives it.
 pub(crate) trait Transit: Send + Sync {

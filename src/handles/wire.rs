@@ -80,6 +80,44 @@ macro_rules! handle_serde {
 }
 pub(crate) use handle_serde;
 
+/// Implements [`Handle`] and its serde for an object whose descriptor is that of a field
+/// holding a segment (anything with `fd() -> &OwnedFd`, such as `Shared<T>`): the field, the
+/// [`Handle::Wire`] type, how `wire` reads it and how `import` rebuilds the object are given.
+///
+/// ```text
+/// shared_handle!(
+///     /// A lock travels as its segment's descriptor and its arena slot's offset.
+///     [] Lock, cell, u32,
+///     |this| this.cell.slot_wire(),
+///     |fd, offset| Shared::open_slot(fd, offset, LOCK_KINDS, LOCK_KINDS, 0).map(Lock::from_cell)
+/// );
+/// ```
+macro_rules! shared_handle {
+    (
+        $(#[$attr:meta])*
+        [$($gen:tt)*] $ty:ty, $field:ident, $wire:ty,
+        |$this:pat_param| $wire_expr:expr,
+        |$fd:pat_param, $w:pat_param| $import:expr $(,)?
+    ) => {
+        $(#[$attr])*
+        impl<$($gen)*> $crate::handles::Handle for $ty {
+            type Wire = $wire;
+            fn descriptor(&self) -> ::std::os::fd::BorrowedFd<'_> {
+                ::std::os::fd::AsFd::as_fd(self.$field.fd())
+            }
+            fn wire(&self) -> ::std::result::Result<$wire, ::std::string::String> {
+                let $this = self;
+                $wire_expr
+            }
+            fn import($fd: ::std::os::fd::OwnedFd, $w: $wire) -> $crate::error::Result<Self> {
+                $import
+            }
+        }
+        $crate::handles::handle_serde!([$($gen)*] $ty);
+    };
+}
+pub(crate) use shared_handle;
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::super::{encode_with_fds, with_incoming};

@@ -5,8 +5,6 @@
 //! A proxy's arguments are borrowed (`put(&item)`), so there is never a value to hand back: the
 //! caller still has it.
 
-use std::fmt;
-
 use crate::error::{Error, ErrorKind};
 
 /// Why a blocking proxy operation (`acquire`, `wait`, `put`, `get`) failed.
@@ -138,24 +136,12 @@ pub enum ProxyTryPutError {
 
 macro_rules! proxy_error {
     ($name:ident $(, $extra:ident => $kind:ident, $msg:literal)?) => {
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $name::Disconnected => f.write_str("the connection to the manager is gone"),
-                    $name::Failed(e) => write!(f, "manager request failed: {e}"),
-                    $($name::$extra => f.write_str($msg),)?
-                }
-            }
-        }
+        crate::error::error_display!($name {
+            Disconnected => "the connection to the manager is gone",
+            $($extra => $msg)?
+        } Failed => "manager request failed");
 
-        impl std::error::Error for $name {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                match self {
-                    $name::Failed(e) => Some(e),
-                    _ => None,
-                }
-            }
-        }
+        crate::error::failed_error!($name);
 
         impl From<Error> for $name {
             /// An [`ErrorKind::Disconnected`] error becomes `Disconnected`; any other, `Failed`.

@@ -694,19 +694,26 @@ impl Drop for Manager {
     }
 }
 
+/// How a manager, and the start of every proxy (see `proxy.rs`), travel: where to connect and
+/// the key.
 #[derive(Serialize, Deserialize)]
 struct WireManager {
     address: ManagerAddress,
     key: KeyArg,
 }
 
+impl WireManager {
+    fn of(client: &Client) -> WireManager {
+        WireManager {
+            address: client.address.clone(),
+            key: KeyArg(client.key.clone()),
+        }
+    }
+}
+
 impl Serialize for Manager {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        WireManager {
-            address: self.client.address.clone(),
-            key: KeyArg(self.client.key.clone()),
-        }
-        .serialize(s)
+        WireManager::of(&self.client).serialize(s)
     }
 }
 

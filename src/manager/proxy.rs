@@ -11,7 +11,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::client::{Client, KeyArg, ManagerAddress};
+use super::WireManager;
+use super::client::Client;
 use super::object::SharedObject;
 use super::protocol::{DictOp, ListOp, NsOp, Reply, Request};
 use crate::codec;
@@ -28,18 +29,18 @@ pub(crate) struct Base {
     pub(crate) id: u64,
 }
 
+/// A proxy travels as its manager does, then its object's id (postcard lays the nested
+/// struct's fields out in line: the same bytes as the three fields side by side).
 #[derive(Serialize, Deserialize)]
 struct WireBase {
-    address: ManagerAddress,
-    key: KeyArg,
+    manager: WireManager,
     id: u64,
 }
 
 impl Serialize for Base {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         WireBase {
-            address: self.client.address.clone(),
-            key: KeyArg(self.client.key.clone()),
+            manager: WireManager::of(&self.client),
             id: self.id,
         }
         .serialize(s)
@@ -49,11 +50,11 @@ impl Serialize for Base {
 impl<'de> Deserialize<'de> for Base {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
-        let w = WireBase::deserialize(d)?;
+        let WireBase { manager: w, id } = WireBase::deserialize(d)?;
         let client = Client::connect(&w.address, &w.key.0).map_err(D::Error::custom)?;
         Ok(Base {
             client: Arc::new(client),
-            id: w.id,
+            id,
         })
     }
 }
@@ -123,6 +124,23 @@ impl Drop for Unhold<'_> {
             let _ = self.0.call(&Request::Unhold(self.0.id));
         }
     }
+}
+
+/// The second half of an atomic update: the server holds the object for this connection and
+/// `current` is its value; runs `f` on it and sends the new value through `commit`. If `f`
+/// panics or the new value does not encode, the hold is released with nothing changed.
+fn commit_held<C, N: Serialize>(
+    base: &Base,
+    current: C,
+    f: impl FnOnce(C) -> N,
+    commit: impl FnOnce(Vec<u8>) -> Result<Reply>,
+) -> Result<N> {
+    let mut guard = Unhold(base, true);
+    let new = f(current);
+    let r = commit(enc(&new)?);
+    guard.1 = false;
+    done(r?)?;
+    Ok(new)
 }
 
 /// The impls every proxy type has; with `Op => Variant`, also `fn op(&self, Op)`, which sends
@@ -307,13 +325,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     pub fn update_with(&self, key: &K, f: impl FnOnce(Option<V>) -> V) -> Result<V> {
         let k = enc(key)?;
         let current: Option<V> = value(self.op(DictOp::Hold(k.clone()))?)?;
-        let mut guard = Unhold(&self.base, true);
-        let new = f(current);
-        let bytes = enc(&new)?;
-        let r = self.op(DictOp::Commit(k, Some(bytes)));
-        guard.1 = false;
-        done(r?)?;
-        Ok(new)
+        commit_held(&self.base, current, f, |bytes| {
+            self.op(DictOp::Commit(k, Some(bytes)))
+        })
     }
 }
 
@@ -495,12 +509,7 @@ impl<T: Serialize + DeserializeOwned> NamespaceProxy<T> {
         T: Clone,
     {
         let current = Self::some(self.op(NsOp::Hold)?)?;
-        let mut guard = Unhold(&self.base, true);
-        let new = f(current);
-        let r = self.op(NsOp::Commit(enc(&new)?));
-        guard.1 = false;
-        done(r?)?;
-        Ok(new)
+        commit_held(&self.base, current, f, |bytes| self.op(NsOp::Commit(bytes)))
     }
 }
 

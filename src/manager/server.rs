@@ -2,7 +2,7 @@
 //! objects it owns. One thread per connection; the objects sit behind one mutex, and every
 //! change wakes the requests that wait (a lock, an event, a queue, a held object).
 
-use crate::sync::shim::Ordering;
+use crate::atomic::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::TcpListener;

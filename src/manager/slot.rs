@@ -24,8 +24,8 @@
 //! messages carry no MAC. Everything read from the slot is checked (turn, lengths, the size
 //! limit) and then decoded like a frame, so garbage gives a typed error.
 
+use crate::atomic::Ordering;
 use std::io::{self, Read};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::auth::{Session, Stream};

@@ -127,43 +127,21 @@ pub enum RecvIntoError {
 const DISCONNECTED: &str = "the other end of the pipe is closed and nothing is left to receive";
 const SEND_DISCONNECTED: &str = "the other end of the pipe is closed";
 
-impl fmt::Display for RecvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecvError::Disconnected => f.write_str(DISCONNECTED),
-            RecvError::Failed(e) => write!(f, "receive failed: {e}"),
-        }
-    }
+/// `Display` for the receive errors: `Disconnected` and `Failed` read alike in all of them;
+/// `Variant => text` adds the one that stopped a try or a timed receive.
+macro_rules! recv_display {
+    ($name:ident $(, $extra:ident => $msg:literal)?) => {
+        crate::error::error_display!($name {
+            $($extra => $msg,)?
+            Disconnected => DISCONNECTED,
+        } Failed => "receive failed");
+    };
 }
+recv_display!(RecvError);
+recv_display!(TryRecvError, Empty => "no message has arrived on the pipe");
+recv_display!(RecvTimeoutError, Timeout => "timed out waiting for a message on the pipe");
 
-impl fmt::Display for TryRecvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TryRecvError::Empty => f.write_str("no message has arrived on the pipe"),
-            TryRecvError::Disconnected => f.write_str(DISCONNECTED),
-            TryRecvError::Failed(e) => write!(f, "receive failed: {e}"),
-        }
-    }
-}
-
-impl fmt::Display for RecvTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecvTimeoutError::Timeout => f.write_str("timed out waiting for a message on the pipe"),
-            RecvTimeoutError::Disconnected => f.write_str(DISCONNECTED),
-            RecvTimeoutError::Failed(e) => write!(f, "receive failed: {e}"),
-        }
-    }
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::Disconnected => f.write_str(SEND_DISCONNECTED),
-            SendError::Failed(e) => write!(f, "send failed: {e}"),
-        }
-    }
-}
+crate::error::error_display!(SendError { Disconnected => SEND_DISCONNECTED } Failed => "send failed");
 
 impl fmt::Display for RecvIntoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -177,25 +155,8 @@ impl fmt::Display for RecvIntoError {
     }
 }
 
-macro_rules! error_impls {
-    ($($name:ident),*) => {$(
-        impl std::error::Error for $name {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                match self {
-                    $name::Failed(e) => Some(e),
-                    _ => None,
-                }
-            }
-        }
-
-        impl From<Error> for $name {
-            fn from(e: Error) -> Self {
-                $name::Failed(e)
-            }
-        }
-    )*};
-}
-error_impls!(
+crate::error::failed_error!(
+    from
     RecvError,
     TryRecvError,
     RecvTimeoutError,
@@ -203,32 +164,20 @@ error_impls!(
     RecvIntoError
 );
 
-impl From<RecvError> for TryRecvError {
-    fn from(e: RecvError) -> Self {
-        match e {
-            RecvError::Disconnected => TryRecvError::Disconnected,
-            RecvError::Failed(e) => TryRecvError::Failed(e),
+/// A blocking receive's error as the error of the other receives, which share its variants.
+macro_rules! from_recv_error {
+    ($($name:ident),+) => {$(
+        impl From<RecvError> for $name {
+            fn from(e: RecvError) -> Self {
+                match e {
+                    RecvError::Disconnected => $name::Disconnected,
+                    RecvError::Failed(e) => $name::Failed(e),
+                }
+            }
         }
-    }
+    )+};
 }
-
-impl From<RecvError> for RecvTimeoutError {
-    fn from(e: RecvError) -> Self {
-        match e {
-            RecvError::Disconnected => RecvTimeoutError::Disconnected,
-            RecvError::Failed(e) => RecvTimeoutError::Failed(e),
-        }
-    }
-}
-
-impl From<RecvError> for RecvIntoError {
-    fn from(e: RecvError) -> Self {
-        match e {
-            RecvError::Disconnected => RecvIntoError::Disconnected,
-            RecvError::Failed(e) => RecvIntoError::Failed(e),
-        }
-    }
-}
+from_recv_error!(TryRecvError, RecvTimeoutError, RecvIntoError);
 
 /// A receive that ended for good becomes the crate's error (`Disconnected` keeps its kind), so
 /// that `?` works in functions that return [`crate::Result`].

@@ -53,7 +53,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::sync::shim::Ordering;
+use crate::atomic::Ordering;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

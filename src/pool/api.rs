@@ -1,6 +1,6 @@
 //! [`Pool`]: Python's `multiprocessing.Pool`, on the pool engine.
 
-use crate::sync::shim::Ordering;
+use crate::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

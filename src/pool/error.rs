@@ -1,8 +1,6 @@
 //! The pool's control-flow errors: what its waits with a time limit return (the shape of
 //! every blocking operation in the crate: see "One shape of error" in docs/architecture.md).
 
-use std::fmt;
-
 use crate::error::{Error, ErrorKind};
 
 /// The error of [`AsyncResult::get_timeout`](crate::AsyncResult::get_timeout) and
@@ -35,23 +33,9 @@ pub enum AsyncGetTimeoutError {
 /// [`Error`] for an error with `Timeout` and `Failed(Error)`.
 macro_rules! timeout_error {
     ($name:ident, $timeout:literal, $failed:literal) => {
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $name::Timeout => f.write_str($timeout),
-                    $name::Failed(e) => write!(f, concat!($failed, ": {}"), e),
-                }
-            }
-        }
+        crate::error::error_display!($name { Timeout => $timeout } Failed => $failed);
 
-        impl std::error::Error for $name {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                match self {
-                    $name::Timeout => None,
-                    $name::Failed(e) => Some(e),
-                }
-            }
-        }
+        crate::error::failed_error!($name);
 
         impl From<$name> for Error {
             /// A timeout becomes [`ErrorKind::Timeout`], so that `?` works in functions
@@ -91,13 +75,10 @@ timeout_error!(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AsyncWaitTimeoutError;
 
-impl fmt::Display for AsyncWaitTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the result was not ready before the deadline")
-    }
-}
-
-impl std::error::Error for AsyncWaitTimeoutError {}
+crate::error::message_error!(
+    AsyncWaitTimeoutError,
+    "the result was not ready before the deadline"
+);
 
 /// The error of [`Pool::join_timeout`](crate::Pool::join_timeout) and
 /// [`join_deadline`](crate::Pool::join_deadline) (and the same methods of

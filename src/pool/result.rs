@@ -160,13 +160,8 @@ pub(crate) fn guarded(f: impl FnOnce()) -> Option<String> {
 
 /// The message of a caught panic.
 pub(crate) fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic payload that is not a string".to_string()
-    }
+    crate::process::payload_text(&**payload)
+        .unwrap_or_else(|| "a panic payload that is not a string".to_string())
 }
 
 type OnSuccess<R> = Box<dyn FnOnce(&R) + Send>;

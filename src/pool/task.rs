@@ -8,7 +8,7 @@ use super::result::Sink;
 use super::wire::{Bytes, TaskMsg};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handles::Transits;
-use crate::process::{Outcome, Target};
+use crate::process::{Outcome, Ran, Target};
 use crate::sys::Exit;
 
 /// A task the caller has encoded, ready to submit.
@@ -140,35 +140,16 @@ impl Task {
                 Some((_, outcome)) => outcome,
                 None => Outcome::Returned,
             };
-            results.push(match outcome {
-                Outcome::Returned => {
-                    let bytes = lens.next().and_then(|&len| {
-                        let b = data.get(offset..offset + len as usize);
-                        offset += len as usize;
-                        b
-                    });
-                    bytes.ok_or_else(|| {
-                        Error::new(ErrorKind::Codec, "the worker sent a malformed result")
-                            .with_pid(pid)
-                    })
-                }
-                Outcome::Panicked { message, location } => Err(Error::new(
-                    ErrorKind::Panicked,
-                    "the task panicked in its worker",
-                )
-                .with_pid(pid)
-                .with_panic(message, location)),
-                Outcome::BadArguments(why) => Err(Error::codec(
-                    "the worker could not deserialize the task's argument",
-                    crate::codec::CodecError::Invalid(why),
-                )
-                .with_pid(pid)),
-                Outcome::BadResult(why) => Err(Error::codec(
-                    "the worker could not serialize the task's result",
-                    crate::codec::CodecError::Encode(why),
-                )
-                .with_pid(pid)),
-            });
+            results.push(outcome.check(pid, Ran::Task).and_then(|()| {
+                let bytes = lens.next().and_then(|&len| {
+                    let b = data.get(offset..offset + len as usize);
+                    offset += len as usize;
+                    b
+                });
+                bytes.ok_or_else(|| {
+                    Error::new(ErrorKind::Codec, "the worker sent a malformed result").with_pid(pid)
+                })
+            }));
         }
         self.sink.deliver_many(self.first, results);
     }

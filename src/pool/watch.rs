@@ -1,7 +1,7 @@
 //! The watcher thread: it sleeps in `poll` on the workers' pidfds and reports each death on
 //! the results queue, after whatever the worker managed to put there.
 
-use crate::sync::shim::Ordering;
+use crate::atomic::Ordering;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};

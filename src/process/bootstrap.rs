@@ -31,11 +31,12 @@
 //!   closed standard output or error descriptors are opened on `/dev/null`. `std::env::args()`
 //!   holds the parent's arguments, as Python's spawn restores `sys.argv`.
 
+use crate::atomic::Ordering;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32};
 
 use super::channel::Channel;
 use super::function::{CallError, Target};

@@ -118,26 +118,13 @@ macro_rules! stopped_early {
             }
         }
 
-        impl std::error::Error for $name {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                match self {
-                    $name::$early => None,
-                    $name::Failed(e) => Some(e),
-                }
-            }
-        }
+        crate::error::failed_error!(from $name);
 
         impl From<$name> for Error {
             #[doc = concat!("See [`", stringify!($name), "::into_error`]: so that `?` works in functions returning")]
             /// [`crate::Result`].
             fn from(e: $name) -> Error {
                 e.into_error()
-            }
-        }
-
-        impl From<Error> for $name {
-            fn from(e: Error) -> $name {
-                $name::Failed(e)
             }
         }
     };

@@ -5,7 +5,8 @@
 //! that copy been guarded by a mutex, another thread of the parent reading its own identity at
 //! the moment of the fork would leave the mutex locked forever in the child.
 
-use std::sync::atomic::{AtomicPtr, Ordering};
+use crate::atomic::Ordering;
+use std::sync::atomic::AtomicPtr;
 
 use super::protocol::Identity;
 

@@ -1,7 +1,8 @@
 //! Child processes: [`Process`], start methods, and who-am-I functions.
 
+use crate::atomic::Ordering;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -28,7 +29,8 @@ pub use worker::Worker;
 
 // For the pool engine (`pool/`): how a worker process runs one task and reports it.
 pub(crate) use function::{CallError, Target};
-pub(crate) use protocol::Outcome;
+pub(crate) use panics::payload_text;
+pub(crate) use protocol::{Outcome, Ran};
 
 use child::Child;
 use finished::Finished;

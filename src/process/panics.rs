@@ -10,9 +10,10 @@
 //!   default hook takes a lock (for backtraces) and stderr's lock, either of which another thread
 //!   of the parent may have held at the moment of the fork.
 
+use crate::atomic::Ordering;
 use std::panic::{self, PanicHookInfo};
 use std::sync::Once;
-use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8};
 
 use super::protocol::Outcome;
 use crate::sys;
@@ -94,12 +95,17 @@ fn write_raw(info: &PanicHookInfo<'_>, location: Option<&str>) {
 }
 
 fn message_of(payload: &(dyn std::any::Any + Send)) -> String {
+    payload_text(payload)
+        .unwrap_or_else(|| "Box<dyn Any> (a panic payload that is not a string)".to_string())
+}
+
+/// The text of a panic payload (`panic!` with a literal or a format), or `None` for any other
+/// payload: each caller says that its own way.
+pub(crate) fn payload_text(payload: &(dyn std::any::Any + Send)) -> Option<String> {
     if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        Some((*s).to_string())
     } else {
-        "Box<dyn Any> (a panic payload that is not a string)".to_string()
+        payload.downcast_ref::<String>().cloned()
     }
 }
 

@@ -136,3 +136,45 @@ pub(crate) enum Outcome {
     /// The result did not encode in the child.
     BadResult(String),
 }
+
+/// What ran in the worker, as the errors of [`Outcome::check`] name it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ran {
+    /// A [`Worker`](crate::Worker) call.
+    Call,
+    /// A pool task.
+    Task,
+}
+
+impl Outcome {
+    /// `Ok(())` for `Returned` (its result follows); for any other outcome, the error that
+    /// reports it, from the worker `pid`.
+    pub(crate) fn check(self, pid: u32, ran: Ran) -> crate::Result<()> {
+        let (panicked, arguments, result) = match ran {
+            Ran::Call => (
+                "the call panicked in the worker",
+                "the worker could not deserialize the call's argument",
+                "the worker could not serialize the call's result",
+            ),
+            Ran::Task => (
+                "the task panicked in its worker",
+                "the worker could not deserialize the task's argument",
+                "the worker could not serialize the task's result",
+            ),
+        };
+        let e = match self {
+            Outcome::Returned => return Ok(()),
+            Outcome::Panicked { message, location } => {
+                crate::Error::new(crate::ErrorKind::Panicked, panicked)
+                    .with_panic(message, location)
+            }
+            Outcome::BadArguments(why) => {
+                crate::Error::codec(arguments, crate::codec::CodecError::Invalid(why))
+            }
+            Outcome::BadResult(why) => {
+                crate::Error::codec(result, crate::codec::CodecError::Encode(why))
+            }
+        };
+        Err(e.with_pid(pid))
+    }
+}

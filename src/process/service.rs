@@ -21,8 +21,9 @@
 //! of the process that made it; a child sees a foreign pid and makes its own service on demand,
 //! without touching the copied mutexes (which another thread may have held at the fork).
 
+use crate::atomic::Ordering;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr};
 use std::sync::{Mutex, MutexGuard, mpsc};
 
 use crate::sys;

@@ -9,10 +9,10 @@ use super::channel::is_timeout;
 use super::child::{Child, FrameWait, ended_error};
 use super::function::Target;
 use super::launch::{self, ForkJob, SpawnJob};
-use super::protocol::{Outcome, Request};
+use super::protocol::{Outcome, Ran, Request};
 use super::{CallTimeoutError, StartMethod, forkserver};
 use super::{current_process, next_identity};
-use crate::codec::{self, CodecError};
+use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
@@ -311,32 +311,13 @@ impl Worker {
                 .map_err(|e| self.broke(Error::codec("the worker sent a malformed reply", e)))?,
             None => return Ok(None),
         };
-        match outcome {
-            Outcome::Returned => {
-                let Some(bytes) = self.next_frame(deadline)? else {
-                    return Ok(None);
-                };
-                codec::decode(&bytes).map(Some).map_err(|e| {
-                    Error::codec("the worker's result could not be deserialized", e).with_pid(pid)
-                })
-            }
-            Outcome::Panicked { message, location } => Err(Error::new(
-                ErrorKind::Panicked,
-                "the call panicked in the worker",
-            )
-            .with_pid(pid)
-            .with_panic(message, location)),
-            Outcome::BadArguments(why) => Err(Error::codec(
-                "the worker could not deserialize the call's argument",
-                CodecError::Invalid(why),
-            )
-            .with_pid(pid)),
-            Outcome::BadResult(why) => Err(Error::codec(
-                "the worker could not serialize the call's result",
-                CodecError::Encode(why),
-            )
-            .with_pid(pid)),
-        }
+        outcome.check(pid, Ran::Call)?;
+        let Some(bytes) = self.next_frame(deadline)? else {
+            return Ok(None);
+        };
+        codec::decode(&bytes).map(Some).map_err(|e| {
+            Error::codec("the worker's result could not be deserialized", e).with_pid(pid)
+        })
     }
 
     /// The next frame from the worker; `Ok(None)` on timeout (the worker is then killed).

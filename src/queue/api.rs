@@ -10,10 +10,10 @@ use super::{
     Deadline, GetError, GetFail, GetTimeoutError, PutError, PutFail, PutTimeoutError, Queue,
     TryGetError, TryPutError,
 };
+use crate::atomic::Ordering;
 #[cfg(doc)]
 use crate::error::ErrorKind;
 use crate::error::Result;
-use crate::sync::shim::Ordering;
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Puts `value`, waiting as long as it takes for room (Python's `put()`).

@@ -251,15 +251,10 @@ pub enum GetTimeoutError {
 
 macro_rules! get_display {
     ($name:ident $(, $extra:ident => $msg:literal)?) => {
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $name::Disconnected => f.write_str("queue is empty and disconnected"),
-                    $name::Failed(e) => write!(f, "get failed: {e}"),
-                    $($name::$extra => f.write_str($msg),)?
-                }
-            }
-        }
+        crate::error::error_display!($name {
+            Disconnected => "queue is empty and disconnected",
+            $($extra => $msg)?
+        } Failed => "get failed");
 
         impl std::error::Error for $name {}
     };
@@ -281,13 +276,10 @@ get_display!(GetTimeoutError, Timeout => "timed out waiting on an empty queue");
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskDoneError;
 
-impl fmt::Display for TaskDoneError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("task_done() called more times than items were put")
-    }
-}
-
-impl std::error::Error for TaskDoneError {}
+crate::error::message_error!(
+    TaskDoneError,
+    "task_done() called more times than items were put"
+);
 
 impl<T> From<PutError<T>> for Error {
     /// Drops the value and keeps the error, so that `?` works in functions returning

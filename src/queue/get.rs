@@ -13,10 +13,10 @@ use serde::de::DeserializeOwned;
 use super::layout::{HDR, NO_PART_OWNER, RESUMED, flags, get_state, padded, put_state, skip_state};
 use super::ring::{advance, read};
 use super::{Deadline, GetFail, POLL, Queue, SideGuard, lock_side};
+use crate::atomic::Ordering;
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind};
 use crate::sync::Acquired;
-use crate::sync::shim::Ordering;
 use crate::sync::wait_word::Waited;
 use crate::sys;
 
@@ -76,11 +76,9 @@ impl<T: DeserializeOwned> Queue<T> {
         let seg = &*self.seg;
         let st = self.st();
         let c = &st.cons;
-        let acquired = lock_side(&c.lock, d)
+        let (_guard, acquired) = lock_side(&c.lock, d)
             .map_err(GetFail::Error)?
             .ok_or(GetFail::Nothing)?;
-        // SAFETY: `lock_side` has just acquired it for this thread.
-        let _guard = unsafe { SideGuard::adopt(&c.lock) };
         if acquired == Acquired::OwnerDied {
             self.recover_get();
         }

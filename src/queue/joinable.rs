@@ -2,7 +2,6 @@
 //! `multiprocessing.JoinableQueue`).
 
 use std::ops::Deref;
-use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -10,9 +9,8 @@ use serde::de::DeserializeOwned;
 
 use super::ring::read;
 use super::{POLL, Queue, TaskDoneError};
-use crate::error::{Error, ErrorKind, Result};
-use crate::handles::Handle;
-use crate::sync::shim::Ordering;
+use crate::atomic::Ordering;
+use crate::error::Result;
 use crate::sync::wait_word::Waited;
 
 /// A [`Queue`] that also counts unfinished tasks: Python's `multiprocessing.JoinableQueue`.
@@ -155,26 +153,5 @@ impl<T> Deref for JoinableQueue<T> {
     type Target = Queue<T>;
     fn deref(&self) -> &Queue<T> {
         &self.queue
-    }
-}
-
-/// Travels as the [`Queue`] it wraps, which must have been created joinable.
-impl<T: Serialize + DeserializeOwned> Handle for JoinableQueue<T> {
-    type Wire = ();
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.queue.descriptor()
-    }
-    fn wire(&self) -> std::result::Result<(), String> {
-        self.queue.wire()
-    }
-    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
-        let queue = Queue::import(fd, ())?;
-        if !queue.seg.joinable {
-            return Err(Error::new(
-                ErrorKind::BadHeader,
-                "a plain queue cannot be received as a JoinableQueue",
-            ));
-        }
-        Ok(JoinableQueue { queue })
     }
 }

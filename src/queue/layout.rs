@@ -11,9 +11,9 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicUsize};
 
+use crate::atomic::{AtomicU32, AtomicU64};
 use crate::shm::Shared;
 use crate::sync::LockCell;
-use crate::sync::shim::{AtomicU32, AtomicU64};
 use crate::sync::wait_word::WaitWord;
 use crate::sys;
 

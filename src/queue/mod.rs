@@ -68,11 +68,11 @@ pub use simple::SimpleQueue;
 use layout::{Mirror, Segment, State};
 use registry::{Hold, QueueTransit, me};
 
+use crate::atomic::Ordering;
 use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handles::{self, Handle, handle_serde};
 use crate::shm::{Kind, Shared, type_tag};
-use crate::sync::shim::Ordering;
 use crate::sync::{Acquired, CellGuard, LockCell};
 use crate::sys;
 
@@ -183,10 +183,18 @@ fn oversized(len: usize, limit: usize) -> PutFail {
 /// takes the lock, and another process takes it first, clearing the "waiters" bit; the other
 /// sleepers are then woken by nobody). Waking up to try again turns that into a short delay.
 ///
-/// `Ok(None)` when the deadline passed; an error when the lock cannot be used (its word was
-/// overwritten, e.g. with this thread's own id, or this thread is already inside an operation
-/// on this side of the queue, as a `Serialize` that puts into the queue it is put into).
-fn lock_side(cell: &LockCell, d: Deadline) -> Result<Option<Acquired>> {
+/// The guard that releases it, and how it was acquired; `Ok(None)` when the deadline passed;
+/// an error when the lock cannot be used (its word was overwritten, e.g. with this thread's own
+/// id, or this thread is already inside an operation on this side of the queue, as a
+/// `Serialize` that puts into the queue it is put into).
+fn lock_side(cell: &LockCell, d: Deadline) -> Result<Option<(SideGuard<'_>, Acquired)>> {
+    let acquired = acquire_side(cell, d)?;
+    // SAFETY: `acquire_side` has just acquired the lock for this thread, and only this guard
+    // stands for that hold.
+    Ok(acquired.map(|a| (unsafe { SideGuard::adopt(cell) }, a)))
+}
+
+fn acquire_side(cell: &LockCell, d: Deadline) -> Result<Option<Acquired>> {
     if let Some(a) = cell.try_lock().map_err(broken_side)? {
         return Ok(Some(a));
     }

@@ -10,7 +10,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use super::ring::{advance, read};
-use crate::sync::shim::{AtomicU32, AtomicU64, Ordering};
+use crate::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::sync::wait_word::{WaitWord, Waited};
 
 const CAP: u64 = 2;

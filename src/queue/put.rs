@@ -14,10 +14,10 @@ use serde::Serialize;
 
 use super::layout::{ChunkHeader, HDR, flags, padded, put_state};
 use super::ring::advance;
-use super::{Deadline, POLL, PutFail, Queue, SideGuard, encode_failed, lock_side, oversized};
+use super::{Deadline, POLL, PutFail, Queue, encode_failed, lock_side, oversized};
+use crate::atomic::Ordering;
 use crate::error::{Error, ErrorKind};
 use crate::sync::Acquired;
-use crate::sync::shim::Ordering;
 
 /// Cleans up after a `Serialize` that panicked while the put lock was held: closes an open
 /// stream with an `ABORT` and marks the producer idle. Dropped before the lock guard.
@@ -135,11 +135,9 @@ impl<T: Serialize> Queue<T> {
         }
         let st = self.st();
         let p = &st.prod;
-        let acquired = lock_side(&p.lock, d)
+        let (_guard, acquired) = lock_side(&p.lock, d)
             .map_err(PutFail::Error)?
             .ok_or(PutFail::OutOfTime)?;
-        // SAFETY: `lock_side` has just acquired it for this thread.
-        let _guard = unsafe { SideGuard::adopt(&p.lock) };
         if acquired == Acquired::OwnerDied
             || p.busy.load(Ordering::Relaxed) != put_state::IDLE
             || p.stream_open.load(Ordering::Relaxed) != 0

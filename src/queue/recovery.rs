@@ -9,8 +9,8 @@
 
 use super::layout::{get_state, put_state, skip_state};
 use super::{Deadline, PutFail, Queue, SideGuard};
+use crate::atomic::Ordering;
 use crate::sync::Acquired;
-use crate::sync::shim::Ordering;
 
 impl<T> Queue<T> {
     /// With the put lock held, after "owner died" (`died`) or with the producer side found

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI32 as StdAtomicI32;
 
 use super::layout::{NO_SLOT, SLOTS, Segment, Slot, State, get_state};
+use crate::atomic::Ordering;
 use crate::handles::{ForkAware, Transit};
-use crate::sync::shim::Ordering;
 use crate::sys;
 
 /// This process's (pid, start time), recomputed after a fork. Lock-free: a forked child may
@@ -57,7 +57,7 @@ pub(super) enum Hold {
 }
 
 impl Hold {
-    fn counter(self, s: &Slot) -> &crate::sync::shim::AtomicU32 {
+    fn counter(self, s: &Slot) -> &crate::atomic::AtomicU32 {
         match self {
             Hold::Handle => &s.handles,
             Hold::Pending => &s.pending,

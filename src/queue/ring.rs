@@ -10,7 +10,7 @@
 //! read-modify-write of a line only sleepers write; while a woken sleeper gets up, no more
 //! wakes are sent.
 
-use crate::sync::shim::{AtomicU64, Ordering};
+use crate::atomic::{AtomicU64, Ordering};
 use crate::sync::wait_word::WaitWord;
 
 /// Stores a new cursor value (the tail, after writing bytes; the head, after consuming them)

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{GetError, JoinableQueue, PutError, Queue};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::handles::Handle;
 
 /// A queue without a size limit on the number of messages: Python's
@@ -104,9 +104,11 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     }
 }
 
-/// Clone, Debug and Serialize for a wrapper around a `queue: Queue<T>` field.
+/// Clone, Debug, [`Handle`] and its serde for a wrapper around a `queue: Queue<T>` field. The
+/// wrapper travels as the [`Queue`] it wraps; `|queue| accept` turns the queue the receiving
+/// side rebuilt into the wrapper, or refuses it.
 macro_rules! queue_wrapper {
-    ($name:ident) => {
+    ($name:ident, |$queue:ident| $accept:expr) => {
         impl<T: Serialize + DeserializeOwned> Clone for $name<T> {
             fn clone(&self) -> Self {
                 $name {
@@ -121,24 +123,32 @@ macro_rules! queue_wrapper {
             }
         }
 
+        impl<T: Serialize + DeserializeOwned> Handle for $name<T> {
+            type Wire = ();
+            fn descriptor(&self) -> BorrowedFd<'_> {
+                self.queue.descriptor()
+            }
+            fn wire(&self) -> std::result::Result<(), String> {
+                self.queue.wire()
+            }
+            fn import(fd: OwnedFd, (): ()) -> Result<Self> {
+                let $queue = Queue::import(fd, ())?;
+                $accept
+            }
+        }
+
         crate::handles::handle_serde!([T: Serialize + DeserializeOwned] $name<T>);
     };
 }
-queue_wrapper!(SimpleQueue);
-queue_wrapper!(JoinableQueue);
-
-/// Travels as the [`Queue`] it wraps.
-impl<T: Serialize + DeserializeOwned> Handle for SimpleQueue<T> {
-    type Wire = ();
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.queue.descriptor()
+queue_wrapper!(SimpleQueue, |queue| Ok(SimpleQueue { queue }));
+// A JoinableQueue must have been created joinable.
+queue_wrapper!(JoinableQueue, |queue| {
+    if queue.seg.joinable {
+        Ok(JoinableQueue { queue })
+    } else {
+        Err(Error::new(
+            ErrorKind::BadHeader,
+            "a plain queue cannot be received as a JoinableQueue",
+        ))
     }
-    fn wire(&self) -> std::result::Result<(), String> {
-        self.queue.wire()
-    }
-    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
-        Ok(SimpleQueue {
-            queue: Queue::import(fd, ())?,
-        })
-    }
-}
+});

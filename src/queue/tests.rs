@@ -445,20 +445,29 @@ fn pull_until(reader: &Queue<Job>, reached: &mpsc::Receiver<()>) {
     }
 }
 
+/// Starts a producer that puts a 64 KiB message whose serialization stalls half-way (it says so
+/// on `reached` and waits for `resume`), then `Small(next)`; it returns whether both puts
+/// succeeded.
+fn stalled_producer(
+    q: &Queue<Job>,
+    next: u32,
+) -> (mpsc::Receiver<()>, mpsc::Sender<()>, Bounded<bool>) {
+    let (reached_tx, reached) = mpsc::channel();
+    let (resume, resume_rx) = mpsc::channel();
+    let q = q.clone();
+    let producer = spawn_bounded(move || {
+        let stall = Act::Stall(reached_tx, std::sync::Mutex::new(resume_rx));
+        q.put_timeout(Job::Big(Late::new(64 << 10, 1, stall)), BOUND)
+            .is_ok()
+            && q.put(Job::Small(next)).is_ok()
+    });
+    (reached, resume, producer)
+}
+
 #[test]
 fn a_deadline_holds_mid_stream_and_the_message_is_finished_later() {
     let q = Queue::<Job>::with_capacity(4096).unwrap();
-    let (reached_tx, reached) = mpsc::channel();
-    let (resume, resume_rx) = mpsc::channel();
-    let producer = {
-        let q = q.clone();
-        spawn_bounded(move || {
-            let stall = Act::Stall(reached_tx, std::sync::Mutex::new(resume_rx));
-            q.put_timeout(Job::Big(Late::new(64 << 10, 1, stall)), BOUND)
-                .is_ok()
-                && q.put(Job::Small(1)).is_ok()
-        })
-    };
+    let (reached, resume, producer) = stalled_producer(&q, 1);
     let reader = q.clone();
     reader.close();
     // Gets with short deadlines pull the stream until it stalls half-way: each gives up,
@@ -477,17 +486,7 @@ fn a_deadline_holds_mid_stream_and_the_message_is_finished_later() {
     assert_eq!(q.lost_messages(), 0);
 
     // Another handle cannot finish it: it skips it, counts it lost, and takes the next one.
-    let (reached_tx, reached) = mpsc::channel();
-    let (resume, resume_rx) = mpsc::channel();
-    let producer = {
-        let q = q.clone();
-        spawn_bounded(move || {
-            let stall = Act::Stall(reached_tx, std::sync::Mutex::new(resume_rx));
-            q.put_timeout(Job::Big(Late::new(64 << 10, 1, stall)), BOUND)
-                .is_ok()
-                && q.put(Job::Small(2)).is_ok()
-        })
-    };
+    let (reached, resume, producer) = stalled_producer(&q, 2);
     pull_until(&reader, &reached);
     resume.send(()).unwrap();
     let other = q.clone();

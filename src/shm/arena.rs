@@ -15,9 +15,10 @@
 //! A process that receives many handles on one chunk maps it once: mappings are shared by
 //! segment identity (device, inode) process-wide, and the extra descriptors are closed.
 
+use crate::atomic::Ordering;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{Kind, Region, Sealing};

@@ -9,7 +9,8 @@
 //! A racing write can still make a copy a mix of old and new bytes, which is a value like any
 //! other. The private side is plain memory.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::atomic::Ordering;
+use std::sync::atomic::AtomicU64;
 
 const WORD: usize = std::mem::size_of::<u64>();
 
@@ -120,7 +121,7 @@ mod tests {
                     .map(|b| b.wrapping_mul(7) ^ off as u8)
                     .collect();
                 for w in &backing {
-                    w.store(0xAAAA_AAAA_AAAA_AAAA, std::sync::atomic::Ordering::Relaxed);
+                    w.store(0xAAAA_AAAA_AAAA_AAAA, crate::atomic::Ordering::Relaxed);
                 }
                 // SAFETY: inside `backing`.
                 unsafe { super::copy_in(&src, base.add(off)) };

@@ -7,10 +7,11 @@ mod shared;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+use crate::atomic::Ordering;
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::handles::{self, Handle};

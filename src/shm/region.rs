@@ -1,9 +1,10 @@
 //! A mapped segment with our header: the storage under `SharedMemory` and every sync object.
 
+use crate::atomic::Ordering;
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;

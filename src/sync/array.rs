@@ -4,9 +4,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use crate::handles::{Handle, handle_serde};
+use crate::handles::shared_handle;
 
 use super::error::{LockResult, LockTimeoutResult, TryLockResult};
 use super::lock::Lock;
@@ -329,19 +327,13 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
     }
 }
 
-/// An array travels as its segment's descriptor and its arena slot's offset; its length is
-/// read back from the shared header and checked against the segment.
-impl<T: Pod> Handle for Array<T> {
-    type Wire = u32;
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.shared.fd().as_fd()
-    }
-    fn wire(&self) -> std::result::Result<u32, String> {
-        self.shared.slot_wire()
-    }
-    fn import(fd: OwnedFd, offset: u32) -> Result<Self> {
+shared_handle!(
+    /// An array travels as its segment's descriptor and its arena slot's offset; its length is
+    /// read back from the shared header and checked against the segment.
+    [T: Pod] Array<T>, shared, u32,
+    |this| this.shared.slot_wire(),
+    |fd, offset| {
         let (shared, len) = open::<T>(fd, offset, Kind::Array)?;
         Ok(Array::from_shared(shared, len))
-    }
-}
-handle_serde!([T: Pod] Array<T>);
+    },
+);

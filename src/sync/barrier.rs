@@ -3,13 +3,12 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use crate::handles::{Handle, handle_serde};
+use crate::handles::shared_handle;
 
 use super::error::{BarrierTimeoutError, BrokenBarrier};
 use super::lock::{Acquired, CellGuard, LockCell, deadline_after};
-use super::shim::{self, AtomicU32, AtomicU64, FutexWait, Ordering};
+use super::shim::{self, FutexWait};
+use crate::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, NO_TYPE_TAG, Shared};
 
@@ -415,17 +414,12 @@ impl fmt::Debug for Barrier {
     }
 }
 
-/// A barrier travels as its segment's descriptor and its default timeout; the number of
-/// parties is read back from the segment and checked.
-impl Handle for Barrier {
-    type Wire = Option<Duration>;
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.state.fd().as_fd()
-    }
-    fn wire(&self) -> std::result::Result<Option<Duration>, String> {
-        Ok(self.default_timeout)
-    }
-    fn import(fd: OwnedFd, default_timeout: Option<Duration>) -> Result<Self> {
+shared_handle!(
+    /// A barrier travels as its segment's descriptor and its default timeout; the number of
+    /// parties is read back from the segment and checked.
+    [] Barrier, state, Option<Duration>,
+    |this| Ok(this.default_timeout),
+    |fd, default_timeout| {
         let state: Shared<BarrierState> = Shared::open(fd, &[Kind::Barrier], 0, 0)?;
         let parties = state.parties.load(Ordering::Relaxed);
         if parties == 0 {
@@ -439,6 +433,5 @@ impl Handle for Barrier {
             parties,
             default_timeout,
         })
-    }
-}
-handle_serde!([] Barrier);
+    },
+);

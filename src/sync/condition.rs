@@ -3,14 +3,12 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use crate::handles::{Handle, handle_serde};
+use crate::handles::shared_handle;
 
 use super::error::{LockError, LockResult};
 use super::lock::{Acquired, Lock, LockCell, LockGuard, deadline_after, wrap_lock};
-use super::shim::Ordering;
 use super::wait_word::{Slept, WAKE_ALL, WaitWord};
+use crate::atomic::Ordering;
 use crate::error::{Error, Result};
 use crate::shm::{Kind, Shared};
 
@@ -515,18 +513,12 @@ impl fmt::Debug for Condition {
     }
 }
 
-/// A condition travels as its own segment's descriptor, followed by its lock (a handle too).
-impl Handle for Condition {
-    type Wire = Lock;
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.state.fd().as_fd()
-    }
-    fn wire(&self) -> std::result::Result<Lock, String> {
-        Ok(self.lock.clone())
-    }
-    fn import(fd: OwnedFd, lock: Lock) -> Result<Self> {
+shared_handle!(
+    /// A condition travels as its own segment's descriptor, followed by its lock (a handle too).
+    [] Condition, state, Lock,
+    |this| Ok(this.lock.clone()),
+    |fd, lock| {
         let state = Shared::open(fd, &[Kind::Condition], 0, 0)?;
         Ok(Condition { state, lock })
-    }
-}
-handle_serde!([] Condition);
+    },
+);

@@ -407,20 +407,7 @@ pub type LockTimeoutResult<G> = Result<G, LockTimeoutError<G>>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OverRelease;
 
-/// `Display` (a fixed message) and `std::error::Error` for an error that carries nothing.
-macro_rules! message_error {
-    ($t:ty, $message:literal) => {
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str($message)
-            }
-        }
-
-        impl std::error::Error for $t {}
-    };
-}
-
-message_error!(OverRelease, "semaphore released too many times");
+crate::error::message_error!(OverRelease, "semaphore released too many times");
 
 /// A [`Barrier`](crate::Barrier) is broken: it was aborted, a party timed out or died holding its
 /// internal lock, or it was reset while this party waited (Python's `BrokenBarrierError`).
@@ -436,7 +423,7 @@ message_error!(OverRelease, "semaphore released too many times");
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BrokenBarrier;
 
-message_error!(BrokenBarrier, "the barrier is broken");
+crate::error::message_error!(BrokenBarrier, "the barrier is broken");
 
 /// Why [`Barrier::wait_timeout`](crate::Barrier::wait_timeout) or
 /// [`Barrier::wait_deadline`](crate::Barrier::wait_deadline) did not pass the barrier.

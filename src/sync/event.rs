@@ -3,13 +3,12 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use crate::handles::{Handle, handle_serde};
+use crate::handles::shared_handle;
 
 use super::lock::deadline_after;
-use super::shim::{self, Ordering};
+use super::shim;
 use super::wait_word::{Slept, WAKE_ALL, WaitWord};
+use crate::atomic::Ordering;
 use crate::error::Result;
 use crate::shm::{Kind, Shared};
 
@@ -100,21 +99,7 @@ pub enum EventTimeoutError {
     Timeout,
 }
 
-impl fmt::Display for EventTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("timed out waiting for the event")
-    }
-}
-
-impl std::error::Error for EventTimeoutError {}
-
-fn set_or_timeout(set: bool) -> std::result::Result<(), EventTimeoutError> {
-    if set {
-        Ok(())
-    } else {
-        Err(EventTimeoutError::Timeout)
-    }
-}
+timeout_only!(EventTimeoutError, "timed out waiting for the event");
 
 /// A flag shared between processes, that processes can wait for (Python's
 /// `multiprocessing.Event`).
@@ -236,7 +221,7 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> std::result::Result<(), EventTimeoutError> {
-        set_or_timeout(self.state.wait(deadline_after(timeout)))
+        EventTimeoutError::unless(self.state.wait(deadline_after(timeout)))
     }
 
     /// Waits until `deadline` at the latest for the flag.
@@ -254,7 +239,7 @@ impl Event {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_deadline(&self, deadline: Instant) -> std::result::Result<(), EventTimeoutError> {
-        set_or_timeout(self.state.wait(Some(deadline)))
+        EventTimeoutError::unless(self.state.wait(Some(deadline)))
     }
 }
 
@@ -266,17 +251,9 @@ impl fmt::Debug for Event {
     }
 }
 
-/// An event travels as its segment's descriptor alone.
-impl Handle for Event {
-    type Wire = ();
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.state.fd().as_fd()
-    }
-    fn wire(&self) -> std::result::Result<(), String> {
-        Ok(())
-    }
-    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
-        Shared::open(fd, &[Kind::Event], 0, 0).map(|state| Event { state })
-    }
-}
-handle_serde!([] Event);
+shared_handle!(
+    /// An event travels as its segment's descriptor alone.
+    [] Event, state, (),
+    |_| Ok(()),
+    |fd, ()| Shared::open(fd, &[Kind::Event], 0, 0).map(|state| Event { state }),
+);

@@ -5,15 +5,14 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use crate::handles::{Handle, handle_serde};
+use crate::handles::shared_handle;
 
 use super::error::{
     LockError, LockResult, LockTimeoutError, LockTimeoutResult, OwnerDied, Recover, TryLockError,
     TryLockResult, sealed,
 };
-use super::shim::{AtomicU32, LockFailed, Locked, Mutex, Ordering};
+use super::shim::{LockFailed, Locked, Mutex};
+use crate::atomic::{AtomicU32, Ordering};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, NO_TYPE_TAG, Shared};
 
@@ -659,20 +658,12 @@ impl<'a> LockGuard<'a> {
 /// Objects (segments or arena slots) that start with a non-recursive `LockCell`.
 pub(crate) const LOCK_KINDS: &[Kind] = &[Kind::Lock, Kind::Value, Kind::Array];
 
-/// A lock travels as its segment's descriptor and its arena slot's offset.
-impl Handle for Lock {
-    type Wire = u32;
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.cell.fd().as_fd()
-    }
-    fn wire(&self) -> std::result::Result<u32, String> {
-        self.cell.slot_wire()
-    }
-    fn import(fd: OwnedFd, offset: u32) -> Result<Self> {
-        Shared::open_slot(fd, offset, LOCK_KINDS, LOCK_KINDS, 0).map(Lock::from_cell)
-    }
-}
-handle_serde!([] Lock);
+shared_handle!(
+    /// A lock travels as its segment's descriptor and its arena slot's offset.
+    [] Lock, cell, u32,
+    |this| this.cell.slot_wire(),
+    |fd, offset| Shared::open_slot(fd, offset, LOCK_KINDS, LOCK_KINDS, 0).map(Lock::from_cell),
+);
 
 /// A recursive lock shared between processes, that survives its holder's death.
 ///
@@ -762,17 +753,9 @@ impl RLock {
     }
 }
 
-/// As a [`Lock`]: the descriptor and the arena slot's offset.
-impl Handle for RLock {
-    type Wire = u32;
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.cell.fd().as_fd()
-    }
-    fn wire(&self) -> std::result::Result<u32, String> {
-        self.cell.slot_wire()
-    }
-    fn import(fd: OwnedFd, offset: u32) -> Result<Self> {
-        Shared::open_slot(fd, offset, &[Kind::RLock], &[Kind::RLock], 0).map(|cell| RLock { cell })
-    }
-}
-handle_serde!([] RLock);
+shared_handle!(
+    /// As a [`Lock`]: the descriptor and the arena slot's offset.
+    [] RLock, cell, u32,
+    |this| this.cell.slot_wire(),
+    |fd, offset| Shared::open_slot(fd, offset, &[Kind::RLock], &[Kind::RLock], 0).map(|cell| RLock { cell }),
+);

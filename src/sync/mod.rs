@@ -8,6 +8,21 @@
 //! Everything that sleeps does so on a futex with an absolute `CLOCK_MONOTONIC` deadline. The sleep/wake protocols are model
 //! checked with loom (`src/sync/model_tests.rs`).
 
+/// `crate::error::message_error!` and `unless(done)` (`Ok(())` or `Err(Timeout)`) for an
+/// error whose only variant is `Timeout`.
+macro_rules! timeout_only {
+    ($name:ident, $msg:literal) => {
+        crate::error::message_error!($name, $msg);
+
+        impl $name {
+            /// `Ok(())` if the wait ended in time (`done`), else `Err(Timeout)`.
+            fn unless(done: bool) -> std::result::Result<(), $name> {
+                if done { Ok(()) } else { Err($name::Timeout) }
+            }
+        }
+    };
+}
+
 mod array;
 mod barrier;
 mod condition;

@@ -13,8 +13,8 @@ use super::error::BarrierTimeoutError;
 use super::event::EventState;
 use super::lock::LockCell;
 use super::semaphore::SemState;
-use super::shim::{AtomicU32, Ordering};
 use super::wait_word::{Slept, WAKE_ALL, WaitWord, Waited};
+use crate::atomic::{AtomicU32, Ordering};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();

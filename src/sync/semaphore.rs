@@ -3,14 +3,13 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use crate::handles::{Handle, handle_serde};
+use crate::handles::shared_handle;
 
 use super::error::OverRelease;
 use super::lock::deadline_after;
-use super::shim::{self, AtomicU32, Ordering};
+use super::shim;
 use super::wait_word::{Slept, WAKE_ALL, WaitWord};
+use crate::atomic::{AtomicU32, Ordering};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, Shared, type_tag};
 
@@ -130,21 +129,7 @@ pub enum AcquireTimeoutError {
     Timeout,
 }
 
-impl fmt::Display for AcquireTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("timed out waiting for a permit")
-    }
-}
-
-impl std::error::Error for AcquireTimeoutError {}
-
-fn timed(acquired: bool) -> Result<(), AcquireTimeoutError> {
-    if acquired {
-        Ok(())
-    } else {
-        Err(AcquireTimeoutError::Timeout)
-    }
-}
+timeout_only!(AcquireTimeoutError, "timed out waiting for a permit");
 
 /// A counting semaphore shared between processes (Python's `multiprocessing.Semaphore`).
 ///
@@ -312,7 +297,7 @@ macro_rules! common_methods {
         /// # Ok::<(), multiproc::Error>(())
         /// ```
         pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), AcquireTimeoutError> {
-            timed(self.state.acquire(deadline_after(timeout)))
+            AcquireTimeoutError::unless(self.state.acquire(deadline_after(timeout)))
         }
 
         /// Takes a permit, waiting until `deadline` at the latest.
@@ -329,7 +314,7 @@ macro_rules! common_methods {
         /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
         pub fn acquire_deadline(&self, deadline: Instant) -> Result<(), AcquireTimeoutError> {
-            timed(self.state.acquire(Some(deadline)))
+            AcquireTimeoutError::unless(self.state.acquire(Some(deadline)))
         }
 
         /// Takes a permit, waiting as long as it takes, and gives it back when the returned
@@ -564,32 +549,21 @@ impl fmt::Debug for BoundedSemaphore {
     }
 }
 
-/// A semaphore travels as its segment's descriptor alone.
-impl Handle for Semaphore {
-    type Wire = ();
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.state.fd().as_fd()
-    }
-    fn wire(&self) -> std::result::Result<(), String> {
-        Ok(())
-    }
-    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
+shared_handle!(
+    /// A semaphore travels as its segment's descriptor alone.
+    [] Semaphore, state, (),
+    |_| Ok(()),
+    |fd, ()| {
         Shared::open(fd, &[Kind::Semaphore], type_tag::<Semaphore>(), 0)
             .map(|state| Semaphore { state })
-    }
-}
-handle_serde!([] Semaphore);
+    },
+);
 
-/// As a [`Semaphore`]; its maximum is read back from the segment and checked.
-impl Handle for BoundedSemaphore {
-    type Wire = ();
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.state.fd().as_fd()
-    }
-    fn wire(&self) -> std::result::Result<(), String> {
-        Ok(())
-    }
-    fn import(fd: OwnedFd, (): ()) -> Result<Self> {
+shared_handle!(
+    /// As a [`Semaphore`]; its maximum is read back from the segment and checked.
+    [] BoundedSemaphore, state, (),
+    |_| Ok(()),
+    |fd, ()| {
         let state: Shared<SemState> =
             Shared::open(fd, &[Kind::Semaphore], type_tag::<BoundedSemaphore>(), 0)?;
         let max = state.max.load(Ordering::Relaxed);
@@ -600,6 +574,5 @@ impl Handle for BoundedSemaphore {
             ));
         }
         Ok(BoundedSemaphore { state, max })
-    }
-}
-handle_serde!([] BoundedSemaphore);
+    },
+);

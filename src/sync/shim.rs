@@ -1,16 +1,15 @@
-//! The atomics, futex and mutex that shared state is built from, in one place so that the loom
-//! model tests can replace them (`--cfg loom`).
+//! The futex and mutex that shared state is built from, in one place so that the loom model
+//! tests can replace them (`--cfg loom`); the atomics beside them are [`crate::atomic`]'s.
 //!
 //! In normal builds these are `std` atomics, real futexes and glibc's robust pthread mutex. Under
 //! loom, the futex is modelled faithfully for what our protocols rely on: a waiter sleeps only if
 //! the word still holds the expected value, and then only a wake ends the sleep (no timeouts in
 //! the model). The mutex is a plain futex lock over the model futex.
 
-#[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
+// The atomics themselves (std's, or loom's under `--cfg loom`) are in `crate::atomic`.
+use crate::atomic::AtomicU32;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::atomic::Ordering;
 
 use std::time::Instant;
 

@@ -1,6 +1,6 @@
 //! In-process unit tests: handles decoded as the wrong object, layout, deadlines.
 
-use super::shim::Ordering;
+use crate::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::codec;

@@ -6,15 +6,15 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-use crate::handles::{Handle, handle_serde};
+use crate::handles::shared_handle;
 
 use super::error::{LockError, LockResult, LockTimeoutResult, Recover, TryLockResult, sealed};
 use super::lock::{Lock, LockCell, LockGuard, deadline_after};
+use crate::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Kind, SLOT_ALIGN, SLOT_PAYLOAD, Shared, type_tag};
-use crate::sync::shim::{AtomicU64, Ordering};
 
 /// Plain-old-data: a type that can live in shared memory and be copied in and out as bytes.
 ///
@@ -555,18 +555,12 @@ impl<S: ?Sized + fmt::Debug> fmt::Debug for DataGuard<'_, S> {
     }
 }
 
-/// A value travels as its segment's descriptor and its arena slot's offset.
-impl<T: Pod> Handle for Value<T> {
-    type Wire = u32;
-    fn descriptor(&self) -> BorrowedFd<'_> {
-        self.shared.fd().as_fd()
-    }
-    fn wire(&self) -> std::result::Result<u32, String> {
-        self.shared.slot_wire()
-    }
-    fn import(fd: OwnedFd, offset: u32) -> Result<Self> {
+shared_handle!(
+    /// A value travels as its segment's descriptor and its arena slot's offset.
+    [T: Pod] Value<T>, shared, u32,
+    |this| this.shared.slot_wire(),
+    |fd, offset| {
         let (shared, _) = open::<T>(fd, offset, Kind::Value)?;
         Ok(Value::from_shared(shared))
-    }
-}
-handle_serde!([T: Pod] Value<T>);
+    },
+);

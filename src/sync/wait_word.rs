@@ -39,7 +39,9 @@
 
 use std::time::Instant;
 
-use super::shim::{self, AtomicU32, FutexWait, Ordering};
+use super::shim::{self, FutexWait};
+
+use crate::atomic::{AtomicU32, Ordering};
 
 /// `count` for [`WaitWord::wake`] and [`WaitWord::notify`]: every sleeper.
 pub(crate) const WAKE_ALL: u32 = u32::MAX;

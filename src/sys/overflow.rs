@@ -3,9 +3,9 @@
 //! for every thread std starts); without it an overflow is a silent SIGSEGV. This arranges the
 //! message for the one thread that runs the child's work, and sizes that thread's stack.
 
+use crate::atomic::Ordering::Relaxed;
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// Where a fault means that the watched thread overflowed its stack: set once, read by the
 /// handler.

@@ -34,9 +34,10 @@
 // Under loom the sync module uses its model mutex instead.
 #![cfg_attr(loom, allow(dead_code))]
 
+use crate::atomic::Ordering;
 use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 use super::futex::{FutexWait, futex_wait, futex_wake};

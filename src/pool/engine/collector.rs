@@ -2,8 +2,8 @@
 //! (callbacks included, caught), hands the next tasks out, enforces task timeouts and, when a
 //! worker dies, fails exactly what it had taken and puts the rest back in line.
 
+use crate::atomic::Ordering;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{BATCH, DEATH_REPORT_WAIT, Engine, Kill, SIGINT, Slot, State, Status, TICK};

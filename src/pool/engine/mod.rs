@@ -16,7 +16,7 @@
 //! [`ErrorKind::WorkerDied`] (or [`ErrorKind::TaskTimeout`] if the parent killed it for that).
 //! Nothing a worker holds is shared with another worker, so no death can wedge the others.
 
-use crate::sync::shim::Ordering;
+use crate::atomic::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64};

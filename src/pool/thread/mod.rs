@@ -731,7 +731,7 @@ impl Drop for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::shim::Ordering;
+    use crate::atomic::Ordering;
     use std::sync::atomic::AtomicUsize;
 
     #[test]
