@@ -16,7 +16,6 @@
 //!
 //! Run with `cargo bench --bench queue`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -26,6 +25,8 @@ use serde_bytes::ByteBuf;
 
 #[path = "common/affinity.rs"]
 mod affinity;
+#[path = "common/futex.rs"]
+mod futex;
 #[path = "common/python.rs"]
 mod python_script;
 
@@ -243,61 +244,6 @@ fn echo(args: (Queue<Small>, Queue<Small>, Option<usize>)) {
     }
 }
 
-/// A futex word in a shared anonymous mapping, for the raw floor.
-struct SharedWord(*mut AtomicU32);
-
-// SAFETY: the word is an atomic in memory shared by the two processes.
-unsafe impl Send for SharedWord {}
-
-impl SharedWord {
-    fn new() -> SharedWord {
-        // SAFETY: a fresh shared anonymous page; an all-zero AtomicU32 is valid.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        SharedWord(p.cast())
-    }
-
-    fn word(&self) -> &AtomicU32 {
-        // SAFETY: the mapping lives for the whole benchmark process.
-        unsafe { &*self.0 }
-    }
-
-    /// Waits until the word is `want` (sleeping on the futex), as a blocking primitive does.
-    fn wait_for(&self, want: u32) {
-        loop {
-            let v = self.word().load(Ordering::Acquire);
-            if v == want {
-                return;
-            }
-            // SAFETY: a futex wait on a live shared word.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_futex,
-                    self.0,
-                    libc::FUTEX_WAIT,
-                    v,
-                    std::ptr::null::<libc::timespec>(),
-                )
-            };
-        }
-    }
-
-    fn set(&self, v: u32) {
-        self.word().store(v, Ordering::Release);
-        // SAFETY: a futex wake on a live shared word.
-        unsafe { libc::syscall(libc::SYS_futex, self.0, libc::FUTEX_WAKE, 1) };
-    }
-}
-
 fn round_trip(c: &mut Criterion) {
     multiproc::init();
     let mut g = c.benchmark_group("queue_round_trip_small");
@@ -319,32 +265,13 @@ fn round_trip(c: &mut Criterion) {
         p.join().unwrap();
 
         // The floor: a futex ping-pong (1 → 2 → 1 ...) with a forked child.
-        let w = SharedWord::new();
-        let child_word = SharedWord(w.0);
-        // SAFETY: this benchmark process is single-threaded when it forks; the child only
-        // touches the shared word.
-        let mut raw = unsafe {
-            Process::new_fork_unchecked(move || {
-                pin(child_cpu);
-                loop {
-                    child_word.wait_for(1);
-                    child_word.set(2);
-                    if child_word.word().load(Ordering::Acquire) == 3 {
-                        break;
-                    }
-                }
-            })
-        };
-        raw.start().unwrap();
+        let w = futex::SharedWord::new();
+        let raw = futex::echo_child(&w, move || pin(child_cpu));
         pin(parent_cpu);
         g.bench_with_input(BenchmarkId::new("raw_futex", name), &(), |b, _| {
-            b.iter(|| {
-                w.set(1);
-                w.wait_for(2);
-            })
+            b.iter(|| futex::round_trip(&w))
         });
-        raw.kill().unwrap();
-        let _ = raw.join();
+        futex::stop(raw);
         pin(None);
 
         if python(&["rt", name], 10).is_some() {
