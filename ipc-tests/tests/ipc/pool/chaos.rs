@@ -104,6 +104,12 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A program that runs a long map on a pool, after telling its workers' pids.
 fn program_with_pool(pids: Queue<u32>) {
+    // A suite started in the background by a non-interactive shell (`cmd &`, `nohup`) runs
+    // with SIGINT ignored, and every process it starts inherits that, as POSIX says: give this
+    // program the disposition a terminal's program has, so that the test means the same
+    // wherever it runs.
+    // SAFETY: setting a signal's disposition to SIG_DFL has no preconditions.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
     let pool = Pool::new(2).expect("pool");
     for pid in pool.pids() {
         pids.put(pid).expect("put");
