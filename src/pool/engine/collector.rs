@@ -6,7 +6,10 @@ use crate::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{BATCH, DEATH_REPORT_WAIT, Engine, Kill, SIGINT, Slot, State, Status, TICK};
+use super::{
+    BATCH, DEATH_REPORT_WAIT, Engine, KILLS_PER_FAILURE, Kill, SIGINT, SIGKILL, Slot, State,
+    Status, TICK,
+};
 use crate::error::ErrorKind;
 use crate::pool::task::Why;
 use crate::pool::wire::{Msg, TaskMsg};
@@ -157,6 +160,7 @@ impl Engine {
                     w.busy_since = Instant::now();
                 }
                 st.init_failures = 0;
+                st.start_kills = 0;
                 if !st.started
                     && st.workers.iter().filter(|w| w.ready).count() >= self.cfg.processes
                 {
@@ -263,7 +267,18 @@ impl Engine {
         }
         if !slot.ready && slot.accepting {
             // Died before it was ready, without a word from its initializer: a failed start.
-            st.init_failures += 1;
+            // A SIGKILL the pool did not send (an operator, a chaos test, the OOM killer) is
+            // not the initializer's doing: it counts for a fraction of a failure, so that a
+            // few unlucky kills do not break the pool, while a start that is killed every
+            // time still ends the respawning (after `KILLS_PER_FAILURE` times as many).
+            if exit == Some(Exit::Signal(SIGKILL)) && slot.killed.is_none() {
+                st.start_kills += 1;
+                if st.start_kills.is_multiple_of(KILLS_PER_FAILURE) {
+                    st.init_failures += 1;
+                }
+            } else {
+                st.init_failures += 1;
+            }
             let how = Why::Died {
                 pid: slot.pid,
                 exit,

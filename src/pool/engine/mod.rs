@@ -43,6 +43,8 @@ const TASK_RING: usize = 1 << 20;
 const RESULT_RING: usize = 4 << 20;
 /// How many initializer failures in a row stop the pool from starting workers.
 pub(crate) const MAX_INIT_ATTEMPTS: u32 = 3;
+/// How many workers SIGKILLed from outside while starting count as one failed start.
+const KILLS_PER_FAILURE: u32 = 4;
 /// A worker gets a task queued behind the one it runs only if that one started less than
 /// this long ago.
 const PREFETCH_HORIZON: Duration = Duration::from_millis(5);
@@ -76,6 +78,8 @@ const DEATH_REPORT_WAIT: Duration = Duration::from_secs(2);
 
 /// SIGINT's number on Linux (every architecture): what a Ctrl-C sends.
 const SIGINT: i32 = 2;
+/// SIGKILL: a worker killed from outside while it starts counts for less than a failed start.
+const SIGKILL: i32 = 9;
 
 /// Why the parent killed a worker.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,6 +129,8 @@ struct State {
     next_worker: u64,
     next_name: u64,
     init_failures: u32,
+    /// Workers SIGKILLed from outside before they were ready, since one last became ready.
+    start_kills: u32,
     last_init_error: Option<(ErrorKind, String)>,
     broken: Option<Why>,
     /// Every first worker has become ready (or the pool is broken).
@@ -173,6 +179,7 @@ impl Engine {
                 next_worker: 0,
                 next_name: 0,
                 init_failures: 0,
+                start_kills: 0,
                 last_init_error: None,
                 broken: None,
                 started: false,
