@@ -16,6 +16,7 @@ mod finished;
 mod forkserver;
 mod function;
 mod identity;
+mod info;
 mod launch;
 mod panics;
 mod protocol;
@@ -25,6 +26,7 @@ mod worker;
 pub use bootstrap::init;
 pub use error::{CallTimeoutError, JoinTimeoutError, TryJoinError};
 pub use forkserver::{add_forkserver_preload, forkserver_pid, stop_forkserver};
+pub use info::{ProcessInfo, current_process, parent_process};
 pub use worker::Worker;
 
 // For the pool engine (`pool/`): how a worker process runs one task and reports it.
@@ -101,75 +103,6 @@ fn next_identity(prefix: &str) -> Identity {
         name: format!("{prefix}-{}", joined.join(":")),
         path,
     }
-}
-
-/// The name and pid of a process, as [`current_process`] and [`parent_process`] report them.
-///
-/// # Examples
-///
-/// ```
-/// let me = multiproc::current_process();
-/// assert_eq!(me.pid(), std::process::id());
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcessInfo {
-    name: String,
-    pid: u32,
-}
-
-impl ProcessInfo {
-    /// The process's name: `MainProcess` for the program itself, else the name it was given.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(multiproc::current_process().name(), "MainProcess");
-    /// ```
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The process id.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(multiproc::current_process().pid() > 0);
-    /// ```
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-}
-
-/// The process this code runs in: its name (`MainProcess` unless it is a child) and pid.
-///
-/// # Examples
-///
-/// ```
-/// let me = multiproc::current_process();
-/// assert_eq!(me.name(), "MainProcess");
-/// ```
-pub fn current_process() -> ProcessInfo {
-    ProcessInfo {
-        name: identity::child_identity()
-            .map(|c| c.me.name.clone())
-            .unwrap_or_else(|| "MainProcess".to_string()),
-        pid: sys::getpid() as u32,
-    }
-}
-
-/// The process that started this one, or `None` in the main process.
-///
-/// # Examples
-///
-/// ```
-/// assert!(multiproc::parent_process().is_none());
-/// ```
-pub fn parent_process() -> Option<ProcessInfo> {
-    identity::child_identity().map(|c| ProcessInfo {
-        name: c.parent_name.clone(),
-        pid: c.parent_pid,
-    })
 }
 
 /// What a not-yet-started process will run.
