@@ -100,9 +100,9 @@ mod sys;
 
 pub use error::{Error, ErrorKind, Result};
 pub use futures::{
-    AsCompleted, AsCompletedTimeout, AsCompletedTimeoutError, Executor, Future, Map,
-    ProcessPoolExecutor, ProcessPoolExecutorBuilder, ResultTimeoutError, ReturnWhen,
-    ThreadPoolExecutor, ThreadPoolExecutorBuilder, WaitTimeoutError, as_completed,
+    AsCompleted, AsCompletedTimeout, AsCompletedTimeoutError, Executor, Future, Map, MapTimeout,
+    MapTimeoutError, ProcessPoolExecutor, ProcessPoolExecutorBuilder, ResultTimeoutError,
+    ReturnWhen, ThreadPoolExecutor, ThreadPoolExecutorBuilder, WaitTimeoutError, as_completed,
     as_completed_deadline, as_completed_timeout,
 };
 pub use manager::{

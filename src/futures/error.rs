@@ -1,5 +1,5 @@
 //! The errors of the futures' waits with a deadline: [`ResultTimeoutError`],
-//! [`WaitTimeoutError`], [`AsCompletedTimeoutError`] (the crate's one shape of error for
+//! [`WaitTimeoutError`], [`AsCompletedTimeoutError`], [`MapTimeoutError`] (the crate's one shape of error for
 //! blocking operations, see docs/architecture.md).
 
 use std::fmt;
@@ -162,5 +162,50 @@ impl<R> From<AsCompletedTimeoutError<'_, R>> for Error {
     /// An [`ErrorKind::Timeout`] error (the futures are dropped).
     fn from(e: AsCompletedTimeoutError<'_, R>) -> Error {
         Error::new(ErrorKind::Timeout, e.to_string())
+    }
+}
+
+/// An item of [`Executor::map_timeout`](crate::Executor::map_timeout) (or `map_deadline`)
+/// that has no value: the deadline passed before it was ready (the last item: the calls not
+/// started are cancelled and the iterator ends, as CPython's `map` raises `TimeoutError`), or
+/// its call failed.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{ErrorKind, Executor, MapTimeoutError, ThreadPoolExecutor};
+/// fn check(x: u8) -> u8 { assert!(x < 2, "too big"); x }
+/// let ex = ThreadPoolExecutor::new(1)?;
+/// let got: Vec<_> = ex.map_timeout(check, [1, 2], Duration::from_secs(30), 1)?.collect();
+/// assert!(matches!(&got[1], Err(MapTimeoutError::Failed(e)) if e.kind() == ErrorKind::Panicked));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug)]
+pub enum MapTimeoutError {
+    /// The deadline passed with this item's call unfinished.
+    Timeout,
+    /// The item's call (or a later submission) failed: the error the untimed
+    /// [`Map`](crate::Map) would yield.
+    Failed(Error),
+}
+
+crate::error::error_display!(MapTimeoutError {
+    Timeout => "the map's results were not ready in time",
+} Failed => "the map's call failed");
+
+crate::error::failed_error!(MapTimeoutError);
+
+impl From<MapTimeoutError> for Error {
+    /// `Timeout` becomes an [`ErrorKind::Timeout`] error, so that `?` works in functions
+    /// returning [`crate::Result`].
+    fn from(e: MapTimeoutError) -> Error {
+        match e {
+            MapTimeoutError::Timeout => Error::new(
+                ErrorKind::Timeout,
+                "the map's results were not ready in time",
+            ),
+            MapTimeoutError::Failed(e) => e,
+        }
     }
 }

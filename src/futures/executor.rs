@@ -1,4 +1,5 @@
-//! The [`Executor`] trait both executors implement, and its lazy, bounded [`Map`].
+//! The [`Executor`] trait both executors implement, and its lazy, bounded [`Map`] and
+//! [`MapTimeout`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -6,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::error::{MapTimeoutError, ResultTimeoutError};
 use super::future::Future;
 use crate::error::Result;
 
@@ -126,12 +128,11 @@ pub trait Executor {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_with(f, iterable, None, 1)
+        self.map_chunked(f, iterable, 1)
     }
 
-    /// [`map`](Self::map) with a `timeout` measured from this call (a result not ready by
-    /// then is an [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) item) and a `chunksize`
-    /// (items per task, for processes; `0` counts as 1).
+    /// [`map`](Self::map) with `chunksize` items per task (for processes; a thread executor
+    /// ignores it; `0` counts as 1).
     ///
     /// # Errors
     /// As [`submit`](Self::submit).
@@ -141,15 +142,14 @@ pub trait Executor {
     /// ```
     /// use multiproc::{Executor, ThreadPoolExecutor};
     /// let ex = ThreadPoolExecutor::new(2)?;
-    /// let v: Vec<u8> = ex.map_with(|x: u8| x, 0..4, Some(std::time::Duration::from_secs(30)), 2)?.collect::<Result<_, _>>()?;
+    /// let v: Vec<u8> = ex.map_chunked(|x: u8| x, 0..4, 2)?.collect::<Result<_, _>>()?;
     /// assert_eq!(v, [0, 1, 2, 3]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    fn map_with<'a, A, R>(
+    fn map_chunked<'a, A, R>(
         &'a self,
         f: fn(A) -> R,
         iterable: impl IntoIterator<Item = A, IntoIter: 'a>,
-        timeout: Option<Duration>,
         chunksize: usize,
     ) -> Result<Map<'a, R>>
     where
@@ -157,21 +157,121 @@ pub trait Executor {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        Mapping::start(self, f, iterable, None, chunksize).map(Map)
+    }
+
+    /// [`map_chunked`](Self::map_chunked) whose results must all be ready within `timeout`,
+    /// measured from this call (Python's `map(..., timeout=)`): the first result not ready by
+    /// then is a [`MapTimeoutError::Timeout`] item, the calls not started are cancelled and
+    /// the iterator ends (Python raises `TimeoutError` from it).
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Executor, MapTimeoutError, ThreadPoolExecutor};
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let ex = ThreadPoolExecutor::new(1)?;
+    /// let mut m = ex.map_timeout(nap, [0, 2_000, 0], Duration::from_millis(500), 1)?;
+    /// assert_eq!(m.next().transpose()?, Some(0));
+    /// assert!(matches!(m.next(), Some(Err(MapTimeoutError::Timeout))));
+    /// assert!(m.next().is_none());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    fn map_timeout<'a, A, R>(
+        &'a self,
+        f: fn(A) -> R,
+        iterable: impl IntoIterator<Item = A, IntoIter: 'a>,
+        timeout: Duration,
+        chunksize: usize,
+    ) -> Result<MapTimeout<'a, R>>
+    where
+        Self: Sized,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_deadline(f, iterable, Instant::now() + timeout, chunksize)
+    }
+
+    /// [`map_timeout`](Self::map_timeout) with a `deadline` instead of a timeout.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use multiproc::{Executor, ThreadPoolExecutor};
+    /// let ex = ThreadPoolExecutor::new(2)?;
+    /// let by = Instant::now() + Duration::from_secs(30);
+    /// let v: Vec<u8> = ex.map_deadline(|x: u8| x, 0..4, by, 2)?.collect::<Result<_, _>>()?;
+    /// assert_eq!(v, [0, 1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    fn map_deadline<'a, A, R>(
+        &'a self,
+        f: fn(A) -> R,
+        iterable: impl IntoIterator<Item = A, IntoIter: 'a>,
+        deadline: Instant,
+        chunksize: usize,
+    ) -> Result<MapTimeout<'a, R>>
+    where
+        Self: Sized,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Mapping::start(self, f, iterable, Some(deadline), chunksize).map(|m| MapTimeout {
+            mapping: m,
+            timed_out: false,
+        })
+    }
+}
+
+type Submitter<'a, R> = Box<dyn FnMut() -> Option<Result<Vec<Future<R>>>> + 'a>;
+
+/// What [`Map`] and [`MapTimeout`] share: the calls in flight, in input order, and how to
+/// submit more.
+struct Mapping<'a, R> {
+    submit: Submitter<'a, R>,
+    queue: VecDeque<Future<R>>,
+    window: usize,
+    deadline: Option<Instant>,
+    exhausted: bool,
+    error: Option<crate::Error>,
+}
+
+impl<'a, R> Mapping<'a, R> {
+    fn start<E, A>(
+        ex: &'a E,
+        f: fn(A) -> R,
+        iterable: impl IntoIterator<Item = A, IntoIter: 'a>,
+        deadline: Option<Instant>,
+        chunksize: usize,
+    ) -> Result<Mapping<'a, R>>
+    where
+        E: Executor + ?Sized,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
         let chunk = chunksize.max(1);
         let mut items = iterable.into_iter();
-        let window = (4 * self.max_workers()).max(2) * chunk;
+        let window = (4 * ex.max_workers()).max(2) * chunk;
         let submit = Box::new(move || -> Option<Result<Vec<Future<R>>>> {
             let args: Vec<A> = items.by_ref().take(chunk).collect();
             if args.is_empty() {
                 return None;
             }
-            Some(self.submit_chunk(f, args))
+            Some(ex.submit_chunk(f, args))
         });
-        let mut m = Map {
+        let mut m = Mapping {
             submit,
             queue: VecDeque::new(),
             window,
-            deadline: timeout.map(|t| Instant::now() + t),
+            deadline,
             exhausted: false,
             error: None,
         };
@@ -181,11 +281,47 @@ pub trait Executor {
         }
         Ok(m)
     }
+
+    fn fill(&mut self) {
+        while !self.exhausted && self.error.is_none() && self.queue.len() < self.window {
+            match (self.submit)() {
+                None => self.exhausted = true,
+                Some(Ok(fs)) => self.queue.extend(fs),
+                Some(Err(e)) => self.error = Some(e),
+            }
+        }
+    }
+
+    /// The next result in input order, waiting until the deadline (if any).
+    fn next_result(&mut self) -> Option<std::result::Result<R, ResultTimeoutError>> {
+        self.fill();
+        match self.queue.pop_front() {
+            Some(f) => Some(f.result_until(self.deadline)),
+            None => self
+                .error
+                .take()
+                .map(|e| Err(ResultTimeoutError::Failed(e))),
+        }
+    }
+
+    /// Cancels the calls not yet started and submits no more.
+    fn stop(&mut self) {
+        self.exhausted = true;
+        for f in self.queue.drain(..) {
+            f.cancel();
+        }
+    }
 }
 
-type Submitter<'a, R> = Box<dyn FnMut() -> Option<Result<Vec<Future<R>>>> + 'a>;
+impl<R> Drop for Mapping<'_, R> {
+    /// Cancels the calls not yet started (what Python does when its `map` generator closes).
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
-/// The results of [`Executor::map`], in input order.
+/// The results of [`Executor::map`] (and [`map_chunked`](Executor::map_chunked)), in input
+/// order; dropping it cancels the calls not started.
 ///
 /// # Examples
 ///
@@ -196,32 +332,41 @@ type Submitter<'a, R> = Box<dyn FnMut() -> Option<Result<Vec<Future<R>>>> + 'a>;
 /// assert_eq!(m.next().transpose()?, Some(2));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-pub struct Map<'a, R> {
-    submit: Submitter<'a, R>,
-    queue: VecDeque<Future<R>>,
-    window: usize,
-    deadline: Option<Instant>,
-    exhausted: bool,
-    error: Option<crate::Error>,
+pub struct Map<'a, R>(Mapping<'a, R>);
+
+/// The results of [`Executor::map_timeout`] (or [`map_deadline`](Executor::map_deadline)), in
+/// input order, each a `Result<R, MapTimeoutError>`; after a
+/// [`Timeout`](MapTimeoutError::Timeout) it ends. Dropping it cancels the calls not started.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Executor, ThreadPoolExecutor};
+/// let ex = ThreadPoolExecutor::new(2)?;
+/// let mut m = ex.map_timeout(|x: u8| x + 1, [1, 2], Duration::from_secs(30), 1)?;
+/// assert_eq!(m.next().transpose()?, Some(2));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct MapTimeout<'a, R> {
+    mapping: Mapping<'a, R>,
+    timed_out: bool,
 }
 
 impl<R> std::fmt::Debug for Map<'_, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Map")
-            .field("in_flight", &self.queue.len())
+            .field("in_flight", &self.0.queue.len())
             .finish()
     }
 }
 
-impl<R> Map<'_, R> {
-    fn fill(&mut self) {
-        while !self.exhausted && self.error.is_none() && self.queue.len() < self.window {
-            match (self.submit)() {
-                None => self.exhausted = true,
-                Some(Ok(fs)) => self.queue.extend(fs),
-                Some(Err(e)) => self.error = Some(e),
-            }
-        }
+impl<R> std::fmt::Debug for MapTimeout<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapTimeout")
+            .field("in_flight", &self.mapping.queue.len())
+            .field("timed_out", &self.timed_out)
+            .finish()
     }
 }
 
@@ -229,19 +374,26 @@ impl<R> Iterator for Map<'_, R> {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.fill();
-        match self.queue.pop_front() {
-            Some(f) => Some(f.result_until(self.deadline).map_err(crate::Error::from)),
-            None => self.error.take().map(Err),
-        }
+        // No deadline: `Timeout` cannot happen, and would become a plain error if it did.
+        self.0.next_result().map(|r| r.map_err(crate::Error::from))
     }
 }
 
-impl<R> Drop for Map<'_, R> {
-    /// Cancels the calls not yet started (what Python does when its `map` generator closes).
-    fn drop(&mut self) {
-        for f in &self.queue {
-            f.cancel();
+impl<R> Iterator for MapTimeout<'_, R> {
+    type Item = std::result::Result<R, MapTimeoutError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.timed_out {
+            return None;
+        }
+        match self.mapping.next_result()? {
+            Ok(v) => Some(Ok(v)),
+            Err(ResultTimeoutError::Failed(e)) => Some(Err(MapTimeoutError::Failed(e))),
+            Err(ResultTimeoutError::Timeout) => {
+                self.timed_out = true;
+                self.mapping.stop();
+                Some(Err(MapTimeoutError::Timeout))
+            }
         }
     }
 }

@@ -17,8 +17,8 @@ mod wait;
 
 use std::sync::{Arc, Mutex, Weak};
 
-pub use error::{AsCompletedTimeoutError, ResultTimeoutError, WaitTimeoutError};
-pub use executor::{Executor, Map};
+pub use error::{AsCompletedTimeoutError, MapTimeoutError, ResultTimeoutError, WaitTimeoutError};
+pub use executor::{Executor, Map, MapTimeout};
 pub use future::Future;
 pub use process::{ProcessPoolExecutor, ProcessPoolExecutorBuilder};
 pub use thread::{ThreadPoolExecutor, ThreadPoolExecutorBuilder};

@@ -295,15 +295,44 @@ fn map_in_order_bounded_and_timeout() {
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(first, [0, 1, 2, 3, 4]);
+    // Timed: the first result not ready is `Timeout`, the calls not started are cancelled
+    // and the iterator ends (it does not go on yielding a timeout per item).
+    let nap = |ms: u64| -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    };
     let mut slow = ex
-        .map_with(
-            |ms: u64| std::thread::sleep(Duration::from_millis(ms)),
-            [300u64],
-            Some(Duration::from_millis(1)),
-            1,
-        )
+        .map_timeout(nap, [0u64, 300, 300, 300, 0], Duration::from_millis(100), 1)
         .unwrap();
-    assert_eq!(slow.next().unwrap().unwrap_err().kind(), ErrorKind::Timeout);
+    assert_eq!(slow.next().unwrap().unwrap(), 0);
+    assert!(matches!(slow.next(), Some(Err(MapTimeoutError::Timeout))));
+    assert!(slow.next().is_none(), "the iterator ends at the timeout");
+    assert!(slow.next().is_none());
+    // A failed call is `Failed` with the call's error, and the iteration goes on.
+    let check = |x: u8| -> u8 {
+        assert!(x != 1, "one is refused");
+        x
+    };
+    let deadline = std::time::Instant::now() + LONG;
+    let got: Vec<_> = ex
+        .map_deadline(check, 0..3u8, deadline, 2)
+        .unwrap()
+        .collect();
+    assert!(matches!(got[0], Ok(0)));
+    assert!(
+        matches!(&got[1], Err(MapTimeoutError::Failed(e)) if e.kind() == ErrorKind::Panicked),
+        "{got:?}"
+    );
+    assert!(matches!(got[2], Ok(2)));
+    // `?` turns a timeout into a plain `ErrorKind::Timeout` error.
+    let e = crate::Error::from(MapTimeoutError::Timeout);
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    let chunked: Vec<u8> = ex
+        .map_chunked(|x: u8| x, 0..10, 3)
+        .unwrap()
+        .collect::<crate::Result<_>>()
+        .unwrap();
+    assert_eq!(chunked, (0..10).collect::<Vec<_>>());
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use multiproc::{ErrorKind, Executor, ProcessPoolExecutor, as_completed_timeout};
+use multiproc::{ErrorKind, Executor, MapTimeoutError, ProcessPoolExecutor, as_completed_timeout};
 
 use crate::{Context, TestFn, ensure};
 
@@ -84,7 +84,7 @@ fn states() -> Result<(), String> {
         "submit"
     );
     let m: Vec<u64> = ex
-        .map_with(square, 0..200u64, None, 7)
+        .map_chunked(square, 0..200u64, 7)
         .ctx("map")?
         .collect::<Result<_, _>>()
         .ctx("map items")?;
@@ -92,6 +92,19 @@ fn states() -> Result<(), String> {
         m == (0..200u64).map(|x| x * x).collect::<Vec<_>>(),
         "map order"
     );
+    // A timed map across processes: the first result not ready is `Timeout`, and it ends.
+    let mut timed = ex
+        .map_timeout(nap_pid, [300u64, 0, 0], Duration::from_millis(30), 1)
+        .ctx("map_timeout")?;
+    ensure!(
+        matches!(timed.next(), Some(Err(MapTimeoutError::Timeout))),
+        "map_timeout: no timeout"
+    );
+    ensure!(
+        timed.next().is_none(),
+        "map_timeout goes on after its timeout"
+    );
+    drop(timed);
     let busy = ex.submit(nap_pid, 400).ctx("busy")?;
     wait_running(&busy)?;
     ensure!(!busy.cancel(), "a running call is not cancelled");
