@@ -64,11 +64,6 @@ impl Transits {
         }
     }
 
-    /// Adds the transits of another encoding (several arguments sent as one).
-    pub(crate) fn extend(&mut self, other: Transits) {
-        self.0.extend(other.0);
-    }
-
     /// True when no handle asked to be told.
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -87,6 +82,14 @@ impl fmt::Debug for Transits {
     }
 }
 
+/// Something a handle took for its trip while being encoded (an arena slot counts one more
+/// holder), to give back if the message is abandoned before it is complete: the encoding
+/// failed or unwound, or the message grew past what one message can carry.
+pub(crate) trait Taken: Send {
+    /// The message this was taken for will never be sent: undo what was taken.
+    fn give_back(self: Box<Self>);
+}
+
 /// What is collected while encoding.
 #[derive(Default)]
 struct Outgoing {
@@ -98,6 +101,45 @@ struct Outgoing {
     /// ends of a pipe, which share one.
     exported: std::collections::HashMap<(RawFd, u64, u64), u32>,
     transits: Vec<Box<dyn Transit>>,
+    /// Given back when dropped: only [`Message::finish`] keeps them (by forgetting them).
+    taken: Vec<Box<dyn Taken>>,
+}
+
+/// How long each list of an [`Outgoing`] was before one part of a message was encoded.
+#[derive(Clone, Copy)]
+struct Mark {
+    fds: usize,
+    transits: usize,
+    taken: usize,
+}
+
+impl Outgoing {
+    fn mark(&self) -> Mark {
+        Mark {
+            fds: self.fds.len(),
+            transits: self.transits.len(),
+            taken: self.taken.len(),
+        }
+    }
+
+    /// Undoes everything collected since `mark`: what was taken is given back, descriptors
+    /// duplicated since are closed.
+    fn roll_back(&mut self, mark: Mark) {
+        for t in self.taken.drain(mark.taken..) {
+            t.give_back();
+        }
+        self.fds.truncate(mark.fds);
+        self.exported.retain(|_, &mut i| (i as usize) < mark.fds);
+        self.transits.truncate(mark.transits);
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        for t in self.taken.drain(..) {
+            t.give_back();
+        }
+    }
 }
 
 thread_local! {
@@ -131,9 +173,124 @@ impl<T: 'static> Drop for Restore<T> {
     fn drop(&mut self) {
         if let Some(saved) = self.saved.take() {
             // Unwinding (or `finish` was not called): what was collected is dropped, which
-            // closes its descriptors.
+            // closes its descriptors and gives back what was taken.
             let _ = self.key.try_with(|c| c.replace(saved));
         }
+    }
+}
+
+/// One message being encoded in parts (a pool task's items): every part shares one list of
+/// descriptors, so a descriptor that many parts export travels once for the whole message.
+/// A part that fails, unwinds or would take the message past
+/// [`MAX_FDS_PER_MESSAGE`](sys::MAX_FDS_PER_MESSAGE) descriptors leaves the message as it was
+/// before it, having given back what it took.
+#[derive(Default)]
+pub(crate) struct Message {
+    out: Outgoing,
+}
+
+/// A [`Message`] as it was at one point, to go back to.
+pub(crate) struct Checkpoint(Mark);
+
+/// Why a part of a [`Message`] was not added to it.
+#[derive(Debug)]
+pub(crate) enum PartError {
+    /// Its `Serialize` failed.
+    Codec(CodecError),
+    /// With it, the message would carry this many descriptors: more than
+    /// [`MAX_FDS_PER_MESSAGE`](sys::MAX_FDS_PER_MESSAGE).
+    TooManyFds(usize),
+}
+
+impl From<PartError> for CodecError {
+    fn from(e: PartError) -> CodecError {
+        match e {
+            PartError::Codec(e) => e,
+            PartError::TooManyFds(n) => CodecError::Encode(format!(
+                "{n} handles in one message; at most {} can be passed",
+                sys::MAX_FDS_PER_MESSAGE
+            )),
+        }
+    }
+}
+
+/// While one part of a [`Message`] is encoded: the message's lists are the thread's outgoing
+/// ones. Dropped (on return or unwind), it moves them back into the message, and rolls the
+/// part back unless told it completed.
+struct Part<'a> {
+    message: &'a mut Outgoing,
+    saved: Option<Outgoing>,
+    mark: Mark,
+    complete: bool,
+}
+
+impl Drop for Part<'_> {
+    fn drop(&mut self) {
+        let saved = self.saved.take();
+        let collected = OUTGOING
+            .try_with(|c| c.replace(saved))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        *self.message = collected;
+        if !self.complete {
+            self.message.roll_back(self.mark);
+        }
+    }
+}
+
+impl Message {
+    /// Encodes one part of the message: its bytes, its descriptors added to the message's.
+    ///
+    /// # Errors
+    /// The value's `Serialize` fails, or the message would carry more descriptors than one
+    /// message can; the message is then as it was before.
+    pub(crate) fn encode<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> Result<Vec<u8>, PartError> {
+        let mark = self.out.mark();
+        let mut part = Part {
+            saved: OUTGOING.with(|c| c.replace(Some(std::mem::take(&mut self.out)))),
+            message: &mut self.out,
+            mark,
+            complete: false,
+        };
+        let encoded = codec::encode(value);
+        part.complete = encoded.is_ok();
+        drop(part);
+        let bytes = encoded.map_err(PartError::Codec)?;
+        let n = self.out.fds.len();
+        if n > sys::MAX_FDS_PER_MESSAGE {
+            self.out.roll_back(mark);
+            return Err(PartError::TooManyFds(n));
+        }
+        Ok(bytes)
+    }
+
+    /// A point to [`rewind`](Self::rewind) to: the message as it is now.
+    pub(crate) fn checkpoint(&self) -> Checkpoint {
+        Checkpoint(self.out.mark())
+    }
+
+    /// Undoes every part encoded since `checkpoint` (what they took is given back).
+    pub(crate) fn rewind(&mut self, checkpoint: Checkpoint) {
+        self.out.roll_back(checkpoint.0);
+    }
+
+    /// How many descriptors the message carries so far.
+    pub(crate) fn fd_count(&self) -> usize {
+        self.out.fds.len()
+    }
+
+    /// The message is complete and will be sent: its descriptors and transits. What its
+    /// handles took now travels with it.
+    pub(crate) fn finish(mut self) -> (Vec<OwnedFd>, Transits) {
+        // Kept, not given back: the receivers adopt them.
+        self.out.taken.clear();
+        let fds = std::mem::take(&mut self.out.fds);
+        let transits = std::mem::take(&mut self.out.transits);
+        (fds, Transits(transits))
     }
 }
 
@@ -145,21 +302,15 @@ pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(
     encode_with_handles(value).map(|(bytes, fds, _)| (bytes, fds))
 }
 
-/// Encodes `value`, collecting the descriptors and the transits of the handles inside it.
+/// Encodes `value`, collecting the descriptors and the transits of the handles inside it. On
+/// failure (or unwinding) nothing the handles took is kept.
 pub(crate) fn encode_with_handles<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<(Vec<u8>, Vec<OwnedFd>, Transits), CodecError> {
-    let guard = Restore::install(&OUTGOING, Outgoing::default());
-    let encoded = codec::encode(value);
-    let out = guard.finish().unwrap_or_default();
-    if out.fds.len() > sys::MAX_FDS_PER_MESSAGE {
-        return Err(CodecError::Encode(format!(
-            "{} handles in one message; at most {} can be passed",
-            out.fds.len(),
-            sys::MAX_FDS_PER_MESSAGE
-        )));
-    }
-    encoded.map(|bytes| (bytes, out.fds, Transits(out.transits)))
+    let mut message = Message::default();
+    let bytes = message.encode(value)?;
+    let (fds, transits) = message.finish();
+    Ok((bytes, fds, transits))
 }
 
 /// Runs `f` (which decodes) with `fds` available to the handles being decoded. Descriptors no
@@ -205,6 +356,22 @@ pub(crate) fn export_transit(t: Box<dyn Transit>) -> Result<(), String> {
         let mut o = o.borrow_mut();
         o.as_mut().ok_or_else(not_as_argument)?.transits.push(t);
         Ok(())
+    })
+}
+
+/// For a handle's `Serialize`, once it took something for its trip (see [`Taken`]): the
+/// message gives it back if it is abandoned.
+///
+/// # Errors
+/// When no process arguments are being serialized: `t` comes back, for the caller to give
+/// back.
+pub(crate) fn export_taken<T: Taken + 'static>(t: Box<T>) -> Result<(), (Box<T>, String)> {
+    OUTGOING.with(|o| match o.borrow_mut().as_mut() {
+        Some(out) => {
+            out.taken.push(t);
+            Ok(())
+        }
+        None => Err((t, not_as_argument())),
     })
 }
 
@@ -340,5 +507,110 @@ mod tests {
         // The inner message's descriptor stayed in the inner list.
         let (_, fds, transits) = encode_with_handles(&Outer).unwrap();
         assert_eq!((fds.len(), transits.len()), (1, 0));
+    }
+
+    /// A value whose `Serialize` fails (or panics) after the handles before it were encoded.
+    struct Breaks {
+        panic: bool,
+    }
+    impl Serialize for Breaks {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            if self.panic {
+                panic!("a Serialize that panics after a handle");
+            }
+            Err(serde::ser::Error::custom(
+                "a Serialize that fails after a handle",
+            ))
+        }
+    }
+
+    #[test]
+    fn a_failed_encode_gives_back_the_arena_counts_it_took() {
+        let lock = crate::Lock::new().expect("lock");
+        assert_eq!(lock.slot_refs(), Some(1), "an arena lock");
+        // Failing: the lock (twice) was counted for its trip before the failure.
+        let value = (lock.clone(), lock.clone(), Breaks { panic: false });
+        assert!(encode_with_handles(&value).is_err());
+        assert_eq!(lock.slot_refs(), Some(1), "a failed encode gives back");
+        // Panicking.
+        let value = (lock.clone(), Breaks { panic: true });
+        assert!(std::panic::catch_unwind(|| encode_with_handles(&value)).is_err());
+        assert_eq!(lock.slot_refs(), Some(1), "an unwinding encode gives back");
+        // A complete message keeps its count: the receiver adopts it.
+        let (bytes, fds, _) = encode_with_handles(&lock).expect("encode");
+        assert_eq!(lock.slot_refs(), Some(2));
+        let back: crate::Lock = with_incoming(fds, || codec::decode(&bytes)).expect("decode");
+        drop(back);
+        assert_eq!(
+            lock.slot_refs(),
+            Some(1),
+            "the receiver gave its count back"
+        );
+    }
+
+    #[test]
+    fn a_failed_part_leaves_the_message_as_it_was() {
+        let lock = crate::Lock::new().expect("lock");
+        let other = sys::eventfd().expect("eventfd");
+        let mut message = Message::default();
+        message.encode(&lock).expect("first part");
+        assert_eq!((message.fd_count(), lock.slot_refs()), (1, Some(2)));
+        // A part that adds a descriptor and takes a count, then fails.
+        let part = (
+            Handles(vec![other.as_fd()]),
+            lock.clone(),
+            Breaks { panic: false },
+        );
+        assert!(matches!(message.encode(&part), Err(PartError::Codec(_))));
+        assert_eq!((message.fd_count(), lock.slot_refs()), (1, Some(2)));
+        let part = (
+            Handles(vec![other.as_fd()]),
+            lock.clone(),
+            Breaks { panic: true },
+        );
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| message.encode(&part)));
+        assert!(r.is_err());
+        assert_eq!((message.fd_count(), lock.slot_refs()), (1, Some(2)));
+        // The message still works: the next part reuses the first part's descriptor.
+        let bytes = message
+            .encode(&(lock.clone(), Handles(vec![other.as_fd()])))
+            .expect("part");
+        assert_eq!((message.fd_count(), lock.slot_refs()), (2, Some(3)));
+        assert_eq!(bytes[0], 0, "the lock's descriptor is the first part's");
+        // Dropped unsent: every count comes back.
+        drop(message);
+        assert_eq!(lock.slot_refs(), Some(1));
+    }
+
+    #[test]
+    fn a_part_past_the_descriptor_limit_is_refused_and_undone() {
+        let lock = crate::Lock::new().expect("lock");
+        let many: Vec<OwnedFd> = (0..sys::MAX_FDS_PER_MESSAGE)
+            .map(|_| sys::eventfd().expect("eventfd"))
+            .collect();
+        let mut message = Message::default();
+        message
+            .encode(&Handles(
+                many[..sys::MAX_FDS_PER_MESSAGE - 1]
+                    .iter()
+                    .map(|f| f.as_fd())
+                    .collect(),
+            ))
+            .expect("252 descriptors");
+        // One more descriptor, the lock's: 253 fit.
+        message.encode(&lock).expect("253 descriptors");
+        // Another new one does not; the lock again does (its descriptor is there).
+        let part = (
+            lock.clone(),
+            Handles(vec![many[sys::MAX_FDS_PER_MESSAGE - 1].as_fd()]),
+        );
+        match message.encode(&part) {
+            Err(PartError::TooManyFds(n)) => assert_eq!(n, sys::MAX_FDS_PER_MESSAGE + 1),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((message.fd_count(), lock.slot_refs()), (253, Some(2)));
+        message.encode(&lock).expect("the same lock again");
+        let (fds, _) = message.finish();
+        assert_eq!((fds.len(), lock.slot_refs()), (253, Some(3)));
     }
 }

@@ -165,12 +165,13 @@ fn run_item(target: Target, item: &[u8]) -> Result<Vec<u8>, Outcome> {
     }
 }
 
-/// Reads the descriptors of task `id` from the descriptor socket and splits them per item.
+/// Reads the descriptors of task `id` from the descriptor socket: one list for the whole task
+/// (`counts` says how many each item added; an item's handles may name any of them).
 fn receive_fds(
     socket: &FdSocket,
     id: u64,
     counts: &[u32],
-) -> Result<Vec<Vec<std::os::fd::OwnedFd>>, String> {
+) -> Result<Vec<std::os::fd::OwnedFd>, String> {
     use std::os::fd::AsFd;
     let mut header = Vec::with_capacity(8);
     let mut fds = Vec::new();
@@ -190,11 +191,7 @@ fn receive_fds(
     if fds.len() != want {
         return Err(format!("{} descriptors came for {want} handles", fds.len()));
     }
-    let mut fds = fds.into_iter();
-    Ok(counts
-        .iter()
-        .map(|&c| fds.by_ref().take(c as usize).collect())
-        .collect())
+    Ok(fds)
 }
 
 /// Runs every item of one task and gathers the results.
@@ -204,7 +201,7 @@ fn run_task(
     target: Target,
     data: &[u8],
     ends: &[u32],
-    handles: Vec<Vec<std::os::fd::OwnedFd>>,
+    handles: Vec<std::os::fd::OwnedFd>,
     rss: bool,
 ) -> Msg {
     capture_panic_locations();
@@ -274,52 +271,48 @@ fn run_chunk(
     }
 }
 
-/// Runs the items of a task one by one, each with the descriptors of its handles at hand.
+/// Runs the items of a task one by one, with the task's descriptors at hand for the handles
+/// in any of them.
 fn run_items(
     target: Target,
     data: &[u8],
     ends: &[u32],
-    handles: Vec<Vec<std::os::fd::OwnedFd>>,
+    handles: Vec<std::os::fd::OwnedFd>,
     out: &mut Vec<u8>,
     lens: &mut Vec<u32>,
     failed: &mut Vec<(u32, Outcome)>,
 ) {
-    let mut handles = handles.into_iter();
-    let mut start = 0usize;
-    for (i, &end) in ends.iter().enumerate() {
-        let i = i as u32;
-        let end = end as usize;
-        let Some(item) = data.get(start..end) else {
-            failed.push((
-                i,
-                Outcome::BadArguments("the task's item boundaries are out of range".into()),
-            ));
-            continue;
-        };
-        start = end;
-        let fds = handles.next().unwrap_or_default();
-        let ran = if fds.is_empty() {
-            run_item(target, item)
-        } else {
-            crate::handles::with_incoming(fds, || run_item(target, item))
-        };
-        match ran {
-            Ok(bytes) => match u32::try_from(bytes.len()) {
-                Ok(len) => {
-                    lens.push(len);
-                    out.extend_from_slice(&bytes);
-                }
-                Err(_) => failed.push((
+    crate::handles::with_incoming(handles, || {
+        let mut start = 0usize;
+        for (i, &end) in ends.iter().enumerate() {
+            let i = i as u32;
+            let end = end as usize;
+            let Some(item) = data.get(start..end) else {
+                failed.push((
                     i,
-                    Outcome::BadResult(format!(
-                        "a result of {} bytes is too large for a pool task",
-                        bytes.len()
+                    Outcome::BadArguments("the task's item boundaries are out of range".into()),
+                ));
+                continue;
+            };
+            start = end;
+            match run_item(target, item) {
+                Ok(bytes) => match u32::try_from(bytes.len()) {
+                    Ok(len) => {
+                        lens.push(len);
+                        out.extend_from_slice(&bytes);
+                    }
+                    Err(_) => failed.push((
+                        i,
+                        Outcome::BadResult(format!(
+                            "a result of {} bytes is too large for a pool task",
+                            bytes.len()
+                        )),
                     )),
-                )),
-            },
-            Err(outcome) => failed.push((i, outcome)),
+                },
+                Err(outcome) => failed.push((i, outcome)),
+            }
         }
-    }
+    });
 }
 
 /// This process's resident set size, from `/proc/self/statm` (pages; 4 KiB assumed when the

@@ -10,18 +10,18 @@ use super::result::Sink;
 use super::task::NewTask;
 use super::wire::Bytes;
 use crate::error::{Error, ErrorKind, Result};
-use crate::handles::Transits;
+use crate::handles::{Message, PartError, Transits};
 use crate::process::Target;
-
-/// The most descriptors one message can carry (SCM_MAX_FD).
-const MAX_TASK_FDS: usize = 253;
 
 /// Items encoded back to back, where each ends, and the descriptors of their handles.
 #[derive(Default)]
 pub(crate) struct Encoded {
     pub(crate) data: Bytes,
     pub(crate) ends: Vec<u32>,
+    /// The task's descriptors: one list for all its items, each descriptor once however many
+    /// items hold a handle on it.
     pub(crate) fds: Vec<OwnedFd>,
+    /// How many descriptors each item added to `fds` (empty when the task has none).
     pub(crate) fd_counts: Vec<u32>,
     pub(crate) transits: Transits,
 }
@@ -38,14 +38,15 @@ pub(crate) fn encode_items<'a, A: Serialize + 'a>(
     Ok(batch.finish())
 }
 
-/// A task's arguments being gathered, one item at a time.
+/// A task's arguments being gathered, one item at a time. The task is one message: its items'
+/// handles share one list of descriptors (see [`Message`]), so a thousand items that carry the
+/// same lock or queue send its descriptor once.
 #[derive(Default)]
 pub(crate) struct Batch {
     data: Vec<u8>,
     ends: Vec<u32>,
-    fds: Vec<OwnedFd>,
+    message: Message,
     fd_counts: Vec<u32>,
-    transits: Transits,
 }
 
 impl Batch {
@@ -54,7 +55,8 @@ impl Batch {
         self.ends.len()
     }
 
-    /// Appends one item. On error the batch is left as it was.
+    /// Appends one item. On error (or a panic in the item's `Serialize`) the batch is left as
+    /// it was, and what the item's handles took is given back.
     pub(crate) fn push<A: Serialize + ?Sized>(&mut self, item: &A) -> Result<()> {
         let start = self.data.len();
         // Most items hold no handle: encode them straight into the buffer. A handle refuses
@@ -62,24 +64,28 @@ impl Batch {
         // fails for any other reason) is encoded again below, where handles travel; the
         // failure's message is not wanted, so it is not recovered.
         if crate::codec::try_encode_into(item, &mut self.data) {
-            return self.end_item(start, Vec::new(), Transits::default());
+            return self.end_item(start, 0);
         }
-        let (bytes, fds, transits) = crate::handles::encode_with_handles(item)
-            .map_err(|e| Error::codec("the task's argument could not be serialized", e))?;
-        if self.fds.len() + fds.len() > MAX_TASK_FDS {
-            return Err(Error::new(
+        let before = self.message.checkpoint();
+        let had = self.message.fd_count();
+        let bytes = self.message.encode(item).map_err(|e| match e {
+            PartError::Codec(e) => Error::codec("the task's argument could not be serialized", e),
+            PartError::TooManyFds(n) => Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
-                    "{} handles in one task; at most {MAX_TASK_FDS} can be passed (use a smaller chunksize)",
-                    self.fds.len() + fds.len()
+                    "{n} different handles in one task; at most {} can be passed (use a \
+                     smaller chunksize)",
+                    crate::sys::MAX_FDS_PER_MESSAGE
                 ),
-            ));
-        }
+            ),
+        })?;
         self.data.extend_from_slice(&bytes);
-        self.end_item(start, fds, transits)
+        let added = self.message.fd_count() - had;
+        self.end_item(start, added as u32)
+            .inspect_err(|_| self.message.rewind(before))
     }
 
-    fn end_item(&mut self, start: usize, fds: Vec<OwnedFd>, transits: Transits) -> Result<()> {
+    fn end_item(&mut self, start: usize, fds_added: u32) -> Result<()> {
         let Ok(end) = u32::try_from(self.data.len()) else {
             self.data.truncate(start);
             return Err(Error::new(
@@ -88,23 +94,22 @@ impl Batch {
             ));
         };
         self.ends.push(end);
-        self.fd_counts.push(fds.len() as u32);
-        self.fds.extend(fds);
-        self.transits.extend(transits);
+        self.fd_counts.push(fds_added);
         Ok(())
     }
 
     /// The encoded items (no per-item descriptor counts when no item has a handle).
     pub(crate) fn finish(mut self) -> Encoded {
-        if self.fds.is_empty() {
+        let (fds, transits) = self.message.finish();
+        if fds.is_empty() {
             self.fd_counts.clear();
         }
         Encoded {
             data: Bytes(self.data.into()),
             ends: self.ends,
-            fds: self.fds,
+            fds,
             fd_counts: self.fd_counts,
-            transits: self.transits,
+            transits,
         }
     }
 }
@@ -170,5 +175,50 @@ mod tests {
         assert_eq!(n.get(), 2, "a plain attempt, then one with handles");
         let e = batch.finish();
         assert_eq!((e.ends.len(), e.fds.len()), (1, 1));
+    }
+
+    /// A thousand items that carry the same lock and queue make one task: the two descriptors
+    /// travel once, not once per item (which would pass the 253 of one message).
+    #[test]
+    fn items_that_share_handles_send_their_descriptors_once_per_task() {
+        let lock = crate::Lock::new().expect("lock");
+        let q = crate::Queue::<u8>::new().expect("queue");
+        let items: Vec<_> = (0..1000u32).map(|i| (lock.clone(), q.clone(), i)).collect();
+        let e = super::encode_items(&items).expect("one task");
+        assert_eq!(e.fds.len(), 2);
+        assert_eq!(e.fd_counts.len(), 1000);
+        assert_eq!(e.fd_counts[..2], [2, 0]);
+        assert!(e.fd_counts[1..].iter().all(|&c| c == 0));
+        assert_eq!(
+            lock.slot_refs(),
+            Some(1001),
+            "one count per item on its way"
+        );
+    }
+
+    /// Fails after the handles before it were encoded.
+    struct Fails;
+    impl serde::Serialize for Fails {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no"))
+        }
+    }
+
+    /// An item that fails part-way leaves the batch as it was and gives back what its lock
+    /// took; the items before it still go.
+    #[test]
+    fn a_failing_item_gives_back_its_handles() {
+        let lock = crate::Lock::new().expect("lock");
+        let mut batch = Batch::default();
+        batch.push(&(lock.clone(), 1u8)).expect("first");
+        assert!(batch.push(&(lock.clone(), Fails)).is_err());
+        assert_eq!(lock.slot_refs(), Some(2), "only the first item's count");
+        batch.push(&2u8).expect("plain");
+        let e = batch.finish();
+        assert_eq!((e.ends.len(), e.fds.len()), (2, 1));
+        assert_eq!(e.fd_counts, [1, 0]);
+        // A batch dropped unsent keeps its counts, as any sent message would: its items are
+        // complete and the engine owns them from here.
+        drop(e);
     }
 }

@@ -16,7 +16,8 @@ pub(crate) struct NewTask {
     pub(crate) target: Target,
     pub(crate) data: Bytes,
     pub(crate) ends: Vec<u32>,
-    /// The descriptors of the handles in the arguments, and how many each item has.
+    /// The descriptors of the handles in the arguments (one list for all items, each
+    /// descriptor once), and how many each item added to it.
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) fd_counts: Vec<u32>,
     /// The handles in the arguments that want to know which worker receives them.

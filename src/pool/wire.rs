@@ -153,8 +153,10 @@ pub(crate) enum TaskMsg {
         target: Target,
         data: Bytes,
         ends: U32s,
-        /// How many descriptors each item's handles need (empty: none). They come on the
-        /// worker's descriptor socket, in one message that starts with the task's id.
+        /// How many descriptors each item added to the task's one list (empty: none); an item's
+        /// handles may name any descriptor of the list, a descriptor shared by many items comes
+        /// once. They come on the worker's descriptor socket, in one message that starts with
+        /// the task's id.
         fds: U32s,
     },
     /// Finish: the worker returns and its process exits with status 0.

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::{Kind, Region, Sealing};
 use crate::error::{Error, ErrorKind, Result};
+use crate::handles;
 
 /// Bytes per slot: the header and up to `SLOT - PAYLOAD_AT` bytes of object.
 pub(crate) const SLOT: usize = 128;
@@ -109,12 +110,46 @@ impl SlotClaim {
 
     /// Counts one more holder for a handle being sent to another process, which adopts the
     /// count when it opens the handle (so the slot stays allocated while the handle travels,
-    /// whatever the sender does meanwhile). A handle that never arrives leaks its slot.
-    pub(crate) fn export(&self) {
-        let _ = header(&self.region, self.slot).refs.fetch_update(
+    /// whatever the sender does meanwhile). The message being encoded gives the count back if
+    /// it is abandoned (see [`handles::Taken`]); a complete message that never arrives leaks
+    /// its slot.
+    ///
+    /// # Errors
+    /// When no process arguments are being encoded (nothing is counted then).
+    pub(crate) fn export(self: &Arc<Self>) -> std::result::Result<(), String> {
+        let exported = Box::new(Exported(self.clone()));
+        let added = header(&self.region, self.slot)
+            .refs
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |r| r.checked_add(1))
+            .is_ok();
+        if !added {
+            // Saturated (a scribbler): nothing counted, nothing to give back.
+            return Ok(());
+        }
+        handles::export_taken(exported).map_err(|(exported, why)| {
+            handles::Taken::give_back(exported);
+            why
+        })
+    }
+
+    /// The slot's holder count (for tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn refs(&self) -> u32 {
+        header(&self.region, self.slot).refs.load(Ordering::Acquire)
+    }
+}
+
+/// The count one [`SlotClaim::export`] added, until its message is complete.
+struct Exported(Arc<SlotClaim>);
+
+impl handles::Taken for Exported {
+    fn give_back(self: Box<Self>) {
+        // Our own claim still counts, so this never frees the slot (a scribbler aside: never
+        // below 0).
+        let _ = header(&self.0.region, self.0.slot).refs.fetch_update(
             Ordering::AcqRel,
             Ordering::Relaxed,
-            |r| r.checked_add(1),
+            |r| r.checked_sub(1),
         );
     }
 }

@@ -181,11 +181,17 @@ impl<T> Shared<T> {
         match &self.claim {
             Some(claim) => {
                 let offset = u32::try_from(claim.payload_offset()).map_err(|e| e.to_string())?;
-                claim.export();
+                claim.export()?;
                 Ok(offset)
             }
             None => Ok(OWN_SEGMENT),
         }
+    }
+
+    /// The holder count of the object's arena slot, `None` outside the arena (for tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn slot_refs(&self) -> Option<u32> {
+        self.claim.as_ref().map(|c| c.refs())
     }
 
     /// Opens what [`slot_wire`](Self::slot_wire) described: an arena slot of one of

@@ -480,6 +480,14 @@ pub struct Lock {
     cell: Shared<LockCell>,
 }
 
+impl Lock {
+    /// The holder count of the lock's arena slot (for tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn slot_refs(&self) -> Option<u32> {
+        self.cell.slot_refs()
+    }
+}
+
 /// The lock is held while this lives. See [`Lock`].
 ///
 /// # Examples

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use multiproc::{ErrorKind, Pool, Queue, Value};
+use multiproc::{ErrorKind, Executor, Lock, Pool, ProcessPoolExecutor, Queue, Value};
 
 use super::kill;
 use crate::{Context, ensure};
@@ -179,5 +179,65 @@ pub(super) fn imap_handles() -> Result<(), String> {
         out.get_timeout(Duration::from_secs(10)).ctx("77")? == 77,
         "77"
     );
+    Ok(())
+}
+
+/// Counts itself under `lock` in `count`, and puts `x` on the queue every 100th item.
+fn count_under_lock(args: (Lock, Value<u64>, Queue<u64>, u64)) -> u64 {
+    let (lock, count, q, x) = args;
+    {
+        let _held = lock.lock().expect("the shared lock");
+        let n = count.get().expect("read the count");
+        count.set(n + 1).expect("write the count");
+    }
+    if x % 100 == 0 {
+        q.put(x).expect("put from the worker");
+    }
+    x
+}
+
+/// A task whose 1,000 items all carry the same lock, value and queue is one message with
+/// three descriptors (not 3,000: one message carries at most 253), in `map`, `imap` and an
+/// executor's `map` alike.
+pub(super) fn many_items_share_handles() -> Result<(), String> {
+    let lock = Lock::new().ctx("lock")?;
+    let count = Value::new(0u64).ctx("value")?;
+    let q = Queue::<u64>::new().ctx("queue")?;
+    let items = || (0..1000u64).map(|x| (lock.clone(), count.clone(), q.clone(), x));
+    let drain = |what: &str| -> Result<(), String> {
+        let mut got: Vec<u64> = (0..10)
+            .map(|_| q.get_timeout(Duration::from_secs(30)))
+            .collect::<Result<_, _>>()
+            .ctx(what)?;
+        got.sort();
+        ensure!(
+            got == (0..10).map(|i| i * 100).collect::<Vec<_>>(),
+            "{what}: {got:?}"
+        );
+        Ok(())
+    };
+    let pool = Pool::new(2).ctx("pool")?;
+    let xs = pool
+        .map_chunked(count_under_lock, items(), 1000)
+        .ctx("map, one task of 1,000 items")?;
+    ensure!(xs == (0..1000).collect::<Vec<_>>(), "map results");
+    drain("map")?;
+    let xs: Vec<u64> = pool
+        .imap_chunked(count_under_lock, items(), 1000)
+        .ctx("imap")?
+        .collect::<Result<_, _>>()
+        .ctx("imap, one task of 1,000 items")?;
+    ensure!(xs.len() == 1000, "imap results");
+    drain("imap")?;
+    drop(pool);
+    let ex = ProcessPoolExecutor::new(2).ctx("executor")?;
+    let xs: Vec<u64> = ex
+        .map_chunked(count_under_lock, items(), 1000)
+        .ctx("executor map")?
+        .collect::<Result<_, _>>()
+        .ctx("executor map, one task of 1,000 items")?;
+    ensure!(xs.len() == 1000, "executor map results");
+    drain("executor map")?;
+    ensure!(count.get().ctx("count")? == 3000, "count {:?}", count.get());
     Ok(())
 }

@@ -14,7 +14,7 @@ mod handles;
 
 use crate::{Context, TestFn, ensure};
 use chaos::{chaos, chaos_deep, ctrl_c, ctrl_c_handled, ctrl_c_handled_forkserver, lock};
-use handles::{imap_handles, initializer_handles, task_handles};
+use handles::{imap_handles, initializer_handles, many_items_share_handles, task_handles};
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
     vec![
@@ -41,6 +41,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("pool::initializer_receives_handles", initializer_handles),
         ("pool::handles_as_task_arguments", task_handles),
         ("pool::handles_in_imap_items", imap_handles),
+        (
+            "pool::a_thousand_items_share_one_set_of_handles",
+            many_items_share_handles,
+        ),
         ("pool::task_timeout_kills_and_replaces", task_timeout),
         ("pool::cancel_waiting_and_running_tasks", cancel),
         ("pool::max_tasks_per_child_gh115634", max_tasks_per_child),
