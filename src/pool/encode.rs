@@ -121,6 +121,7 @@ impl Encoded {
             transits: self.transits,
             sink,
             first,
+            direct: false,
         }
     }
 }
