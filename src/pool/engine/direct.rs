@@ -38,6 +38,36 @@ const KEEP_OFF: Duration = Duration::from_millis(1);
 /// At most this many messages handled per drain by the collector.
 const DRAIN_MAX: usize = 4096;
 
+thread_local! {
+    /// This thread holds the gate: tasks failed meanwhile are failed (their callbacks run)
+    /// only once it is released.
+    static IN_GATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread holds a gate (see `Engine::release`).
+pub(super) fn in_gate() -> bool {
+    IN_GATE.with(|g| g.get())
+}
+
+/// The gate, held; marks this thread as holding it.
+struct Held<'a> {
+    _guard: std::sync::MutexGuard<'a, ()>,
+}
+
+impl<'a> Held<'a> {
+    fn take(gate: &'a Mutex<()>) -> Held<'a> {
+        let g = lock(gate);
+        IN_GATE.with(|f| f.set(true));
+        Held { _guard: g }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        IN_GATE.with(|f| f.set(false));
+    }
+}
+
 /// The direct queue's side of the engine.
 #[derive(Default)]
 pub(super) struct Side {
@@ -70,12 +100,17 @@ impl Engine {
                 park(Instant::now() + KEEP_OFF);
                 continue;
             }
-            let gate = lock(&side.gate);
+            let gate = Held::take(&side.gate);
             if done() || side.wanted.load(Ordering::SeqCst) {
                 continue;
             }
             match self.direct.get_deadline(Instant::now() + SLICE) {
-                Ok(msg) => self.handle(msg),
+                Ok(msg) => {
+                    self.handle(msg);
+                    drop(gate);
+                    // What handling it failed, with callbacks run out of the gate.
+                    self.release(self.state());
+                }
                 Err(GetTimeoutError::Disconnected) => {
                     drop(gate);
                     park(Instant::now() + KEEP_OFF);
@@ -100,7 +135,7 @@ impl Engine {
         let side = &self.direct_side;
         side.wanted.store(true, Ordering::SeqCst);
         self.wake_direct();
-        let gate = lock(&side.gate);
+        let gate = Held::take(&side.gate);
         for _ in 0..DRAIN_MAX {
             match self.direct.try_get() {
                 Ok(msg) => self.handle(msg),
@@ -110,5 +145,6 @@ impl Engine {
         }
         side.wanted.store(false, Ordering::SeqCst);
         drop(gate);
+        self.release(self.state());
     }
 }

@@ -352,9 +352,11 @@ impl Engine {
         false
     }
 
-    /// Unlocks, then fails the tasks that were doomed under the lock.
+    /// Unlocks, then fails the tasks that were doomed under the lock. A thread that holds the
+    /// direct queue's gate leaves them for when it has let go of it: failing runs callbacks,
+    /// which must not run under the gate (one that calls `apply` would wait for it).
     fn release(&self, mut st: MutexGuard<'_, State>) {
-        if st.doomed.is_empty() {
+        if st.doomed.is_empty() || direct::in_gate() {
             return;
         }
         let doomed = std::mem::take(&mut st.doomed);
