@@ -215,7 +215,22 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.apply_async(f, arg)?.get()
+        if !self.engine.may_collect() {
+            return self.apply_async(f, arg)?.get();
+        }
+        // This thread waits for the result anyway: it collects it itself, straight from the
+        // worker, instead of waiting for the collector thread to pass it on.
+        let target = Target::of(f)?;
+        let e = encode_items(std::iter::once(&arg))?;
+        let cell = Arc::new(Cell::new(Callbacks::new()));
+        let sink = Arc::new(Decode::<R, Cell<R>>::new(cell.clone()));
+        let mut task = e.into_task(target, sink, 0);
+        task.direct = true;
+        self.engine.submit(vec![task])?;
+        let r = AsyncResult::new(cell);
+        self.engine
+            .collect_direct(&|| r.ready(), &|at| r.ready_by(at));
+        r.get()
     }
 
     /// Submits `f(arg)` and returns at once (Python's `apply_async`).

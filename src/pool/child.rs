@@ -2,7 +2,8 @@
 //!
 //! A pool worker is an ordinary [`Process`](crate::Process) running [`worker_main`], whose
 //! argument carries its two queue handles. It consumes only its own task queue (so nothing it
-//! holds can wedge another worker when it dies) and puts results on the queue shared by all.
+//! holds can wedge another worker when it dies) and puts results on the queue shared by all
+//! (or, for a `direct` task, on the direct queue its caller reads).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,8 @@ pub(crate) struct WorkerArgs {
     pub(crate) worker: u64,
     pub(crate) tasks: Queue<TaskMsg>,
     pub(crate) results: Queue<Msg>,
+    /// Where the results of tasks marked `direct` go (read by the callers waiting for them).
+    pub(crate) direct: Queue<Msg>,
     /// The initializer and its encoded argument.
     pub(crate) init: Option<(Target, InitArg)>,
     /// Report the resident set size after each task (memory-based recycling).
@@ -30,6 +33,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         worker,
         tasks,
         results,
+        direct,
         init,
         report_rss,
         fd_socket,
@@ -63,10 +67,12 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             data,
             ends,
             fds,
+            direct: to_caller,
         } = msg
         else {
             return;
         };
+        let out = if to_caller { &direct } else { &results };
         let handles = if fds.is_empty() {
             Ok(Vec::new())
         } else {
@@ -87,7 +93,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             },
         };
         let count = ends.len();
-        if let Err(e) = results.put(done) {
+        if let Err(e) = out.put(done) {
             // The result message itself could not be put (too large for the queue, say):
             // report that, so the task fails on its own instead of hanging.
             let why = e.error().to_string();
@@ -102,7 +108,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
                 rss: None,
                 busy_ns: 0,
             };
-            if results.put(failed).is_err() {
+            if out.put(failed).is_err() {
                 return;
             }
         }

@@ -126,6 +126,7 @@ impl Encoded {
             transits: self.transits,
             sink,
             first,
+            direct: false,
         }
     }
 }

@@ -566,6 +566,11 @@ impl<R> AsyncResult<R> {
         }
     }
 
+    /// Waits until the result is ready or `at`; whether it is ready.
+    pub(crate) fn ready_by(&self, at: Instant) -> bool {
+        self.cell.wait_deadline(Some(at))
+    }
+
     /// Whether the result is ready (never waits).
     ///
     /// # Examples

@@ -25,6 +25,8 @@ pub(crate) struct NewTask {
     pub(crate) sink: Arc<dyn Sink>,
     /// Index of the task's first item in its job.
     pub(crate) first: usize,
+    /// Its caller collects the result itself (see `TaskMsg::Run::direct`).
+    pub(crate) direct: bool,
 }
 
 /// Why a task failed without a result of its own.

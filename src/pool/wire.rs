@@ -10,6 +10,9 @@
 //! deaths on their pidfds) and the parent itself (to wake its collector) put into it, and only
 //! the collector thread gets from it. A worker's result always precedes the `Died` that the
 //! watcher posts after that worker's death, so results that made it out are never lost.
+//! The result of a task marked `direct` (an `apply`) goes on the direct queue instead, which the
+//! waiting caller reads, and which the collector empties before it handles a death (see
+//! `engine/direct.rs`).
 
 use std::sync::Arc;
 
@@ -158,6 +161,10 @@ pub(crate) enum TaskMsg {
         /// once. They come on the worker's descriptor socket, in one message that starts with
         /// the task's id.
         fds: U32s,
+        /// The caller waits for this task itself ([`Pool::apply`](crate::Pool::apply)): its
+        /// `Done` goes on the pool's direct queue, which that caller reads, instead of the
+        /// collector's.
+        direct: bool,
     },
     /// Finish: the worker returns and its process exits with status 0.
     Exit,

@@ -109,7 +109,7 @@ impl Engine {
         }
     }
 
-    fn handle(&self, msg: Msg) {
+    pub(super) fn handle(&self, msg: Msg) {
         match msg {
             Msg::Done {
                 worker,
@@ -217,6 +217,8 @@ impl Engine {
     }
 
     fn on_died(&self, worker: u64) {
+        // Whatever this worker put on the direct queue came before its death: handle it first.
+        self.drain_direct();
         let mut slot = {
             let mut st = self.state();
             let Some(pos) = st.workers.iter().position(|w| w.id == worker) else {

@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod collector;
+mod direct;
 mod workers;
 
 use super::result::{lock, wait_until};
@@ -157,6 +158,9 @@ pub(crate) struct Engine {
     st: Mutex<State>,
     changed: Condvar,
     results: Queue<Msg>,
+    /// The results of `direct` tasks, read by the callers waiting for them (see `direct.rs`).
+    direct: Queue<Msg>,
+    direct_side: direct::Side,
     watch: Arc<Watch>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) counters: Counters,
@@ -166,6 +170,7 @@ impl Engine {
     /// Starts the engine's threads and its first workers; returns once every worker is ready.
     pub(crate) fn start(cfg: Config) -> Result<Arc<Engine>> {
         let results = Queue::<Msg>::with_capacity(RESULT_RING)?;
+        let direct = Queue::<Msg>::with_capacity(RESULT_RING)?;
         let wake = sys::eventfd().map_err(|e| Error::io("cannot create an eventfd", e))?;
         let engine = Arc::new(Engine {
             cfg,
@@ -189,6 +194,8 @@ impl Engine {
             }),
             changed: Condvar::new(),
             results,
+            direct,
+            direct_side: direct::Side::default(),
             watch: Arc::new(Watch {
                 wake,
                 list: Mutex::new(Vec::new()),
@@ -265,6 +272,7 @@ impl Engine {
                     data: t.data,
                     ends: U32s(t.ends),
                     fds: U32s(t.fd_counts),
+                    direct: t.direct,
                 },
                 fds: t.fds,
                 transits: t.transits,
@@ -344,9 +352,11 @@ impl Engine {
         false
     }
 
-    /// Unlocks, then fails the tasks that were doomed under the lock.
+    /// Unlocks, then fails the tasks that were doomed under the lock. A thread that holds the
+    /// direct queue's gate leaves them for when it has let go of it: failing runs callbacks,
+    /// which must not run under the gate (one that calls `apply` would wait for it).
     fn release(&self, mut st: MutexGuard<'_, State>) {
-        if st.doomed.is_empty() {
+        if st.doomed.is_empty() || direct::in_gate() {
             return;
         }
         let doomed = std::mem::take(&mut st.doomed);
@@ -360,6 +370,8 @@ impl Engine {
                 .fetch_add(task.count as u64, Ordering::Relaxed);
             task.fail(&why);
         }
+        // A caller collecting its own result may hold one of these.
+        self.wake_direct();
     }
 
     /// Hands pending tasks to workers with room, least loaded first. Never blocks: a task too
@@ -545,6 +557,7 @@ impl Engine {
                 .fetch_add(t.count as u64, Ordering::Relaxed);
             t.fail(&why);
         }
+        self.wake_direct();
         let _ = self.results.try_put(Msg::Wake);
     }
 

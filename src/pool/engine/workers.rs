@@ -23,6 +23,7 @@ impl Engine {
             worker: id,
             tasks: tasks.clone(),
             results: self.results.clone(),
+            direct: self.direct.clone(),
             init: self.cfg.init.clone(),
             report_rss: self.cfg.max_rss.is_some(),
         };

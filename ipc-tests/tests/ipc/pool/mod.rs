@@ -10,6 +10,7 @@ use multiproc::{Callbacks, ErrorKind, Pool};
 use serde::{Deserialize, Serialize};
 
 mod chaos;
+mod collect;
 mod handles;
 
 use crate::{Context, TestFn, ensure};
@@ -58,6 +59,26 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             dropped_in_callback,
         ),
         ("pool::chaos_1000_tasks_50_kills", chaos),
+        (
+            "pool::apply_caller_collects_worker_killed",
+            collect::killed_while_caller_collects,
+        ),
+        (
+            "pool::apply_caller_collects_random_kills",
+            collect::kills_during_quick_applies,
+        ),
+        (
+            "pool::apply_caller_collects_beside_callbacks",
+            collect::callbacks_once_beside_direct_applies,
+        ),
+        (
+            "pool::apply_caller_collects_terminate",
+            collect::terminate_while_caller_collects,
+        ),
+        (
+            "pool::apply_caller_collects_bad_result_frames",
+            collect::bad_result_frames_are_typed,
+        ),
         ("pool::chaos_deep_prefetch", chaos_deep),
         ("pool::ctrl_c_during_map_ends_everything", ctrl_c),
         (

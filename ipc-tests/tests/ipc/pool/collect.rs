@@ -1,0 +1,233 @@
+//! `apply`'s caller collects its own result straight from the worker (the direct queue): a
+//! worker death, a terminate, a bad result and callbacks on other tasks, all while it does.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use multiproc::{Callbacks, ErrorKind, Pool};
+use serde::{Deserialize, Serialize};
+
+use super::{kill, lock, nap, nap_pid, square};
+use crate::{Context, ensure};
+
+/// Waits (bounded) until `pool` has `n` workers, none of them in `not`.
+fn workers_again(pool: &Pool, n: usize, not: &[u32]) -> bool {
+    ipc_tests::eventually(Duration::from_secs(20), || {
+        let pids = pool.pids();
+        pids.len() == n && pids.iter().all(|p| !not.contains(p))
+    })
+}
+
+/// The worker running an `apply` is SIGKILLed while its caller sleeps on the direct queue:
+/// the call fails with `WorkerDied` (pid and signal), and the pool serves again.
+pub fn killed_while_caller_collects() -> Result<(), String> {
+    let pool = Pool::new(1).ctx("pool")?;
+    let pid = pool.apply(nap_pid, 0).ctx("warm up")?;
+    let outcome = std::thread::scope(|s| {
+        let caller = s.spawn(|| pool.apply(nap_pid, 60_000));
+        // Long enough for the worker to have taken the task.
+        std::thread::sleep(Duration::from_millis(300));
+        kill(pid);
+        caller.join()
+    });
+    let e = outcome
+        .map_err(|_| "the caller panicked".to_string())?
+        .err()
+        .ctx("apply must fail")?;
+    ensure!(e.kind() == ErrorKind::WorkerDied, "{e}");
+    ensure!(e.signal() == Some(9), "signal {:?}", e.signal());
+    ensure!(e.pid() == Some(pid), "pid {:?} vs {pid}", e.pid());
+    ensure!(pool.apply(square, 12).ctx("after")? == 144, "after");
+    ensure!(
+        workers_again(&pool, 1, &[pid]),
+        "replacement {:?}",
+        pool.pids()
+    );
+    Ok(())
+}
+
+/// Workers SIGKILLed at random moments while two threads `apply` quick tasks (so some deaths
+/// land while a result is on its way, or being handled): every call returns its value or
+/// `WorkerDied`, none hangs, and the pool serves afterwards.
+pub fn kills_during_quick_applies() -> Result<(), String> {
+    let pool = Pool::new(2).ctx("pool")?;
+    let stop = AtomicUsize::new(0);
+    let died = AtomicUsize::new(0);
+    let bad = Mutex::new(Vec::<String>::new());
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (pool, stop, died, bad) = (&pool, &stop, &died, &bad);
+            s.spawn(move || {
+                let mut i = 0u64;
+                while stop.load(Ordering::Relaxed) == 0 {
+                    let x = t * 1_000_000 + i;
+                    match pool.apply(square, x) {
+                        Ok(v) if v == x * x => {}
+                        Ok(v) => lock(bad).push(format!("{x} gave {v}")),
+                        Err(e) if e.kind() == ErrorKind::WorkerDied => {
+                            died.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => lock(bad).push(format!("{x}: {e}")),
+                    }
+                    i += 1;
+                }
+            });
+        }
+        for k in 0..12u64 {
+            std::thread::sleep(Duration::from_millis(20 + (k * 37) % 60));
+            if let Some(&p) = pool.pids().get((k % 2) as usize) {
+                kill(p);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(1, Ordering::Relaxed);
+    });
+    let bad = lock(&bad);
+    ensure!(
+        bad.is_empty(),
+        "wrong outcomes: {:?}",
+        &bad[..bad.len().min(5)]
+    );
+    ensure!(pool.apply(square, 5).ctx("after")? == 25, "after");
+    ensure!(workers_again(&pool, 2, &[]), "workers {:?}", pool.pids());
+    Ok(())
+}
+
+/// `apply` callers collecting from the direct queue while `apply_async` tasks with callbacks
+/// run through the collector: every callback runs exactly once, with its own value, and every
+/// `apply` gets its own.
+pub fn callbacks_once_beside_direct_applies() -> Result<(), String> {
+    const N: u64 = 300;
+    let pool = Pool::new(2).ctx("pool")?;
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let direct_ok = std::thread::scope(|s| -> Result<(), String> {
+        let appliers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let pool = &pool;
+                s.spawn(move || {
+                    (0..N).all(|i| {
+                        let x = 10_000 + t * N + i;
+                        pool.apply(square, x).is_ok_and(|v| v == x * x)
+                    })
+                })
+            })
+            .collect();
+        let rs: Vec<_> = (0..N)
+            .map(|i| {
+                let (seen, runs) = (seen.clone(), runs.clone());
+                let cbs = Callbacks::new().on_success(move |v: &u64| {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    lock(&seen).push(*v);
+                });
+                pool.apply_async_with(square, i, cbs)
+            })
+            .collect::<Result<_, _>>()
+            .ctx("submit")?;
+        for (i, r) in rs.iter().enumerate() {
+            ensure!(r.get().ctx("get")? == (i * i) as u64, "value {i}");
+        }
+        for a in appliers {
+            ensure!(a.join().unwrap_or(false), "an apply got a wrong value");
+        }
+        Ok(())
+    });
+    direct_ok?;
+    ensure!(
+        runs.load(Ordering::Relaxed) == N as usize,
+        "callbacks ran {} times",
+        runs.load(Ordering::Relaxed)
+    );
+    let seen: HashSet<u64> = lock(&seen).iter().copied().collect();
+    ensure!(
+        seen == (0..N).map(|i| i * i).collect::<HashSet<_>>(),
+        "callback values"
+    );
+    Ok(())
+}
+
+/// `terminate()` while one caller collects a running task and another waits for one still
+/// queued: both calls return `Cancelled` promptly, and nothing is left running.
+pub fn terminate_while_caller_collects() -> Result<(), String> {
+    let pool = Pool::new(1).ctx("pool")?;
+    let pids = pool.pids();
+    let (a, b, took) = std::thread::scope(|s| {
+        let running = s.spawn(|| pool.apply(nap, 60_000));
+        std::thread::sleep(Duration::from_millis(200));
+        let queued = s.spawn(|| pool.apply(nap, 60_000));
+        std::thread::sleep(Duration::from_millis(200));
+        let t = Instant::now();
+        pool.terminate();
+        let a = running.join();
+        let b = queued.join();
+        (a, b, t.elapsed())
+    });
+    for (what, r) in [("running", a), ("queued", b)] {
+        let e = r
+            .map_err(|_| format!("the {what} caller panicked"))?
+            .err()
+            .ctx(what)?;
+        ensure!(e.kind() == ErrorKind::Cancelled, "{what}: {e}");
+    }
+    // Generous: a hang shows as many seconds (the wait's safety net would be 50 ms).
+    ensure!(took < Duration::from_secs(5), "terminate took {took:?}");
+    pool.join().ctx("join")?;
+    for pid in pids {
+        ensure!(ipc_tests::is_gone(pid as i32), "worker {pid} still there");
+    }
+    Ok(())
+}
+
+/// Serializes as a byte its own `Deserialize` rejects (a bool must be 0 or 1).
+struct Garbled;
+
+impl Serialize for Garbled {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(7)
+    }
+}
+
+impl<'de> Deserialize<'de> for Garbled {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        bool::deserialize(d).map(|_| Garbled)
+    }
+}
+
+/// Serializes one number; deserializes expecting three (a frame cut short).
+struct Truncated;
+
+impl Serialize for Truncated {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for Truncated {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <(u64, u64, u64)>::deserialize(d).map(|_| Truncated)
+    }
+}
+
+fn garbled(_: ()) -> Garbled {
+    Garbled
+}
+
+fn truncated(_: ()) -> Truncated {
+    Truncated
+}
+
+/// A result the caller cannot decode (garbage, or cut short) is a typed `Codec` error for that
+/// call alone; the worker stays and the next call works.
+pub fn bad_result_frames_are_typed() -> Result<(), String> {
+    let pool = Pool::new(1).ctx("pool")?;
+    let pids = pool.pids();
+    let e = pool.apply(garbled, ()).err().ctx("garbled must fail")?;
+    ensure!(e.kind() == ErrorKind::Codec, "garbled: {e}");
+    let e = pool.apply(truncated, ()).err().ctx("truncated must fail")?;
+    ensure!(e.kind() == ErrorKind::Codec, "truncated: {e}");
+    ensure!(pool.apply(square, 3).ctx("after")? == 9, "after");
+    ensure!(pool.pids() == pids, "no worker replaced: {:?}", pool.pids());
+    Ok(())
+}
