@@ -16,8 +16,11 @@ pub(crate) fn getpid() -> i32 {
 }
 
 /// The id of the parent process (0 when it lies outside our pid namespace). See getppid(2).
+///
+/// A system call made inline (no libc call): a forked child calls it first thing, and every code
+/// page it runs is one more page fault there (fork does not copy the page tables of code).
 pub(crate) fn getppid() -> i32 {
-    std::os::unix::process::parent_id() as i32
+    rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get())
 }
 
 /// The kernel thread id of the calling thread. See gettid(2).
@@ -116,7 +119,13 @@ pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
 /// Asks the kernel to send `signal` to the calling process when the thread that created it ends.
 /// See PR_SET_PDEATHSIG in prctl(2).
 pub(crate) fn set_parent_death_signal(sig: i32) -> io::Result<()> {
-    let sig = if sig == 0 { None } else { Some(signal(sig)?) };
+    // SIGKILL, what every child asks for, without the general conversion (one code page fewer
+    // to fault in a forked child).
+    let sig = match sig {
+        0 => None,
+        libc::SIGKILL => Some(rustix::process::Signal::KILL),
+        _ => Some(signal(sig)?),
+    };
     Ok(rustix::process::set_parent_process_death_signal(sig)?)
 }
 
