@@ -41,6 +41,8 @@ fn start_join(method: StartMethod) -> multiproc::Result<()> {
 mod raw_fork_floor;
 use raw_fork_floor::raw_fork;
 
+#[path = "common/filter.rs"]
+mod filter;
 #[path = "common/python.rs"]
 mod python_script;
 
@@ -94,7 +96,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("forkserver", |b| {
         b.iter(|| start_join(StartMethod::Forkserver).unwrap())
     });
-    {
+    // The busy threads and CPython's runs cost minutes: only for the benchmarks that need them.
+    let busy_wanted = [
+        "forkserver_8_busy",
+        "raw_fork_8_busy",
+        "forkserver_worker_replace_8_busy",
+        "python_forkserver_8_busy",
+    ]
+    .iter()
+    .any(|f| filter::selected(&format!("process_start/{f}")));
+    if busy_wanted {
         let stop = Arc::new(AtomicBool::new(false));
         let busy: Vec<_> = (0..8)
             .map(|_| {
@@ -122,7 +133,9 @@ fn bench(c: &mut Criterion) {
             })
         });
         // CPython under the same load (its processes compete with the same busy threads).
-        if python("forkserver", 1).is_some() {
+        if filter::selected("process_start/python_forkserver_8_busy")
+            && python("forkserver", 1).is_some()
+        {
             g.sample_size(10)
                 .sampling_mode(SamplingMode::Flat)
                 .warm_up_time(Duration::from_millis(500));
@@ -136,6 +149,12 @@ fn bench(c: &mut Criterion) {
         }
     }
 
+    if !["fork", "forkserver", "spawn"]
+        .iter()
+        .any(|m| filter::selected(&format!("process_start/python_{m}")))
+    {
+        return;
+    }
     if python("fork", 1).is_none() {
         eprintln!("process_start/python_*: skipped (python3 not found or failed)");
         return;
