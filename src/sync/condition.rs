@@ -17,8 +17,8 @@ use crate::shm::{Kind, Shared};
 ///
 /// A waiter registers and reads the sequence while holding the lock, releases the lock, and
 /// sleeps only while the sequence is unchanged. A notifier that changed the protected state under
-/// the lock calls [`WaitWord::notify`] after that, which advances the sequence if anyone is
-/// registered, so it cannot slip between the waiter's check and its sleep.
+/// the lock calls [`WaitWord::notify`] after that, which advances the sequence (and wakes if
+/// anyone is registered), so it cannot slip between the waiter's check and its sleep.
 #[repr(C)]
 pub(crate) struct CondState {
     seq: WaitWord,
@@ -41,12 +41,20 @@ impl CondState {
         cell: &LockCell,
         deadline: Option<Instant>,
     ) -> (Result<Option<Acquired>, Error>, bool) {
-        let slept = self.seq.sleep(deadline, |seq| {
-            let seen = seq.load(Ordering::Relaxed);
+        let mut seen = 0;
+        let mut slept = self.seq.sleep_counted(deadline, |seq| {
+            seen = seq.load(Ordering::Relaxed);
             // SAFETY: the caller holds the lock.
             unsafe { cell.release() };
             Some(seen)
         });
+        // Every `notify` advances the sequence: while it has not moved, this was the end of a
+        // slice or a spurious return, not a notification. Sleep on, without the lock.
+        while slept == Slept::Woken && self.seq.word().load(Ordering::Acquire) == seen {
+            slept = self.seq.sleep_counted(deadline, |seq| {
+                (seq.fetch_add(0, Ordering::AcqRel) == seen).then_some(seen)
+            });
+        }
         (cell.lock(None), slept == Slept::TimedOut)
     }
 
@@ -204,6 +212,12 @@ pub struct Condition {
 }
 
 impl Condition {
+    /// The condition's own segment's descriptor (tests scribble on it as another process would).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn segment_fd(&self) -> &std::os::fd::OwnedFd {
+        self.state.fd()
+    }
+
     /// Creates a condition variable with a new lock.
     ///
     /// # Errors

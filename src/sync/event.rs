@@ -7,7 +7,7 @@ use crate::handles::shared_handle;
 
 use super::lock::deadline_after;
 use super::shim;
-use super::wait_word::{Slept, WAKE_ALL, WaitWord};
+use super::wait_word::{Slept, WaitWord};
 use crate::atomic::Ordering;
 use crate::error::Result;
 use crate::shm::{Kind, Shared};
@@ -56,7 +56,7 @@ impl EventState {
                 Err(now) => w = now,
             }
         }
-        self.word.wake(WAKE_ALL);
+        self.word.wake_all();
     }
 
     pub(crate) fn clear(&self) {

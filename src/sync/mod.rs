@@ -55,3 +55,5 @@ pub(crate) use lock::{Acquired, CellGuard, LockCell};
 mod model_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
+#[cfg(all(test, not(loom)))]
+mod wait_word_tests;

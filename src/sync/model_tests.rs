@@ -13,7 +13,7 @@ use super::error::BarrierTimeoutError;
 use super::event::EventState;
 use super::lock::LockCell;
 use super::semaphore::SemState;
-use super::wait_word::{Slept, WAKE_ALL, WaitWord, Waited};
+use super::wait_word::{Slept, WaitWord, Waited};
 use crate::atomic::{AtomicU32, Ordering};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -49,7 +49,7 @@ fn wait_word_state_word_wakes_every_sleeper() {
             })
             .collect();
         w.word().swap(1, Ordering::AcqRel);
-        w.wake(WAKE_ALL);
+        w.wake_all();
         for s in sleepers {
             s.join().unwrap();
         }
@@ -77,7 +77,7 @@ fn wait_word_sequence_word_loses_no_notification() {
                         {
                             return;
                         }
-                        let slept = w.sleep(None, |seq| {
+                        let slept = w.sleep_counted(None, |seq| {
                             let seen = seq.load(Ordering::Acquire);
                             (tokens.fetch_add(0, Ordering::AcqRel) == 0).then_some(seen)
                         });

@@ -17,7 +17,7 @@ use crate::shm::{Kind, Shared, type_tag};
 ///
 /// An acquirer that finds the count at 0 sleeps through [`WaitWord::sleep`], re-reading the
 /// count with a read-modify-write; a releaser raises the count with a read-modify-write and
-/// calls [`WaitWord::wake`]. Releases wake *all* sleepers: a sleeper that was woken and then
+/// calls [`WaitWord::wake_counted`]. Releases wake *all* sleepers: a sleeper that was woken and then
 /// killed before taking its permit cannot strand the others.
 #[repr(C)]
 pub(crate) struct SemState {
@@ -58,7 +58,7 @@ impl SemState {
             if self.try_acquire() {
                 return true;
             }
-            let slept = self.count.sleep(deadline, |count| {
+            let slept = self.count.sleep_counted(deadline, |count| {
                 (count.fetch_add(0, Ordering::AcqRel) == 0).then_some(0)
             });
             if slept == Slept::TimedOut {
@@ -78,7 +78,7 @@ impl SemState {
                 Err(now) => c = now,
             }
         }
-        self.count.wake(WAKE_ALL);
+        self.count.wake_counted(WAKE_ALL);
         Ok(())
     }
 

@@ -1,0 +1,141 @@
+//! Hostile tests of the `WaitWord` users (`Semaphore`, `Event`, `Condition`): the sleepers word
+//! scribbled by a peer, or left behind by a sleeper killed while asleep.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::AtomicU32;
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::time::Duration;
+
+use crate::atomic::Ordering;
+use crate::shm::HEADER_LEN;
+use crate::{Condition, Event, Semaphore};
+
+/// Where a `WaitWord`'s `sleepers` lies in each object's state: the word at 0, `sleepers` after it.
+const SLEEPERS: usize = 4;
+
+/// Runs `f` on the `u32` at `offset` bytes into the data of the segment behind `fd`, through a
+/// mapping of its own, as another process would.
+fn with_word<R>(fd: &OwnedFd, offset: usize, f: impl FnOnce(&AtomicU32) -> R) -> R {
+    let len = HEADER_LEN + offset + 4;
+    let p = crate::sys::map_shared(fd.as_fd(), len, true).unwrap();
+    // SAFETY: inside the mapping just made; the offsets used are 4-aligned. The mapping is
+    // unmapped only after `f` is done with the reference.
+    unsafe {
+        let r = f(&*p.as_ptr().add(HEADER_LEN + offset).cast::<AtomicU32>());
+        crate::sys::unmap(p, len);
+        r
+    }
+}
+
+fn peek(fd: &OwnedFd, offset: usize) -> u32 {
+    with_word(fd, offset, |w| w.load(Ordering::SeqCst))
+}
+
+fn poke(fd: &OwnedFd, offset: usize, value: u32) {
+    with_word(fd, offset, |w| w.store(value, Ordering::SeqCst));
+}
+
+/// Starts `wait` (untimed) in a thread, lets it fall asleep, scribbles its registration away
+/// (`sleepers` = 0, as a peer could), then `post`s once, as a correct peer would: the wait must
+/// end. Before sleeps were bounded, the post skipped its wake and the waiter slept for good.
+fn post_reaches_a_waiter_whose_registration_was_scribbled(
+    fd: &OwnedFd,
+    wait: impl FnOnce() + Send + 'static,
+    post: impl FnOnce(),
+) {
+    let (tx, rx) = channel();
+    let t = std::thread::spawn(move || {
+        wait();
+        tx.send(()).unwrap();
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(300)),
+        Err(RecvTimeoutError::Timeout),
+        "the wait ended before anything was posted"
+    );
+    assert_ne!(peek(fd, SLEEPERS), 0, "the waiter did not register");
+    poke(fd, SLEEPERS, 0);
+    post();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(30)),
+        Ok(()),
+        "a waiter slept through a post because its registration was scribbled"
+    );
+    t.join().unwrap();
+}
+
+#[test]
+fn a_scribbled_sleepers_word_cannot_hang_a_semaphore_acquire() {
+    let sem = Semaphore::new(0).unwrap();
+    let s2 = sem.clone();
+    post_reaches_a_waiter_whose_registration_was_scribbled(
+        sem.segment_fd(),
+        move || s2.acquire(),
+        || sem.release().unwrap(),
+    );
+}
+
+#[test]
+fn a_scribbled_sleepers_word_cannot_hang_an_event_wait() {
+    let ev = Event::new().unwrap();
+    let e2 = ev.clone();
+    post_reaches_a_waiter_whose_registration_was_scribbled(
+        ev.segment_fd(),
+        move || e2.wait(),
+        || ev.set(),
+    );
+}
+
+#[test]
+fn a_scribbled_sleepers_word_cannot_hang_a_condition_wait() {
+    let cond = Condition::new().unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c2, f2) = (cond.clone(), flag.clone());
+    post_reaches_a_waiter_whose_registration_was_scribbled(
+        cond.segment_fd(),
+        move || {
+            let mut g = c2.lock().unwrap();
+            while !f2.load(Ordering::Acquire) {
+                g = c2.wait(g).unwrap();
+            }
+        },
+        || {
+            let _g = cond.lock().unwrap();
+            flag.store(true, Ordering::Release);
+            cond.notify(1);
+        },
+    );
+}
+
+/// A sleeper killed while asleep leaves its registration behind (`sleepers` = 1, nobody
+/// asleep). For an `Event`, whose `set` wakes everyone, the next post must clear it: one wasted
+/// `FUTEX_WAKE`, not one on every post for good. (A `Semaphore` keeps a count, see
+/// `WaitWord::sleep_counted`: there the stale registration costs a wake call per release.)
+#[test]
+fn an_event_sleeper_killed_asleep_costs_one_wake_not_one_per_set() {
+    let ev = Event::new().unwrap();
+    // Any value a peer may write means "wake", and is cleared by that wake.
+    for left in [1, 2, 0x8000_0000, u32::MAX] {
+        poke(ev.segment_fd(), SLEEPERS, left);
+        ev.set();
+        assert_eq!(peek(ev.segment_fd(), SLEEPERS), 0, "{left:#x} stayed");
+        ev.clear();
+    }
+}
+
+/// The layout these tests rely on: each object's state starts with its `WaitWord`.
+#[test]
+fn the_wait_word_is_where_these_tests_look() {
+    let sem = Semaphore::new(5).unwrap();
+    assert_eq!(peek(sem.segment_fd(), 0), 5);
+    let ev = Event::new().unwrap();
+    ev.set();
+    assert_eq!(peek(ev.segment_fd(), 0) & 1, 1);
+    let cond = Condition::new().unwrap();
+    cond.notify_all();
+    assert_ne!(
+        peek(cond.segment_fd(), 0),
+        0,
+        "notify advances the sequence"
+    );
+}
