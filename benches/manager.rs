@@ -5,7 +5,8 @@
 //!   child; `multiproc_dict_get` is one `DictProxy::get` of a 16-byte value through the
 //!   connection's shared-memory slot (the default for local clients), `multiproc_dict_get_socket`
 //!   the same with slots turned off (a request and a reply on the socket, a MAC on each frame).
-//!   Placements as in the pipe bench; the server's connection thread is pinned with its process.
+//!   Placements as in the pipe bench; every thread of the server process is pinned where the
+//!   echo child is (the connection's thread, made after, inherits it).
 //! - `manager_dict_set_get`: one `insert` plus one `get` of a small value, ours (slot, and
 //!   socket only) against `benches/python/manager.py` (CPython's `Manager().dict()`,
 //!   `d[k] = v; d[k]`) when `python3` is on the PATH.
@@ -26,17 +27,24 @@ mod python_script;
 
 const SMALL: usize = 16;
 
-/// Pins every thread the process `pid` creates from now on (its main thread's mask is
-/// inherited) to `cpu`.
+/// Pins every thread of the process `pid` to `cpu`, and so every thread they create from now
+/// on (a thread inherits its creator's mask). Every thread, not just the main one: the server
+/// runs its accept loop in a thread of its own, and that thread creates the connections' threads.
 fn pin_pid(pid: u32, cpu: Option<usize>) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; the call only reads that local set.
-    unsafe {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET only writes that local set.
+    let set = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         match cpu {
             Some(c) => libc::CPU_SET(c, &mut set),
             None => (0..num_cpus()).for_each(|c| libc::CPU_SET(c, &mut set)),
         }
-        libc::sched_setaffinity(pid as i32, size_of::<libc::cpu_set_t>(), &set);
+        set
+    };
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
+    for tid in tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        // SAFETY: the call only reads the local set; a thread that ended meanwhile makes it
+        // fail, harmlessly.
+        unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) };
     }
 }
 

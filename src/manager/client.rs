@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::auth::{self, AuthError, KEY_LEN, Session, Stream};
 use super::protocol::{Refusal, Reply, Request};
-use super::slot::{Side, Slot, SocketBell};
+use super::slot::{Side, Slot};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handles;
@@ -240,26 +240,19 @@ struct Conn {
     slot: Option<Slot>,
     buf: Vec<u8>,
     out: Vec<u8>,
-    rings: Vec<u8>,
 }
 
 impl Conn {
     /// Sends `c.out` and receives the reply into `c.buf`, through the slot if there is one.
     fn exchange(&mut self) -> io::Result<()> {
-        let mut bell = SocketBell {
-            session: &mut self.session,
-            reader: &mut self.reader,
-            stream: &self.stream,
-            scratch: &mut self.rings,
-        };
         match &mut self.slot {
             Some(slot) => {
-                slot.send(&self.out, &mut bell)?;
-                slot.recv(&mut self.buf, DEFAULT_MAX_FRAME, &mut bell)
+                slot.send(&self.out, self.stream.as_fd())?;
+                slot.recv(&mut self.buf, DEFAULT_MAX_FRAME, self.stream.as_fd())
             }
             None => {
-                bell.session.send(&mut &self.stream, &self.out)?;
-                bell.session.recv(bell.reader, &mut self.buf)
+                self.session.send(&mut &self.stream, &self.out)?;
+                self.session.recv(&mut self.reader, &mut self.buf)
             }
         }
     }
@@ -392,7 +385,6 @@ impl Conn {
             slot: None,
             buf: Vec::new(),
             out: Vec::new(),
-            rings: Vec::new(),
         };
         if matches!(address, ManagerAddress::Unix(_)) {
             conn.slot = conn.request_slot()?;
@@ -480,25 +472,20 @@ impl Client {
     pub(crate) fn call_scribbled(&self, header: u64, data: &[u8], times: usize) -> Result<Reply> {
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let c = guard.as_mut().ok_or_else(|| self.gone())?;
-        let mut bell = SocketBell {
-            session: &mut c.session,
-            reader: &mut c.reader,
-            stream: &c.stream,
-            scratch: &mut c.rings,
-        };
+        let peer = c.stream.as_fd();
         let slot = c.slot.as_mut().expect("a connection with a slot");
         let mut got = Ok(());
         for i in 0..times {
             if i > 0 {
                 // The server asks for the next chunk by handing the slot back.
-                got = slot.recv_ack(&mut bell);
+                got = slot.recv_ack(peer);
                 if got.is_err() {
                     break;
                 }
             }
-            slot.send_raw(header, data, &mut bell);
+            slot.send_raw(header, data);
         }
-        let received = got.and_then(|()| slot.recv(&mut c.buf, DEFAULT_MAX_FRAME, &mut bell));
+        let received = got.and_then(|()| slot.recv(&mut c.buf, DEFAULT_MAX_FRAME, peer));
         if let Err(e) = received {
             c.stream.shutdown();
             *guard = None;
@@ -513,6 +500,14 @@ impl Client {
         let guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let slot = guard.as_ref()?.slot.as_ref()?;
         Some(slot.memory().clone())
+    }
+
+    /// Stores `value` in the slot's turn word, as another process of the user could (tests).
+    #[cfg(test)]
+    pub(crate) fn scribble_turn(&self, value: u32) {
+        let guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = guard.as_ref().and_then(|c| c.slot.as_ref());
+        slot.expect("a connection with a slot").scribble_turn(value);
     }
 
     /// Writes bytes straight onto the stream, bypassing the session (tests).

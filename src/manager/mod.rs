@@ -18,15 +18,16 @@
 //! the proxies passed to them, never on a command line.
 //!
 //! # The local fast path
-//! With [`ManagerBuilder::shared_memory`]`(true)`, a client on the Unix socket gets a
-//! shared-memory slot after authentication (one per connection): requests and replies are copied through it, each side spinning briefly for
-//! its turn before it sleeps on the socket, which stays the doorbell and the liveness channel.
-//! When both processes have a CPU, a small request then costs a fraction of a socket round
-//! trip. The slot is reachable only
+//! A client on the Unix socket gets a shared-memory slot after authentication (one per
+//! connection; [`ManagerBuilder::shared_memory`]`(false)` turns it off, and TCP clients never
+//! get one): requests and replies are copied through it, and each side waits for its turn on a
+//! futex word — a brief spin first, only where the two sides have two CPUs between them and
+//! recent spins paid off, then a sleep. A small request then costs a fraction of a socket
+//! round trip, and on a machine with more runnable threads than CPUs the waits sleep instead
+//! of spinning. The socket stays the liveness channel: a sleeping side checks it at a tick
+//! (2 ms, doubling up to 200 ms), so a dead peer ends every wait. The slot is reachable only
 //! through the two processes' descriptors, so it carries no MAC; everything read from it is
-//! checked and decoded like a frame. It is off by default: on a machine with more runnable
-//! threads than CPUs its spin and yields cost more than they save (8 clients × 10,000 calls took
-//! 4× as long as on the socket with two CPU hogs running).
+//! checked and decoded like a frame.
 //!
 //! # Failures
 //! - The server died: every proxy call returns [`ErrorKind::Disconnected`], at once.
@@ -277,20 +278,18 @@ impl<R: Registry> ManagerBuilder<R> {
         self
     }
 
-    /// Whether clients on the Unix socket may exchange requests through a shared-memory slot
-    /// (`false` by default; TCP clients never do). A slot is set up after authentication, for
-    /// one connection. When both processes get a CPU of their own, a small request then takes a
-    /// microsecond or two instead of a socket round trip; on a machine with more runnable
-    /// threads than CPUs the slot's spin and yields lose to the socket (measured: 4× slower for
-    /// 8 clients × 10,000 calls with two CPU hogs on 2 CPUs), so turn it on only where the
-    /// manager and its clients have CPUs to themselves. `false` keeps every request on the
-    /// socket, each frame with its MAC.
+    /// Whether clients on the Unix socket exchange requests through a shared-memory slot
+    /// (`true` by default; TCP clients never do). A slot is set up after authentication, for
+    /// one connection; a small request then takes a microsecond or two when both processes
+    /// are running, and about a futex wake-up each way when they sleep (the waits spin only
+    /// briefly, and not at all when the two sides share one CPU). `false` keeps every request
+    /// on the socket, each frame with its MAC.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// multiproc::init();
-    /// let m = multiproc::Manager::builder().shared_memory(true).start()?;
+    /// let m = multiproc::Manager::builder().shared_memory(false).start()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn shared_memory(mut self, on: bool) -> Self {
@@ -433,7 +432,7 @@ impl Manager {
             key: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_frame: client::DEFAULT_MAX_FRAME,
-            slots: false,
+            slots: true,
             start_method: None,
             _registry: PhantomData,
         }

@@ -18,7 +18,7 @@ use super::object::{ErasedObject, Registry};
 use super::protocol::{
     Bytes, DictOp, EventOp, Kind, ListOp, LockOp, NsOp, QueueOp, Refusal, Reply, Request,
 };
-use super::slot::{Side, Slot, SocketBell};
+use super::slot::{Side, Slot};
 use crate::codec;
 use crate::handles;
 
@@ -148,21 +148,14 @@ fn connection(shared: &Shared, mut stream: Stream) {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut buf = Vec::new();
     let mut out = Vec::new();
-    let mut rings = Vec::new();
     let mut slot: Option<Slot> = None;
     // Any receive error (end of stream, a forged tag, an oversized frame, a corrupt slot) ends
     // the connection. Reads are buffered: a request usually arrives whole, in one system call.
     let mut reader = std::io::BufReader::with_capacity(64 << 10, &stream);
     loop {
-        let mut bell = SocketBell {
-            session: &mut session,
-            reader: &mut reader,
-            stream: &stream,
-            scratch: &mut rings,
-        };
         let received = match &mut slot {
-            Some(sl) => sl.recv(&mut buf, shared.config.max_frame, &mut bell),
-            None => bell.session.recv(bell.reader, &mut buf),
+            Some(sl) => sl.recv(&mut buf, shared.config.max_frame, stream.as_fd()),
+            None => session.recv(&mut reader, &mut buf),
         };
         if received.is_err() {
             break;
@@ -193,15 +186,9 @@ fn connection(shared: &Shared, mut stream: Stream) {
         if codec::encode_into(&reply, &mut out).is_err() {
             break;
         }
-        let mut bell = SocketBell {
-            session: &mut session,
-            reader: &mut reader,
-            stream: &stream,
-            scratch: &mut rings,
-        };
         let sent = match &mut slot {
-            Some(sl) => sl.send(&out, &mut bell),
-            None => bell.session.send(&mut &stream, &out),
+            Some(sl) => sl.send(&out, stream.as_fd()),
+            None => session.send(&mut &stream, &out),
         };
         if sent.is_err() {
             break;

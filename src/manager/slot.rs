@@ -3,33 +3,38 @@
 //! After authentication, a client on a Unix socket (whose uid the server checked) asks for a
 //! slot; the server creates an anonymous, size-sealed segment and hands it over as a descriptor
 //! (`SCM_RIGHTS`) in an authenticated reply. From then on requests and replies are copied
-//! through the segment, and the socket stays as the doorbell and the liveness channel:
+//! through the segment, and the socket only tells each side whether the other is still there:
 //!
-//! - The slot belongs to one side at a time. `turn` counts hand-overs: even, the client's;
-//!   odd, the server's. Each side keeps its own count and accepts only `mine + 1` from the
-//!   peer, so a scribbled `turn` is an error, never a misread.
+//! - The slot belongs to one side at a time. `turn`, the futex word of a [`WaitWord`], counts
+//!   hand-overs: even, the client's; odd, the server's. Each side keeps its own count and
+//!   accepts only `mine + 1` from the peer, so a scribbled `turn` is an error, never a misread.
 //! - A message is copied in chunks of at most [`SLOT_DATA`] bytes, each with a header word
 //!   (its length, and whether more follow); the receiver hands the slot back to ask for the next.
-//! - A side that waits for its turn spins for a while (yielding the CPU), then sleeps on the
-//!   socket: it raises its `sleeping` word and reads a frame. A side that hands over clears the
-//!   peer's `sleeping` word with a compare-and-swap and, if it did, rings: an empty
-//!   authenticated frame. Whoever wins that swap decides whether a ring is sent, so every
-//!   ring is read exactly once, and the socket carries nothing else while a request is served
-//!   (the server's check that a waiting client is still there relies on it).
-//! - A peer that dies ends the socket: a side that sleeps wakes with end of stream, a side that
-//!   spins sleeps after its spin. Nothing waits forever on the memory alone.
+//! - A side hands over by storing the next count with a read-modify-write and
+//!   [`WaitWord::wake`]; a side that waits for its turn spins briefly, then sleeps on `turn`
+//!   through [`WaitWord::sleep`] (the crate's one futex protocol).
+//! - The spin is bounded ([`SPIN`]) and only tried where it can win: never when the two sides'
+//!   CPU masks leave them one CPU between them (each side publishes its mask, a hint), and, after
+//!   a spin that ended in a sleep anyway, not again for a number of waits that doubles with every
+//!   miss in a row (a peer on a busy machine, or asleep, answers slower than a spin lasts).
+//! - A peer that dies cannot wake anyone, so every sleep has a deadline: a tick that starts at
+//!   [`TICK_FIRST`] and doubles up to [`TICK_MAX`]. At each tick the sleeper polls the socket,
+//!   which carries nothing while the slot is in use: readable means the peer closed it (or broke
+//!   the protocol), and the wait ends with an error. Nothing waits forever on the memory alone.
 //!
 //! The memory is reachable only through the two processes' descriptors, so whoever can write
 //! it could read the key from either process's memory anyway (docs/reliability.md): the slot's
 //! messages carry no MAC. Everything read from the slot is checked (turn, lengths, the size
-//! limit) and then decoded like a frame, so garbage gives a typed error.
+//! limit) and then decoded like a frame, so garbage gives a typed error; a scribbled sleeper
+//! count or CPU mask only costs time (a wake found at the next tick, a spin in vain).
 
 use crate::atomic::Ordering;
-use std::io::{self, Read};
+use std::io;
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
-use super::auth::{Session, Stream};
 use crate::shm::SharedMemory;
+use crate::sync::wait_word::{Slept, WAKE_ALL, WaitWord};
 
 /// Bytes of message per chunk.
 pub(crate) const SLOT_DATA: usize = 64 << 10;
@@ -38,63 +43,34 @@ const DATA_OFFSET: usize = 256;
 /// The size of a slot's segment.
 pub(crate) const SLOT_LEN: usize = DATA_OFFSET + SLOT_DATA;
 
-/// Word indices (8-byte words) of the control block.
-const TURN: usize = 0;
-const SLEEPING: [usize; 2] = [8, 16];
+/// Byte offset of the turn's [`WaitWord`] (only ever accessed through it).
+const TURN_AT: usize = 0;
+/// 8-byte word indices of each side's CPU mask (indexed by [`Side`]) and of the chunk header.
+const MASK: [usize; 2] = [8, 16];
 const HEADER: usize = 24;
 /// In the header word: more chunks of this message follow.
 const MORE: u64 = 1 << 63;
 
-/// How long a side spins for its turn before it sleeps on the socket.
-const SPIN: Duration = Duration::from_micros(50);
-/// How long the spin keeps its CPU (a peer on the other CPU answers within it) before it
-/// starts yielding (so that a peer on the same CPU can run).
-const BUSY: Duration = Duration::from_micros(3);
-/// At most this many yields: on a loaded machine one yield can give the CPU away for a whole
-/// time slice, and sleeping on the socket is then faster (a woken thread runs soon).
-const YIELDS: u32 = 2;
+/// The longest a side spins for its turn before it sleeps: a peer that is running answers a
+/// small request well within it; a peer that must first be woken (tens of microseconds across
+/// CPUs here) is caught by it often enough to bring two sides back to answering each other
+/// without sleeping.
+const SPIN: Duration = Duration::from_micros(40);
 /// Checks between two looks at the clock.
 const CHECKS_PER_CLOCK: u32 = 32;
+/// After this many misses in a row, a side spins only once per this many waits.
+const MAX_SKIP: u32 = 64;
+/// A sleeping side reads the CPU masks again at least once per this many sleeps.
+const REFRESH_EVERY: u32 = 64;
+/// The first liveness check of a sleep, and the longest gap between two.
+pub(crate) const TICK_FIRST: Duration = Duration::from_millis(2);
+pub(crate) const TICK_MAX: Duration = Duration::from_millis(200);
 
 /// Which end of the slot this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
     Client = 0,
     Server = 1,
-}
-
-/// The socket's part in the slot protocol.
-pub(crate) trait Bell {
-    /// Wakes the peer (it sleeps on the socket).
-    fn ring(&mut self) -> io::Result<()>;
-    /// Sleeps until the peer rings; an error at end of stream or for any other frame.
-    fn wait(&mut self) -> io::Result<()>;
-}
-
-/// The bell of a manager connection: a ring is an empty authenticated frame.
-pub(crate) struct SocketBell<'a, R> {
-    pub(crate) session: &'a mut Session,
-    pub(crate) reader: &'a mut R,
-    pub(crate) stream: &'a Stream,
-    pub(crate) scratch: &'a mut Vec<u8>,
-}
-
-impl<R: Read> Bell for SocketBell<'_, R> {
-    fn ring(&mut self) -> io::Result<()> {
-        self.session.send(&mut &*self.stream, &[])
-    }
-
-    fn wait(&mut self) -> io::Result<()> {
-        self.session.recv(self.reader, self.scratch)?;
-        if self.scratch.is_empty() {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a message on the socket of a connection that uses a shared slot",
-            ))
-        }
-    }
 }
 
 fn corrupt(what: &str) -> io::Error {
@@ -104,12 +80,34 @@ fn corrupt(what: &str) -> io::Error {
     )
 }
 
+/// Whether the peer closed its end of the socket (or wrote on it, which it never does while
+/// the slot is in use): either way nobody will hand the slot back.
+fn peer_gone(peer: BorrowedFd<'_>) -> bool {
+    crate::sys::wait_fd(peer, crate::sys::POLLIN, Some(Instant::now())).unwrap_or(true)
+}
+
+/// When a side spins (see the module docs).
+#[derive(Debug)]
+struct SpinPolicy {
+    /// The two sides' CPU masks hold at least two CPUs: both can run at once.
+    shared_cpus: bool,
+    /// Waits left before the next spin.
+    skip: u32,
+    /// What the next miss sets `skip` to.
+    penalty: u32,
+    /// Sleeps so far.
+    sleeps: u32,
+    /// The last wait spun in vain.
+    missed: bool,
+}
+
 /// One end of a slot.
 pub(crate) struct Slot {
     shm: SharedMemory,
     side: Side,
-    /// The hand-overs seen so far (ours and the peer's).
-    seq: u64,
+    /// The hand-overs seen so far (ours and the peer's), modulo 2^32.
+    seq: u32,
+    spin: SpinPolicy,
 }
 
 impl std::fmt::Debug for Slot {
@@ -117,6 +115,7 @@ impl std::fmt::Debug for Slot {
         f.debug_struct("Slot")
             .field("side", &self.side)
             .field("seq", &self.seq)
+            .field("spin", &self.spin)
             .finish()
     }
 }
@@ -132,7 +131,31 @@ impl Slot {
         if shm.len() < SLOT_LEN || shm.name().is_some() {
             return Err(corrupt("the segment is named or too small"));
         }
-        Ok(Slot { shm, side, seq: 0 })
+        let mut slot = Slot {
+            shm,
+            side,
+            seq: 0,
+            spin: SpinPolicy {
+                shared_cpus: true,
+                skip: 0,
+                penalty: 1,
+                sleeps: 0,
+                missed: false,
+            },
+        };
+        slot.refresh_cpus();
+        Ok(slot)
+    }
+
+    /// The turn word (never to be touched as a 64-bit word: see `SharedMemory::wait_word_at`).
+    fn turn(&self) -> &WaitWord {
+        self.shm.wait_word_at(TURN_AT)
+    }
+
+    /// Stores `value` in the turn word as a scribbler would, waking nobody (tests).
+    #[cfg(test)]
+    pub(crate) fn scribble_turn(&self, value: u32) {
+        self.turn().word().store(value, Ordering::SeqCst);
     }
 
     /// The segment (tests scribble on it).
@@ -145,82 +168,118 @@ impl Slot {
         &self.shm.atomic_u64s()[i]
     }
 
-    fn peer(&self) -> usize {
-        1 - self.side as usize
+    /// Publishes this thread's CPU mask and decides from both sides' whether spinning can pay.
+    fn refresh_cpus(&mut self) {
+        let mine = crate::sys::cpu_mask();
+        self.word(MASK[self.side as usize])
+            .store(mine, Ordering::Relaxed);
+        let theirs = match self
+            .word(MASK[1 - self.side as usize])
+            .load(Ordering::Relaxed)
+        {
+            0 => u64::MAX, // not published yet
+            m => m,
+        };
+        self.spin.shared_cpus = (mine | theirs).count_ones() >= 2;
     }
 
     /// Gives the slot to the peer, waking it if it sleeps.
-    fn hand_over(&mut self, bell: &mut dyn Bell) -> io::Result<()> {
-        self.seq += 1;
-        self.word(TURN).store(self.seq, Ordering::SeqCst);
-        let theirs = self.word(SLEEPING[self.peer()]);
-        if theirs
-            .compare_exchange(1, 0, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            bell.ring()?;
+    fn hand_over(&mut self) {
+        self.seq = self.seq.wrapping_add(1);
+        let turn = self.turn();
+        // The read-modify-write that `WaitWord::sleep`'s re-check pairs with; it also
+        // releases the chunk written before it.
+        turn.word().swap(self.seq, Ordering::AcqRel);
+        turn.wake(WAKE_ALL);
+    }
+
+    /// Whether the turn value `t` says the peer handed the slot back (an error if it is
+    /// neither its value nor ours).
+    fn mine(&self, t: u32) -> io::Result<bool> {
+        if t == self.seq.wrapping_add(1) {
+            Ok(true)
+        } else if t == self.seq {
+            Ok(false)
+        } else {
+            Err(corrupt("the turn counter jumped"))
         }
+    }
+
+    /// Spins for the turn, if the policy says a spin can win; true if the turn came.
+    fn spin_for_turn(&mut self) -> io::Result<bool> {
+        if !self.spin.shared_cpus {
+            return Ok(false);
+        }
+        if self.spin.skip > 0 {
+            self.spin.skip -= 1;
+            return Ok(false);
+        }
+        let turn = self.turn().word();
+        let until = Instant::now() + SPIN;
+        let mut checks = 0u32;
+        loop {
+            if self.mine(turn.load(Ordering::Acquire))? {
+                self.spin.penalty = 1;
+                return Ok(true);
+            }
+            checks += 1;
+            if checks.is_multiple_of(CHECKS_PER_CLOCK) && Instant::now() >= until {
+                self.spin.skip = self.spin.penalty;
+                self.spin.missed = true;
+                self.spin.penalty = (self.spin.penalty * 2).min(MAX_SKIP);
+                return Ok(false);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Waits until the peer hands the slot back: spins (maybe), then sleeps on the turn word,
+    /// checking at every tick that the peer is still there.
+    fn await_turn(&mut self, peer: BorrowedFd<'_>) -> io::Result<()> {
+        if self.spin_for_turn()? {
+            self.seq = self.seq.wrapping_add(1);
+            return Ok(());
+        }
+        // Look at the CPU masks again now and then (a side pinned after it connected): after
+        // a spin in vain, and every so many sleeps.
+        self.spin.sleeps = self.spin.sleeps.wrapping_add(1);
+        if std::mem::take(&mut self.spin.missed) || self.spin.sleeps.is_multiple_of(REFRESH_EVERY) {
+            self.refresh_cpus();
+        }
+        let mut tick = TICK_FIRST;
+        loop {
+            let mut ended = None;
+            let slept = self.turn().sleep(Some(Instant::now() + tick), |w| {
+                let t = w.fetch_add(0, Ordering::AcqRel);
+                match self.mine(t) {
+                    Ok(false) => Some(t),
+                    other => {
+                        ended = Some(other);
+                        None
+                    }
+                }
+            });
+            match ended {
+                Some(Ok(_)) => break,
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+            if slept == Slept::TimedOut {
+                if peer_gone(peer) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the other end of the manager's connection is gone",
+                    ));
+                }
+                tick = (tick * 2).min(TICK_MAX);
+            }
+        }
+        self.seq = self.seq.wrapping_add(1);
         Ok(())
     }
 
-    /// Whether the peer handed the slot back (an error if `turn` is neither its value nor ours).
-    fn mine(&self) -> io::Result<bool> {
-        match self.word(TURN).load(Ordering::SeqCst) {
-            t if t == self.seq + 1 => Ok(true),
-            t if t == self.seq => Ok(false),
-            _ => Err(corrupt("the turn counter jumped")),
-        }
-    }
-
-    /// Waits until the peer hands the slot back: spins, then sleeps on the socket.
-    fn await_turn(&mut self, bell: &mut dyn Bell) -> io::Result<()> {
-        let start = Instant::now();
-        let mut checks = 0u32;
-        let mut yields = 0u32;
-        loop {
-            if self.mine()? {
-                self.seq += 1;
-                return Ok(());
-            }
-            checks += 1;
-            if !checks.is_multiple_of(CHECKS_PER_CLOCK) {
-                std::hint::spin_loop();
-                continue;
-            }
-            let spent = start.elapsed();
-            if spent >= SPIN || yields >= YIELDS {
-                break;
-            }
-            if spent >= BUSY {
-                yields += 1;
-                std::thread::yield_now();
-            }
-        }
-        let flag = self.word(SLEEPING[self.side as usize]);
-        loop {
-            flag.store(1, Ordering::SeqCst);
-            if self.mine()? {
-                if flag
-                    .compare_exchange(1, 0, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_err()
-                {
-                    // The peer cleared it first: its ring is on the way, and is ours to read.
-                    bell.wait()?;
-                }
-                self.seq += 1;
-                return Ok(());
-            }
-            bell.wait()?;
-            if self.mine()? {
-                self.seq += 1;
-                return Ok(());
-            }
-            // A ring without a hand-over (only a misbehaving peer sends one): sleep again.
-        }
-    }
-
     /// Sends one message (the slot must be ours: before the first request, or after a recv).
-    pub(crate) fn send(&mut self, msg: &[u8], bell: &mut dyn Bell) -> io::Result<()> {
+    pub(crate) fn send(&mut self, msg: &[u8], peer: BorrowedFd<'_>) -> io::Result<()> {
         let mut rest = msg;
         loop {
             let n = rest.len().min(SLOT_DATA);
@@ -228,28 +287,28 @@ impl Slot {
             self.shm.write_at(DATA_OFFSET, chunk);
             let more = if after.is_empty() { 0 } else { MORE };
             self.word(HEADER).store(n as u64 | more, Ordering::Relaxed);
-            self.hand_over(bell)?;
+            self.hand_over();
             if after.is_empty() {
                 return Ok(());
             }
-            self.await_turn(bell)?;
+            self.await_turn(peer)?;
             rest = after;
         }
     }
 
     /// Hands over a chunk with any header a scribbler likes (tests of the server's checks).
     #[cfg(test)]
-    pub(crate) fn send_raw(&mut self, header: u64, data: &[u8], bell: &mut dyn Bell) {
+    pub(crate) fn send_raw(&mut self, header: u64, data: &[u8]) {
         self.shm
             .write_at(DATA_OFFSET, &data[..data.len().min(SLOT_DATA)]);
         self.word(HEADER).store(header, Ordering::Relaxed);
-        let _ = self.hand_over(bell);
+        self.hand_over();
     }
 
     /// Waits for the receiver to ask for the next chunk (tests).
     #[cfg(test)]
-    pub(crate) fn recv_ack(&mut self, bell: &mut dyn Bell) -> io::Result<()> {
-        self.await_turn(bell)
+    pub(crate) fn recv_ack(&mut self, peer: BorrowedFd<'_>) -> io::Result<()> {
+        self.await_turn(peer)
     }
 
     /// The header of a chunk of `n` bytes, with more to follow or not (tests).
@@ -263,11 +322,11 @@ impl Slot {
         &mut self,
         buf: &mut Vec<u8>,
         max: usize,
-        bell: &mut dyn Bell,
+        peer: BorrowedFd<'_>,
     ) -> io::Result<()> {
         buf.clear();
         loop {
-            self.await_turn(bell)?;
+            self.await_turn(peer)?;
             let header = self.word(HEADER).load(Ordering::Relaxed);
             let n = usize::try_from(header & !MORE).unwrap_or(usize::MAX);
             if n > SLOT_DATA {
@@ -285,57 +344,42 @@ impl Slot {
             if header & MORE == 0 {
                 return Ok(());
             }
-            self.hand_over(bell)?;
+            self.hand_over();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
     use std::thread;
 
     use super::*;
 
-    /// A bell of one byte per ring on a socket pair (the manager's rings are frames).
-    struct ByteBell(UnixStream);
-
-    impl Bell for ByteBell {
-        fn ring(&mut self) -> io::Result<()> {
-            self.0.write_all(&[1])
-        }
-        fn wait(&mut self) -> io::Result<()> {
-            let mut b = [0u8; 1];
-            match self.0.read(&mut b)? {
-                0 => Err(io::ErrorKind::UnexpectedEof.into()),
-                _ => Ok(()),
-            }
-        }
-    }
-
-    fn pair() -> ((Slot, ByteBell), (Slot, ByteBell)) {
+    /// Two ends of one slot, each with its end of a socket pair (the liveness channel).
+    fn pair() -> ((Slot, UnixStream), (Slot, UnixStream)) {
         let shm = Slot::create().unwrap();
         let (a, b) = UnixStream::pair().unwrap();
         (
-            (Slot::new(shm.clone(), Side::Client).unwrap(), ByteBell(a)),
-            (Slot::new(shm, Side::Server).unwrap(), ByteBell(b)),
+            (Slot::new(shm.clone(), Side::Client).unwrap(), a),
+            (Slot::new(shm, Side::Server).unwrap(), b),
         )
     }
 
     #[test]
     fn messages_of_every_size_go_both_ways_with_sleeps_between() {
-        let ((mut c, mut cb), (mut s, mut sb)) = pair();
+        let ((mut c, cs), (mut s, ss)) = pair();
         let server = thread::spawn(move || {
             let mut buf = Vec::new();
             for i in 0..6 {
-                s.recv(&mut buf, 1 << 20, &mut sb).unwrap();
+                s.recv(&mut buf, 1 << 20, ss.as_fd()).unwrap();
                 if i % 2 == 1 {
-                    // Let the client fall asleep on the socket.
+                    // Let the client fall asleep on the turn word.
                     thread::sleep(Duration::from_millis(5));
                 }
                 buf.reverse();
-                s.send(&buf, &mut sb).unwrap();
+                s.send(&buf, ss.as_fd()).unwrap();
             }
         });
         let mut buf = Vec::new();
@@ -344,12 +388,12 @@ mod tests {
             .enumerate()
         {
             if i == 4 {
-                // Let the server fall asleep on the socket.
+                // Let the server fall asleep on the turn word.
                 thread::sleep(Duration::from_millis(5));
             }
             let msg: Vec<u8> = (0..len).map(|j| (j * 7 + i) as u8).collect();
-            c.send(&msg, &mut cb).unwrap();
-            c.recv(&mut buf, 1 << 20, &mut cb).unwrap();
+            c.send(&msg, cs.as_fd()).unwrap();
+            c.recv(&mut buf, 1 << 20, cs.as_fd()).unwrap();
             let mut want = msg.clone();
             want.reverse();
             assert_eq!(buf, want, "message {i} of {len} bytes");
@@ -358,43 +402,136 @@ mod tests {
     }
 
     #[test]
+    fn many_round_trips_between_threads_lose_no_wake() {
+        // Both sides alternate between spinning and sleeping (the policy backs off after
+        // misses); every hand-over must still be seen.
+        let ((mut c, cs), (mut s, ss)) = pair();
+        let server = thread::spawn(move || {
+            let mut buf = Vec::new();
+            while s.recv(&mut buf, 1 << 10, ss.as_fd()).is_ok() {
+                if buf.is_empty() {
+                    return;
+                }
+                buf[0] = buf[0].wrapping_add(1);
+                s.send(&buf, ss.as_fd()).unwrap();
+            }
+        });
+        let mut buf = Vec::new();
+        for i in 0..20_000u32 {
+            if i % 5_000 == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+            c.send(&i.to_le_bytes(), cs.as_fd()).unwrap();
+            c.recv(&mut buf, 1 << 10, cs.as_fd()).unwrap();
+            let mut want = i.to_le_bytes();
+            want[0] = want[0].wrapping_add(1);
+            assert_eq!(buf, want);
+        }
+        c.send(&[], cs.as_fd()).unwrap();
+        server.join().unwrap();
+    }
+
+    #[test]
     fn a_scribbled_turn_or_length_is_an_error_not_a_misread() {
-        let ((mut c, mut cb), (mut s, mut sb)) = pair();
-        c.send(b"hello", &mut cb).unwrap();
+        let ((mut c, cs), (mut s, ss)) = pair();
+        c.send(b"hello", cs.as_fd()).unwrap();
         // The peer scribbles the length past the slot.
         c.shm.atomic_u64s()[HEADER].store(SLOT_DATA as u64 + 1, Ordering::SeqCst);
         let mut buf = Vec::new();
-        let e = s.recv(&mut buf, 1 << 20, &mut sb).unwrap_err();
+        let e = s.recv(&mut buf, 1 << 20, ss.as_fd()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
 
-        let ((mut c, mut cb), (mut s, mut sb)) = pair();
-        c.send(b"hello", &mut cb).unwrap();
-        c.shm.atomic_u64s()[TURN].store(u64::MAX, Ordering::SeqCst);
-        let e = s.recv(&mut buf, 1 << 20, &mut sb).unwrap_err();
+        let ((mut c, cs), (mut s, ss)) = pair();
+        c.send(b"hello", cs.as_fd()).unwrap();
+        c.scribble_turn(u32::MAX);
+        let e = s.recv(&mut buf, 1 << 20, ss.as_fd()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
 
         // A message above the receiver's limit, in chunks, is refused before it is all read.
-        let ((mut c, mut cb), (mut s, mut sb)) = pair();
+        let ((mut c, cs), (mut s, ss)) = pair();
         let sender = thread::spawn(move || {
-            let r = c.send(&vec![0u8; 3 * SLOT_DATA], &mut cb);
-            drop(cb);
+            let r = c.send(&vec![0u8; 3 * SLOT_DATA], cs.as_fd());
+            drop(cs);
             r
         });
-        let e = s.recv(&mut buf, SLOT_DATA + 10, &mut sb).unwrap_err();
+        let e = s.recv(&mut buf, SLOT_DATA + 10, ss.as_fd()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
         assert!(buf.len() <= SLOT_DATA);
-        drop(sb);
+        drop(ss);
         assert!(sender.join().unwrap().is_err());
     }
 
     #[test]
+    fn a_turn_scribbled_while_the_peer_sleeps_ends_its_wait() {
+        // The sleeper is not woken by the scribbler (it does not know the protocol): the
+        // re-check at a tick finds the jump.
+        let ((c, _cs), (mut s, ss)) = pair();
+        let server = thread::spawn(move || {
+            let mut buf = Vec::new();
+            s.recv(&mut buf, 1 << 20, ss.as_fd())
+        });
+        thread::sleep(Duration::from_millis(20));
+        c.scribble_turn(77);
+        let e = server.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+
+    #[test]
     fn a_dead_peer_ends_the_wait() {
-        let ((mut c, mut cb), (s, sb)) = pair();
-        c.send(b"anyone?", &mut cb).unwrap();
-        drop((s, sb)); // the server dies without a reply
+        // The server dies without a reply: asleep on the futex, the client finds the socket
+        // closed at its next tick.
+        let ((mut c, cs), (s, ss)) = pair();
+        c.send(b"anyone?", cs.as_fd()).unwrap();
+        drop((s, ss));
         let mut buf = Vec::new();
-        let e = c.recv(&mut buf, 1024, &mut cb).unwrap_err();
+        let e = c.recv(&mut buf, 1024, cs.as_fd()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+
+        // Also when it dies while the client already sleeps.
+        let ((mut c, cs), (s, ss)) = pair();
+        c.send(b"anyone?", cs.as_fd()).unwrap();
+        let killer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(30));
+            drop((s, ss));
+        });
+        let e = c.recv(&mut buf, 1024, cs.as_fd()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        killer.join().unwrap();
+    }
+
+    #[test]
+    fn one_cpu_between_the_two_sides_means_no_spin_and_misses_back_off() {
+        thread::spawn(|| {
+            let cpu = crate::sys::cpu_mask().trailing_zeros() as usize;
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(cpu);
+            rustix::thread::sched_setaffinity(None, &set).unwrap();
+            let ((mut c, _cs), (_s, _ss)) = pair();
+            c.word(MASK[Side::Server as usize])
+                .store(1 << cpu, Ordering::Relaxed);
+            c.refresh_cpus();
+            assert!(!c.spin.shared_cpus, "{:?}", c.spin);
+            assert!(!c.spin_for_turn().unwrap());
+            assert_eq!((c.spin.skip, c.spin.penalty), (0, 1), "no spin, no penalty");
+
+            // The peer on another CPU: spinning can pay, and each miss in a row skips twice
+            // as many waits, up to MAX_SKIP.
+            c.word(MASK[Side::Server as usize])
+                .store(1 << ((cpu + 1) % 64), Ordering::Relaxed);
+            c.refresh_cpus();
+            assert!(c.spin.shared_cpus);
+            let mut skips = Vec::new();
+            for _ in 0..8 {
+                assert!(!c.spin_for_turn().unwrap()); // a miss: nobody hands over
+                skips.push(c.spin.skip);
+                while c.spin.skip > 0 {
+                    assert!(!c.spin_for_turn().unwrap()); // skipped
+                }
+            }
+            assert_eq!(skips, [1, 2, 4, 8, 16, 32, 64, 64]);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -446,3 +446,27 @@ fn a_client_scribbling_its_slot_gets_typed_errors_and_the_server_goes_on() {
     d.insert(&1, &2).unwrap();
     assert_eq!(d.get(&1).unwrap(), Some(2));
 }
+
+#[test]
+fn a_turn_scribbled_while_the_server_sleeps_ends_that_connection_only() {
+    // Another process of the user writes the turn word of an idle connection's slot: the
+    // server's thread, asleep on it, finds the jump at its next tick and closes the connection
+    // (it used to sleep on the socket, which nothing rang: the connection hung for good).
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let m = s.connect();
+    let d = m.dict::<u8, u8>().unwrap();
+    d.insert(&1, &1).unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // the server's thread falls asleep
+    m.client.scribble_turn(0xdead_beef);
+    assert_eq!(
+        m.client.read_end().unwrap(),
+        0,
+        "the server closes the connection"
+    );
+    assert_eq!(d.get(&1).unwrap_err().kind(), ErrorKind::Disconnected);
+
+    let other = s.connect();
+    let d = other.dict::<u8, u8>().unwrap();
+    d.insert(&1, &2).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(2));
+}

@@ -565,6 +565,41 @@ impl SharedMemory {
         }
     }
 
+    /// The 8 bytes at `offset` as a [`WaitWord`](crate::sync::wait_word::WaitWord): for the
+    /// crate's own protocols on a segment it made and never hands to users (the manager's
+    /// slot keeps its turn there).
+    ///
+    /// The caller keeps those bytes to such views in this process: never
+    /// [`read_at`](Self::read_at), [`write_at`](Self::write_at) or
+    /// [`atomic_u64s`](Self::atomic_u64s) on them (racing atomic accesses of different sizes
+    /// are undefined in Rust's memory model). Other processes are not bound by that: whatever
+    /// they store there is just a value of the two words.
+    ///
+    /// # Panics
+    /// If `offset` is not a multiple of 8 or the 8 bytes are not all inside the segment.
+    #[cfg(not(loom))]
+    pub(crate) fn wait_word_at(&self, offset: usize) -> &crate::sync::wait_word::WaitWord {
+        use crate::sync::wait_word::WaitWord;
+        const { assert!(std::mem::size_of::<WaitWord>() == 8) };
+        const { assert!(std::mem::align_of::<WaitWord>() <= 8) };
+        assert!(
+            offset.is_multiple_of(8) && offset.checked_add(8).is_some_and(|end| end <= self.len()),
+            "a wait word at {offset} of a segment of {} bytes",
+            self.len()
+        );
+        // SAFETY: the data starts 128-aligned, so `offset` (a multiple of 8) is aligned for a
+        // `WaitWord` (two `AtomicU32`, `repr(C)`), and its 8 bytes are mapped while `self`
+        // lives; every bit pattern is a valid pair of atomics, and atomics may alias memory
+        // other processes access atomically. The caller keeps to one access size (above).
+        unsafe { &*self.as_ptr().add(offset).cast::<WaitWord>() }
+    }
+
+    /// Under loom the atomics are the model's, which do not live in shared memory.
+    #[cfg(loom)]
+    pub(crate) fn wait_word_at(&self, _offset: usize) -> &crate::sync::wait_word::WaitWord {
+        unimplemented!("shared-memory wait words are not modelled under loom")
+    }
+
     /// The segment as 32-bit atomics (its first `len / 4` words).
     ///
     /// # Safety

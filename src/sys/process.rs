@@ -15,6 +15,21 @@ pub(crate) fn getpid() -> i32 {
     std::process::id() as i32
 }
 
+/// The CPUs among the first 64 that the calling thread may run on, one bit each (all bits when
+/// the mask cannot be read or holds none of them). See sched_getaffinity(2).
+pub(crate) fn cpu_mask() -> u64 {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => match (0..64)
+            .filter(|&c| set.is_set(c))
+            .fold(0u64, |m, c| m | 1 << c)
+        {
+            0 => u64::MAX,
+            m => m,
+        },
+        Err(_) => u64::MAX,
+    }
+}
+
 /// The id of the parent process (0 when it lies outside our pid namespace). See getppid(2).
 ///
 /// A system call made inline (no libc call): a forked child calls it first thing, and every code
