@@ -11,7 +11,7 @@
 //! - A message is copied in chunks of at most [`SLOT_DATA`] bytes, each with a header word
 //!   (its length, and whether more follow); the receiver hands the slot back to ask for the next.
 //! - A side hands over by storing the next count with a read-modify-write and
-//!   [`WaitWord::wake`]; a side that waits for its turn spins briefly, then sleeps on `turn`
+//!   [`WaitWord::wake_all`]; a side that waits for its turn spins briefly, then sleeps on `turn`
 //!   through [`WaitWord::sleep`] (the crate's one futex protocol).
 //! - The spin is bounded ([`SPIN`]) and only tried where it can win: never when the two sides'
 //!   CPU masks leave them one CPU between them (each side publishes its mask, a hint), and, after
@@ -34,7 +34,7 @@ use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use crate::shm::SharedMemory;
-use crate::sync::wait_word::{Slept, WAKE_ALL, WaitWord};
+use crate::sync::wait_word::{Slept, WaitWord};
 
 /// Bytes of message per chunk.
 pub(crate) const SLOT_DATA: usize = 64 << 10;
@@ -190,7 +190,7 @@ impl Slot {
         // The read-modify-write that `WaitWord::sleep`'s re-check pairs with; it also
         // releases the chunk written before it.
         turn.word().swap(self.seq, Ordering::AcqRel);
-        turn.wake(WAKE_ALL);
+        turn.wake_all();
     }
 
     /// Whether the turn value `t` says the peer handed the slot back (an error if it is
