@@ -292,11 +292,18 @@ impl<'a, R> Mapping<'a, R> {
         }
     }
 
-    /// The next result in input order, waiting until the deadline (if any).
+    /// The next result in input order, waiting until the deadline (if any). A call that
+    /// timed out stays first in the queue, for [`stop`](Self::stop) to cancel.
     fn next_result(&mut self) -> Option<std::result::Result<R, ResultTimeoutError>> {
         self.fill();
-        match self.queue.pop_front() {
-            Some(f) => Some(f.result_until(self.deadline)),
+        match self.queue.front() {
+            Some(f) => {
+                let r = f.result_until(self.deadline);
+                if !matches!(r, Err(ResultTimeoutError::Timeout)) {
+                    self.queue.pop_front();
+                }
+                Some(r)
+            }
             None => self
                 .error
                 .take()
