@@ -314,8 +314,9 @@ impl<'a, R> Mapping<'a, R> {
     /// Cancels the calls not yet started and submits no more.
     fn stop(&mut self) {
         self.exhausted = true;
+        // Every call in flight is abandoned, so a chunk's calls can go all together.
         for f in self.queue.drain(..) {
-            f.cancel();
+            f.cancel_with_its_chunk();
         }
     }
 }
