@@ -14,7 +14,10 @@ mod handles;
 
 use crate::{Context, TestFn, ensure};
 use chaos::{chaos, chaos_deep, ctrl_c, ctrl_c_handled, ctrl_c_handled_forkserver, lock};
-use handles::{imap_handles, initializer_handles, many_items_share_handles, task_handles};
+use handles::{
+    imap_handles, initializer_handles, many_items_share_handles, sigkilled_worker_holding_locks,
+    task_handles,
+};
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
     vec![
@@ -44,6 +47,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         (
             "pool::a_thousand_items_share_one_set_of_handles",
             many_items_share_handles,
+        ),
+        (
+            "pool::sigkilled_worker_mid_task_with_locks",
+            sigkilled_worker_holding_locks,
         ),
         ("pool::task_timeout_kills_and_replaces", task_timeout),
         ("pool::cancel_waiting_and_running_tasks", cancel),
