@@ -292,11 +292,18 @@ impl<'a, R> Mapping<'a, R> {
         }
     }
 
-    /// The next result in input order, waiting until the deadline (if any).
+    /// The next result in input order, waiting until the deadline (if any). A call that
+    /// timed out stays first in the queue, for [`stop`](Self::stop) to cancel.
     fn next_result(&mut self) -> Option<std::result::Result<R, ResultTimeoutError>> {
         self.fill();
-        match self.queue.pop_front() {
-            Some(f) => Some(f.result_until(self.deadline)),
+        match self.queue.front() {
+            Some(f) => {
+                let r = f.result_until(self.deadline);
+                if !matches!(r, Err(ResultTimeoutError::Timeout)) {
+                    self.queue.pop_front();
+                }
+                Some(r)
+            }
             None => self
                 .error
                 .take()
@@ -307,8 +314,9 @@ impl<'a, R> Mapping<'a, R> {
     /// Cancels the calls not yet started and submits no more.
     fn stop(&mut self) {
         self.exhausted = true;
+        // Every call in flight is abandoned, so a chunk's calls can go all together.
         for f in self.queue.drain(..) {
-            f.cancel();
+            f.cancel_with_its_chunk();
         }
     }
 }

@@ -26,6 +26,11 @@ pub(crate) trait Control: Send + Sync {
     fn started(&self) -> bool;
     /// Ends the task even if it runs (kills its worker); true if it did.
     fn kill(&self) -> bool;
+    /// Cancels the whole task if no worker has it yet, every item of a chunk with it; true if
+    /// it did. Only for an owner that abandons all of the task's items at once.
+    fn cancel_task_waiting(&self) -> bool {
+        self.cancel_waiting()
+    }
 }
 
 enum State<R> {
@@ -335,13 +340,25 @@ impl<R> Future<R> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn cancel(&self) -> bool {
+        self.cancel_as(|c| c.cancel_waiting())
+    }
+
+    /// [`cancel`](Self::cancel), and for a call that is one item of a chunk, the whole chunk
+    /// (which `cancel` refuses): for a map that abandons every call it has in flight, all the
+    /// items of a chunk at once (a chunk's calls finish together: one unfinished means every
+    /// one of them is still the map's).
+    pub(crate) fn cancel_with_its_chunk(&self) -> bool {
+        self.cancel_as(|c| c.cancel_task_waiting())
+    }
+
+    fn cancel_as(&self, cancel: fn(&dyn Control) -> bool) -> bool {
         match lock(&self.inner.slot).state {
             State::Cancelled(_) => return true,
             State::Pending => {}
             _ => return false,
         }
         match self.inner.control.get() {
-            Some(c) => c.cancel_waiting() && self.cancelled(),
+            Some(c) => cancel(c.as_ref()) && self.cancelled(),
             None => self.inner.cancel_pending("the future was cancelled"),
         }
     }

@@ -173,6 +173,12 @@ impl Control for Task {
                 .is_some_and(|e| e.cancel_waiting(self.id))
     }
 
+    fn cancel_task_waiting(&self) -> bool {
+        self.engine
+            .upgrade()
+            .is_some_and(|e| e.cancel_waiting(self.id))
+    }
+
     fn started(&self) -> bool {
         self.engine.upgrade().is_some_and(|e| e.is_started(self.id))
     }

@@ -335,6 +335,45 @@ fn map_in_order_bounded_and_timeout() {
     assert_eq!(chunked, (0..10).collect::<Vec<_>>());
 }
 
+/// Hostile: the item a timed map gave up on had not started (the one worker was busy with a
+/// call from outside the map). It is cancelled like the calls behind it (CPython's `map`
+/// cancels the future it gave up on too), and the executor serves the next map.
+#[test]
+fn map_timeout_cancels_the_call_it_gave_up_on() {
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+    let ex = ThreadPoolExecutor::new(1).unwrap();
+    let (hold, release) = gate();
+    let busy = ex.submit_closure(move || hold.wait()).unwrap();
+    let count = |x: u8| -> u8 {
+        RAN.fetch_add(1, Ordering::SeqCst);
+        x
+    };
+    let mut m = ex
+        .map_timeout(count, [1u8, 2], Duration::from_millis(20), 1)
+        .unwrap();
+    assert!(matches!(m.next(), Some(Err(MapTimeoutError::Timeout))));
+    assert!(m.next().is_none());
+    release.wait();
+    busy.result().unwrap();
+    let again: Vec<u8> = ex
+        .map(|x: u8| x + 1, [1, 2])
+        .unwrap()
+        .collect::<crate::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        again,
+        [2, 3],
+        "the executor is reused after a timed-out map"
+    );
+    drop(m);
+    ex.shutdown(true, false);
+    assert_eq!(
+        RAN.load(Ordering::SeqCst),
+        0,
+        "a call the map gave up on ran"
+    );
+}
+
 #[test]
 fn shutdown_cancels_queued_and_refuses_new() {
     let ex = ThreadPoolExecutor::new(1).unwrap();

@@ -328,3 +328,46 @@ fn resident_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::os::fd::{AsFd, OwnedFd};
+
+    use super::{FdSocket, receive_fds};
+    use crate::sys;
+
+    /// Sends task `id`'s descriptor message (`n` eventfds) the way the engine does.
+    fn send(ours: &OwnedFd, id: u64, n: usize) {
+        let fds: Vec<OwnedFd> = (0..n).map(|_| sys::eventfd().expect("eventfd")).collect();
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        sys::sendmsg(ours.as_fd(), &[&id.to_le_bytes()], &borrowed, false).expect("sendmsg");
+    }
+
+    /// Hostile: a task whose per-item descriptor counts are forged (more than arrived, a sum
+    /// that overflows 32 bits, counts that do not add up, handles for another task) gets a
+    /// typed error, never a panic or a descriptor that arrived for something else.
+    #[test]
+    fn forged_descriptor_counts_are_refused() {
+        let (ours, theirs) = sys::stream_socketpair().expect("socketpair");
+        let socket = FdSocket(theirs);
+        send(&ours, 1, 2);
+        assert_eq!(receive_fds(&socket, 1, &[1, 1]).expect("honest").len(), 2);
+        for forged in [
+            &[3][..],
+            &[u32::MAX, 1],
+            &[u32::MAX, u32::MAX, 4],
+            &[0, 1],
+            &[],
+        ] {
+            send(&ours, 2, 2);
+            let e = receive_fds(&socket, 2, forged).expect_err("forged counts");
+            assert!(e.contains("descriptors came for"), "{forged:?}: {e}");
+        }
+        send(&ours, 3, 1);
+        let e = receive_fds(&socket, 4, &[1]).expect_err("another task's handles");
+        assert!(e.contains("task 3"), "{e}");
+        drop(ours);
+        let e = receive_fds(&socket, 5, &[1]).expect_err("closed");
+        assert!(e.contains("closed"), "{e}");
+    }
+}

@@ -63,7 +63,12 @@ impl Batch {
         // to serialize outside a process argument's encoding, so an item that holds one (or
         // fails for any other reason) is encoded again below, where handles travel; the
         // failure's message is not wanted, so it is not recovered.
-        if crate::codec::try_encode_into(item, &mut self.data) {
+        // An unwinding `Serialize` must not leave its first bytes in the buffer either: they
+        // would become the start of the next item.
+        let guard = TruncateOnUnwind(&mut self.data, start);
+        let plain = crate::codec::try_encode_into(item, &mut *guard.0);
+        std::mem::forget(guard);
+        if plain {
             return self.end_item(start, 0);
         }
         let before = self.message.checkpoint();
@@ -111,6 +116,15 @@ impl Batch {
             fd_counts: self.fd_counts,
             transits,
         }
+    }
+}
+
+/// Cuts a buffer back to a length when dropped: forgotten once the write it guards returned.
+struct TruncateOnUnwind<'a>(&'a mut Vec<u8>, usize);
+
+impl Drop for TruncateOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.truncate(self.1);
     }
 }
 
@@ -221,5 +235,81 @@ mod tests {
         // A batch dropped unsent keeps its counts, as any sent message would: its items are
         // complete and the engine owns them from here.
         drop(e);
+    }
+
+    /// Writes a byte, then panics: a `Serialize` that unwinds half-way through an item.
+    struct PanicsAfterAByte;
+    impl serde::Serialize for PanicsAfterAByte {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeTuple;
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&7u8)?;
+            panic!("a Serialize that unwinds after writing");
+        }
+    }
+
+    /// Hostile: an item that unwinds after it wrote part of itself, with no handle (the
+    /// plain path) or after a handle; the batch is used on afterwards (as `push` promises):
+    /// the next item's bytes are its own, and the counts and descriptors stay consistent.
+    #[test]
+    fn an_item_that_unwinds_leaves_the_batch_as_it_was() {
+        let lock = crate::Lock::new().expect("lock");
+        let mut batch = Batch::default();
+        batch.push(&(lock.clone(), 1u8)).expect("first");
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batch.push(&PanicsAfterAByte)
+        }));
+        assert!(r.is_err());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batch.push(&(lock.clone(), PanicsAfterAByte))
+        }));
+        assert!(r.is_err());
+        assert_eq!(lock.slot_refs(), Some(2), "the unwound items gave back");
+        batch.push(&9u8).expect("plain");
+        let e = batch.finish();
+        assert_eq!(e.ends.len(), 2);
+        assert_eq!(e.fd_counts, [1, 0]);
+        let second = &e.data.0[e.ends[0] as usize..e.ends[1] as usize];
+        assert_eq!(second, [9], "the second item's bytes are its own");
+    }
+
+    /// Exports each of its descriptors as a handle.
+    struct Fds<'a>(Vec<std::os::fd::BorrowedFd<'a>>);
+    impl serde::Serialize for Fds<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let ids: Result<Vec<u32>, String> = self
+                .0
+                .iter()
+                .map(|&fd| crate::handles::export_fd(fd))
+                .collect();
+            ids.map_err(serde::ser::Error::custom)?.serialize(s)
+        }
+    }
+
+    /// Hostile: the first item fills the task to exactly 253 descriptors, the second would
+    /// add one more. The second alone is refused (and gives back its lock's count); an item
+    /// that only reuses the task's descriptors still fits; the counts add up to the list.
+    #[test]
+    fn the_item_past_the_descriptor_limit_is_refused_alone() {
+        use std::os::fd::AsFd;
+        let max = crate::sys::MAX_FDS_PER_MESSAGE;
+        let lock = crate::Lock::new().expect("lock");
+        let many: Vec<_> = (0..max)
+            .map(|_| crate::sys::eventfd().expect("eventfd"))
+            .collect();
+        let mut batch = Batch::default();
+        let first = Fds(many[..max - 1].iter().map(|f| f.as_fd()).collect());
+        batch.push(&(first, lock.clone())).expect("253 descriptors");
+        let over = (lock.clone(), Fds(vec![many[max - 1].as_fd()]));
+        let e = batch.push(&over).expect_err("254 descriptors");
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{e}");
+        assert_eq!(lock.slot_refs(), Some(2));
+        batch
+            .push(&(lock.clone(), Fds(vec![many[0].as_fd()])))
+            .expect("only descriptors already in the task");
+        let e = batch.finish();
+        assert_eq!(e.fds.len(), max);
+        assert_eq!(e.fd_counts, [max as u32, 0]);
+        assert_eq!(lock.slot_refs(), Some(3));
     }
 }

@@ -117,7 +117,28 @@ where
             let mut batch = Batch::default();
             let mut failed = None;
             while batch.len() < self.chunksize {
-                match (self.feed)(&mut batch) {
+                let fed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (self.feed)(&mut batch)
+                }));
+                let fed = match fed {
+                    Ok(fed) => fed,
+                    Err(payload) => {
+                        // The input (or an item's `Serialize`) panicked. Unwinding out of
+                        // here would lose the items pulled before it (and a result `next`
+                        // already took), and an iterator used on after the panic is caught
+                        // would wait for them for ever. So, as for Python's `imap` whose
+                        // input raises: those items still go, the panicking one fails at its
+                        // place, and the input ends there.
+                        let why = format!(
+                            "the input panicked: {}",
+                            super::result::panic_message(&payload)
+                        );
+                        failed = Some(Error::new(ErrorKind::Panicked, why));
+                        self.input_done = true;
+                        break;
+                    }
+                };
+                match fed {
                     None => {
                         self.input_done = true;
                         break;

@@ -6,7 +6,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use multiproc::{ErrorKind, Executor, MapTimeoutError, ProcessPoolExecutor, as_completed_timeout};
+use multiproc::{
+    ErrorKind, Executor, MapTimeoutError, ProcessPoolExecutor, Value, as_completed_timeout,
+};
 
 use crate::{Context, TestFn, ensure};
 
@@ -19,6 +21,14 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ("futures::thousand_futures_awaited", thousand_awaited),
         ("futures::cancel_running_kills_and_replaces", cancel_running),
         ("futures::builder_options", builder_options),
+        (
+            "futures::map_timeout_chunked_cancels_and_the_executor_goes_on",
+            map_timeout_chunked,
+        ),
+        (
+            "futures::map_dropped_halfway_cancels_the_rest",
+            map_dropped_halfway,
+        ),
     ]
 }
 
@@ -322,5 +332,83 @@ fn builder_options() -> Result<(), String> {
         .err()
         .ctx("timeout")?;
     ensure!(e.kind() == ErrorKind::TaskTimeout, "{e}");
+    Ok(())
+}
+
+/// Naps, then counts itself in `count` (the executors here have one worker: no race).
+fn nap_count(args: (Value<u64>, u64)) -> u64 {
+    let (count, ms) = args;
+    std::thread::sleep(Duration::from_millis(ms));
+    let n = count.get().expect("read the count");
+    count.set(n + 1).expect("write the count");
+    ms
+}
+
+/// The same executor serves plain calls and maps after a map that stopped early.
+fn still_serves(ex: &ProcessPoolExecutor) -> Result<(), String> {
+    let f = ex.submit(square, 7).ctx("submit after the map")?;
+    ensure!(
+        f.result().ctx("result after the map")? == 49,
+        "submit after the map"
+    );
+    let v: Vec<u64> = ex
+        .map_chunked(square, 0..10u64, 3)
+        .ctx("map after the map")?
+        .collect::<Result<_, _>>()
+        .ctx("results after the map")?;
+    ensure!(v == (0..10).map(|x| x * x).collect::<Vec<_>>(), "{v:?}");
+    Ok(())
+}
+
+/// Hostile: a timed map of two-item chunks (which travel as one task each, with a handle in
+/// every item) times out on its first chunk while the others are in flight. The chunks not
+/// started are cancelled, not run to the end unobserved, and the executor is reused.
+fn map_timeout_chunked() -> Result<(), String> {
+    let ex = ProcessPoolExecutor::new(1).ctx("executor")?;
+    let count = Value::new(0u64).ctx("value")?;
+    let items = [1500u64, 0, 0, 0, 0, 0, 0, 0].map(|ms| (count.clone(), ms));
+    let mut m = ex
+        .map_timeout(nap_count, items, Duration::from_millis(300), 2)
+        .ctx("map_timeout")?;
+    ensure!(
+        matches!(m.next(), Some(Err(MapTimeoutError::Timeout))),
+        "no timeout"
+    );
+    ensure!(m.next().is_none(), "the map goes on after its timeout");
+    drop(m);
+    still_serves(&ex)?;
+    ex.shutdown(true, false);
+    let ran = count.get().ctx("count")?;
+    // The running chunk and at most one more already in the worker's queue.
+    ensure!(
+        ran <= 4,
+        "{ran} of 8 calls ran after the map gave up on the first"
+    );
+    Ok(())
+}
+
+/// Hostile: a map (one item per task, then two) dropped after two results cancels the calls
+/// not started; the executor is reused.
+fn map_dropped_halfway() -> Result<(), String> {
+    for chunk in [1, 2] {
+        let ex = ProcessPoolExecutor::new(1).ctx("executor")?;
+        let count = Value::new(0u64).ctx("value")?;
+        let items: Vec<_> = (0..16).map(|_| (count.clone(), 100u64)).collect();
+        let mut m = ex.map_chunked(nap_count, items, chunk).ctx("map")?;
+        for _ in 0..2 {
+            ensure!(
+                m.next().transpose().ctx("a result")? == Some(100),
+                "a result"
+            );
+        }
+        drop(m);
+        still_serves(&ex)?;
+        ex.shutdown(true, false);
+        let ran = count.get().ctx("count")?;
+        ensure!(
+            ran <= 2 + 3 * chunk as u64,
+            "chunks of {chunk}: {ran} of 16 calls ran for a map dropped after 2"
+        );
+    }
     Ok(())
 }

@@ -241,3 +241,56 @@ pub(super) fn many_items_share_handles() -> Result<(), String> {
     ensure!(count.get().ctx("count")? == 3000, "count {:?}", count.get());
     Ok(())
 }
+
+/// Takes `lock` once, then SIGKILLs its own worker at item `kill_at` (after the items before
+/// it in its task decoded, took and dropped their locks; the items after it never decode).
+fn lock_or_die(args: (Lock, u64, u64)) -> u64 {
+    let (lock, x, kill_at) = args;
+    drop(lock.lock().expect("the shared lock"));
+    if x == kill_at {
+        // SAFETY: signalling this very worker.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    x
+}
+
+/// Hostile: a worker is SIGKILLed in the middle of a task whose ten items carry one lock, with
+/// more such tasks prefetched. Only that task fails; the tasks its queue still held run
+/// elsewhere (their locks decoded once, not twice); and the lock's arena slot is never given
+/// back while it is alive: with it held here, no fresh lock shares its slot (a count given
+/// back twice would free the slot for reuse, two locks on one word).
+pub(super) fn sigkilled_worker_holding_locks() -> Result<(), String> {
+    let lock = Lock::new().ctx("lock")?;
+    let pool = Pool::new(2).ctx("pool")?;
+    for round in 0..2u64 {
+        let kill_at = 25 + round * 100;
+        let items: Vec<_> = (round * 100..round * 100 + 100)
+            .map(|x| (lock.clone(), x, kill_at))
+            .collect();
+        let got: Vec<_> = pool
+            .imap_chunked(lock_or_die, items, 10)
+            .ctx("imap")?
+            .collect();
+        for (i, r) in got.iter().enumerate() {
+            let x = round * 100 + i as u64;
+            let in_killed_task = x / 10 == kill_at / 10;
+            match r {
+                Ok(v) => ensure!(!in_killed_task && *v == x, "item {x}: {v}"),
+                Err(e) => ensure!(in_killed_task, "item {x} failed: {e}"),
+            }
+        }
+    }
+    drop(pool);
+    let _held = lock.lock().ctx("the lock, after the deaths")?;
+    let fresh: Vec<Lock> = (0..300)
+        .map(|_| Lock::new())
+        .collect::<Result<_, _>>()
+        .ctx("fresh locks")?;
+    for (i, l) in fresh.iter().enumerate() {
+        ensure!(
+            l.try_lock().is_ok(),
+            "fresh lock {i} is held: it shares the live lock's slot"
+        );
+    }
+    Ok(())
+}

@@ -15,7 +15,10 @@ mod handles;
 
 use crate::{Context, TestFn, ensure};
 use chaos::{chaos, chaos_deep, ctrl_c, ctrl_c_handled, ctrl_c_handled_forkserver, lock};
-use handles::{imap_handles, initializer_handles, many_items_share_handles, task_handles};
+use handles::{
+    imap_handles, initializer_handles, many_items_share_handles, sigkilled_worker_holding_locks,
+    task_handles,
+};
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
     vec![
@@ -46,11 +49,19 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "pool::a_thousand_items_share_one_set_of_handles",
             many_items_share_handles,
         ),
+        (
+            "pool::sigkilled_worker_mid_task_with_locks",
+            sigkilled_worker_holding_locks,
+        ),
         ("pool::task_timeout_kills_and_replaces", task_timeout),
         ("pool::cancel_waiting_and_running_tasks", cancel),
         ("pool::max_tasks_per_child_gh115634", max_tasks_per_child),
         ("pool::max_memory_per_child_recycles", max_memory),
         ("pool::imap_backpressure", imap_backpressure),
+        (
+            "pool::imap_used_on_after_its_input_panicked",
+            imap_after_input_panic,
+        ),
         ("pool::large_tasks_and_results", large_values),
         ("pool::terminate_while_running", terminate_while_running),
         ("pool::drop_finishes_outstanding_work", drop_finishes_work),
@@ -785,5 +796,55 @@ fn dropped_in_callback() -> Result<(), String> {
             "worker {pid} still running"
         );
     }
+    Ok(())
+}
+
+/// Panics while serialized.
+struct Boom;
+impl Serialize for Boom {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("a Serialize that panics");
+    }
+}
+impl<'de> Deserialize<'de> for Boom {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Boom, D::Error> {
+        Ok(Boom)
+    }
+}
+
+fn first_of(p: (u64, Option<Boom>)) -> u64 {
+    p.0
+}
+
+/// Hostile: an item's `Serialize` panics while `next` pulls the input, after the items before
+/// it in its chunk were encoded (a caller would catch the panic and go on). The items before
+/// it arrive (none lost, no wait for items pulled but never submitted), it fails at its place
+/// with `Panicked`, and the input ends there (Python's `imap` whose input raises).
+fn imap_after_input_panic() -> Result<(), String> {
+    let pool = Pool::builder().processes(1).window(1).build().ctx("pool")?;
+    let input = (0..12u64).map(|x| (x, (x == 7).then_some(Boom)));
+    let mut it = pool.imap_chunked(first_of, input, 3).ctx("imap")?;
+    let mut got = Vec::new();
+    while got.len() < 12 {
+        let next = || it.next_timeout(Duration::from_secs(20));
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(next)) {
+            Ok(Some(Err(e))) if e.kind() == ErrorKind::Timeout => {
+                return Err(format!("waits for items never submitted, after {got:?}"));
+            }
+            Ok(Some(r)) => got.push(r.map_err(|e| e.kind())),
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    let want: Vec<_> = (0..8u64)
+        .map(|x| {
+            if x == 7 {
+                Err(ErrorKind::Panicked)
+            } else {
+                Ok(x)
+            }
+        })
+        .collect();
+    ensure!(got == want, "{got:?}");
     Ok(())
 }
