@@ -452,14 +452,20 @@ impl Engine {
                 && !task.fds.is_empty()
             {
                 // The worker reads these after it takes the task; a dead worker's socket
-                // refuses them, and its death is handled like any other.
+                // refuses them, and its death is handled like any other. If they cannot be
+                // sent to a live worker (a full socket, a descriptor limit), the worker would
+                // wait for them for good: it is killed, so that its tasks resolve as a death.
                 let fds: Vec<_> = task.fds.iter().map(|f| f.as_fd()).collect();
-                let _ = sys::sendmsg(
+                if sys::sendmsg(
                     st.workers[wi].fd_socket.as_fd(),
                     &[&id.to_le_bytes()],
                     &fds,
                     false,
-                );
+                )
+                .is_err()
+                {
+                    let _ = st.workers[wi].process.kill();
+                }
             }
             let slot = &mut st.workers[wi];
             if slot.in_flight.is_empty() {
