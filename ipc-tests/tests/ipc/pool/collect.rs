@@ -231,3 +231,67 @@ pub fn bad_result_frames_are_typed() -> Result<(), String> {
     ensure!(pool.pids() == pids, "no worker replaced: {:?}", pool.pids());
     Ok(())
 }
+
+/// What a blocking call made inside a callback returned, or `None` if it did not return
+/// within ten seconds (it waits on the collector thread it runs on: a hang).
+fn from_callback<T: Send + 'static>(
+    pool: &Arc<Pool>,
+    fail: bool,
+    call: impl FnOnce(&Pool) -> T + Send + 'static,
+) -> Result<Option<T>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = pool.clone();
+    let run = Mutex::new(Some((call, tx)));
+    let go = move || {
+        if let Some((call, tx)) = lock(&run).take() {
+            let _ = tx.send(call(&p));
+        }
+    };
+    if fail {
+        let cbs = Callbacks::new().on_error(move |_| go());
+        let _ = pool
+            .apply_async_with(super::boom_on_13, 13, cbs)
+            .ctx("submit")?;
+    } else {
+        let cbs = Callbacks::new().on_success(move |_: &u64| go());
+        let _ = pool.apply_async_with(square, 3, cbs).ctx("submit")?;
+    }
+    Ok(rx.recv_timeout(Duration::from_secs(10)).ok())
+}
+
+/// `apply`, and a blocking `get`, called inside a callback or an error callback (which run on
+/// the pool's collector thread, the one that would deliver their result): each returns at
+/// once, with a typed `InvalidState` error, instead of waiting on itself forever; `get` with a
+/// timeout stays bounded; the pool goes on serving.
+pub fn apply_inside_a_callback_is_typed() -> Result<(), String> {
+    let pool = Arc::new(Pool::new(1).ctx("pool")?);
+    let mut hung = Vec::new();
+    for fail in [false, true] {
+        match from_callback(&pool, fail, |p| p.apply(square, 4))? {
+            None => hung.push(format!("apply (error callback: {fail})")),
+            Some(Ok(v)) => ensure!(v == 16, "apply gave {v}"),
+            Some(Err(e)) => ensure!(e.kind() == ErrorKind::InvalidState, "apply: {e}"),
+        }
+        let get = |p: &Pool| p.apply_async(square, 5).map(|r| r.get());
+        match from_callback(&pool, fail, get)? {
+            None => hung.push(format!("get (error callback: {fail})")),
+            Some(Err(e)) => return Err(format!("apply_async: {e}")),
+            Some(Ok(Ok(v))) => ensure!(v == 25, "get gave {v}"),
+            Some(Ok(Err(e))) => ensure!(e.kind() == ErrorKind::InvalidState, "get: {e}"),
+        }
+        let timed = |p: &Pool| {
+            p.apply_async(square, 6)
+                .map(|r| r.get_timeout(Duration::from_millis(200)).is_ok())
+        };
+        if from_callback(&pool, fail, timed)?.is_none() {
+            hung.push(format!("get_timeout (error callback: {fail})"));
+        }
+    }
+    if !hung.is_empty() {
+        // The collector is stuck: dropping the pool would wait for it.
+        std::mem::forget(pool);
+        return Err(format!("hung inside a callback: {hung:?}"));
+    }
+    ensure!(pool.apply(square, 7).ctx("after")? == 49, "after");
+    Ok(())
+}

@@ -79,6 +79,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "pool::apply_caller_collects_bad_result_frames",
             collect::bad_result_frames_are_typed,
         ),
+        (
+            "pool::apply_inside_a_callback_is_typed",
+            collect::apply_inside_a_callback_is_typed,
+        ),
         ("pool::chaos_deep_prefetch", chaos_deep),
         ("pool::ctrl_c_during_map_ends_everything", ctrl_c),
         (
