@@ -52,12 +52,22 @@ pub fn killed_while_caller_collects() -> Result<(), String> {
 /// land while a result is on its way, or being handled): every call returns its value or
 /// `WorkerDied`, none hangs, and the pool serves afterwards.
 pub fn kills_during_quick_applies() -> Result<(), String> {
+    kills_during_applies(2)
+}
+
+/// As [`kills_during_quick_applies`], with 16 threads on 2 workers (callers queue at the gate
+/// and keep off it while the collector drains).
+pub fn kills_during_applies_16_threads() -> Result<(), String> {
+    kills_during_applies(16)
+}
+
+fn kills_during_applies(threads: u64) -> Result<(), String> {
     let pool = Pool::new(2).ctx("pool")?;
     let stop = AtomicUsize::new(0);
     let died = AtomicUsize::new(0);
     let bad = Mutex::new(Vec::<String>::new());
     std::thread::scope(|s| {
-        for t in 0..2u64 {
+        for t in 0..threads {
             let (pool, stop, died, bad) = (&pool, &stop, &died, &bad);
             s.spawn(move || {
                 let mut i = 0u64;
@@ -293,5 +303,68 @@ pub fn apply_inside_a_callback_is_typed() -> Result<(), String> {
         return Err(format!("hung inside a callback: {hung:?}"));
     }
     ensure!(pool.apply(square, 7).ctx("after")? == 49, "after");
+    Ok(())
+}
+
+/// A result type whose decoding panics in the parent for 13.
+#[derive(Serialize)]
+pub struct Bomb(u64);
+
+impl<'de> Deserialize<'de> for Bomb {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Bomb, D::Error> {
+        let v = u64::deserialize(d)?;
+        assert!(v != 13, "decoding 13 panics");
+        Ok(Bomb(v))
+    }
+}
+
+fn bomb(x: u64) -> Bomb {
+    Bomb(x)
+}
+
+/// The caller's own thread decodes its result under the gate, and that decoding panics: the
+/// panic (or a typed error) reaches that caller only; other threads' `apply` calls go on, and
+/// none hangs on a gate left held.
+pub fn panic_while_holding_the_gate() -> Result<(), String> {
+    let pool = Arc::new(Pool::new(2).ctx("pool")?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = pool.clone();
+    std::thread::spawn(move || {
+        let mut outcomes = Vec::new();
+        for round in 0..5u64 {
+            let q = p.clone();
+            let boom = std::thread::spawn(move || q.apply(bomb, 13).map(|b| b.0)).join();
+            outcomes.push(match boom {
+                Err(_) => "panicked".to_string(),
+                Ok(Ok(v)) => format!("value {v}"),
+                Ok(Err(e)) => format!("error {:?}", e.kind()),
+            });
+            let others: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let q = p.clone();
+                    std::thread::spawn(move || q.apply(square, round * 10 + t))
+                })
+                .collect();
+            for (t, h) in others.into_iter().enumerate() {
+                let x = round * 10 + t as u64;
+                match h.join() {
+                    Ok(Ok(v)) if v == x * x => {}
+                    other => outcomes.push(format!("square {x}: {other:?}")),
+                }
+            }
+        }
+        let _ = tx.send(outcomes);
+    });
+    let Ok(outcomes) = rx.recv_timeout(Duration::from_secs(30)) else {
+        std::mem::forget(pool);
+        return Err("apply hung after a panic under the gate".into());
+    };
+    ensure!(
+        outcomes
+            .iter()
+            .all(|o| o == "panicked" || o == "error Codec" || o == "error Panicked"),
+        "{outcomes:?}"
+    );
+    ensure!(pool.apply(square, 9).ctx("after")? == 81, "after");
     Ok(())
 }
