@@ -368,3 +368,80 @@ pub fn panic_while_holding_the_gate() -> Result<(), String> {
     ensure!(pool.apply(square, 9).ctx("after")? == 81, "after");
     Ok(())
 }
+
+/// `apply` around a pool's ends and its limits: with `max_tasks_per_child(1)` in a loop (a
+/// successor per call), with a `task_timeout` it runs past, after `close` and `terminate`, and
+/// racing `terminate` from another thread: each a value or a typed error, none a hang.
+pub fn apply_at_the_edges() -> Result<(), String> {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()
+        .ctx("recycling pool")?;
+    let mut pids = HashSet::new();
+    for i in 0..8u64 {
+        ensure!(
+            pool.apply(square, i).ctx("recycled apply")? == i * i,
+            "value {i}"
+        );
+        pids.insert(pool.apply(nap_pid, 0).ctx("pid")?);
+    }
+    ensure!(pids.len() == 8, "one worker per task, got {}", pids.len());
+    drop(pool);
+
+    let pool = Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(200))
+        .build()
+        .ctx("timeout pool")?;
+    let started = Instant::now();
+    let e = pool.apply(nap, 60_000).err().ctx("must time out")?;
+    ensure!(e.kind() == ErrorKind::TaskTimeout, "{e}");
+    ensure!(started.elapsed() < Duration::from_secs(30), "late");
+    ensure!(
+        pool.apply(square, 3).ctx("after timeout")? == 9,
+        "after timeout"
+    );
+    pool.close();
+    let e = pool.apply(square, 3).err().ctx("after close")?;
+    ensure!(e.kind() == ErrorKind::Closed, "after close: {e}");
+    pool.terminate();
+    let e = pool.apply(square, 3).err().ctx("after terminate")?;
+    ensure!(e.kind() == ErrorKind::Closed, "after terminate: {e}");
+    drop(pool);
+
+    for _ in 0..3 {
+        let pool = Arc::new(Pool::new(2).ctx("racing pool")?);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for t in 0..4u64 {
+            let (p, tx) = (pool.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let mut bad = None;
+                for i in 0..200u64 {
+                    match p.apply(square, t * 1000 + i) {
+                        Ok(v) if v == (t * 1000 + i).pow(2) => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::Closed | ErrorKind::Cancelled | ErrorKind::WorkerDied
+                            ) => {}
+                        other => bad = Some(format!("{other:?}")),
+                    }
+                }
+                let _ = tx.send(bad);
+            });
+        }
+        drop(tx);
+        std::thread::sleep(Duration::from_millis(30));
+        pool.terminate();
+        drop(pool);
+        for _ in 0..4 {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(None) => {}
+                Ok(Some(bad)) => return Err(format!("racing terminate: {bad}")),
+                Err(_) => return Err("apply hung racing terminate".into()),
+            }
+        }
+    }
+    Ok(())
+}

@@ -91,6 +91,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "pool::apply_caller_collects_panic_under_the_gate",
             collect::panic_while_holding_the_gate,
         ),
+        (
+            "pool::apply_caller_collects_at_the_edges",
+            collect::apply_at_the_edges,
+        ),
         ("pool::chaos_deep_prefetch", chaos_deep),
         ("pool::ctrl_c_during_map_ends_everything", ctrl_c),
         (
