@@ -12,7 +12,7 @@ pub(crate) use super::encode::encode_items;
 use super::engine::{Engine, Status};
 use super::error::{PoolJoinTimeoutError, joined};
 use super::imap::Imap;
-use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink};
+use super::result::{AsyncResult, Callbacks, Cell, Decode, MapSink, in_callback_error};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::Target;
 
@@ -198,8 +198,14 @@ impl Pool {
 
     /// Runs `f(arg)` in a worker and waits for its result (Python's `apply`).
     ///
+    /// Called inside one of this pool's callbacks (they run on its collector thread, which
+    /// would have to deliver the result it waits for), it submits nothing and fails at once
+    /// with [`ErrorKind::InvalidState`]: submit with [`apply_async_with`](Self::apply_async_with)
+    /// there instead.
+    ///
     /// # Errors
-    /// As [`apply_async`](Self::apply_async), then as [`AsyncResult::get`].
+    /// As [`apply_async`](Self::apply_async), then as [`AsyncResult::get`];
+    /// [`ErrorKind::InvalidState`] inside a callback of this pool.
     ///
     /// # Examples
     ///
@@ -216,7 +222,8 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         if !self.engine.may_collect() {
-            return self.apply_async(f, arg)?.get();
+            // A callback of this pool: its thread is the one that would deliver the result.
+            return Err(in_callback_error());
         }
         // This thread waits for the result anyway: it collects it itself, straight from the
         // worker, instead of waiting for the collector thread to pass it on.

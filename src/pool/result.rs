@@ -125,6 +125,31 @@ impl<R: DeserializeOwned, C: Complete<R> + ?Sized> Sink for Decode<R, C> {
     }
 }
 
+thread_local! {
+    /// This thread is a process pool's collector: it runs the callbacks, and it alone
+    /// delivers results, so a wait without a deadline here would wait on itself.
+    static ON_COLLECTOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as a pool's collector (see [`AsyncResult::get`]).
+pub(crate) fn mark_collector() {
+    ON_COLLECTOR.with(|c| c.set(true));
+}
+
+/// Whether the calling thread is a pool's collector (a callback runs there).
+pub(crate) fn on_collector() -> bool {
+    ON_COLLECTOR.with(|c| c.get())
+}
+
+/// The error of a wait without a deadline made on a collector thread (from a callback).
+pub(crate) fn in_callback_error() -> Error {
+    Error::new(
+        ErrorKind::InvalidState,
+        "cannot wait for a pool result inside a pool callback: the callback runs on the \
+         collector thread that delivers results (use apply_async with a callback, or a timeout)",
+    )
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -307,9 +332,13 @@ impl<R> Cell<R> {
         }
     }
 
-    /// Waits until resolved or the deadline; true if resolved.
+    /// Waits until resolved or the deadline; true if resolved. On a collector thread a wait
+    /// without a deadline does not wait (it could only end by this thread's own doing).
     fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
         let mut st = lock(&self.st);
+        if deadline.is_none() && !st.done && on_collector() {
+            return false;
+        }
         while !st.done {
             st.waiters += 1;
             let timed_out;
@@ -424,8 +453,13 @@ impl<R> AsyncResult<R> {
     /// Waits for the result and returns it (the value moves out: a second `get` is an
     /// [`ErrorKind::ResultTaken`] error).
     ///
+    /// Inside a process pool's callback (which runs on the collector thread, the one that
+    /// delivers results) a result not yet ready is an [`ErrorKind::InvalidState`] error at
+    /// once instead of a wait on itself; a timed get there can only time out.
+    ///
     /// # Errors
-    /// How the task failed (see the type's docs), or [`ErrorKind::ResultTaken`].
+    /// How the task failed (see the type's docs), [`ErrorKind::ResultTaken`], or
+    /// [`ErrorKind::InvalidState`] inside a callback.
     ///
     /// # Examples
     ///
@@ -438,12 +472,10 @@ impl<R> AsyncResult<R> {
     /// ```
     pub fn get(&self) -> Result<R> {
         // Without a deadline the wait ends only once the result is there.
-        self.cell.take(None).unwrap_or_else(|| {
-            Err(Error::new(
-                ErrorKind::InvalidState,
-                "the wait for the result ended without one",
-            ))
-        })
+        // Without a deadline the wait ends without the result only inside a callback.
+        self.cell
+            .take(None)
+            .unwrap_or_else(|| Err(in_callback_error()))
     }
 
     /// Like [`get`](Self::get), giving up after `timeout` with
@@ -498,7 +530,8 @@ impl<R> AsyncResult<R> {
         }
     }
 
-    /// Waits until the result is ready.
+    /// Waits until the result is ready (inside a process pool's callback, returns at once:
+    /// see [`get`](Self::get)).
     ///
     /// # Examples
     ///

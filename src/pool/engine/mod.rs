@@ -215,7 +215,10 @@ impl Engine {
         let me = engine.clone();
         let collector = std::thread::Builder::new()
             .name("multiproc-pool-collector".into())
-            .spawn(move || me.collect(rx));
+            .spawn(move || {
+                super::result::mark_collector();
+                me.collect(rx)
+            });
         match collector {
             Ok(h) => lock(&engine.threads).push(h),
             Err(e) => {

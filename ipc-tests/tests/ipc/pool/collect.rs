@@ -52,12 +52,22 @@ pub fn killed_while_caller_collects() -> Result<(), String> {
 /// land while a result is on its way, or being handled): every call returns its value or
 /// `WorkerDied`, none hangs, and the pool serves afterwards.
 pub fn kills_during_quick_applies() -> Result<(), String> {
+    kills_during_applies(2)
+}
+
+/// As [`kills_during_quick_applies`], with 16 threads on 2 workers (callers queue at the gate
+/// and keep off it while the collector drains).
+pub fn kills_during_applies_16_threads() -> Result<(), String> {
+    kills_during_applies(16)
+}
+
+fn kills_during_applies(threads: u64) -> Result<(), String> {
     let pool = Pool::new(2).ctx("pool")?;
     let stop = AtomicUsize::new(0);
     let died = AtomicUsize::new(0);
     let bad = Mutex::new(Vec::<String>::new());
     std::thread::scope(|s| {
-        for t in 0..2u64 {
+        for t in 0..threads {
             let (pool, stop, died, bad) = (&pool, &stop, &died, &bad);
             s.spawn(move || {
                 let mut i = 0u64;
@@ -229,5 +239,209 @@ pub fn bad_result_frames_are_typed() -> Result<(), String> {
     ensure!(e.kind() == ErrorKind::Codec, "truncated: {e}");
     ensure!(pool.apply(square, 3).ctx("after")? == 9, "after");
     ensure!(pool.pids() == pids, "no worker replaced: {:?}", pool.pids());
+    Ok(())
+}
+
+/// What a blocking call made inside a callback returned, or `None` if it did not return
+/// within ten seconds (it waits on the collector thread it runs on: a hang).
+fn from_callback<T: Send + 'static>(
+    pool: &Arc<Pool>,
+    fail: bool,
+    call: impl FnOnce(&Pool) -> T + Send + 'static,
+) -> Result<Option<T>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = pool.clone();
+    let run = Mutex::new(Some((call, tx)));
+    let go = move || {
+        if let Some((call, tx)) = lock(&run).take() {
+            let _ = tx.send(call(&p));
+        }
+    };
+    if fail {
+        let cbs = Callbacks::new().on_error(move |_| go());
+        let _ = pool
+            .apply_async_with(super::boom_on_13, 13, cbs)
+            .ctx("submit")?;
+    } else {
+        let cbs = Callbacks::new().on_success(move |_: &u64| go());
+        let _ = pool.apply_async_with(square, 3, cbs).ctx("submit")?;
+    }
+    Ok(rx.recv_timeout(Duration::from_secs(10)).ok())
+}
+
+/// `apply`, and a blocking `get`, called inside a callback or an error callback (which run on
+/// the pool's collector thread, the one that would deliver their result): each returns at
+/// once, with a typed `InvalidState` error, instead of waiting on itself forever; `get` with a
+/// timeout stays bounded; the pool goes on serving.
+pub fn apply_inside_a_callback_is_typed() -> Result<(), String> {
+    let pool = Arc::new(Pool::new(1).ctx("pool")?);
+    let mut hung = Vec::new();
+    for fail in [false, true] {
+        match from_callback(&pool, fail, |p| p.apply(square, 4))? {
+            None => hung.push(format!("apply (error callback: {fail})")),
+            Some(Ok(v)) => ensure!(v == 16, "apply gave {v}"),
+            Some(Err(e)) => ensure!(e.kind() == ErrorKind::InvalidState, "apply: {e}"),
+        }
+        let get = |p: &Pool| p.apply_async(square, 5).map(|r| r.get());
+        match from_callback(&pool, fail, get)? {
+            None => hung.push(format!("get (error callback: {fail})")),
+            Some(Err(e)) => return Err(format!("apply_async: {e}")),
+            Some(Ok(Ok(v))) => ensure!(v == 25, "get gave {v}"),
+            Some(Ok(Err(e))) => ensure!(e.kind() == ErrorKind::InvalidState, "get: {e}"),
+        }
+        let timed = |p: &Pool| {
+            p.apply_async(square, 6)
+                .map(|r| r.get_timeout(Duration::from_millis(200)).is_ok())
+        };
+        if from_callback(&pool, fail, timed)?.is_none() {
+            hung.push(format!("get_timeout (error callback: {fail})"));
+        }
+    }
+    if !hung.is_empty() {
+        // The collector is stuck: dropping the pool would wait for it.
+        std::mem::forget(pool);
+        return Err(format!("hung inside a callback: {hung:?}"));
+    }
+    ensure!(pool.apply(square, 7).ctx("after")? == 49, "after");
+    Ok(())
+}
+
+/// A result type whose decoding panics in the parent for 13.
+#[derive(Serialize)]
+pub struct Bomb(u64);
+
+impl<'de> Deserialize<'de> for Bomb {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Bomb, D::Error> {
+        let v = u64::deserialize(d)?;
+        assert!(v != 13, "decoding 13 panics");
+        Ok(Bomb(v))
+    }
+}
+
+fn bomb(x: u64) -> Bomb {
+    Bomb(x)
+}
+
+/// The caller's own thread decodes its result under the gate, and that decoding panics: the
+/// panic (or a typed error) reaches that caller only; other threads' `apply` calls go on, and
+/// none hangs on a gate left held.
+pub fn panic_while_holding_the_gate() -> Result<(), String> {
+    let pool = Arc::new(Pool::new(2).ctx("pool")?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = pool.clone();
+    std::thread::spawn(move || {
+        let mut outcomes = Vec::new();
+        for round in 0..5u64 {
+            let q = p.clone();
+            let boom = std::thread::spawn(move || q.apply(bomb, 13).map(|b| b.0)).join();
+            outcomes.push(match boom {
+                Err(_) => "panicked".to_string(),
+                Ok(Ok(v)) => format!("value {v}"),
+                Ok(Err(e)) => format!("error {:?}", e.kind()),
+            });
+            let others: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let q = p.clone();
+                    std::thread::spawn(move || q.apply(square, round * 10 + t))
+                })
+                .collect();
+            for (t, h) in others.into_iter().enumerate() {
+                let x = round * 10 + t as u64;
+                match h.join() {
+                    Ok(Ok(v)) if v == x * x => {}
+                    other => outcomes.push(format!("square {x}: {other:?}")),
+                }
+            }
+        }
+        let _ = tx.send(outcomes);
+    });
+    let Ok(outcomes) = rx.recv_timeout(Duration::from_secs(30)) else {
+        std::mem::forget(pool);
+        return Err("apply hung after a panic under the gate".into());
+    };
+    ensure!(
+        outcomes
+            .iter()
+            .all(|o| o == "panicked" || o == "error Codec" || o == "error Panicked"),
+        "{outcomes:?}"
+    );
+    ensure!(pool.apply(square, 9).ctx("after")? == 81, "after");
+    Ok(())
+}
+
+/// `apply` around a pool's ends and its limits: with `max_tasks_per_child(1)` in a loop (a
+/// successor per call), with a `task_timeout` it runs past, after `close` and `terminate`, and
+/// racing `terminate` from another thread: each a value or a typed error, none a hang.
+pub fn apply_at_the_edges() -> Result<(), String> {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()
+        .ctx("recycling pool")?;
+    let mut pids = HashSet::new();
+    for i in 0..8u64 {
+        ensure!(
+            pool.apply(square, i).ctx("recycled apply")? == i * i,
+            "value {i}"
+        );
+        pids.insert(pool.apply(nap_pid, 0).ctx("pid")?);
+    }
+    ensure!(pids.len() == 8, "one worker per task, got {}", pids.len());
+    drop(pool);
+
+    let pool = Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(200))
+        .build()
+        .ctx("timeout pool")?;
+    let started = Instant::now();
+    let e = pool.apply(nap, 60_000).err().ctx("must time out")?;
+    ensure!(e.kind() == ErrorKind::TaskTimeout, "{e}");
+    ensure!(started.elapsed() < Duration::from_secs(30), "late");
+    ensure!(
+        pool.apply(square, 3).ctx("after timeout")? == 9,
+        "after timeout"
+    );
+    pool.close();
+    let e = pool.apply(square, 3).err().ctx("after close")?;
+    ensure!(e.kind() == ErrorKind::Closed, "after close: {e}");
+    pool.terminate();
+    let e = pool.apply(square, 3).err().ctx("after terminate")?;
+    ensure!(e.kind() == ErrorKind::Closed, "after terminate: {e}");
+    drop(pool);
+
+    for _ in 0..3 {
+        let pool = Arc::new(Pool::new(2).ctx("racing pool")?);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for t in 0..4u64 {
+            let (p, tx) = (pool.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let mut bad = None;
+                for i in 0..200u64 {
+                    match p.apply(square, t * 1000 + i) {
+                        Ok(v) if v == (t * 1000 + i).pow(2) => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::Closed | ErrorKind::Cancelled | ErrorKind::WorkerDied
+                            ) => {}
+                        other => bad = Some(format!("{other:?}")),
+                    }
+                }
+                let _ = tx.send(bad);
+            });
+        }
+        drop(tx);
+        std::thread::sleep(Duration::from_millis(30));
+        pool.terminate();
+        drop(pool);
+        for _ in 0..4 {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(None) => {}
+                Ok(Some(bad)) => return Err(format!("racing terminate: {bad}")),
+                Err(_) => return Err("apply hung racing terminate".into()),
+            }
+        }
+    }
     Ok(())
 }

@@ -90,6 +90,22 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "pool::apply_caller_collects_bad_result_frames",
             collect::bad_result_frames_are_typed,
         ),
+        (
+            "pool::apply_inside_a_callback_is_typed",
+            collect::apply_inside_a_callback_is_typed,
+        ),
+        (
+            "pool::apply_caller_collects_random_kills_16_threads",
+            collect::kills_during_applies_16_threads,
+        ),
+        (
+            "pool::apply_caller_collects_panic_under_the_gate",
+            collect::panic_while_holding_the_gate,
+        ),
+        (
+            "pool::apply_caller_collects_at_the_edges",
+            collect::apply_at_the_edges,
+        ),
         ("pool::chaos_deep_prefetch", chaos_deep),
         ("pool::ctrl_c_during_map_ends_everything", ctrl_c),
         (
