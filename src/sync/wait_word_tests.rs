@@ -271,3 +271,28 @@ fn release_n_reaches_every_sleeper_past_stale_or_scribbled_registrations() {
         assert_eq!(sem.value(), 0);
     }
 }
+
+/// What `Condition`'s docs say of `notify(1)` with two waiters asleep: one wait ends at once,
+/// the other when its sleep slice ends (it cannot tell a wake meant for the first from one a
+/// scribble made the notifier skip). Neither may sleep on for good.
+#[test]
+fn notify_one_with_two_waiters_ends_both_waits() {
+    let cond = Condition::new().unwrap();
+    let (tx, rx) = channel();
+    for _ in 0..2 {
+        let (c2, tx) = (cond.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let g = c2.lock().unwrap();
+            drop(c2.wait(g).unwrap());
+            tx.send(()).unwrap();
+        });
+    }
+    until_registered(cond.segment_fd(), 0, 2);
+    // Once this thread holds the lock, both waiters have read the sequence and released it.
+    let g = cond.lock().unwrap();
+    cond.notify(1);
+    drop(g);
+    for _ in 0..2 {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(()));
+    }
+}
