@@ -178,12 +178,17 @@ fn timed<G>(r: LockResult<G>, timed_out: bool) -> std::result::Result<G, Conditi
 /// condition in a loop, or let [`wait_for`](Self::wait_for) do it.
 ///
 /// If a process dies holding the lock, the next waiter or locker gets [`LockError::OwnerDied`] as with
-/// [`Lock`]. A waiter that dies while asleep harms no one. A waiter woken by `notify(1)` and
-/// killed before it re-took the lock takes that notification with it: use `notify_all` or timed
-/// waits where that matters.
+/// [`Lock`]. A waiter that dies while asleep harms no one. `notify(n)` wakes up to `n` waiters
+/// at once, but every other waiter that was asleep before it returns too when its sleep slice
+/// (at most 100 ms) ends: such a waiter cannot tell a wake meant for another from one a peer's
+/// scribble made the notifier skip, so it takes the moved sequence as its notification (a
+/// spurious return). Hence a waiter woken by `notify(1)` and killed before it re-took the lock
+/// does not take that notification with it while others were waiting, and `notify(1)` is no
+/// cheaper than `notify_all` for waiters that sleep on.
 ///
 /// # Differences from Python
 /// - The lock is a non-recursive [`Lock`], not an `RLock`.
+/// - `notify(n)` may end more than `n` waits (see above; Python's ends at most `n`).
 /// - `notify` does not require holding the lock (a notification only reaches waiters that
 ///   checked the condition before it, as always).
 ///
@@ -494,7 +499,8 @@ impl Condition {
         }
     }
 
-    /// Wakes up to `n` waiters.
+    /// Wakes up to `n` waiters now; the others asleep before this call return when their sleep
+    /// slice ends (see the type's docs: waits may return spuriously).
     ///
     /// # Examples
     ///

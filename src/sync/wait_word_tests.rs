@@ -139,3 +139,160 @@ fn the_wait_word_is_where_these_tests_look() {
         "notify advances the sequence"
     );
 }
+
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap(),
+        u32::try_from(t.tv_nsec).unwrap(),
+    )
+}
+
+/// Runs `wait` in a thread and returns what it returned, how long it took and how much CPU it
+/// used.
+fn timed<R: Send + 'static>(wait: impl FnOnce() -> R + Send + 'static) -> (R, Duration, Duration) {
+    std::thread::spawn(move || {
+        let (cpu, start) = (thread_cpu(), std::time::Instant::now());
+        let r = wait();
+        (r, start.elapsed(), thread_cpu() - cpu)
+    })
+    .join()
+    .unwrap()
+}
+
+/// Every word of each object's state scribbled (the state word and `sleepers`), then a timed
+/// wait that nobody ends: it must end in `Timeout`, not before its deadline, and sleep rather
+/// than spin through its slices (a spinning wait would use about as much CPU as wall time).
+#[test]
+fn a_timed_wait_on_scribbled_words_times_out_asleep() {
+    const WAIT: Duration = Duration::from_millis(450);
+    let check = |what: &str, timed_out: bool, took: Duration, cpu: Duration| {
+        assert!(timed_out, "{what}: the wait did not time out");
+        assert!(took >= WAIT, "{what}: timed out early, after {took:?}");
+        assert!(cpu < WAIT / 4, "{what}: used {cpu:?} of CPU in {took:?}");
+    };
+    let sem = Semaphore::new(0).unwrap();
+    poke(sem.segment_fd(), SLEEPERS, u32::MAX);
+    let s2 = sem.clone();
+    let (r, took, cpu) = timed(move || s2.acquire_timeout(WAIT));
+    check("semaphore", r.is_err(), took, cpu);
+
+    let ev = Event::new().unwrap();
+    poke(ev.segment_fd(), 0, 0xfffe);
+    poke(ev.segment_fd(), SLEEPERS, u32::MAX);
+    let e2 = ev.clone();
+    let (r, took, cpu) = timed(move || e2.wait_timeout(WAIT));
+    check("event", r.is_err(), took, cpu);
+
+    let cond = Condition::new().unwrap();
+    poke(cond.segment_fd(), 0, u32::MAX);
+    poke(cond.segment_fd(), SLEEPERS, u32::MAX);
+    let c2 = cond.clone();
+    let (r, took, cpu) = timed(move || {
+        let g = c2.lock().unwrap();
+        c2.wait_timeout(g, WAIT).is_err()
+    });
+    check("condition", r, took, cpu);
+}
+
+/// Waits until `n` sleepers are registered in the `sleepers` word at `fd` over `base`.
+fn until_registered(fd: &OwnedFd, base: u32, n: u32) {
+    let start = std::time::Instant::now();
+    while peek(fd, SLEEPERS).wrapping_sub(base) < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "waiters never slept"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Two sleepers on one `Event`, one `set`: both wake. Then set / clear / set with a sleeper
+/// between each: every wait ends.
+#[test]
+fn one_set_wakes_two_event_sleepers_and_set_clear_set_loses_none() {
+    let ev = Event::new().unwrap();
+    let (tx, rx) = channel();
+    for _ in 0..2 {
+        let (e2, tx) = (ev.clone(), tx.clone());
+        std::thread::spawn(move || {
+            e2.wait();
+            tx.send(()).unwrap();
+        });
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    ev.set();
+    for _ in 0..2 {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(()));
+    }
+    for _ in 0..50 {
+        ev.clear();
+        let e2 = ev.clone();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            e2.wait();
+            tx.send(()).unwrap();
+        });
+        ev.set();
+        ev.clear();
+        ev.set();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(()));
+    }
+}
+
+/// Three sleepers on a `Semaphore` whose count of sleepers is too high (waiters killed asleep
+/// left their registrations behind) or scribbled to 0: one `release_n(3)` lets all three through.
+#[test]
+fn release_n_reaches_every_sleeper_past_stale_or_scribbled_registrations() {
+    for scribble in [None, Some(0)] {
+        let sem = Semaphore::new(0).unwrap();
+        poke(sem.segment_fd(), SLEEPERS, 5);
+        let (tx, rx) = channel();
+        for _ in 0..3 {
+            let (s2, tx) = (sem.clone(), tx.clone());
+            std::thread::spawn(move || {
+                s2.acquire();
+                tx.send(()).unwrap();
+            });
+        }
+        until_registered(sem.segment_fd(), 5, 3);
+        if let Some(v) = scribble {
+            poke(sem.segment_fd(), SLEEPERS, v);
+        }
+        sem.release_n(3).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(30)),
+                Ok(()),
+                "{scribble:?}"
+            );
+        }
+        assert_eq!(sem.value(), 0);
+    }
+}
+
+/// What `Condition`'s docs say of `notify(1)` with two waiters asleep: one wait ends at once,
+/// the other when its sleep slice ends (it cannot tell a wake meant for the first from one a
+/// scribble made the notifier skip). Neither may sleep on for good.
+#[test]
+fn notify_one_with_two_waiters_ends_both_waits() {
+    let cond = Condition::new().unwrap();
+    let (tx, rx) = channel();
+    for _ in 0..2 {
+        let (c2, tx) = (cond.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let g = c2.lock().unwrap();
+            drop(c2.wait(g).unwrap());
+            tx.send(()).unwrap();
+        });
+    }
+    until_registered(cond.segment_fd(), 0, 2);
+    // Once this thread holds the lock, both waiters have read the sequence and released it.
+    let g = cond.lock().unwrap();
+    cond.notify(1);
+    drop(g);
+    for _ in 0..2 {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(()));
+    }
+}

@@ -35,6 +35,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ),
         ("sync::killed_waiters_harm_no_one", killed_waiters),
         (
+            "sync::a_notification_outlives_the_waiter_it_woke",
+            notification_outlives_its_waiter,
+        ),
+        (
             "sync::scribbled_segments_give_typed_errors",
             hostile::scribbled_segments_give_typed_errors,
         ),
@@ -531,6 +535,48 @@ fn killed_waiters() -> Result<(), String> {
         ensure!(t.elapsed() < PATIENCE, "the fresh child is stuck");
     }
     ensure!(lock.try_lock().is_ok(), "lock free at the end");
+    Ok(())
+}
+
+/// Waits once on the condition (no predicate), after saying it holds the lock; true if the wait
+/// ended before the timeout.
+fn condition_wait_once(args: (Condition, Event)) -> bool {
+    let (cond, ready) = args;
+    let g = cond
+        .lock()
+        .or_else(LockError::make_consistent)
+        .expect("lock");
+    ready.set();
+    cond.wait_timeout(g, PATIENCE).is_ok()
+}
+
+/// Two children asleep on a condition; `notify(1)` while the parent holds the lock, so the
+/// woken child is stuck re-taking it; one child is killed. Whichever one it was, the other's wait
+/// ends: a waiter asleep before a notify sees the sequence moved when its sleep slice ends. (When
+/// the killed child was the one woken, the notification used to die with it.)
+fn notification_outlives_its_waiter() -> Result<(), String> {
+    let cond = Condition::new().ctx("condition")?;
+    let mut ps = Vec::new();
+    for _ in 0..2 {
+        let ready = Event::new().ctx("event")?;
+        let mut p = Process::new(condition_wait_once, (cond.clone(), ready.clone()));
+        p.start().ctx("start")?;
+        ensure!(ready.wait_timeout(PATIENCE).is_ok(), "a child never locked");
+        ps.push(p);
+    }
+    // Both children released the lock inside `wait`: both are registered.
+    let g = cond.lock().map_err(|_| "owner died")?;
+    cond.notify(1);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut doomed = ps.remove(0);
+    doomed.kill().ctx("kill")?;
+    let _ = doomed.join();
+    drop(g);
+    let mut survivor = ps.remove(0);
+    ensure!(
+        survivor.join().ctx("join")?,
+        "the surviving waiter slept through the notification"
+    );
     Ok(())
 }
 
