@@ -125,7 +125,8 @@ pub use process::{
 };
 pub use queue::{
     DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, GetError, GetTimeoutError, JoinableQueue, PutError,
-    PutTimeoutError, Queue, QueueBuilder, SimpleQueue, TaskDoneError, TryGetError, TryPutError,
+    PutTimeoutError, Queue, QueueBuilder, QueueJoinTimeoutError, SimpleQueue, TaskDoneError,
+    TryGetError, TryPutError,
 };
 pub use shm::SharedMemory;
 pub use sync::{

@@ -281,6 +281,27 @@ crate::error::message_error!(
     "task_done() called more times than items were put"
 );
 
+/// The error of [`JoinableQueue::join_timeout`](crate::JoinableQueue::join_timeout) and
+/// [`join_deadline`](crate::JoinableQueue::join_deadline): some task put was not yet marked
+/// done by [`task_done`](crate::JoinableQueue::task_done) before the deadline.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let q = multiproc::JoinableQueue::new()?;
+/// q.put(1u8).unwrap();
+/// assert_eq!(q.join_timeout(Duration::from_millis(1)), Err(multiproc::QueueJoinTimeoutError));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueJoinTimeoutError;
+
+crate::error::message_error!(
+    QueueJoinTimeoutError,
+    "some task was not marked done before the deadline"
+);
+
 impl<T> From<PutError<T>> for Error {
     /// Drops the value and keeps the error, so that `?` works in functions returning
     /// [`crate::Result`].

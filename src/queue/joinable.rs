@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ring::read;
-use super::{POLL, Queue, TaskDoneError};
+use super::{POLL, Queue, QueueJoinTimeoutError, TaskDoneError};
 use crate::atomic::Ordering;
 use crate::error::Result;
 use crate::sync::wait_word::Waited;
@@ -107,7 +107,10 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.join_until(None);
     }
 
-    /// Like [`join`](Self::join), giving up after `timeout`; true if every task was done.
+    /// Like [`join`](Self::join), giving up after `timeout`.
+    ///
+    /// # Errors
+    /// [`QueueJoinTimeoutError`] if some task was not marked done by then.
     ///
     /// # Examples
     ///
@@ -115,11 +118,44 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// use std::time::Duration;
     /// let q = multiproc::JoinableQueue::new()?;
     /// q.put(1u8).unwrap();
-    /// assert!(!q.join_timeout(Duration::from_millis(1)));
+    /// assert!(q.join_timeout(Duration::from_millis(1)).is_err());
+    /// q.get().unwrap();
+    /// q.task_done().unwrap();
+    /// assert_eq!(q.join_timeout(Duration::from_millis(1)), Ok(()));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn join_timeout(&self, timeout: Duration) -> bool {
-        self.join_until(Instant::now().checked_add(timeout))
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), QueueJoinTimeoutError> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.join_deadline(deadline),
+            // Past what an `Instant` can hold: no deadline.
+            None => {
+                self.join();
+                Ok(())
+            }
+        }
+    }
+
+    /// Like [`join`](Self::join), giving up at `deadline`.
+    ///
+    /// # Errors
+    /// [`QueueJoinTimeoutError`] if some task was not marked done by then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let q = multiproc::JoinableQueue::new()?;
+    /// q.put(1u8).unwrap();
+    /// let deadline = Instant::now() + Duration::from_millis(1);
+    /// assert_eq!(q.join_deadline(deadline), Err(multiproc::QueueJoinTimeoutError));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_deadline(&self, deadline: Instant) -> Result<(), QueueJoinTimeoutError> {
+        if self.join_until(Some(deadline)) {
+            Ok(())
+        } else {
+            Err(QueueJoinTimeoutError)
+        }
     }
 
     fn join_until(&self, deadline: Option<Instant>) -> bool {

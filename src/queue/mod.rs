@@ -60,7 +60,8 @@ use serde::de::DeserializeOwned;
 
 pub use builder::QueueBuilder;
 pub use error::{
-    GetError, GetTimeoutError, PutError, PutTimeoutError, TaskDoneError, TryGetError, TryPutError,
+    GetError, GetTimeoutError, PutError, PutTimeoutError, QueueJoinTimeoutError, TaskDoneError,
+    TryGetError, TryPutError,
 };
 pub use joinable::JoinableQueue;
 pub use simple::SimpleQueue;

@@ -61,7 +61,9 @@ impl SemState {
             let slept = self.count.sleep_counted(deadline, |count| {
                 (count.fetch_add(0, Ordering::AcqRel) == 0).then_some(0)
             });
-            if slept == Slept::TimedOut {
+            // Also when the re-check saw a permit that another thread then took: a waiter that
+            // keeps losing that race must still give up at its deadline.
+            if slept == Slept::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
                 return self.try_acquire();
             }
         }
