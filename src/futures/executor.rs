@@ -193,7 +193,18 @@ pub trait Executor {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_deadline(f, iterable, Instant::now() + timeout, chunksize)
+        // A timeout past what an `Instant` can hold is no deadline (never a panic).
+        Mapping::start(
+            self,
+            f,
+            iterable,
+            Instant::now().checked_add(timeout),
+            chunksize,
+        )
+        .map(|m| MapTimeout {
+            mapping: m,
+            timed_out: false,
+        })
     }
 
     /// [`map_timeout`](Self::map_timeout) with a `deadline` instead of a timeout.

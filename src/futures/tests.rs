@@ -447,3 +447,14 @@ fn no_lost_wakeup_under_races() {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
+
+#[test]
+fn map_timeout_past_what_an_instant_holds_is_no_deadline() {
+    let ex = ThreadPoolExecutor::new(1).unwrap();
+    let v: Vec<u8> = ex
+        .map_timeout(|x: u8| x, 0..3, Duration::MAX, 1)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(v, [0, 1, 2]);
+}
