@@ -238,9 +238,10 @@ fn recvmsg_rights(
             let bytes = (header.cmsg_len as usize).saturating_sub(data as usize - cmsg as usize);
             for i in 0..bytes / size_of::<libc::c_int>() {
                 // SAFETY: the message holds `bytes` bytes of descriptor numbers after
-                // CMSG_DATA, each a descriptor the kernel just installed in this process for
-                // us, owned by nobody else.
+                // CMSG_DATA, and `i` indexes one of them.
                 let raw = unsafe { data.cast::<libc::c_int>().add(i).read_unaligned() };
+                // SAFETY: a descriptor the kernel just installed in this process for this
+                // receive, open and owned by nobody else.
                 fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
             }
         }
