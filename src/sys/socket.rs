@@ -1,8 +1,9 @@
 //! Unix stream sockets: pairs, gathered sends and scattered receives, and descriptors passed
 //! beside the bytes (SCM_RIGHTS).
 //!
-//! std makes the pair and shuts sockets down; rustix builds and parses the control messages
-//! that carry descriptors, so no `cmsghdr` is walked by hand here. Every call retries `EINTR`,
+//! std makes the pair and shuts sockets down; rustix builds the control messages that carry
+//! descriptors, and the one receive that takes them reads its control messages with libc's
+//! `CMSG_*` functions (rustix would need the data buffer zero-filled first). Every call retries `EINTR`,
 //! never raises SIGPIPE (`MSG_NOSIGNAL`), and every descriptor received is close-on-exec
 //! (`MSG_CMSG_CLOEXEC`) and owned at once: one that the caller did not ask for is closed, never
 //! leaked.
@@ -15,8 +16,7 @@ use std::time::Instant;
 
 use rustix::io::Errno;
 use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    RecvAncillaryBuffer, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
 
 use super::{POLLOUT, wait_fd};
@@ -32,11 +32,6 @@ pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
 
 /// Room for one control message carrying [`MAX_FDS_PER_MESSAGE`] descriptors.
 const RIGHTS_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE));
-
-/// The most bytes that one receive which also collects descriptors asks for. Such a receive
-/// needs initialised memory (the receive buffer is zeroed first), so it is kept to about what a
-/// socket buffer holds; the caller loops for the rest of a stream anyway.
-const RIGHTS_RECV_MAX: usize = 256 * 1024;
 
 /// Sends `parts` (gathered) on a socket without raising SIGPIPE, with `fds` attached to the first
 /// byte as SCM_RIGHTS. Returns how many bytes went out (possibly fewer than asked).
@@ -159,8 +154,10 @@ pub(crate) fn set_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) {
 
 /// Receives at most `max` bytes into the spare capacity of `vec` (which the caller has
 /// reserved), appending them; descriptors passed with SCM_RIGHTS go to `fds` when it is given
-/// (and are closed when it is not). `Ok(0)` means end of stream. Without `fds` nothing is
-/// zero-filled first; with it, at most [`RIGHTS_RECV_MAX`] bytes are asked for. See recvmsg(2).
+/// (and are closed when it is not). `Ok(0)` means end of stream. Nothing is zero-filled first,
+/// with or without `fds`: only the bytes that arrive are written, so a large reserve costs no
+/// page touched beyond them (in a freshly forked or spawned process each such page would be a
+/// fault, and a copy in a parent that shares its pages with a forked child). See recvmsg(2).
 pub(crate) fn recv_append(
     fd: BorrowedFd<'_>,
     vec: &mut Vec<u8>,
@@ -172,42 +169,86 @@ pub(crate) fn recv_append(
     if nonblocking {
         flags |= RecvFlags::DONTWAIT;
     }
-    let Some(fds) = fds else {
-        let len = vec.len();
-        let spare = vec.spare_capacity_mut();
-        let max = max.min(spare.len());
-        let n = loop {
+    let len = vec.len();
+    let spare = vec.spare_capacity_mut();
+    let max = max.min(spare.len());
+    let n = match fds {
+        None => loop {
             match rustix::net::recv(fd, &mut spare[..max], flags) {
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
                 Ok(((filled, _), _)) => break filled.len(),
             }
-        };
-        // SAFETY: the kernel initialised the first `n` (≤ max ≤ spare capacity) bytes after
-        // `len`, and `recv` returned them as initialised.
-        unsafe { vec.set_len(len + n) };
-        return Ok(n);
+        },
+        Some(fds) => recvmsg_rights(fd, &mut spare[..max], fds, flags.bits() as libc::c_int)?,
     };
-    let len = vec.len();
-    let max = max.min(vec.capacity() - len).min(RIGHTS_RECV_MAX);
-    vec.resize(len + max, 0);
-    let mut space = [MaybeUninit::<u8>::uninit(); RIGHTS_SPACE];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
+    // SAFETY: the kernel initialised the first `n` (≤ max ≤ spare capacity) bytes after `len`.
+    unsafe { vec.set_len(len + n) };
+    Ok(n)
+}
+
+/// One recvmsg(2) into possibly uninitialised memory, collecting SCM_RIGHTS descriptors into
+/// `fds` (owned at once). Retries `EINTR`; returns how many bytes the kernel wrote into `buf`.
+///
+/// rustix's `recvmsg` takes initialised buffers only, which would mean zero-filling `buf`
+/// first; so this one call is made through libc, and its control messages are read with
+/// libc's `CMSG_*` functions, bounded by what the kernel reported.
+fn recvmsg_rights(
+    fd: BorrowedFd<'_>,
+    buf: &mut [MaybeUninit<u8>],
+    fds: &mut Vec<OwnedFd>,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // Aligned for `cmsghdr`, room for the most descriptors one message can carry.
+    let mut space = [MaybeUninit::<u64>::uninit(); RIGHTS_SPACE.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr (no name, no buffers) is a valid value to fill in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     let got = loop {
-        let mut iov = [IoSliceMut::new(&mut vec[len..])];
-        match rustix::net::recvmsg(fd, &mut iov, &mut control, flags) {
-            Err(Errno::INTR) => continue,
-            Err(e) => break Err(e.into()),
-            Ok(msg) => break Ok(msg.bytes),
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = space.as_mut_ptr().cast();
+        msg.msg_controllen = size_of_val(&space) as _;
+        // SAFETY: `msg` points at one iovec over `buf` (writable for its length) and at
+        // `space` (writable for msg_controllen bytes); both outlive the call.
+        let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
         }
     };
-    vec.truncate(len + *got.as_ref().unwrap_or(&0));
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(rights) = message {
-            fds.extend(rights);
+    // The control messages the kernel wrote: msg_controllen now says how many bytes of
+    // `space` it filled, and CMSG_FIRSTHDR / CMSG_NXTHDR never step past that.
+    // SAFETY: `msg` is the header the kernel just filled in.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a non-null header from CMSG_FIRSTHDR/CMSG_NXTHDR lies wholly inside the
+        // filled part of `space`, which is aligned for it.
+        let header = unsafe { &*cmsg };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: as above; CMSG_DATA points just past the header, inside the message.
+            let data = unsafe { libc::CMSG_DATA(cmsg) };
+            let bytes = (header.cmsg_len as usize).saturating_sub(data as usize - cmsg as usize);
+            for i in 0..bytes / size_of::<libc::c_int>() {
+                // SAFETY: the message holds `bytes` bytes of descriptor numbers after
+                // CMSG_DATA, and `i` indexes one of them.
+                let raw = unsafe { data.cast::<libc::c_int>().add(i).read_unaligned() };
+                // SAFETY: a descriptor the kernel just installed in this process for this
+                // receive, open and owned by nobody else.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
         }
+        // SAFETY: `cmsg` is a header of `msg` (see above).
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
-    got
+    Ok(got)
 }
 
 /// Receives into `first`, then `second` (a scatter read), in one call; `Ok(0)` means end of
@@ -296,6 +337,43 @@ mod tests {
         assert_eq!(&one, b"y");
         drop(p);
         assert_eq!(recv_append(q.as_fd(), &mut end, 4, None, true).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_receive_writes_only_the_bytes_that_arrive() {
+        // The reserve beyond what arrives is left as it was (not zero-filled): pages there are
+        // never touched, which a freshly forked or spawned process would pay for in faults.
+        const CAP: usize = 64 * 1024;
+        for with_fds in [false, true] {
+            let (a, b) = stream_socketpair().unwrap();
+            let (p, _q) = stream_socketpair().unwrap();
+            let attach = if with_fds {
+                vec![p.as_fd()]
+            } else {
+                Vec::new()
+            };
+            sendmsg(a.as_fd(), &[b"hello"], &attach, false).unwrap();
+            let mut buf: Vec<u8> = Vec::with_capacity(CAP);
+            // SAFETY: writes within the capacity; the length stays 0.
+            unsafe { std::ptr::write_bytes(buf.as_mut_ptr(), 0xa5, CAP) };
+            let mut fds = Vec::new();
+            let n = recv_append(
+                b.as_fd(),
+                &mut buf,
+                CAP,
+                with_fds.then_some(&mut fds),
+                false,
+            );
+            assert_eq!(n.unwrap(), 5);
+            assert_eq!(&buf[..], b"hello");
+            assert_eq!(fds.len(), usize::from(with_fds));
+            // SAFETY: every byte of the capacity was initialised above or by the receive.
+            let after = unsafe { std::slice::from_raw_parts(buf.as_ptr().add(5), CAP - 5) };
+            assert!(
+                after.iter().all(|&x| x == 0xa5),
+                "bytes past the received ones were written (with_fds {with_fds})"
+            );
+        }
     }
 
     #[test]
