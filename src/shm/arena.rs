@@ -171,8 +171,9 @@ impl SlotClaim {
     /// Counts one more holder for a handle being sent to another process, and puts the count
     /// in flight: the receiver adopts it when it opens the handle (so the slot stays
     /// allocated while the handle travels, whatever the sender does meanwhile). The message
-    /// being encoded gives the count back if it is abandoned (see [`handles::Taken`]); a
-    /// complete message that never arrives leaks its slot.
+    /// being encoded gives the count back if it is abandoned (see [`handles::Taken`]), and so
+    /// does a complete one that is never handed to a child; one handed to a child that dies
+    /// before decoding it leaks the slot.
     ///
     /// # Errors
     /// When no process arguments are being encoded, or the slot's counts are full (a

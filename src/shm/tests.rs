@@ -211,7 +211,9 @@ fn a_reference_written_twice_adopts_one_count() {
     let wire: (u32, u32) = crate::codec::decode(&bytes).unwrap();
     let twice = crate::codec::encode(&(wire, wire)).unwrap();
     let r = crate::handles::with_incoming(fds, || crate::codec::decode::<(Lock, Lock)>(&twice));
-    let e = r.err().expect("the second reference has no count");
+    let Err(e) = r else {
+        panic!("the second reference has no count")
+    };
     assert!(
         e.to_string().contains("no handle on its slot was sent"),
         "{e}"

@@ -69,6 +69,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "sync::forged_reference_to_an_unsent_slot_is_refused",
             forged::a_reference_to_an_unsent_slot_is_refused,
         ),
+        (
+            "sync::an_unstarted_process_gives_its_arena_slots_back",
+            forged::an_unstarted_process_gives_its_slots_back,
+        ),
     ]
 }
 

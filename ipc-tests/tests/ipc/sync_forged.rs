@@ -144,3 +144,47 @@ pub fn a_reference_to_an_unsent_slot_is_refused() -> Result<(), String> {
     ensure!(taken == 0, "{taken} new lock(s) share a live lock's slot");
     Ok(())
 }
+
+fn keep_lock(_: Lock) {}
+
+/// The arena chunks this process holds (one descriptor each).
+fn arena_chunks() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|t| t.to_string_lossy().contains("memfd:multiproc-Arena"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// In a fresh process (its own arena): `rounds` times, a chunk's worth of locks, each put in a
+/// `Process` that is dropped unstarted, then dropped. Returns the chunks it ended with.
+fn unstarted_processes(rounds: u32) -> Result<usize, String> {
+    for _ in 0..rounds {
+        let locks: Vec<Lock> = (0..4096)
+            .map(|_| Lock::new())
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        for l in &locks {
+            drop(Process::new(keep_lock, l.clone()));
+        }
+    }
+    Ok(arena_chunks())
+}
+
+/// A `Process` dropped before `start()` gives back the arena counts of its arguments: before,
+/// every such lock's slot stayed allocated for good.
+pub fn an_unstarted_process_gives_its_slots_back() -> Result<(), String> {
+    let mut p = Process::new(unstarted_processes, 3);
+    p.start().ctx("start")?;
+    let chunks = p.join().ctx("join")??;
+    ensure!(
+        chunks <= 2,
+        "{chunks} arena chunks for 3 rounds of 4096 locks dropped with their unstarted processes"
+    );
+    Ok(())
+}
