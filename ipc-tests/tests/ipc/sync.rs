@@ -66,6 +66,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             forged::a_duplicated_reference_is_refused_and_frees_nothing,
         ),
         (
+            "sync::forged_duplicated_reference_in_a_pool_task_is_refused",
+            forged::a_duplicated_reference_in_a_pool_task_is_refused,
+        ),
+        (
             "sync::forged_reference_to_an_unsent_slot_is_refused",
             forged::a_reference_to_an_unsent_slot_is_refused,
         ),

@@ -85,10 +85,27 @@ fn refused(r: multiproc::Result<()>, what: &str) -> Result<(), String> {
 /// counts for one, the slot was freed under the parent's handle and reused, and two distinct
 /// `Value`s (one in a second child, one here) shared one slot.
 pub fn a_duplicated_reference_is_refused_and_frees_nothing() -> Result<(), String> {
+    duplicated_then_reused(|a| {
+        let mut p = Process::new(take_two_values, Duplicated(a));
+        p.start()?;
+        p.join()
+    })
+}
+
+/// The same, the forged reference in a pool task.
+pub fn a_duplicated_reference_in_a_pool_task_is_refused() -> Result<(), String> {
+    let pool = multiproc::Pool::new(1).ctx("pool")?;
+    duplicated_then_reused(|a| pool.apply(take_two_values, Duplicated(a)))
+}
+
+/// Sends `a` (a fresh value) with its reference written twice through `send`, then checks that
+/// the refusal left the count of `a`'s slot whole: another child's handle on it keeps it from
+/// being reused once ours is gone.
+fn duplicated_then_reused(
+    send: impl FnOnce(Value<u64>) -> multiproc::Result<()>,
+) -> Result<(), String> {
     let a = Value::new(0u64).ctx("value")?;
-    let mut p = Process::new(take_two_values, Duplicated(a.clone()));
-    p.start().ctx("start")?;
-    let forged = p.join();
+    let forged = send(a.clone());
     // Another child holds `a` and writes through it when told.
     let go = Event::new().ctx("event")?;
     let mut writer = Process::new(write_when_told, (a.clone(), go.clone()));
