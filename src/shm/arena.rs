@@ -351,17 +351,23 @@ pub(crate) fn open(
     }
     let slot = payload / SLOT;
     let h = header(&region, slot);
+    // A handle sent as another object than it is received as: its count goes back (if one
+    // is in flight at all: a forged reference may name any slot), rather than leak the slot.
+    let refuse = |why: &str| {
+        cancel_one(&region, slot);
+        Err(bad(why))
+    };
     let kind = h.kind.load(Ordering::Acquire);
     if !kinds.iter().any(|&k| k as u32 == kind) {
-        return Err(bad(&format!(
+        return refuse(&format!(
             "it holds object type #{kind}, not a {:?}",
             kinds[0]
-        )));
+        ));
     }
     if let Some(tag) = tag
         && h.tag.load(Ordering::Acquire) != tag
     {
-        return Err(bad("it holds values of another type"));
+        return refuse("it holds values of another type");
     }
     // A count at 0 means a scribbler: refuse rather than revive a free slot.
     if h.refs.load(Ordering::Acquire) == 0 {

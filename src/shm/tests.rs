@@ -287,3 +287,18 @@ fn a_message_given_back_unsent_cannot_be_adopted() {
     assert!(r.is_err(), "its count went back: nothing to adopt");
     assert_eq!(lock.slot_refs(), Some(1));
 }
+
+#[test]
+fn a_handle_decoded_as_another_object_gives_its_count_back() {
+    let lock = Lock::new().unwrap();
+    let (bytes, fds) = crate::handles::encode_with_fds(&lock).unwrap();
+    assert_eq!(lock.slot_refs(), Some(2));
+    let r =
+        crate::handles::with_incoming(fds, || crate::codec::decode::<crate::Value<u32>>(&bytes));
+    assert!(r.is_err(), "a lock is not a value");
+    assert_eq!(
+        lock.slot_refs(),
+        Some(1),
+        "the refused handle's count went back"
+    );
+}
