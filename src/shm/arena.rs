@@ -119,7 +119,7 @@ fn in_flight(region: &Region, slot: usize) -> &AtomicU32 {
 
 /// Puts one unit of `refs` and one unit in flight on `slot`, for a handle being sent.
 fn send_one(region: &Region, slot: usize) -> std::result::Result<(), String> {
-    let full = || "the lock's holder count is full (a peer scribbled over it)".to_string();
+    let full = || "the shared object's holder count is full (a peer scribbled over it)".to_string();
     let refs = &header(region, slot).refs;
     refs.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |r| r.checked_add(1))
         .map_err(|_| full())?;
