@@ -19,7 +19,9 @@
 //! descriptors ([`Transits`]); the process layer calls [`Transits::handed_to`] once a child with
 //! a known pid is about to receive them. Arguments that never reach a child (a `Process`
 //! dropped before `start()`, a start that failed before the child existed) drop their transits
-//! unannounced.
+//! unannounced. What the handles took for the trip ([`Taken`]: an arena slot's count) travels
+//! in the same [`Transits`]: handed to a child, it is the child's to adopt; dropped
+//! unannounced, it is given back.
 //!
 //! Every handle type says what it carries through one trait, [`Handle`], and gets its serde
 //! impls from [`handle_serde!`]: one wire shape and one place for the checks (see `wire.rs`).
@@ -51,17 +53,28 @@ pub(crate) trait Transit: Send + Sync {
     fn handed_to(&self, pid: i32);
 }
 
-/// The transits collected while encoding one set of arguments.
+/// The transits collected while encoding one set of arguments, and what their handles took
+/// for the trip: given back when dropped, unless [`handed_to`](Self::handed_to) a child first.
 #[derive(Default)]
-pub(crate) struct Transits(Vec<Box<dyn Transit>>);
+pub(crate) struct Transits(Vec<Box<dyn Transit>>, std::sync::Mutex<Vec<Box<dyn Taken>>>);
 
 impl Transits {
-    /// Announces every handle of the arguments to the child `pid` that receives them. Call it
-    /// after the child exists and before it can decode them.
+    /// Announces every handle of the arguments to the child `pid` that receives them, and
+    /// leaves what they took to that child. Call it after the child exists and before it can
+    /// decode them.
     pub(crate) fn handed_to(&self, pid: i32) {
         for t in &self.0 {
             t.handed_to(pid);
         }
+        self.keep_taken();
+    }
+
+    /// What the handles took is kept, not given back: the receiver adopts it.
+    fn keep_taken(&self) {
+        self.1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// True when no handle asked to be told.
@@ -73,6 +86,18 @@ impl Transits {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.0.len()
+    }
+}
+
+impl Drop for Transits {
+    fn drop(&mut self) {
+        let taken = self
+            .1
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for t in taken.drain(..) {
+            t.give_back();
+        }
     }
 }
 
@@ -283,23 +308,26 @@ impl Message {
         self.out.fds.len()
     }
 
-    /// The message is complete and will be sent: its descriptors and transits. What its
-    /// handles took now travels with it.
+    /// The message is complete: its descriptors and transits. What its handles took now
+    /// travels in the transits, given back unless they are handed to a child.
     pub(crate) fn finish(mut self) -> (Vec<OwnedFd>, Transits) {
-        // Kept, not given back: the receivers adopt them.
-        self.out.taken.clear();
         let fds = std::mem::take(&mut self.out.fds);
         let transits = std::mem::take(&mut self.out.transits);
-        (fds, Transits(transits))
+        let taken = std::mem::take(&mut self.out.taken);
+        (fds, Transits(transits, std::sync::Mutex::new(taken)))
     }
 }
 
-/// Encodes `value`, collecting the descriptors of the handles inside it.
+/// Encodes `value`, collecting the descriptors of the handles inside it, as if handed to a
+/// child (what the handles took is for the receiver to adopt).
 #[cfg(test)]
 pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<(Vec<u8>, Vec<OwnedFd>), CodecError> {
-    encode_with_handles(value).map(|(bytes, fds, _)| (bytes, fds))
+    encode_with_handles(value).map(|(bytes, fds, transits)| {
+        transits.keep_taken();
+        (bytes, fds)
+    })
 }
 
 /// Encodes `value`, collecting the descriptors and the transits of the handles inside it. On
@@ -537,8 +565,8 @@ mod tests {
         let value = (lock.clone(), Breaks { panic: true });
         assert!(std::panic::catch_unwind(|| encode_with_handles(&value)).is_err());
         assert_eq!(lock.slot_refs(), Some(1), "an unwinding encode gives back");
-        // A complete message keeps its count: the receiver adopts it.
-        let (bytes, fds, _) = encode_with_handles(&lock).expect("encode");
+        // A complete message handed over keeps its count: the receiver adopts it.
+        let (bytes, fds) = encode_with_fds(&lock).expect("encode");
         assert_eq!(lock.slot_refs(), Some(2));
         let back: crate::Lock = with_incoming(fds, || codec::decode(&bytes)).expect("decode");
         drop(back);
@@ -613,7 +641,39 @@ mod tests {
         }
         assert_eq!((message.fd_count(), lock.slot_refs()), (253, Some(2)));
         message.encode(&lock).expect("the same lock again");
-        let (fds, _) = message.finish();
+        let (fds, transits) = message.finish();
         assert_eq!((fds.len(), lock.slot_refs()), (253, Some(3)));
+        drop(transits);
+        assert_eq!(lock.slot_refs(), Some(1), "never handed over: given back");
+    }
+
+    fn keep_lock(_: crate::Lock) {}
+
+    #[cfg(not(loom))] // `Lock::slot_refs` is not built under loom
+    #[test]
+    fn a_complete_message_never_handed_over_gives_its_counts_back() {
+        let lock = crate::Lock::new().expect("lock");
+        let (bytes, fds, transits) =
+            encode_with_handles(&(lock.clone(), lock.clone())).expect("encode");
+        assert_eq!(lock.slot_refs(), Some(3));
+        drop(transits);
+        assert_eq!(lock.slot_refs(), Some(1), "given back");
+        // Nothing is left for a receiver to adopt.
+        let r = with_incoming(fds, || codec::decode::<(crate::Lock, crate::Lock)>(&bytes));
+        assert!(r.is_err());
+        assert_eq!(lock.slot_refs(), Some(1));
+        // Handed over, the counts stay for the receiver.
+        let (bytes, fds, transits) = encode_with_handles(&lock).expect("encode");
+        transits.handed_to(0);
+        drop(transits);
+        assert_eq!(lock.slot_refs(), Some(2));
+        let back: crate::Lock = with_incoming(fds, || codec::decode(&bytes)).expect("decode");
+        drop(back);
+        assert_eq!(lock.slot_refs(), Some(1));
+        // A `Process` dropped before `start()`.
+        let p = crate::Process::new(keep_lock, lock.clone());
+        assert_eq!(lock.slot_refs(), Some(2));
+        drop(p);
+        assert_eq!(lock.slot_refs(), Some(1), "an unstarted process gives back");
     }
 }

@@ -5,7 +5,19 @@
 //! starts with a small header, `refs` (how many processes hold a handle on the object, 0 when
 //! free), `kind` and `tag` (the element type of a value, 0 for others), followed by the object. Only the process that made a chunk allocates from
 //! it (its free-slot search is private); any process that holds a handle counts in `refs` and
-//! gives its count back when its last handle drops, which frees the slot for reuse. A process
+//! gives its count back when its last handle drops, which frees the slot for reuse.
+//!
+//! A handle on its way to another process is counted twice in the chunk: once in its slot's
+//! `refs` (so the slot stays allocated while it travels) and once in the slot's *in-flight*
+//! count, a word per slot after the slots. A receiver adopts a count only by taking one from
+//! the in-flight word: the bytes of a message are written by user code (a hand-written
+//! `Serialize` can write any index and offset, or one handle's twice), so a reference in them
+//! proves nothing, but every in-flight unit was put there by the library along with a unit of
+//! `refs`. A reference that finds no unit in flight is refused, so a receiver never holds (or
+//! later gives back) a count that nobody gave it, and `refs` is never below the number of live
+//! claims plus the units in flight. A forged reference can at worst take the unit of another
+//! handle to the same slot that is in flight at that moment; that handle's receiver is then
+//! refused in turn, and the counts still balance. A process
 //! that dies holding handles never gives them back: the slot stays allocated (a leak bounded by
 //! the chunk, never an object reused under a live handle). Everything in the slot header is a
 //! number, so a peer scribbling over it can make slots leak or be reused early (two objects then
@@ -29,8 +41,10 @@ use crate::handles;
 pub(crate) const SLOT: usize = 128;
 /// Offset of the object in its slot.
 pub(crate) const PAYLOAD_AT: usize = 16;
-/// Slots per chunk (512 KiB chunks).
+/// Slots per chunk (512 KiB of slots).
 const SLOTS: usize = 4096;
+/// A chunk's data: the slots, then one in-flight count (`u32`) per slot.
+const CHUNK_LEN: usize = SLOTS * SLOT + SLOTS * 4;
 /// At least this many allocations pass between two rechecks of the pending slots, however few
 /// are pending (a recheck reads every pending slot's header).
 const MIN_RECHECK_INTERVAL: usize = 64;
@@ -90,6 +104,52 @@ fn header(region: &Region, slot: usize) -> &SlotHeader {
     unsafe { region.data().add(slot * SLOT).cast::<SlotHeader>().as_ref() }
 }
 
+/// How many handles on `slot` are on their way to a receiver (see the module's docs).
+fn in_flight(region: &Region, slot: usize) -> &AtomicU32 {
+    // SAFETY: `slot` is below SLOTS (checked by every caller); the chunk's data holds SLOTS
+    // in-flight words after the slots (checked at open); the word is an atomic.
+    unsafe {
+        region
+            .data()
+            .add(SLOTS * SLOT + slot * 4)
+            .cast::<AtomicU32>()
+            .as_ref()
+    }
+}
+
+/// Puts one unit of `refs` and one unit in flight on `slot`, for a handle being sent.
+fn send_one(region: &Region, slot: usize) -> std::result::Result<(), String> {
+    let full = || "the shared object's holder count is full (a peer scribbled over it)".to_string();
+    let refs = &header(region, slot).refs;
+    refs.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |r| r.checked_add(1))
+        .map_err(|_| full())?;
+    if in_flight(region, slot)
+        .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_add(1))
+        .is_err()
+    {
+        let _ = refs.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |r| r.checked_sub(1));
+        return Err(full());
+    }
+    Ok(())
+}
+
+/// Takes back one unit in flight on `slot`, and its unit of `refs` (only if there was one in
+/// flight: never a unit that some receiver already adopted).
+fn cancel_one(region: &Region, slot: usize) {
+    if take_in_flight(region, slot) {
+        let _ = header(region, slot)
+            .refs
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |r| r.checked_sub(1));
+    }
+}
+
+/// Takes one unit in flight on `slot`, if there is one.
+fn take_in_flight(region: &Region, slot: usize) -> bool {
+    in_flight(region, slot)
+        .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 /// One process's claim on a slot: gives it back when the last handle of this process drops.
 pub(crate) struct SlotClaim {
     region: Arc<Region>,
@@ -108,24 +168,19 @@ impl SlotClaim {
         self.slot * SLOT + PAYLOAD_AT
     }
 
-    /// Counts one more holder for a handle being sent to another process, which adopts the
-    /// count when it opens the handle (so the slot stays allocated while the handle travels,
-    /// whatever the sender does meanwhile). The message being encoded gives the count back if
-    /// it is abandoned (see [`handles::Taken`]); a complete message that never arrives leaks
-    /// its slot.
+    /// Counts one more holder for a handle being sent to another process, and puts the count
+    /// in flight: the receiver adopts it when it opens the handle (so the slot stays
+    /// allocated while the handle travels, whatever the sender does meanwhile). The message
+    /// being encoded gives the count back if it is abandoned (see [`handles::Taken`]), and so
+    /// does a complete one that is never handed to a child; one handed to a child that dies
+    /// before decoding it leaks the slot.
     ///
     /// # Errors
-    /// When no process arguments are being encoded (nothing is counted then).
+    /// When no process arguments are being encoded, or the slot's counts are full (a
+    /// scribbler); nothing is counted then.
     pub(crate) fn export(self: &Arc<Self>) -> std::result::Result<(), String> {
         let exported = Box::new(Exported(self.clone()));
-        let added = header(&self.region, self.slot)
-            .refs
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |r| r.checked_add(1))
-            .is_ok();
-        if !added {
-            // Saturated (a scribbler): nothing counted, nothing to give back.
-            return Ok(());
-        }
+        send_one(&self.region, self.slot)?;
         handles::export_taken(exported).map_err(|(exported, why)| {
             handles::Taken::give_back(exported);
             why
@@ -144,13 +199,8 @@ struct Exported(Arc<SlotClaim>);
 
 impl handles::Taken for Exported {
     fn give_back(self: Box<Self>) {
-        // Our own claim still counts, so this never frees the slot (a scribbler aside: never
-        // below 0).
-        let _ = header(&self.0.region, self.0.slot).refs.fetch_update(
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-            |r| r.checked_sub(1),
-        );
+        // Our own claim still counts, so this never frees the slot.
+        cancel_one(&self.0.region, self.0.slot);
     }
 }
 
@@ -233,7 +283,7 @@ fn take_slot(st: &mut State) -> Result<(usize, usize)> {
             return Ok(cs);
         }
     }
-    let region = Arc::new(Region::anonymous(Kind::Arena, SLOTS * SLOT, 0)?);
+    let region = Arc::new(Region::anonymous(Kind::Arena, CHUNK_LEN, 0)?);
     remember(&region);
     st.chunks.push(Chunk { region });
     st.fresh = 0;
@@ -286,7 +336,7 @@ pub(crate) fn open(
         Some(r) => r,
         None => {
             let r = Arc::new(Region::open(fd, Kind::Arena, 0, Sealing::Required)?);
-            if r.data_len() < SLOTS * SLOT {
+            if r.data_len() < CHUNK_LEN {
                 return Err(bad("the arena segment is too small"));
             }
             remember(&r);
@@ -301,22 +351,37 @@ pub(crate) fn open(
     }
     let slot = payload / SLOT;
     let h = header(&region, slot);
+    // A handle sent as another object than it is received as: its count goes back (if one
+    // is in flight at all: a forged reference may name any slot), rather than leak the slot.
+    let refuse = |why: &str| {
+        cancel_one(&region, slot);
+        Err(bad(why))
+    };
     let kind = h.kind.load(Ordering::Acquire);
     if !kinds.iter().any(|&k| k as u32 == kind) {
-        return Err(bad(&format!(
+        return refuse(&format!(
             "it holds object type #{kind}, not a {:?}",
             kinds[0]
-        )));
+        ));
     }
     if let Some(tag) = tag
         && h.tag.load(Ordering::Acquire) != tag
     {
-        return Err(bad("it holds values of another type"));
+        return refuse("it holds values of another type");
     }
-    // The sender counted this handle when it wrote it (`SlotClaim::export`): we adopt that
-    // count. A count at 0 means a scribbler: refuse rather than revive a free slot.
+    // A count at 0 means a scribbler: refuse rather than revive a free slot.
     if h.refs.load(Ordering::Acquire) == 0 {
         return Err(bad("the slot is free"));
+    }
+    // The sender counted this handle when it wrote it (`SlotClaim::export`) and put the count
+    // in flight: we adopt it by taking it from there. None in flight: the reference was not
+    // written by the library (a forged, copied or replayed one), and there is no count of ours.
+    if !take_in_flight(&region, slot) {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "cannot open the shared object: no handle on its slot was sent (the reference was \
+             forged or copied)",
+        ));
     }
     Ok(SlotClaim {
         region,

@@ -182,3 +182,123 @@ fn a_hundred_thousand_locks_take_a_few_descriptors_and_freed_slots_are_reused() 
     );
     drop(again);
 }
+
+/// The `(descriptor index, slot offset)` a lock is written as, from a message that is then
+/// dropped unsent (which gives its count back).
+fn wire_of(lock: &Lock) -> (u32, u32) {
+    let mut message = crate::handles::Message::default();
+    let bytes = message.encode(lock).unwrap();
+    drop(message);
+    crate::codec::decode(&bytes).unwrap()
+}
+
+/// Decodes `forged` (bytes a hand-written `Serialize` could write) as a `U`, with the
+/// descriptors of a real message that carried `sent`.
+fn decode_forged<U: serde::de::DeserializeOwned>(
+    sent: &Lock,
+    forged: &impl serde::Serialize,
+) -> Result<U, crate::codec::CodecError> {
+    let (_, fds) = crate::handles::encode_with_fds(sent).unwrap();
+    let bytes = crate::codec::encode(forged).unwrap();
+    crate::handles::with_incoming(fds, || crate::codec::decode::<U>(&bytes))
+}
+
+#[test]
+fn a_reference_written_twice_adopts_one_count() {
+    let lock = Lock::new().unwrap();
+    let (bytes, fds) = crate::handles::encode_with_fds(&lock).unwrap();
+    assert_eq!(lock.slot_refs(), Some(2), "one count on its way");
+    let wire: (u32, u32) = crate::codec::decode(&bytes).unwrap();
+    let twice = crate::codec::encode(&(wire, wire)).unwrap();
+    let r = crate::handles::with_incoming(fds, || crate::codec::decode::<(Lock, Lock)>(&twice));
+    let Err(e) = r else {
+        panic!("the second reference has no count")
+    };
+    assert!(
+        e.to_string().contains("no handle on its slot was sent"),
+        "{e}"
+    );
+    // The first one adopted the count sent and gave it back when the decode failed.
+    assert_eq!(lock.slot_refs(), Some(1));
+    assert!(lock.try_lock().is_ok());
+}
+
+#[test]
+fn a_reference_replayed_from_an_earlier_message_is_refused() {
+    let lock = Lock::new().unwrap();
+    let (bytes, fds) = crate::handles::encode_with_fds(&lock).unwrap();
+    let copy: Vec<_> = fds
+        .iter()
+        .map(|f| crate::sys::dup_cloexec(f.as_fd()).unwrap())
+        .collect();
+    let back: Lock = crate::handles::with_incoming(fds, || crate::codec::decode(&bytes)).unwrap();
+    assert_eq!(lock.slot_refs(), Some(2));
+    // The same bytes and descriptors again: nothing is on its way any more.
+    let again = crate::handles::with_incoming(copy, || crate::codec::decode::<Lock>(&bytes));
+    assert!(again.is_err());
+    assert_eq!(lock.slot_refs(), Some(2));
+    drop(back);
+    assert_eq!(lock.slot_refs(), Some(1));
+}
+
+#[test]
+fn a_reference_to_a_slot_nobody_sent_is_refused_and_counts_nothing() {
+    let sent = Lock::new().unwrap();
+    let other = Lock::new().unwrap();
+    let (_, other_offset) = wire_of(&other);
+    assert_eq!(
+        other.slot_refs(),
+        Some(1),
+        "an unsent message gives its count back"
+    );
+    let (index, _) = wire_of(&sent);
+    // Another live lock of the chunk, named on the sent lock's descriptor (both lie in this
+    // process's arena; if they are in two chunks, the forged reference names a slot of the
+    // sent lock's chunk that may be free or hold anything: refused all the same).
+    let r = decode_forged::<Lock>(&sent, &(index, other_offset));
+    assert!(r.is_err());
+    assert_eq!(
+        other.slot_refs(),
+        Some(1),
+        "the refusal took no count of it"
+    );
+    assert!(other.try_lock().is_ok());
+    // A freed slot.
+    let gone = Lock::new().unwrap();
+    let (_, gone_offset) = wire_of(&gone);
+    drop(gone);
+    assert!(decode_forged::<Lock>(&sent, &(index, gone_offset)).is_err());
+    // Garbage: past the slots, inside a slot, the in-flight words.
+    for offset in [u32::MAX - 1, 17, 4096 * 128, 4096 * 128 + 16] {
+        assert!(decode_forged::<Lock>(&sent, &(index, offset)).is_err());
+    }
+}
+
+#[test]
+fn a_message_given_back_unsent_cannot_be_adopted() {
+    let lock = Lock::new().unwrap();
+    let mut message = crate::handles::Message::default();
+    let bytes = message.encode(&lock).unwrap();
+    // Its descriptor, as the message would carry it.
+    let fd = crate::sys::dup_cloexec(crate::handles::Handle::descriptor(&lock)).unwrap();
+    drop(message);
+    assert_eq!(lock.slot_refs(), Some(1));
+    let r = crate::handles::with_incoming(vec![fd], || crate::codec::decode::<Lock>(&bytes));
+    assert!(r.is_err(), "its count went back: nothing to adopt");
+    assert_eq!(lock.slot_refs(), Some(1));
+}
+
+#[test]
+fn a_handle_decoded_as_another_object_gives_its_count_back() {
+    let lock = Lock::new().unwrap();
+    let (bytes, fds) = crate::handles::encode_with_fds(&lock).unwrap();
+    assert_eq!(lock.slot_refs(), Some(2));
+    let r =
+        crate::handles::with_incoming(fds, || crate::codec::decode::<crate::Value<u32>>(&bytes));
+    assert!(r.is_err(), "a lock is not a value");
+    assert_eq!(
+        lock.slot_refs(),
+        Some(1),
+        "the refused handle's count went back"
+    );
+}

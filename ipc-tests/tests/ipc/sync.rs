@@ -13,6 +13,9 @@ use crate::{Context, TestFn, ensure};
 #[path = "sync_hostile.rs"]
 mod hostile;
 
+#[path = "sync_forged.rs"]
+mod forged;
+
 pub fn tests() -> Vec<(&'static str, TestFn)> {
     vec![
         ("sync::holder_sigkilled_100_rounds", holder_killed_rounds),
@@ -57,6 +60,22 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         (
             "sync::thousand_locks_handed_to_one_child",
             many_locks_to_child,
+        ),
+        (
+            "sync::forged_duplicated_reference_is_refused_and_frees_nothing",
+            forged::a_duplicated_reference_is_refused_and_frees_nothing,
+        ),
+        (
+            "sync::forged_duplicated_reference_in_a_pool_task_is_refused",
+            forged::a_duplicated_reference_in_a_pool_task_is_refused,
+        ),
+        (
+            "sync::forged_reference_to_an_unsent_slot_is_refused",
+            forged::a_reference_to_an_unsent_slot_is_refused,
+        ),
+        (
+            "sync::an_unstarted_process_gives_its_arena_slots_back",
+            forged::an_unstarted_process_gives_its_slots_back,
         ),
     ]
 }
