@@ -30,7 +30,7 @@
 use crate::atomic::Ordering;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{Kind, Region, Sealing};
@@ -156,6 +156,41 @@ pub(crate) struct SlotClaim {
     slot: usize,
     /// Index of the chunk in this process's allocator, if this process made it.
     chunk: Option<usize>,
+    /// The process the claim counts for, and how many times it had forked when the claim was
+    /// made (see [`Drop`](#impl-Drop-for-SlotClaim)).
+    pid: i32,
+    forks: u64,
+}
+
+/// How many children this process has forked through the library. A forked child gets a copy
+/// of every claim without a count of its own (a copy of memory is not a message), so:
+/// - the copy's drop in the child gives nothing back (its `pid` is not the child's);
+/// - a claim made before the latest fork keeps its count when this process drops it, since a
+///   child may still use its copy: the slot leaks (bounded by the chunk) rather than being
+///   reused under a live handle.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts this process's forks in [`FORKS`].
+struct ForkCounter;
+
+impl handles::ForkAware for ForkCounter {
+    fn forked(&self, _pid: i32) {
+        FORKS.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// This process's id and fork count, for a new claim. Registers the fork counter once per
+/// process (a forked child starts a registry of its own).
+fn claimant() -> (i32, u64) {
+    static REGISTERED_IN: AtomicI32 = AtomicI32::new(0);
+    static COUNTER: std::sync::OnceLock<Arc<dyn handles::ForkAware>> = std::sync::OnceLock::new();
+    let pid = crate::sys::getpid();
+    if REGISTERED_IN.load(Ordering::Acquire) != pid {
+        // Two threads may both register: each fork is then counted twice, which is harmless.
+        handles::register_fork_aware(COUNTER.get_or_init(|| Arc::new(ForkCounter)));
+        REGISTERED_IN.store(pid, Ordering::Release);
+    }
+    (pid, FORKS.load(Ordering::Acquire))
 }
 
 impl SlotClaim {
@@ -206,6 +241,11 @@ impl handles::Taken for Exported {
 
 impl Drop for SlotClaim {
     fn drop(&mut self) {
+        // A forked child's copy never had a count; a claim older than our latest fork may
+        // have a copy in a child that still uses it (see `FORKS`).
+        if crate::sys::getpid() != self.pid || FORKS.load(Ordering::Acquire) != self.forks {
+            return;
+        }
         let h = header(&self.region, self.slot);
         // Never below 0, whatever a scribbler wrote.
         let before = h
@@ -232,10 +272,13 @@ pub(crate) fn alloc(
     let claim = {
         let mut st = state();
         let (chunk, slot) = take_slot(&mut st)?;
+        let (pid, forks) = claimant();
         SlotClaim {
             region: st.chunks[chunk].region.clone(),
             slot,
             chunk: Some(chunk),
+            pid,
+            forks,
         }
     };
     let h = header(&claim.region, claim.slot);
@@ -383,10 +426,13 @@ pub(crate) fn open(
              forged or copied)",
         ));
     }
+    let (pid, forks) = claimant();
     Ok(SlotClaim {
         region,
         slot,
         chunk: None,
+        pid,
+        forks,
     })
 }
 

@@ -77,6 +77,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "sync::an_unstarted_process_gives_its_arena_slots_back",
             forged::an_unstarted_process_gives_its_slots_back,
         ),
+        (
+            "sync::forked_copies_neither_free_nor_reuse_a_live_slot",
+            forged::forked_copies_neither_free_nor_reuse_a_live_slot,
+        ),
     ]
 }
 

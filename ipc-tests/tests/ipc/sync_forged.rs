@@ -205,3 +205,79 @@ pub fn an_unstarted_process_gives_its_slots_back() -> Result<(), String> {
     );
     Ok(())
 }
+
+/// A handle that this process holds only here, so that a forked child's copy of it is the
+/// child's last one (its drop would give back a count the child never had).
+static KEPT: std::sync::Mutex<Option<Value<u64>>> = std::sync::Mutex::new(None);
+
+fn kept() -> std::sync::MutexGuard<'static, Option<Value<u64>>> {
+    KEPT.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// In a forked child: drops the copy of `KEPT` it inherited, then makes new values and marks
+/// them. Before the fix the drop freed the parent's live slot and a new value landed on it.
+fn drop_inherited_then_allocate(_: ()) -> bool {
+    drop(kept().take());
+    let fresh: Vec<Value<u64>> = (0..256).filter_map(|_| Value::new(MAGIC).ok()).collect();
+    fresh.len() == 256
+}
+
+/// In a forked child: waits for `go`, then writes `MAGIC` through its inherited copy of `KEPT`.
+fn write_inherited_when_told(go: Event) -> bool {
+    let Some(v) = kept().take() else { return false };
+    go.wait_timeout(PATIENCE).is_ok() && v.set(MAGIC).is_ok()
+}
+
+/// Runs in a spawned child (the suite's own process has threads, which forbid a fork start).
+fn forked_copies(_: ()) -> Result<(), String> {
+    use multiproc::StartMethod;
+    // The child drops its copy: the parent's value keeps its slot.
+    *kept() = Some(Value::new(0u64).map_err(|e| e.to_string())?);
+    let mut p = Process::new(drop_inherited_then_allocate, ()).with_start_method(StartMethod::Fork);
+    p.start().map_err(|e| format!("fork: {e}"))?;
+    let made = p.join().map_err(|e| format!("join: {e}"))?;
+    if !made {
+        return Err("the forked child could not make its values".into());
+    }
+    let ours = kept().as_ref().map(|v| v.get().ok());
+    if ours != Some(Some(0)) {
+        return Err(format!(
+            "a forked child's new value shared the slot of our live one: we read {ours:?}"
+        ));
+    }
+    // The parent drops its value while the child still uses its copy: the slot is not reused.
+    let go = Event::new().map_err(|e| e.to_string())?;
+    let mut p =
+        Process::new(write_inherited_when_told, go.clone()).with_start_method(StartMethod::Fork);
+    p.start().map_err(|e| format!("fork: {e}"))?;
+    drop(kept().take());
+    let fresh: Vec<Value<u64>> = (0..256)
+        .map(|_| Value::new(0u64))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    go.set();
+    let wrote = p.join().map_err(|e| format!("join: {e}"))?;
+    if !wrote {
+        return Err("the forked child could not write through its copy".into());
+    }
+    let shared = fresh.iter().filter(|v| v.get().ok() == Some(MAGIC)).count();
+    if shared != 0 {
+        return Err(format!(
+            "{shared} new value(s) share the slot that a forked child still used"
+        ));
+    }
+    Ok(())
+}
+
+/// Handles a forked child inherits (a copy of memory, not a message) were never counted for
+/// it: the child's drop must give nothing back, and the parent's own drop must not free a slot
+/// that a child may still use.
+pub fn forked_copies_neither_free_nor_reuse_a_live_slot() -> Result<(), String> {
+    let mut p = Process::new(forked_copies, ());
+    p.start().ctx("start")?;
+    match p.join().ctx("join")? {
+        Ok(()) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
