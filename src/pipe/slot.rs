@@ -25,8 +25,16 @@ impl RecvState {
 /// The state sits in the mutex while nobody receives; a receiver takes it out (the mutex is
 /// held only for that instant) and puts it back when done.
 pub(super) struct RecvSlot {
-    state: Mutex<Option<RecvState>>,
+    inner: Mutex<Inner>,
     returned: Condvar,
+}
+
+struct Inner {
+    state: Option<RecvState>,
+    /// Threads waiting in `take` for the state to come back. Counted so that giving the state
+    /// back wakes somebody only when somebody waits: a condition variable's notify is a system
+    /// call every time (a futex wake), which an uncontended receive must not pay.
+    waiting: usize,
 }
 
 /// The state, lent out; returned to the slot on drop (a panic in the receiver included).
@@ -42,14 +50,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl RecvSlot {
     pub(super) fn new(state: RecvState) -> RecvSlot {
         RecvSlot {
-            state: Mutex::new(Some(state)),
+            inner: Mutex::new(Inner {
+                state: Some(state),
+                waiting: 0,
+            }),
             returned: Condvar::new(),
         }
     }
 
     /// The state if no other thread has it now.
     pub(super) fn try_take(&self) -> Option<Lent<'_>> {
-        let state = lock(&self.state).take()?;
+        let state = lock(&self.inner).state.take()?;
         Some(Lent {
             slot: self,
             state: Some(state),
@@ -59,25 +70,42 @@ impl RecvSlot {
     /// The state, waiting for another receiver to return it until `deadline` (`None`: as long
     /// as it takes).
     pub(super) fn take(&self, deadline: Option<Instant>) -> Option<Lent<'_>> {
-        let mut slot = lock(&self.state);
+        let mut inner = lock(&self.inner);
         loop {
-            if let Some(state) = slot.take() {
+            if let Some(state) = inner.state.take() {
                 return Some(Lent {
                     slot: self,
                     state: Some(state),
                 });
             }
-            slot = match deadline {
-                None => self.returned.wait(slot).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.checked_duration_since(Instant::now())?;
+            let left = match deadline {
+                None => None,
+                Some(d) => Some(d.checked_duration_since(Instant::now())?),
+            };
+            inner.waiting += 1;
+            inner = match left {
+                None => self.returned.wait(inner).unwrap_or_else(|p| p.into_inner()),
+                Some(left) => {
                     self.returned
-                        .wait_timeout(slot, left)
+                        .wait_timeout(inner, left)
                         .unwrap_or_else(|p| p.into_inner())
                         .0
                 }
             };
+            inner.waiting -= 1;
         }
+    }
+
+    /// Puts the state back; true if a waiting thread was woken for it.
+    fn put(&self, state: RecvState) -> bool {
+        let mut inner = lock(&self.inner);
+        inner.state = Some(state);
+        let wake = inner.waiting > 0;
+        drop(inner);
+        if wake {
+            self.returned.notify_one();
+        }
+        wake
     }
 }
 
@@ -101,8 +129,59 @@ impl DerefMut for Lent<'_> {
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
-            *lock(&self.slot.state) = Some(state);
-            self.slot.returned.notify_one();
+            self.slot.put(state);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn slot() -> RecvSlot {
+        RecvSlot::new(RecvState {
+            decoder: FrameDecoder::new(16),
+            eof: false,
+            broken: None,
+        })
+    }
+
+    #[test]
+    fn giving_the_state_back_wakes_nobody_when_nobody_waits() {
+        let slot = slot();
+        let mut lent = slot.try_take().expect("free");
+        assert!(slot.try_take().is_none());
+        let state = lent.state.take().expect("lent");
+        assert!(!slot.put(state), "an uncontended receive must not notify");
+        drop(lent);
+        assert!(slot.take(Some(Instant::now())).is_some());
+    }
+
+    #[test]
+    fn a_waiting_receiver_is_woken_when_the_state_comes_back() {
+        let slot = slot();
+        let mut lent = slot.try_take().expect("free");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| slot.take(None).is_some());
+            while lock(&slot.inner).waiting == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let state = lent.state.take().expect("lent");
+            assert!(slot.put(state));
+            assert!(waiter.join().expect("waiter"));
+        });
+        assert_eq!(lock(&slot.inner).waiting, 0);
+    }
+
+    #[test]
+    fn a_timed_take_that_gives_up_is_no_longer_counted() {
+        let slot = slot();
+        let mut lent = slot.try_take().expect("free");
+        let soon = Instant::now() + Duration::from_millis(5);
+        assert!(slot.take(Some(soon)).is_none());
+        assert_eq!(lock(&slot.inner).waiting, 0);
+        let state = lent.state.take().expect("lent");
+        assert!(!slot.put(state));
     }
 }

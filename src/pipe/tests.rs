@@ -46,10 +46,19 @@ fn recv_bytes_round_trips_every_size() {
     bounded(|| {
         let (a, b) = pipe::<()>().unwrap();
         let b = std::sync::Arc::new(b);
-        for (i, len) in [0usize, 1, 4, 65_535, 65_536, 1 << 20, 5 << 20]
-            .into_iter()
-            .enumerate()
-        {
+        // Around COPY_MAX the header and payload go out copied together or gathered.
+        let sizes = [
+            0usize,
+            1,
+            4,
+            COPY_MAX,
+            COPY_MAX + 1,
+            65_535,
+            65_536,
+            1 << 20,
+            5 << 20,
+        ];
+        for (i, len) in sizes.into_iter().enumerate() {
             let msg = pattern(len, i as u8);
             let sender = {
                 let m = msg.clone();
@@ -162,6 +171,28 @@ fn until_receiving<S, R>(c: &Connection<S, R>) {
             None => return,
         }
     }
+}
+
+#[test]
+fn receivers_waiting_on_one_end_each_get_a_message() {
+    // Giving the receive state back wakes a waiter only when one is counted: a miscount would
+    // leave a receiver asleep with messages buffered.
+    bounded(|| {
+        let (a, b) = pipe::<u32>().unwrap();
+        let b = std::sync::Arc::new(b);
+        let per = 200;
+        let receivers: Vec<_> = (0..4)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || (0..per).map(|_| b.recv().unwrap()).sum::<u32>())
+            })
+            .collect();
+        for i in 0..4 * per {
+            a.send(&i).unwrap();
+        }
+        let total: u32 = receivers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert_eq!(total, (0..4 * per).sum::<u32>());
+    });
 }
 
 #[test]

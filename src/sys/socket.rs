@@ -62,6 +62,21 @@ pub(crate) fn sendmsg(
         iov[count] = IoSlice::new(p);
         count += 1;
     }
+    let mut flags = SendFlags::NOSIGNAL;
+    if nonblocking {
+        flags |= SendFlags::DONTWAIT;
+    }
+    if fds.is_empty() && count <= 1 {
+        // One buffer and no descriptors: send(2) does the same as sendmsg(2) without copying
+        // in a message header and an iovec array, which a small message notices (~80 ns).
+        let bytes: &[u8] = if count == 1 { &iov[0] } else { &[] };
+        loop {
+            match rustix::net::send(fd, bytes, flags) {
+                Err(Errno::INTR) => continue,
+                other => return other.map_err(io::Error::from),
+            }
+        }
+    }
     let mut space = [MaybeUninit::<u8>::uninit(); RIGHTS_SPACE];
     let mut control = if fds.is_empty() {
         SendAncillaryBuffer::default()
@@ -71,10 +86,6 @@ pub(crate) fn sendmsg(
         debug_assert!(fitted, "RIGHTS_SPACE holds MAX_FDS_PER_MESSAGE descriptors");
         control
     };
-    let mut flags = SendFlags::NOSIGNAL;
-    if nonblocking {
-        flags |= SendFlags::DONTWAIT;
-    }
     loop {
         match rustix::net::sendmsg(fd, &iov[..count], &mut control, flags) {
             Err(Errno::INTR) => continue,
