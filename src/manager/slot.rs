@@ -285,10 +285,13 @@ impl Slot {
         if std::mem::take(&mut self.spin.missed) || self.spin.sleeps.is_multiple_of(REFRESH_EVERY) {
             self.refresh_cpus();
         }
+        // The next look at the socket, kept across sleeps: a sleep ends at a futex slice
+        // (reported as a wake) sooner than a long tick, and must not push the look back.
         let mut tick = TICK_FIRST;
+        let mut check = Instant::now() + tick;
         loop {
             let mut ended = None;
-            let slept = self.turn().sleep(Some(Instant::now() + tick), |w| {
+            let slept = self.turn().sleep(Some(check), |w| {
                 let t = w.fetch_add(0, Ordering::AcqRel);
                 match self.mine(t) {
                     Ok(false) => Some(t),
@@ -303,7 +306,7 @@ impl Slot {
                 Some(Err(e)) => return Err(e),
                 None => {}
             }
-            if slept == Slept::TimedOut {
+            if slept == Slept::TimedOut || Instant::now() >= check {
                 if peer_gone(peer) {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -311,6 +314,7 @@ impl Slot {
                     ));
                 }
                 tick = (tick * 2).min(TICK_MAX);
+                check = Instant::now() + tick;
             }
         }
         self.seq = self.seq.wrapping_add(1);
@@ -538,6 +542,28 @@ mod tests {
         });
         let e = c.recv(&mut buf, 1024, cs.as_fd()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        killer.join().unwrap();
+    }
+
+    #[test]
+    fn a_peer_that_dies_after_a_long_wait_still_ends_it() {
+        // Past the ticks shorter than a futex slice (2 + 4 + ... + 64 ms): the wait used to
+        // renew its tick's deadline at every slice and so never looked at the socket again.
+        let ((mut c, cs), (s, ss)) = pair();
+        c.send(b"anyone?", cs.as_fd()).unwrap();
+        let killer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(600));
+            drop((s, ss));
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = tx.send(c.recv(&mut buf, 1024, cs.as_fd()).map_err(|e| e.kind()));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the wait did not end after the peer died");
+        assert_eq!(got, Err(io::ErrorKind::UnexpectedEof));
         killer.join().unwrap();
     }
 
