@@ -15,11 +15,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::auth::{self, AuthError, KEY_LEN, Session, Stream};
 use super::protocol::{Refusal, Reply, Request};
-use super::slot::{Side, Slot};
+use super::slot::{Side, Slot, SlotMemory};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handles;
-use crate::shm::SharedMemory;
 
 /// How long a client waits for a manager's handshake.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -277,9 +276,9 @@ impl Conn {
             codec::decode(&self.buf).map_err(|e| Error::codec("undecodable manager reply", e))?;
         match reply {
             Reply::Slot(handle) => {
-                let shm: SharedMemory = handles::with_incoming(fds, || codec::decode(&handle))
+                let mem: SlotMemory = handles::with_incoming(fds, || codec::decode(&handle))
                     .map_err(|e| Error::codec("the manager's slot does not open", e))?;
-                Slot::new(shm, Side::Client).map(Some).map_err(broken)
+                Ok(Some(Slot::new(mem, Side::Client)))
             }
             Reply::Refused(..) => Ok(None),
             r => Err(Error::new(
@@ -496,7 +495,7 @@ impl Client {
 
     /// The shared slot's memory, if the connection has one (tests scribble on it).
     #[cfg(test)]
-    pub(crate) fn slot_memory(&self) -> Option<SharedMemory> {
+    pub(crate) fn slot_memory(&self) -> Option<SlotMemory> {
         let guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let slot = guard.as_ref()?.slot.as_ref()?;
         Some(slot.memory().clone())

@@ -224,7 +224,7 @@ fn offer_slot(session: &mut Session, stream: &Stream) -> std::io::Result<Slot> {
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     let n = crate::sys::sendmsg(unix.as_fd(), &[&frame], &borrowed, false)?;
     (&*unix).write_all(&frame[n..])?;
-    Slot::new(shm, Side::Server)
+    Ok(Slot::new(shm, Side::Server))
 }
 
 fn deadline_of(micros: Option<u64>) -> Option<Instant> {

@@ -3,7 +3,10 @@
 //! After authentication, a client on a Unix socket (whose uid the server checked) asks for a
 //! slot; the server creates an anonymous, size-sealed segment and hands it over as a descriptor
 //! (`SCM_RIGHTS`) in an authenticated reply. From then on requests and replies are copied
-//! through the segment, and the socket only tells each side whether the other is still there:
+//! through the segment, and the socket only tells each side whether the other is still there.
+//! The segment is of its own kind, checked with its size when the client opens it; its state is
+//! a [`SlotState`] at the start (laid out as a Rust type, as `Semaphore`'s and `Event`'s are, so
+//! that it builds under loom too), and the chunk's bytes follow, copied as 8-byte words:
 //!
 //! - The slot belongs to one side at a time. `turn`, the futex word of a [`WaitWord`], counts
 //!   hand-overs: even, the client's; odd, the server's. Each side keeps its own count and
@@ -31,25 +34,67 @@
 use crate::atomic::Ordering;
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use crate::shm::SharedMemory;
+use crate::handles::shared_handle;
+use crate::shm::{Kind, Shared};
 use crate::sync::wait_word::{Slept, WaitWord};
 
 /// Bytes of message per chunk.
 pub(crate) const SLOT_DATA: usize = 64 << 10;
-/// Where the chunk's bytes start (the words before it are each on a cache line of their own).
-const DATA_OFFSET: usize = 256;
-/// The size of a slot's segment.
-pub(crate) const SLOT_LEN: usize = DATA_OFFSET + SLOT_DATA;
-
-/// Byte offset of the turn's [`WaitWord`] (only ever accessed through it).
-const TURN_AT: usize = 0;
-/// 8-byte word indices of each side's CPU mask (indexed by [`Side`]) and of the chunk header.
-const MASK: [usize; 2] = [8, 16];
-const HEADER: usize = 24;
 /// In the header word: more chunks of this message follow.
 const MORE: u64 = 1 << 63;
+
+/// The words of a slot, at the start of its segment's data; the chunk's bytes follow at
+/// [`DATA_OFFSET`]. A `WaitWord` is the crate's atomics (the model's under loom), so the
+/// state is laid out as a Rust type in the segment, as `Semaphore`'s and `Event`'s are, not
+/// read as raw words.
+#[repr(C)]
+pub(crate) struct SlotState {
+    /// Counts the hand-overs (see the module docs): the futex word of a [`WaitWord`].
+    turn: WaitWord,
+    /// Each side's published CPU mask, indexed by [`Side`] (0: not published yet).
+    masks: [AtomicU64; 2],
+    /// The chunk's length, and [`MORE`].
+    header: AtomicU64,
+}
+
+impl SlotState {
+    fn new() -> SlotState {
+        SlotState {
+            turn: WaitWord::new(0),
+            masks: [AtomicU64::new(0), AtomicU64::new(0)],
+            header: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Where the chunk's bytes start, from the start of the state (its own cache lines).
+const DATA_OFFSET: usize = std::mem::size_of::<SlotState>().next_multiple_of(128);
+/// The bytes of a slot's segment after the state.
+const EXTRA: usize = DATA_OFFSET - std::mem::size_of::<SlotState>() + SLOT_DATA;
+
+/// A slot's segment, as the server creates it and hands it to the client (its descriptor
+/// alone travels; the kind and size are checked when it is opened).
+#[derive(Clone)]
+pub(crate) struct SlotMemory {
+    state: Shared<SlotState>,
+}
+
+impl SlotMemory {
+    /// The chunk's bytes, as shared 8-byte words.
+    fn data(&self) -> &[AtomicU64] {
+        self.state.words_at(DATA_OFFSET, SLOT_DATA / 8)
+    }
+}
+
+shared_handle!(
+    /// A slot travels as its segment's descriptor alone.
+    [] SlotMemory, state, (),
+    |_| Ok(()),
+    |fd, ()| Shared::open(fd, &[Kind::ManagerSlot], 0, EXTRA).map(|state| SlotMemory { state }),
+);
 
 /// The longest a side spins for its turn before it sleeps: a peer that is running answers a
 /// small request well within it; a peer that must first be woken (tens of microseconds across
@@ -103,7 +148,7 @@ struct SpinPolicy {
 
 /// One end of a slot.
 pub(crate) struct Slot {
-    shm: SharedMemory,
+    mem: SlotMemory,
     side: Side,
     /// The hand-overs seen so far (ours and the peer's), modulo 2^32.
     seq: u32,
@@ -122,17 +167,15 @@ impl std::fmt::Debug for Slot {
 
 impl Slot {
     /// A fresh slot's segment (the server's side creates it).
-    pub(crate) fn create() -> crate::Result<SharedMemory> {
-        SharedMemory::new(SLOT_LEN)
+    pub(crate) fn create() -> crate::Result<SlotMemory> {
+        let state = Shared::create_value(Kind::ManagerSlot, 0, EXTRA, SlotState::new())?;
+        Ok(SlotMemory { state })
     }
 
-    /// One end over `shm`, which must be an anonymous segment of at least [`SLOT_LEN`] bytes.
-    pub(crate) fn new(shm: SharedMemory, side: Side) -> io::Result<Slot> {
-        if shm.len() < SLOT_LEN || shm.name().is_some() {
-            return Err(corrupt("the segment is named or too small"));
-        }
+    /// One end over `mem` (the segment's kind and size were checked when it was opened).
+    pub(crate) fn new(mem: SlotMemory, side: Side) -> Slot {
         let mut slot = Slot {
-            shm,
+            mem,
             side,
             seq: 0,
             spin: SpinPolicy {
@@ -144,12 +187,15 @@ impl Slot {
             },
         };
         slot.refresh_cpus();
-        Ok(slot)
+        slot
     }
 
-    /// The turn word (never to be touched as a 64-bit word: see `SharedMemory::wait_word_at`).
+    fn state(&self) -> &SlotState {
+        &self.mem.state
+    }
+
     fn turn(&self) -> &WaitWord {
-        self.shm.wait_word_at(TURN_AT)
+        &self.state().turn
     }
 
     /// Stores `value` in the turn word as a scribbler would, waking nobody (tests).
@@ -160,23 +206,16 @@ impl Slot {
 
     /// The segment (tests scribble on it).
     #[cfg(test)]
-    pub(crate) fn memory(&self) -> &SharedMemory {
-        &self.shm
-    }
-
-    fn word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
-        &self.shm.atomic_u64s()[i]
+    pub(crate) fn memory(&self) -> &SlotMemory {
+        &self.mem
     }
 
     /// Publishes this thread's CPU mask and decides from both sides' whether spinning can pay.
     fn refresh_cpus(&mut self) {
         let mine = crate::sys::cpu_mask();
-        self.word(MASK[self.side as usize])
-            .store(mine, Ordering::Relaxed);
-        let theirs = match self
-            .word(MASK[1 - self.side as usize])
-            .load(Ordering::Relaxed)
-        {
+        let masks = &self.state().masks;
+        masks[self.side as usize].store(mine, Ordering::Relaxed);
+        let theirs = match masks[1 - self.side as usize].load(Ordering::Relaxed) {
             0 => u64::MAX, // not published yet
             m => m,
         };
@@ -246,10 +285,13 @@ impl Slot {
         if std::mem::take(&mut self.spin.missed) || self.spin.sleeps.is_multiple_of(REFRESH_EVERY) {
             self.refresh_cpus();
         }
+        // The next look at the socket, kept across sleeps: a sleep ends at a futex slice
+        // (reported as a wake) sooner than a long tick, and must not push the look back.
         let mut tick = TICK_FIRST;
+        let mut check = Instant::now() + tick;
         loop {
             let mut ended = None;
-            let slept = self.turn().sleep(Some(Instant::now() + tick), |w| {
+            let slept = self.turn().sleep(Some(check), |w| {
                 let t = w.fetch_add(0, Ordering::AcqRel);
                 match self.mine(t) {
                     Ok(false) => Some(t),
@@ -264,7 +306,7 @@ impl Slot {
                 Some(Err(e)) => return Err(e),
                 None => {}
             }
-            if slept == Slept::TimedOut {
+            if slept == Slept::TimedOut || Instant::now() >= check {
                 if peer_gone(peer) {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -272,6 +314,7 @@ impl Slot {
                     ));
                 }
                 tick = (tick * 2).min(TICK_MAX);
+                check = Instant::now() + tick;
             }
         }
         self.seq = self.seq.wrapping_add(1);
@@ -284,9 +327,11 @@ impl Slot {
         loop {
             let n = rest.len().min(SLOT_DATA);
             let (chunk, after) = rest.split_at(n);
-            self.shm.write_at(DATA_OFFSET, chunk);
+            crate::shm::write_words(self.mem.data(), chunk);
             let more = if after.is_empty() { 0 } else { MORE };
-            self.word(HEADER).store(n as u64 | more, Ordering::Relaxed);
+            self.state()
+                .header
+                .store(n as u64 | more, Ordering::Relaxed);
             self.hand_over();
             if after.is_empty() {
                 return Ok(());
@@ -299,9 +344,8 @@ impl Slot {
     /// Hands over a chunk with any header a scribbler likes (tests of the server's checks).
     #[cfg(test)]
     pub(crate) fn send_raw(&mut self, header: u64, data: &[u8]) {
-        self.shm
-            .write_at(DATA_OFFSET, &data[..data.len().min(SLOT_DATA)]);
-        self.word(HEADER).store(header, Ordering::Relaxed);
+        crate::shm::write_words(self.mem.data(), &data[..data.len().min(SLOT_DATA)]);
+        self.state().header.store(header, Ordering::Relaxed);
         self.hand_over();
     }
 
@@ -327,7 +371,7 @@ impl Slot {
         buf.clear();
         loop {
             self.await_turn(peer)?;
-            let header = self.word(HEADER).load(Ordering::Relaxed);
+            let header = self.state().header.load(Ordering::Relaxed);
             let n = usize::try_from(header & !MORE).unwrap_or(usize::MAX);
             if n > SLOT_DATA {
                 return Err(corrupt("a chunk is longer than the slot"));
@@ -340,7 +384,7 @@ impl Slot {
             }
             let at = buf.len();
             buf.resize(at + n, 0);
-            self.shm.read_at(DATA_OFFSET, &mut buf[at..]);
+            crate::shm::read_words(self.mem.data(), &mut buf[at..]);
             if header & MORE == 0 {
                 return Ok(());
             }
@@ -362,8 +406,8 @@ mod tests {
         let shm = Slot::create().unwrap();
         let (a, b) = UnixStream::pair().unwrap();
         (
-            (Slot::new(shm.clone(), Side::Client).unwrap(), a),
-            (Slot::new(shm, Side::Server).unwrap(), b),
+            (Slot::new(shm.clone(), Side::Client), a),
+            (Slot::new(shm, Side::Server), b),
         )
     }
 
@@ -436,7 +480,9 @@ mod tests {
         let ((mut c, cs), (mut s, ss)) = pair();
         c.send(b"hello", cs.as_fd()).unwrap();
         // The peer scribbles the length past the slot.
-        c.shm.atomic_u64s()[HEADER].store(SLOT_DATA as u64 + 1, Ordering::SeqCst);
+        c.state()
+            .header
+            .store(SLOT_DATA as u64 + 1, Ordering::SeqCst);
         let mut buf = Vec::new();
         let e = s.recv(&mut buf, 1 << 20, ss.as_fd()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
@@ -500,6 +546,28 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_that_dies_after_a_long_wait_still_ends_it() {
+        // Past the ticks shorter than a futex slice (2 + 4 + ... + 64 ms): the wait used to
+        // renew its tick's deadline at every slice and so never looked at the socket again.
+        let ((mut c, cs), (s, ss)) = pair();
+        c.send(b"anyone?", cs.as_fd()).unwrap();
+        let killer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(600));
+            drop((s, ss));
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = tx.send(c.recv(&mut buf, 1024, cs.as_fd()).map_err(|e| e.kind()));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the wait did not end after the peer died");
+        assert_eq!(got, Err(io::ErrorKind::UnexpectedEof));
+        killer.join().unwrap();
+    }
+
+    #[test]
     fn one_cpu_between_the_two_sides_means_no_spin_and_misses_back_off() {
         thread::spawn(|| {
             let cpu = crate::sys::cpu_mask().trailing_zeros() as usize;
@@ -507,8 +575,7 @@ mod tests {
             set.set(cpu);
             rustix::thread::sched_setaffinity(None, &set).unwrap();
             let ((mut c, _cs), (_s, _ss)) = pair();
-            c.word(MASK[Side::Server as usize])
-                .store(1 << cpu, Ordering::Relaxed);
+            c.state().masks[Side::Server as usize].store(1 << cpu, Ordering::Relaxed);
             c.refresh_cpus();
             assert!(!c.spin.shared_cpus, "{:?}", c.spin);
             assert!(!c.spin_for_turn().unwrap());
@@ -516,8 +583,7 @@ mod tests {
 
             // The peer on another CPU: spinning can pay, and each miss in a row skips twice
             // as many waits, up to MAX_SKIP.
-            c.word(MASK[Side::Server as usize])
-                .store(1 << ((cpu + 1) % 64), Ordering::Relaxed);
+            c.state().masks[Side::Server as usize].store(1 << ((cpu + 1) % 64), Ordering::Relaxed);
             c.refresh_cpus();
             assert!(c.spin.shared_cpus);
             let mut skips = Vec::new();
@@ -534,8 +600,24 @@ mod tests {
         .unwrap();
     }
 
+    /// Sends `value`'s descriptor and opens it as a slot, as the client does with the server's.
+    fn open_as_slot<T: serde::Serialize>(value: &T) -> crate::Result<SlotMemory> {
+        let (bytes, fds, _) = crate::handles::encode_with_handles(value).unwrap();
+        crate::handles::with_incoming(fds, || crate::codec::decode::<SlotMemory>(&bytes))
+            .map_err(|e| crate::Error::new(crate::ErrorKind::Codec, e.to_string()))
+    }
+
     #[test]
-    fn a_named_or_small_segment_is_refused() {
-        assert!(Slot::new(SharedMemory::new(64).unwrap(), Side::Client).is_err());
+    fn a_segment_of_another_kind_or_too_small_is_refused() {
+        let mem = Slot::create().unwrap();
+        assert!(open_as_slot(&mem).is_ok());
+        // Plain shared memory of the slot's size.
+        let plain = crate::SharedMemory::new(2 * SLOT_DATA).unwrap();
+        assert!(open_as_slot(&plain).is_err());
+        // A slot's kind with no room for the data.
+        let small = SlotMemory {
+            state: Shared::create_value(Kind::ManagerSlot, 0, 0, SlotState::new()).unwrap(),
+        };
+        assert!(open_as_slot(&small).is_err());
     }
 }

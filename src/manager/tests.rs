@@ -470,3 +470,99 @@ fn a_turn_scribbled_while_the_server_sleeps_ends_that_connection_only() {
     d.insert(&1, &2).unwrap();
     assert_eq!(d.get(&1).unwrap(), Some(2));
 }
+
+/// Runs `f` in a thread pinned to one CPU (the first this thread may use), which it returns.
+fn on_one_cpu<T: Send>(f: impl FnOnce(u64) -> T + Send) -> T {
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let cpu = crate::sys::cpu_mask().trailing_zeros() as usize;
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(cpu);
+            rustix::thread::sched_setaffinity(None, &set).unwrap();
+            f(1 << cpu)
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Pins the calling thread to the CPUs of `mask`.
+fn pin_to(mask: u64) {
+    let mut set = rustix::thread::CpuSet::new();
+    (0..64)
+        .filter(|c| mask >> c & 1 == 1)
+        .for_each(|c| set.set(c));
+    rustix::thread::sched_setaffinity(None, &set).unwrap();
+}
+
+/// Runs `f` in a thread and fails if it has not returned within `limit` (a hang, not a
+/// timing: `limit` is far above what the work takes).
+fn ends_within(limit: Duration, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => worker.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("hung for {limit:?}"),
+    }
+}
+
+#[test]
+fn a_client_that_unpins_itself_mid_session_still_gets_replies_to_large_requests() {
+    // Server and client on one CPU, then the client moves to every CPU: the two sides' views
+    // of the CPU masks differ for a while, and the requests are larger than the slot.
+    if crate::sys::cpu_mask().count_ones() < 2 {
+        return;
+    }
+    let (s, cpu) = on_one_cpu(|cpu| (server::<()>(DEFAULT_HANDSHAKE_TIMEOUT), cpu));
+    let all = crate::sys::cpu_mask();
+    ends_within(Duration::from_secs(60), move || {
+        pin_to(cpu);
+        let m = s.connect();
+        let d = m.dict::<u8, Vec<u8>>().unwrap();
+        for i in 0..200u32 {
+            d.insert(&1, &i.to_le_bytes().to_vec()).unwrap();
+            assert_eq!(d.get(&1).unwrap(), Some(i.to_le_bytes().to_vec()));
+        }
+        pin_to(all);
+        // Larger than the slot; enough calls for the client to read the masks again.
+        let big: Vec<u8> = (0..slot::SLOT_DATA + 5).map(|j| j as u8).collect();
+        for _ in 0..50 {
+            d.insert(&1, &big).unwrap();
+            assert_eq!(d.get(&1).unwrap().as_deref(), Some(&big[..]));
+        }
+        drop(s);
+    });
+}
+
+#[test]
+fn a_long_wait_for_a_lock_leaves_the_connection_in_step() {
+    // The holder keeps the lock past many of the waiting client's ticks; then the waiter gets
+    // it, and its connection goes on answering each call with its own reply.
+    let s = server::<()>(DEFAULT_HANDSHAKE_TIMEOUT);
+    let (a, b, lock, lock_b) = one_lock_two_connections(&s);
+    ends_within(Duration::from_secs(60), move || {
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let g = lock.acquire().unwrap();
+            held_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            drop(g);
+            (a, lock)
+        });
+        held_rx.recv().unwrap();
+        let g = lock_b.acquire().unwrap();
+        let d = b.dict::<u32, u32>().unwrap();
+        for i in 0..2000 {
+            d.insert(&i, &(i * 3)).unwrap();
+            assert_eq!(d.get(&i).unwrap(), Some(i * 3));
+        }
+        drop(g);
+        drop(holder.join().unwrap());
+    });
+}

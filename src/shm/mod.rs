@@ -565,41 +565,6 @@ impl SharedMemory {
         }
     }
 
-    /// The 8 bytes at `offset` as a [`WaitWord`](crate::sync::wait_word::WaitWord): for the
-    /// crate's own protocols on a segment it made and never hands to users (the manager's
-    /// slot keeps its turn there).
-    ///
-    /// The caller keeps those bytes to such views in this process: never
-    /// [`read_at`](Self::read_at), [`write_at`](Self::write_at) or
-    /// [`atomic_u64s`](Self::atomic_u64s) on them (racing atomic accesses of different sizes
-    /// are undefined in Rust's memory model). Other processes are not bound by that: whatever
-    /// they store there is just a value of the two words.
-    ///
-    /// # Panics
-    /// If `offset` is not a multiple of 8 or the 8 bytes are not all inside the segment.
-    #[cfg(not(loom))]
-    pub(crate) fn wait_word_at(&self, offset: usize) -> &crate::sync::wait_word::WaitWord {
-        use crate::sync::wait_word::WaitWord;
-        const { assert!(std::mem::size_of::<WaitWord>() == 8) };
-        const { assert!(std::mem::align_of::<WaitWord>() <= 8) };
-        assert!(
-            offset.is_multiple_of(8) && offset.checked_add(8).is_some_and(|end| end <= self.len()),
-            "a wait word at {offset} of a segment of {} bytes",
-            self.len()
-        );
-        // SAFETY: the data starts 128-aligned, so `offset` (a multiple of 8) is aligned for a
-        // `WaitWord` (two `AtomicU32`, `repr(C)`), and its 8 bytes are mapped while `self`
-        // lives; every bit pattern is a valid pair of atomics, and atomics may alias memory
-        // other processes access atomically. The caller keeps to one access size (above).
-        unsafe { &*self.as_ptr().add(offset).cast::<WaitWord>() }
-    }
-
-    /// Under loom the atomics are the model's, which do not live in shared memory.
-    #[cfg(loom)]
-    pub(crate) fn wait_word_at(&self, _offset: usize) -> &crate::sync::wait_word::WaitWord {
-        unimplemented!("shared-memory wait words are not modelled under loom")
-    }
-
     /// The segment as 32-bit atomics (its first `len / 4` words).
     ///
     /// # Safety
@@ -678,6 +643,35 @@ fn validate_name(name: &str) -> Result<&str> {
             ),
         ))
     }
+}
+
+/// Copies `dst.len()` bytes out of the shared words `src` (the bytes in memory order), as
+/// [`SharedMemory::read_at`] does: for the crate's own layouts whose data is a run of words.
+///
+/// # Panics
+/// If `dst` is longer than the words.
+pub(crate) fn read_words(src: &[AtomicU64], dst: &mut [u8]) {
+    assert!(
+        dst.len() <= std::mem::size_of_val(src),
+        "a read past the words"
+    );
+    // SAFETY: the words are mapped while borrowed and, being `AtomicU64`s, accessed as 8-byte
+    // atomics by this process (other processes are not bound by its memory model).
+    unsafe { copy::copy_out(src.as_ptr().cast(), dst) };
+}
+
+/// Copies `src` into the shared words `dst` (the bytes in memory order), as
+/// [`SharedMemory::write_at`] does.
+///
+/// # Panics
+/// If `src` is longer than the words.
+pub(crate) fn write_words(dst: &[AtomicU64], src: &[u8]) {
+    assert!(
+        src.len() <= std::mem::size_of_val(dst),
+        "a write past the words"
+    );
+    // SAFETY: as in `read_words`; `copy_in` writes only through the atomics.
+    unsafe { copy::copy_in(src, dst.as_ptr().cast_mut().cast()) };
 }
 
 fn posix_name(name: &str) -> CString {

@@ -33,6 +33,8 @@ pub(crate) enum Kind {
     Queue = 10,
     /// Many small objects, one per slot (`shm/arena.rs`).
     Arena = 11,
+    /// A manager connection's request/response slot (`manager/slot.rs`).
+    ManagerSlot = 12,
 }
 
 /// The first `HEADER_LEN` bytes of every segment. Fields are written once by the creator before

@@ -77,6 +77,21 @@ impl<T> Shared<T> {
         })
     }
 
+    /// [`create`](Self::create) with the `T` given as a value (for a state without
+    /// process-shared mutexes, which must be initialized in place).
+    pub(crate) fn create_value(
+        kind: Kind,
+        type_tag: u64,
+        extra: usize,
+        value: T,
+    ) -> Result<Shared<T>> {
+        Shared::create(kind, type_tag, extra, |p: *mut T| {
+            // SAFETY: `create` passes fresh memory, aligned and sized for a `T`.
+            unsafe { p.write(value) };
+            Ok(())
+        })
+    }
+
     /// A `T` in a slot of this process's arena (initialized in place by `init`): no segment,
     /// descriptor or mapping of its own. `type_tag` is checked when a handle is opened
     /// ([`NO_TYPE_TAG`]: no type to check).
@@ -142,6 +157,28 @@ impl<T> Shared<T> {
         // SAFETY: callers pass offsets inside the object they sized at creation (checked again
         // at open through the size check).
         unsafe { self.ptr.cast::<u8>().add(offset).cast() }
+    }
+
+    /// `count` shared 8-byte words at `offset` bytes from the object's start (in the `extra`
+    /// bytes after the `T`), for data that the owner copies in and out as words
+    /// ([`read_words`](super::read_words), [`write_words`](super::write_words)).
+    ///
+    /// # Panics
+    /// If `offset` is not a multiple of 8 or the words are not all inside the object.
+    pub(crate) fn words_at(&self, offset: usize, count: usize) -> &[std::sync::atomic::AtomicU64] {
+        let end = count.checked_mul(8).and_then(|n| n.checked_add(offset));
+        assert!(
+            offset.is_multiple_of(8)
+                && (self.ptr.as_ptr() as usize).is_multiple_of(8)
+                && end.is_some_and(|e| e <= self.object_len()),
+            "{count} words at {offset} of an object of {} bytes",
+            self.object_len()
+        );
+        let first = self.ptr_at_offset::<std::sync::atomic::AtomicU64>(offset);
+        // SAFETY: the words are inside the object (checked above against what its segment or
+        // slot holds), 8-aligned and mapped while `self` lives; any bits are valid atomics, and
+        // atomics may alias memory that other processes access.
+        unsafe { std::slice::from_raw_parts(first.as_ptr(), count) }
     }
 
     /// Whether the object is in an arena slot (rather than a segment of its own).

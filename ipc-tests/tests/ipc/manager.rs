@@ -40,6 +40,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "manager::a_forked_copy_of_a_connection_is_not_shared",
             forked_copy_of_a_connection,
         ),
+        (
+            "manager::shutdown_with_requests_in_flight_on_one_cpu_and_two",
+            shutdown_with_requests_in_flight,
+        ),
     ]
 }
 
@@ -411,5 +415,85 @@ fn forked_copy_of_a_connection_with(slots: bool) -> Result<(), String> {
         dict.get(&1).ctx("get")? == Some(1),
         "the parent's connection"
     );
+    Ok(())
+}
+
+/// Pins the thread `tid` (0: the calling one) to `cpu`, or to every CPU.
+fn pin_thread(tid: i32, cpu: Option<usize>) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET only writes that local set, which
+    // sched_setaffinity only reads (a thread that ended meanwhile makes it fail, harmlessly).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..libc::CPU_SETSIZE as usize {
+            if cpu.is_none_or(|p| p == c) {
+                libc::CPU_SET(c, &mut set);
+            }
+        }
+        libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// A child on `cpu` that waits for the lock: how its wait ended.
+fn wait_for_lock_on(args: (LockProxy, EventProxy, Option<usize>)) -> String {
+    let (lock, waiting, cpu) = args;
+    pin_thread(0, cpu);
+    waiting.set().unwrap();
+    format!("{:?}", lock.acquire().err())
+}
+
+/// A child on `cpu` that makes calls until one fails: how it failed.
+fn call_until_it_fails(args: (DictProxy<u32, Vec<u8>>, EventProxy, Option<usize>)) -> String {
+    let (dict, calling, cpu) = args;
+    pin_thread(0, cpu);
+    calling.set().unwrap();
+    let mut i = 0u32;
+    loop {
+        i = i.wrapping_add(1);
+        // Small calls, and now and then one larger than the slot.
+        let len = if i.is_multiple_of(50) { 200_000 } else { 16 };
+        let r = dict
+            .insert(&1, &vec![i as u8; len])
+            .and_then(|_| dict.get(&1).map(|_| ()));
+        if let Err(e) = r {
+            return format!("{:?}", e.kind());
+        }
+    }
+}
+
+/// The server shut down while one client waits for a lock and another makes calls as fast as
+/// it can, every thread of them on one CPU, then spread: each call in flight ends with
+/// `Disconnected`, none hangs.
+fn shutdown_with_requests_in_flight() -> Result<(), String> {
+    for cpu in [Some(0), None] {
+        let m = Manager::start().ctx("start")?;
+        let pid = m.server_pid().ctx("server pid")?;
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ctx("the server's threads")?;
+        for tid in tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+            pin_thread(tid, cpu);
+        }
+        let lock = m.lock().ctx("lock")?;
+        let dict = m.dict::<u32, Vec<u8>>().ctx("dict")?;
+        let held = lock.acquire().ctx("acquire")?;
+        let (w1, w2) = (m.event().ctx("event")?, m.event().ctx("event")?);
+        let mut waiter = Process::new(wait_for_lock_on, (lock.clone(), w1.clone(), cpu));
+        let mut caller = Process::new(call_until_it_fails, (dict.clone(), w2.clone(), cpu));
+        waiter.start().ctx("start waiter")?;
+        caller.start().ctx("start caller")?;
+        w1.wait_timeout(PATIENCE).ctx("the waiter never started")?;
+        w2.wait_timeout(PATIENCE).ctx("the caller never started")?;
+        std::thread::sleep(Duration::from_millis(300));
+        std::mem::forget(held); // its release would go to a dead server
+        m.shutdown().ctx("shutdown")?;
+        let waited = waiter
+            .join_timeout(PATIENCE)
+            .ctx(&format!("the waiter on {cpu:?} hung"))?;
+        let called = caller
+            .join_timeout(PATIENCE)
+            .ctx(&format!("the caller on {cpu:?} hung"))?;
+        ensure!(
+            waited == "Some(Disconnected)" && called == "Disconnected",
+            "on {cpu:?}: the waiter got {waited}, the caller {called}"
+        );
+    }
     Ok(())
 }
