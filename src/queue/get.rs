@@ -76,6 +76,7 @@ impl<T: DeserializeOwned> Queue<T> {
         let seg = &*self.seg;
         let st = self.st();
         let c = &st.cons;
+        seg.get_spin.tick(&c.cpus, &st.prod.cpus);
         let (_guard, acquired) = lock_side(&c.lock, d)
             .map_err(GetFail::Error)?
             .ok_or(GetFail::Nothing)?;
@@ -269,6 +270,7 @@ impl<T: DeserializeOwned> Queue<T> {
             _ => tick,
         };
         let waited = st.data.wait_until(
+            &self.seg.get_spin,
             Some(until),
             |sync| read(&st.prod.tail, sync) != head,
             || !mid && !st.may_have_producers(),

@@ -166,6 +166,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             let tick = Instant::now() + POLL;
             let until = deadline.map_or(tick, |d| d.min(tick));
             let waited = counts.join.wait_until(
+                &self.queue.seg.join_spin,
                 Some(until),
                 |sync| read(&counts.unfinished, sync) == 0,
                 || false,

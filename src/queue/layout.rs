@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicI32, AtomicUsize};
 use crate::atomic::{AtomicU32, AtomicU64};
 use crate::shm::Shared;
 use crate::sync::LockCell;
+use crate::sync::spin::Spin;
 use crate::sync::wait_word::WaitWord;
 use crate::sys;
 
@@ -130,6 +131,8 @@ pub(super) struct Producer {
     pub(super) busy_puts: AtomicU64,
     pub(super) stream_seq: AtomicU64,
     pub(super) lock: LockCell,
+    /// The CPU mask of the last producer that published it, a hint (see `crate::sync::spin`).
+    pub(super) cpus: std::sync::atomic::AtomicU64,
 }
 
 /// Written by the get-lock holder.
@@ -157,6 +160,8 @@ pub(super) struct Consumer {
     pub(super) part_seq: AtomicU64,
     pub(super) part_owner: AtomicU64,
     pub(super) lock: LockCell,
+    /// The CPU mask of the last consumer that published it, a hint (see `crate::sync::spin`).
+    pub(super) cpus: std::sync::atomic::AtomicU64,
 }
 
 /// The queue's bookkeeping that belongs to neither side: messages lost, tasks not yet done,
@@ -233,6 +238,10 @@ pub(super) struct Segment {
     pub(super) joinable: bool,
     /// Open (not closed) handles of this process on this mapping: a forked child holds copies.
     pub(super) local_open: AtomicUsize,
+    /// Whether this process's waits for space, for data and in `join` spin before they sleep.
+    pub(super) put_spin: Spin,
+    pub(super) get_spin: Spin,
+    pub(super) join_spin: Spin,
 }
 
 impl Segment {

@@ -74,6 +74,7 @@ use crate::codec::{self, CodecError};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handles::{self, Handle, handle_serde};
 use crate::shm::{Kind, Shared, type_tag};
+use crate::sync::spin::Spin;
 use crate::sync::{Acquired, CellGuard, LockCell};
 use crate::sys;
 
@@ -393,6 +394,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             max_items,
             joinable,
             local_open: AtomicUsize::new(0),
+            put_spin: Spin::new(),
+            get_spin: Spin::new(),
+            join_spin: Spin::new(),
         });
         let aware: Arc<dyn handles::ForkAware> = seg.clone();
         handles::register_fork_aware(&aware);

@@ -11,6 +11,7 @@ use loom::thread;
 
 use super::ring::{advance, read};
 use crate::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::spin::Spin;
 use crate::sync::wait_word::{WaitWord, Waited};
 
 const CAP: u64 = 2;
@@ -38,9 +39,12 @@ impl Ring {
 
     fn put(&self, v: u64) {
         let t = self.tail.load(Ordering::Relaxed);
-        let w = self
-            .space
-            .wait_until(None, |sync| t - read(&self.head, sync) < CAP, || false);
+        let w = self.space.wait_until(
+            &Spin::new(),
+            None,
+            |sync| t - read(&self.head, sync) < CAP,
+            || false,
+        );
         assert_eq!(w, Waited::Ready);
         // SAFETY: the slot is free (head is past it) and only this producer writes.
         self.slots[(t % CAP) as usize].with_mut(|p| unsafe { *p = v });
@@ -51,6 +55,7 @@ impl Ring {
     fn get(&self) -> Option<u64> {
         let h = self.head.load(Ordering::Relaxed);
         let w = self.data.wait_until(
+            &Spin::new(),
             None,
             |sync| read(&self.tail, sync) > h,
             || self.producers.load(Ordering::Acquire) == 0,
@@ -114,7 +119,7 @@ fn one_wake_one_flag() {
         });
         let w = r
             .data
-            .wait_until(None, |sync| read(&r.tail, sync) > 0, || false);
+            .wait_until(&Spin::new(), None, |sync| read(&r.tail, sync) > 0, || false);
         assert_eq!(w, Waited::Ready);
         t.join().unwrap();
     });
@@ -132,7 +137,7 @@ fn two_wakes_two_flags() {
         for i in 0..2 {
             let w = r
                 .data
-                .wait_until(None, |sync| read(&r.tail, sync) > i, || false);
+                .wait_until(&Spin::new(), None, |sync| read(&r.tail, sync) > i, || false);
             assert_eq!(w, Waited::Ready);
         }
         t.join().unwrap();

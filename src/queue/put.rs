@@ -83,6 +83,7 @@ impl<T> Queue<T> {
             let tick = Instant::now() + POLL;
             let until = deadline.map_or(tick, |at| at.min(tick));
             let waited = self.st().space.wait_until(
+                &self.seg.put_spin,
                 Some(until),
                 |sync| {
                     // The read-modify-write pairs with the consumer's `advance` (see ring.rs);
@@ -135,6 +136,7 @@ impl<T: Serialize> Queue<T> {
         }
         let st = self.st();
         let p = &st.prod;
+        self.seg.put_spin.tick(&p.cpus, &st.cons.cpus);
         let (_guard, acquired) = lock_side(&p.lock, d)
             .map_err(PutFail::Error)?
             .ok_or(PutFail::OutOfTime)?;

@@ -31,6 +31,7 @@ mod event;
 mod lock;
 mod semaphore;
 pub(crate) mod shim;
+pub(crate) mod spin;
 mod value;
 pub(crate) mod wait_word;
 

@@ -110,6 +110,7 @@ fn wait_word_batched_wakes_reach_every_sleeper() {
                 let (w, count) = (w.clone(), count.clone());
                 thread::spawn(move || {
                     let waited = w.wait_until(
+                        &crate::sync::spin::Spin::new(),
                         None,
                         |sync| {
                             let c = if sync {

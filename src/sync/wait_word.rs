@@ -56,6 +56,7 @@
 use std::time::{Duration, Instant};
 
 use super::shim::{self, FutexWait};
+use super::spin::Spin;
 
 use crate::atomic::{AtomicU32, Ordering};
 
@@ -276,8 +277,9 @@ pub(crate) enum Waited {
 }
 
 impl WaitWord {
-    /// For a sequence word: spins a little, then sleeps round after round until `ready` holds
-    /// (→ `Ready`), `stop()` holds (→ `Stopped`), or `deadline` passes (→ `TimedOut`).
+    /// For a sequence word: polls a little as `spin` says (see [`Spin`]), then sleeps round
+    /// after round until `ready` holds (→ `Ready`), `stop()` holds (→ `Stopped`), or
+    /// `deadline` passes (→ `TimedOut`).
     ///
     /// `ready(sync)` reads the shared state it depends on; when `sync` is true it must read it
     /// with a read-modify-write, which is what pairs with the waker's (whose change is
@@ -285,11 +287,12 @@ impl WaitWord {
     /// [`notify_all_unconditionally`](Self::notify_all_unconditionally).
     pub(crate) fn wait_until(
         &self,
+        spin: &Spin,
         deadline: Option<Instant>,
         mut ready: impl FnMut(bool) -> bool,
         mut stop: impl FnMut() -> bool,
     ) -> Waited {
-        if shim::spin_until(|| ready(false)) {
+        if spin.before_sleep(|| ready(false)) {
             return Waited::Ready;
         }
         loop {

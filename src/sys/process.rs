@@ -30,6 +30,15 @@ pub(crate) fn cpu_mask() -> u64 {
     }
 }
 
+/// Whether the machine has one CPU online (read once per process: it is a file read). See
+/// sysconf(3), `_SC_NPROCESSORS_ONLN`.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) fn one_cpu_online() -> bool {
+    static ONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *ONE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } == 1)
+}
+
 /// The id of the parent process (0 when it lies outside our pid namespace). See getppid(2).
 ///
 /// A system call made inline (no libc call): a forked child calls it first thing, and every code

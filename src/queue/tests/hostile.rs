@@ -219,3 +219,45 @@ fn every_message_a_dead_process_held_is_counted() {
     );
     assert_eq!(q.lost_messages(), 2);
 }
+
+#[test]
+fn scribbled_cpu_masks_cost_speed_never_a_message() {
+    // Each side's CPU mask is a hint that decides only whether a waiter spins. Masks that claim
+    // one CPU for both sides (no spin), all CPUs, or garbage, rewritten while a producer and a
+    // consumer on two threads exchange messages through a ring small enough to make both wait:
+    // every message arrives once, in order, and nobody hangs.
+    let q = Queue::<u64>::with_capacity(4096).unwrap();
+    let (tx, rx) = (q.clone(), q.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let scribbler = {
+        let (q, stop) = (q.clone(), stop.clone());
+        spawn_bounded(move || {
+            let values = [1, 1 << 5, u64::MAX, 0, 0xDEAD_BEEF];
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                q.st().prod.cpus.store(values[i % 5], Ordering::Relaxed);
+                q.st()
+                    .cons
+                    .cpus
+                    .store(values[(i / 5) % 5], Ordering::Relaxed);
+                i += 1;
+                std::thread::yield_now();
+            }
+        })
+    };
+    const N: u64 = 50_000;
+    let producer = spawn_bounded(move || {
+        for i in 0..N {
+            tx.put(i).unwrap();
+        }
+    });
+    let got = within(move || {
+        (0..N)
+            .map(|_| rx.get_timeout(BOUND).unwrap())
+            .collect::<Vec<_>>()
+    });
+    producer.join();
+    stop.store(true, Ordering::Relaxed);
+    scribbler.join();
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+}
