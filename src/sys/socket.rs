@@ -165,7 +165,9 @@ pub(crate) fn set_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) {
 
 /// Receives at most `max` bytes into the spare capacity of `vec` (which the caller has
 /// reserved), appending them; descriptors passed with SCM_RIGHTS go to `fds` when it is given
-/// (and are closed when it is not). `Ok(0)` means end of stream. Nothing is zero-filled first,
+/// (and are closed when it is not). `Ok(0)` means end of stream. A message whose descriptors
+/// the kernel could not all install (a full descriptor table: `MSG_CTRUNC`) is an error, its
+/// bytes consumed and the descriptors that did arrive closed. Nothing is zero-filled first,
 /// with or without `fds`: only the bytes that arrive are written, so a large reserve costs no
 /// page touched beyond them (in a freshly forked or spawned process each such page would be a
 /// fault, and a copy in a parent that shares its pages with a forked child). See recvmsg(2).
