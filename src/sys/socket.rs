@@ -165,7 +165,9 @@ pub(crate) fn set_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) {
 
 /// Receives at most `max` bytes into the spare capacity of `vec` (which the caller has
 /// reserved), appending them; descriptors passed with SCM_RIGHTS go to `fds` when it is given
-/// (and are closed when it is not). `Ok(0)` means end of stream. Nothing is zero-filled first,
+/// (and are closed when it is not). `Ok(0)` means end of stream. A message whose descriptors
+/// the kernel could not all install (a full descriptor table: `MSG_CTRUNC`) is an error, its
+/// bytes consumed and the descriptors that did arrive closed. Nothing is zero-filled first,
 /// with or without `fds`: only the bytes that arrive are written, so a large reserve costs no
 /// page touched beyond them (in a freshly forked or spawned process each such page would be a
 /// fault, and a copy in a parent that shares its pages with a forked child). See recvmsg(2).
@@ -237,6 +239,7 @@ fn recvmsg_rights(
     };
     // The control messages the kernel wrote: msg_controllen now says how many bytes of
     // `space` it filled, and CMSG_FIRSTHDR / CMSG_NXTHDR never step past that.
+    let before = fds.len();
     // SAFETY: `msg` is the header the kernel just filled in.
     let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
     while !cmsg.is_null() {
@@ -258,6 +261,16 @@ fn recvmsg_rights(
         }
         // SAFETY: `cmsg` is a header of `msg` (see above).
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        // Some descriptors of the message were dropped by the kernel (our space holds the
+        // most one message carries, so the descriptor table was full): the message cannot be
+        // used, and the stream is out of step. The ones that arrived are closed.
+        fds.truncate(before);
+        return Err(io::Error::other(
+            "descriptors passed with a message were lost (MSG_CTRUNC): this process's \
+             descriptor table is full",
+        ));
     }
     Ok(got)
 }
@@ -292,7 +305,7 @@ pub(crate) fn peer_uid(fd: BorrowedFd<'_>) -> io::Result<u32> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     use super::*;
 
@@ -396,6 +409,50 @@ mod tests {
         let (mut buf, mut fds) = (Vec::with_capacity(4), Vec::new());
         recv_append(b.as_fd(), &mut buf, 4, Some(&mut fds), false).unwrap();
         assert_eq!(fds.len(), MAX_FDS_PER_MESSAGE);
+    }
+
+    #[test]
+    fn descriptors_the_kernel_could_not_install_are_an_error_not_silence() {
+        // A receiver whose descriptor table is full gets only some of a message's descriptors
+        // (the kernel closes the rest and sets MSG_CTRUNC): that must not look like a message
+        // that carried fewer. A forked child lowers its own limit (the test process's is
+        // shared by every test thread), receives 4 descriptors with room for at most 2, and
+        // reports through its exit code: 0 an error, 1 a silent Ok, 2 anything else.
+        let (a, b) = stream_socketpair().unwrap();
+        let (p, _q) = stream_socketpair().unwrap();
+        sendmsg(a.as_fd(), &[b"z"], &[p.as_fd(); 4], false).unwrap();
+        // Everything the child uses is allocated here: it neither allocates nor locks.
+        let (mut buf, mut fds) = (Vec::with_capacity(4), Vec::with_capacity(8));
+        // SAFETY: the child makes system calls, pushes into reserved vectors and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: plain system calls on our own descriptors and limits.
+            let code = unsafe {
+                let lowest = libc::fcntl(b.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0);
+                libc::close(lowest);
+                let mut lim: libc::rlimit = std::mem::zeroed();
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = (lowest + 2) as libc::rlim_t;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                match recv_append(b.as_fd(), &mut buf, 4, Some(&mut fds), false) {
+                    Err(_) => 0,
+                    Ok(1) if fds.len() < 4 => 1,
+                    Ok(_) => 2,
+                }
+            };
+            // SAFETY: ends the child without running anything of the parent's.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "the child died: {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "descriptors lost to a full table were not reported (1: Ok with fewer)"
+        );
     }
 
     #[test]
