@@ -252,6 +252,7 @@ pub(crate) fn fork(
                 ),
             ));
         }
+        crate::shm::note_fork();
         // SAFETY: this process has one thread besides the service thread (and, in a spawned
         // child, its main thread, asleep in pthread_join holding no lock), and `gate` keeps
         // the service thread asleep in poll(2), holding no lock and inside no allocation, until
@@ -261,17 +262,21 @@ pub(crate) fn fork(
             Ok(0) => run_forked(identity, parent, job, theirs, ours_raw, exe),
             other => other,
         };
+        crate::shm::note_fork();
         drop(gate);
         Some(forked)
     } else {
         service::on_long_lived_thread(move || {
+            crate::shm::note_fork();
             // SAFETY: the caller of the unsafe constructor took on the obligation that nothing
             // the closure does needs a lock another thread may hold; the child's own path below
             // takes none. The child never returns into the caller's frames: it ends in _exit.
-            match unsafe { sys::fork() } {
+            let forked = match unsafe { sys::fork() } {
                 Ok(0) => run_forked(identity, parent, job, theirs, ours_raw, None),
                 other => other,
-            }
+            };
+            crate::shm::note_fork();
+            forked
             // `theirs` is dropped here in the parent: only the child holds that end now.
         })
     };
@@ -309,6 +314,8 @@ fn run_forked(
     ours: RawFd,
     exe: Option<RawFd>,
 ) -> ! {
+    // The fork is over in this copy: claims made from now on are this child's own.
+    crate::shm::note_fork();
     let checked = !matches!(job, ForkJob::Closure(..));
     // The parent's end, copied by fork: closed so that our exit is seen as end of stream (by
     // the descriptor cleanup below in a checked child, which keeps only what it needs).

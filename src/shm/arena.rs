@@ -30,7 +30,7 @@
 use crate::atomic::Ordering;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{Kind, Region, Sealing};
@@ -162,35 +162,26 @@ pub(crate) struct SlotClaim {
     forks: u64,
 }
 
-/// How many children this process has forked through the library. A forked child gets a copy
-/// of every claim without a count of its own (a copy of memory is not a message), so:
+/// Forks of this process through the library, counted twice each: odd while one is under way
+/// (from just before the `fork` until the parent is back, and in the child until its first
+/// step). A forked child gets a copy of every claim without a count of its own (a copy of
+/// memory is not a message), so:
 /// - the copy's drop in the child gives nothing back (its `pid` is not the child's);
-/// - a claim made before the latest fork keeps its count when this process drops it, since a
-///   child may still use its copy: the slot leaks (bounded by the chunk) rather than being
+/// - a claim gives its count back only if no fork started since it was made (`forks` even and
+///   unchanged): otherwise a child may still use its copy, and the slot leaks rather than being
 ///   reused under a live handle.
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
-/// Counts this process's forks in [`FORKS`].
-struct ForkCounter;
-
-impl handles::ForkAware for ForkCounter {
-    fn forked(&self, _pid: i32) {
-        FORKS.fetch_add(1, Ordering::AcqRel);
-    }
+/// A fork through the library is about to start, or is over in this process (in the parent
+/// once `fork` returned, in the child as its first step): see [`FORKS`]. Lock-free, so that a
+/// forked child may call it whatever another thread of its parent was doing.
+pub(crate) fn note_fork() {
+    FORKS.fetch_add(1, Ordering::AcqRel);
 }
 
-/// This process's id and fork count, for a new claim. Registers the fork counter once per
-/// process (a forked child starts a registry of its own).
+/// This process's id and fork count, for a new claim.
 fn claimant() -> (i32, u64) {
-    static REGISTERED_IN: AtomicI32 = AtomicI32::new(0);
-    static COUNTER: std::sync::OnceLock<Arc<dyn handles::ForkAware>> = std::sync::OnceLock::new();
-    let pid = crate::sys::getpid();
-    if REGISTERED_IN.load(Ordering::Acquire) != pid {
-        // Two threads may both register: each fork is then counted twice, which is harmless.
-        handles::register_fork_aware(COUNTER.get_or_init(|| Arc::new(ForkCounter)));
-        REGISTERED_IN.store(pid, Ordering::Release);
-    }
-    (pid, FORKS.load(Ordering::Acquire))
+    (crate::sys::getpid(), FORKS.load(Ordering::Acquire))
 }
 
 impl SlotClaim {
@@ -243,7 +234,10 @@ impl Drop for SlotClaim {
     fn drop(&mut self) {
         // A forked child's copy never had a count; a claim older than our latest fork may
         // have a copy in a child that still uses it (see `FORKS`).
-        if crate::sys::getpid() != self.pid || FORKS.load(Ordering::Acquire) != self.forks {
+        if crate::sys::getpid() != self.pid
+            || !self.forks.is_multiple_of(2)
+            || FORKS.load(Ordering::Acquire) != self.forks
+        {
             return;
         }
         let h = header(&self.region, self.slot);
