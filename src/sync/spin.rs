@@ -87,7 +87,7 @@ impl Spin {
 
     /// Whether a wait spins before it yields.
     #[cfg_attr(loom, allow(dead_code))]
-    fn spins(&self) -> bool {
+    pub(crate) fn spins(&self) -> bool {
         !self.one_cpu.load(Ordering::Relaxed)
     }
 
