@@ -469,7 +469,11 @@ fn small_frames_around_the_copy_size_survive_partial_sends_on_a_non_blocking_des
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 for (k, &n) in sizes.iter().enumerate() {
-                    assert_eq!(b.recv_bytes().unwrap(), pattern(n, (r + k) as u8), "{r} {n}");
+                    assert_eq!(
+                        b.recv_bytes().unwrap(),
+                        pattern(n, (r + k) as u8),
+                        "{r} {n}"
+                    );
                 }
             }
         });
