@@ -485,3 +485,41 @@ fn small_frames_around_the_copy_size_survive_partial_sends_on_a_non_blocking_des
         reader.join().unwrap();
     });
 }
+
+/// A message whose decoding panics when its value is 0.
+#[derive(Debug)]
+struct Bomb(u8);
+
+impl<'de> serde::Deserialize<'de> for Bomb {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = u8::deserialize(d)?;
+        assert!(v != 0, "a decoding that panics");
+        Ok(Bomb(v))
+    }
+}
+
+#[test]
+fn a_receiver_that_panics_hands_the_state_to_the_next() {
+    // A receiving thread panics inside `recv` (in the message's decoding) while another waits
+    // for the receive state: the state comes back on unwinding and the waiter is woken.
+    bounded(|| {
+        let (x, mut raw) = UnixStream::pair().unwrap();
+        let b: Connection<(), Bomb> = Connection::new(OwnedFd::from(x), true, true);
+        let b = std::sync::Arc::new(b);
+        let bomber = {
+            let b = b.clone();
+            std::thread::spawn(move || b.recv())
+        };
+        until_receiving(&b);
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || b.recv().map(|m| m.0).map_err(|e| e.to_string()))
+        };
+        // Let the waiter queue for the state behind the bomber.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        raw.write_all(&[1, 0, 0, 0, 0]).unwrap();
+        assert!(bomber.join().is_err(), "the decoding panicked");
+        raw.write_all(&[1, 0, 0, 0, 9]).unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(9));
+    });
+}
