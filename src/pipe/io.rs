@@ -154,6 +154,11 @@ impl<S, R> Connection<S, R> {
         let watch_in = st
             .as_mut()
             .is_some_and(|s| !s.eof && s.broken.is_none() && !s.has_frame());
+        if !watch_in {
+            // Nothing to read for: give the state back before a wait that may be long, or a
+            // receiving thread of this end would wait behind us with its frame buffered.
+            st = None;
+        }
         let mut fds = [sys::pollfd(self.fd.as_fd(), sys::POLLOUT)];
         if watch_in {
             fds[0].events |= sys::POLLIN;

@@ -184,4 +184,34 @@ mod tests {
         let state = lent.state.take().expect("lent");
         assert!(!slot.put(state));
     }
+
+    #[test]
+    fn timed_takes_giving_up_as_the_state_comes_back_lose_no_wake() {
+        // A timed waiter whose deadline falls just as the state is returned may take the
+        // notify meant for an untimed waiter behind it; the untimed one must still get the
+        // state (the timed one either takes it and gives it back, or leaves it there).
+        let slot = slot();
+        for round in 0..2_000u64 {
+            let lent = slot.try_take().expect("free between rounds");
+            std::thread::scope(|s| {
+                let timed = s.spawn(|| {
+                    let soon = Instant::now() + Duration::from_micros(round % 50);
+                    drop(slot.take(Some(soon)));
+                });
+                // Bounded so that a lost wake fails the test instead of hanging it.
+                let untimed = s.spawn(|| {
+                    slot.take(Some(Instant::now() + Duration::from_secs(30)))
+                        .is_some()
+                });
+                while lock(&slot.inner).waiting == 0 {
+                    std::hint::spin_loop();
+                }
+                std::thread::sleep(Duration::from_micros(round % 60));
+                drop(lent);
+                timed.join().unwrap();
+                assert!(untimed.join().unwrap(), "round {round}");
+            });
+            assert_eq!(lock(&slot.inner).waiting, 0, "round {round}");
+        }
+    }
 }

@@ -416,3 +416,110 @@ fn a_broken_stream_is_failed_in_every_form() {
         }
     });
 }
+
+#[test]
+fn a_sender_waiting_for_room_gives_back_a_whole_frame_it_read() {
+    // A sender blocked on a full socket borrows the receive state to read what the peer sends
+    // meanwhile. Once it holds a whole frame it must give the state back before it waits on:
+    // it kept it while it waited for room, so a receiving thread of the same end stayed
+    // queued for the state, with its message buffered, for as long as the peer did not read.
+    bounded(|| {
+        let (a, mut raw) = with_raw_peer();
+        let a = std::sync::Arc::new(a);
+        raw.write_all(&[3, 0, 0, 0, 1, 2, 3]).unwrap();
+        // Far more than a socket buffer holds; the peer never reads.
+        let big = vec![7u8; 32 << 20];
+        let sender = {
+            let a = a.clone();
+            std::thread::spawn(move || a.send_bytes(&big))
+        };
+        // Let the sender read the frame and settle into its wait for room.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let receiver = {
+            let a = a.clone();
+            std::thread::spawn(move || tx.send(a.recv_bytes().map_err(|e| e.to_string())))
+        };
+        let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+        drop(raw);
+        assert!(sender.join().unwrap().is_err(), "the peer left mid-send");
+        assert_eq!(
+            got.expect("a buffered frame waited behind a sender blocked for room"),
+            Ok(vec![1, 2, 3])
+        );
+        receiver.join().unwrap().unwrap();
+    });
+}
+
+#[test]
+fn small_frames_around_the_copy_size_survive_partial_sends_on_a_non_blocking_descriptor() {
+    // Frames just below, at and above the size that `send_bytes` copies behind its header
+    // (one send(2) of one buffer) go out through a non-blocking socket whose peer reads
+    // slowly: EAGAIN and partial sends in the middle of a frame must resume where they were.
+    bounded(|| {
+        let (a, b) = pipe::<()>().unwrap();
+        sys::set_nonblocking(a.as_fd()).unwrap();
+        sys::set_socket_buffers(a.as_fd(), 4096);
+        sys::set_socket_buffers(b.as_fd(), 4096);
+        let sizes = [0, 1, COPY_MAX - 1, COPY_MAX, COPY_MAX + 1, 3 * COPY_MAX + 5];
+        let rounds = 200;
+        let reader = std::thread::spawn(move || {
+            for r in 0..rounds {
+                if r % 50 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                for (k, &n) in sizes.iter().enumerate() {
+                    assert_eq!(
+                        b.recv_bytes().unwrap(),
+                        pattern(n, (r + k) as u8),
+                        "{r} {n}"
+                    );
+                }
+            }
+        });
+        for r in 0..rounds {
+            for (k, &n) in sizes.iter().enumerate() {
+                a.send_bytes(&pattern(n, (r + k) as u8)).unwrap();
+            }
+        }
+        reader.join().unwrap();
+    });
+}
+
+/// A message whose decoding panics when its value is 0.
+#[derive(Debug)]
+struct Bomb(u8);
+
+impl<'de> serde::Deserialize<'de> for Bomb {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = u8::deserialize(d)?;
+        assert!(v != 0, "a decoding that panics");
+        Ok(Bomb(v))
+    }
+}
+
+#[test]
+fn a_receiver_that_panics_hands_the_state_to_the_next() {
+    // A receiving thread panics inside `recv` (in the message's decoding) while another waits
+    // for the receive state: the state comes back on unwinding and the waiter is woken.
+    bounded(|| {
+        let (x, mut raw) = UnixStream::pair().unwrap();
+        let b: Connection<(), Bomb> = Connection::new(OwnedFd::from(x), true, true);
+        let b = std::sync::Arc::new(b);
+        let bomber = {
+            let b = b.clone();
+            std::thread::spawn(move || b.recv())
+        };
+        until_receiving(&b);
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || b.recv().map(|m| m.0).map_err(|e| e.to_string()))
+        };
+        // Let the waiter queue for the state behind the bomber.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        raw.write_all(&[1, 0, 0, 0, 0]).unwrap();
+        assert!(bomber.join().is_err(), "the decoding panicked");
+        raw.write_all(&[1, 0, 0, 0, 9]).unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(9));
+    });
+}

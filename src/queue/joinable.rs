@@ -159,7 +159,12 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     }
 
     fn join_until(&self, deadline: Option<Instant>) -> bool {
-        let counts = &self.queue.st().counts;
+        let st = self.queue.st();
+        let counts = &st.counts;
+        // The joiner waits for the consumers' `task_done`: whether spinning can pay depends on
+        // where they run. Its own mask is not published (the producers' word is theirs).
+        let mine = std::sync::atomic::AtomicU64::new(0);
+        self.queue.seg.join_spin.tick(&mine, &st.cons.cpus);
         loop {
             // Wake up now and then: a producer that died between counting a task and
             // publishing it is found and undone by `repair_dead_producer`.

@@ -547,6 +547,28 @@ fn a_producer_dead_between_counting_and_publishing_is_undone_without_a_producer(
 }
 
 #[test]
+fn join_applies_the_one_cpu_spin_policy() {
+    // The joiner's wait took the spin policy but never looked at the CPU masks: it spun before
+    // every sleep even where the consumers that it waits for share its one CPU.
+    std::thread::spawn(|| {
+        let cpu = crate::sys::cpu_mask().trailing_zeros();
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu as usize);
+        rustix::thread::sched_setaffinity(None, &set).unwrap();
+        let q = JoinableQueue::<u8>::new().unwrap();
+        q.queue
+            .st()
+            .cons
+            .cpus
+            .store(1 << cpu, std::sync::atomic::Ordering::Relaxed);
+        q.join();
+        assert!(!q.queue.seg.join_spin.spins(), "a join on one CPU spins");
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
 fn joinable_counts_tasks() {
     let q = JoinableQueue::<u8>::new().unwrap();
     q.put(1).unwrap();

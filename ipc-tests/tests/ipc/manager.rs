@@ -24,6 +24,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         ),
         ("manager::server_sigkilled_every_call_fails", server_killed),
         (
+            "manager::server_sigkilled_while_clients_wait_ends_their_waits",
+            server_killed_mid_wait,
+        ),
+        (
             "manager::proxies_as_pool_task_arguments",
             proxies_as_task_arguments,
         ),
@@ -297,6 +301,45 @@ fn server_killed() -> Result<(), String> {
     );
     let e = Manager::connect(m.address(), m.authkey()).err();
     ensure!(e.is_some(), "connecting to a dead server fails");
+    Ok(())
+}
+
+/// The server is SIGKILLed while clients already sleep in calls it will never answer (a lock
+/// an event never set, an empty queue), long enough that their slot waits
+/// are past the short liveness ticks: each wait ends with Disconnected (within PATIENCE).
+fn server_killed_mid_wait() -> Result<(), String> {
+    let m = Manager::start().ctx("start")?;
+    let event = m.event().ctx("event")?;
+    let queue = m.queue::<u8>(None).ctx("queue")?;
+    let pid = m.server_pid().ctx("server pid")? as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiters = [
+        {
+            let (e, tx) = (event.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(("event", matches!(e.wait(), Err(ProxyError::Disconnected))));
+            })
+        },
+        {
+            let (q, tx) = (queue.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(("queue", matches!(q.get(), Err(ProxyError::Disconnected))));
+            })
+        },
+    ];
+    drop(tx);
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    for _ in 0..2 {
+        let (what, typed) = rx
+            .recv_timeout(PATIENCE)
+            .map_err(|_| "a waiter still waits on a dead server".to_string())?;
+        ensure!(typed, "the {what} wait did not fail with Disconnected");
+    }
+    for w in waiters {
+        w.join().map_err(|_| "a waiter panicked".to_string())?;
+    }
     Ok(())
 }
 
