@@ -129,8 +129,15 @@ impl<S, R> Connection<S, R> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
-            let (rest, n) = sys::skip_parts(parts, done);
-            match sys::sendmsg(self.fd.as_fd(), &rest[..n], &[], true) {
+            let sent = match parts {
+                // One buffer (every frame but a large `send_bytes`): a plain send(2).
+                [one] => sys::send_nonblocking(self.fd.as_fd(), &one[done..]),
+                _ => {
+                    let (rest, n) = sys::skip_parts(parts, done);
+                    sys::sendmsg(self.fd.as_fd(), &rest[..n], &[], true)
+                }
+            };
+            match sent {
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait_writable()?,
                 Err(e) => {

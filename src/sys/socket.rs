@@ -94,6 +94,18 @@ pub(crate) fn sendmsg(
     }
 }
 
+/// Sends one buffer on a socket, non-blocking (MSG_DONTWAIT), without raising SIGPIPE; returns
+/// how many bytes went out (possibly fewer than asked). What [`sendmsg`] does for one part and
+/// no descriptors, without building the parts first. See send(2).
+pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::send(fd, bytes, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+            Err(Errno::INTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
 /// The parts of `parts` left after the first `skip` bytes (at most 4 parts, no allocation).
 pub(crate) fn skip_parts<'a>(parts: &[&'a [u8]], mut skip: usize) -> ([&'a [u8]; 4], usize) {
     let mut out: [&[u8]; 4] = [&[]; 4];
@@ -453,6 +465,29 @@ mod tests {
             0,
             "descriptors lost to a full table were not reported (1: Ok with fewer)"
         );
+    }
+
+    #[test]
+    fn a_one_buffer_send_never_blocks_and_never_raises_sigpipe() {
+        let (a, b) = stream_socketpair().unwrap();
+        set_socket_buffers(a.as_fd(), 4096);
+        set_socket_buffers(b.as_fd(), 4096);
+        let chunk = [7u8; 4096];
+        let mut sent = 0;
+        let full = loop {
+            match send_nonblocking(a.as_fd(), &chunk) {
+                Ok(n) => sent += n,
+                Err(e) => break e,
+            }
+            assert!(
+                sent < 64 << 20,
+                "a 4 KiB socket took {sent} bytes without filling"
+            );
+        };
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
+        drop(b);
+        let err = send_nonblocking(a.as_fd(), b"x").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 
     #[test]

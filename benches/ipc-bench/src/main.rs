@@ -9,6 +9,11 @@
 //! single-consumer ring in shared memory (`raw-ring`: the floor of a queue). CPython's Queue, Pipe and shared_memory
 //! run the same shapes through `benches/python/ipc_bench.py` when `python3` is on the PATH.
 //!
+//! On a shared machine the speed drifts by more than the differences measured, so ours and the
+//! floors of one size and placement are never measured one after the other: all their children
+//! stay up, and short rounds alternate between them (see [`run_cell`]); a ratio is the ratio of
+//! the medians over the rounds, printed with the range of the per-round ratios.
+//!
 //! `cargo run --release -p ipc-bench -- --help` lists the options.
 
 mod pools;
@@ -19,7 +24,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use transports::{Mode, Rep};
+use transports::{Mode, Rep, Session};
 
 /// The transports, named as they appear in the JSON output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -135,8 +140,13 @@ struct Options {
     pool_group: bool,
     json: Option<PathBuf>,
     out: Option<PathBuf>,
+    /// Repetitions and their length for what is measured alone (the pools, CPython, memcpy,
+    /// the futex floor).
     reps: usize,
     target: Duration,
+    /// Rounds and their length for the transports of a cell, which alternate.
+    rounds: usize,
+    round_target: Duration,
 }
 
 const HELP: &str = "\
@@ -145,6 +155,7 @@ ipc-bench: queue vs pipe vs shared memory, against the OS floor and CPython
 USAGE: ipc-bench [OPTIONS]
 
   --quick               fewer, shorter repetitions (under 45 s)
+  --rounds N            alternating rounds per size and placement (default 9, --quick 5)
   --sizes LIST          message sizes, e.g. 16,1KiB,64KiB,1MiB,16MiB (the default)
   --transports LIST     any of queue,pipe,shm,shm-zerocopy,raw-memcpy,raw-socketpair,raw-futex,
                         raw-ring,python-queue,python-pipe,python-shm (default: all)
@@ -188,12 +199,24 @@ fn parse_args() -> Result<Options, String> {
         out: None,
         reps: 7,
         target: Duration::from_millis(100),
+        rounds: 9,
+        round_target: Duration::from_millis(50),
     };
+    let mut rounds = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "--quick" => o.quick = true,
+            "--rounds" => {
+                let n = value()?;
+                rounds = Some(
+                    n.parse::<usize>()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| format!("bad round count {n:?}"))?,
+                );
+            }
             "--no-python" => o.python = false,
             "--no-pool" => o.pool_group = false,
             "--pool-only" => o.transports_group = false,
@@ -237,6 +260,11 @@ fn parse_args() -> Result<Options, String> {
     if o.quick {
         o.reps = 3;
         o.target = Duration::from_millis(10);
+        o.rounds = 5;
+        o.round_target = Duration::from_millis(10);
+    }
+    if let Some(n) = rounds {
+        o.rounds = n;
     }
     Ok(o)
 }
@@ -250,19 +278,23 @@ fn percentile(sorted: &[u64], p: usize) -> f64 {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)] as f64
 }
 
-/// The repetition policy: a warm-up of `start_n` messages (discarded; it also estimates the
-/// time per message), then `reps` repetitions of about `target` each.
+/// How many messages make a repetition of about `target`, after `warm_up` took its time.
+fn count_for(warm_up: &Rep, target: Duration) -> u64 {
+    let per = warm_up.elapsed.as_secs_f64() / warm_up.n as f64;
+    ((target.as_secs_f64() / per.max(1e-9)) as u64).clamp(2, 5_000_000)
+}
+
+/// The repetition policy of what is measured alone: a warm-up of `start_n` messages
+/// (discarded; it also estimates the time per message), then `reps` repetitions of about
+/// `target` each.
 fn policy(o: &Options, start_n: u64) -> impl FnMut(Option<&Rep>) -> Option<u64> {
-    let (reps, target) = (o.reps, o.target.as_secs_f64());
+    let (reps, target) = (o.reps, o.target);
     let mut done = 0usize;
     let mut n = 0u64;
     move |prev: Option<&Rep>| {
         match prev {
             None => return Some(start_n),
-            Some(r) if done == 0 => {
-                let per = r.elapsed.as_secs_f64() / r.n as f64;
-                n = ((target / per.max(1e-9)) as u64).clamp(2, 5_000_000);
-            }
+            Some(r) if done == 0 => n = count_for(r, target),
             Some(_) => {}
         }
         done += 1;
@@ -307,27 +339,153 @@ fn push(
     });
 }
 
-fn run_ours(o: &Options, t: Transport, size: usize, pl: Placement, out: &mut Vec<Measurement>) {
+/// The smallest, the median and the largest of `v` (not empty).
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+/// Whether `t` is measured in `mode` in a cell of `size`.
+fn in_cell(t: Transport, size: usize, mode: Mode) -> bool {
+    match t {
+        Transport::Queue
+        | Transport::Pipe
+        | Transport::Shm
+        | Transport::ShmZeroCopy
+        | Transport::RawSocketpair => true,
+        Transport::RawRing => mode == Mode::Throughput && transports::raw_ring_fits(size),
+        _ => false,
+    }
+}
+
+fn open_session(t: Transport, size: usize, cpus: transports::Cpus, mode: Mode) -> Session {
+    match t {
+        Transport::Queue => transports::queue(size, cpus, mode),
+        Transport::Pipe => transports::stream(size, cpus, mode, false),
+        Transport::Shm => transports::shm(size, cpus, mode, false),
+        Transport::ShmZeroCopy => transports::shm(size, cpus, mode, true),
+        Transport::RawSocketpair => transports::stream(size, cpus, mode, true),
+        Transport::RawRing => transports::raw_ring(size, cpus),
+        _ => unreachable!("{t:?} is not measured in a cell"),
+    }
+}
+
+/// One cell: the transports `ts` (ours and the floors) at one size and placement, for each mode
+/// in alternating rounds. Every transport's child stays up for the whole mode; after a warm-up
+/// of each, every round runs each transport once for about `round_target`, in turn (the order
+/// reversed every other round, so that a drift of the machine weighs on all alike). Each
+/// transport's figure is the median over the rounds (a round trip's p50 is the median of the
+/// rounds' p50s, its p99 taken over every sample). For ours, the ratio against a floor is also
+/// taken round by round (both measured in the same round): its smallest, median and largest
+/// value are recorded (`*_min`, `*_paired`, `*_max`). The ratio of the medians always lies
+/// between the smallest and the largest.
+fn run_cell(o: &Options, ts: &[Transport], size: usize, pl: Placement, out: &mut Vec<Measurement>) {
     let cpus = pl.cpus();
-    let start_n = ((4usize << 20) / size.max(1)).clamp(2, 1000) as u64;
-    let run = |mode: Mode, next: transports::Next<'_>| -> Vec<Rep> {
-        match t {
-            Transport::Queue => transports::queue(size, cpus, mode, next),
-            Transport::Pipe => transports::stream(size, cpus, mode, false, next),
-            Transport::Shm => transports::shm(size, cpus, mode, false, next),
-            Transport::ShmZeroCopy => transports::shm(size, cpus, mode, true, next),
-            Transport::RawSocketpair => transports::stream(size, cpus, mode, true, next),
-            _ => unreachable!(),
+    for mode in [Mode::Throughput, Mode::RoundTrip] {
+        let here: Vec<Transport> = ts
+            .iter()
+            .copied()
+            .filter(|&t| in_cell(t, size, mode))
+            .collect();
+        if here.is_empty() {
+            continue;
         }
-    };
-    let reps = timed_reps(run(Mode::Throughput, &mut policy(o, start_n)));
-    let rate = throughput(&reps);
-    push(out, t, size, pl, "msgs_per_s", rate);
-    push(out, t, size, pl, "bytes_per_s", rate * size as f64);
-    let reps = timed_reps(run(Mode::RoundTrip, &mut policy(o, start_n.min(50))));
-    let (p50, p99) = latencies(reps);
-    push(out, t, size, pl, "rtt_p50_ns", p50);
-    push(out, t, size, pl, "rtt_p99_ns", p99);
+        let mut sessions: Vec<Session> = here
+            .iter()
+            .map(|&t| open_session(t, size, cpus, mode))
+            .collect();
+        let start_n = ((4usize << 20) / size.max(1)).clamp(2, 1000) as u64;
+        let start_n = if mode == Mode::RoundTrip {
+            start_n.min(50)
+        } else {
+            start_n
+        };
+        let counts: Vec<u64> = sessions
+            .iter_mut()
+            .map(|s| count_for(&s.rep(start_n), o.round_target))
+            .collect();
+        let mut reps: Vec<Vec<Rep>> = here.iter().map(|_| Vec::new()).collect();
+        for round in 0..o.rounds {
+            let mut order: Vec<usize> = (0..here.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                reps[i].push(sessions[i].rep(counts[i]));
+            }
+        }
+        for s in sessions {
+            s.finish();
+        }
+        // Per transport, the figure of each round.
+        let per_round: Vec<Vec<f64>> = reps
+            .iter()
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| match mode {
+                        Mode::Throughput => r.n as f64 / r.elapsed.as_secs_f64(),
+                        Mode::RoundTrip => {
+                            let mut s = r.samples.clone();
+                            s.sort_unstable();
+                            percentile(&s, 50)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let floor_of = |f: Transport| here.iter().position(|&t| t == f);
+        for (i, &t) in here.iter().enumerate() {
+            match mode {
+                Mode::Throughput => {
+                    let rate = median(per_round[i].clone());
+                    push(out, t, size, pl, "msgs_per_s", rate);
+                    push(out, t, size, pl, "bytes_per_s", rate * size as f64);
+                }
+                Mode::RoundTrip => {
+                    let mut all: Vec<u64> =
+                        reps[i].iter().flat_map(|r| r.samples.clone()).collect();
+                    all.sort_unstable();
+                    push(out, t, size, pl, "rtt_p50_ns", median(per_round[i].clone()));
+                    push(out, t, size, pl, "rtt_p99_ns", percentile(&all, 99));
+                }
+            }
+            if matches!(t, Transport::RawSocketpair | Transport::RawRing) {
+                continue;
+            }
+            let floors: &[(Transport, [&'static str; 3])] = match mode {
+                Mode::Throughput => &[
+                    (
+                        Transport::RawSocketpair,
+                        ["tp_vs_raw_min", "tp_vs_raw_paired", "tp_vs_raw_max"],
+                    ),
+                    (
+                        Transport::RawRing,
+                        ["tp_vs_ring_min", "tp_vs_ring_paired", "tp_vs_ring_max"],
+                    ),
+                ],
+                Mode::RoundTrip => &[(
+                    Transport::RawSocketpair,
+                    ["rtt_vs_raw_min", "rtt_vs_raw_paired", "rtt_vs_raw_max"],
+                )],
+            };
+            for &(f, names) in floors {
+                let Some(j) = floor_of(f) else { continue };
+                let ratios: Vec<f64> = per_round[i]
+                    .iter()
+                    .zip(&per_round[j])
+                    .map(|(a, b)| a / b)
+                    .filter(|r| r.is_finite())
+                    .collect();
+                if ratios.is_empty() {
+                    continue;
+                }
+                let (lo, mid, hi) = spread(ratios);
+                push(out, t, size, pl, names[0], lo);
+                push(out, t, size, pl, names[1], mid);
+                push(out, t, size, pl, names[2], hi);
+            }
+        }
+    }
 }
 
 /// Measures one of our pool rows: throughput or map rate, or round-trip percentiles.
@@ -427,20 +585,27 @@ fn main() {
         notes.push("CPython skipped (--no-python)".into());
     }
 
-    // The plan, so that progress can say "k of n".
-    let mut plan: Vec<(Transport, usize, Placement)> = Vec::new();
+    // The plan, so that progress can say "k of n": per placement and size, one cell (ours and
+    // the floors, alternating), then what is measured alone.
+    let mut plan: Vec<(Option<Transport>, usize, Placement)> = Vec::new();
     for &pl in placements.iter().filter(|_| o.transports_group) {
         for &size in &o.sizes {
+            let cell = o
+                .transports
+                .iter()
+                .any(|&t| in_cell(t, size, Mode::Throughput) || in_cell(t, size, Mode::RoundTrip));
+            if cell {
+                plan.push((None, size, pl));
+            }
             for &t in &o.transports {
                 let wanted = match t {
                     Transport::RawMemcpy => pl == placements[0],
                     Transport::RawFutex => size == o.sizes[0],
-                    Transport::RawRing => transports::raw_ring_fits(size),
                     t if t.python().is_some() => python,
-                    _ => true,
+                    _ => false,
                 };
                 if wanted {
-                    plan.push((t, size, pl));
+                    plan.push((Some(t), size, pl));
                 }
             }
         }
@@ -451,39 +616,41 @@ fn main() {
         Vec::new()
     };
     let steps = plan.len() + pool_plan.len() + usize::from(o.pool_group && python);
+    let cell_names: Vec<&str> = o
+        .transports
+        .iter()
+        .filter(|&&t| in_cell(t, 1, Mode::Throughput) || in_cell(t, 1, Mode::RoundTrip))
+        .map(|t| t.name())
+        .collect();
+    let cell_names = cell_names.join(",");
     let mut results = Vec::new();
     for (k, &(t, size, pl)) in plan.iter().enumerate() {
         eprintln!(
             "[{:>3}/{}] {:<15} {:>9} {:<9} ({:.0?} so far)",
             k + 1,
             steps,
-            t.name(),
+            t.map_or(cell_names.as_str(), |t| t.name()),
             report::size_label(size),
             pl.name(),
             started.elapsed()
         );
         match t {
-            Transport::RawMemcpy => {
+            None => run_cell(&o, &o.transports, size, pl, &mut results),
+            Some(Transport::RawMemcpy) => {
                 let rate = throughput(&timed_reps(transports::memcpy(size, &mut policy(&o, 16))));
                 // A local copy has no placement; it is reported once, as unpinned.
-                let pl = Placement::Unpinned;
+                let (t, pl) = (Transport::RawMemcpy, Placement::Unpinned);
                 push(&mut results, t, size, pl, "msgs_per_s", rate);
                 push(&mut results, t, size, pl, "bytes_per_s", rate * size as f64);
             }
-            Transport::RawRing => {
-                let start_n = ((4usize << 20) / size.max(1)).clamp(2, 1000) as u64;
-                let reps = transports::raw_ring(size, pl.cpus(), &mut policy(&o, start_n));
-                let rate = throughput(&timed_reps(reps));
-                push(&mut results, t, size, pl, "msgs_per_s", rate);
-                push(&mut results, t, size, pl, "bytes_per_s", rate * size as f64);
-            }
-            Transport::RawFutex => {
+            Some(Transport::RawFutex) => {
                 let reps = transports::futex_round_trip(pl.cpus(), &mut policy(&o, 50));
                 let (p50, p99) = latencies(timed_reps(reps));
+                let t = Transport::RawFutex;
                 push(&mut results, t, 0, pl, "rtt_p50_ns", p50);
                 push(&mut results, t, 0, pl, "rtt_p99_ns", p99);
             }
-            t if t.python().is_some() => {
+            Some(t) => {
                 if let Err(e) = run_python(&o, t, size, pl, &mut results) {
                     notes.push(format!(
                         "{} {} {}: {e}",
@@ -493,7 +660,6 @@ fn main() {
                     ));
                 }
             }
-            _ => run_ours(&o, t, size, pl, &mut results),
         }
     }
     let mut pool_results = Vec::new();

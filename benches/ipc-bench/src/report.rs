@@ -51,6 +51,16 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// A ratio, with the range of its per-round values when the run recorded them:
+/// `0.95× (0.91–0.99)`.
+fn ratio_spread(a: Option<f64>, b: Option<f64>, q: Option<(f64, f64)>) -> String {
+    let r = ratio(a, b);
+    match q {
+        Some((lo, hi)) if r != "-" => format!("{r} ({lo:.2}–{hi:.2})"),
+        _ => r,
+    }
+}
+
 /// The rows of one placement: cells as strings, the first row the header.
 fn rows(r: &[Measurement], sizes: &[usize], pl: Placement) -> Vec<Vec<String>> {
     let mut out = vec![
@@ -89,6 +99,10 @@ fn rows(r: &[Measurement], sizes: &[usize], pl: Placement) -> Vec<Vec<String>> {
             let py = |metric| twin.and_then(|tw| get(r, tw, size, pl, metric));
             let raw_row = matches!(t, Transport::RawSocketpair | Transport::RawRing);
             let ring_tp = get(r, Transport::RawRing, size, pl, "bytes_per_s");
+            let spread = |name: &str| {
+                let lo = get(r, t, size, pl, &format!("{name}_min"))?;
+                Some((lo, get(r, t, size, pl, &format!("{name}_max"))?))
+            };
             out.push(vec![
                 t.name().to_string(),
                 size_label(size),
@@ -99,17 +113,17 @@ fn rows(r: &[Measurement], sizes: &[usize], pl: Placement) -> Vec<Vec<String>> {
                 if raw_row {
                     "-".into()
                 } else {
-                    ratio(tp, raw_tp)
+                    ratio_spread(tp, raw_tp, spread("tp_vs_raw"))
                 },
                 if raw_row || !ours {
                     "-".into()
                 } else {
-                    ratio(tp, ring_tp)
+                    ratio_spread(tp, ring_tp, spread("tp_vs_ring"))
                 },
                 if raw_row {
                     "-".into()
                 } else {
-                    ratio(p50, raw_rtt)
+                    ratio_spread(p50, raw_rtt, spread("rtt_vs_raw"))
                 },
                 if ours {
                     ratio(tp, py("bytes_per_s"))
@@ -159,7 +173,13 @@ same bytes (write_all/read_exact) in the same placement; \"vs ring\": against ra
 single-producer single-consumer ring in shared memory (no lock, no serde, spinning) moving the \
 same bytes in the same placement, the floor of any queue; \"vs CPython\": against CPython's \
 counterpart (Queue, Pipe, shared_memory + semaphores). Throughput ratios: higher is better; \
-RTT ratios (p50): lower is better. The raw-futex line is the floor of any blocking round trip.";
+RTT ratios (p50): lower is better. Ours and the floors of a size and placement run in \
+alternating rounds (every transport once per round, the order reversed every other round); \
+msgs/s and RTT p50 are medians over the rounds, RTT p99 is over every round trip, a ratio is \
+the ratio of the medians, and (a–b) after it is the range of the per-round ratios (the \
+JSON's *_paired is their median): a narrow range is a settled figure, a wide one a noisy \
+machine. CPython runs apart. The raw-futex \
+line is the floor of any blocking round trip.";
 
 /// The text table printed on stdout.
 pub fn table(r: &[Measurement], sizes: &[usize], placements: &[Placement]) -> String {
@@ -402,7 +422,7 @@ pub fn markdown(
     let mut s = String::from("# ipc-bench report\n\n");
     let _ = writeln!(
         s,
-        "{}; {} run in {:.0?}. Medians of several repetitions after a warm-up.\n",
+        "{}; {} run in {:.0?}. Medians of alternating rounds after a warm-up.\n",
         machine(),
         if quick { "a --quick" } else { "a full" },
         elapsed

@@ -1,13 +1,14 @@
 //! What each transport does in the child process and in the parent.
 //!
-//! One child serves every repetition of a measurement, the warm-up included, so that both
-//! sides are warm (rings and buffers faulted in, allocator settled) when the timed repetitions
-//! run. For each repetition the child raises `ready`; the parent writes the message count,
-//! starts the clock and raises `go`; the child runs, the parent receives and stops the clock.
+//! Each measurement is a [`Session`]: one child serves every repetition of it, the warm-up
+//! included, so that both sides are warm (rings and buffers faulted in, allocator settled) when
+//! the timed repetitions run, and several sessions can stay open at once, so that their
+//! repetitions alternate (see `main.rs`). For each repetition the child raises `ready`; the
+//! parent writes the message count, starts the clock and raises `go`; the child runs, the parent
+//! receives and stops the clock. Between repetitions a child sleeps on `go`.
 //! The payload is the same bytes for every transport ([`payload`]); the receiver checks the
 //! length and 18 sampled bytes of every message ([`check`]).
 
-use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -122,49 +123,87 @@ pub struct Rep {
 /// Asked before each repetition with the previous one; answers the next count, or `None`.
 pub type Next<'a> = &'a mut dyn FnMut(Option<&Rep>) -> Option<u64>;
 
-type Cpus = (Option<usize>, Option<usize>);
+pub type Cpus = (Option<usize>, Option<usize>);
 
-/// Starts `child` with `arg` and runs repetitions while `next` asks for more, timing the
-/// parent's `body(n)`.
-fn session<A: Serialize + for<'de> Deserialize<'de>>(
-    child: fn(A),
-    arg: A,
-    common: &Common,
+/// The parent's side of one repetition: receive (or send and receive) `n` messages, pushing the
+/// round trips' times into the vector.
+type Body = Box<dyn FnMut(u64, &mut Vec<u64>)>;
+
+/// A child serving one measurement, and the parent's side of it, for as many repetitions as
+/// asked. Dropped without [`finish`](Self::finish), the child is killed.
+pub struct Session {
+    process: Process<()>,
+    common: Common,
     parent_cpu: Option<usize>,
-    next: Next<'_>,
-    mut body: impl FnMut(u64, &mut Vec<u64>),
-) -> Vec<Rep> {
-    let mut p = Process::new(child, arg);
-    p.start().expect("start a child");
-    let mut reps: Vec<Rep> = Vec::new();
-    let ready = |c: &Common| {
+    body: Body,
+}
+
+impl Session {
+    /// Starts `child` with `arg`; `body` is the parent's side of a repetition.
+    fn start<A: Serialize + for<'de> Deserialize<'de>>(
+        child: fn(A),
+        arg: A,
+        common: Common,
+        parent_cpu: Option<usize>,
+        body: impl FnMut(u64, &mut Vec<u64>) + 'static,
+    ) -> Session {
+        let mut process = Process::new(child, arg).with_daemon(true);
+        process.start().expect("start a child");
+        Session {
+            process,
+            common,
+            parent_cpu,
+            body: Box::new(body),
+        }
+    }
+
+    fn wait_ready(&self) {
         assert!(
-            c.ready.wait_timeout(Duration::from_secs(120)).is_ok(),
+            self.common
+                .ready
+                .wait_timeout(Duration::from_secs(120))
+                .is_ok(),
             "a benchmark child stopped answering"
         );
-        c.ready.clear();
-    };
-    while let Some(n) = next(reps.last()) {
-        ready(common);
-        common.n.set(n).unwrap();
-        pin(parent_cpu);
+        self.common.ready.clear();
+    }
+
+    /// One repetition of `n` messages, timed.
+    pub fn rep(&mut self, n: u64) -> Rep {
+        assert!(n > 0, "a repetition moves at least one message");
+        self.wait_ready();
+        self.common.n.set(n).unwrap();
+        pin(self.parent_cpu);
         let mut samples = Vec::new();
         let t = Instant::now();
-        common.go.set();
-        body(n, &mut samples);
+        self.common.go.set();
+        (self.body)(n, &mut samples);
         let elapsed = t.elapsed();
         pin(None);
-        reps.push(Rep {
+        Rep {
             n,
             elapsed,
             samples,
-        });
+        }
     }
-    ready(common);
-    common.n.set(0).unwrap();
-    common.go.set();
-    p.join().expect("a benchmark child failed");
-    reps
+
+    /// Repetitions while `next` asks for more, then [`finish`](Self::finish).
+    pub fn run(mut self, next: Next<'_>) -> Vec<Rep> {
+        let mut reps: Vec<Rep> = Vec::new();
+        while let Some(n) = next(reps.last()) {
+            reps.push(self.rep(n));
+        }
+        self.finish();
+        reps
+    }
+
+    /// Stops the child and joins it.
+    pub fn finish(mut self) {
+        self.wait_ready();
+        self.common.n.set(0).unwrap();
+        self.common.go.set();
+        self.process.join().expect("a benchmark child failed");
+    }
 }
 
 fn timed(samples: &mut Vec<u64>, f: impl FnOnce()) {
@@ -193,34 +232,27 @@ fn queue_child(arg: (Queue<ByteBuf>, Queue<ByteBuf>, Common)) {
     });
 }
 
-pub fn queue(size: usize, cpus: Cpus, mode: Mode, next: Next<'_>) -> Vec<Rep> {
+pub fn queue(size: usize, cpus: Cpus, mode: Mode) -> Session {
     let data = Queue::<ByteBuf>::new().expect("queue");
     let back = Queue::<ByteBuf>::new().expect("queue");
     let c = Common::new(size, cpus.1, mode);
     let body = ByteBuf::from(payload(size));
     let arg = (data.clone(), back.clone(), c.share());
-    session(
-        queue_child,
-        arg,
-        &c,
-        cpus.0,
-        next,
-        |n, samples| match mode {
-            Mode::Throughput => {
-                for _ in 0..n {
-                    check(&data.get().expect("queue get"), size);
-                }
+    Session::start(queue_child, arg, c, cpus.0, move |n, samples| match mode {
+        Mode::Throughput => {
+            for _ in 0..n {
+                check(&data.get().expect("queue get"), size);
             }
-            Mode::RoundTrip => {
-                for _ in 0..n {
-                    timed(samples, || {
-                        data.put_ref(&body).expect("queue put");
-                        check(&back.get().expect("queue get"), size);
-                    });
-                }
+        }
+        Mode::RoundTrip => {
+            for _ in 0..n {
+                timed(samples, || {
+                    data.put_ref(&body).expect("queue put");
+                    check(&back.get().expect("queue get"), size);
+                });
             }
-        },
-    )
+        }
+    })
 }
 
 // ----- pipe, and the bare socketpair under it -----
@@ -281,14 +313,14 @@ fn stream_child(arg: (Connection<()>, bool, Common)) {
 
 /// `Pipe` (`raw == false`), or the bare stream socketpair under it with the same 4 MiB
 /// buffers (`raw == true`).
-pub fn stream(size: usize, cpus: Cpus, mode: Mode, raw: bool, next: Next<'_>) -> Vec<Rep> {
+pub fn stream(size: usize, cpus: Cpus, mode: Mode, raw: bool) -> Session {
     let (ours, theirs) = multiproc::pipe::<()>().expect("pipe");
     let mut end = End::new(ours, raw);
     let c = Common::new(size, cpus.1, mode);
     let body = payload(size);
     let mut buf = touched(size);
     let arg = (theirs, raw, c.share());
-    session(stream_child, arg, &c, cpus.0, next, |n, samples| {
+    Session::start(stream_child, arg, c, cpus.0, move |n, samples| {
         for _ in 0..n {
             if mode == Mode::RoundTrip {
                 timed(samples, || {
@@ -333,38 +365,37 @@ fn shm_child(arg: (SharedMemory, Semaphore, Semaphore, bool, Common)) {
     });
 }
 
-pub fn shm(size: usize, cpus: Cpus, mode: Mode, zero_copy: bool, next: Next<'_>) -> Vec<Rep> {
+pub fn shm(size: usize, cpus: Cpus, mode: Mode, zero_copy: bool) -> Session {
     let region = SharedMemory::new(size.max(1)).expect("shared memory");
     let first = if mode == Mode::Throughput { 1 } else { 0 };
     let a = Semaphore::new(first).expect("semaphore");
     let b = Semaphore::new(0).expect("semaphore");
     let c = Common::new(size, cpus.1, mode);
     let body = payload(size);
-    let buf = RefCell::new(touched(size));
+    let mut buf = touched(size);
     let arg = (region.clone(), a.clone(), b.clone(), zero_copy, c.share());
-    let read = |region: &SharedMemory| {
+    let read = move |region: &SharedMemory, buf: &mut Vec<u8>| {
         if zero_copy {
             // SAFETY: the child does not write the region until we release `a`.
             check(&unsafe { region.as_slice() }[..size], size);
         } else {
-            let mut buf = buf.borrow_mut();
-            region.read_at(0, &mut buf);
-            check(&buf, size);
+            region.read_at(0, buf);
+            check(buf, size);
         }
     };
-    session(shm_child, arg, &c, cpus.0, next, |n, samples| {
+    Session::start(shm_child, arg, c, cpus.0, move |n, samples| {
         for _ in 0..n {
             match mode {
                 Mode::Throughput => {
                     b.acquire();
-                    read(&region);
+                    read(&region, &mut buf);
                     a.release().expect("release");
                 }
                 Mode::RoundTrip => timed(samples, || {
                     region.write_at(0, &body);
                     a.release().expect("release");
                     b.acquire();
-                    read(&region);
+                    read(&region, &mut buf);
                 }),
             }
         }
@@ -418,23 +449,18 @@ fn futex_child(arg: (SharedMemory, Common)) {
 pub fn futex_round_trip(cpus: Cpus, next: Next<'_>) -> Vec<Rep> {
     let shm = SharedMemory::new(64).expect("shared memory");
     let c = Common::new(0, cpus.1, Mode::RoundTrip);
-    // SAFETY: this segment is only ever accessed as 32-bit atomics.
-    let word = &unsafe { shm.atomic_u32s() }[0];
-    session(
-        futex_child,
-        (shm.clone(), c.share()),
-        &c,
-        cpus.0,
-        next,
-        |n, samples| {
-            for _ in 0..n {
-                timed(samples, || {
-                    futex_set(word, 1);
-                    futex_wait_for(word, 2);
-                });
-            }
-        },
-    )
+    let arg = (shm.clone(), c.share());
+    let session = Session::start(futex_child, arg, c, cpus.0, move |n, samples| {
+        // SAFETY: this segment is only ever accessed as 32-bit atomics.
+        let word = &unsafe { shm.atomic_u32s() }[0];
+        for _ in 0..n {
+            timed(samples, || {
+                futex_set(word, 1);
+                futex_wait_for(word, 2);
+            });
+        }
+    });
+    session.run(next)
 }
 
 /// `memcpy` of `size` bytes between two warm private buffers.
@@ -560,13 +586,13 @@ fn raw_ring_child(arg: (SharedMemory, Common)) {
 }
 
 /// One-way throughput through the bare ring (messages up to the ring's size).
-pub fn raw_ring(size: usize, cpus: Cpus, next: Next<'_>) -> Vec<Rep> {
+pub fn raw_ring(size: usize, cpus: Cpus) -> Session {
     let shm = SharedMemory::new(RING_DATA + RING).expect("shared memory");
     let c = Common::new(size, cpus.1, Mode::Throughput);
     let arg = (shm.clone(), c.share());
-    let ring = RawRing::new(&shm);
     let mut buf = Vec::new();
-    session(raw_ring_child, arg, &c, cpus.0, next, |n, _| {
+    Session::start(raw_ring_child, arg, c, cpus.0, move |n, _| {
+        let ring = RawRing::new(&shm);
         for _ in 0..n {
             ring.recv(&mut buf);
             check(&buf, size);

@@ -29,12 +29,21 @@ const TRANSPORTS: [&str; 11] = [
     "python-pipe",
     "python-shm",
 ];
-const METRICS: [&str; 5] = [
+const METRICS: [&str; 14] = [
     "msgs_per_s",
     "bytes_per_s",
     "rtt_p50_ns",
     "rtt_p99_ns",
     "tasks_per_s",
+    "tp_vs_raw_min",
+    "tp_vs_raw_paired",
+    "tp_vs_raw_max",
+    "tp_vs_ring_min",
+    "tp_vs_ring_paired",
+    "tp_vs_ring_max",
+    "rtt_vs_raw_min",
+    "rtt_vs_raw_paired",
+    "rtt_vs_raw_max",
 ];
 
 /// A pool row's JSON name: one of ours, or CPython's twin of one.
