@@ -25,8 +25,8 @@
 //!   `main` (std cannot rename a running thread). So the child's work runs on a std thread named
 //!   `main`, with a main thread's stack size, while the real main thread (which holds the
 //!   parent-death signal) only waits for it; a panic says `thread 'main'` as in the parent. That
-//!   is one thread creation (a few tens of µs) per start; if it fails, the work runs on the
-//!   unnamed main thread. What else std would have done is done here: a stack overflow prints
+//!   is one thread creation (a few tens of µs) per start, made on the main thread's CPU (see
+//!   `run_spawned_child`); if it fails, the work runs on the unnamed main thread. What else std would have done is done here: a stack overflow prints
 //!   std's message and aborts (instead of a silent SIGSEGV), standard input is `/dev/null`, and
 //!   closed standard output or error descriptors are opened on `/dev/null`. `std::env::args()`
 //!   holds the parent's arguments, as Python's spawn restores `sys.argv`.
@@ -55,16 +55,31 @@ pub(crate) fn is_initialized() -> bool {
     INITIALIZED.load(Ordering::Acquire)
 }
 
-/// The pid of the spawned child whose main thread only waits for the thread that runs its work
-/// (see `run_spawned_child`); any other value when there is no such thread in this process (a
-/// process forked from the work thread inherits the value, not the thread).
+/// The pid of the spawned child whose main thread has started (or is starting) the thread that
+/// runs its work (see `run_spawned_child`); any other value when there is no such thread in
+/// this process (a process forked from the work thread inherits the value, not the thread).
+static WORK_THREAD_IN: AtomicI32 = AtomicI32::new(0);
+
+/// The same pid once that main thread is about to wait for the work thread, holding no lock.
 static MAIN_WAITS_IN: AtomicI32 = AtomicI32::new(0);
 
 /// How many threads of this process the bootstrap keeps idle: 1 in a child taken over before
 /// `main`, whose main thread only waits (in `pthread_join`, holding no lock), else 0. The fork
 /// start method counts it with multiproc's own threads.
+///
+/// The work thread does not wait for its main thread to reach that join before it starts the
+/// child's work (a wait there would cost a futex wake and two context switches per start, as
+/// the new thread usually runs first); a fork made right away waits here instead, for the few
+/// microseconds the main thread needs to get there.
 pub(crate) fn idle_threads() -> usize {
-    usize::from(MAIN_WAITS_IN.load(Ordering::Acquire) == sys::getpid())
+    let me = sys::getpid();
+    if WORK_THREAD_IN.load(Ordering::Acquire) != me {
+        return 0;
+    }
+    while MAIN_WAITS_IN.load(Ordering::Acquire) != me {
+        std::thread::yield_now();
+    }
+    1
 }
 
 /// Exit status of a child whose function panicked or whose call failed.
@@ -231,9 +246,9 @@ fn run_spawned_child(parent: i32, pre_main: bool) -> ! {
         sys::exit_immediately(EXIT_REFUSED);
     }
     // As std does before `main`: standard output and error are never left closed, so that no
-    // file opened later takes their numbers.
-    for fd in [1, 2] {
-        if !sys::fd_is_open(fd) {
+    // file opened later takes their numbers (one poll(2) for both, as std does).
+    for (fd, closed) in [1, 2].into_iter().zip(sys::closed_fds([1, 2])) {
+        if closed {
             let _ = sys::redirect_to_devnull(fd);
         }
     }
@@ -244,29 +259,44 @@ fn run_spawned_child(parent: i32, pre_main: bool) -> ! {
         // (and cannot be named afterwards): the work runs on a thread of that name instead, with
         // a main thread's stack size, while this thread waits. It keeps the parent-death signal
         // set above (the kernel checks every thread of the child for it).
+        //
+        // The new thread is made on this CPU (this thread's affinity is narrowed to it for the
+        // creation, and the new thread puts the program's mask back first thing): this thread
+        // goes to sleep at once, so the new one runs here without waking the other CPU, and at
+        // the exit this thread dies where the work thread ends. Left to the scheduler, a new
+        // thread goes to the idlest CPU: an idle vCPU to wake (and to wake again at the exit),
+        // or, under load, a CPU where it waits for its turn.
+        let pid = sys::getpid();
+        let placed = sys::pin_to_current_cpu();
+        WORK_THREAD_IN.store(pid, Ordering::Release);
         let work = std::thread::Builder::new()
             .name("main".into())
             .stack_size(sys::main_stack_size())
             .spawn(move || {
+                if let Some(mask) = &placed {
+                    // The program's mask, for this thread and for the waiting main thread.
+                    sys::restore_affinity(0, mask);
+                    sys::restore_affinity(pid, mask);
+                }
                 // std watches its threads' stacks only once its set-up ran.
                 sys::report_thread_stack_overflow();
-                // Not before the main thread is about to wait, holding nothing: the fork start
-                // method counts it as idle.
-                while MAIN_WAITS_IN.load(Ordering::Acquire) != sys::getpid() {
-                    std::thread::park();
-                }
                 child_work(parent)
             });
         match work {
             // `child_work` ends the process; joining returns only if it unwound.
             Ok(thread) => {
-                MAIN_WAITS_IN.store(sys::getpid(), Ordering::Release);
-                thread.thread().unpark();
+                MAIN_WAITS_IN.store(pid, Ordering::Release);
                 let _ = thread.join();
                 finish(EXIT_FAILED)
             }
             // No thread to be had: the work runs on this unnamed one.
-            Err(_) => sys::report_stack_overflow(),
+            Err(_) => {
+                WORK_THREAD_IN.store(0, Ordering::Release);
+                if let Some(mask) = &placed {
+                    sys::restore_affinity(0, mask);
+                }
+                sys::report_stack_overflow()
+            }
         }
     }
     child_work(parent)

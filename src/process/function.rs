@@ -256,8 +256,10 @@ impl BuildId {
         static IDENTITY: OnceLock<std::result::Result<BuildId, String>> = OnceLock::new();
         IDENTITY
             .get_or_init(|| {
-                let fd = exe().map_err(|e| format!("cannot open /proc/self/exe: {e}"))?;
-                let (dev, ino) = sys::file_identity(fd)
+                // stat(2) through the magic link names the running file as an open would,
+                // in one system call and without a descriptor (a spawned child needs none
+                // unless it starts processes itself; `exe` opens one then).
+                let (dev, ino) = sys::path_identity("/proc/self/exe")
                     .map_err(|e| format!("cannot stat /proc/self/exe: {e}"))?;
                 Ok(BuildId {
                     dev,

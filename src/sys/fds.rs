@@ -7,7 +7,7 @@
 //! descriptor numbers, for which no safe type exists: in a forked child, the parent's copies.
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 use rustix::fs::FileType;
 use rustix::io::Errno;
@@ -52,6 +52,24 @@ pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
+/// For each descriptor of `fds`, whether it is closed: one poll(2) for all (a closed one reports
+/// `POLLNVAL`), as std's runtime set-up checks the standard descriptors; one fcntl(2) each
+/// should poll fail.
+pub(crate) fn closed_fds<const N: usize>(fds: [RawFd; N]) -> [bool; N] {
+    let mut polled = fds.map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: `polled` is an array of N initialised pollfd structures; a zero timeout never
+    // blocks.
+    let ret = unsafe { libc::poll(polled.as_mut_ptr(), N as libc::nfds_t, 0) };
+    if ret < 0 {
+        return fds.map(|fd| !fd_is_open(fd));
+    }
+    polled.map(|p| p.revents & libc::POLLNVAL != 0)
+}
+
 /// Duplicates `fd` onto the lowest free descriptor ≥ 3, close-on-exec. See fcntl(2),
 /// `F_DUPFD_CLOEXEC` (which std uses, from 3).
 pub(crate) fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
@@ -60,16 +78,27 @@ pub(crate) fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// Points standard input, output or error (`target` 0, 1 or 2) at `/dev/null` (read and
 /// write); `InvalidInput` for any other descriptor. See dup2(2).
+///
+/// When `target` is closed, the kernel hands `/dev/null` that very number (the lowest free
+/// one, below the others): it is then kept as it is, made inheritable as a dup2 would have.
 pub(crate) fn redirect_to_devnull(target: RawFd) -> io::Result<()> {
+    if !(0..=2).contains(&target) {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
     let null = std::fs::File::options()
         .read(true)
         .write(true)
         .open("/dev/null")?;
+    if null.as_raw_fd() == target {
+        // Opened close-on-exec, as every std file is: a standard descriptor is not.
+        rustix::io::fcntl_setfd(&null, rustix::io::FdFlags::empty())?;
+        let _ = null.into_raw_fd();
+        return Ok(());
+    }
     match target {
         0 => rustix::stdio::dup2_stdin(&null)?,
         1 => rustix::stdio::dup2_stdout(&null)?,
-        2 => rustix::stdio::dup2_stderr(&null)?,
-        _ => return Err(io::ErrorKind::InvalidInput.into()),
+        _ => rustix::stdio::dup2_stderr(&null)?,
     }
     Ok(())
 }
@@ -90,6 +119,14 @@ pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
 #[allow(clippy::unnecessary_cast)]
 pub(crate) fn file_identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// The (device, inode) pair of the file at `path` (following symbolic links, and the magic
+/// links of `/proc`). See stat(2).
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn path_identity(path: &str) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::stat(path)?;
     Ok((st.st_dev as u64, st.st_ino as u64))
 }
 

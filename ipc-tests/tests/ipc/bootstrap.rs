@@ -38,6 +38,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "bootstrap::child_main_thread_is_named_main",
             child_main_thread_is_named_main,
         ),
+        (
+            "bootstrap::child_threads_keep_the_parents_cpu_affinity",
+            child_threads_keep_the_parents_cpu_affinity,
+        ),
     ]
 }
 
@@ -348,4 +352,41 @@ fn child_main_thread_is_named_main() -> Result<(), String> {
     })();
     let _ = std::fs::remove_file(&path);
     result
+}
+
+/// The CPUs thread `tid` (0: the calling thread) may run on.
+fn affinity(tid: i32) -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is an empty set for sched_getaffinity to fill; CPU_ISSET reads
+    // that local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(tid, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// The affinity of the thread this runs on, and of its process's main thread.
+fn child_affinities(_: ()) -> (Vec<usize>, Vec<usize>) {
+    (affinity(0), affinity(std::process::id() as i32))
+}
+
+/// The bootstrap creates the work thread on one CPU (the main thread's affinity is narrowed
+/// for the creation): both threads must be given the program's mask back.
+fn child_threads_keep_the_parents_cpu_affinity() -> Result<(), String> {
+    // A spawned child inherits the mask of the thread that creates it: this one's, when the
+    // harness leaves affinity alone (it does).
+    let parent = affinity(0);
+    ensure!(!parent.is_empty(), "sched_getaffinity failed");
+    for _ in 0..3 {
+        let mut p = multiproc::Process::new(child_affinities, ());
+        p.start().ctx("start")?;
+        let (work, main) = p.join().ctx("join")?;
+        ensure!(work == parent, "work thread {work:?}, parent {parent:?}");
+        ensure!(main == parent, "main thread {main:?}, parent {parent:?}");
+    }
+    Ok(())
 }
