@@ -77,8 +77,8 @@ fn dladdr_base(addr: usize) -> Option<usize> {
     (found != 0).then_some(info.dli_fbase as usize)
 }
 
-/// The main executable's mapped span `[start, end)` (from its PT_LOAD segments) and its base as
-/// dladdr reports it; an empty span when either is unknown.
+/// The main executable's code segment `[start, end)` (its one executable PT_LOAD) and its base
+/// as dladdr reports it; an empty span when either is unknown.
 ///
 /// Remembered without a lock (threads that race compute the same values), so that a child of
 /// an unchecked fork never waits on an initialisation another thread of its parent had begun.
@@ -119,13 +119,16 @@ fn compute_main_span() -> (usize, usize, usize) {
     else {
         return (0, 0, 0);
     };
-    let loads = headers.iter().filter(|h| h.p_type == libc::PT_LOAD);
-    let start = loads.clone().map(|h| h.p_vaddr as usize).min();
-    let end = loads.map(|h| (h.p_vaddr + h.p_memsz) as usize).max();
-    let (Some(start), Some(end)) = (start, end) else {
+    // The executable segment alone (functions are looked up): one mapping, no holes that
+    // another object could have been mapped into.
+    let mut code = headers
+        .iter()
+        .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0);
+    let (Some(text), None) = (code.next(), code.next()) else {
         return (0, 0, 0);
     };
-    let (start, end) = (bias.wrapping_add(start), bias.wrapping_add(end));
+    let start = bias.wrapping_add(text.p_vaddr as usize);
+    let end = start.wrapping_add(text.p_memsz as usize);
     match dladdr_base(start) {
         Some(base) if start < end && dladdr_base(end - 1) == Some(base) => (start, end, base),
         _ => (0, 0, 0),
@@ -296,4 +299,25 @@ pub(crate) unsafe fn run_constructors_after(
         f(argc, argv, envp);
     }
     true
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::{dladdr_base, main_span, object_base};
+
+    #[test]
+    fn the_remembered_span_agrees_with_dladdr() {
+        let here = the_remembered_span_agrees_with_dladdr as fn() as usize;
+        let (start, end, _) = main_span();
+        assert!(
+            start <= here && here < end,
+            "a test function lies in the executable's code"
+        );
+        assert_eq!(object_base(here), dladdr_base(here));
+        assert!(object_base(here).is_some());
+        // Outside the executable: dladdr answers, as before.
+        let elsewhere = libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize;
+        assert_eq!(object_base(elsewhere), dladdr_base(elsewhere));
+        assert_ne!(object_base(elsewhere), object_base(here));
+    }
 }
