@@ -392,6 +392,9 @@ pub(crate) fn run_closure(
     report(chan, &outcome, result.as_deref(), max_result).unwrap_or(EXIT_FAILED)
 }
 
+/// `Outcome::Returned` as the codec encodes it (its variant index; checked by a test).
+const RETURNED_ENCODED: &[u8] = &[0];
+
 /// Sends the outcome (and result) to the parent; returns the exit status that goes with it,
 /// or `Err` when the parent can no longer be told.
 fn report(
@@ -416,7 +419,12 @@ fn report(
         return report(chan, &Outcome::BadResult(why), None, max_result);
     }
     // One system call for both frames: the parent wakes once, usually after we have exited.
-    chan.send_message(outcome, result, &[]).map_err(drop)?;
+    match outcome {
+        // Its encoding is a constant: no serde code to run (or, forked, to fault in).
+        Outcome::Returned => chan.send_encoded(RETURNED_ENCODED, result),
+        _ => chan.send_message(outcome, result, &[]),
+    }
+    .map_err(drop)?;
     Ok(match outcome {
         Outcome::Returned => 0,
         _ => EXIT_FAILED,
@@ -459,5 +467,18 @@ fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<V
         Ok(Err(CallError::Arguments(e))) => (Outcome::BadArguments(e.to_string()), None),
         Ok(Err(CallError::Result(e))) => (Outcome::BadResult(e.to_string()), None),
         Err(payload) => (panicked(payload), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_constant_report_is_what_the_codec_makes() {
+        let encoded = crate::codec::encode(&Outcome::Returned).unwrap();
+        assert_eq!(encoded, RETURNED_ENCODED);
+        let decoded: Outcome = crate::codec::decode(RETURNED_ENCODED).unwrap();
+        assert!(matches!(decoded, Outcome::Returned));
     }
 }

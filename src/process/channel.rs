@@ -108,6 +108,30 @@ impl Channel {
         send_message_on(self.fd.as_fd(), value, payload, fds, deadline)
     }
 
+    /// Sends a value already encoded as `encoded` in one frame and, if given, `payload` in the
+    /// next, in one system call: [`send_message`](Self::send_message) without serde's code, for
+    /// a message whose encoding is a constant (a forked child's usual report: every code page
+    /// it runs is one it faults in).
+    pub(crate) fn send_encoded(&self, encoded: &[u8], payload: Option<&[u8]>) -> Result<()> {
+        let mut small = [0u8; SMALL_MESSAGE];
+        let Some(room) = small.get_mut(HEADER_LEN..HEADER_LEN + encoded.len()) else {
+            return Err(Error::new(
+                ErrorKind::Io,
+                "a pre-encoded control message is larger than its buffer",
+            ));
+        };
+        room.copy_from_slice(encoded);
+        let header = codec::encode_frame_header(encoded.len(), codec::MAX_FRAME_LIMIT)?;
+        small[..HEADER_LEN].copy_from_slice(&header);
+        send_framed(
+            self.fd.as_fd(),
+            &small[..HEADER_LEN + encoded.len()],
+            payload,
+            &[],
+            None,
+        )
+    }
+
     /// Takes the first descriptor received and not yet taken.
     pub(crate) fn take_first_fd(&mut self) -> Option<OwnedFd> {
         (!self.fds.is_empty()).then(|| self.fds.remove(0))
@@ -261,14 +285,26 @@ pub(crate) fn send_message_on<T: Serialize>(
             &large
         }
     };
+    send_framed(fd, buf, payload, fds, deadline)
+}
+
+/// Sends `framed` (one or more whole frames, headers included) and, if given, `payload` in a
+/// frame of its own, with `fds` attached, in one system call when the socket has room.
+fn send_framed(
+    fd: BorrowedFd<'_>,
+    framed: &[u8],
+    payload: Option<&[u8]>,
+    fds: &[OwnedFd],
+    deadline: Option<Instant>,
+) -> Result<()> {
     let payload_header = match payload {
         Some(p) => codec::encode_frame_header(p.len(), codec::MAX_FRAME_LIMIT)
             .map_err(|e| Error::codec("message too large for one frame", e))?,
         None => [0; HEADER_LEN],
     };
     let parts: [&[u8]; 3] = match payload {
-        Some(p) => [buf, &payload_header, p],
-        None => [buf, &[], &[]],
+        Some(p) => [framed, &payload_header, p],
+        None => [framed, &[], &[]],
     };
     let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     sys::send_all_parts_until(fd, &parts, &fds, deadline)

@@ -18,6 +18,26 @@ pub(crate) struct Child {
     remote: Option<u64>,
     /// `wait_exit` has had its one quiet wait on the pidfd alone (see there).
     waited_quietly: bool,
+    /// Freed with this handle (see [`Held`]).
+    _held: Held,
+}
+
+/// Memory of the parent that a forked child was made with, freed only with the child's handle.
+///
+/// While the child lives, every page the parent writes is one it shares with the child, so the
+/// write is a copy-on-write fault that copies the page; freeing a block writes the allocator's
+/// lists and the block itself. Freed right after the fork, these cost the parent a few page
+/// copies on the path of every start; freed with the handle (once the child has usually
+/// ended), they cost nothing of the kind. Only plain memory is held: descriptors and values
+/// whose drop others can observe are never delayed.
+#[derive(Default)]
+pub(crate) struct Held {
+    /// The identity the child published (the parent's copy).
+    pub(crate) _identity: Option<super::identity::Prepared>,
+    /// The encoded arguments.
+    pub(crate) _args: Vec<u8>,
+    /// The emptied list of the arguments' descriptors (closed already).
+    pub(crate) _fds: Vec<OwnedFd>,
 }
 
 /// How long the first wait for a child's end watches its pidfd alone (see `Child::wait_exit`).
@@ -40,6 +60,15 @@ impl Child {
             exit: None,
             remote: None,
             waited_quietly: false,
+            _held: Held::default(),
+        }
+    }
+
+    /// A forked child, with what of the parent's memory to free only with this handle.
+    pub(crate) fn new_forked(pid: i32, pidfd: OwnedFd, chan: Channel, held: Held) -> Child {
+        Child {
+            _held: held,
+            ..Child::new(pid, pidfd, chan)
         }
     }
 

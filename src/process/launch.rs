@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::bootstrap;
 use super::channel::Channel;
-use super::child::{Child, FrameWait, ended_error};
+use super::child::{Child, FrameWait, Held, ended_error};
 use super::function::{self, BuildId, Call, Target};
 use super::protocol::{Bootstrap, CHILD_ENV, Hello, Identity, Job};
 use super::service;
@@ -228,15 +228,28 @@ pub(crate) fn fork(
         use std::io::Write;
         let _ = std::io::stdout().flush();
     }
-    let identity = identity::Prepared::new(me, sys::getpid() as u32, parent_name);
-    let (ours, theirs) =
-        sys::stream_socketpair().map_err(|e| Error::io("cannot create the control socket", e))?;
+    // The executable's descriptor, opened now if it was not (before the socket pair, so that
+    // a first fork puts it below the pair): a child of a checked fork that starts processes of
+    // its own needs it, and it survives that child's descriptor cleanup.
+    let exe = if checked {
+        function::exe().ok().map(|fd| fd.as_raw_fd())
+    } else {
+        None
+    };
     let parent = sys::getpid();
+    let mut identity = Some(identity::Prepared::new(me, parent as u32, parent_name));
+    let (one, other) =
+        sys::stream_socketpair().map_err(|e| Error::io("cannot create the control socket", e))?;
+    // The child's end is the lower number of the pair, next to the executable's descriptor
+    // when that was opened early: the child's descriptor cleanup is then one system call
+    // instead of two (the ends are alike).
+    let (ours, theirs) = if one.as_raw_fd() < other.as_raw_fd() {
+        (other, one)
+    } else {
+        (one, other)
+    };
     let ours_raw = ours.as_raw_fd();
     let forked = if checked {
-        // The executable's descriptor, opened now if it was not: a forked child that starts
-        // processes of its own needs it, and it survives the child's descriptor cleanup.
-        let exe = function::exe().ok().map(|fd| fd.as_raw_fd());
         let (gate, owned) = service::hold_for_fork();
         // A spawned child's main thread, which only waits for the thread that runs its work.
         let owned = owned + super::bootstrap::idle_threads();
@@ -259,12 +272,23 @@ pub(crate) fn fork(
         // the fork is done: the child inherits no lock held by another thread. The child never returns
         // into the caller's frames (it ends in _exit), so `gate` is not released there.
         let forked = match unsafe { sys::fork() } {
-            Ok(0) => run_forked(identity, parent, job, theirs, ours_raw, exe),
+            Ok(0) => run_forked(&mut identity, parent, &mut job, theirs, ours_raw, exe),
             other => other,
         };
         crate::shm::note_fork();
         drop(gate);
-        Some(forked)
+        let mut held = Held {
+            _identity: identity.take(),
+            ..Held::default()
+        };
+        if let ForkJob::Call(call) = &mut job {
+            // The parent's copies of the handles' descriptors: closed now (the child has its
+            // own); the emptied list and the encoded arguments are held.
+            call.fds.drain(..).for_each(drop);
+            held._fds = std::mem::take(&mut call.fds);
+            held._args = std::mem::take(&mut call.args);
+        }
+        Some((forked, held))
     } else {
         service::on_long_lived_thread(move || {
             crate::shm::note_fork();
@@ -272,22 +296,29 @@ pub(crate) fn fork(
             // the closure does needs a lock another thread may hold; the child's own path below
             // takes none. The child never returns into the caller's frames: it ends in _exit.
             let forked = match unsafe { sys::fork() } {
-                Ok(0) => run_forked(identity, parent, job, theirs, ours_raw, None),
+                Ok(0) => run_forked(&mut identity, parent, &mut job, theirs, ours_raw, None),
                 other => other,
             };
             crate::shm::note_fork();
-            forked
+            // The closure's captures are the caller's values: dropped now, as they would be
+            // without a fork (only plain memory is held, see `Held`).
+            drop(job);
+            let held = Held {
+                _identity: identity.take(),
+                ..Held::default()
+            };
+            (forked, held)
             // `theirs` is dropped here in the parent: only the child holds that end now.
         })
     };
-    let pid = match forked {
-        Some(Ok(pid)) => {
+    let (pid, held) = match forked {
+        Some((Ok(pid), held)) => {
             // The copy holds copies of this process's handles (the child itself does nothing).
             crate::handles::forked(pid);
             transits.handed_to(pid);
-            pid
+            (pid, held)
         }
-        Some(Err(e)) => return Err(Error::io("fork failed", e)),
+        Some((Err(e), _)) => return Err(Error::io("fork failed", e)),
         None => {
             return Err(Error::io(
                 "fork failed",
@@ -296,7 +327,34 @@ pub(crate) fn fork(
         }
     };
     let pidfd = pidfd_or_kill(pid)?;
-    Ok(Child::new(pid, pidfd, Channel::new(ours)))
+    // The identity and the arguments are freed with the handle, once the child has (usually)
+    // ended, not now while each freed block is a page the child shares (see `Held`).
+    Ok(Child::new_forked(pid, pidfd, Channel::new(ours), held))
+}
+
+/// The descriptors a forked child keeps, in the common case: few enough for a list on the
+/// stack that is filled without a `memset` call (a code page to fault in).
+const FEW_FDS: usize = 8;
+
+/// Closes every descriptor above stdio but `keep` and `fds` (at most `N` in all). The list is
+/// on the stack: every heap page written here would be copied for this child.
+fn close_all_but<const N: usize>(keep: [RawFd; 2], fds: &[OwnedFd], ours: RawFd) {
+    let mut list = [-1 as RawFd; N];
+    list[..2].copy_from_slice(&keep);
+    for (slot, fd) in list[2..].iter_mut().zip(fds) {
+        *slot = fd.as_raw_fd();
+    }
+    let used = 2 + fds.len().min(N - 2);
+    debug_assert!(!list[..used].contains(&ours));
+    sys::close_all_except(&mut list[..used]);
+}
+
+/// [`close_all_but`] for a child given many handles: out of line, so that its kilobyte of
+/// list is not in the stack frame of every forked child (a page the child would copy).
+#[cold]
+#[inline(never)]
+fn close_all_but_many(keep: [RawFd; 2], fds: &[OwnedFd], ours: RawFd) {
+    close_all_but::<{ sys::MAX_FDS_PER_MESSAGE + 2 }>(keep, fds, ours);
 }
 
 /// The forked child's life. Never returns.
@@ -306,10 +364,14 @@ pub(crate) fn fork(
 /// stderr are not flushed — the closure's own `println!` output has gone out line by line
 /// already. `exe` is given for a checked fork, whose child closes every descriptor it does not
 /// need; an unchecked child keeps them all (its closure may use any of them).
+///
+/// `job` is borrowed, not moved: a move of it is a `memcpy` call, whose code page in libc this
+/// copy would otherwise fault in for nothing. It stays in the frame of `fork`, which this copy
+/// never returns to, and is never dropped here.
 fn run_forked(
-    identity: identity::Prepared,
+    identity: &mut Option<identity::Prepared>,
     parent: i32,
-    job: ForkJob,
+    job: &mut ForkJob,
     theirs: OwnedFd,
     ours: RawFd,
     exe: Option<RawFd>,
@@ -327,35 +389,25 @@ fn run_forked(
         sys::exit_immediately(3);
     }
     if checked {
-        let fds: &[OwnedFd] = match &job {
+        let fds: &[OwnedFd] = match &*job {
             ForkJob::Call(call) => &call.fds,
             _ => &[],
         };
         // Only what a spawned child would have: stdio, the control socket, the handles passed
         // as arguments, and the executable's descriptor (kept open for the crate's use). The
         // parent's end of the socket is not kept: closing it makes our exit an end of stream.
-        // On the stack: every heap page written here would be copied for this child; and
-        // small when it can be, so that filling it calls no `memset` (a code page to fault in).
-        let mut few = [-1 as RawFd; 8];
-        let mut many;
-        let keep: &mut [RawFd] = if fds.len() + 2 <= few.len() {
-            &mut few
+        let keep = [theirs.as_raw_fd(), exe.unwrap_or(-1)];
+        if fds.len() + keep.len() <= FEW_FDS {
+            close_all_but::<FEW_FDS>(keep, fds, ours);
         } else {
-            many = [-1 as RawFd; sys::MAX_FDS_PER_MESSAGE + 2];
-            &mut many
-        };
-        keep[0] = theirs.as_raw_fd();
-        keep[1] = exe.unwrap_or(-1);
-        for (slot, fd) in keep[2..].iter_mut().zip(fds) {
-            *slot = fd.as_raw_fd();
+            close_all_but_many(keep, fds, ours);
         }
-        let used = 2 + fds.len().min(sys::MAX_FDS_PER_MESSAGE);
-        debug_assert!(!keep[..used].contains(&ours));
-        sys::close_all_except(&mut keep[..used]);
     }
     panics::capture_in_child(!checked);
     super::reset_child_counter();
-    identity.publish();
+    if let Some(identity) = identity.take() {
+        identity.publish();
+    }
     let mut chan = Channel::new(theirs);
     let code = match job {
         ForkJob::Worker => {
@@ -363,10 +415,18 @@ fn run_forked(
             0
         }
         // The handles' descriptors were duplicated before the fork: this copy owns them.
-        ForkJob::Call(call) => {
-            bootstrap::run_once(&chan, call.target, &call.args, call.fds, call.max_result)
+        ForkJob::Call(call) => bootstrap::run_once(
+            &chan,
+            call.target,
+            &call.args,
+            std::mem::take(&mut call.fds),
+            call.max_result,
+        ),
+        ForkJob::Closure(f, max_result) => {
+            // A closure that captures nothing: boxing it allocates nothing.
+            let f = std::mem::replace(f, Box::new(|| Ok(Vec::new())));
+            bootstrap::run_closure(&chan, f, *max_result)
         }
-        ForkJob::Closure(f, max_result) => bootstrap::run_closure(&chan, f, max_result),
     };
     if checked {
         // One thread at the fork: nobody else can hold stdout's lock. (Stderr has no buffer.)

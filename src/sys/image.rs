@@ -55,12 +55,84 @@ pub(crate) fn mapped_file(addr: usize) -> Option<(u64, u64, String)> {
 
 /// The load address of the executable or shared object that contains `addr`, if any.
 /// See dladdr(3).
+///
+/// An address inside the main executable is answered from a span remembered on first use:
+/// `Process::new` asks four times per process, and dladdr takes the loader's lock (writing a
+/// page of the loader's data, which every fork then makes the parent copy or fault on again).
+/// The executable is never unloaded, so the span stays right; other objects may be, and are
+/// always looked up.
 pub(crate) fn object_base(addr: usize) -> Option<usize> {
+    let (start, end, base) = main_span();
+    if start <= addr && addr < end {
+        return Some(base);
+    }
+    dladdr_base(addr)
+}
+
+fn dladdr_base(addr: usize) -> Option<usize> {
     // SAFETY: an all-zero Dl_info is a valid value to be overwritten.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only reads the address value; `info` is writable.
     let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
     (found != 0).then_some(info.dli_fbase as usize)
+}
+
+/// The main executable's code segment `[start, end)` (its one executable PT_LOAD) and its base
+/// as dladdr reports it; an empty span when either is unknown.
+///
+/// Remembered without a lock (threads that race compute the same values), so that a child of
+/// an unchecked fork never waits on an initialisation another thread of its parent had begun.
+fn main_span() -> (usize, usize, usize) {
+    use crate::atomic::Ordering;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    static READY: AtomicBool = AtomicBool::new(false);
+    static SPAN: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
+    if READY.load(Ordering::Acquire) {
+        return (
+            SPAN[0].load(Ordering::Relaxed),
+            SPAN[1].load(Ordering::Relaxed),
+            SPAN[2].load(Ordering::Relaxed),
+        );
+    }
+    let span = compute_main_span();
+    for (slot, value) in SPAN.iter().zip([span.0, span.1, span.2]) {
+        slot.store(value, Ordering::Relaxed);
+    }
+    READY.store(true, Ordering::Release);
+    span
+}
+
+fn compute_main_span() -> (usize, usize, usize) {
+    let phdr = auxv(libc::AT_PHDR);
+    let phnum = auxv(libc::AT_PHNUM);
+    if phdr == 0 || phnum == 0 {
+        return (0, 0, 0);
+    }
+    // SAFETY: AT_PHDR and AT_PHNUM describe the main program's program headers, which
+    // the kernel mapped with it and which stay mapped for the life of the process.
+    let headers = unsafe { std::slice::from_raw_parts(phdr as *const libc::Elf64_Phdr, phnum) };
+    // The load bias: where the headers are, less where the program says they are.
+    let Some(bias) = headers
+        .iter()
+        .find(|h| h.p_type == libc::PT_PHDR)
+        .map(|h| phdr.wrapping_sub(h.p_vaddr as usize))
+    else {
+        return (0, 0, 0);
+    };
+    // The executable segment alone (functions are looked up): one mapping, no holes that
+    // another object could have been mapped into.
+    let mut code = headers
+        .iter()
+        .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0);
+    let (Some(text), None) = (code.next(), code.next()) else {
+        return (0, 0, 0);
+    };
+    let start = bias.wrapping_add(text.p_vaddr as usize);
+    let end = start.wrapping_add(text.p_memsz as usize);
+    match dladdr_base(start) {
+        Some(base) if start < end && dladdr_base(end - 1) == Some(base) => (start, end, base),
+        _ => (0, 0, 0),
+    }
 }
 
 /// The mapped object that contains `addr`: its load bias and program headers.
@@ -227,4 +299,25 @@ pub(crate) unsafe fn run_constructors_after(
         f(argc, argv, envp);
     }
     true
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::{dladdr_base, main_span, object_base};
+
+    #[test]
+    fn the_remembered_span_agrees_with_dladdr() {
+        let here = the_remembered_span_agrees_with_dladdr as fn() as usize;
+        let (start, end, _) = main_span();
+        assert!(
+            start <= here && here < end,
+            "a test function lies in the executable's code"
+        );
+        assert_eq!(object_base(here), dladdr_base(here));
+        assert!(object_base(here).is_some());
+        // Outside the executable: dladdr answers, as before.
+        let elsewhere = libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize;
+        assert_eq!(object_base(elsewhere), dladdr_base(elsewhere));
+        assert_ne!(object_base(elsewhere), object_base(here));
+    }
 }
