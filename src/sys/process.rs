@@ -308,49 +308,10 @@ pub(crate) fn close_all_except(keep: &mut [RawFd]) {
     close_range(from, libc::c_uint::MAX);
 }
 
-/// close_range(2) with no flags: 0, or a nonzero value on failure.
-///
-/// On x86-64 the system call is made inline rather than through libc's `syscall()`: a forked
-/// child calls this first thing, and libc's wrapper sits on a code page of its own that the
-/// child would fault in (fork copies no page-table entries of file-backed code).
-///
-/// # Safety
-/// The caller owns every descriptor in `first..=last`.
-#[cfg(target_arch = "x86_64")]
-unsafe fn close_range_syscall(first: libc::c_uint, last: libc::c_uint) -> isize {
-    let ret: isize;
-    // SAFETY: the Linux x86-64 system-call convention: number in rax, arguments in rdi, rsi,
-    // rdx; the kernel clobbers rcx and r11 and returns in rax (a negated errno on failure). No
-    // memory is read or written; the caller's obligation is the one of close_range itself.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") libc::SYS_close_range as isize => ret,
-            in("rdi") first as usize,
-            in("rsi") last as usize,
-            in("rdx") 0usize,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack, preserves_flags),
-        );
-    }
-    ret
-}
-
-/// close_range(2) with no flags, through libc: 0, or -1 on failure.
-///
-/// # Safety
-/// The caller owns every descriptor in `first..=last`.
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn close_range_syscall(first: libc::c_uint, last: libc::c_uint) -> isize {
-    // SAFETY: as the caller promised.
-    unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) as isize }
-}
-
 fn close_range(first: libc::c_uint, last: libc::c_uint) {
     // SAFETY: close_range takes two descriptor numbers and flags; the caller owns every
     // descriptor in the range (see close_all_except).
-    let ret = unsafe { close_range_syscall(first, last) };
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
     if ret != 0 {
         // Kernels before 5.9: close them one by one, up to the descriptor limit.
         // SAFETY: sysconf has no preconditions.
