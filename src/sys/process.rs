@@ -237,6 +237,18 @@ pub(crate) fn restore_signal(sig: i32, saved: &SavedAction) {
     unsafe { libc::sigaction(sig, &saved.0, std::ptr::null_mut()) };
 }
 
+/// Has `handler` run in the child of every fork(2) made through the C library from now on (not
+/// in the parent). It runs in a copy of one thread of a maybe multi-threaded process: it must
+/// be async-signal-safe. Fails only when out of memory. See pthread_atfork(3).
+pub(crate) fn on_fork_in_child(handler: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: the handler is a plain function, valid for the program's life; no prepare or
+    // parent handler.
+    match unsafe { libc::pthread_atfork(None, None, Some(handler)) } {
+        0 => Ok(()),
+        code => Err(io::Error::from_raw_os_error(code)),
+    }
+}
+
 /// Creates a child process that is a copy of the calling thread. See fork(2).
 ///
 /// # Safety

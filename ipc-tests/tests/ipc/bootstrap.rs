@@ -42,6 +42,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "bootstrap::child_threads_keep_the_parents_cpu_affinity",
             child_threads_keep_the_parents_cpu_affinity,
         ),
+        (
+            "bootstrap::a_descendant_that_reuses_the_childs_pid_can_fork",
+            a_descendant_that_reuses_the_childs_pid_can_fork,
+        ),
     ]
 }
 
@@ -388,5 +392,91 @@ fn child_threads_keep_the_parents_cpu_affinity() -> Result<(), String> {
         ensure!(work == parent, "work thread {work:?}, parent {parent:?}");
         ensure!(main == parent, "main thread {main:?}, parent {parent:?}");
     }
+    Ok(())
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Why the process that reuses the spawned child's pid number could not fork, as an exit status.
+mod reuse {
+    pub const NOT_PERMITTED: i32 = 100;
+    pub const OK: i32 = 0;
+    pub const THREADED_FORK: i32 = 23;
+}
+
+/// Run in a spawned child: a process in a new pid namespace is given this child's pid number
+/// (and inherits its memory: the bootstrap's record of which pid has an idle main thread), then
+/// starts a process with the fork start method. Returns that process's exit status.
+fn fork_from_a_process_with_our_pid(_: ()) -> i32 {
+    // The main thread is in its join by now (as a fork through multiproc would have waited for).
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: getpid, unshare, fork, open, write, waitpid and _exit on local values; between a
+    // fork and an _exit only those, and multiproc's start in a single-threaded process.
+    unsafe {
+        let me = libc::getpid();
+        if libc::unshare(libc::CLONE_NEWPID) != 0 {
+            return reuse::NOT_PERMITTED;
+        }
+        let init = libc::fork();
+        if init == 0 {
+            // Pid 1 of the new namespace: the next number it hands out is `me`.
+            let last = format!("{}", me - 1);
+            let fd = libc::open(c"/proc/sys/kernel/ns_last_pid".as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, last.as_ptr().cast(), last.len()) != last.len() as isize {
+                libc::_exit(reuse::NOT_PERMITTED);
+            }
+            libc::close(fd);
+            let d = libc::fork();
+            if d == 0 {
+                if libc::getpid() != me {
+                    libc::_exit(21);
+                }
+                let mut p = multiproc::Process::new(square, 7u64)
+                    .with_start_method(multiproc::StartMethod::Fork);
+                let code = match p.start() {
+                    Ok(()) => match p.join() {
+                        Ok(49) => reuse::OK,
+                        _ => 22,
+                    },
+                    Err(e) if e.kind() == multiproc::ErrorKind::ThreadedFork => {
+                        reuse::THREADED_FORK
+                    }
+                    Err(_) => 24,
+                };
+                libc::_exit(code);
+            }
+            let mut status = 0;
+            if d < 0 || libc::waitpid(d, &mut status, 0) != d || !libc::WIFEXITED(status) {
+                libc::_exit(25);
+            }
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        let mut status = 0;
+        if init < 0 || libc::waitpid(init, &mut status, 0) != init || !libc::WIFEXITED(status) {
+            return 26;
+        }
+        libc::WEXITSTATUS(status)
+    }
+}
+
+/// A process forked (however) from a spawned child inherits the bootstrap's note of the pid
+/// whose main thread waits idle; pid numbers are reused (pid_max is 32768 here), and a
+/// descendant given the child's number must not count a waiting main thread it does not have
+/// (a fork refused as threaded), nor wait for one forever.
+fn a_descendant_that_reuses_the_childs_pid_can_fork() -> Result<(), String> {
+    let mut p = multiproc::Process::new(fork_from_a_process_with_our_pid, ());
+    p.start().ctx("start")?;
+    let code = p.join().ctx("join")?;
+    if code == reuse::NOT_PERMITTED {
+        // No new pid namespace (or no ns_last_pid) without privileges: nothing to check.
+        return Ok(());
+    }
+    ensure!(
+        code == reuse::OK,
+        "the fork from the process with the child's pid ended with {code} (23: refused as a \
+         threaded fork)"
+    );
     Ok(())
 }
