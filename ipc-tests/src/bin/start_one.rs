@@ -4,7 +4,8 @@
 //! `start_one <mode>`: `run` starts a child that triples 14; `tag` prints the environment value
 //! a child of this program receives; `args` prints the child's `env::args()`; `overflow` makes
 //! the child overflow its stack; `closed-stdio`
-//! closes standard output and error, then exits 0 if the child found both open.
+//! closes standard output and error, then exits 0 if the child found both open; `replaced`
+//! replaces its own executable file by another before it starts two children.
 
 use std::io::Write;
 
@@ -75,6 +76,16 @@ fn main() {
                 Err(_) => 2,
             };
             std::process::exit(code);
+        }
+        "replaced" => {
+            // Our file is deleted and another takes its path before the first start: the child
+            // must still run (and verify as) the file this process runs.
+            let path = std::fs::read_link("/proc/self/exe").expect("read_link /proc/self/exe");
+            std::fs::remove_file(&path).expect("remove our executable");
+            std::fs::copy("/bin/true", &path).expect("put another file at its path");
+            let first = run(triple, 14);
+            let second = run(triple, 15);
+            first.and_then(|a| second.map(|b| format!("result {a} {b}")))
         }
         other => Ok(format!("unknown mode {other:?}")),
     };

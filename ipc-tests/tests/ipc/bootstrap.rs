@@ -43,6 +43,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             child_threads_keep_the_parents_cpu_affinity,
         ),
         (
+            "bootstrap::a_replaced_executable_file_still_starts_the_running_build",
+            a_replaced_executable_file_still_starts_the_running_build,
+        ),
+        (
             "bootstrap::a_descendant_that_reuses_the_childs_pid_can_fork",
             a_descendant_that_reuses_the_childs_pid_can_fork,
         ),
@@ -479,4 +483,40 @@ fn a_descendant_that_reuses_the_childs_pid_can_fork() -> Result<(), String> {
          threaded fork)"
     );
     Ok(())
+}
+
+/// A program whose file is deleted and replaced by another after it started: a child runs the
+/// program's own (deleted) file, and the build pin, taken through `/proc/self/exe` in both,
+/// agrees.
+fn a_replaced_executable_file_still_starts_the_running_build() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("multiproc-replaced-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ctx("create dir")?;
+    let copy = dir.join("start_one");
+    let result = (|| {
+        std::fs::copy(START_ONE, &copy).ctx("copy start_one")?;
+        // A descriptor of the copy open for writing may be inherited by a child another test
+        // forks meanwhile (ETXTBSY): retry.
+        let mut tries = 0;
+        let out = loop {
+            let mut cmd = Command::new(&copy);
+            cmd.arg("replaced");
+            match output(cmd) {
+                Err(e) if e.contains("Text file busy") && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
+        let stdout = text(&out.stdout);
+        ensure!(
+            out.status.success() && stdout.contains("result 42 45"),
+            "status {:?}, stdout {stdout:?}, stderr {:?}",
+            out.status,
+            text(&out.stderr)
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
