@@ -212,6 +212,31 @@ pub(crate) fn ignore_sigpipe() {
     }
 }
 
+/// Blocks SIGPIPE on the calling thread, so that one raised for it stays pending (even while
+/// ignored) for [`sigpipe_pending`] to see (for tests of sends that must not raise it).
+/// See pthread_sigmask(3).
+#[cfg(test)]
+pub(crate) fn block_sigpipe_on_this_thread() {
+    // SAFETY: a local signal set; only the calling thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// True when a SIGPIPE is pending for the calling thread (or its process). See sigpending(2).
+#[cfg(test)]
+pub(crate) fn sigpipe_pending() -> bool {
+    // SAFETY: a local signal set for sigpending to fill.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set);
+        libc::sigismember(&set, libc::SIGPIPE) == 1
+    }
+}
+
 /// A signal's disposition as it was before [`ignore_signal`] changed it.
 pub(crate) struct SavedAction(libc::sigaction);
 
