@@ -3,8 +3,9 @@
 //!
 //! `start_one <mode>`: `run` starts a child that triples 14; `tag` prints the environment value
 //! a child of this program receives; `args` prints the child's `env::args()`; `overflow` makes
-//! the child overflow its stack; `closed-stdio`
-//! closes standard output and error, then exits 0 if the child found both open; `replaced`
+//! the child overflow its stack; `closed-stdio` (`closed-stdout`, `closed-stderr`) closes
+//! standard output and error (one of them), then exits 0 if the child found both open and
+//! inheritable; `replaced`
 //! replaces its own executable file by another before it starts two children.
 
 use std::io::Write;
@@ -29,9 +30,11 @@ fn args(_: ()) -> Vec<String> {
     std::env::args().collect()
 }
 
+/// Whether standard output and error are open and inheritable (not close-on-exec: a program
+/// this child executes gets them too).
 fn stdio_open(_: ()) -> (bool, bool) {
     // SAFETY: F_GETFD only queries the descriptor table.
-    let open = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
+    let open = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == 0;
     (open(1), open(2))
 }
 
@@ -63,12 +66,18 @@ fn main() {
         "tag" => run(child_env, ()).map(|v| format!("tag {}", v.unwrap_or_default())),
         "args" => run(args, ()).map(|v| format!("args {v:?}")),
         "overflow" => run(overflow, 0).map(|v| format!("returned {v}")),
-        "closed-stdio" => {
+        "closed-stdio" | "closed-stdout" | "closed-stderr" => {
             let _ = std::io::stdout().flush();
+            let fds: &[i32] = match mode.as_str() {
+                "closed-stdout" => &[1],
+                "closed-stderr" => &[2],
+                _ => &[1, 2],
+            };
             // SAFETY: closing the standard descriptors; nothing else uses them from here on.
-            unsafe {
-                libc::close(1);
-                libc::close(2);
+            for &fd in fds {
+                unsafe {
+                    libc::close(fd);
+                }
             }
             let code = match run(stdio_open, ()) {
                 Ok((true, true)) => 0,

@@ -284,14 +284,18 @@ fn child_gets_the_parents_arguments() -> Result<(), String> {
 }
 
 fn closed_stdio_is_sanitized_in_the_child() -> Result<(), String> {
-    let mut cmd = Command::new(START_ONE);
-    cmd.arg("closed-stdio");
-    let out = output(cmd)?;
-    ensure!(
-        out.status.code() == Some(0),
-        "the child found stdout or stderr closed: {:?}",
-        out.status
-    );
+    // Both, or one: each closed one is reopened on `/dev/null`, inheritable as a standard
+    // descriptor is (the open lands on the closed number itself, close-on-exec as std opens).
+    for mode in ["closed-stdio", "closed-stdout", "closed-stderr"] {
+        let mut cmd = Command::new(START_ONE);
+        cmd.arg(mode);
+        let out = output(cmd)?;
+        ensure!(
+            out.status.code() == Some(0),
+            "{mode}: the child found stdout or stderr closed or close-on-exec: {:?}",
+            out.status
+        );
+    }
     Ok(())
 }
 
