@@ -2,7 +2,8 @@
 //! which run it in odd ways: under an explicit loader, setuid, with a foreign environment.
 //!
 //! `start_one <mode>`: `run` starts a child that triples 14; `tag` prints the environment value
-//! a child of this program receives; `args` prints the child's `env::args()`; `overflow` makes
+//! a child of this program receives; `args` prints the child's `env::args()`; `affinity`
+//! prints its own CPU affinity and its child's threads'; `overflow` makes
 //! the child overflow its stack; `closed-stdio` (`closed-stdout`, `closed-stderr`) closes
 //! standard output and error (one of them), then exits 0 if the child found both open and
 //! inheritable; `replaced`
@@ -38,6 +39,26 @@ fn stdio_open(_: ()) -> (bool, bool) {
     (open(1), open(2))
 }
 
+/// The CPUs thread `tid` (0: the calling thread) may run on.
+fn affinity(tid: i32) -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is an empty set for sched_getaffinity to fill; CPU_ISSET reads
+    // that local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(tid, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// The affinity of the child's work thread and of its main thread.
+fn affinities(_: ()) -> (Vec<usize>, Vec<usize>) {
+    (affinity(0), affinity(std::process::id() as i32))
+}
+
 /// Recurses until the stack overflows (the end is never reached).
 fn overflow(depth: u64) -> u64 {
     if depth == u64::MAX {
@@ -66,6 +87,8 @@ fn main() {
         "tag" => run(child_env, ()).map(|v| format!("tag {}", v.unwrap_or_default())),
         "args" => run(args, ()).map(|v| format!("args {v:?}")),
         "overflow" => run(overflow, 0).map(|v| format!("returned {v}")),
+        "affinity" => run(affinities, ())
+            .map(|(work, main)| format!("affinity {:?} {work:?} {main:?}", affinity(0))),
         "closed-stdio" | "closed-stdout" | "closed-stderr" => {
             let _ = std::io::stdout().flush();
             let fds: &[i32] = match mode.as_str() {

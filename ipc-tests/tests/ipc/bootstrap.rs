@@ -47,6 +47,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             a_replaced_executable_file_still_starts_the_running_build,
         ),
         (
+            "bootstrap::a_program_started_on_some_cpus_keeps_them_in_its_child",
+            a_program_started_on_some_cpus_keeps_them_in_its_child,
+        ),
+        (
             "bootstrap::a_descendant_that_reuses_the_childs_pid_can_fork",
             a_descendant_that_reuses_the_childs_pid_can_fork,
         ),
@@ -523,4 +527,43 @@ fn a_replaced_executable_file_still_starts_the_running_build() -> Result<(), Str
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// As `taskset -c <cpus> program`: the program and its child's two threads keep those CPUs,
+/// one CPU (which the bootstrap leaves alone) or several (which it narrows for a moment).
+fn a_program_started_on_some_cpus_keeps_them_in_its_child() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let all = affinity(0);
+    let mut masks: Vec<Vec<usize>> = all.iter().map(|&c| vec![c]).collect();
+    masks.push(all.clone());
+    if all.len() > 2 {
+        masks.push(all[1..].to_vec());
+    }
+    for cpus in masks {
+        let mut cmd = Command::new(START_ONE);
+        cmd.arg("affinity");
+        let set = cpus.clone();
+        // SAFETY: sched_setaffinity on a local set, in the forked child before exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut mask: libc::cpu_set_t = std::mem::zeroed();
+                for &c in &set {
+                    libc::CPU_SET(c, &mut mask);
+                }
+                if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &mask) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = output(cmd)?;
+        let stdout = text(&out.stdout);
+        let want = format!("affinity {cpus:?} {cpus:?} {cpus:?}");
+        ensure!(
+            stdout.contains(&want),
+            "on CPUs {cpus:?}: stdout {stdout:?} (want {want:?}), stderr {:?}",
+            text(&out.stderr)
+        );
+    }
+    Ok(())
 }
