@@ -523,3 +523,30 @@ fn a_receiver_that_panics_hands_the_state_to_the_next() {
         assert_eq!(waiter.join().unwrap(), Ok(9));
     });
 }
+
+#[test]
+fn a_sender_stuck_mid_frame_is_disconnected_without_a_sigpipe_when_the_peer_goes() {
+    // One frame (one buffer, the plain send(2) path) far larger than the socket holds; the peer
+    // reads nothing and then closes. The sender must come back Disconnected, and raise no
+    // SIGPIPE: blocked on this thread, one would stay pending where sigpending(2) sees it (a
+    // blocked signal is queued even while it is ignored, as it is under the test harness).
+    bounded(|| {
+        // The bounded body has a thread of its own: no other test's mask changes.
+        sys::block_sigpipe_on_this_thread();
+        assert!(!sys::sigpipe_pending());
+        let (a, raw) = UnixStream::pair().unwrap();
+        let a = Connection::<Vec<u8>>::new(OwnedFd::from(a), true, true);
+        sys::set_socket_buffers(a.as_fd(), 4096);
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(raw);
+        });
+        let err = a.send(&pattern(4 << 20, 3)).unwrap_err();
+        assert!(matches!(err, SendError::Disconnected), "{err:?}");
+        closer.join().unwrap();
+        // And a small frame to the gone peer: one send(2) that fails at once.
+        let err = a.send(&vec![1]).unwrap_err();
+        assert!(matches!(err, SendError::Disconnected), "{err:?}");
+        assert!(!sys::sigpipe_pending(), "a send raised SIGPIPE");
+    });
+}

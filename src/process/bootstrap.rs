@@ -57,11 +57,20 @@ pub(crate) fn is_initialized() -> bool {
 
 /// The pid of the spawned child whose main thread has started (or is starting) the thread that
 /// runs its work (see `run_spawned_child`); any other value when there is no such thread in
-/// this process (a process forked from the work thread inherits the value, not the thread).
+/// this process. A process forked from the work thread inherits the value, not the thread: the
+/// child side of every fork clears it (`forget_idle_main_thread`), as pid numbers are reused
+/// and a descendant may be given this very pid.
 static WORK_THREAD_IN: AtomicI32 = AtomicI32::new(0);
 
 /// The same pid once that main thread is about to wait for the work thread, holding no lock.
 static MAIN_WAITS_IN: AtomicI32 = AtomicI32::new(0);
+
+/// Runs in the child of every fork from a spawned child (see `run_spawned_child`): the child
+/// has none of the bootstrap's threads but the one that forked. Async-signal-safe (two stores).
+extern "C" fn forget_idle_main_thread() {
+    WORK_THREAD_IN.store(0, Ordering::Relaxed);
+    MAIN_WAITS_IN.store(0, Ordering::Relaxed);
+}
 
 /// How many threads of this process the bootstrap keeps idle: 1 in a child taken over before
 /// `main`, whose main thread only waits (in `pthread_join`, holding no lock), else 0. The fork
@@ -267,8 +276,12 @@ fn run_spawned_child(parent: i32, pre_main: bool) -> ! {
         // thread goes to the idlest CPU: an idle vCPU to wake (and to wake again at the exit),
         // or, under load, a CPU where it waits for its turn.
         let pid = sys::getpid();
+        // Without it, a descendant given our pid number would count (or wait for) an idle main
+        // thread it does not have; should it fail (no memory), the main thread is not counted
+        // as idle, and a fork from here is refused as threaded rather than wrongly allowed.
+        let forgets = sys::on_fork_in_child(forget_idle_main_thread).is_ok();
         let placed = sys::pin_to_current_cpu();
-        WORK_THREAD_IN.store(pid, Ordering::Release);
+        WORK_THREAD_IN.store(if forgets { pid } else { 0 }, Ordering::Release);
         let work = std::thread::Builder::new()
             .name("main".into())
             .stack_size(sys::main_stack_size())

@@ -54,7 +54,8 @@ pub(crate) fn fd_is_open(fd: RawFd) -> bool {
 
 /// For each descriptor of `fds`, whether it is closed: one poll(2) for all (a closed one reports
 /// `POLLNVAL`), as std's runtime set-up checks the standard descriptors; one fcntl(2) each
-/// should poll fail.
+/// should poll fail. `POLLNVAL` is confirmed with fcntl(2): poll gives it to an `O_PATH`
+/// descriptor too, which is open. A negative number (which poll skips) is never open.
 pub(crate) fn closed_fds<const N: usize>(fds: [RawFd; N]) -> [bool; N] {
     let mut polled = fds.map(|fd| libc::pollfd {
         fd,
@@ -67,7 +68,7 @@ pub(crate) fn closed_fds<const N: usize>(fds: [RawFd; N]) -> [bool; N] {
     if ret < 0 {
         return fds.map(|fd| !fd_is_open(fd));
     }
-    polled.map(|p| p.revents & libc::POLLNVAL != 0)
+    polled.map(|p| p.fd < 0 || (p.revents & libc::POLLNVAL != 0 && !fd_is_open(p.fd)))
 }
 
 /// Duplicates `fd` onto the lowest free descriptor ≥ 3, close-on-exec. See fcntl(2),
@@ -162,6 +163,23 @@ mod tests {
         assert!(!is_socket(exe.as_fd()));
         let (a, _b) = super::super::stream_socketpair().unwrap();
         assert!(is_socket(a.as_fd()));
+    }
+
+    #[test]
+    fn only_a_descriptor_that_is_not_open_counts_as_closed() {
+        use std::os::unix::fs::OpenOptionsExt;
+        // poll(2) answers POLLNVAL for an O_PATH descriptor, which is open, and skips a
+        // negative number, which is not.
+        let path = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open("/")
+            .unwrap();
+        let (hung_up, peer) = super::super::stream_socketpair().unwrap();
+        drop(peer);
+        let fds = [path.as_raw_fd(), hung_up.as_raw_fd(), 1 << 20, -1];
+        assert_eq!(closed_fds(fds), fds.map(|fd| !fd_is_open(fd)));
+        assert_eq!(closed_fds(fds), [false, false, true, true]);
     }
 
     #[test]

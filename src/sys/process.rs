@@ -212,6 +212,31 @@ pub(crate) fn ignore_sigpipe() {
     }
 }
 
+/// Blocks SIGPIPE on the calling thread, so that one raised for it stays pending (even while
+/// ignored) for [`sigpipe_pending`] to see (for tests of sends that must not raise it).
+/// See pthread_sigmask(3).
+#[cfg(test)]
+pub(crate) fn block_sigpipe_on_this_thread() {
+    // SAFETY: a local signal set; only the calling thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// True when a SIGPIPE is pending for the calling thread (or its process). See sigpending(2).
+#[cfg(test)]
+pub(crate) fn sigpipe_pending() -> bool {
+    // SAFETY: a local signal set for sigpending to fill.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set);
+        libc::sigismember(&set, libc::SIGPIPE) == 1
+    }
+}
+
 /// A signal's disposition as it was before [`ignore_signal`] changed it.
 pub(crate) struct SavedAction(libc::sigaction);
 
@@ -235,6 +260,18 @@ pub(crate) fn restore_signal(sig: i32, saved: &SavedAction) {
     // SAFETY: `saved` is what sigaction(2) returned for this process (or the one it was forked
     // from, whose handlers are at the same addresses).
     unsafe { libc::sigaction(sig, &saved.0, std::ptr::null_mut()) };
+}
+
+/// Has `handler` run in the child of every fork(2) made through the C library from now on (not
+/// in the parent). It runs in a copy of one thread of a maybe multi-threaded process: it must
+/// be async-signal-safe. Fails only when out of memory. See pthread_atfork(3).
+pub(crate) fn on_fork_in_child(handler: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: the handler is a plain function, valid for the program's life; no prepare or
+    // parent handler.
+    match unsafe { libc::pthread_atfork(None, None, Some(handler)) } {
+        0 => Ok(()),
+        code => Err(io::Error::from_raw_os_error(code)),
+    }
 }
 
 /// Creates a child process that is a copy of the calling thread. See fork(2).

@@ -2,9 +2,12 @@
 //! which run it in odd ways: under an explicit loader, setuid, with a foreign environment.
 //!
 //! `start_one <mode>`: `run` starts a child that triples 14; `tag` prints the environment value
-//! a child of this program receives; `args` prints the child's `env::args()`; `overflow` makes
-//! the child overflow its stack; `closed-stdio`
-//! closes standard output and error, then exits 0 if the child found both open.
+//! a child of this program receives; `args` prints the child's `env::args()`; `affinity`
+//! prints its own CPU affinity and its child's threads'; `overflow` makes
+//! the child overflow its stack; `closed-stdio` (`closed-stdout`, `closed-stderr`) closes
+//! standard output and error (one of them), then exits 0 if the child found both open and
+//! inheritable; `replaced`
+//! replaces its own executable file by another before it starts two children.
 
 use std::io::Write;
 
@@ -28,10 +31,32 @@ fn args(_: ()) -> Vec<String> {
     std::env::args().collect()
 }
 
+/// Whether standard output and error are open and inheritable (not close-on-exec: a program
+/// this child executes gets them too).
 fn stdio_open(_: ()) -> (bool, bool) {
     // SAFETY: F_GETFD only queries the descriptor table.
-    let open = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
+    let open = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == 0;
     (open(1), open(2))
+}
+
+/// The CPUs thread `tid` (0: the calling thread) may run on.
+fn affinity(tid: i32) -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is an empty set for sched_getaffinity to fill; CPU_ISSET reads
+    // that local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(tid, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// The affinity of the child's work thread and of its main thread.
+fn affinities(_: ()) -> (Vec<usize>, Vec<usize>) {
+    (affinity(0), affinity(std::process::id() as i32))
 }
 
 /// Recurses until the stack overflows (the end is never reached).
@@ -62,12 +87,20 @@ fn main() {
         "tag" => run(child_env, ()).map(|v| format!("tag {}", v.unwrap_or_default())),
         "args" => run(args, ()).map(|v| format!("args {v:?}")),
         "overflow" => run(overflow, 0).map(|v| format!("returned {v}")),
-        "closed-stdio" => {
+        "affinity" => run(affinities, ())
+            .map(|(work, main)| format!("affinity {:?} {work:?} {main:?}", affinity(0))),
+        "closed-stdio" | "closed-stdout" | "closed-stderr" => {
             let _ = std::io::stdout().flush();
+            let fds: &[i32] = match mode.as_str() {
+                "closed-stdout" => &[1],
+                "closed-stderr" => &[2],
+                _ => &[1, 2],
+            };
             // SAFETY: closing the standard descriptors; nothing else uses them from here on.
-            unsafe {
-                libc::close(1);
-                libc::close(2);
+            for &fd in fds {
+                unsafe {
+                    libc::close(fd);
+                }
             }
             let code = match run(stdio_open, ()) {
                 Ok((true, true)) => 0,
@@ -75,6 +108,16 @@ fn main() {
                 Err(_) => 2,
             };
             std::process::exit(code);
+        }
+        "replaced" => {
+            // Our file is deleted and another takes its path before the first start: the child
+            // must still run (and verify as) the file this process runs.
+            let path = std::fs::read_link("/proc/self/exe").expect("read_link /proc/self/exe");
+            std::fs::remove_file(&path).expect("remove our executable");
+            std::fs::copy("/bin/true", &path).expect("put another file at its path");
+            let first = run(triple, 14);
+            let second = run(triple, 15);
+            first.and_then(|a| second.map(|b| format!("result {a} {b}")))
         }
         other => Ok(format!("unknown mode {other:?}")),
     };

@@ -42,6 +42,18 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "bootstrap::child_threads_keep_the_parents_cpu_affinity",
             child_threads_keep_the_parents_cpu_affinity,
         ),
+        (
+            "bootstrap::a_replaced_executable_file_still_starts_the_running_build",
+            a_replaced_executable_file_still_starts_the_running_build,
+        ),
+        (
+            "bootstrap::a_program_started_on_some_cpus_keeps_them_in_its_child",
+            a_program_started_on_some_cpus_keeps_them_in_its_child,
+        ),
+        (
+            "bootstrap::a_descendant_that_reuses_the_childs_pid_can_fork",
+            a_descendant_that_reuses_the_childs_pid_can_fork,
+        ),
     ]
 }
 
@@ -276,14 +288,18 @@ fn child_gets_the_parents_arguments() -> Result<(), String> {
 }
 
 fn closed_stdio_is_sanitized_in_the_child() -> Result<(), String> {
-    let mut cmd = Command::new(START_ONE);
-    cmd.arg("closed-stdio");
-    let out = output(cmd)?;
-    ensure!(
-        out.status.code() == Some(0),
-        "the child found stdout or stderr closed: {:?}",
-        out.status
-    );
+    // Both, or one: each closed one is reopened on `/dev/null`, inheritable as a standard
+    // descriptor is (the open lands on the closed number itself, close-on-exec as std opens).
+    for mode in ["closed-stdio", "closed-stdout", "closed-stderr"] {
+        let mut cmd = Command::new(START_ONE);
+        cmd.arg(mode);
+        let out = output(cmd)?;
+        ensure!(
+            out.status.code() == Some(0),
+            "{mode}: the child found stdout or stderr closed or close-on-exec: {:?}",
+            out.status
+        );
+    }
     Ok(())
 }
 
@@ -387,6 +403,167 @@ fn child_threads_keep_the_parents_cpu_affinity() -> Result<(), String> {
         let (work, main) = p.join().ctx("join")?;
         ensure!(work == parent, "work thread {work:?}, parent {parent:?}");
         ensure!(main == parent, "main thread {main:?}, parent {parent:?}");
+    }
+    Ok(())
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Why the process that reuses the spawned child's pid number could not fork, as an exit status.
+mod reuse {
+    pub const NOT_PERMITTED: i32 = 100;
+    pub const OK: i32 = 0;
+    pub const THREADED_FORK: i32 = 23;
+}
+
+/// Run in a spawned child: a process in a new pid namespace is given this child's pid number
+/// (and inherits its memory: the bootstrap's record of which pid has an idle main thread), then
+/// starts a process with the fork start method. Returns that process's exit status.
+fn fork_from_a_process_with_our_pid(_: ()) -> i32 {
+    // The main thread is in its join by now (as a fork through multiproc would have waited for).
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: getpid, unshare, fork, open, write, waitpid and _exit on local values; between a
+    // fork and an _exit only those, and multiproc's start in a single-threaded process.
+    unsafe {
+        let me = libc::getpid();
+        if libc::unshare(libc::CLONE_NEWPID) != 0 {
+            return reuse::NOT_PERMITTED;
+        }
+        let init = libc::fork();
+        if init == 0 {
+            // Pid 1 of the new namespace: the next number it hands out is `me`.
+            let last = format!("{}", me - 1);
+            let fd = libc::open(c"/proc/sys/kernel/ns_last_pid".as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, last.as_ptr().cast(), last.len()) != last.len() as isize {
+                libc::_exit(reuse::NOT_PERMITTED);
+            }
+            libc::close(fd);
+            let d = libc::fork();
+            if d == 0 {
+                if libc::getpid() != me {
+                    libc::_exit(21);
+                }
+                let mut p = multiproc::Process::new(square, 7u64)
+                    .with_start_method(multiproc::StartMethod::Fork);
+                let code = match p.start() {
+                    Ok(()) => match p.join() {
+                        Ok(49) => reuse::OK,
+                        _ => 22,
+                    },
+                    Err(e) if e.kind() == multiproc::ErrorKind::ThreadedFork => {
+                        reuse::THREADED_FORK
+                    }
+                    Err(_) => 24,
+                };
+                libc::_exit(code);
+            }
+            let mut status = 0;
+            if d < 0 || libc::waitpid(d, &mut status, 0) != d || !libc::WIFEXITED(status) {
+                libc::_exit(25);
+            }
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        let mut status = 0;
+        if init < 0 || libc::waitpid(init, &mut status, 0) != init || !libc::WIFEXITED(status) {
+            return 26;
+        }
+        libc::WEXITSTATUS(status)
+    }
+}
+
+/// A process forked (however) from a spawned child inherits the bootstrap's note of the pid
+/// whose main thread waits idle; pid numbers are reused (pid_max is 32768 here), and a
+/// descendant given the child's number must not count a waiting main thread it does not have
+/// (a fork refused as threaded), nor wait for one forever.
+fn a_descendant_that_reuses_the_childs_pid_can_fork() -> Result<(), String> {
+    let mut p = multiproc::Process::new(fork_from_a_process_with_our_pid, ());
+    p.start().ctx("start")?;
+    let code = p.join().ctx("join")?;
+    if code == reuse::NOT_PERMITTED {
+        // No new pid namespace (or no ns_last_pid) without privileges: nothing to check.
+        return Ok(());
+    }
+    ensure!(
+        code == reuse::OK,
+        "the fork from the process with the child's pid ended with {code} (23: refused as a \
+         threaded fork)"
+    );
+    Ok(())
+}
+
+/// A program whose file is deleted and replaced by another after it started: a child runs the
+/// program's own (deleted) file, and the build pin, taken through `/proc/self/exe` in both,
+/// agrees.
+fn a_replaced_executable_file_still_starts_the_running_build() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("multiproc-replaced-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ctx("create dir")?;
+    let copy = dir.join("start_one");
+    let result = (|| {
+        std::fs::copy(START_ONE, &copy).ctx("copy start_one")?;
+        // A descriptor of the copy open for writing may be inherited by a child another test
+        // forks meanwhile (ETXTBSY): retry.
+        let mut tries = 0;
+        let out = loop {
+            let mut cmd = Command::new(&copy);
+            cmd.arg("replaced");
+            match output(cmd) {
+                Err(e) if e.contains("Text file busy") && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
+        let stdout = text(&out.stdout);
+        ensure!(
+            out.status.success() && stdout.contains("result 42 45"),
+            "status {:?}, stdout {stdout:?}, stderr {:?}",
+            out.status,
+            text(&out.stderr)
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// As `taskset -c <cpus> program`: the program and its child's two threads keep those CPUs,
+/// one CPU (which the bootstrap leaves alone) or several (which it narrows for a moment).
+fn a_program_started_on_some_cpus_keeps_them_in_its_child() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let all = affinity(0);
+    let mut masks: Vec<Vec<usize>> = all.iter().map(|&c| vec![c]).collect();
+    masks.push(all.clone());
+    if all.len() > 2 {
+        masks.push(all[1..].to_vec());
+    }
+    for cpus in masks {
+        let mut cmd = Command::new(START_ONE);
+        cmd.arg("affinity");
+        let set = cpus.clone();
+        // SAFETY: sched_setaffinity on a local set, in the forked child before exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut mask: libc::cpu_set_t = std::mem::zeroed();
+                for &c in &set {
+                    libc::CPU_SET(c, &mut mask);
+                }
+                if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &mask) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = output(cmd)?;
+        let stdout = text(&out.stdout);
+        let want = format!("affinity {cpus:?} {cpus:?} {cpus:?}");
+        ensure!(
+            stdout.contains(&want),
+            "on CPUs {cpus:?}: stdout {stdout:?} (want {want:?}), stderr {:?}",
+            text(&out.stderr)
+        );
     }
     Ok(())
 }
