@@ -25,9 +25,9 @@
 //!   `main` (std cannot rename a running thread). So the child's work runs on a std thread named
 //!   `main`, with a main thread's stack size, while the real main thread (which holds the
 //!   parent-death signal) only waits for it; a panic says `thread 'main'` as in the parent. That
-//!   is one thread creation (a few tens of µs) per start, made on the main thread's CPU (see
-//!   `run_spawned_child`); if it fails, the work runs on the unnamed main thread. What else std would have done is done here: a stack overflow prints
-//!   std's message and aborts (instead of a silent SIGSEGV), standard input is `/dev/null`, and
+//!   is one thread creation (~0.1 ms) per start; if it fails, the work runs on the unnamed
+//!   main thread. What else std would have done is done here: a stack overflow prints std's
+//!   message and aborts (instead of a silent SIGSEGV), standard input is `/dev/null`, and
 //!   closed standard output or error descriptors are opened on `/dev/null`. `std::env::args()`
 //!   holds the parent's arguments, as Python's spawn restores `sys.argv`.
 
@@ -269,28 +269,21 @@ fn run_spawned_child(parent: i32, pre_main: bool) -> ! {
         // a main thread's stack size, while this thread waits. It keeps the parent-death signal
         // set above (the kernel checks every thread of the child for it).
         //
-        // The new thread is made on this CPU (this thread's affinity is narrowed to it for the
-        // creation, and the new thread puts the program's mask back first thing): this thread
-        // goes to sleep at once, so the new one runs here without waking the other CPU, and at
-        // the exit this thread dies where the work thread ends. Left to the scheduler, a new
-        // thread goes to the idlest CPU: an idle vCPU to wake (and to wake again at the exit),
-        // or, under load, a CPU where it waits for its turn.
+        // The new thread goes where the scheduler puts it: making it on this CPU (narrowing
+        // this thread's affinity for the creation, then putting the mask back) was measured
+        // faster under load, and not kept: since Linux 6.2 a mask set with sched_setaffinity
+        // is remembered as the thread's own request, so the child would no longer follow its
+        // cpuset when a container's CPUs widen (docs/benchmarks.md, process start).
         let pid = sys::getpid();
         // Without it, a descendant given our pid number would count (or wait for) an idle main
         // thread it does not have; should it fail (no memory), the main thread is not counted
         // as idle, and a fork from here is refused as threaded rather than wrongly allowed.
         let forgets = sys::on_fork_in_child(forget_idle_main_thread).is_ok();
-        let placed = sys::pin_to_current_cpu();
         WORK_THREAD_IN.store(if forgets { pid } else { 0 }, Ordering::Release);
         let work = std::thread::Builder::new()
             .name("main".into())
             .stack_size(sys::main_stack_size())
             .spawn(move || {
-                if let Some(mask) = &placed {
-                    // The program's mask, for this thread and for the waiting main thread.
-                    sys::restore_affinity(0, mask);
-                    sys::restore_affinity(pid, mask);
-                }
                 // std watches its threads' stacks only once its set-up ran.
                 sys::report_thread_stack_overflow();
                 child_work(parent)
@@ -305,9 +298,6 @@ fn run_spawned_child(parent: i32, pre_main: bool) -> ! {
             // No thread to be had: the work runs on this unnamed one.
             Err(_) => {
                 WORK_THREAD_IN.store(0, Ordering::Release);
-                if let Some(mask) = &placed {
-                    sys::restore_affinity(0, mask);
-                }
                 sys::report_stack_overflow()
             }
         }

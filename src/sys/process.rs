@@ -140,55 +140,6 @@ pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
     Ok(rustix::process::kill_process(one_pid(pid)?, signal(sig)?)?)
 }
 
-/// A CPU affinity mask, as [`pin_to_current_cpu`] saved it.
-#[derive(Clone, Copy)]
-pub(crate) struct CpuMask(libc::cpu_set_t);
-
-/// Narrows the calling thread's CPU affinity to the CPU it runs on, so that a thread it creates
-/// now starts there; returns the mask it had, for [`restore_affinity`]. `None` (and nothing
-/// changed) when the mask allows one CPU already, or cannot be read or set.
-/// See sched_setaffinity(2), sched_getcpu(3).
-pub(crate) fn pin_to_current_cpu() -> Option<CpuMask> {
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: all-zero cpu_set_t values are empty masks; the pointers are to valid locals of
-    // the size given.
-    unsafe {
-        let mut old: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size, &mut old) != 0 || libc::CPU_COUNT(&old) <= 1 {
-            return None;
-        }
-        let cpu = usize::try_from(libc::sched_getcpu()).ok()?;
-        if cpu >= libc::CPU_SETSIZE as usize || !libc::CPU_ISSET(cpu, &old) {
-            return None;
-        }
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        if libc::sched_setaffinity(0, size, &one) != 0 {
-            return None;
-        }
-        Some(CpuMask(old))
-    }
-}
-
-/// Gives thread `tid` (0: the calling thread) the affinity `mask`. Should the kernel refuse it
-/// (a cpuset changed meanwhile, leaving none of its CPUs allowed), every CPU the kernel allows.
-/// See sched_setaffinity(2).
-pub(crate) fn restore_affinity(tid: i32, mask: &CpuMask) {
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: `mask` is a valid cpu_set_t of `size` bytes; setting another thread's affinity
-    // only fails (with an error code) when it is not ours to set.
-    unsafe {
-        if libc::sched_setaffinity(tid, size, &mask.0) != 0 {
-            // The kernel intersects a mask with the CPUs allowed: all of them.
-            let mut all: libc::cpu_set_t = std::mem::zeroed();
-            for cpu in 0..libc::CPU_SETSIZE as usize {
-                libc::CPU_SET(cpu, &mut all);
-            }
-            libc::sched_setaffinity(tid, size, &all);
-        }
-    }
-}
-
 /// Asks the kernel to send `signal` to the calling process when the thread that created it ends.
 /// See PR_SET_PDEATHSIG in prctl(2).
 pub(crate) fn set_parent_death_signal(sig: i32) -> io::Result<()> {
