@@ -10,6 +10,17 @@ use crate::codec::{CodecError, FrameDecoder, HEADER_LEN};
 use crate::error::{Error, Result};
 use crate::sys;
 
+/// How many times a receive that finds the socket empty yields the CPU (each time looking
+/// again) before it sleeps. On one CPU a yield runs the sender, which is then not woken up
+/// to preempt for every few frames; where nothing else wants the CPU a yield returns at once.
+pub(super) const YIELDS: u32 = 4;
+
+#[cfg(test)]
+thread_local! {
+    /// The yields this thread's receives made, for tests of when a receive may yield.
+    pub(super) static YIELDED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// What one read from a descriptor gave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Filled {
@@ -198,16 +209,34 @@ impl<S, R> Connection<S, R> {
     }
 
     /// Reads more bytes, waiting for them until `deadline`; false if it passed (or the stream
-    /// ended). Without a deadline the wait is the read itself (one system call per wake-up);
-    /// with one — or when someone made the descriptor non-blocking, so that the read returns
-    /// `EAGAIN` — readiness is waited for with poll(2), never by spinning.
+    /// ended). The first read does not block: if nothing is there, a few `sched_yield`s come
+    /// first, each followed by another look (see [`YIELDS`]). Then, without a deadline, the
+    /// wait is the read itself (one system call per wake-up); with one — or when someone made
+    /// the descriptor non-blocking, so that the read returns `EAGAIN` — readiness is waited for
+    /// with poll(2), never by spinning. No yield once the deadline has passed, so `try_recv`
+    /// only looks.
     pub(super) fn fill(&self, st: &mut RecvState, deadline: Option<Instant>) -> Result<bool> {
-        let mut nonblocking = deadline.is_some();
+        let mut nonblocking = true;
+        let mut yields = YIELDS;
+        let mut blocked = false;
         loop {
             match self.read(st, nonblocking)? {
                 Filled::Bytes(_) => return Ok(true),
                 Filled::Closed => return Ok(false),
                 Filled::Empty => {
+                    if yields > 0 && deadline.is_none_or(|d| Instant::now() < d) {
+                        yields -= 1;
+                        #[cfg(test)]
+                        YIELDED.with(|y| y.set(y.get() + 1));
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    if deadline.is_none() && !blocked {
+                        // Sleep in the read itself.
+                        blocked = true;
+                        nonblocking = false;
+                        continue;
+                    }
                     if !sys::wait_fd(self.fd.as_fd(), sys::POLLIN, deadline)
                         .map_err(|e| Error::io("waiting on a pipe failed", e))?
                     {

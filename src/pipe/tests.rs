@@ -550,3 +550,91 @@ fn a_sender_stuck_mid_frame_is_disconnected_without_a_sigpipe_when_the_peer_goes
         assert!(!sys::sigpipe_pending(), "a send raised SIGPIPE");
     });
 }
+
+fn yielded() -> u32 {
+    io::YIELDED.with(|y| y.get())
+}
+
+#[test]
+fn try_recv_and_a_zero_poll_look_without_yielding() {
+    bounded(|| {
+        let (a, b) = pipe::<u8>().unwrap();
+        let before = yielded();
+        assert!(matches!(b.try_recv(), Err(TryRecvError::Empty)));
+        assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+        let mut buf = [0u8; 8];
+        assert!(!b.ready_now());
+        assert_eq!(
+            yielded(),
+            before,
+            "a call that only looks must not give the CPU away"
+        );
+        a.send(&7).unwrap();
+        assert_eq!(b.try_recv().unwrap(), 7);
+        a.send_bytes(&[1, 2]).unwrap();
+        assert_eq!(b.recv_bytes_into(&mut buf).unwrap(), 2);
+    });
+}
+
+#[test]
+fn a_timed_receive_yields_a_bounded_number_of_times_and_still_times_out() {
+    bounded(|| {
+        let (_a, b) = pipe::<u8>().unwrap();
+        let before = yielded();
+        let timeout = Duration::from_millis(20);
+        let start = Instant::now();
+        assert!(matches!(
+            b.recv_timeout(timeout),
+            Err(RecvTimeoutError::Timeout)
+        ));
+        assert!(start.elapsed() >= timeout, "gave up before the deadline");
+        let n = yielded() - before;
+        assert!(n <= io::YIELDS, "{n} yields before one sleep");
+        // A deadline already past: no yield at all.
+        let before = yielded();
+        let past = Instant::now() - Duration::from_millis(1);
+        assert!(matches!(
+            b.recv_deadline(past),
+            Err(RecvTimeoutError::Timeout)
+        ));
+        assert_eq!(yielded(), before);
+    });
+}
+
+#[test]
+fn a_peer_that_goes_while_we_yield_is_disconnected_not_a_hang() {
+    bounded(|| {
+        // The peer sends and closes while the receiver is between its yields, its sleep, or
+        // before either: every receive form must see the message, then the end.
+        for round in 0..300u32 {
+            let (a, b) = pipe::<u32>().unwrap();
+            let peer = std::thread::spawn(move || {
+                for _ in 0..round % 4 {
+                    std::thread::yield_now();
+                }
+                a.send(&round).unwrap();
+                drop(a);
+            });
+            match round % 3 {
+                0 => {
+                    assert_eq!(b.recv().unwrap(), round);
+                    assert!(matches!(b.recv(), Err(RecvError::Disconnected)));
+                }
+                1 => {
+                    let long = Duration::from_secs(30);
+                    assert_eq!(b.recv_timeout(long).unwrap(), round);
+                    assert!(matches!(
+                        b.recv_timeout(long),
+                        Err(RecvTimeoutError::Disconnected)
+                    ));
+                }
+                _ => {
+                    assert!(b.poll(None).unwrap());
+                    assert_eq!(b.recv_bytes().unwrap(), codec::encode(&round).unwrap());
+                    assert!(matches!(b.recv_bytes(), Err(RecvError::Disconnected)));
+                }
+            }
+            peer.join().unwrap();
+        }
+    });
+}
