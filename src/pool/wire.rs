@@ -78,8 +78,19 @@ impl std::ops::Deref for U32s {
     }
 }
 
+/// Lists of at most this many words serialize from a buffer on the stack: an `apply`'s one
+/// item boundary and one result size, on the collector's path for every task.
+const U32S_ON_STACK: usize = 16;
+
 impl Serialize for U32s {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.len() <= U32S_ON_STACK {
+            let mut buf = [0u8; 4 * U32S_ON_STACK];
+            for (out, w) in buf.chunks_exact_mut(4).zip(&self.0) {
+                out.copy_from_slice(&w.to_le_bytes());
+            }
+            return s.serialize_bytes(&buf[..4 * self.0.len()]);
+        }
         let mut bytes = Vec::with_capacity(4 * self.0.len());
         for w in &self.0 {
             bytes.extend_from_slice(&w.to_le_bytes());
@@ -233,6 +244,15 @@ mod tests {
         let bytes = crate::codec::encode(&words).expect("encode");
         assert_eq!(bytes.len(), 1 + 16);
         assert_eq!(crate::codec::decode::<U32s>(&bytes).expect("decode"), words);
+        // Longer than the stack buffer: the same encoding.
+        let long = U32s(
+            (0..=super::U32S_ON_STACK as u32)
+                .map(|i| i * 0x0101_0101)
+                .collect(),
+        );
+        let bytes = crate::codec::encode(&long).expect("encode");
+        assert_eq!(bytes.len(), 1 + 4 * long.len());
+        assert_eq!(crate::codec::decode::<U32s>(&bytes).expect("decode"), long);
         let ragged = crate::codec::encode(&serde_bytes::Bytes::new(&[1, 2, 3])).expect("encode");
         assert!(crate::codec::decode::<U32s>(&ragged).is_err());
     }

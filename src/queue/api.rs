@@ -85,6 +85,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
+    /// [`try_put`](Self::try_put) of a borrowed value, for a caller that keeps it (the pool
+    /// keeps each task's message until the task is done, to send it again if its worker
+    /// dies): `Ok(true)` if put, `Ok(false)` if there was no room now, the error of
+    /// [`TryPutError::Failed`] otherwise.
+    pub(crate) fn try_put_ref(&self, value: &T) -> std::result::Result<bool, crate::Error> {
+        match self.put_inner(value, Deadline::Now) {
+            Ok(()) => Ok(true),
+            Err(PutFail::OutOfTime) => Ok(false),
+            Err(PutFail::Error(error)) => Err(error),
+        }
+    }
+
     /// Puts `value`, waiting at most `timeout` for room.
     ///
     /// # Errors

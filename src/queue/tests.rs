@@ -188,6 +188,27 @@ fn item_limit_and_try_put() {
     assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
 }
 
+/// The pool's put of a message it keeps: the same outcomes as `try_put` (put, no room now, a
+/// closed handle's error), the value left with the caller every time.
+#[test]
+fn try_put_ref_puts_a_borrowed_value_and_reports_no_room() {
+    let q = Queue::<Vec<u8>>::with_capacity(4096).unwrap();
+    let kept = vec![7; 3000];
+    assert!(q.try_put_ref(&kept).unwrap(), "room: put");
+    assert!(!q.try_put_ref(&kept).unwrap(), "no room now: not put");
+    assert_eq!(q.try_get().unwrap(), kept);
+    assert!(q.try_put_ref(&kept).unwrap(), "room again");
+    assert_eq!(q.try_get().unwrap(), kept);
+    assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
+    q.close();
+    assert_eq!(
+        q.try_put_ref(&kept).unwrap_err().kind(),
+        ErrorKind::Closed,
+        "a closed handle refuses it as try_put does"
+    );
+    assert_eq!(kept, vec![7; 3000]);
+}
+
 #[test]
 fn byte_capacity_blocks_until_consumed() {
     let q = Queue::<Vec<u8>>::with_capacity(4096).unwrap();

@@ -17,6 +17,15 @@ use crate::process::Outcome;
 use crate::sys::Exit;
 use crate::{GetTimeoutError, Process, Queue};
 
+/// When [`Engine::handle_then`] hands out the tasks a result made room for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// At once.
+    Now,
+    /// The caller dispatches after it has handled more messages.
+    Later,
+}
+
 impl Engine {
     /// The collector thread's loop.
     pub(super) fn collect(self: Arc<Self>, rx: Queue<Msg>) {
@@ -31,14 +40,21 @@ impl Engine {
             };
             match rx.get_deadline(deadline) {
                 Ok(msg) => {
-                    self.handle(msg);
-                    // Whatever else has arrived, before looking at the clock again.
+                    // Whatever else has arrived, before looking at the clock again. The tasks
+                    // the results made room for are handed out once, after the batch: a
+                    // worker that waits for its next task is then woken once for all of them,
+                    // not once per result (a wake is a system call on this thread, which
+                    // every result goes through).
+                    self.handle_then(msg, Then::Later);
                     for _ in 0..BATCH {
                         match rx.try_get() {
-                            Ok(msg) => self.handle(msg),
+                            Ok(msg) => self.handle_then(msg, Then::Later),
                             Err(_) => break,
                         }
                     }
+                    let mut st = self.state();
+                    self.dispatch(&mut st);
+                    self.release(st);
                 }
                 Err(GetTimeoutError::Timeout) => {}
                 Err(GetTimeoutError::Disconnected) => break,
@@ -109,7 +125,14 @@ impl Engine {
         }
     }
 
+    /// Handles one message, handing out at once the tasks a result made room for.
     pub(super) fn handle(&self, msg: Msg) {
+        self.handle_then(msg, Then::Now);
+    }
+
+    /// Handles one message; a result's room is filled now, or by the caller's `dispatch`
+    /// after more messages (`Then::Later`).
+    fn handle_then(&self, msg: Msg, then: Then) {
         match msg {
             Msg::Done {
                 worker,
@@ -141,7 +164,9 @@ impl Engine {
                     self.retire_if_done(w);
                 }
                 let task = st.tasks.remove(&id);
-                self.dispatch(&mut st);
+                if then == Then::Now {
+                    self.dispatch(&mut st);
+                }
                 self.release(st);
                 if let Some(task) = task {
                     self.counters

@@ -36,7 +36,7 @@ use super::wire::{InitArg, Msg, TaskMsg, U32s};
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::Target;
 use crate::sys;
-use crate::{Process, Queue, StartMethod, TryPutError};
+use crate::{Process, Queue, StartMethod};
 
 /// Ring size of each worker's task queue. Larger tasks are streamed through it.
 const TASK_RING: usize = 1 << 20;
@@ -120,9 +120,36 @@ pub(crate) enum Status {
     Terminated,
 }
 
+/// Hashes the engine's own task ids (sequential `u64`s it hands out itself, never a peer's
+/// input) with one multiply instead of SipHash: every task is inserted, looked up and removed
+/// under the state lock, on the collector's path for every result.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: sequential ids spread over both the low bits (the bucket) and
+        // the high bits (hashbrown's tag).
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The task table, keyed by id.
+type TaskMap = HashMap<u64, Task, std::hash::BuildHasherDefault<IdHasher>>;
+
 struct State {
     status: Status,
-    tasks: HashMap<u64, Task>,
+    tasks: TaskMap,
     pending: VecDeque<u64>,
     workers: Vec<Slot>,
     starting: usize,
@@ -176,7 +203,7 @@ impl Engine {
             cfg,
             st: Mutex::new(State {
                 status: Status::Running,
-                tasks: HashMap::new(),
+                tasks: TaskMap::default(),
                 pending: VecDeque::new(),
                 workers: Vec::new(),
                 starting: 0,
@@ -399,16 +426,16 @@ impl Engine {
                 .min_by_key(|(_, w)| w.in_flight.len())
                 .map(|(i, _)| i);
             let Some(wi) = pick else { break };
-            let Some(task) = st.tasks.get(&id) else {
+            // One lookup per task handed out: the collector runs this for every result, under
+            // the state lock the submitting thread also wants.
+            let Some(task) = st.tasks.get_mut(&id) else {
                 st.pending.pop_front();
                 continue;
             };
-            let msg = task.msg.clone();
             let large = task.size + 256 > TASK_RING;
+            let has_fds = !task.fds.is_empty();
             let worker_pid = st.workers[wi].pid;
-            if let Some(task) = st.tasks.get_mut(&id)
-                && task.announced_to != Some(worker_pid)
-            {
+            if task.announced_to != Some(worker_pid) {
                 // Before the worker can see the task: a queue handle in its arguments counts
                 // this worker as a holder from now on (until it decodes it, or dies).
                 task.transits.handed_to(worker_pid as i32);
@@ -416,20 +443,23 @@ impl Engine {
             }
             let slot = &mut st.workers[wi];
             // A message larger than the ring is never offered to `try_put` (which would start
-            // streaming it and give up halfway): it goes to a helper thread at once.
+            // streaming it and give up halfway): it goes to a helper thread at once. The task
+            // keeps its message (to send it again if this worker dies): it is put from where
+            // it lies, not cloned for the put.
             let offered = if large {
-                Err(TryPutError::Full(msg))
+                Ok(false)
             } else {
-                slot.tasks.try_put(msg)
+                slot.tasks.try_put_ref(&task.msg)
             };
             match offered {
-                Ok(()) => {}
-                Err(TryPutError::Full(msg)) => {
+                Ok(true) => {}
+                Ok(false) => {
                     if !slot.in_flight.is_empty() {
                         // Room will come when the worker takes its next task.
                         break;
                     }
                     // Larger than the ring: stream it in, off this thread.
+                    let msg = task.msg.clone();
                     let flag = Arc::new(AtomicBool::new(false));
                     slot.streaming = Some(flag.clone());
                     if !self.stream(slot.tasks.clone(), slot.id, msg, flag) {
@@ -438,11 +468,11 @@ impl Engine {
                         let _ = slot.process.kill();
                     }
                 }
-                Err(TryPutError::Failed(e)) => {
+                Err(e) => {
                     st.pending.pop_front();
                     let why = Why::Broken(
-                        e.error().kind(),
-                        format!("the task could not be sent to a worker: {}", e.error()),
+                        e.kind(),
+                        format!("the task could not be sent to a worker: {e}"),
                     );
                     if let Some(task) = st.tasks.remove(&id) {
                         st.doomed.push((task, why));
@@ -451,9 +481,7 @@ impl Engine {
                 }
             }
             st.pending.pop_front();
-            if let Some(task) = st.tasks.get(&id)
-                && !task.fds.is_empty()
-            {
+            if has_fds && let Some(task) = st.tasks.get(&id) {
                 // The worker reads these after it takes the task; a dead worker's socket
                 // refuses them, and its death is handled like any other. If they cannot be
                 // sent to a live worker (a full socket, a descriptor limit), the worker would
