@@ -19,11 +19,17 @@ use crate::sys;
 /// Room on the stack for a control message and its header; larger ones go to the heap.
 const SMALL_MESSAGE: usize = 256;
 
+/// Room on the stack for one read while a channel has only seen small reads (see
+/// `Channel::read_once`).
+const SMALL_READ: usize = 4096;
+
 /// One end of a framed stream socket.
 pub(crate) struct Channel {
     fd: OwnedFd,
     decoder: FrameDecoder,
     eof: bool,
+    /// A read has filled [`SMALL_READ`]: from then on reads go straight into the decoder.
+    grown: bool,
     /// Descriptors that arrived as SCM_RIGHTS, until taken.
     fds: Vec<OwnedFd>,
 }
@@ -46,6 +52,7 @@ impl Channel {
             fd,
             decoder: FrameDecoder::new(codec::MAX_FRAME_LIMIT),
             eof: false,
+            grown: false,
             fds: Vec::new(),
         }
     }
@@ -165,12 +172,17 @@ impl Channel {
         if self.eof {
             return Ok(false);
         }
-        match read_into(
-            &mut self.decoder,
-            self.fd.as_fd(),
-            nonblocking,
-            Some(&mut self.fds),
-        ) {
+        let read = if self.grown {
+            read_into(
+                &mut self.decoder,
+                self.fd.as_fd(),
+                nonblocking,
+                Some(&mut self.fds),
+            )
+        } else {
+            self.read_small(nonblocking)
+        };
+        match read {
             Ok(Filled::Bytes(_)) => Ok(true),
             Ok(Filled::Empty) => Ok(false),
             Ok(Filled::Closed) => {
@@ -178,6 +190,31 @@ impl Channel {
                 Ok(false)
             }
             Err(e) => Err(Error::io("reading from the other process failed", e)),
+        }
+    }
+
+    /// One read into a buffer on the stack, its bytes then copied to the decoder: a child's
+    /// report and a small result are a few bytes, and the decoder's own read reserves a whole
+    /// read chunk on the heap (tens of KiB: a few page faults and a reallocation on every
+    /// start, for bytes that fit in a line). A read that fills the buffer means a large
+    /// stream: later reads go straight into the decoder.
+    fn read_small(&mut self, nonblocking: bool) -> std::io::Result<Filled> {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); SMALL_READ];
+        match sys::recv_into(self.fd.as_fd(), &mut buf, Some(&mut self.fds), nonblocking) {
+            Ok(0) => Ok(Filled::Closed),
+            Ok(n) => {
+                self.grown = n == buf.len();
+                // SAFETY: the kernel wrote the first `n` (≤ buf.len()) bytes of `buf`.
+                let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+                self.decoder.push(bytes);
+                Ok(Filled::Bytes(n))
+            }
+            Err(e) => match e.kind() {
+                std::io::ErrorKind::WouldBlock => Ok(Filled::Empty),
+                // The peer died with data of ours unread: its stream is over.
+                std::io::ErrorKind::ConnectionReset => Ok(Filled::Closed),
+                _ => Err(e),
+            },
         }
     }
 
@@ -326,5 +363,43 @@ fn send_error(e: std::io::Error, context: &str) -> Error {
             format!("{context}: the other process is gone"),
         ),
         _ => Error::io(context, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames around the size of the stack read (and one far past it) arrive whole and in
+    /// order, whether the first read fills the stack buffer or not.
+    #[test]
+    fn small_reads_hand_over_to_the_decoder() {
+        for sizes in [
+            &[1usize, 2, 3][..],
+            &[SMALL_READ - HEADER_LEN],
+            &[SMALL_READ - HEADER_LEN + 1, 10],
+            &[SMALL_READ, 200_000, 0, 5],
+        ] {
+            let (a, b) = sys::stream_socketpair().unwrap();
+            let sender = Channel::new(a);
+            let mut receiver = Channel::new(b);
+            let frames: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|j| (i * 7 + j) as u8).collect())
+                .collect();
+            let writer = std::thread::spawn(move || {
+                for f in &frames {
+                    sender.send_bytes_with_fds_until(f, &[], None).unwrap();
+                }
+                frames
+            });
+            let mut got = Vec::new();
+            // Until the writer's end is dropped with its thread.
+            while let Some(frame) = receiver.recv_frame_blocking().unwrap() {
+                got.push(frame);
+            }
+            assert_eq!(got, writer.join().unwrap());
+        }
     }
 }

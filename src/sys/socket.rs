@@ -197,19 +197,44 @@ pub(crate) fn recv_append(
     let len = vec.len();
     let spare = vec.spare_capacity_mut();
     let max = max.min(spare.len());
-    let n = match fds {
-        None => loop {
-            match rustix::net::recv(fd, &mut spare[..max], flags) {
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-                Ok(((filled, _), _)) => break filled.len(),
-            }
-        },
-        Some(fds) => recvmsg_rights(fd, &mut spare[..max], fds, flags.bits() as libc::c_int)?,
-    };
+    let n = recv_uninit(fd, &mut spare[..max], fds, flags)?;
     // SAFETY: the kernel initialised the first `n` (≤ max ≤ spare capacity) bytes after `len`.
     unsafe { vec.set_len(len + n) };
     Ok(n)
+}
+
+/// [`recv_append`] into a caller's buffer (on the stack, say): receives at most `buf.len()`
+/// bytes without blocking when `nonblocking`; returns how many of the first bytes of `buf`
+/// the kernel wrote. `Ok(0)` means end of stream.
+pub(crate) fn recv_into(
+    fd: BorrowedFd<'_>,
+    buf: &mut [MaybeUninit<u8>],
+    fds: Option<&mut Vec<OwnedFd>>,
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    recv_uninit(fd, buf, fds, flags)
+}
+
+fn recv_uninit(
+    fd: BorrowedFd<'_>,
+    buf: &mut [MaybeUninit<u8>],
+    fds: Option<&mut Vec<OwnedFd>>,
+    flags: RecvFlags,
+) -> io::Result<usize> {
+    match fds {
+        None => loop {
+            match rustix::net::recv(fd, &mut *buf, flags) {
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(((filled, _), _)) => break Ok(filled.len()),
+            }
+        },
+        Some(fds) => recvmsg_rights(fd, buf, fds, flags.bits() as libc::c_int),
+    }
 }
 
 /// One recvmsg(2) into possibly uninitialised memory, collecting SCM_RIGHTS descriptors into
