@@ -638,3 +638,32 @@ fn a_peer_that_goes_while_we_yield_is_disconnected_not_a_hang() {
         }
     });
 }
+
+#[test]
+fn a_receive_on_a_descriptor_the_user_made_non_blocking_yields_a_bounded_number_of_times() {
+    use std::os::fd::AsFd;
+    bounded(|| {
+        // Made non-blocking through `AsFd`: the read meant to sleep returns EAGAIN at once;
+        // the receive must then sleep in poll(2), not yield (or spin) until the sender comes.
+        let (a, b) = pipe::<u32>().unwrap();
+        sys::set_nonblocking(b.as_fd()).unwrap();
+        let peer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            a.send(&5).unwrap();
+            a
+        });
+        let before = yielded();
+        assert_eq!(b.recv().unwrap(), 5);
+        let n = yielded() - before;
+        assert!(n <= io::YIELDS, "{n} yields in one receive");
+        let a = peer.join().unwrap();
+        // Timed, on the same descriptor: a timeout, then a late message, then the end.
+        assert!(matches!(
+            b.recv_timeout(Duration::from_millis(5)),
+            Err(RecvTimeoutError::Timeout)
+        ));
+        assert!(matches!(b.try_recv(), Err(TryRecvError::Empty)));
+        drop(a);
+        assert!(matches!(b.recv(), Err(RecvError::Disconnected)));
+    });
+}

@@ -253,6 +253,16 @@ mod tests {
         let bytes = crate::codec::encode(&long).expect("encode");
         assert_eq!(bytes.len(), 1 + 4 * long.len());
         assert_eq!(crate::codec::decode::<U32s>(&bytes).expect("decode"), long);
+        // At the stack buffer's edges (none, exactly full, one over): the bytes a `Vec` of
+        // the words would serialize to, and back.
+        for n in [0, 1, super::U32S_ON_STACK, super::U32S_ON_STACK + 1] {
+            let words = U32s((0..n as u32).map(|i| i.wrapping_mul(0x9E37_79B9)).collect());
+            let bytes = crate::codec::encode(&words).expect("encode");
+            let plain: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let expected = crate::codec::encode(&serde_bytes::Bytes::new(&plain)).expect("encode");
+            assert_eq!(bytes, expected, "{n} words");
+            assert_eq!(crate::codec::decode::<U32s>(&bytes).expect("decode"), words);
+        }
         let ragged = crate::codec::encode(&serde_bytes::Bytes::new(&[1, 2, 3])).expect("encode");
         assert!(crate::codec::decode::<U32s>(&ragged).is_err());
     }

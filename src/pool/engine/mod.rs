@@ -132,8 +132,9 @@ impl std::hash::Hasher for IdHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
+        // Each byte mixed into the state so far (`write_u64` already folds in `self.0`).
         for &b in bytes {
-            self.write_u64(self.0 ^ u64::from(b));
+            self.write_u64(u64::from(b));
         }
     }
 
@@ -642,5 +643,37 @@ impl Engine {
     /// The pids of the live workers.
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.state().workers.iter().map(|w| w.pid).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasher, Hasher};
+
+    use super::IdHasher;
+
+    fn hash_bytes(bytes: &[u8]) -> u64 {
+        let mut h = IdHasher::default();
+        h.write(bytes);
+        h.finish()
+    }
+
+    /// The task table's hasher: every byte of a key hashed through `write` counts (not only
+    /// the last), and sequential ids (the engine's own) land in distinct buckets of a small
+    /// table and carry distinct high bits (hashbrown's tags).
+    #[test]
+    fn id_hasher_mixes_every_byte_and_spreads_sequential_ids() {
+        assert_ne!(
+            hash_bytes(&[1, 2]),
+            hash_bytes(&[3, 2]),
+            "the first byte counts"
+        );
+        assert_ne!(hash_bytes(&[0, 0, 7]), hash_bytes(&[9, 9, 7]));
+        let build = std::hash::BuildHasherDefault::<IdHasher>::default();
+        let hashes: Vec<u64> = (0..1024u64).map(|id| build.hash_one(id)).collect();
+        let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 1023).collect();
+        assert_eq!(low.len(), 1024, "1024 sequential ids, 1024 buckets");
+        let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(tags.len() > 64, "{} distinct tags", tags.len());
     }
 }

@@ -445,3 +445,64 @@ pub fn apply_at_the_edges() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// More results than one collector batch (600 tiny tasks on two workers, so that hundreds
+/// arrive together), every 50th callback panicking and the pool terminated from inside the
+/// 300th callback, mid-batch: every result resolves exactly once (a value, or `Cancelled` for
+/// those the terminate caught), no callback runs twice, none waits forever.
+pub fn terminate_and_panics_inside_a_big_batch() -> Result<(), String> {
+    for round in 0..3 {
+        let pool = Arc::new(Pool::new(2).ctx("pool")?);
+        let runs = Arc::new(Mutex::new(vec![0u32; 600]));
+        let rs: Vec<_> = (0..600u64)
+            .map(|i| {
+                let (runs, p) = (runs.clone(), Arc::downgrade(&pool));
+                let cbs = Callbacks::new().on_success(move |v: &u64| {
+                    lock(&runs)[i as usize] += 1;
+                    assert_eq!(*v, i * i);
+                    if i == 300
+                        && let Some(p) = p.upgrade()
+                    {
+                        p.terminate();
+                    }
+                    if i % 50 == 0 {
+                        panic!("callback {i} panics on purpose");
+                    }
+                });
+                pool.apply_async_with(square, i, cbs)
+            })
+            .collect::<Result<_, _>>()
+            .ctx("submit")?;
+        let (mut cancelled, mut ok) = (0, 0);
+        for (i, r) in rs.iter().enumerate() {
+            match r.get_timeout(Duration::from_secs(30)) {
+                Ok(v) => {
+                    ensure!(v == (i * i) as u64, "round {round}: value {i}: {v}");
+                    ensure!(
+                        lock(&runs)[i] == 1,
+                        "round {round}: {i}'s callback did not run"
+                    );
+                    ok += 1;
+                }
+                Err(multiproc::AsyncGetTimeoutError::Failed(e))
+                    if e.kind() == ErrorKind::Cancelled =>
+                {
+                    cancelled += 1;
+                }
+                Err(e) => return Err(format!("round {round}: task {i}: {e}")),
+            }
+        }
+        let runs = lock(&runs).clone();
+        ensure!(
+            runs.iter().all(|&n| n <= 1),
+            "round {round}: a callback ran twice"
+        );
+        let ran = runs.iter().filter(|&&n| n == 1).count();
+        ensure!(
+            ok + cancelled == 600 && ran == ok && runs[300] == 1,
+            "round {round}: {ok} values, {ran} callbacks, {cancelled} cancelled"
+        );
+        drop(pool);
+    }
+    Ok(())
+}

@@ -111,6 +111,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "pool::apply_caller_collects_at_the_edges",
             collect::apply_at_the_edges,
         ),
+        (
+            "pool::terminate_and_panics_inside_a_big_batch",
+            collect::terminate_and_panics_inside_a_big_batch,
+        ),
         ("pool::chaos_deep_prefetch", chaos_deep),
         ("pool::ctrl_c_during_map_ends_everything", ctrl_c),
         (
