@@ -372,7 +372,8 @@ pub(crate) fn start(
         return Err(Error::new(
             ErrorKind::Bootstrap,
             format!(
-                "another start kept the forkserver busy for {START_TIMEOUT:?} (the server is                  stalled or starting slowly)"
+                "another start kept the forkserver busy for {START_TIMEOUT:?} (the server is \
+                 stalled or starting slowly)"
             ),
         ));
     };
@@ -381,7 +382,8 @@ pub(crate) fn start(
         Error::new(
             ErrorKind::Bootstrap,
             format!(
-                "the forkserver (pid {server_pid}) {how} while starting the child; the next                  start will start a new server"
+                "the forkserver (pid {server_pid}) {how} while starting the child; the next \
+                 start will start a new server"
             ),
         )
     };

@@ -591,6 +591,14 @@ fn concurrent_starts_while_the_server_is_killed() -> Result<(), String> {
     for pid in pids {
         reap_gone(pid, Duration::from_secs(10))?;
     }
+    // A start made while the killed server is still dying may fail (it is one of the
+    // concurrent case's outcomes above); once it is dead, the next start makes a new server.
+    ensure!(
+        ipc_tests::eventually(Duration::from_secs(10), || {
+            ipc_tests::proc_entry(server).is_none_or(|p| p.state == 'Z')
+        }),
+        "server {server} did not die"
+    );
     let mut p = fs(Process::new(square, 7));
     p.start().ctx("start after")?;
     ensure!(p.join().ctx("join after")? == 49, "value after");
