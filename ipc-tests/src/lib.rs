@@ -208,6 +208,25 @@ impl StderrCapture {
     }
 }
 
+/// The CPUs thread `tid` (0: the calling thread) may run on; empty if they cannot be read.
+///
+/// ```
+/// assert!(!ipc_tests::affinity(0).is_empty());
+/// ```
+pub fn affinity(tid: i32) -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is an empty set for sched_getaffinity to fill; CPU_ISSET reads
+    // that local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(tid, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_suite_segment;

@@ -190,14 +190,10 @@ pub(crate) fn recv_append(
     fds: Option<&mut Vec<OwnedFd>>,
     nonblocking: bool,
 ) -> io::Result<usize> {
-    let mut flags = RecvFlags::CMSG_CLOEXEC;
-    if nonblocking {
-        flags |= RecvFlags::DONTWAIT;
-    }
     let len = vec.len();
     let spare = vec.spare_capacity_mut();
     let max = max.min(spare.len());
-    let n = recv_uninit(fd, &mut spare[..max], fds, flags)?;
+    let n = recv_into(fd, &mut spare[..max], fds, nonblocking)?;
     // SAFETY: the kernel initialised the first `n` (≤ max ≤ spare capacity) bytes after `len`.
     unsafe { vec.set_len(len + n) };
     Ok(n)

@@ -39,24 +39,12 @@ fn stdio_open(_: ()) -> (bool, bool) {
     (open(1), open(2))
 }
 
-/// The CPUs thread `tid` (0: the calling thread) may run on.
-fn affinity(tid: i32) -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is an empty set for sched_getaffinity to fill; CPU_ISSET reads
-    // that local set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(tid, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
 /// The affinity of the child's work thread and of its main thread.
 fn affinities(_: ()) -> (Vec<usize>, Vec<usize>) {
-    (affinity(0), affinity(std::process::id() as i32))
+    (
+        ipc_tests::affinity(0),
+        ipc_tests::affinity(std::process::id() as i32),
+    )
 }
 
 /// Recurses until the stack overflows (the end is never reached).
@@ -88,7 +76,7 @@ fn main() {
         "args" => run(args, ()).map(|v| format!("args {v:?}")),
         "overflow" => run(overflow, 0).map(|v| format!("returned {v}")),
         "affinity" => run(affinities, ())
-            .map(|(work, main)| format!("affinity {:?} {work:?} {main:?}", affinity(0))),
+            .map(|(work, main)| format!("affinity {:?} {work:?} {main:?}", ipc_tests::affinity(0))),
         "closed-stdio" | "closed-stdout" | "closed-stderr" => {
             let _ = std::io::stdout().flush();
             let fds: &[i32] = match mode.as_str() {

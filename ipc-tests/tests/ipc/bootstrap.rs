@@ -370,24 +370,12 @@ fn child_main_thread_is_named_main() -> Result<(), String> {
     result
 }
 
-/// The CPUs thread `tid` (0: the calling thread) may run on.
-fn affinity(tid: i32) -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is an empty set for sched_getaffinity to fill; CPU_ISSET reads
-    // that local set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(tid, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
 /// The affinity of the thread this runs on, and of its process's main thread.
 fn child_affinities(_: ()) -> (Vec<usize>, Vec<usize>) {
-    (affinity(0), affinity(std::process::id() as i32))
+    (
+        ipc_tests::affinity(0),
+        ipc_tests::affinity(std::process::id() as i32),
+    )
 }
 
 /// The bootstrap creates the work thread on one CPU (the main thread's affinity is narrowed
@@ -395,7 +383,7 @@ fn child_affinities(_: ()) -> (Vec<usize>, Vec<usize>) {
 fn child_threads_keep_the_parents_cpu_affinity() -> Result<(), String> {
     // A spawned child inherits the mask of the thread that creates it: this one's, when the
     // harness leaves affinity alone (it does).
-    let parent = affinity(0);
+    let parent = ipc_tests::affinity(0);
     ensure!(!parent.is_empty(), "sched_getaffinity failed");
     for _ in 0..3 {
         let mut p = multiproc::Process::new(child_affinities, ());
@@ -533,7 +521,7 @@ fn a_replaced_executable_file_still_starts_the_running_build() -> Result<(), Str
 /// one CPU (which the bootstrap leaves alone) or several (which it narrows for a moment).
 fn a_program_started_on_some_cpus_keeps_them_in_its_child() -> Result<(), String> {
     use std::os::unix::process::CommandExt;
-    let all = affinity(0);
+    let all = ipc_tests::affinity(0);
     let mut masks: Vec<Vec<usize>> = all.iter().map(|&c| vec![c]).collect();
     masks.push(all.clone());
     if all.len() > 2 {
