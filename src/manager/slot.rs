@@ -307,7 +307,9 @@ impl Slot {
                 None => {}
             }
             if slept == Slept::TimedOut || Instant::now() >= check {
-                if peer_gone(peer) {
+                // A peer may hand the turn over and then go (a last reply, then exit): the
+                // turn is looked at once more after the socket says it is gone.
+                if peer_gone(peer) && !self.mine(self.turn().word().load(Ordering::Acquire))? {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the other end of the manager's connection is gone",
@@ -443,6 +445,30 @@ mod tests {
             assert_eq!(buf, want, "message {i} of {len} bytes");
         }
         server.join().unwrap();
+    }
+
+    #[test]
+    fn a_last_reply_from_a_peer_that_then_goes_is_received() {
+        // The peer hands its reply over and closes its socket at once, about when the waiter's
+        // first liveness check is due: the waiter finds the socket gone, and must still take
+        // the reply that came first.
+        for round in 0..150u32 {
+            let ((mut c, cs), (mut s, ss)) = pair();
+            let server = thread::spawn(move || {
+                let mut buf = Vec::new();
+                s.recv(&mut buf, 1 << 10, ss.as_fd()).unwrap();
+                // Around TICK_FIRST, a little earlier or later from round to round.
+                thread::sleep(TICK_FIRST + Duration::from_micros(u64::from(round % 30) * 20));
+                s.send(&buf, ss.as_fd()).unwrap();
+                drop(ss);
+            });
+            let mut buf = Vec::new();
+            c.send(&round.to_le_bytes(), cs.as_fd()).unwrap();
+            c.recv(&mut buf, 1 << 10, cs.as_fd())
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(buf, round.to_le_bytes());
+            server.join().unwrap();
+        }
     }
 
     #[test]
