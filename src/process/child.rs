@@ -34,7 +34,7 @@ pub(crate) struct Child {
 pub(crate) struct Held {
     /// The identity the child published (the parent's copy).
     pub(crate) _identity: Option<super::identity::Prepared>,
-    /// The encoded arguments.
+    /// The encoded arguments, when small (`launch::HELD_ARGS_MAX`).
     pub(crate) _args: Vec<u8>,
     /// The emptied list of the arguments' descriptors (closed already).
     pub(crate) _fds: Vec<OwnedFd>,

@@ -200,6 +200,11 @@ fn pidfd_or_kill(pid: i32) -> Result<OwnedFd> {
     })
 }
 
+/// The largest encoded arguments a fork start keeps until the child's handle is dropped (see
+/// `child::Held`); larger ones are freed at once. Below glibc's default mmap threshold (128 KiB),
+/// so that what is held is heap memory whose free would write shared pages.
+const HELD_ARGS_MAX: usize = 64 * 1024;
+
 /// Copies this process; the copy runs `job` and exits.
 ///
 /// With `checked`, refuses unless this process has exactly one thread besides the library's own
@@ -286,7 +291,12 @@ pub(crate) fn fork(
             // own); the emptied list and the encoded arguments are held.
             call.fds.drain(..).for_each(drop);
             held._fds = std::mem::take(&mut call.fds);
-            held._args = std::mem::take(&mut call.args);
+            // Only small arguments: a large buffer is the allocator's own mapping, which it
+            // gives back with munmap (no shared page written), and holding it would keep that
+            // much memory for the child's whole life.
+            if call.args.len() <= HELD_ARGS_MAX {
+                held._args = std::mem::take(&mut call.args);
+            }
         }
         Some((forked, held))
     } else {
