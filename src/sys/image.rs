@@ -108,9 +108,14 @@ fn compute_main_span() -> (usize, usize, usize) {
     if phdr == 0 || phnum == 0 {
         return (0, 0, 0);
     }
-    // SAFETY: AT_PHDR and AT_PHNUM describe the main program's program headers, which
-    // the kernel mapped with it and which stay mapped for the life of the process.
-    let headers = unsafe { std::slice::from_raw_parts(phdr as *const libc::Elf64_Phdr, phnum) };
+    // AT_PHDR and AT_PHNUM describe the main program's program headers, which the kernel
+    // mapped with it and which stay mapped for the life of the process.
+    let headers = Object {
+        bias: 0,
+        phdr: phdr as *const libc::Elf64_Phdr,
+        phnum,
+    }
+    .headers();
     // The load bias: where the headers are, less where the program says they are.
     let Some(bias) = headers
         .iter()

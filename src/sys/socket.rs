@@ -69,13 +69,7 @@ pub(crate) fn sendmsg(
     if fds.is_empty() && count <= 1 {
         // One buffer and no descriptors: send(2) does the same as sendmsg(2) without copying
         // in a message header and an iovec array, which a small message notices (~80 ns).
-        let bytes: &[u8] = if count == 1 { &iov[0] } else { &[] };
-        loop {
-            match rustix::net::send(fd, bytes, flags) {
-                Err(Errno::INTR) => continue,
-                other => return other.map_err(io::Error::from),
-            }
-        }
+        return send_one(fd, if count == 1 { &iov[0] } else { &[] }, flags);
     }
     let mut space = [MaybeUninit::<u8>::uninit(); RIGHTS_SPACE];
     let mut control = if fds.is_empty() {
@@ -98,8 +92,13 @@ pub(crate) fn sendmsg(
 /// how many bytes went out (possibly fewer than asked). What [`sendmsg`] does for one part and
 /// no descriptors, without building the parts first. See send(2).
 pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    send_one(fd, bytes, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
+}
+
+/// send(2) of one buffer with `flags`, retried on `EINTR`.
+fn send_one(fd: BorrowedFd<'_>, bytes: &[u8], flags: SendFlags) -> io::Result<usize> {
     loop {
-        match rustix::net::send(fd, bytes, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+        match rustix::net::send(fd, bytes, flags) {
             Err(Errno::INTR) => continue,
             other => return other.map_err(io::Error::from),
         }
