@@ -369,6 +369,7 @@ pub(crate) fn finish(code: i32) -> ! {
 
 /// Runs one call and reports how it went (a result over `max_result` bytes as a failure to
 /// serialize it); returns the exit status to use.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn run_once(
     chan: &Channel,
     target: Target,
@@ -400,6 +401,7 @@ const RETURNED_ENCODED: &[u8] = &[0];
 
 /// Sends the outcome (and result) to the parent; returns the exit status that goes with it,
 /// or `Err` when the parent can no longer be told.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 fn report(
     chan: &Channel,
     outcome: &Outcome,
@@ -462,9 +464,16 @@ pub(crate) fn serve(chan: &mut Channel) {
 
 /// Calls `target` with `args` (whose handles take their descriptors from `fds`), catching a
 /// panic.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<Vec<u8>>) {
     capture_in_child(false);
-    let call = || crate::handles::with_incoming(fds, || target.invoke(args));
+    let call = || {
+        if fds.is_empty() {
+            target.invoke(args)
+        } else {
+            crate::handles::with_incoming(fds, || target.invoke(args))
+        }
+    };
     match panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(bytes)) => (Outcome::Returned, Some(bytes)),
         Ok(Err(CallError::Arguments(e))) => (Outcome::BadArguments(e.to_string()), None),

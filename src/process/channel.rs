@@ -28,6 +28,8 @@ pub(crate) struct Channel {
     fd: OwnedFd,
     decoder: FrameDecoder,
     eof: bool,
+    /// The peer has ended and a read has taken all it left (see [`Channel::drain_ended`]).
+    ended: bool,
     /// A read has filled [`SMALL_READ`]: from then on reads go straight into the decoder.
     grown: bool,
     /// Descriptors that arrived as SCM_RIGHTS, until taken.
@@ -52,6 +54,7 @@ impl Channel {
             fd,
             decoder: FrameDecoder::new(codec::MAX_FRAME_LIMIT),
             eof: false,
+            ended: false,
             grown: false,
             fds: Vec::new(),
         }
@@ -119,6 +122,7 @@ impl Channel {
     /// next, in one system call: [`send_message`](Self::send_message) without serde's code, for
     /// a message whose encoding is a constant (a forked child's usual report: every code page
     /// it runs is one it faults in).
+    #[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
     pub(crate) fn send_encoded(&self, encoded: &[u8], payload: Option<&[u8]>) -> Result<()> {
         let mut small = [0u8; SMALL_MESSAGE];
         let Some(room) = small.get_mut(HEADER_LEN..HEADER_LEN + encoded.len()) else {
@@ -130,13 +134,25 @@ impl Channel {
         room.copy_from_slice(encoded);
         let header = codec::encode_frame_header(encoded.len(), codec::MAX_FRAME_LIMIT)?;
         small[..HEADER_LEN].copy_from_slice(&header);
-        send_framed(
-            self.fd.as_fd(),
-            &small[..HEADER_LEN + encoded.len()],
-            payload,
-            &[],
-            None,
-        )
+        let mut len = HEADER_LEN + encoded.len();
+        // A small payload joins the buffer, framed: one plain send(2) then carries both, from
+        // a shallow stack (a forked child's report; sendmsg(2) would take a frame with room for
+        // descriptors). An empty one is not copied: that is a `memcpy` call, in a page of libc
+        // that a forked child would fault in.
+        let payload = match payload {
+            Some(p) if len + HEADER_LEN + p.len() <= SMALL_MESSAGE => {
+                let header = codec::encode_frame_header(p.len(), codec::MAX_FRAME_LIMIT)?;
+                small[len..len + HEADER_LEN].copy_from_slice(&header);
+                len += HEADER_LEN;
+                if !p.is_empty() {
+                    small[len..len + p.len()].copy_from_slice(p);
+                    len += p.len();
+                }
+                None
+            }
+            other => other,
+        };
+        send_framed(self.fd.as_fd(), &small[..len], payload, &[], None)
     }
 
     /// Takes the first descriptor received and not yet taken.
@@ -221,6 +237,21 @@ impl Channel {
     /// Reads everything that has already arrived, without blocking.
     pub(crate) fn drain(&mut self) -> Result<()> {
         while self.read_available()? {}
+        Ok(())
+    }
+
+    /// [`drain`](Self::drain) for a peer that has ended, which sends nothing more: stops at the
+    /// first read that did not fill its buffer and brought no descriptors. A stream read takes
+    /// every byte queued, up to the end of a message that carried descriptors, so such a read
+    /// has taken the rest, and no further read is needed to see the end of stream.
+    pub(crate) fn drain_ended(&mut self) -> Result<()> {
+        while !self.ended {
+            let (small, fds) = (!self.grown, self.fds.len());
+            if !self.read_available()? {
+                break;
+            }
+            self.ended = small && !self.grown && self.fds.len() == fds;
+        }
         Ok(())
     }
 
@@ -327,6 +358,7 @@ pub(crate) fn send_message_on<T: Serialize>(
 
 /// Sends `framed` (one or more whole frames, headers included) and, if given, `payload` in a
 /// frame of its own, with `fds` attached, in one system call when the socket has room.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 fn send_framed(
     fd: BorrowedFd<'_>,
     framed: &[u8],
@@ -401,5 +433,50 @@ mod tests {
             }
             assert_eq!(got, writer.join().unwrap());
         }
+    }
+
+    /// Everything `drain_ended` can collect from `bytes` then `more` (sent by a peer that has
+    /// finished sending), as frames.
+    fn frames_after_end(sent: impl FnOnce(&Channel)) -> (Vec<Vec<u8>>, usize) {
+        let (a, b) = sys::stream_socketpair().unwrap();
+        let sender = Channel::new(a);
+        let mut receiver = Channel::new(b);
+        sent(&sender);
+        // The sender's end stays open, as a grandchild that inherited it would keep it: the
+        // drain must not need the end of stream.
+        receiver.drain_ended().unwrap();
+        let mut frames = Vec::new();
+        while let Some(f) = receiver.take_frame().unwrap() {
+            frames.push(f);
+        }
+        (frames, receiver.take_fds().len())
+    }
+
+    /// A report followed by a result in one buffer, at the sizes around what fits in it: the
+    /// frames arrive as if sent apart, and one read takes both.
+    #[test]
+    fn a_small_payload_travels_in_the_report_buffer() {
+        let fits = SMALL_MESSAGE - 2 * HEADER_LEN - 1;
+        for n in [0, 1, fits - 1, fits, fits + 1, 5000, SMALL_READ * 3] {
+            let payload: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let (frames, _) = frames_after_end(|s| s.send_encoded(&[7], Some(&payload)).unwrap());
+            assert_eq!(frames, vec![vec![7], payload], "payload of {n} bytes");
+        }
+        let (frames, _) = frames_after_end(|s| s.send_encoded(&[7, 8], None).unwrap());
+        assert_eq!(frames, vec![vec![7, 8]]);
+    }
+
+    /// A read stops at the end of a message that carried descriptors: what follows it is read
+    /// too, although the first read came back short.
+    #[test]
+    fn the_drain_after_the_end_reads_past_a_message_with_descriptors() {
+        let (frames, fds) = frames_after_end(|s| {
+            let (x, y) = sys::stream_socketpair().unwrap();
+            s.send_bytes_with_fds_until(&[1, 2, 3], &[x, y], None).unwrap();
+            s.send_bytes_with_fds_until(&[4], &[], None).unwrap();
+            s.send_bytes_with_fds_until(&[5, 6], &[], None).unwrap();
+        });
+        assert_eq!(frames, vec![vec![1, 2, 3], vec![4], vec![5, 6]]);
+        assert_eq!(fds, 2);
     }
 }

@@ -128,7 +128,7 @@ impl Child {
         }
         loop {
             if let Some(exit) = self.poll_exit()? {
-                self.chan.drain()?;
+                self.chan.drain_ended()?;
                 return Ok(Some(exit));
             }
             match self.chan.wait(Some(self.pidfd.as_fd()), deadline, false)? {

@@ -31,8 +31,8 @@ pub(super) struct Finished {
 impl Finished {
     /// Reads everything the ended child sent and keeps its report.
     pub(super) fn from_child(child: &mut Child, exit: Option<Exit>) -> Finished {
-        // It has ended: whatever it sent is in the socket, followed by end of stream.
-        let drained = child.chan.drain();
+        // It has ended: whatever it sent is in the socket already.
+        let drained = child.chan.drain_ended();
         let outcome = drained.and_then(|()| child.chan.take::<Outcome>());
         let result = match &outcome {
             Ok(Some(Outcome::Returned)) => child.chan.take_frame(),

@@ -200,6 +200,7 @@ impl Target {
     ///
     /// Only valid on a target made in this process, or received from a parent whose build was
     /// verified with [`BuildId::verify`].
+    #[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
     pub(crate) fn invoke(self, args: &[u8]) -> std::result::Result<Vec<u8>, CallError> {
         // SAFETY: `entry` is the offset of an `entry::<A, R>` instantiation (see `Target::of`),
         // and the build was verified, so the rebased address is that function with type EntryFn.

@@ -55,6 +55,7 @@ impl Prepared {
     }
 
     /// Makes this the process's identity (in the forked child). Takes no lock, allocates nothing.
+    #[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
     pub(crate) fn publish(self) {
         ME.store(Box::leak(self.0), Ordering::Release);
     }

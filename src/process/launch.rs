@@ -210,6 +210,7 @@ const HELD_ARGS_MAX: usize = 64 * 1024;
 /// With `checked`, refuses unless this process has exactly one thread besides the library's own
 /// service thread (which is parked outside every lock for the duration of the fork). Without
 /// it, the caller has accepted the contract of `Process::new_fork_unchecked`.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn fork(
     me: Identity,
     parent_name: String,
@@ -258,7 +259,12 @@ pub(crate) fn fork(
         let (gate, owned) = service::hold_for_fork();
         // A spawned child's main thread, which only waits for the thread that runs its work.
         let owned = owned + super::bootstrap::idle_threads();
-        let threads = sys::thread_count().map_err(|e| Error::io("cannot count threads", e))?;
+        // glibc's own flag spares the stat of /proc in the common case of no thread at all.
+        let threads = if owned == 0 && sys::known_single_threaded() {
+            1
+        } else {
+            sys::thread_count().map_err(|e| Error::io("cannot count threads", e))?
+        };
         if threads != 1 + owned {
             return Err(Error::new(
                 ErrorKind::ThreadedFork,
@@ -348,6 +354,7 @@ const FEW_FDS: usize = 8;
 
 /// Closes every descriptor above stdio but `keep` and `fds` (at most `N` in all). The list is
 /// on the stack: every heap page written here would be copied for this child.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 fn close_all_but<const N: usize>(keep: [RawFd; 2], fds: &[OwnedFd], ours: RawFd) {
     let mut list = [-1 as RawFd; N];
     list[..2].copy_from_slice(&keep);
@@ -378,6 +385,14 @@ fn close_all_but_many(keep: [RawFd; 2], fds: &[OwnedFd], ours: RawFd) {
 /// `job` is borrowed, not moved: a move of it is a `memcpy` call, whose code page in libc this
 /// copy would otherwise fault in for nothing. It stays in the frame of `fork`, which this copy
 /// never returns to, and is never dropped here.
+///
+/// The code this copy runs of ours is kept together: `fork` copies no page-table entries of
+/// file-backed code, so the child faults in every 64 KiB window of code it runs (the kernel
+/// maps the window around a faulting page), at several microseconds each. The functions of its
+/// path carry `link_section = "multiproc_forked"`, which the linker gathers into one output
+/// section of a few KiB instead of leaving them spread over the crate's code. The user's
+/// function and its trampoline stay with the user's code, std's stdout flush with std's.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 fn run_forked(
     identity: &mut Option<identity::Prepared>,
     parent: i32,

@@ -83,6 +83,7 @@ pub enum StartMethod {
 static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A forked child starts its own count, as its name's path shows.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn reset_child_counter() {
     CHILD_COUNTER.store(0, Ordering::Relaxed);
 }

@@ -59,6 +59,7 @@ pub(crate) fn install() {
 
 /// Marks this process as a child (`unchecked`: of an unchecked fork) and makes sure the hook is
 /// in place. Never downgrades an unchecked-fork child.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn capture_in_child(unchecked: bool) {
     let mode = if unchecked { FORKED_UNCHECKED } else { CHILD };
     MODE.fetch_max(mode, Ordering::Relaxed);

@@ -175,6 +175,7 @@ static FORKS: AtomicU64 = AtomicU64::new(0);
 /// A fork through the library is about to start, or is over in this process (in the parent
 /// once `fork` returned, in the child as its first step): see [`FORKS`]. Lock-free, so that a
 /// forked child may call it whatever another thread of its parent was doing.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn note_fork() {
     FORKS.fetch_add(1, Ordering::AcqRel);
 }

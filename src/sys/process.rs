@@ -43,6 +43,7 @@ pub(crate) fn one_cpu_online() -> bool {
 ///
 /// A system call made inline (no libc call): a forked child calls it first thing, and every code
 /// page it runs is one more page fault there (fork does not copy the page tables of code).
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn getppid() -> i32 {
     rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get())
 }
@@ -55,6 +56,27 @@ pub(crate) fn gettid() -> i32 {
 /// True when the caller is the process's initial thread, whose exit ends the process.
 pub(crate) fn is_main_thread() -> bool {
     gettid() == getpid()
+}
+
+/// True when the C library knows this process to have one thread: glibc's
+/// `__libc_single_threaded`, which it clears before it creates a second thread and sets again
+/// only in the child of a fork. No system call, unlike [`thread_count`]. False when the C
+/// library keeps no such flag (not glibc) or the process has (or had) another thread.
+pub(crate) fn known_single_threaded() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            static __libc_single_threaded: libc::c_char;
+        }
+        // SAFETY: a byte of glibc's (since 2.32; the binaries std links already need 2.34)
+        // that lives as long as the process. Read volatile: glibc may write it from another
+        // thread, but only while another thread exists, when the answer is false either way.
+        unsafe { std::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
 }
 
 /// Number of threads in the calling process: the link count of `/proc/self/task` is the number
@@ -142,6 +164,7 @@ pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
 
 /// Asks the kernel to send `signal` to the calling process when the thread that created it ends.
 /// See PR_SET_PDEATHSIG in prctl(2).
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn set_parent_death_signal(sig: i32) -> io::Result<()> {
     // SIGKILL, what every child asks for, without the general conversion (one code page fewer
     // to fault in a forked child).
@@ -237,6 +260,7 @@ pub(crate) unsafe fn fork() -> io::Result<i32> {
 }
 
 /// Ends the calling process at once, without running exit handlers. See _exit(2).
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn exit_immediately(code: i32) -> ! {
     // SAFETY: _exit never returns and has no preconditions.
     unsafe { libc::_exit(code) }
@@ -278,6 +302,7 @@ pub(crate) fn is_status_lost(err: &io::Error) -> bool {
 
 /// Closes every descriptor from 3 up except those in `keep`, with a few close_range(2) calls
 /// over the gaps. For a freshly forked child, which knows exactly what it needs.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn close_all_except(keep: &mut [RawFd]) {
     keep.sort_unstable();
     let mut from: libc::c_uint = 3;
@@ -296,10 +321,50 @@ pub(crate) fn close_all_except(keep: &mut [RawFd]) {
     close_range(from, libc::c_uint::MAX);
 }
 
+/// close_range(2) with no flags: 0, or a nonzero value on failure.
+///
+/// On x86-64 the system call is made inline rather than through libc's `syscall()`: a forked
+/// child calls this first thing, and libc's wrapper sits on a code page of its own that the
+/// child would fault in (fork copies no page-table entries of file-backed code).
+///
+/// # Safety
+/// The caller owns every descriptor in `first..=last`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn close_range_syscall(first: libc::c_uint, last: libc::c_uint) -> isize {
+    let ret: isize;
+    // SAFETY: the Linux x86-64 system-call convention: number in rax, arguments in rdi, rsi,
+    // rdx; the kernel clobbers rcx and r11 and returns in rax (a negated errno on failure). No
+    // memory is read or written; the caller's obligation is the one of close_range itself.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_close_range as isize => ret,
+            in("rdi") first as usize,
+            in("rsi") last as usize,
+            in("rdx") 0usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack, preserves_flags),
+        );
+    }
+    ret
+}
+
+/// close_range(2) with no flags, through libc: 0, or -1 on failure.
+///
+/// # Safety
+/// The caller owns every descriptor in `first..=last`.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn close_range_syscall(first: libc::c_uint, last: libc::c_uint) -> isize {
+    // SAFETY: as the caller promised.
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) as isize }
+}
+
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 fn close_range(first: libc::c_uint, last: libc::c_uint) {
     // SAFETY: close_range takes two descriptor numbers and flags; the caller owns every
     // descriptor in the range (see close_all_except).
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+    let ret = unsafe { close_range_syscall(first, last) };
     if ret != 0 {
         // Kernels before 5.9: close them one by one, up to the descriptor limit.
         // SAFETY: sysconf has no preconditions.
@@ -313,5 +378,21 @@ fn close_range(first: libc::c_uint, last: libc::c_uint) {
             // SAFETY: as above; closing a descriptor that is not open gives EBADF, harmlessly.
             unsafe { libc::close(fd as RawFd) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flag that spares the count of threads must never say one while there are two.
+    #[test]
+    fn the_c_library_flag_never_claims_one_thread_while_there_are_two() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        assert!(!known_single_threaded());
+        assert!(thread_count().unwrap() >= 2);
+        drop(tx);
+        let _ = other.join();
     }
 }

@@ -41,6 +41,7 @@ const RIGHTS_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE));
 ///
 /// # Panics
 /// With more than four parts.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn sendmsg(
     fd: BorrowedFd<'_>,
     parts: &[&[u8]],
@@ -71,6 +72,20 @@ pub(crate) fn sendmsg(
         // in a message header and an iovec array, which a small message notices (~80 ns).
         return send_one(fd, if count == 1 { &iov[0] } else { &[] }, flags);
     }
+    send_parts(fd, &iov[..count], fds, flags)
+}
+
+/// The sendmsg(2) of [`sendmsg`], out of line: its kilobyte of room for descriptors is then in
+/// no frame of the one-buffer path (a forked child's report, which would fault in a second
+/// page of stack for it).
+#[inline(never)]
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
+fn send_parts(
+    fd: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    flags: SendFlags,
+) -> io::Result<usize> {
     let mut space = [MaybeUninit::<u8>::uninit(); RIGHTS_SPACE];
     let mut control = if fds.is_empty() {
         SendAncillaryBuffer::default()
@@ -81,7 +96,7 @@ pub(crate) fn sendmsg(
         control
     };
     loop {
-        match rustix::net::sendmsg(fd, &iov[..count], &mut control, flags) {
+        match rustix::net::sendmsg(fd, iov, &mut control, flags) {
             Err(Errno::INTR) => continue,
             other => return other.map_err(io::Error::from),
         }
@@ -96,6 +111,7 @@ pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<u
 }
 
 /// send(2) of one buffer with `flags`, retried on `EINTR`.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 fn send_one(fd: BorrowedFd<'_>, bytes: &[u8], flags: SendFlags) -> io::Result<usize> {
     loop {
         match rustix::net::send(fd, bytes, flags) {
@@ -125,6 +141,7 @@ pub(crate) fn skip_parts<'a>(parts: &[&'a [u8]], mut skip: usize) -> ([&'a [u8];
 /// SIGPIPE; gives up at `deadline` (`None`: never) with [`io::ErrorKind::TimedOut`] (then
 /// part of the message may have gone out: the stream is no longer usable). Works whether the
 /// socket is blocking or not: each send is non-blocking, and a full socket is waited on.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn send_all_parts_until(
     fd: BorrowedFd<'_>,
     parts: &[&[u8]],
