@@ -472,7 +472,8 @@ mod tests {
     fn the_drain_after_the_end_reads_past_a_message_with_descriptors() {
         let (frames, fds) = frames_after_end(|s| {
             let (x, y) = sys::stream_socketpair().unwrap();
-            s.send_bytes_with_fds_until(&[1, 2, 3], &[x, y], None).unwrap();
+            s.send_bytes_with_fds_until(&[1, 2, 3], &[x, y], None)
+                .unwrap();
             s.send_bytes_with_fds_until(&[4], &[], None).unwrap();
             s.send_bytes_with_fds_until(&[5, 6], &[], None).unwrap();
         });
