@@ -390,7 +390,7 @@ fn close_all_but_many(keep: [RawFd; 2], fds: &[OwnedFd], ours: RawFd) {
 /// file-backed code, so the child faults in every 64 KiB window of code it runs (the kernel
 /// maps the window around a faulting page), at several microseconds each. The functions of its
 /// path carry `link_section = "multiproc_forked"`, which the linker gathers into one output
-/// section of a few KiB instead of leaving them spread over the crate's code. The user's
+/// section of about 12 KiB instead of leaving them spread over the crate's code. The user's
 /// function and its trampoline stay with the user's code, std's stdout flush with std's.
 #[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 fn run_forked(

@@ -59,9 +59,11 @@ pub(crate) fn is_main_thread() -> bool {
 }
 
 /// True when the C library knows this process to have one thread: glibc's
-/// `__libc_single_threaded`, which it clears before it creates a second thread and sets again
-/// only in the child of a fork. No system call, unlike [`thread_count`]. False when the C
-/// library keeps no such flag (not glibc) or the process has (or had) another thread.
+/// `__libc_single_threaded`, which it clears before it creates a second thread and never sets
+/// again (glibc 2.36 leaves it clear even in the child of a fork). No system call, unlike
+/// [`thread_count`]. False when the C library keeps no such flag (not glibc) or the process
+/// has (or had) another thread. Threads made with a raw `clone` behind glibc's back are not
+/// seen; such a program has broken glibc's own locking already.
 pub(crate) fn known_single_threaded() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
