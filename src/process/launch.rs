@@ -276,7 +276,10 @@ pub(crate) fn fork(
                 ),
             ));
         }
-        crate::shm::note_fork();
+        // Both steps of the fork count at once: no claim can be made while it is under way
+        // (the service thread is held), so neither this process nor the copy writes the
+        // count's page after the fork (a page copy each).
+        crate::shm::note_whole_fork();
         // SAFETY: this process has one thread besides the service thread (and, in a spawned
         // child, its main thread, asleep in pthread_join holding no lock), and `gate` keeps
         // the service thread asleep in poll(2), holding no lock and inside no allocation, until
@@ -286,7 +289,6 @@ pub(crate) fn fork(
             Ok(0) => run_forked(&mut identity, parent, &mut job, theirs, ours_raw, exe),
             other => other,
         };
-        crate::shm::note_fork();
         drop(gate);
         let mut held = Held {
             _identity: identity.take(),
@@ -401,9 +403,12 @@ fn run_forked(
     ours: RawFd,
     exe: Option<RawFd>,
 ) -> ! {
-    // The fork is over in this copy: claims made from now on are this child's own.
-    crate::shm::note_fork();
     let checked = !matches!(job, ForkJob::Closure(..));
+    // The fork is over in this copy: claims made from now on are this child's own (a checked
+    // fork counted it whole before).
+    if !checked {
+        crate::shm::note_fork();
+    }
     // The parent's end, copied by fork: closed so that our exit is seen as end of stream (by
     // the descriptor cleanup below in a checked child, which keeps only what it needs).
     if !checked {

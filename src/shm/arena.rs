@@ -164,7 +164,7 @@ pub(crate) struct SlotClaim {
 
 /// Forks of this process through the library, counted twice each: odd while one is under way
 /// (from just before the `fork` until the parent is back, and in the child until its first
-/// step). A forked child gets a copy of every claim without a count of its own (a copy of
+/// step; a checked fork, during which no other thread runs, counts both before the `fork`). A forked child gets a copy of every claim without a count of its own (a copy of
 /// memory is not a message), so:
 /// - the copy's drop in the child gives nothing back (its `pid` is not the child's);
 /// - a claim gives its count back only if no fork started since it was made (`forks` even and
@@ -178,6 +178,13 @@ static FORKS: AtomicU64 = AtomicU64::new(0);
 #[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn note_fork() {
     FORKS.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Both steps of [`note_fork`] at once, before a fork during which no claim can be made (no
+/// other thread runs): the parent is then back, and the child past its first step, with nothing
+/// more to count.
+pub(crate) fn note_whole_fork() {
+    FORKS.fetch_add(2, Ordering::AcqRel);
 }
 
 /// This process's id and fork count, for a new claim.

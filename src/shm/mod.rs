@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handles::{self, Handle};
 use crate::sys;
 
-pub(crate) use arena::note_fork;
+pub(crate) use arena::{note_fork, note_whole_fork};
 pub(crate) use region::{HEADER_LEN, Kind, NO_TYPE_TAG, Region, Sealing, type_tag};
 pub(crate) use shared::{SLOT_ALIGN, SLOT_PAYLOAD, Shared};
 
