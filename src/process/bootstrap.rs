@@ -467,13 +467,9 @@ pub(crate) fn serve(chan: &mut Channel) {
 #[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 fn execute(target: Target, args: &[u8], fds: Vec<OwnedFd>) -> (Outcome, Option<Vec<u8>>) {
     capture_in_child(false);
-    let call = || {
-        if fds.is_empty() {
-            target.invoke(args)
-        } else {
-            crate::handles::with_incoming(fds, || target.invoke(args))
-        }
-    };
+    // Installed even when empty: a forked child's memory may hold its parent's list of
+    // received descriptors, which the call's handles must never resolve against.
+    let call = || crate::handles::with_incoming(fds, || target.invoke(args));
     match panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(bytes)) => (Outcome::Returned, Some(bytes)),
         Ok(Err(CallError::Arguments(e))) => (Outcome::BadArguments(e.to_string()), None),

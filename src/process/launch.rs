@@ -259,12 +259,10 @@ pub(crate) fn fork(
         let (gate, owned) = service::hold_for_fork();
         // A spawned child's main thread, which only waits for the thread that runs its work.
         let owned = owned + super::bootstrap::idle_threads();
-        // glibc's own flag spares the stat of /proc in the common case of no thread at all.
-        let threads = if owned == 0 && sys::known_single_threaded() {
-            1
-        } else {
-            sys::thread_count().map_err(|e| Error::io("cannot count threads", e))?
-        };
+        // The kernel's count, not glibc's `__libc_single_threaded`: that flag misses threads
+        // made by a raw clone(2) or by a second glibc loaded with dlmopen (tests in
+        // ipc-tests' fork_hostile), and a fork beside one of those could deadlock the child.
+        let threads = sys::thread_count().map_err(|e| Error::io("cannot count threads", e))?;
         if threads != 1 + owned {
             return Err(Error::new(
                 ErrorKind::ThreadedFork,

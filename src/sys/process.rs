@@ -58,29 +58,6 @@ pub(crate) fn is_main_thread() -> bool {
     gettid() == getpid()
 }
 
-/// True when the C library knows this process to have one thread: glibc's
-/// `__libc_single_threaded`, which it clears before it creates a second thread and never sets
-/// again (glibc 2.36 leaves it clear even in the child of a fork). No system call, unlike
-/// [`thread_count`]. False when the C library keeps no such flag (not glibc) or the process
-/// has (or had) another thread. Threads made with a raw `clone` behind glibc's back are not
-/// seen; such a program has broken glibc's own locking already.
-pub(crate) fn known_single_threaded() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            static __libc_single_threaded: libc::c_char;
-        }
-        // SAFETY: a byte of glibc's (since 2.32; the binaries std links already need 2.34)
-        // that lives as long as the process. Read volatile: glibc may write it from another
-        // thread, but only while another thread exists, when the answer is false either way.
-        unsafe { std::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
-}
-
 /// Number of threads in the calling process: the link count of `/proc/self/task` is the number
 /// of its entries (one per thread) plus two (`.` and `..`). One stat(2), no parsing. See proc(5).
 pub(crate) fn thread_count() -> io::Result<usize> {
@@ -383,18 +360,3 @@ fn close_range(first: libc::c_uint, last: libc::c_uint) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The flag that spares the count of threads must never say one while there are two.
-    #[test]
-    fn the_c_library_flag_never_claims_one_thread_while_there_are_two() {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let other = std::thread::spawn(move || rx.recv());
-        assert!(!known_single_threaded());
-        assert!(thread_count().unwrap() >= 2);
-        drop(tx);
-        let _ = other.join();
-    }
-}
