@@ -242,3 +242,49 @@ mod tests {
         assert!(!is_suite_segment("mp-42420-1-0", 4242));
     }
 }
+
+/// Never returns: waits for signals with every signal blocked (it shares the process's signal
+/// handlers and the main thread's TLS, so it must run no handler and touch no errno).
+extern "C" fn idle_raw_thread(_: *mut libc::c_void) -> libc::c_int {
+    loop {
+        // SAFETY: pause takes no arguments; with every signal blocked it never returns.
+        unsafe { libc::syscall(libc::SYS_pause) };
+    }
+}
+
+/// Adds a thread to this process with clone(2) itself, not pthread_create, as a runtime that
+/// does not use pthreads would (Go's without cgo, a hand-made sandbox helper). It idles until
+/// the process ends. Returns the new thread's id.
+///
+/// # Panics
+/// When clone fails.
+pub fn raw_clone_thread() -> i32 {
+    const STACK: usize = 64 * 1024;
+    let stack = Box::leak(vec![0u8; STACK].into_boxed_slice());
+    // SAFETY: a new stack of our own, leaked; the new thread runs `idle_raw_thread` only, which
+    // never returns and uses neither TLS nor the heap. Every signal is blocked across the clone
+    // so that the new thread starts (and stays) with all of them blocked.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let top = stack.as_mut_ptr().add(STACK).cast::<libc::c_void>();
+        let flags = libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM;
+        let tid = libc::clone(idle_raw_thread, top, flags, std::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        assert!(tid > 0, "clone failed");
+        tid
+    }
+}
+
+/// The threads of this process: the link count of `/proc/self/task` minus two.
+pub fn thread_count() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/task").map_or(0, |m| m.nlink() - 2)
+}

@@ -7,7 +7,8 @@
 //! the child overflow its stack; `closed-stdio` (`closed-stdout`, `closed-stderr`) closes
 //! standard output and error (one of them), then exits 0 if the child found both open and
 //! inheritable; `replaced`
-//! replaces its own executable file by another before it starts two children.
+//! replaces its own executable file by another before it starts two children; `fork` forks
+//! a child (checked); `raw-thread-fork` adds a thread made with clone(2) first.
 
 use std::io::Write;
 
@@ -106,6 +107,23 @@ fn main() {
             let first = run(triple, 14);
             let second = run(triple, 15);
             first.and_then(|a| second.map(|b| format!("result {a} {b}")))
+        }
+        // A second thread made with clone(2), not pthread_create, in a program that made no
+        // other: a checked fork must still be refused.
+        "raw-thread-fork" => {
+            ipc_tests::raw_clone_thread();
+            let threads = ipc_tests::thread_count();
+            let mut p = Process::new(triple, 14).with_start_method(multiproc::StartMethod::Fork);
+            p.start()
+                .and_then(|()| p.join())
+                .map(|v| format!("forked beside {threads} threads: result {v}"))
+        }
+        // The same fork without the extra thread: allowed.
+        "fork" => {
+            let mut p = Process::new(triple, 14).with_start_method(multiproc::StartMethod::Fork);
+            p.start()
+                .and_then(|()| p.join())
+                .map(|v| format!("result {v}"))
         }
         other => Ok(format!("unknown mode {other:?}")),
     };

@@ -13,6 +13,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 mod bootstrap;
 mod fork;
+mod fork_hostile;
 mod forkserver;
 mod futures;
 mod manager;
@@ -45,6 +46,7 @@ fn main() {
     let mut trials = Vec::new();
     trials.extend(process::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(fork::tests().into_iter().map(|(n, f)| trial(n, f)));
+    trials.extend(fork_hostile::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(outcomes::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(pipe::tests().into_iter().map(|(n, f)| trial(n, f)));
     trials.extend(worker::tests().into_iter().map(|(n, f)| trial(n, f)));

@@ -1,0 +1,154 @@
+//! Hostile tests of the fork start method's fast paths: the C library's single-thread flag in
+//! front of the thread count, and the drain that stops at the first short read once the child
+//! has ended.
+
+use multiproc::{ErrorKind, Process, StartMethod};
+
+use crate::{Context, TestFn, ensure};
+
+pub fn tests() -> Vec<(&'static str, TestFn)> {
+    vec![
+        (
+            "fork_hostile::refused_beside_a_thread_made_without_pthread",
+            refused_beside_a_thread_made_without_pthread,
+        ),
+        (
+            "fork_hostile::refused_in_a_program_beside_a_thread_made_without_pthread",
+            refused_in_a_program_beside_a_thread_made_without_pthread,
+        ),
+        (
+            "fork_hostile::results_around_the_buffer_sizes",
+            results_around_the_buffer_sizes,
+        ),
+    ]
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// glibc's flag, as this process sees it.
+fn libc_single_threaded() -> bool {
+    unsafe extern "C" {
+        static __libc_single_threaded: libc::c_char;
+    }
+    // SAFETY: a byte of glibc's that lives as long as the process.
+    unsafe { std::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
+}
+
+/// In a forked child (one thread, none of the library's): adds a second thread with clone(2)
+/// itself, as a runtime that does not use pthreads would (Go's without cgo, a hand-made sandbox
+/// helper), then asks for a checked fork. Returns (threads seen, glibc's flag, what the fork
+/// did).
+fn fork_beside_raw_thread() -> (u64, bool, String) {
+    ipc_tests::raw_clone_thread();
+    let seen = ipc_tests::thread_count();
+    let flag = libc_single_threaded();
+    let mut p = Process::new(square, 5).with_start_method(StartMethod::Fork);
+    let what = match p.start() {
+        Err(e) if e.kind() == ErrorKind::ThreadedFork => "refused".to_string(),
+        Err(e) => format!("failed otherwise: {e}"),
+        Ok(()) => format!("forked, joined {:?}", p.join().map_err(|e| e.to_string())),
+    };
+    // The extra thread ends with this process (its exit ends every thread).
+    (seen, flag, what)
+}
+
+/// A checked fork must be refused while another thread exists, whoever made it: the copy would
+/// have one thread, and whatever the other held stays held. Here, in the forked child of a
+/// threaded process, glibc's flag already says "threads" (glibc 2.36 does not set it again in
+/// a fork's child): see bootstrap's `start_one raw-thread-fork` for a process where it is set.
+fn refused_beside_a_thread_made_without_pthread() -> Result<(), String> {
+    // SAFETY: the closure takes no lock another thread of this test process could hold: it
+    // allocates (glibc's allocator is reset in a fork's child), makes a thread with clone(2) and
+    // starts a process.
+    let mut p = unsafe { Process::new_fork_unchecked(fork_beside_raw_thread) };
+    p.start().ctx("start")?;
+    let (seen, flag, what) = p.join().ctx("join")?;
+    ensure!(seen == 2, "the child should have two threads, has {seen}");
+    ensure!(
+        what == "refused",
+        "a fork beside a second thread was not refused: {what} (threads {seen}, glibc's \
+         single-thread flag {flag})"
+    );
+    Ok(())
+}
+
+fn bytes_of(n: u64) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// In a spawned child: forks children returning byte strings of `sizes` lengths and checks
+/// each comes back whole. Returns the sizes that did not.
+fn fork_many_sizes(sizes: Vec<u64>) -> Vec<(u64, String)> {
+    let mut bad = Vec::new();
+    for n in sizes {
+        let mut p = Process::new(bytes_of, n).with_start_method(StartMethod::Fork);
+        if let Err(e) = p.start() {
+            bad.push((n, format!("start: {e}")));
+            continue;
+        }
+        // Let the child end before the parent reads anything: the whole report is then read
+        // by the drain after the end.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        match p.join() {
+            Ok(v) if v == bytes_of(n) => {}
+            Ok(v) => bad.push((n, format!("{} bytes back", v.len()))),
+            Err(e) => bad.push((n, e.to_string())),
+        }
+    }
+    bad
+}
+
+/// Results whose report is just under, at and just over the 256-byte send buffer and the
+/// 4 KiB first read, and a few large ones, each read after the child ended.
+fn results_around_the_buffer_sizes() -> Result<(), String> {
+    let mut sizes: Vec<u64> = (0..8).chain(220..260).chain(4060..4110).collect();
+    sizes.extend([8192, 65_536, 212_992, 1 << 20]);
+    let mut p = Process::new(fork_many_sizes, sizes);
+    p.start().ctx("start")?;
+    let bad = p.join().ctx("join")?;
+    ensure!(bad.is_empty(), "results lost or wrong: {bad:?}");
+    Ok(())
+}
+
+/// Runs `start_one mode` to completion within a minute; its standard output.
+fn start_one(mode: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_start_one"))
+        .arg(mode)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ctx("spawn start_one")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().ctx("wait")?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("start_one {mode} did not finish within a minute"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_string(&mut out).ctx("read stdout")?;
+    }
+    Ok(out)
+}
+
+/// A program that never made a pthread (glibc's single-thread flag still set) adds a thread
+/// with clone(2): its checked fork must be refused all the same, as the count of
+/// `/proc/self/task` would refuse it.
+fn refused_in_a_program_beside_a_thread_made_without_pthread() -> Result<(), String> {
+    let plain = start_one("fork")?;
+    ensure!(
+        plain.contains("result 42"),
+        "the plain fork failed: {plain}"
+    );
+    let out = start_one("raw-thread-fork")?;
+    ensure!(
+        out.contains("error ThreadedFork"),
+        "a fork beside a second thread was not refused: {out}"
+    );
+    Ok(())
+}
