@@ -20,6 +20,14 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             "fork_hostile::results_around_the_buffer_sizes",
             results_around_the_buffer_sizes,
         ),
+        (
+            "fork_hostile::results_around_the_buffer_sizes_with_sigchld_ignored",
+            results_around_the_buffer_sizes_with_sigchld_ignored,
+        ),
+        (
+            "fork_hostile::killed_mid_send_is_killed",
+            killed_mid_send_is_killed,
+        ),
     ]
 }
 
@@ -79,18 +87,30 @@ fn bytes_of(n: u64) -> Vec<u8> {
 }
 
 /// In a spawned child: forks children returning byte strings of `sizes` lengths and checks
-/// each comes back whole. Returns the sizes that did not.
-fn fork_many_sizes(sizes: Vec<u64>) -> Vec<(u64, String)> {
+/// each comes back whole, with SIGCHLD ignored if asked (the kernel then reaps them itself, and
+/// their status is lost). Every other one is polled with `is_alive` until it has ended, the
+/// others joined after they had time to end. Returns the sizes that did not come back whole.
+fn fork_many_sizes((sizes, ignore_sigchld): (Vec<u64>, bool)) -> Vec<(u64, String)> {
+    if ignore_sigchld {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    }
     let mut bad = Vec::new();
-    for n in sizes {
+    for (i, n) in sizes.into_iter().enumerate() {
         let mut p = Process::new(bytes_of, n).with_start_method(StartMethod::Fork);
         if let Err(e) = p.start() {
             bad.push((n, format!("start: {e}")));
             continue;
         }
-        // Let the child end before the parent reads anything: the whole report is then read
-        // by the drain after the end.
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        if i % 2 == 0 {
+            // Let the child end before the parent reads anything: the whole report is then
+            // read by the drain after the end.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        } else {
+            while p.is_alive() {
+                std::thread::yield_now();
+            }
+        }
         match p.join() {
             Ok(v) if v == bytes_of(n) => {}
             Ok(v) => bad.push((n, format!("{} bytes back", v.len()))),
@@ -100,15 +120,57 @@ fn fork_many_sizes(sizes: Vec<u64>) -> Vec<(u64, String)> {
     bad
 }
 
+fn sizes() -> Vec<u64> {
+    let mut sizes: Vec<u64> = (0..8).chain(220..260).chain(4060..4110).collect();
+    sizes.extend([8192, 65_536, 212_992, 1 << 20]);
+    sizes
+}
+
 /// Results whose report is just under, at and just over the 256-byte send buffer and the
 /// 4 KiB first read, and a few large ones, each read after the child ended.
 fn results_around_the_buffer_sizes() -> Result<(), String> {
-    let mut sizes: Vec<u64> = (0..8).chain(220..260).chain(4060..4110).collect();
-    sizes.extend([8192, 65_536, 212_992, 1 << 20]);
-    let mut p = Process::new(fork_many_sizes, sizes);
+    let mut p = Process::new(fork_many_sizes, (sizes(), false));
     p.start().ctx("start")?;
     let bad = p.join().ctx("join")?;
     ensure!(bad.is_empty(), "results lost or wrong: {bad:?}");
+    Ok(())
+}
+
+/// The same with SIGCHLD ignored: the status is lost, the result must not be.
+fn results_around_the_buffer_sizes_with_sigchld_ignored() -> Result<(), String> {
+    let mut p = Process::new(fork_many_sizes, (sizes(), true));
+    p.start().ctx("start")?;
+    let bad = p.join().ctx("join")?;
+    ensure!(bad.is_empty(), "results lost or wrong: {bad:?}");
+    Ok(())
+}
+
+/// In a spawned child: forks a child whose 4 MiB result fills the socket, kills it while it
+/// is blocked sending, and joins. Returns what the join said.
+fn kill_mid_send(_: ()) -> String {
+    let mut p = Process::new(bytes_of, 4 << 20).with_start_method(StartMethod::Fork);
+    if let Err(e) = p.start() {
+        return format!("start: {e}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    if let Err(e) = p.kill() {
+        return format!("kill: {e}");
+    }
+    match p.join() {
+        Ok(v) => format!("Ok({} bytes)", v.len()),
+        Err(e) => format!("{:?} {:?}", e.kind(), e.signal()),
+    }
+}
+
+/// A child killed half-way through its result: the join says killed, never a result.
+fn killed_mid_send_is_killed() -> Result<(), String> {
+    let mut p = Process::new(kill_mid_send, ());
+    p.start().ctx("start")?;
+    let said = p.join().ctx("join")?;
+    ensure!(
+        said == "Signaled Some(9)",
+        "join of a killed child said {said}"
+    );
     Ok(())
 }
 
