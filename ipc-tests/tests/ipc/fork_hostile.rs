@@ -25,6 +25,22 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             results_around_the_buffer_sizes_with_sigchld_ignored,
         ),
         (
+            "fork_hostile::results_around_the_buffer_sizes_from_the_forkserver",
+            results_around_the_buffer_sizes_from_the_forkserver,
+        ),
+        (
+            "fork_hostile::worker_calls_with_small_results",
+            worker_calls_with_small_results,
+        ),
+        (
+            "fork_hostile::join_with_a_grandchild_holding_the_socket",
+            join_with_a_grandchild_holding_the_socket,
+        ),
+        (
+            "fork_hostile::a_result_with_a_handle_is_a_typed_error",
+            a_result_with_a_handle_is_a_typed_error,
+        ),
+        (
             "fork_hostile::killed_mid_send_is_killed",
             killed_mid_send_is_killed,
         ),
@@ -87,17 +103,24 @@ fn bytes_of(n: u64) -> Vec<u8> {
 }
 
 /// In a spawned child: forks children returning byte strings of `sizes` lengths and checks
-/// each comes back whole, with SIGCHLD ignored if asked (the kernel then reaps them itself, and
+/// each comes back whole (children of the forkserver if asked), with SIGCHLD ignored if asked (the kernel then reaps them itself, and
 /// their status is lost). Every other one is polled with `is_alive` until it has ended, the
 /// others joined after they had time to end. Returns the sizes that did not come back whole.
-fn fork_many_sizes((sizes, ignore_sigchld): (Vec<u64>, bool)) -> Vec<(u64, String)> {
+fn fork_many_sizes(
+    (sizes, ignore_sigchld, forkserver): (Vec<u64>, bool, bool),
+) -> Vec<(u64, String)> {
     if ignore_sigchld {
         // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
         unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     }
     let mut bad = Vec::new();
     for (i, n) in sizes.into_iter().enumerate() {
-        let mut p = Process::new(bytes_of, n).with_start_method(StartMethod::Fork);
+        let method = if forkserver {
+            StartMethod::Forkserver
+        } else {
+            StartMethod::Fork
+        };
+        let mut p = Process::new(bytes_of, n).with_start_method(method);
         if let Err(e) = p.start() {
             bad.push((n, format!("start: {e}")));
             continue;
@@ -129,7 +152,7 @@ fn sizes() -> Vec<u64> {
 /// Results whose report is just under, at and just over the 256-byte send buffer and the
 /// 4 KiB first read, and a few large ones, each read after the child ended.
 fn results_around_the_buffer_sizes() -> Result<(), String> {
-    let mut p = Process::new(fork_many_sizes, (sizes(), false));
+    let mut p = Process::new(fork_many_sizes, (sizes(), false, false));
     p.start().ctx("start")?;
     let bad = p.join().ctx("join")?;
     ensure!(bad.is_empty(), "results lost or wrong: {bad:?}");
@@ -138,10 +161,120 @@ fn results_around_the_buffer_sizes() -> Result<(), String> {
 
 /// The same with SIGCHLD ignored: the status is lost, the result must not be.
 fn results_around_the_buffer_sizes_with_sigchld_ignored() -> Result<(), String> {
-    let mut p = Process::new(fork_many_sizes, (sizes(), true));
+    let mut p = Process::new(fork_many_sizes, (sizes(), true, false));
     p.start().ctx("start")?;
     let bad = p.join().ctx("join")?;
     ensure!(bad.is_empty(), "results lost or wrong: {bad:?}");
+    Ok(())
+}
+
+/// The same sizes from children of the forkserver.
+fn results_around_the_buffer_sizes_from_the_forkserver() -> Result<(), String> {
+    let mut p = Process::new(fork_many_sizes, (sizes(), false, true));
+    p.start().ctx("start")?;
+    let bad = p.join().ctx("join")?;
+    ensure!(bad.is_empty(), "results lost or wrong: {bad:?}");
+    Ok(())
+}
+
+/// In a spawned child: one forked worker, called with every size in turn (each result travels
+/// in the report's buffer when it fits). Returns the sizes that did not come back whole.
+fn worker_sizes(sizes: Vec<u64>) -> Vec<(u64, String)> {
+    let mut w = match multiproc::Worker::start_with(StartMethod::Fork) {
+        Ok(w) => w,
+        Err(e) => return vec![(0, format!("start: {e}"))],
+    };
+    let mut bad = Vec::new();
+    for n in sizes {
+        match w.call(bytes_of, n) {
+            Ok(v) if v == bytes_of(n) => {}
+            Ok(v) => bad.push((n, format!("{} bytes back", v.len()))),
+            Err(e) => bad.push((n, e.to_string())),
+        }
+    }
+    if let Err(e) = w.shutdown() {
+        bad.push((u64::MAX, format!("shutdown: {e}")));
+    }
+    bad
+}
+
+/// Repeated calls of one forked worker with small results, every size up to past the buffer.
+fn worker_calls_with_small_results() -> Result<(), String> {
+    let all: Vec<u64> = (0..300).chain(4060..4110).collect();
+    let mut p = Process::new(worker_sizes, all);
+    p.start().ctx("start")?;
+    let bad = p.join().ctx("join")?;
+    ensure!(bad.is_empty(), "results lost or wrong: {bad:?}");
+    Ok(())
+}
+
+/// Runs in a forked child: forks a grandchild with fork(2) itself, which keeps the report
+/// socket open for half a second after we returned; returns its pid.
+fn leave_a_grandchild_holding_the_socket(_: ()) -> i32 {
+    // SAFETY: this child has one thread; the grandchild only sleeps and ends with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::usleep(500_000);
+            libc::_exit(0)
+        }
+    }
+    pid
+}
+
+/// In a spawned child: joins a forked child that left a grandchild holding its socket, then
+/// waits for the grandchild to end. Returns (the join, whether the grandchild was still alive
+/// when the join returned).
+fn join_beside_grandchild(_: ()) -> (Result<i32, String>, bool) {
+    let mut p = Process::new(leave_a_grandchild_holding_the_socket, ())
+        .with_start_method(StartMethod::Fork);
+    if let Err(e) = p.start() {
+        return (Err(format!("start: {e}")), false);
+    }
+    let joined = p.join().map_err(|e| e.to_string());
+    let alive = joined.as_ref().is_ok_and(|&pid| !ipc_tests::is_gone(pid));
+    if let Ok(&pid) = joined.as_ref() {
+        ipc_tests::eventually(std::time::Duration::from_secs(10), || {
+            ipc_tests::is_gone(pid)
+        });
+    }
+    (joined, alive)
+}
+
+/// The report arrives whole although a grandchild keeps the socket open (no end of stream):
+/// the join neither waits for the grandchild nor loses the result.
+fn join_with_a_grandchild_holding_the_socket() -> Result<(), String> {
+    let mut p = Process::new(join_beside_grandchild, ());
+    p.start().ctx("start")?;
+    let (joined, _alive) = p.join().ctx("join")?;
+    ensure!(matches!(joined, Ok(pid) if pid > 0), "join: {joined:?}");
+    Ok(())
+}
+
+/// Runs in a forked child: returns a handle, which a result cannot carry.
+fn return_a_connection(_: ()) -> multiproc::Connection<u8> {
+    multiproc::pipe::<u8>().expect("pipe").0
+}
+
+/// In a spawned child: what joining a forked child that returned a handle says.
+fn join_a_handle_result(_: ()) -> String {
+    let mut p = Process::new(return_a_connection, ()).with_start_method(StartMethod::Fork);
+    if let Err(e) = p.start() {
+        return format!("start: {e}");
+    }
+    match p.join() {
+        Ok(_) => "Ok".to_string(),
+        Err(e) => format!("{:?}: {e}", e.kind()),
+    }
+}
+
+/// A result with a handle in it: a typed error that says why, not a lost report.
+fn a_result_with_a_handle_is_a_typed_error() -> Result<(), String> {
+    let mut p = Process::new(join_a_handle_result, ());
+    p.start().ctx("start")?;
+    let said = p.join().ctx("join")?;
+    ensure!(said.contains("argument"), "join said {said}");
     Ok(())
 }
 
