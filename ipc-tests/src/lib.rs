@@ -227,22 +227,6 @@ pub fn affinity(tid: i32) -> Vec<usize> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::is_suite_segment;
-
-    #[test]
-    fn only_the_suites_own_segments_count() {
-        assert!(is_suite_segment("mp-4242-3-0000abcd", 4242));
-        assert!(is_suite_segment("mp-test-live-4242", 4242));
-        assert!(is_suite_segment(".multiproc-4242-7", 4242));
-        // Another program's segment, or another suite's (same prefix, other pid).
-        assert!(!is_suite_segment("mp-999-1-00000000", 4242));
-        assert!(!is_suite_segment("pulse-shm-4242", 4242));
-        assert!(!is_suite_segment("mp-42420-1-0", 4242));
-    }
-}
-
 /// Never returns: waits for signals with every signal blocked (it shares the process's signal
 /// handlers and the main thread's TLS, so it must run no handler and touch no errno).
 extern "C" fn idle_raw_thread(_: *mut libc::c_void) -> libc::c_int {
@@ -287,4 +271,20 @@ pub fn raw_clone_thread() -> i32 {
 pub fn thread_count() -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self/task").map_or(0, |m| m.nlink() - 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_suite_segment;
+
+    #[test]
+    fn only_the_suites_own_segments_count() {
+        assert!(is_suite_segment("mp-4242-3-0000abcd", 4242));
+        assert!(is_suite_segment("mp-test-live-4242", 4242));
+        assert!(is_suite_segment(".multiproc-4242-7", 4242));
+        // Another program's segment, or another suite's (same prefix, other pid).
+        assert!(!is_suite_segment("mp-999-1-00000000", 4242));
+        assert!(!is_suite_segment("pulse-shm-4242", 4242));
+        assert!(!is_suite_segment("mp-42420-1-0", 4242));
+    }
 }
