@@ -267,6 +267,64 @@ pub fn raw_clone_thread() -> i32 {
     }
 }
 
+/// The start routine of [`dlmopen_thread`]: waits for signals forever with every signal
+/// blocked, by a system call made inline (its TLS is the other C library's: it must not touch
+/// errno, or anything else of ours).
+extern "C" fn idle_foreign_thread(_: *mut libc::c_void) -> *mut libc::c_void {
+    loop {
+        // SAFETY: pause(2) takes no arguments and touches no memory.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") libc::SYS_pause => _,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+    }
+}
+
+/// Adds a thread made by a second copy of the C library, loaded with `dlmopen(LM_ID_NEWLM)`
+/// (as a plugin isolated in a namespace of its own would): a thread the main copy of glibc
+/// does not know about. It idles until the process ends.
+///
+/// # Panics
+/// When the copy cannot be loaded or the thread made.
+pub fn dlmopen_thread() {
+    type Create = unsafe extern "C" fn(
+        *mut libc::pthread_t,
+        *const libc::pthread_attr_t,
+        extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+        *mut libc::c_void,
+    ) -> libc::c_int;
+    // SAFETY: loads a second libc in a namespace of its own and calls its pthread_create with
+    // a start routine that makes system calls only; every signal is blocked across the call
+    // so that the thread starts with all of them blocked.
+    unsafe {
+        let h = libc::dlmopen(libc::LM_ID_NEWLM, c"libc.so.6".as_ptr(), libc::RTLD_NOW);
+        assert!(!h.is_null(), "dlmopen failed");
+        let sym = libc::dlsym(h, c"pthread_create".as_ptr());
+        assert!(!sym.is_null(), "no pthread_create in the copy");
+        let create: Create = std::mem::transmute(sym);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut t: libc::pthread_t = 0;
+        let r = create(
+            &mut t,
+            std::ptr::null(),
+            idle_foreign_thread,
+            std::ptr::null_mut(),
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        assert!(r == 0, "pthread_create of the copy failed: {r}");
+    }
+    // Until the thread shows in /proc/self/task.
+    eventually(Duration::from_secs(5), || thread_count() >= 2);
+}
+
 /// The threads of this process: the link count of `/proc/self/task` minus two.
 pub fn thread_count() -> u64 {
     use std::os::unix::fs::MetadataExt;

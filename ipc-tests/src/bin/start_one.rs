@@ -8,7 +8,8 @@
 //! standard output and error (one of them), then exits 0 if the child found both open and
 //! inheritable; `replaced`
 //! replaces its own executable file by another before it starts two children; `fork` forks
-//! a child (checked); `raw-thread-fork` adds a thread made with clone(2) first.
+//! a child (checked); `raw-thread-fork` adds a thread made with clone(2) first, `dlmopen-thread-fork` one made
+//! by a copy of glibc loaded with dlmopen(3).
 
 use std::io::Write;
 
@@ -112,6 +113,16 @@ fn main() {
         // other: a checked fork must still be refused.
         "raw-thread-fork" => {
             ipc_tests::raw_clone_thread();
+            let threads = ipc_tests::thread_count();
+            let mut p = Process::new(triple, 14).with_start_method(multiproc::StartMethod::Fork);
+            p.start()
+                .and_then(|()| p.join())
+                .map(|v| format!("forked beside {threads} threads: result {v}"))
+        }
+        // A second thread made by a copy of glibc in a namespace of its own (dlmopen): the
+        // main copy's single-thread flag stays set; a checked fork must still be refused.
+        "dlmopen-thread-fork" => {
+            ipc_tests::dlmopen_thread();
             let threads = ipc_tests::thread_count();
             let mut p = Process::new(triple, 14).with_start_method(multiproc::StartMethod::Fork);
             p.start()

@@ -17,6 +17,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             refused_in_a_program_beside_a_thread_made_without_pthread,
         ),
         (
+            "fork_hostile::refused_in_a_program_beside_a_thread_of_a_dlmopen_libc",
+            refused_in_a_program_beside_a_thread_of_a_dlmopen_libc,
+        ),
+        (
             "fork_hostile::results_around_the_buffer_sizes",
             results_around_the_buffer_sizes,
         ),
@@ -341,6 +345,17 @@ fn refused_in_a_program_beside_a_thread_made_without_pthread() -> Result<(), Str
         "the plain fork failed: {plain}"
     );
     let out = start_one("raw-thread-fork")?;
+    ensure!(
+        out.contains("error ThreadedFork"),
+        "a fork beside a second thread was not refused: {out}"
+    );
+    Ok(())
+}
+
+/// The same with a thread made by a second glibc, loaded with dlmopen(3) in a namespace of its
+/// own: that copy clears its own flag, not the main copy's.
+fn refused_in_a_program_beside_a_thread_of_a_dlmopen_libc() -> Result<(), String> {
+    let out = start_one("dlmopen-thread-fork")?;
     ensure!(
         out.contains("error ThreadedFork"),
         "a fork beside a second thread was not refused: {out}"
