@@ -21,6 +21,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             refused_in_a_program_beside_a_thread_of_a_dlmopen_libc,
         ),
         (
+            "fork_hostile::descriptors_closed_without_close_range",
+            descriptors_closed_without_close_range,
+        ),
+        (
             "fork_hostile::results_around_the_buffer_sizes",
             results_around_the_buffer_sizes,
         ),
@@ -359,6 +363,102 @@ fn refused_in_a_program_beside_a_thread_of_a_dlmopen_libc() -> Result<(), String
     ensure!(
         out.contains("error ThreadedFork"),
         "a fork beside a second thread was not refused: {out}"
+    );
+    Ok(())
+}
+
+/// Runs in a forked child: the descriptors it has open.
+fn open_fds(_: ()) -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// In a spawned child: makes close_range(2) fail with ENOSYS (a seccomp filter, as on a kernel
+/// before 5.9 or in a sandbox that does not know it), opens a pipe, and forks a child that
+/// lists its descriptors. Returns (what close_range now does, the pipe's ends, the child's
+/// descriptors).
+fn fork_without_close_range(_: ()) -> Result<(i32, [i32; 2], Vec<i32>), String> {
+    let filter = [
+        // The system call's number.
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_close_range as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    let mut ends = [-1; 2];
+    // SAFETY: the filter only makes close_range fail; the pipe's ends are ours.
+    let errno = unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &raw const prog,
+            ) != 0
+        {
+            return Err(format!("seccomp: {}", std::io::Error::last_os_error()));
+        }
+        let r = libc::syscall(libc::SYS_close_range, 100_000, 100_000, 0);
+        let errno = if r == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+        };
+        if libc::pipe(ends.as_mut_ptr()) != 0 {
+            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        }
+        errno
+    };
+    let mut p = Process::new(open_fds, ()).with_start_method(StartMethod::Fork);
+    let got = p.start().and_then(|()| p.join()).map_err(|e| e.to_string());
+    // SAFETY: our own pipe's ends.
+    unsafe {
+        libc::close(ends[0]);
+        libc::close(ends[1]);
+    }
+    Ok((errno, ends, got?))
+}
+
+/// Without close_range (the kernel says ENOSYS), a forked child still closes what it was not
+/// given, one by one, and still reports through its socket.
+fn descriptors_closed_without_close_range() -> Result<(), String> {
+    let mut p = Process::new(fork_without_close_range, ());
+    p.start().ctx("start")?;
+    let (errno, ends, fds) = p.join().ctx("join")??;
+    ensure!(
+        errno == libc::ENOSYS,
+        "close_range gave errno {errno}, not ENOSYS"
+    );
+    ensure!(
+        !fds.contains(&ends[0]) && !fds.contains(&ends[1]),
+        "the forked child kept the pipe {ends:?}: it has {fds:?}"
     );
     Ok(())
 }
