@@ -25,6 +25,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             descriptors_closed_without_close_range,
         ),
         (
+            "fork_hostile::a_forged_handle_in_a_forked_grandchild_is_refused",
+            a_forged_handle_in_a_forked_grandchild_is_refused,
+        ),
+        (
             "fork_hostile::results_around_the_buffer_sizes",
             results_around_the_buffer_sizes,
         ),
@@ -459,6 +463,48 @@ fn descriptors_closed_without_close_range() -> Result<(), String> {
     ensure!(
         !fds.contains(&ends[0]) && !fds.contains(&ends[1]),
         "the forked child kept the pipe {ends:?}: it has {fds:?}"
+    );
+    Ok(())
+}
+
+/// Sends the wire form of a `Lock` at descriptor index 0 (and slot 0) through a pipe of locks,
+/// as raw bytes, and says what receiving it gave: a handle can only arrive as an argument.
+fn receive_a_forged_lock(_: ()) -> String {
+    // A lock of our own first: its segment takes the lowest free descriptor number.
+    let _own = multiproc::Lock::new();
+    let (a, b) = match multiproc::pipe::<multiproc::Lock>() {
+        Ok(p) => p,
+        Err(e) => return format!("pipe: {e}"),
+    };
+    if let Err(e) = a.send_bytes(&[0, 0]) {
+        return format!("send: {e}");
+    }
+    match b.recv() {
+        Ok(_) => "decoded".to_string(),
+        Err(e) => format!("refused: {e}"),
+    }
+}
+
+/// In a spawned child that was given a lock (its descriptors are installed while it runs):
+/// what a forked child of it, given no handle, makes of a forged lock.
+fn forge_in_a_forked_grandchild(_lock: multiproc::Lock) -> String {
+    let mut p = Process::new(receive_a_forged_lock, ()).with_start_method(StartMethod::Fork);
+    match p.start().and_then(|()| p.join()) {
+        Ok(s) => s,
+        Err(e) => format!("join: {e}"),
+    }
+}
+
+/// A forked child given no handle decodes none: the descriptors its parent received (still in
+/// the copy of the parent's memory) are not its to take.
+fn a_forged_handle_in_a_forked_grandchild_is_refused() -> Result<(), String> {
+    let lock = multiproc::Lock::new().ctx("lock")?;
+    let mut p = Process::new(forge_in_a_forked_grandchild, lock);
+    p.start().ctx("start")?;
+    let said = p.join().ctx("join")?;
+    ensure!(
+        said.contains("did not arrive") || said.contains("only be received as a process argument"),
+        "a forged lock in a forked child gave: {said}"
     );
     Ok(())
 }
