@@ -273,6 +273,12 @@ pub fn raw_clone_thread() -> i32 {
 extern "C" fn idle_foreign_thread(_: *mut libc::c_void) -> *mut libc::c_void {
     loop {
         // SAFETY: pause(2) takes no arguments and touches no memory.
+        #[cfg(not(target_arch = "x86_64"))]
+        unsafe {
+            libc::syscall(libc::SYS_pause);
+        }
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
         unsafe {
             std::arch::asm!(
                 "syscall",
