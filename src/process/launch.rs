@@ -255,6 +255,7 @@ pub(crate) fn fork(
         (one, other)
     };
     let ours_raw = ours.as_raw_fd();
+    let mut reapable: Option<ReapableGuard> = None;
     let forked = if checked {
         let (gate, owned) = service::hold_for_fork();
         // A spawned child's main thread, which only waits for the thread that runs its work.
@@ -274,6 +275,11 @@ pub(crate) fn fork(
                 ),
             ));
         }
+        // A child reaped by the kernel as it ends could be gone before its pidfd is open: not
+        // until then (the child puts the disposition back first thing).
+        reapable = sys::keep_children_reapable()
+            .map_err(|e| Error::io("cannot read the disposition of SIGCHLD", e))?
+            .map(ReapableGuard);
         // Both steps of the fork count at once: no claim can be made while it is under way
         // (the service thread is held), so neither this process nor the copy writes the
         // count's page after the fork (a page copy each).
@@ -284,7 +290,12 @@ pub(crate) fn fork(
         // the fork is done: the child inherits no lock held by another thread. The child never returns
         // into the caller's frames (it ends in _exit), so `gate` is not released there.
         let forked = match unsafe { sys::fork() } {
-            Ok(0) => run_forked(&mut identity, parent, &mut job, theirs, ours_raw, exe),
+            Ok(0) => {
+                if let Some(ReapableGuard(saved)) = &reapable {
+                    sys::restore_signal(sys::SIGCHLD, saved);
+                }
+                run_forked(&mut identity, parent, &mut job, theirs, ours_raw, exe)
+            }
             other => other,
         };
         drop(gate);
@@ -343,9 +354,20 @@ pub(crate) fn fork(
         }
     };
     let pidfd = pidfd_or_kill(pid)?;
+    drop(reapable);
     // The identity and the arguments are freed with the handle, once the child has (usually)
     // ended, not now while each freed block is a page the child shares (see `Held`).
     Ok(Child::new_forked(pid, pidfd, Channel::new(ours), held))
+}
+
+/// SIGCHLD's disposition as it was before [`sys::keep_children_reapable`] changed it: put back
+/// when dropped (in the parent; the child puts it back itself, it never drops anything).
+struct ReapableGuard(sys::SavedAction);
+
+impl Drop for ReapableGuard {
+    fn drop(&mut self) {
+        sys::restore_signal(sys::SIGCHLD, &self.0);
+    }
 }
 
 /// The descriptors a forked child keeps, in the common case: few enough for a list on the

@@ -50,6 +50,8 @@ pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 /// See [`SIGKILL`].
 pub(crate) const SIGINT: i32 = libc::SIGINT;
+/// See [`SIGKILL`].
+pub(crate) const SIGCHLD: i32 = libc::SIGCHLD;
 
 /// Turns a `-1`-means-error return value of a libc call into an `io::Result`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {

@@ -215,6 +215,31 @@ pub(crate) fn restore_signal(sig: i32, saved: &SavedAction) {
     unsafe { libc::sigaction(sig, &saved.0, std::ptr::null_mut()) };
 }
 
+/// When children are reaped by the kernel the moment they end (SIGCHLD ignored, or a handler
+/// with `SA_NOCLDWAIT`): makes them stay until waited for (SIGCHLD at its default, or the
+/// handler without the flag) and returns what to put back with [`restore_signal`]. `None`, with
+/// nothing changed, in the usual case. For the window between a fork and the pidfd_open of the
+/// child, which a child that has already been reaped would make fail (or, were its pid reused,
+/// open another process). See sigaction(2).
+pub(crate) fn keep_children_reapable() -> io::Result<Option<SavedAction>> {
+    // SAFETY: all-zero sigaction structures are valid to fill in; a query changes nothing.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        cvt(libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old))?;
+        let ignored = old.sa_sigaction == libc::SIG_IGN;
+        if !ignored && old.sa_flags & libc::SA_NOCLDWAIT == 0 {
+            return Ok(None);
+        }
+        let mut kept = old;
+        if ignored {
+            kept.sa_sigaction = libc::SIG_DFL;
+        }
+        kept.sa_flags &= !libc::SA_NOCLDWAIT;
+        cvt(libc::sigaction(libc::SIGCHLD, &kept, std::ptr::null_mut()))?;
+        Ok(Some(SavedAction(old)))
+    }
+}
+
 /// Has `handler` run in the child of every fork(2) made through the C library from now on (not
 /// in the parent). It runs in a copy of one thread of a maybe multi-threaded process: it must
 /// be async-signal-safe. Fails only when out of memory. See pthread_atfork(3).
@@ -359,4 +384,3 @@ fn close_range(first: libc::c_uint, last: libc::c_uint) {
         }
     }
 }
-

@@ -236,9 +236,12 @@ fn leave_a_grandchild_holding_the_socket(_: ()) -> i32 {
 }
 
 /// In a spawned child: joins a forked child that left a grandchild holding its socket, then
-/// waits for the grandchild to end. Returns (the join, whether the grandchild was still alive
-/// when the join returned).
+/// waits for the grandchild to end and reaps it (this process is its subreaper: orphaned, it
+/// would otherwise end as a zombie of whichever ancestor is, the suite's). Returns (the join,
+/// whether the grandchild was still alive when the join returned).
 fn join_beside_grandchild(_: ()) -> (Result<i32, String>, bool) {
+    // SAFETY: a process attribute; no memory is passed.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     let mut p = Process::new(leave_a_grandchild_holding_the_socket, ())
         .with_start_method(StartMethod::Fork);
     if let Err(e) = p.start() {
@@ -248,7 +251,9 @@ fn join_beside_grandchild(_: ()) -> (Result<i32, String>, bool) {
     let alive = joined.as_ref().is_ok_and(|&pid| !ipc_tests::is_gone(pid));
     if let Ok(&pid) = joined.as_ref() {
         ipc_tests::eventually(std::time::Duration::from_secs(10), || {
-            ipc_tests::is_gone(pid)
+            let mut status = 0;
+            // SAFETY: reaps only `pid`, this process's adopted grandchild; WNOHANG never blocks.
+            unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == pid }
         });
     }
     (joined, alive)
