@@ -157,6 +157,11 @@ fn fork_many_sizes(
             Err(e) => bad.push((n, e.to_string())),
         }
     }
+    if forkserver {
+        // Ended and reaped here: once this child is gone, an orphaned server would end as a
+        // zombie of the suite.
+        multiproc::stop_forkserver();
+    }
     bad
 }
 
