@@ -179,6 +179,7 @@ struct Restore<T: 'static> {
 }
 
 impl<T: 'static> Restore<T> {
+    #[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
     fn install(key: &'static std::thread::LocalKey<RefCell<Option<T>>>, value: T) -> Self {
         let saved = key.with(|c| c.replace(Some(value)));
         Restore {
@@ -188,6 +189,7 @@ impl<T: 'static> Restore<T> {
     }
 
     /// Takes what was collected and restores the earlier state.
+    #[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
     fn finish(mut self) -> Option<T> {
         let saved = self.saved.take().unwrap_or(None);
         self.key.with(|c| c.replace(saved))
@@ -343,6 +345,7 @@ pub(crate) fn encode_with_handles<T: Serialize + ?Sized>(
 
 /// Runs `f` (which decodes) with `fds` available to the handles being decoded. Descriptors no
 /// handle claimed are closed afterwards.
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 pub(crate) fn with_incoming<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> T {
     let guard = Restore::install(&INCOMING, fds.into_iter().map(Some).collect());
     let out = f();
