@@ -85,11 +85,22 @@ pub(crate) fn idle_threads() -> usize {
     if WORK_THREAD_IN.load(Ordering::Acquire) != me {
         return 0;
     }
+    let mut yields = 0;
     while MAIN_WAITS_IN.load(Ordering::Acquire) != me {
-        std::thread::yield_now();
+        // A yield never lets a thread of lower priority run (a work thread made real-time by
+        // the user, on a busy CPU): after a few, sleep, which does.
+        if yields < IDLE_YIELDS {
+            yields += 1;
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
     }
     1
 }
+
+/// Yields of [`idle_threads`] before it sleeps between looks.
+const IDLE_YIELDS: u32 = 64;
 
 /// Exit status of a child whose function panicked or whose call failed.
 const EXIT_FAILED: i32 = 1;
