@@ -57,6 +57,10 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
             killed_mid_send_is_killed,
         ),
         (
+            "fork_hostile::sigchld_ignored_from_the_forkserver",
+            sigchld_ignored_from_the_forkserver,
+        ),
+        (
             "fork_hostile::sigchld_handler_with_nocldwait_is_kept",
             sigchld_handler_with_nocldwait_is_kept,
         ),
@@ -537,6 +541,16 @@ fn a_forged_handle_in_a_forked_grandchild_is_refused() -> Result<(), String> {
         said.contains("did not arrive") || said.contains("only be received as a process argument"),
         "a forged lock in a forked child gave: {said}"
     );
+    Ok(())
+}
+
+/// The same sizes from children of the forkserver, with SIGCHLD ignored before the server is
+/// started (it inherits the disposition across its exec).
+fn sigchld_ignored_from_the_forkserver() -> Result<(), String> {
+    let mut p = Process::new(fork_many_sizes, (sizes(), true, true));
+    p.start().ctx("start")?;
+    let bad = p.join().ctx("join")?;
+    ensure!(bad.is_empty(), "results lost or wrong: {bad:?}");
     Ok(())
 }
 

@@ -31,6 +31,11 @@ pub(crate) fn serve(mut chan: Channel, preload: Vec<(Target, Vec<u8>)>) -> ! {
     // server had, die of it themselves and it reports how. Were it to die of it, they would
     // die of their parent-death signal instead, and their exit statuses would go with it.
     let sigint = sys::ignore_signal(sys::SIGINT).ok();
+    // A server started with SIGCHLD ignored (it keeps the disposition across its exec) would
+    // have its children reaped by the kernel: a quick one would be gone before its pidfd is
+    // open, and no exit status would ever be reported. The server reaps its children itself;
+    // they get the disposition back, as they do SIGINT's.
+    let sigchld = sys::keep_children_reapable().ok().flatten();
     // Counted once: the server itself makes no thread, so only a preload call could have. The
     // bootstrap's own main thread, idle in a join and holding no lock, does not count.
     let threads = sys::thread_count()
@@ -77,7 +82,7 @@ pub(crate) fn serve(mut chan: Channel, preload: Vec<(Target, Vec<u8>)>) -> ! {
                     args,
                     passed,
                     me,
-                    sigint.as_ref(),
+                    [sigint.as_ref(), sigchld.as_ref()],
                     exe,
                     &mut children,
                 )
@@ -133,13 +138,14 @@ fn say(what: &str) {
     let _ = writeln!(std::io::stderr(), "multiproc forkserver: {what}");
 }
 
-/// Forks one child; returns the reply and, for a child, a pidfd for the parent.
+/// Forks one child; returns the reply and, for a child, a pidfd for the parent. `saved`: the
+/// dispositions of SIGINT and SIGCHLD the server changed, which the child gets back.
 fn fork_one(
     request: ForkRequest,
     args: Vec<u8>,
     mut passed: Vec<OwnedFd>,
     me: i32,
-    sigint: Option<&sys::SavedAction>,
+    saved: [Option<&sys::SavedAction>; 2],
     exe: Option<RawFd>,
     children: &mut Vec<(i32, OwnedFd)>,
 ) -> (Reply, Option<OwnedFd>) {
@@ -163,8 +169,11 @@ fn fork_one(
         Ok(0) => {
             let job = (request.job, args, request.args_follow);
             // The child dies of a Ctrl-C as a spawned one does.
-            if let Some(saved) = sigint {
+            if let Some(saved) = saved[0] {
                 sys::restore_signal(sys::SIGINT, saved);
+            }
+            if let Some(saved) = saved[1] {
+                sys::restore_signal(sys::SIGCHLD, saved);
             }
             run_child(prepared, job, sock, passed, me, exe)
         }
