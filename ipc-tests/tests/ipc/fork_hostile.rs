@@ -782,3 +782,58 @@ fn quick_children_with_sigchld_ignored_leave_no_zombie() -> Result<(), String> {
     p.start().ctx("start")?;
     p.join().ctx("join")?
 }
+
+/// In a spawned child, SIGCHLD ignored: children of its own (raw fork(2), never waited for, as
+/// a program that ignores SIGCHLD does) end while fork starts run. Returns the zombies left.
+fn own_children_beside_starts(_: ()) -> Vec<i32> {
+    // SAFETY: no preconditions.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let me = std::process::id() as i32;
+    for i in 0..100u32 {
+        // SAFETY: the child only calls async-signal-safe functions.
+        if unsafe { libc::fork() } == 0 {
+            unsafe {
+                libc::usleep(i * 1000);
+                libc::_exit(0)
+            };
+        }
+    }
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(150);
+    while std::time::Instant::now() < end {
+        let mut p = Process::new(square, 2).with_start_method(StartMethod::Fork);
+        if p.start().is_ok() {
+            let _ = p.join();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let zombies: Vec<i32> = ipc_tests::children_of(me)
+        .into_iter()
+        .filter(|c| c.state == 'Z')
+        .map(|c| c.pid)
+        .collect();
+    for &z in &zombies {
+        // SAFETY: reaps our own zombie child.
+        unsafe { libc::waitpid(z, std::ptr::null_mut(), 0) };
+    }
+    zombies
+}
+
+/// A program's own children, which it never waits for since it ignores SIGCHLD, are not left
+/// zombies by fork starts beside them.
+///
+/// Not registered: it fails while a fork start sets SIGCHLD to its default for the window up to
+/// the child's pidfd (about 15 zombies of 100 children ending during 150 ms of starts). To be
+/// registered once the pidfd comes with the fork itself (clone3 with CLONE_PIDFD), SIGCHLD
+/// untouched.
+#[allow(dead_code)]
+fn own_children_beside_fork_starts_with_sigchld_ignored() -> Result<(), String> {
+    let mut p = Process::new(own_children_beside_starts, ());
+    p.start().ctx("start")?;
+    let zombies = p.join().ctx("join")?;
+    ensure!(
+        zombies.is_empty(),
+        "{} zombies left: {zombies:?}",
+        zombies.len()
+    );
+    Ok(())
+}
