@@ -255,7 +255,11 @@ pub(crate) fn fork(
         (one, other)
     };
     let ours_raw = ours.as_raw_fd();
-    let mut reapable: Option<ReapableGuard> = None;
+    // With SIGCHLD ignored (or `SA_NOCLDWAIT`) the kernel reaps a child the moment it ends: one
+    // that ended before its pidfd is open below would be gone (and its pid free for another
+    // process). Such a child waits for a byte from us before it exits. A worker never ends
+    // before a request, which comes after the pidfd is open.
+    let hold_exit = !matches!(job, ForkJob::Worker) && sys::children_reaped_by_kernel();
     let forked = if checked {
         let (gate, owned) = service::hold_for_fork();
         // A spawned child's main thread, which only waits for the thread that runs its work.
@@ -275,11 +279,6 @@ pub(crate) fn fork(
                 ),
             ));
         }
-        // A child reaped by the kernel as it ends could be gone before its pidfd is open: not
-        // until then (the child puts the disposition back first thing).
-        reapable = sys::keep_children_reapable()
-            .map_err(|e| Error::io("cannot read the disposition of SIGCHLD", e))?
-            .map(ReapableGuard);
         // Both steps of the fork count at once: no claim can be made while it is under way
         // (the service thread is held), so neither this process nor the copy writes the
         // count's page after the fork (a page copy each).
@@ -290,12 +289,15 @@ pub(crate) fn fork(
         // the fork is done: the child inherits no lock held by another thread. The child never returns
         // into the caller's frames (it ends in _exit), so `gate` is not released there.
         let forked = match unsafe { sys::fork() } {
-            Ok(0) => {
-                if let Some(ReapableGuard(saved)) = &reapable {
-                    sys::restore_signal(sys::SIGCHLD, saved);
-                }
-                run_forked(&mut identity, parent, &mut job, theirs, ours_raw, exe)
-            }
+            Ok(0) => run_forked(
+                &mut identity,
+                parent,
+                &mut job,
+                theirs,
+                ours_raw,
+                exe,
+                hold_exit,
+            ),
             other => other,
         };
         drop(gate);
@@ -323,7 +325,15 @@ pub(crate) fn fork(
             // the closure does needs a lock another thread may hold; the child's own path below
             // takes none. The child never returns into the caller's frames: it ends in _exit.
             let forked = match unsafe { sys::fork() } {
-                Ok(0) => run_forked(&mut identity, parent, &mut job, theirs, ours_raw, None),
+                Ok(0) => run_forked(
+                    &mut identity,
+                    parent,
+                    &mut job,
+                    theirs,
+                    ours_raw,
+                    None,
+                    hold_exit,
+                ),
                 other => other,
             };
             crate::shm::note_fork();
@@ -354,20 +364,13 @@ pub(crate) fn fork(
         }
     };
     let pidfd = pidfd_or_kill(pid)?;
-    drop(reapable);
+    if hold_exit {
+        // Whatever happens to this byte, the child ends: a failed send means it is gone.
+        let _ = sys::send_nonblocking(std::os::fd::AsFd::as_fd(&ours), &[0]);
+    }
     // The identity and the arguments are freed with the handle, once the child has (usually)
     // ended, not now while each freed block is a page the child shares (see `Held`).
     Ok(Child::new_forked(pid, pidfd, Channel::new(ours), held))
-}
-
-/// SIGCHLD's disposition as it was before [`sys::keep_children_reapable`] changed it: put back
-/// when dropped (in the parent; the child puts it back itself, it never drops anything).
-struct ReapableGuard(sys::SavedAction);
-
-impl Drop for ReapableGuard {
-    fn drop(&mut self) {
-        sys::restore_signal(sys::SIGCHLD, &self.0);
-    }
 }
 
 /// The descriptors a forked child keeps, in the common case: few enough for a list on the
@@ -422,6 +425,7 @@ fn run_forked(
     theirs: OwnedFd,
     ours: RawFd,
     exe: Option<RawFd>,
+    hold_exit: bool,
 ) -> ! {
     let checked = !matches!(job, ForkJob::Closure(..));
     // The fork is over in this copy: claims made from now on are this child's own (a checked
@@ -482,6 +486,10 @@ fn run_forked(
         // One thread at the fork: nobody else can hold stdout's lock. (Stderr has no buffer.)
         use std::io::Write;
         let _ = std::io::stdout().flush();
+    }
+    if hold_exit {
+        // Until the parent has our pidfd (see `fork`): its byte, or the end of its stream.
+        sys::await_byte(chan.socket());
     }
     sys::exit_immediately(code)
 }

@@ -215,6 +215,20 @@ pub(crate) fn restore_signal(sig: i32, saved: &SavedAction) {
     unsafe { libc::sigaction(sig, &saved.0, std::ptr::null_mut()) };
 }
 
+/// True when the kernel reaps this process's children the moment they end: SIGCHLD ignored, or
+/// a handler with `SA_NOCLDWAIT` (true too if the disposition cannot be read). Changes nothing.
+/// See sigaction(2).
+pub(crate) fn children_reaped_by_kernel() -> bool {
+    // SAFETY: an all-zero sigaction structure is valid to fill in; a query changes nothing.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) != 0 {
+            return true;
+        }
+        old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0
+    }
+}
+
 /// When children are reaped by the kernel the moment they end (SIGCHLD ignored, or a handler
 /// with `SA_NOCLDWAIT`): makes them stay until waited for (SIGCHLD at its default, or the
 /// handler without the flag) and returns what to put back with [`restore_signal`]. `None`, with

@@ -110,6 +110,24 @@ pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<u
     send_one(fd, bytes, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
 }
 
+/// Waits until one byte can be taken from the socket `fd`, or its peer has closed it, and takes
+/// that byte; any other failure ends the wait too. No lock, no allocation: a forked child's
+/// last step (see `process::launch::fork`).
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
+pub(crate) fn await_byte(fd: BorrowedFd<'_>) {
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::net::recv(fd, &mut byte, rustix::net::RecvFlags::empty()) {
+            Err(Errno::INTR) => continue,
+            // A descriptor made non-blocking by someone else: wait for it instead.
+            Err(Errno::AGAIN) => {
+                let _ = wait_fd(fd, super::POLLIN, None);
+            }
+            _ => return,
+        }
+    }
+}
+
 /// send(2) of one buffer with `flags`, retried on `EINTR`.
 #[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
 fn send_one(fd: BorrowedFd<'_>, bytes: &[u8], flags: SendFlags) -> io::Result<usize> {
