@@ -288,8 +288,8 @@ pub(crate) fn fork(
         // the service thread asleep in poll(2), holding no lock and inside no allocation, until
         // the fork is done: the child inherits no lock held by another thread. The child never returns
         // into the caller's frames (it ends in _exit), so `gate` is not released there.
-        let forked = match unsafe { sys::fork() } {
-            Ok(0) => run_forked(
+        let forked = unsafe {
+            fork_into_run(
                 &mut identity,
                 parent,
                 &mut job,
@@ -297,8 +297,7 @@ pub(crate) fn fork(
                 ours_raw,
                 exe,
                 hold_exit,
-            ),
-            other => other,
+            )
         };
         drop(gate);
         let mut held = Held {
@@ -324,8 +323,8 @@ pub(crate) fn fork(
             // SAFETY: the caller of the unsafe constructor took on the obligation that nothing
             // the closure does needs a lock another thread may hold; the child's own path below
             // takes none. The child never returns into the caller's frames: it ends in _exit.
-            let forked = match unsafe { sys::fork() } {
-                Ok(0) => run_forked(
+            let forked = unsafe {
+                fork_into_run(
                     &mut identity,
                     parent,
                     &mut job,
@@ -333,8 +332,7 @@ pub(crate) fn fork(
                     ours_raw,
                     None,
                     hold_exit,
-                ),
-                other => other,
+                )
             };
             crate::shm::note_fork();
             // The closure's captures are the caller's values: dropped now, as they would be
@@ -345,7 +343,6 @@ pub(crate) fn fork(
                 ..Held::default()
             };
             (forked, held)
-            // `theirs` is dropped here in the parent: only the child holds that end now.
         })
     };
     let (pid, held) = match forked {
@@ -371,6 +368,29 @@ pub(crate) fn fork(
     // The identity and the arguments are freed with the handle, once the child has (usually)
     // ended, not now while each freed block is a page the child shares (see `Held`).
     Ok(Child::new_forked(pid, pidfd, Channel::new(ours), held))
+}
+
+/// fork(2): returns the child's pid in this process; the copy goes on into [`run_forked`] and
+/// never returns. `theirs` is closed here once the copy exists (only the copy needs it).
+///
+/// # Safety
+/// As [`sys::fork`]: the caller has made sure that the copy's path takes no lock another thread
+/// may hold at the fork (a process with no other thread, or the unchecked fork's contract).
+#[cfg_attr(target_os = "linux", unsafe(link_section = "multiproc_forked"))]
+unsafe fn fork_into_run(
+    identity: &mut Option<identity::Prepared>,
+    parent: i32,
+    job: &mut ForkJob,
+    theirs: OwnedFd,
+    ours: RawFd,
+    exe: Option<RawFd>,
+    hold_exit: bool,
+) -> std::io::Result<i32> {
+    // SAFETY: as the caller promised.
+    match unsafe { sys::fork() } {
+        Ok(0) => run_forked(identity, parent, job, theirs, ours, exe, hold_exit),
+        other => other,
+    }
 }
 
 /// The descriptors a forked child keeps, in the common case: few enough for a list on the

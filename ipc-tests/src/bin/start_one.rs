@@ -19,6 +19,16 @@ fn triple(x: u32) -> u32 {
     x * 3
 }
 
+/// A checked fork of `triple` beside the threads this program now has: what it gave, with the
+/// number of threads seen.
+fn fork_beside_threads() -> multiproc::Result<String> {
+    let threads = ipc_tests::thread_count();
+    let mut p = Process::new(triple, 14).with_start_method(multiproc::StartMethod::Fork);
+    p.start()
+        .and_then(|()| p.join())
+        .map(|v| format!("forked beside {threads} threads: result {v}"))
+}
+
 /// The child's `MULTIPROC_CHILD` as the kernel passed it (the process's original environment
 /// block still holds it after the bootstrap removed it from `std::env`).
 fn child_env(_: ()) -> Option<String> {
@@ -113,21 +123,13 @@ fn main() {
         // other: a checked fork must still be refused.
         "raw-thread-fork" => {
             ipc_tests::raw_clone_thread();
-            let threads = ipc_tests::thread_count();
-            let mut p = Process::new(triple, 14).with_start_method(multiproc::StartMethod::Fork);
-            p.start()
-                .and_then(|()| p.join())
-                .map(|v| format!("forked beside {threads} threads: result {v}"))
+            fork_beside_threads()
         }
         // A second thread made by a copy of glibc in a namespace of its own (dlmopen): the
         // main copy's single-thread flag stays set; a checked fork must still be refused.
         "dlmopen-thread-fork" => {
             ipc_tests::dlmopen_thread();
-            let threads = ipc_tests::thread_count();
-            let mut p = Process::new(triple, 14).with_start_method(multiproc::StartMethod::Fork);
-            p.start()
-                .and_then(|()| p.join())
-                .map(|v| format!("forked beside {threads} threads: result {v}"))
+            fork_beside_threads()
         }
         // The same fork without the extra thread: allowed.
         "fork" => {
